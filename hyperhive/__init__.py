@@ -1,0 +1,1 @@
+"""hyperhive: a swarm of AI coding agents whose every config change goes through git."""

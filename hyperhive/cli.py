@@ -1,0 +1,244 @@
+"""`hyperhive …`: the operator's command line.
+
+Exit codes: 0 done; 1 refused (one line on stderr says why); 2 usage error.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from hyperhive.agents import create_agent, init_hive, list_agents
+from hyperhive.errors import HiveError
+from hyperhive.home import Home, default_home
+from hyperhive.names import check_agent_name, parse_target
+from hyperhive.runtime import RUNTIMES, get_runtime
+from hyperhive.workflow import hooks
+from hyperhive.workflow.approvals import Approval, Approvals, when
+from hyperhive.workflow.deploy import deploy
+
+
+def actor() -> str:
+    """Who the CLI acts as: recorded in every tag it writes."""
+    return os.environ.get("HYPERHIVE_ACTOR") or "operator"
+
+
+def emit_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def approval_line(a: Approval) -> str:
+    proposal = a.states.get("proposal")
+    subject = proposal.trailers.get("Subject", "") if proposal else ""
+    latest = a.states[a.state]
+    return (
+        f"{a.target:<20} {a.state:<9} {when(latest.time)}  {latest.actor:<10} "
+        f"{a.commit[:12]}  {subject}"
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    proposal = init_hive(args.home, get_runtime("local", args.home), actor())
+    if proposal is None:
+        print(f"hive already initialized at {args.home.root}")
+    else:
+        print(f"initialized hive at {args.home.root}")
+        print(f"proposed {proposal.target}: `hyperhive approve {proposal.target}` deploys it")
+    return 0
+
+
+def cmd_agent_create(args: argparse.Namespace) -> int:
+    proposal = create_agent(args.home, args.name, get_runtime("local", args.home), actor())
+    print(f"created agent {args.name}; proposed {proposal.target}")
+    return 0
+
+
+def cmd_agent_list(args: argparse.Namespace) -> int:
+    agents = list_agents(args.home, get_runtime("local", args.home))
+    if args.json:
+        emit_json(agents)
+        return 0
+    for a in agents:
+        commit = (a["deployed_commit"] or "-")[:12]
+        pending = ",".join(f"#{i}" for i in a["pending"]) or "-"
+        print(f"{a['name']:<32} {a['runtime']['state']:<13} {commit:<12}  pending: {pending}")
+    return 0
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    approval = Approvals(args.home, args.name).propose(args.commit, actor(), args.reason)
+    print(approval.target)
+    return 0
+
+
+def _approvals(home: Home, pending_only: bool) -> list[Approval]:
+    home.require()
+    return [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only)]
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    found = _approvals(args.home, pending_only=not args.all)
+    if args.json:
+        emit_json([a.to_json() for a in found])
+    else:
+        for a in found:
+            print(approval_line(a))
+    return 0
+
+
+def _report_hooks(home: Home, a: Approval) -> None:
+    failed = [r for r in hooks.runs(home, a.agent) if r.exit and _hook_of(r, a)]
+    for r in failed:
+        print(
+            f"warning: post-receive exited {r.exit} (see `hyperhive history {a.agent}`)",
+            file=sys.stderr,
+        )
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    name, approval_id = args.target
+    approval = Approvals(args.home, name).approve(approval_id, actor())
+    print(f"approved {approval.target}")
+    _report_hooks(args.home, approval)
+    return 0
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    name, approval_id = args.target
+    approval = Approvals(args.home, name).deny(approval_id, actor(), args.reason)
+    print(f"denied {approval.target}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    name, approval_id = args.target
+    approval = deploy(args.home, name, approval_id, get_runtime(args.runtime, args.home))
+    if approval.state == "deployed":
+        print(f"deployed {approval.target} {approval.commit}")
+        return 0
+    reason = approval.states["failed"].trailers.get("Reason", "")
+    print(f"{approval.target} failed: {reason}", file=sys.stderr)
+    return 1
+
+
+def _hook_of(run: hooks.HookRun, a: Approval) -> bool:
+    return any(ref.endswith(f"/{a.id}") and ref.startswith("refs/tags/") for ref in run.refs)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    approvals = Approvals(args.home, args.name).all()
+    runs = hooks.runs(args.home, args.name)
+    if args.json:
+        emit_json(
+            {
+                "agent": args.name,
+                "approvals": [
+                    {**a.to_json(), "hooks": [vars(r) for r in runs if _hook_of(r, a)]}
+                    for a in approvals
+                ],
+            }
+        )
+        return 0
+    for a in approvals:
+        print(f"{a.target}  {a.state}  {a.commit[:12]}")
+        for state, tag in a.history():
+            extra = "  ".join(f"{k}: {v}" for k, v in tag.trailers.items() if k != "Actor")
+            print(f"  {state:<9} {when(tag.time)}  {tag.actor:<10} {extra}")
+        for r in runs:
+            if r.exit and _hook_of(r, a):
+                last = r.tail[-1] if r.tail else ""
+                print(f"  hook      {when(r.time)}  post-receive exited {r.exit}: {last}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from hyperhive.daemon.up import serve
+
+    return serve(args.home, args.runtime, args.bind, args.port)
+
+
+def target(text: str) -> tuple[str, int]:
+    try:
+        return parse_target(text)
+    except HiveError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def agent_name(text: str) -> str:
+    try:
+        return check_agent_name(text)
+    except HiveError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home",
+        type=lambda p: Home(Path(p).absolute()),
+        default=argparse.SUPPRESS,
+        help="hive home (default: $HYPERHIVE_HOME or ~/.local/share/hyperhive)",
+    )
+    parser = argparse.ArgumentParser(prog="hyperhive", parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, func, help, parent=sub):
+        p = parent.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    command("init", cmd_init, "create the hive's home with a manager agent")
+
+    agent = sub.add_parser("agent", help="create and list agents").add_subparsers(
+        dest="agent_command", required=True, metavar="COMMAND"
+    )
+    p = command("create", cmd_agent_create, "create an agent and propose its first config", agent)
+    p.add_argument("name", type=agent_name)
+    p = command("list", cmd_agent_list, "list agents with their deployed revision", agent)
+    p.add_argument("--json", action="store_true")
+
+    p = command("propose", cmd_propose, "submit a commit of an agent's config for approval")
+    p.add_argument("name", type=agent_name)
+    p.add_argument("commit", nargs="?", default="HEAD", help="default: HEAD of its config repo")
+    p.add_argument("--reason", help="why, recorded in the proposal tag")
+
+    p = command("approvals", cmd_approvals, "list pending approvals (--all: every approval)")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = command("approve", cmd_approve, "approve NAME#ID; the post-receive hook deploys it")
+    p.add_argument("target", type=target, metavar="NAME#ID")
+
+    p = command("deny", cmd_deny, "deny NAME#ID with a reason")
+    p.add_argument("target", type=target, metavar="NAME#ID")
+    p.add_argument("--reason", required=True)
+
+    p = command("deploy", cmd_deploy, "build an approved NAME#ID now (what the hook calls)")
+    p.add_argument("target", type=target, metavar="NAME#ID")
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), default="local")
+
+    p = command("history", cmd_history, "every approval of an agent with each state")
+    p.add_argument("name", type=agent_name)
+    p.add_argument("--json", action="store_true")
+
+    p = command("up", cmd_up, "run the daemon: build worker and web server")
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), default="local")
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8420)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "home"):
+        args.home = Home(default_home().absolute())
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("hyperhive").setLevel(logging.INFO)
+    try:
+        return args.func(args)
+    except HiveError as e:
+        print(f"hyperhive: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,41 @@
+"""Refusals: a request was understood and declined. The CLI exits 1 with the message."""
+
+
+class HiveError(Exception):
+    """Base of every refusal; the message is one line that says what happened."""
+
+
+class InvalidName(HiveError):
+    pass
+
+
+class NotInitialized(HiveError):
+    pass
+
+
+class UnknownAgent(HiveError):
+    pass
+
+
+class AgentExists(HiveError):
+    pass
+
+
+class UnknownCommit(HiveError):
+    pass
+
+
+class UnknownApproval(HiveError):
+    pass
+
+
+class AlreadyDecided(HiveError):
+    pass
+
+
+class IllegalTransition(HiveError):
+    pass
+
+
+class ConcurrentUpdate(HiveError):
+    """A compare-and-swap lost: a ref was not what the engine read under its lock."""

@@ -1,0 +1,1 @@
+"""Git storage through dulwich only: the engine never shells out to `git`."""

@@ -1,0 +1,40 @@
+"""Ref updates that never overwrite blindly: every write says what it expects to replace."""
+
+from dulwich.repo import Repo
+
+from hyperhive.errors import ConcurrentUpdate
+
+ZERO = b"0" * 40
+
+
+def read(repo: Repo, ref: bytes) -> bytes | None:
+    try:
+        return repo.refs[ref]
+    except KeyError:
+        return None
+
+
+def create(repo: Repo, ref: bytes, sha: bytes) -> bool:
+    """Create `ref` only if it does not exist; False if it already does."""
+    return repo.refs.add_if_new(ref, sha)
+
+
+def cas(repo: Repo, ref: bytes, old: bytes | None, new: bytes) -> None:
+    """Move `ref` from `old` (None: must not exist) to `new`, or raise ConcurrentUpdate."""
+    done = create(repo, ref, new) if old is None else repo.refs.set_if_equals(ref, old, new)
+    if not done:
+        now = read(repo, ref)
+        raise ConcurrentUpdate(
+            f"{ref.decode()} in {repo.path} is {now and now.decode()}, "
+            f"expected {old and old.decode()}"
+        )
+
+
+def delete(repo: Repo, ref: bytes, old: bytes) -> None:
+    if not repo.refs.remove_if_equals(ref, old):
+        raise ConcurrentUpdate(f"{ref.decode()} in {repo.path} changed before it could be deleted")
+
+
+def under(repo: Repo, prefix: bytes) -> dict[bytes, bytes]:
+    """Every ref below `prefix` (loose and packed), keyed by the rest of its name."""
+    return dict(repo.refs.as_dict(prefix))

@@ -1,0 +1,77 @@
+"""Where the hive's state lives on disk (DESIGN.md, "State on disk")."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperhive.errors import NotInitialized, UnknownAgent
+from hyperhive.names import check_agent_name
+
+
+def default_home() -> Path:
+    env = os.environ.get("HYPERHIVE_HOME")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "hyperhive"
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def meta_dir(self) -> Path:
+        return self.root / "meta.git"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def host_socket(self) -> Path:
+        return self.run_dir / "host.sock"
+
+    def is_initialized(self) -> bool:
+        return (self.meta_dir / "HEAD").is_file()
+
+    def require(self) -> "Home":
+        if not self.is_initialized():
+            raise NotInitialized(f"no hive at {self.root}: run `hyperhive init --home {self.root}`")
+        return self
+
+    def agent_dir(self, name: str) -> Path:
+        return self.root / "agents" / check_agent_name(name)
+
+    def config_dir(self, name: str) -> Path:
+        return self.agent_dir(name) / "config"
+
+    def state_dir(self, name: str) -> Path:
+        return self.agent_dir(name) / "state"
+
+    def deployed_dir(self, name: str) -> Path:
+        return self.agent_dir(name) / "deployed"
+
+    def applied_dir(self, name: str) -> Path:
+        return self.root / "applied" / f"{check_agent_name(name)}.git"
+
+    def log_dir(self, name: str) -> Path:
+        return self.root / "logs" / check_agent_name(name)
+
+    def build_log(self, name: str, approval_id: int) -> Path:
+        return self.log_dir(name) / f"{int(approval_id)}.log"
+
+    def agent_names(self) -> list[str]:
+        applied = self.root / "applied"
+        if not applied.is_dir():
+            return []
+        return sorted(
+            p.name[: -len(".git")] for p in applied.glob("*.git") if (p / "HEAD").is_file()
+        )
+
+    def require_agent(self, name: str) -> str:
+        check_agent_name(name)
+        self.require()
+        if not (self.applied_dir(name) / "HEAD").is_file():
+            raise UnknownAgent(f"unknown agent {name!r}: `hyperhive agent list` shows the agents")
+        return name

@@ -1,0 +1,226 @@
+"""Approvals of one agent, derived from the tags of `applied/<name>.git` and nothing else."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dulwich.objects import Blob
+from dulwich.repo import Repo
+
+from hyperhive.errors import (
+    AlreadyDecided,
+    IllegalTransition,
+    UnknownApproval,
+    UnknownCommit,
+)
+from hyperhive.gitstore import refs
+from hyperhive.gitstore.repos import copy_commit, open_repo, resolve_commit
+from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
+from hyperhive.home import Home
+from hyperhive.names import format_target
+from hyperhive.workflow import hooks
+from hyperhive.workflow.lock import locked, transition_lock
+from hyperhive.workflow.states import (
+    COMPETITOR,
+    DECISIONS,
+    ORDER,
+    PREDECESSOR,
+    State,
+    current,
+    tag_ref,
+)
+
+# Highest id ever handed out, as a blob, so ids are not reused after tags are pruned.
+LAST_ID_REF = b"refs/hyperhive/last-id"
+MAIN = b"refs/heads/main"
+
+
+def when(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Approval:
+    agent: str
+    id: int
+    states: dict[State, TagInfo]
+
+    @property
+    def target(self) -> str:
+        return format_target(self.agent, self.id)
+
+    @property
+    def state(self) -> State:
+        return current(set(self.states))
+
+    @property
+    def commit(self) -> str:
+        return next(iter(self.states.values())).target
+
+    def history(self) -> list[tuple[State, TagInfo]]:
+        """The states it went through, in state-machine order."""
+        return sorted(self.states.items(), key=lambda kv: ORDER.index(kv[0]))
+
+    def describe(self, state: State) -> str:
+        tag = self.states[state]
+        return f"{state} by {tag.actor} at {when(tag.time)}"
+
+    def to_json(self) -> dict:
+        proposal = self.states.get(State.PROPOSAL)
+        return {
+            "agent": self.agent,
+            "id": self.id,
+            "target": self.target,
+            "commit": self.commit,
+            "state": str(self.state),
+            "subject": proposal.trailers.get("Subject", "") if proposal else "",
+            "states": [
+                {
+                    "state": str(s),
+                    "actor": t.actor,
+                    "time": t.time,
+                    "tag": t.ref,
+                    "trailers": t.trailers,
+                    "body": t.body,
+                }
+                for s, t in self.history()
+            ],
+        }
+
+
+def parse_tag_refs(tag_refs: dict[bytes, bytes]) -> dict[int, dict[State, bytes]]:
+    """Group `<state>/<id>` tag refs by id; tags outside the state machine are ignored."""
+    by_id: dict[int, dict[State, bytes]] = {}
+    for name, sha in tag_refs.items():
+        state, _, raw_id = name.decode(errors="replace").partition("/")
+        if raw_id.isdigit() and state in State.__members__.values():
+            by_id.setdefault(int(raw_id), {})[State(state)] = sha
+    return by_id
+
+
+class Approvals:
+    """The approvals of one agent. Every write happens under the repo's transition lock."""
+
+    def __init__(self, home: Home, name: str):
+        self.home = home
+        self.name = home.require_agent(name)
+        self.dir = home.applied_dir(name)
+
+    def repo(self) -> Repo:
+        return open_repo(self.dir)
+
+    def _tag_shas(self, repo: Repo) -> dict[int, dict[State, bytes]]:
+        return parse_tag_refs(refs.under(repo, b"refs/tags/"))
+
+    def _load(self, repo: Repo, approval_id: int, shas: dict[State, bytes]) -> Approval:
+        infos = {s: read_tag(repo, tag_ref(s, approval_id), sha) for s, sha in shas.items()}
+        return Approval(self.name, approval_id, infos)
+
+    def get(self, approval_id: int) -> Approval:
+        repo = self.repo()
+        shas = self._tag_shas(repo).get(approval_id)
+        if not shas:
+            raise UnknownApproval(f"unknown approval {format_target(self.name, approval_id)}")
+        return self._load(repo, approval_id, shas)
+
+    def all(self, pending_only: bool = False) -> list[Approval]:
+        repo = self.repo()
+        return [
+            self._load(repo, i, shas)
+            for i, shas in sorted(self._tag_shas(repo).items())
+            if not pending_only or set(shas) == {State.PROPOSAL}
+        ]
+
+    def deployed_commit(self) -> str | None:
+        sha = refs.read(self.repo(), MAIN)
+        return sha.decode() if sha else None
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _next_id(self, repo: Repo) -> int:
+        last = refs.read(repo, LAST_ID_REF)
+        counted = int(repo[last].data) if last else 0
+        seen = max(self._tag_shas(repo), default=0)
+        new_id = max(counted, seen) + 1
+        blob = Blob.from_string(f"{new_id}\n".encode())
+        repo.object_store.add_object(blob)
+        refs.cas(repo, LAST_ID_REF, last, blob.id)
+        return new_id
+
+    def propose(self, commit_spec: str, actor: str, reason: str | None = None) -> Approval:
+        """Propose a commit of the agent's config repo (or one already in the applied repo,
+        such as an earlier deployed commit for a rollback)."""
+        repo = self.repo()
+        config = self.home.config_dir(self.name)
+        try:
+            source = open_repo(config)
+            sha = resolve_commit(source, commit_spec)
+            copy_commit(source, repo, sha)
+        except UnknownCommit:
+            sha = resolve_commit(repo, commit_spec)
+        subject = repo[sha].message.decode(errors="replace").split("\n", 1)[0]
+        with locked(transition_lock(self.dir)):
+            approval_id = self._next_id(repo)
+            ref = tag_ref(State.PROPOSAL, approval_id)
+            tag = write_tag(
+                repo,
+                ref,
+                sha,
+                actor,
+                f"proposal {format_target(self.name, approval_id)}",
+                {"Subject": subject, "Reason": reason},
+            )
+        hooks.run_post_receive(self.home, self.name, [(refs.ZERO, tag, ref)])
+        return self.get(approval_id)
+
+    def approve(self, approval_id: int, actor: str) -> Approval:
+        return self.transition(approval_id, State.APPROVED, actor)
+
+    def deny(self, approval_id: int, actor: str, reason: str) -> Approval:
+        if not reason or not reason.strip():
+            raise IllegalTransition("a denial needs a reason (--reason TEXT)")
+        return self.transition(approval_id, State.DENIED, actor, {"Reason": reason})
+
+    def transition(
+        self,
+        approval_id: int,
+        state: State,
+        actor: str,
+        trailers: dict[str, str] | None = None,
+        body: str = "",
+        then: Callable[[Repo, Approval], None] | None = None,
+    ) -> Approval:
+        """Write `state`'s tag for an approval if the state machine allows it.
+
+        `then` runs under the same lock right after the tag is written (a deploy moves
+        main there). The post-receive hook runs after the lock is released, since the
+        shipped one starts a deploy that takes the lock itself.
+        """
+        target = format_target(self.name, approval_id)
+        repo = self.repo()
+        with locked(transition_lock(self.dir)):
+            shas = self._tag_shas(repo).get(approval_id)
+            if not shas:
+                raise UnknownApproval(f"unknown approval {target}")
+            before = self._load(repo, approval_id, shas)
+            if state in DECISIONS and (decided := DECISIONS & set(shas)):
+                raise AlreadyDecided(f"{target} was already {before.describe(decided.pop())}")
+            if state in shas or COMPETITOR.get(state) in shas:
+                raise IllegalTransition(
+                    f"cannot mark {target} {state}: it is already {before.describe(before.state)}"
+                )
+            if PREDECESSOR[state] not in shas:
+                raise IllegalTransition(
+                    f"cannot mark {target} {state}: it is {before.state}, not {PREDECESSOR[state]}"
+                )
+            ref = tag_ref(state, approval_id)
+            tag = write_tag(
+                repo, ref, before.commit.encode(), actor, f"{state} {target}", trailers or {}, body
+            )
+            if tag is None:  # only a writer bypassing the lock can get here
+                raise IllegalTransition(f"cannot mark {target} {state}: {ref.decode()} exists")
+            after = self._load(repo, approval_id, {**shas, state: tag})
+            if then:
+                then(repo, after)
+        hooks.run_post_receive(self.home, self.name, [(refs.ZERO, tag, ref)])
+        return after

@@ -1,0 +1,128 @@
+"""Deploying an approved config: building → deployed | failed, one build per agent at a time."""
+
+import logging
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+
+from dulwich.repo import Repo
+
+from hyperhive.gitstore import refs
+from hyperhive.home import Home
+from hyperhive.runtime.base import BuildError, Runtime
+from hyperhive.workflow import meta
+from hyperhive.workflow.approvals import MAIN, Approval, Approvals
+from hyperhive.workflow.lock import build_lock, locked
+from hyperhive.workflow.states import TERMINAL, State
+
+log = logging.getLogger("hyperhive.build")
+
+ACTOR = "hyperhive"
+TAIL_LINES = 50
+
+
+class BuildLog:
+    """Writes each line to `logs/<name>/<id>.log` (flushed at once) and to logging,
+    keeping the last lines for the `failed/<id>` tag."""
+
+    def __init__(self, path: Path, target: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.target = target
+        self.file = path.open("a", buffering=1)
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def line(self, text: str) -> None:
+        self.tail.append(text)
+        self.file.write(text + "\n")
+        log.info("%s: %s", self.target, text)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _move_main(repo: Repo, approval: Approval) -> None:
+    refs.cas(repo, MAIN, refs.read(repo, MAIN), approval.commit.encode())
+
+
+def recover(home: Home, name: str) -> list[Approval]:
+    """End every `building/<id>` without a terminal tag as `failed/<id>` (Reason:
+    interrupted), and bring main and meta in line with the last deployed tag.
+    Call only while holding the agent's build lock: no build can be running then."""
+    approvals = Approvals(home, name)
+    ended = []
+    for a in approvals.all():
+        if State.BUILDING in a.states and not TERMINAL & set(a.states):
+            log.warning("%s: build was interrupted; marking it failed", a.target)
+            ended.append(
+                approvals.transition(
+                    a.id,
+                    State.FAILED,
+                    ACTOR,
+                    {"Reason": "interrupted", "Build-Log": str(home.build_log(name, a.id))},
+                )
+            )
+    _reconcile(home, approvals)
+    return ended
+
+
+def _reconcile(home: Home, approvals: Approvals) -> None:
+    """A crash between the deployed tag, main and the meta commit leaves them apart."""
+    deployed = [a for a in approvals.all() if State.DEPLOYED in a.states]
+    if not deployed:
+        return
+    last = max(deployed, key=lambda a: (a.states[State.DEPLOYED].time, a.id))
+    repo = approvals.repo()
+    main = refs.read(repo, MAIN)
+    if main != last.commit.encode():
+        log.warning("%s: main is not at the last deployed commit; moving it", last.target)
+        refs.cas(repo, MAIN, main, last.commit.encode())
+    if meta.pins(home).get(approvals.name, {}).get("rev") != last.commit:
+        meta.record_deploy(home, approvals.name, last.id, last.commit)
+
+
+def deploy(home: Home, name: str, approval_id: int, runtime: Runtime) -> Approval:
+    """Build an approved config now (waiting for an agent's running build first)."""
+    approvals = Approvals(home, name)
+    approvals.get(approval_id)  # an unknown id is refused before any lock is taken
+    with locked(build_lock(approvals.dir)):
+        recover(home, name)
+        log_path = home.build_log(name, approval_id)
+        approval = approvals.transition(
+            approval_id, State.BUILDING, ACTOR, {"Build-Log": str(log_path)}
+        )
+        build = BuildLog(log_path, approval.target)
+        started = time.monotonic()
+        reason = None
+        try:
+            build.line(f"build {approval.target} {approval.commit}")
+            runtime.update(name, approval.commit, build.line)
+        except BuildError as e:
+            reason = str(e)
+        except Exception as e:  # a bug in a runtime must still end as failed/<id>
+            build.line(traceback.format_exc().rstrip())
+            reason = f"internal error: {e}"
+        duration = f"{time.monotonic() - started:.2f}s"
+        trailers = {"Build-Log": str(log_path), "Duration": duration}
+        if reason is None:
+            build.line(f"deployed in {duration}")
+            build.close()
+            approval = approvals.transition(
+                approval_id,
+                State.DEPLOYED,
+                ACTOR,
+                trailers,
+                then=_move_main,
+            )
+            meta.record_deploy(home, name, approval_id, approval.commit)
+        else:
+            build.line(f"build failed: {reason}")
+            build.close()
+            approval = approvals.transition(
+                approval_id,
+                State.FAILED,
+                ACTOR,
+                {"Reason": reason, **trailers},
+                body="\n".join(f"| {line}" for line in build.tail),
+            )
+    return approval

@@ -1,0 +1,122 @@
+"""Installing and running git hooks in the applied repos, with git's own contract.
+
+A hook that fails is logged and recorded in `logs/<name>/hooks.jsonl` (which the
+approval's history reads); it never rolls back the tag that triggered it.
+"""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hyperhive.home import Home
+
+log = logging.getLogger("hyperhive.hooks")
+
+SHIPPED_HOOKS = Path(__file__).resolve().parents[2] / "hooks"
+HOOK_NAMES = ("post-receive",)
+TAIL_LINES = 50
+
+
+@dataclass(frozen=True)
+class HookRun:
+    hook: str
+    refs: list[str]
+    exit: int
+    time: int
+    duration: float
+    tail: list[str]
+
+
+def install(repo_dir: Path) -> None:
+    for name in HOOK_NAMES:
+        dest = repo_dir / "hooks" / name
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copyfile(SHIPPED_HOOKS / name, dest)
+        dest.chmod(0o755)
+
+
+def hyperhive_command() -> str:
+    """The `hyperhive` executable of this installation, for hooks to call back."""
+    beside = Path(sys.executable).parent / "hyperhive"
+    return str(beside) if beside.exists() else shutil.which("hyperhive") or "hyperhive"
+
+
+def hook_env(home: Home, name: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GIT_DIR": str(home.applied_dir(name)),
+        "HYPERHIVE_HOME": str(home.root),
+        "HYPERHIVE_AGENT": name,
+        "HYPERHIVE_BIN": hyperhive_command(),
+    }
+
+
+def history_file(home: Home, name: str) -> Path:
+    return home.log_dir(name) / "hooks.jsonl"
+
+
+def run_post_receive(
+    home: Home, name: str, updates: list[tuple[bytes, bytes, bytes]]
+) -> HookRun | None:
+    """Run `post-receive` with `<old> <new> <ref>` lines on stdin, streaming its output
+    into the log as it comes. Returns None when the repo has no executable hook."""
+    repo_dir = home.applied_dir(name)
+    hook = repo_dir / "hooks" / "post-receive"
+    if not os.access(hook, os.X_OK):
+        return None
+    stdin = b"".join(b"%s %s %s\n" % u for u in updates)
+    ref_names = [u[2].decode() for u in updates]
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    started = time.time()
+    try:
+        proc = subprocess.Popen(
+            [str(hook)],
+            cwd=repo_dir,
+            env=hook_env(home, name),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    except OSError as e:
+        tail.append(f"cannot run {hook}: {e}")
+        code = 126
+    else:
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except BrokenPipeError:  # the hook need not read its input
+            pass
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            tail.append(line)
+            log.info("%s: hook: %s", name, line)
+        code = proc.wait()
+    run = HookRun("post-receive", ref_names, code, int(started), time.time() - started, list(tail))
+    if code != 0:
+        log.error("%s: post-receive exited %d for %s", name, code, " ".join(ref_names))
+    path = history_file(home, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(asdict(run)) + "\n")
+    return run
+
+
+def runs(home: Home, name: str) -> list[HookRun]:
+    """Every recorded hook run of an agent, oldest first; a torn last line is skipped."""
+    path = history_file(home, name)
+    if not path.exists():
+        return []
+    result = []
+    for line in path.read_text().splitlines():
+        try:
+            result.append(HookRun(**json.loads(line)))
+        except (ValueError, TypeError):
+            log.warning("%s: unreadable hook record in %s: %r", name, path, line[:200])
+    return result
