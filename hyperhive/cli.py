@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from hyperhive.agents import create_agent, init_hive, list_agents
+from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
 from hyperhive.home import Home, default_home
 from hyperhive.names import check_agent_name, parse_target
@@ -18,6 +19,8 @@ from hyperhive.runtime import RUNTIMES, get_runtime
 from hyperhive.workflow import hooks
 from hyperhive.workflow.approvals import Approval, Approvals, when
 from hyperhive.workflow.deploy import deploy
+
+DEFAULT_RUNTIME = os.environ.get("HYPERHIVE_RUNTIME") or "local"
 
 
 def actor() -> str:
@@ -41,7 +44,7 @@ def approval_line(a: Approval) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    proposal = init_hive(args.home, get_runtime("local", args.home), actor())
+    proposal = init_hive(args.home, get_runtime(DEFAULT_RUNTIME, args.home), actor())
     if proposal is None:
         print(f"hive already initialized at {args.home.root}")
     else:
@@ -51,13 +54,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_create(args: argparse.Namespace) -> int:
-    proposal = create_agent(args.home, args.name, get_runtime("local", args.home), actor())
+    proposal = create_agent(args.home, args.name, get_runtime(DEFAULT_RUNTIME, args.home), actor())
     print(f"created agent {args.name}; proposed {proposal.target}")
     return 0
 
 
 def cmd_agent_list(args: argparse.Namespace) -> int:
-    agents = list_agents(args.home, get_runtime("local", args.home))
+    agents = list_agents(args.home, get_runtime(DEFAULT_RUNTIME, args.home))
     if args.json:
         emit_json(agents)
         return 0
@@ -115,6 +118,15 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     name, approval_id = args.target
+    if not args.here:
+        request = {"op": "deploy", "agent": name, "id": approval_id}
+        try:
+            reply = hostsock.call(args.home.host_socket, request)
+        except hostsock.DaemonUnavailable:
+            pass  # no daemon: build in this process
+        else:
+            print(f"queued {name}#{approval_id} on the daemon ({reply['ahead']} ahead)")
+            return 0
     approval = deploy(args.home, name, approval_id, get_runtime(args.runtime, args.home))
     if approval.state == "deployed":
         print(f"deployed {approval.target} {approval.commit}")
@@ -218,14 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("deploy", cmd_deploy, "build an approved NAME#ID now (what the hook calls)")
     p.add_argument("target", type=target, metavar="NAME#ID")
-    p.add_argument("--runtime", choices=sorted(RUNTIMES), default="local")
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
+    p.add_argument(
+        "--here",
+        action="store_true",
+        help="build in this process even when a daemon runs (default: queue on the daemon)",
+    )
 
     p = command("history", cmd_history, "every approval of an agent with each state")
     p.add_argument("name", type=agent_name)
     p.add_argument("--json", action="store_true")
 
     p = command("up", cmd_up, "run the daemon: build worker and web server")
-    p.add_argument("--runtime", choices=sorted(RUNTIMES), default="local")
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8420)
     return parser

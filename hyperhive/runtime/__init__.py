@@ -1,5 +1,6 @@
 """Container backends behind one interface (`Runtime` in runtime.base)."""
 
+from hyperhive.errors import HiveError
 from hyperhive.home import Home
 from hyperhive.runtime.base import Runtime
 from hyperhive.runtime.local import LocalRuntime
@@ -8,4 +9,6 @@ RUNTIMES = {"local": LocalRuntime}
 
 
 def get_runtime(kind: str, home: Home) -> Runtime:
+    if kind not in RUNTIMES:
+        raise HiveError(f"unknown runtime {kind!r}: choose one of {', '.join(sorted(RUNTIMES))}")
     return RUNTIMES[kind](home)

@@ -204,7 +204,7 @@ class Approvals:
                 raise UnknownApproval(f"unknown approval {target}")
             before = self._load(repo, approval_id, shas)
             if state in DECISIONS and (decided := DECISIONS & set(shas)):
-                raise AlreadyDecided(f"{target} was already {before.describe(decided.pop())}")
+                raise AlreadyDecided(f"{target} was already {before.describe(next(iter(decided)))}")
             if state in shas or COMPETITOR.get(state) in shas:
                 raise IllegalTransition(
                     f"cannot mark {target} {state}: it is already {before.describe(before.state)}"

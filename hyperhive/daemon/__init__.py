@@ -1,0 +1,1 @@
+"""The long-running process: host socket, build worker, web server."""

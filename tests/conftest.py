@@ -1,0 +1,78 @@
+"""Shared fixtures: a real hive home on disk, the real CLI as a subprocess, the git CLI."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hyperhive.agents import init_hive
+from hyperhive.home import Home
+from hyperhive.runtime.local import LocalRuntime
+
+HYPERHIVE = str(Path(sys.executable).parent / "hyperhive")
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run the stock git CLI to check what the engine wrote."""
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def run_cli(home: Path, *args: str, env: dict | None = None, check: bool = False, **kw):
+    """Run the installed `hyperhive` console script in its own process."""
+    full_env = {**os.environ, "HYPERHIVE_HOME": str(home), **(env or {})}
+    proc = subprocess.run(
+        [HYPERHIVE, *args], env=full_env, capture_output=True, text=True, timeout=120, **kw
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hyperhive {args} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def commit_config(home: Home, name: str, files: dict[str, str], message: str) -> str:
+    """Commit files to an agent's proposed config repo with the git CLI, as the manager
+    would; returns the new commit id."""
+    config = home.config_dir(name)
+    for rel, content in files.items():
+        path = config / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    git(config, "add", "-A")
+    git(
+        config,
+        "-c",
+        "user.name=manager",
+        "-c",
+        "user.email=manager@hyperhive",
+        "commit",
+        "-q",
+        "-m",
+        message,
+    )
+    return git(config, "rev-parse", "HEAD").strip()
+
+
+def fake_program(bindir: Path, name: str, script: str) -> Path:
+    """Put a small executable named `name` on a PATH directory."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    path = bindir / name
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(script))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    """An initialized hive: meta repo and the manager agent with proposal manager#1."""
+    h = Home(tmp_path / "hive")
+    init_hive(h, LocalRuntime(h), "operator")
+    return h
+
+
+@pytest.fixture
+def runtime(home: Home) -> LocalRuntime:
+    return LocalRuntime(home)
