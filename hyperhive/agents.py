@@ -10,6 +10,7 @@ from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import init_bare, init_worktree
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name
+from hyperhive.resources import NIX_DIR
 from hyperhive.runtime.base import Runtime
 from hyperhive.workflow import hooks, meta
 from hyperhive.workflow.approvals import Approval, Approvals
@@ -17,15 +18,11 @@ from hyperhive.workflow.approvals import Approval, Approvals
 MANAGER = "manager"
 
 
+AGENT_TEMPLATE = NIX_DIR / "agent-template.nix"
+
+
 def initial_agent_nix(name: str) -> str:
-    return (
-        f'# Configuration of the hyperhive agent "{name}".\n'
-        "# Commit a change here, then `hyperhive propose "
-        f"{name}` submits it for the operator's approval.\n"
-        "{ ... }:\n"
-        "{\n"
-        "}\n"
-    )
+    return AGENT_TEMPLATE.read_text().replace("@name@", check_agent_name(name))
 
 
 def _initial_commit(repo: Repo, name: str, actor: str) -> bytes:

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hyperhive.home import Home
+from hyperhive.resources import HOOKS_DIR
 
 log = logging.getLogger("hyperhive.hooks")
 
-SHIPPED_HOOKS = Path(__file__).resolve().parents[2] / "hooks"
 HOOK_NAMES = ("post-receive",)
 TAIL_LINES = 50
 
@@ -38,7 +38,7 @@ def install(repo_dir: Path) -> None:
     for name in HOOK_NAMES:
         dest = repo_dir / "hooks" / name
         dest.parent.mkdir(exist_ok=True)
-        shutil.copyfile(SHIPPED_HOOKS / name, dest)
+        shutil.copyfile(HOOKS_DIR / name, dest)
         dest.chmod(0o755)
 
 

@@ -1,0 +1,188 @@
+"""`hyperhive up` as a real process: the host socket, the build worker, /api/state,
+recovery at start and a clean stop."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import HYPERHIVE, git, run_cli
+
+from hyperhive.daemon import hostsock
+from hyperhive.errors import HiveError
+from hyperhive.home import Home
+from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.states import State
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Daemon:
+    def __init__(self, root: Path):
+        self.root = root
+        self.log = root.parent / "daemon.log"
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("a")
+        offset = out.tell()  # the log is shared by successive daemons of one test
+        self.proc = subprocess.Popen(
+            [HYPERHIVE, "up", "--home", str(self.root), "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HYPERHIVE_HOME": str(self.root)},
+        )
+        match = wait_for(
+            lambda: (
+                re.search(r"http://127\.0\.0\.1:(\d+)/", self.log.read_text()[offset:])
+                or (self.proc.poll() is not None and "exited")
+            ),
+            what="the daemon to listen",
+        )
+        assert match != "exited", self.log.read_text()
+        self.port = int(match.group(1))
+        return self
+
+    def get(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path / "hive").start()
+    yield d
+    if d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait()
+
+
+def test_up_initializes_a_new_home_and_serves_state(daemon):
+    state = daemon.get("/api/state")
+    assert [a["name"] for a in state["agents"]] == ["manager"]
+    assert [a["target"] for a in state["approvals"]] == ["manager#1"]
+    assert state["builds"] == {"running": {}, "queued": {}}
+    assert (daemon.root / "run" / "host.sock").stat().st_mode & 0o777 == 0o660
+
+
+def test_approve_hands_the_build_to_the_daemon(daemon):
+    proc = run_cli(daemon.root, "approve", "manager#1")
+    assert proc.returncode == 0, proc.stderr
+    assert "queued manager#1 on the daemon" in proc.stderr
+    applied = daemon.root / "applied" / "manager.git"
+    wait_for(
+        lambda: "refs/tags/deployed/1" in git(applied, "for-each-ref", "--format=%(refname)"),
+        what="the daemon to deploy manager#1",
+    )
+    state = daemon.get("/api/state")
+    assert state["agents"][0]["deployed_approval"] == 1
+    assert state["approvals"] == []
+    assert "manager#1: build manager#1" in daemon.log.read_text()
+
+
+def test_host_socket_refuses_bad_requests_and_keeps_serving(daemon):
+    path = daemon.root / "run" / "host.sock"
+    with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+        s.connect(str(path))
+        for line in (b"{not json\n", b"[1, 2]\n", b'{"op": "launch"}\n'):
+            f.write(line)
+            f.flush()
+            reply = json.loads(f.readline())
+            assert reply["ok"] is False and reply["error"]
+    with pytest.raises(HiveError, match="integer id"):
+        hostsock.call(path, {"op": "deploy", "agent": "manager", "id": "1"})
+    with pytest.raises(HiveError, match="invalid agent name"):
+        hostsock.call(path, {"op": "deploy", "agent": "../x", "id": 1})
+    with pytest.raises(HiveError, match="it is proposal"):
+        hostsock.call(path, {"op": "deploy", "agent": "manager", "id": 1})
+    with pytest.raises(HiveError, match="unknown approval"):
+        hostsock.call(path, {"op": "deploy", "agent": "manager", "id": 7})
+    assert hostsock.call(path, {"op": "ping"}) == {"ok": True}
+
+
+def test_second_daemon_on_the_same_home_is_refused(daemon):
+    second = subprocess.run(
+        [HYPERHIVE, "up", "--home", str(daemon.root), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert daemon.get("/api/state")["agents"]
+
+
+def test_sigterm_stops_cleanly(daemon):
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert not (daemon.root / "run" / "host.sock").exists()
+    assert "stopped" in daemon.log.read_text()
+
+
+def test_sigint_stops_cleanly(daemon):
+    assert daemon.stop(signal.SIGINT) == 0
+
+
+def test_start_recovers_interrupted_builds_and_resumes_queued_ones(tmp_path):
+    root = tmp_path / "hive"
+    run_cli(root, "init", check=True)
+    home = Home(root)
+    approvals = Approvals(home, "manager")
+    (home.applied_dir("manager") / "hooks" / "post-receive").unlink()
+    # manager#1: approved and building when its builder died.
+    approvals.approve(1, "operator")
+    approvals.transition(1, State.BUILDING, "hyperhive")
+    # manager#2: approved but never started (the daemon stopped with it queued).
+    approvals.propose("HEAD", "operator")
+    approvals.approve(2, "operator")
+
+    daemon = Daemon(root).start()
+    try:
+        applied = home.applied_dir("manager")
+        failed = git(applied, "cat-file", "-p", "failed/1")
+        assert "Reason: interrupted" in failed
+        wait_for(
+            lambda: "deployed/2" in git(applied, "tag", "--list"),
+            what="the queued build to resume",
+        )
+        assert "resuming a build queued before the last stop" in daemon.log.read_text()
+    finally:
+        assert daemon.stop() == 0
+    # A stale socket left by a killed daemon does not stop the next start.
+    daemon = Daemon(root).start()
+    daemon.proc.kill()
+    daemon.proc.wait()
+    assert (root / "run" / "host.sock").exists()
+    daemon = Daemon(root).start()
+    assert daemon.stop() == 0
+
+
+def test_deploy_without_daemon_builds_in_process(tmp_path):
+    root = tmp_path / "hive"
+    run_cli(root, "init", check=True)
+    (Home(root).applied_dir("manager") / "hooks" / "post-receive").unlink()
+    run_cli(root, "approve", "manager#1", check=True)
+    # A socket file nobody listens on (a daemon killed earlier) is not a daemon.
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(root / "run" / "host.sock"))
+    proc = run_cli(root, "deploy", "manager#1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("deployed manager#1 ")
