@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
-from dulwich.objects import Commit, Tag
+from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree
 from dulwich.objectspec import parse_commit
 from dulwich.repo import Repo
 
@@ -41,10 +41,22 @@ def resolve_commit(repo: Repo, spec: str) -> bytes:
 
 
 def copy_commit(src: Repo, dst: Repo, commit: bytes) -> None:
-    """Copy `commit` and everything it reaches from `src` into `dst`'s object store."""
-    if commit in dst.object_store:
-        return
-    src.fetch(dst, determine_wants=lambda refs, depth=None: [commit])
+    """Copy `commit` and everything it reaches that `dst` lacks, as loose objects.
+
+    A fetch would write one pack per proposal, and every later object lookup in `dst`
+    searches all of its packs before the loose objects: lookups slow down as history grows.
+    """
+    todo = [commit]
+    while todo:
+        sha = todo.pop()
+        if sha in dst.object_store:
+            continue  # present objects bring what they reach with them
+        obj = src[sha]
+        if isinstance(obj, Commit):
+            todo.extend([obj.tree, *obj.parents])
+        elif isinstance(obj, Tree):
+            todo.extend(entry.sha for entry in obj.iteritems() if not S_ISGITLINK(entry.mode))
+        dst.object_store.add_object(obj)
 
 
 def peel(repo: Repo, sha: bytes) -> bytes:

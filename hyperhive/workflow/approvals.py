@@ -131,6 +131,19 @@ class Approvals:
             if not pending_only or set(shas) == {State.PROPOSAL}
         ]
 
+    def states(self) -> dict[int, set[State]]:
+        """Each id's states, from the ref names alone (no tag object is read)."""
+        return {i: set(shas) for i, shas in self._tag_shas(self.repo()).items()}
+
+    def tags_in(self, state: State) -> dict[int, TagInfo]:
+        """The tag of every approval that reached `state`, by id."""
+        repo = self.repo()
+        return {
+            i: read_tag(repo, tag_ref(state, i), shas[state])
+            for i, shas in self._tag_shas(repo).items()
+            if state in shas
+        }
+
     def deployed_commit(self) -> str | None:
         sha = refs.read(self.repo(), MAIN)
         return sha.decode() if sha else None

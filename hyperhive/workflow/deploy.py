@@ -51,15 +51,15 @@ def recover(home: Home, name: str) -> list[Approval]:
     Call only while holding the agent's build lock: no build can be running then."""
     approvals = Approvals(home, name)
     ended = []
-    for a in approvals.all():
-        if State.BUILDING in a.states and not TERMINAL & set(a.states):
-            log.warning("%s: build was interrupted; marking it failed", a.target)
+    for approval_id, states in sorted(approvals.states().items()):
+        if State.BUILDING in states and not TERMINAL & states:
+            log.warning("%s#%d: build was interrupted; marking it failed", name, approval_id)
             ended.append(
                 approvals.transition(
-                    a.id,
+                    approval_id,
                     State.FAILED,
                     ACTOR,
-                    {"Reason": "interrupted", "Build-Log": str(home.build_log(name, a.id))},
+                    {"Reason": "interrupted", "Build-Log": str(home.build_log(name, approval_id))},
                 )
             )
     _reconcile(home, approvals)
@@ -68,17 +68,20 @@ def recover(home: Home, name: str) -> list[Approval]:
 
 def _reconcile(home: Home, approvals: Approvals) -> None:
     """A crash between the deployed tag, main and the meta commit leaves them apart."""
-    deployed = [a for a in approvals.all() if State.DEPLOYED in a.states]
+    deployed = approvals.tags_in(State.DEPLOYED)
     if not deployed:
         return
-    last = max(deployed, key=lambda a: (a.states[State.DEPLOYED].time, a.id))
+    last_id = max(deployed, key=lambda i: (deployed[i].time, i))
+    commit = deployed[last_id].target
     repo = approvals.repo()
     main = refs.read(repo, MAIN)
-    if main != last.commit.encode():
-        log.warning("%s: main is not at the last deployed commit; moving it", last.target)
-        refs.cas(repo, MAIN, main, last.commit.encode())
-    if meta.pins(home).get(approvals.name, {}).get("rev") != last.commit:
-        meta.record_deploy(home, approvals.name, last.id, last.commit)
+    if main != commit.encode():
+        log.warning(
+            "%s#%d: main is not at the last deployed commit; moving it", approvals.name, last_id
+        )
+        refs.cas(repo, MAIN, main, commit.encode())
+    if meta.pins(home).get(approvals.name, {}).get("rev") != commit:
+        meta.record_deploy(home, approvals.name, last_id, commit)
 
 
 def deploy(home: Home, name: str, approval_id: int, runtime: Runtime) -> Approval:
