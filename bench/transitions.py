@@ -1,0 +1,544 @@
+"""Benchmark of the approval workflow: each of our figures printed beside a reference
+measured in the same run, on the same machine.
+
+(a) N full proposal -> approved -> building -> deployed cycles of one agent on the local
+    runtime, timed per cycle and per phase, in-process through the engine's Python API;
+    a few cycles through the real CLI (`hyperhive propose`, then `hyperhive approve`
+    whose post-receive hook runs `hyperhive deploy` as a subprocess); and, as the
+    reference, the git CLI doing the same writes for one cycle.
+(b) Listing the pending approvals of every agent (what `hyperhive approvals` does) over
+    A agents with T tags each, beside `git for-each-ref` on the same repos.
+
+Nothing here asserts a speed; the script only checks that both sides computed the same
+thing. Run: .venv/bin/python bench/transitions.py [--quick] (see bench/README.md).
+"""
+
+import argparse
+import cProfile
+import gc
+import io
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperhive.agents import create_agent, init_hive
+from hyperhive.gitstore import refs
+from hyperhive.gitstore.history import write_commit
+from hyperhive.gitstore.repos import open_repo
+from hyperhive.gitstore.tags import write_tag
+from hyperhive.home import Home
+from hyperhive.runtime.local import LocalRuntime
+from hyperhive.workflow.approvals import Approvals, parse_tag_refs
+from hyperhive.workflow.deploy import deploy
+from hyperhive.workflow.states import State, tag_ref
+
+MAIN = b"refs/heads/main"
+HYPERHIVE = str(Path(sys.executable).parent / "hyperhive")
+GIT = shutil.which("git")
+NIX_INSTANTIATE = shutil.which("nix-instantiate")
+
+# The git CLI of the references must not pick up the user's config (signing, hooks …).
+GIT_ENV = {
+    **os.environ,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_AUTHOR_NAME": "operator",
+    "GIT_AUTHOR_EMAIL": "operator@hyperhive",
+    "GIT_COMMITTER_NAME": "operator",
+    "GIT_COMMITTER_EMAIL": "operator@hyperhive",
+}
+
+# (b): the approvals written into each applied repo, repeated until the tag budget is
+# spent. One round is 7 approvals and 20 tags: 3 deployed (4 tags each), 1 failed (4),
+# 1 denied (2) and 2 still pending (1). Leftover budget becomes pending proposals.
+MIX = {
+    "deployed": (State.PROPOSAL, State.APPROVED, State.BUILDING, State.DEPLOYED),
+    "failed": (State.PROPOSAL, State.APPROVED, State.BUILDING, State.FAILED),
+    "denied": (State.PROPOSAL, State.DENIED),
+    "pending": (State.PROPOSAL,),
+}
+ROUND = ["deployed", "deployed", "deployed", "failed", "denied", "pending", "pending"]
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    section: str  # "a" or "b"
+    who: str  # "ours", "ref", or "" for a breakdown of the row above
+    label: str
+    samples: list[float]  # seconds
+
+
+ROWS: list[Row] = []
+
+
+def record(section: str, who: str, label: str, samples: list[float]) -> None:
+    ROWS.append(Row(section, who, label, samples))
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def fmt(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:8.2f} s "
+    return f"{seconds * 1000:8.1f} ms"
+
+
+def run(argv: list[str], cwd: Path | None = None, stdin: bytes | None = None, env=None) -> str:
+    proc = subprocess.run(
+        argv, cwd=cwd, input=stdin, capture_output=True, env=env or GIT_ENV, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode()}")
+    return proc.stdout.decode()
+
+
+def git(git_dir: Path, *args: str, stdin: bytes | None = None) -> str:
+    return run([GIT, f"--git-dir={git_dir}", *args], stdin=stdin)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def note(text: str) -> None:
+    say(textwrap.fill(text, width=100, subsequent_indent="    "))
+
+
+# -- (a) cycles ----------------------------------------------------------------------------
+
+
+def agent_nix(revision: int) -> bytes:
+    return f"{{ ... }}:\n{{\n  # benchmark revision {revision}\n}}\n".encode()
+
+
+def config_files(revision: int) -> dict[str, bytes]:
+    return {
+        "agent.nix": agent_nix(revision),
+        "notes/prompt.md": f"# notes\n\nrevision {revision}\n".encode(),
+    }
+
+
+def new_config_commit(config_dir: Path, revision: int) -> bytes:
+    """Commit a new revision on main of a config repo (outside every timed section)."""
+    repo = open_repo(config_dir)
+    try:
+        head = refs.read(repo, MAIN)
+        parents = [head] if head else []
+        message = f"revision {revision}\n"
+        commit = write_commit(repo, config_files(revision), message, "manager", parents)
+        refs.cas(repo, MAIN, head, commit)
+        return commit
+    finally:
+        repo.close()
+
+
+def cycles_in_process(home: Home, name: str, count: int, profile: bool) -> None:
+    runtime = LocalRuntime(home)
+    # The cycle is measured in-process: without the shipped hook, approve does not spawn
+    # `hyperhive deploy`; deploy() is called explicitly below.
+    (home.applied_dir(name) / "hooks" / "post-receive").unlink()
+    approvals = Approvals(home, name)
+    phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
+    totals: list[float] = []
+    profiler = cProfile.Profile() if profile else None
+    for i in range(count + 1):  # cycle 0 warms up (imports, first pack) and is not counted
+        new_config_commit(home.config_dir(name), i)
+        if profiler and i:
+            profiler.enable()
+        t_prop, proposal = timed(lambda: approvals.propose("HEAD", "manager"))
+        t_appr, _ = timed(lambda p=proposal: approvals.approve(p.id, "operator"))
+        t_depl, result = timed(lambda p=proposal: deploy(home, name, p.id, runtime))
+        if profiler:
+            profiler.disable()
+        if result.state != State.DEPLOYED:
+            raise SystemExit(f"{result.target} ended {result.state}: {result.states}")
+        if i:
+            phases["propose"].append(t_prop)
+            phases["approve"].append(t_appr)
+            phases["deploy"].append(t_depl)
+            totals.append(t_prop + t_appr + t_depl)
+    section = "a"
+    record(section, "ours", "in-process cycle: propose + approve + deploy()", totals)
+    for phase, samples in phases.items():
+        extra = " (runs nix-instantiate)" if phase == "deploy" and NIX_INSTANTIATE else ""
+        record(section, "", f"  {phase}{extra}", samples)
+    k = max(1, min(10, count // 5))
+    record(section, "", f"  first {k} cycles", totals[:k])
+    record(section, "", f"  last {k} cycles", totals[-k:])
+    packs = len(list((home.applied_dir(name) / "objects" / "pack").glob("*.pack")))
+    tags = len(git(home.applied_dir(name), "for-each-ref", "refs/tags/").splitlines())
+    say(f"  after {count + 1} cycles the applied repo holds {tags} tags and {packs} packs")
+    if profiler:
+        print_profile(profiler, f"in-process cycles ({count})")
+
+
+def cycles_cli(home: Home, name: str, count: int) -> None:
+    """Cycles through the console script, with the shipped hook in place: `hyperhive
+    approve` runs post-receive, which runs `hyperhive deploy` as a subprocess."""
+    env = {**os.environ, "HYPERHIVE_ACTOR": "operator"}
+    base = [HYPERHIVE, "--home", str(home.root)]
+    totals, proposes, approves = [], [], []
+    for i in range(count):
+        new_config_commit(home.config_dir(name), 1000 + i)
+        t_prop, out = timed(lambda: run([*base, "propose", name], env=env))
+        target = out.strip()
+        t_appr, _ = timed(lambda t=target: run([*base, "approve", t], env=env))
+        state = Approvals(home, name).get(int(target.partition("#")[2])).state
+        if state != State.DEPLOYED:
+            raise SystemExit(f"{target} ended {state} after `hyperhive approve`")
+        proposes.append(t_prop)
+        approves.append(t_appr)
+        totals.append(t_prop + t_appr)
+    record("a", "ours", "CLI cycle: `propose` + `approve` (its hook deploys)", totals)
+    record("a", "", "  `hyperhive propose`", proposes)
+    record("a", "", "  `hyperhive approve` + hook + `hyperhive deploy`", approves)
+
+
+def git_reference_cycles(root: Path, count: int) -> None:
+    """The same writes with the git CLI, one process per step, no checks: copy the commit
+    into the applied repo, bump the id counter, tag proposal/approved/building, check the
+    tree out, tag deployed, move main, and commit the new pins to a meta repo."""
+    config = root / "config"
+    applied = root / "applied.git"
+    meta = root / "meta.git"
+    run([GIT, "init", "-q", "-b", "main", str(config)])
+    run([GIT, "init", "-q", "--bare", "-b", "main", str(applied)])
+    run([GIT, "init", "-q", "--bare", "-b", "main", str(meta)])
+    empty = git(meta, "mktree", stdin=b"").strip()
+    meta_head = git(meta, "commit-tree", empty, "-m", "init hive").strip()
+    git(meta, "update-ref", "refs/heads/main", meta_head)
+    pins_dir = root / "pins"
+    pins_dir.mkdir()
+    deployed = root / "deployed"
+    samples: list[float] = []
+    main_old = "0" * 40
+    last_id_old = "0" * 40
+    for i in range(1, count + 2):  # the first cycle warms up and is not counted
+        commit = new_config_commit(config, i).decode()
+        start = time.perf_counter()
+        git(applied, "fetch", "-q", str(config), "refs/heads/main")
+        blob = git(applied, "hash-object", "-w", "--stdin", stdin=f"{i}\n".encode()).strip()
+        git(applied, "update-ref", "refs/hyperhive/last-id", blob, last_id_old)
+        for state in ("proposal", "approved", "building"):
+            message = f"{state} bench#{i}\n\nActor: operator\n"
+            git(applied, "tag", "-a", "-m", message, f"{state}/{i}", commit)
+        staging = root / "deployed.new"
+        staging.mkdir()
+        archive = subprocess.Popen(
+            [GIT, f"--git-dir={applied}", "archive", commit], stdout=subprocess.PIPE, env=GIT_ENV
+        )
+        run(["tar", "-x", "-C", str(staging)], stdin=archive.stdout.read())
+        if archive.wait() != 0:
+            raise SystemExit("git archive failed")
+        if deployed.exists():
+            shutil.rmtree(deployed)
+        staging.rename(deployed)
+        message = f"deployed bench#{i}\n\nActor: hyperhive\n"
+        git(applied, "tag", "-a", "-m", message, f"deployed/{i}", commit)
+        git(applied, "update-ref", "refs/heads/main", commit, main_old)
+        (pins_dir / "flake.nix").write_text(f'{{ inputs.agent-bench.url = "?rev={commit}"; }}\n')
+        (pins_dir / "hyperhive.json").write_text(f'{{"bench": {{"rev": "{commit}"}}}}\n')
+        flake, pins = git(
+            meta, "hash-object", "-w", str(pins_dir / "flake.nix"), str(pins_dir / "hyperhive.json")
+        ).split()
+        tree = git(
+            meta,
+            "mktree",
+            stdin=f"100644 blob {flake}\tflake.nix\n100644 blob {pins}\thyperhive.json\n".encode(),
+        ).strip()
+        message = f"deploy bench#{i}"
+        new_head = git(meta, "commit-tree", tree, "-p", meta_head, "-m", message).strip()
+        git(meta, "update-ref", "refs/heads/main", new_head, meta_head)
+        elapsed = time.perf_counter() - start
+        main_old, last_id_old, meta_head = commit, blob, new_head
+        if i > 1:
+            samples.append(elapsed)
+    record("a", "ref", "git CLI cycle, the same writes (15 processes)", samples)
+
+
+def other_references(root: Path, count: int) -> None:
+    if NIX_INSTANTIATE:
+        (root / "agent.nix").write_bytes(agent_nix(0))
+        argv = [NIX_INSTANTIATE, "--parse", "agent.nix"]
+        samples = [timed(lambda: run(argv, cwd=root, env=os.environ))[0] for _ in range(count)]
+        record("a", "ref", "nix-instantiate --parse agent.nix", samples)
+    else:
+        say("  nix-instantiate is not on PATH: deploys skip .nix parsing")
+    argv = [sys.executable, "-c", "import hyperhive.cli"]
+    samples = [timed(lambda: run(argv, env=os.environ))[0] for _ in range(count)]
+    record("a", "ref", "python -c 'import hyperhive.cli'", samples)
+
+
+# -- (b) listing ---------------------------------------------------------------------------
+
+
+def fill_tags(home: Home, name: str, budget: int) -> None:
+    """Write `budget` state tags into the agent's applied repo following MIX/ROUND. The
+    agent's first proposal (#1, written by create_agent) counts as the first of them."""
+    repo = open_repo(home.applied_dir(name))
+    try:
+        commit = repo[repo.refs[tag_ref(State.PROPOSAL, 1)]].object[1]
+        base = int(time.time()) - 86400
+        written = 1
+        approval_id = 0
+        while written < budget:
+            approval_id += 1
+            states = MIX[ROUND[(approval_id - 1) % len(ROUND)]]
+            have = 1 if approval_id == 1 else 0
+            if written + len(states) - have > budget:
+                states = MIX["pending"]
+            for n, state in enumerate(states[have:], start=have):
+                trailers = {"Subject": f"revision {approval_id}"} if n == 0 else {}
+                body = ""
+                if state == State.FAILED:
+                    trailers["Reason"] = "agent.nix does not parse"
+                    body = "| error: syntax error, unexpected end of file"
+                target = f"{name}#{approval_id}"
+                write_tag(
+                    repo,
+                    tag_ref(state, approval_id),
+                    commit,
+                    "operator" if n < 2 else "hyperhive",
+                    f"{state} {target}",
+                    trailers,
+                    body,
+                    when=base + 60 * approval_id + n,
+                )
+                written += 1
+    finally:
+        repo.close()
+
+
+def build_listing_home(home: Home, agents: int, tags: int) -> float:
+    runtime = LocalRuntime(home)
+    init_hive(home, runtime, "operator")
+    for i in range(1, agents):
+        create_agent(home, f"agent-{i:03d}", runtime, "operator")
+    names = home.agent_names()
+    start = time.perf_counter()
+    for name in names:
+        fill_tags(home, name, tags)
+    return time.perf_counter() - start
+
+
+def engine_pending(home: Home) -> list:
+    """What `hyperhive approvals` computes (cli._approvals), without printing."""
+    return [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only=True)]
+
+
+def engine_pending_ids(home: Home) -> set[tuple[str, int]]:
+    """The engine's first step alone: tag ref names -> ids whose only tag is a proposal."""
+    found = set()
+    for name in home.agent_names():
+        repo = open_repo(home.applied_dir(name))
+        try:
+            by_id = parse_tag_refs(refs.under(repo, b"refs/tags/"))
+        finally:
+            repo.close()
+        found.update((name, i) for i, s in by_id.items() if set(s) == {State.PROPOSAL})
+    return found
+
+
+STATES = {str(s) for s in State}
+
+
+def git_pending_ids(home: Home) -> dict[str, list[int]]:
+    """Per repo: `git for-each-ref --format=%(refname:lstrip=2) refs/tags/` (every state
+    tag's name), then the ids whose only state is `proposal`, by set arithmetic."""
+    pending = {}
+    for repo_dir in sorted((home.root / "applied").glob("*.git")):
+        by_id: dict[int, set[str]] = {}
+        names = git(repo_dir, "for-each-ref", "--format=%(refname:lstrip=2)", "refs/tags/")
+        for line in names.splitlines():
+            state, _, raw_id = line.partition("/")
+            if raw_id.isdigit() and state in STATES:
+                by_id.setdefault(int(raw_id), set()).add(state)
+        pending[repo_dir.name[: -len(".git")]] = sorted(
+            i for i, s in by_id.items() if s == {"proposal"}
+        )
+    return pending
+
+
+GIT_FIELDS = "%(refname)%00%(*objectname)%00%(taggername)%00%(taggerdate:unix)%00%(contents)%01"
+
+
+def git_pending_full(home: Home) -> set[tuple]:
+    """git_pending_ids, then one more `git for-each-ref` per repo, given exactly the
+    pending refs, printing what the engine returns for each: commit, tagger, time and
+    the message (trailers included)."""
+    found = set()
+    for name, ids in git_pending_ids(home).items():
+        if not ids:
+            continue
+        wanted = [f"refs/tags/proposal/{i}" for i in ids]
+        out = git(home.applied_dir(name), "for-each-ref", f"--format={GIT_FIELDS}", *wanted)
+        for record_ in out.split("\x01")[:-1]:
+            ref, commit, tagger, stamp, _message = record_.lstrip("\n").split("\x00")
+            found.add((name, int(ref.rsplit("/", 1)[1]), commit, tagger, int(stamp)))
+    return found
+
+
+def listing(home: Home, repeats: int, profile: bool) -> None:
+    samples: dict[str, list[float]] = {k: [] for k in ("all", "ids", "git_ids", "git_full")}
+    for _ in range(repeats):  # interleaved, so drift in the machine hits both sides alike
+        t, ours = timed(lambda: engine_pending(home))
+        samples["all"].append(t)
+        t, our_ids = timed(lambda: engine_pending_ids(home))
+        samples["ids"].append(t)
+        t, their_ids = timed(lambda: git_pending_ids(home))
+        samples["git_ids"].append(t)
+        t, theirs = timed(lambda: git_pending_full(home))
+        samples["git_full"].append(t)
+    # Both sides must have found the same pending set, with the same tag data.
+    ours_full = {
+        (a.agent, a.id, a.commit, a.states[State.PROPOSAL].actor, a.states[State.PROPOSAL].time)
+        for a in ours
+    }
+    their_id_set = {(n, i) for n, ids in their_ids.items() for i in ids}
+    if not (ours_full == theirs and our_ids == their_id_set == {x[:2] for x in ours_full}):
+        raise SystemExit("the engine and git disagree on the pending approvals")
+    record("b", "ours", "Approvals(home, n).all(pending_only=True) x agents", samples["all"])
+    record("b", "", "  its first step: tag refs -> pending ids", samples["ids"])
+    record("b", "ref", "git for-each-ref refs/tags/ x repos -> pending ids", samples["git_ids"])
+    record("b", "ref", "  + for-each-ref <pending refs> with tag fields", samples["git_full"])
+    env = {**os.environ, "HYPERHIVE_HOME": str(home.root)}
+    cli = [timed(lambda: run([HYPERHIVE, "approvals", "--json"], env=env))[0] for _ in range(3)]
+    record("b", "ours", "`hyperhive approvals --json` (whole process)", cli)
+    say(f"  {len(ours)} pending approvals found by both sides")
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        engine_pending(home)
+        profiler.disable()
+        print_profile(profiler, "one engine listing")
+
+
+def print_profile(profiler: cProfile.Profile, what: str) -> None:
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+    say(f"\n--- cProfile, {what}, top entries by cumulative time ---")
+    say("\n".join(out.getvalue().strip().splitlines()[4:]))
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def table(args: argparse.Namespace, pending: int) -> None:
+    titles = {
+        "a": "(a) one proposal -> approved -> building -> deployed cycle, local runtime",
+        "b": f"(b) list pending approvals: {args.agents} agents x {args.tags} tags "
+        f"({pending} pending)",
+    }
+    width = max(len(r.label) for r in ROWS) + 7
+    say("\n" + "=" * (width + 44))
+    say(f"{'':<{width}} {'n':>4} {'median':>11} {'min':>11} {'mean':>11}")
+    for section in ("a", "b"):
+        say(titles[section])
+        for r in (r for r in ROWS if r.section == section):
+            s = r.samples
+            say(
+                f"  {r.who:<4} {r.label:<{width - 7}} {len(s):>4} "
+                f"{fmt(statistics.median(s))} {fmt(min(s))} {fmt(statistics.fmean(s))}"
+            )
+    say("=" * (width + 44))
+
+    def median(section: str, who: str, label_start: str) -> float:
+        row = next(
+            r
+            for r in ROWS
+            if r.section == section and r.who == who and r.label.startswith(label_start)
+        )
+        return statistics.median(row.samples)
+
+    a_cycle = ("a", "ours", "in-process"), ("a", "ref", "git")
+    b_full = ("b", "ours", "Approvals"), ("b", "ref", "  +")
+    b_ids = ("b", "", "  its first"), ("b", "ref", "git")
+    ratios = [
+        ("(a) in-process cycle / git CLI cycle", *a_cycle),
+        ("(b) full listing / git ids + tag fields", *b_full),
+        ("(b) pending ids / git for-each-ref ids", *b_ids),
+    ]
+    for text, ours, ref in ratios:
+        say(f"ratio of medians, ours / reference: {text:<42} {median(*ours) / median(*ref):5.2f}x")
+    say("")
+    note(
+        "(a) reference: per cycle `git fetch` of the config commit into a bare repo, "
+        "`git hash-object` + `git update-ref` (id counter), `git tag -a` x4, "
+        "`git archive | tar -x` (checkout), `git update-ref` main, and a meta commit "
+        "(`git hash-object` of 2 files, `git mktree`, `git commit-tree`, `git update-ref`); "
+        "no state checks, no hook, no nix-instantiate."
+    )
+    note(
+        "(b) reference: per repo `git for-each-ref --format=%(refname:lstrip=2) refs/tags/`, "
+        "pending = ids whose only state tag is proposal (Python sets); the second row adds "
+        "`git for-each-ref` over exactly the pending refs printing *objectname, taggername, "
+        "taggerdate and contents, i.e. the data the engine returns. Both sides were checked "
+        "to find the same pending set."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, default=50, help="in-process cycles (a)")
+    parser.add_argument("--cli-cycles", type=int, default=5, help="cycles through the CLI (a)")
+    parser.add_argument("--agents", type=int, default=50, help="agents for the listing (b)")
+    parser.add_argument("--tags", type=int, default=200, help="tags per agent (b)")
+    parser.add_argument("--repeats", type=int, default=5, help="listing repetitions (b)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--profile", action="store_true", help="print cProfile top entries")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cycles, args.cli_cycles, args.agents, args.tags, args.repeats = 3, 1, 3, 20, 2
+    if GIT is None:
+        parser.error("the git CLI is needed for the references")
+    say(
+        f"hyperhive bench/transitions.py: cycles={args.cycles} cli-cycles={args.cli_cycles} "
+        f"agents={args.agents} tags={args.tags} repeats={args.repeats}"
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
+        root = Path(tmp)
+        home_a = Home(root / "hive-a")
+        init_hive(home_a, LocalRuntime(home_a), "operator")
+        for name in ("bench", "bench-cli"):
+            create_agent(home_a, name, LocalRuntime(home_a), "operator")
+        say(f"(a) {args.cycles} in-process cycles of agent `bench` …")
+        cycles_in_process(home_a, "bench", args.cycles, args.profile)
+        say(f"(a) {args.cli_cycles} CLI cycles of agent `bench-cli` …")
+        cycles_cli(home_a, "bench-cli", args.cli_cycles)
+        say(f"(a) {args.cycles} git CLI reference cycles …")
+        (root / "gitref").mkdir()
+        git_reference_cycles(root / "gitref", args.cycles)
+        other_references(root, min(args.cycles, 5))
+
+        home_b = Home(root / "hive-b")
+        say(f"(b) building {args.agents} agents x {args.tags} tags …")
+        setup = build_listing_home(home_b, args.agents, args.tags)
+        say(f"  wrote the tags in {setup:.1f} s")
+        say(f"(b) listing, {args.repeats} repetitions …")
+        listing(home_b, args.repeats, args.profile)
+        pending = len(engine_pending_ids(home_b))
+        gc.collect()  # close dulwich's pack files before the directory goes away
+    table(args, pending)
+    say(f"total wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The benchmark runs: a smoke run of bench/transitions.py prints our figures and the
+git references beside them (speed itself is measured there, never asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "transitions.py"
+
+
+def test_transitions_quick_run_prints_ours_and_reference():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = proc.stdout.splitlines()
+
+    def row(who: str, label: str) -> str:
+        found = [r for r in rows if r.startswith(f"  {who}") and label in r]
+        assert found, f"no {who!r} row with {label!r} in:\n{proc.stdout}"
+        return found[0]
+
+    for line in (
+        row("ours", "in-process cycle"),
+        row("ours", "CLI cycle"),
+        row("ref", "git CLI cycle"),
+        row("ours", "Approvals(home, n).all(pending_only=True)"),
+        row("ref", "git for-each-ref"),
+    ):
+        assert " ms" in line or " s " in line, line
+    assert "pending approvals found by both sides" in proc.stdout
+    assert proc.stdout.count("ratio of medians") == 3
