@@ -165,14 +165,21 @@ class Approvals:
         such as an earlier deployed commit for a rollback)."""
         repo = self.repo()
         config = self.home.config_dir(self.name)
-        try:
-            source = open_repo(config)
-            sha = resolve_commit(source, commit_spec)
-            copy_commit(source, repo, sha)
-        except UnknownCommit:
-            sha = resolve_commit(repo, commit_spec)
-        subject = repo[sha].message.decode(errors="replace").split("\n", 1)[0]
+        # The copy happens under the lock too: two processes writing the same loose object
+        # at once make dulwich's lock file collide (FileLocked) in one of them.
         with locked(transition_lock(self.dir)):
+            try:
+                source = open_repo(config)
+                sha = resolve_commit(source, commit_spec)
+                copy_commit(source, repo, sha)
+            except UnknownCommit:
+                try:
+                    sha = resolve_commit(repo, commit_spec)
+                except UnknownCommit:
+                    raise UnknownCommit(
+                        f"unknown commit {commit_spec!r}: not in {config} nor in {self.dir}"
+                    ) from None
+            subject = repo[sha].message.decode(errors="replace").split("\n", 1)[0]
             approval_id = self._next_id(repo)
             ref = tag_ref(State.PROPOSAL, approval_id)
             tag = write_tag(
@@ -183,6 +190,8 @@ class Approvals:
                 f"proposal {format_target(self.name, approval_id)}",
                 {"Subject": subject, "Reason": reason},
             )
+            if tag is None:  # only a writer bypassing the lock and the id counter gets here
+                raise IllegalTransition(f"cannot propose: {ref.decode()} already exists")
         hooks.run_post_receive(self.home, self.name, [(refs.ZERO, tag, ref)])
         return self.get(approval_id)
 
@@ -210,6 +219,8 @@ class Approvals:
         shipped one starts a deploy that takes the lock itself.
         """
         target = format_target(self.name, approval_id)
+        if state not in PREDECESSOR:
+            raise IllegalTransition(f"{state} is not a transition of {target}: use propose")
         repo = self.repo()
         with locked(transition_lock(self.dir)):
             shas = self._tag_shas(repo).get(approval_id)

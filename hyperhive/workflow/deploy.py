@@ -103,7 +103,8 @@ def deploy(home: Home, name: str, approval_id: int, runtime: Runtime) -> Approva
         except BuildError as e:
             reason = str(e)
         except Exception as e:  # a bug in a runtime must still end as failed/<id>
-            build.line(traceback.format_exc().rstrip())
+            for line in traceback.format_exc().rstrip().splitlines():  # one log line each
+                build.line(line)
             reason = f"internal error: {e}"
         duration = f"{time.monotonic() - started:.2f}s"
         trailers = {"Build-Log": str(log_path), "Duration": duration}
