@@ -1,34 +1,37 @@
-"""The forge web UI: a Flask app factory. For now the JSON state API the dashboard will use."""
+"""The forge web UI: a Flask app factory over one hive."""
 
-from collections.abc import Callable
+from datetime import timedelta
 
-from flask import Flask, jsonify
+from flask import Flask, current_app
 
-from hyperhive.agents import list_agents
-from hyperhive.home import Home
-from hyperhive.runtime.base import Runtime
-from hyperhive.workflow.approvals import Approvals
+from hyperhive import operator
+from hyperhive.hive import Hive
 
 
-def create_app(home: Home, runtime: Runtime, builds: Callable[[], dict] | None = None) -> Flask:
-    """`builds` reports the daemon's build queue (`BuildWorker.status`), when there is one."""
+def create_app(hive: Hive) -> Flask:
+    from forge_ui import api, auth, browse, dashboard, errors, filters, live, review
+
     app = Flask(__name__)
-
-    @app.get("/api/state")
-    def state():
-        return jsonify(
-            {
-                "agents": list_agents(home, runtime),
-                "approvals": [
-                    a.to_json() for n in home.agent_names() for a in Approvals(home, n).all(True)
-                ],
-                "builds": builds() if builds else {"running": {}, "queued": {}},
-            }
-        )
-
-    @app.errorhandler(404)
-    @app.errorhandler(405)
-    def http_error(e):
-        return jsonify({"error": e.description}), e.code
-
+    app.config.update(
+        SECRET_KEY=operator.session_key(hive.home),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        # CSRF is checked by auth.guard for session requests only: a bearer-token request
+        # carries no ambient credential a foreign page could ride on.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=None,
+        SOCK_SERVER_OPTIONS={"ping_interval": 25},
+    )
+    app.extensions["hive"] = hive
+    auth.init_app(app)
+    errors.init_app(app)
+    filters.init_app(app)
+    live.sock.init_app(app)
+    for module in (auth, dashboard, review, browse, api, live):
+        app.register_blueprint(module.bp)
     return app
+
+
+def hive() -> Hive:
+    return current_app.extensions["hive"]

@@ -4,12 +4,14 @@ Exit codes: 0 done; 1 refused (one line on stderr says why); 2 usage error.
 """
 
 import argparse
+import getpass
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from hyperhive import operator
 from hyperhive.agents import create_agent, init_hive, list_agents
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
@@ -93,7 +95,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def _report_hooks(home: Home, a: Approval) -> None:
-    failed = [r for r in hooks.runs(home, a.agent) if r.exit and _hook_of(r, a)]
+    failed = [r for r in hooks.runs(home, a.agent) if r.exit and hooks.concerns(r, a.id)]
     for r in failed:
         print(
             f"warning: post-receive exited {r.exit} (see `hyperhive history {a.agent}`)",
@@ -136,10 +138,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 1
 
 
-def _hook_of(run: hooks.HookRun, a: Approval) -> bool:
-    return any(ref.endswith(f"/{a.id}") and ref.startswith("refs/tags/") for ref in run.refs)
-
-
 def cmd_history(args: argparse.Namespace) -> int:
     approvals = Approvals(args.home, args.name).all()
     runs = hooks.runs(args.home, args.name)
@@ -148,7 +146,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             {
                 "agent": args.name,
                 "approvals": [
-                    {**a.to_json(), "hooks": [vars(r) for r in runs if _hook_of(r, a)]}
+                    {**a.to_json(), "hooks": [vars(r) for r in runs if hooks.concerns(r, a.id)]}
                     for a in approvals
                 ],
             }
@@ -160,9 +158,26 @@ def cmd_history(args: argparse.Namespace) -> int:
             extra = "  ".join(f"{k}: {v}" for k, v in tag.trailers.items() if k != "Actor")
             print(f"  {state:<9} {when(tag.time)}  {tag.actor:<10} {extra}")
         for r in runs:
-            if r.exit and _hook_of(r, a):
+            if r.exit and hooks.concerns(r, a.id):
                 last = r.tail[-1] if r.tail else ""
                 print(f"  hook      {when(r.time)}  post-receive exited {r.exit}: {last}")
+    return 0
+
+
+def cmd_set_password(args: argparse.Namespace) -> int:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("new operator password: ")
+        if getpass.getpass("again: ") != password:
+            raise HiveError("the passwords differ; nothing changed")
+    operator.set_password(args.home, password)
+    print("operator password set")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    print(operator.token(args.home.require(), rotate=args.rotate))
     return 0
 
 
@@ -240,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("history", cmd_history, "every approval of an agent with each state")
     p.add_argument("name", type=agent_name)
     p.add_argument("--json", action="store_true")
+
+    op = sub.add_parser("operator", help="the operator's password and API token").add_subparsers(
+        dest="operator_command", required=True, metavar="COMMAND"
+    )
+    p = command("set-password", cmd_set_password, "set the forge login password", op)
+    p.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    p = command("token", cmd_token, "print the bearer token for the JSON API", op)
+    p.add_argument("--rotate", action="store_true", help="replace it with a new one")
 
     p = command("up", cmd_up, "run the daemon: build worker and web server")
     p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)

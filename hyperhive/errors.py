@@ -9,6 +9,10 @@ class InvalidName(HiveError):
     pass
 
 
+class BadInput(HiveError):
+    """A malformed or incomplete request (a missing reason, a body that is not JSON)."""
+
+
 class NotInitialized(HiveError):
     pass
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import HYPERHIVE, git, run_cli
 
+from hyperhive import operator
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
 from hyperhive.home import Home
@@ -46,6 +47,7 @@ class Daemon:
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "HYPERHIVE_HOME": str(self.root)},
+            start_new_session=True,
         )
         match = wait_for(
             lambda: (
@@ -59,7 +61,11 @@ class Daemon:
         return self
 
     def get(self, path):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+        token = operator.token(Home(self.root))
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
     def stop(self, sig=signal.SIGTERM):
@@ -72,7 +78,7 @@ def daemon(tmp_path):
     d = Daemon(tmp_path / "hive").start()
     yield d
     if d.proc.poll() is None:
-        d.proc.kill()
+        os.killpg(d.proc.pid, signal.SIGKILL)
         d.proc.wait()
 
 
@@ -80,7 +86,8 @@ def test_up_initializes_a_new_home_and_serves_state(daemon):
     state = daemon.get("/api/state")
     assert [a["name"] for a in state["agents"]] == ["manager"]
     assert [a["target"] for a in state["approvals"]] == ["manager#1"]
-    assert state["builds"] == {"running": {}, "queued": {}}
+    assert (state["agents"][0]["build"], state["agents"][0]["queued"]) == (None, [])
+    assert state["recent"] == [] and state["errors"] == []
     assert (daemon.root / "run" / "host.sock").stat().st_mode & 0o777 == 0o660
 
 
@@ -168,7 +175,7 @@ def test_start_recovers_interrupted_builds_and_resumes_queued_ones(tmp_path):
         assert daemon.stop() == 0
     # A stale socket left by a killed daemon does not stop the next start.
     daemon = Daemon(root).start()
-    daemon.proc.kill()
+    os.killpg(daemon.proc.pid, signal.SIGKILL)  # the master and its worker, no cleanup
     daemon.proc.wait()
     assert (root / "run" / "host.sock").exists()
     daemon = Daemon(root).start()

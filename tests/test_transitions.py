@@ -10,6 +10,7 @@ from conftest import commit_config, git, run_cli
 from hyperhive.agents import create_agent
 from hyperhive.errors import (
     AlreadyDecided,
+    BadInput,
     IllegalTransition,
     InvalidName,
     NotInitialized,
@@ -171,7 +172,7 @@ def test_approving_a_denied_id_on_the_cli_is_refused_with_one_line(home: Home, r
 @pytest.mark.parametrize("reason", ["", "   ", "\n"])
 def test_a_denial_needs_a_reason(home: Home, record: Path, reason: str):
     before = snapshot(home)
-    with pytest.raises(IllegalTransition, match="reason"):
+    with pytest.raises(BadInput, match="reason"):
         Approvals(home, NAME).deny(1, "alice", reason)
     assert snapshot(home) == before
     assert record.read_text() == ""

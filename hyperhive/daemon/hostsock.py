@@ -68,7 +68,8 @@ class HostSocket:
         self.handler = handler
         self.server: socketserver.ThreadingUnixStreamServer | None = None
 
-    def start(self) -> None:
+    def check_free(self) -> None:
+        """Refuse if a live daemon answers on the path; remove a dead one's socket file."""
         if self.path.exists():
             try:
                 call(self.path, {"op": "ping"}, timeout=2)
@@ -76,6 +77,9 @@ class HostSocket:
                 self.path.unlink()  # left behind by a daemon that died
             else:
                 raise HiveError(f"a daemon is already running on {self.path}")
+
+    def start(self) -> None:
+        self.check_free()
         handler = self.handler
 
         class Session(socketserver.StreamRequestHandler):

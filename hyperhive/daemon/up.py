@@ -1,25 +1,29 @@
-"""`hyperhive up`: recover, then run the build worker, the host socket and the web server
+"""`hyperhive up`: recover, then serve the forge with gunicorn (one gthread worker process,
+so the web app, the event bus, the build worker and the host socket share one process)
 until SIGINT or SIGTERM."""
 
 import logging
 import signal
-import sys
-import threading
 
-from werkzeug.serving import make_server
+from gunicorn.app.base import BaseApplication
 
-from forge_ui import create_app
 from hyperhive.agents import init_hive
+from hyperhive.daemon.events import EventBus
 from hyperhive.daemon.hostsock import HostSocket
 from hyperhive.daemon.worker import BuildWorker
 from hyperhive.errors import HiveError
+from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name
 from hyperhive.runtime import get_runtime
+from hyperhive.workflow import notify
 from hyperhive.workflow.deploy import recover
 from hyperhive.workflow.lock import build_lock, locked
 
 log = logging.getLogger("hyperhive.daemon")
+
+THREADS = 64  # each open websocket holds one
+GRACEFUL_SECONDS = 30  # how long a stop waits for running builds before they are killed
 
 
 def recover_all(home: Home) -> None:
@@ -32,10 +36,13 @@ def recover_all(home: Home) -> None:
                     log.warning("%s: interrupted build marked failed", a.target)
 
 
-def host_handler(worker: BuildWorker):
+def host_handler(worker: BuildWorker, bus: EventBus):
     def handle(request: dict) -> dict:
         op = request.get("op")
         if op == "ping":
+            return {}
+        if op == "changed":
+            bus.publish("state", {"agent": request.get("agent"), "ref": request.get("ref")})
             return {}
         if op == "deploy":
             name, approval_id = request.get("agent"), request.get("id")
@@ -47,6 +54,94 @@ def host_handler(worker: BuildWorker):
     return handle
 
 
+class Services:
+    """What runs beside the web app in the worker process."""
+
+    def __init__(self, home: Home, runtime_kind: str):
+        self.hive = Hive(home, get_runtime(runtime_kind, home))
+        self.worker = BuildWorker(home, self.hive.runtime)
+        self.hive.builds = self.worker.status
+        self.sock = HostSocket(home.host_socket, host_handler(self.worker, self.hive.bus))
+
+    def start(self) -> None:
+        self.sock.start()
+        notify.set_publisher(self.hive.bus.publish)
+        for target in self.worker.resume():
+            log.info("%s: resuming a build queued before the last stop", target)
+
+    def stop(self) -> None:
+        from forge_ui import live
+
+        live.shutting_down.set()
+        self.sock.stop()
+        self.worker.stop()
+        notify.set_publisher(None)
+
+
+class Server(BaseApplication):
+    def __init__(self, home: Home, runtime_kind: str, bind: str, port: int):
+        self.home, self.runtime_kind = home, runtime_kind
+        self.address = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
+        self.services: Services | None = None
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in {
+            "bind": [self.address],
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": THREADS,
+            "graceful_timeout": GRACEFUL_SECONDS,
+            "timeout": 0,  # a build's request (a websocket) may be open for long
+            "accesslog": None,
+            "errorlog": "-",
+            "control_socket_disable": True,  # nothing to control from outside
+            "loglevel": "info",
+            "post_worker_init": self.post_worker_init,
+            "worker_int": self.worker_int,
+            "worker_exit": self.worker_exit,
+        }.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from forge_ui import create_app
+
+        self.services = Services(self.home, self.runtime_kind)
+        self.services.start()
+        return create_app(self.services.hive)
+
+    def post_worker_init(self, worker) -> None:
+        # Announced only now, when the app, the host socket and the build worker are up.
+        host, port = worker.sockets[0].getsockname()[:2]
+        log.info(
+            "hyperhive up: home %s, runtime %s, http://%s:%d/",
+            self.home.root,
+            self.runtime_kind,
+            host,
+            port,
+        )
+        # gunicorn's own SIGTERM handler only stops accepting; open websockets must end too.
+        from forge_ui import live
+
+        graceful = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum, frame):
+            live.shutting_down.set()
+            graceful(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+    def worker_int(self, worker) -> None:
+        from forge_ui import live
+
+        live.shutting_down.set()
+
+    def worker_exit(self, server, worker) -> None:
+        if self.services:
+            self.services.stop()
+        log.info("stopped")
+
+
 def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
@@ -54,34 +149,8 @@ def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     runtime = get_runtime(runtime_kind, home)
     if init_hive(home, runtime, "operator"):
         log.info("initialized a new hive at %s with the manager agent", home.root)
+    if home.host_socket.exists():
+        HostSocket(home.host_socket, lambda r: {}).check_free()
     recover_all(home)
-    worker = BuildWorker(home, runtime)
-    sock = HostSocket(home.host_socket, host_handler(worker))
-    sock.start()
-    try:
-        web = make_server(bind, port, create_app(home, runtime, worker.status), threaded=True)
-    except OSError:
-        sock.stop()
-        raise
-    for target in worker.resume():
-        log.info("%s: resuming a build queued before the last stop", target)
-
-    def stop(signum, _frame):
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        threading.Thread(target=web.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info(
-        "hyperhive up: home %s, runtime %s, http://%s:%d/",
-        home.root,
-        runtime_kind,
-        bind,
-        web.server_port,
-    )
-    sys.stderr.flush()
-    web.serve_forever()
-    sock.stop()
-    worker.stop()
-    log.info("stopped")
+    Server(home, runtime_kind, bind, port).run()
     return 0

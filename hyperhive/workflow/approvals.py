@@ -9,6 +9,7 @@ from dulwich.repo import Repo
 
 from hyperhive.errors import (
     AlreadyDecided,
+    BadInput,
     IllegalTransition,
     UnknownApproval,
     UnknownCommit,
@@ -18,7 +19,7 @@ from hyperhive.gitstore.repos import copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
 from hyperhive.home import Home
 from hyperhive.names import format_target
-from hyperhive.workflow import hooks
+from hyperhive.workflow import hooks, notify
 from hyperhive.workflow.lock import locked, transition_lock
 from hyperhive.workflow.states import (
     COMPETITOR,
@@ -145,7 +146,11 @@ class Approvals:
         }
 
     def deployed_commit(self) -> str | None:
-        sha = refs.read(self.repo(), MAIN)
+        return self._deployed(self.repo())
+
+    @staticmethod
+    def _deployed(repo: Repo) -> str | None:
+        sha = refs.read(repo, MAIN)
         return sha.decode() if sha else None
 
     # -- writes ------------------------------------------------------------------------
@@ -188,19 +193,23 @@ class Approvals:
                 sha,
                 actor,
                 f"proposal {format_target(self.name, approval_id)}",
-                {"Subject": subject, "Reason": reason},
+                {"Subject": subject, "Reason": reason, "Base": self._deployed(repo)},
             )
             if tag is None:  # only a writer bypassing the lock and the id counter gets here
                 raise IllegalTransition(f"cannot propose: {ref.decode()} already exists")
-        hooks.run_post_receive(self.home, self.name, [(refs.ZERO, tag, ref)])
+        self._written(tag, ref)
         return self.get(approval_id)
+
+    def _written(self, tag: bytes, ref: bytes) -> None:
+        notify.changed(self.home, self.name, ref.decode())
+        hooks.run_post_receive(self.home, self.name, [(refs.ZERO, tag, ref)])
 
     def approve(self, approval_id: int, actor: str) -> Approval:
         return self.transition(approval_id, State.APPROVED, actor)
 
     def deny(self, approval_id: int, actor: str, reason: str) -> Approval:
         if not reason or not reason.strip():
-            raise IllegalTransition("a denial needs a reason (--reason TEXT)")
+            raise BadInput("a denial needs a reason (--reason TEXT)")
         return self.transition(approval_id, State.DENIED, actor, {"Reason": reason})
 
     def transition(
@@ -246,5 +255,5 @@ class Approvals:
             after = self._load(repo, approval_id, {**shas, state: tag})
             if then:
                 then(repo, after)
-        hooks.run_post_receive(self.home, self.name, [(refs.ZERO, tag, ref)])
+        self._written(tag, ref)
         return after

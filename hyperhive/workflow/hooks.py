@@ -108,6 +108,14 @@ def run_post_receive(
     return run
 
 
+def concerns(run: HookRun, approval_id: int) -> bool:
+    """Whether a hook run was for one of the approval's tags."""
+    return any(
+        ref.startswith("refs/tags/") and ref.rsplit("/", 1)[-1] == str(approval_id)
+        for ref in run.refs
+    )
+
+
 def runs(home: Home, name: str) -> list[HookRun]:
     """Every recorded hook run of an agent, oldest first; a torn last line is skipped."""
     path = history_file(home, name)

@@ -1,0 +1,55 @@
+"""The JSON API: the same operations and refusals as the CLI (409/404/400 + `error`)."""
+
+from flask import Blueprint, g, jsonify, request
+
+from forge_ui import hive, state
+from hyperhive.errors import BadInput
+from hyperhive.workflow import hooks
+from hyperhive.workflow.approvals import Approvals
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.get("/state")
+def get_state():
+    return jsonify(state.collect(hive()))
+
+
+@bp.get("/agents/<name>/history")
+def agent_history(name: str):
+    approvals = Approvals(hive().home, name)
+    runs = hooks.runs(hive().home, name)
+    return jsonify(
+        {
+            "agent": name,
+            "approvals": [
+                {**a.to_json(), "hooks": [vars(r) for r in runs if hooks.concerns(r, a.id)]}
+                for a in approvals.all()
+            ],
+        }
+    )
+
+
+def json_body() -> dict:
+    if not request.data:
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadInput("the request body must be a JSON object")
+    return body
+
+
+@bp.post("/approvals/<name>/<int:approval_id>/approve")
+def approve(name: str, approval_id: int):
+    json_body()
+    a = Approvals(hive().home, name).approve(approval_id, g.actor)
+    return jsonify(a.to_json())
+
+
+@bp.post("/approvals/<name>/<int:approval_id>/deny")
+def deny(name: str, approval_id: int):
+    reason = json_body().get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadInput('a denial needs a reason: {"reason": "..."}')
+    a = Approvals(hive().home, name).deny(approval_id, g.actor, reason)
+    return jsonify(a.to_json())

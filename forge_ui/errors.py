@@ -1,0 +1,57 @@
+"""Error pages and JSON errors; the engine's refusals map onto HTTP statuses."""
+
+from flask import Flask, jsonify, render_template
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from forge_ui.auth import wants_json
+from hyperhive.errors import (
+    AgentExists,
+    AlreadyDecided,
+    BadInput,
+    ConcurrentUpdate,
+    HiveError,
+    IllegalTransition,
+    InvalidName,
+    NotInitialized,
+    UnknownAgent,
+    UnknownApproval,
+    UnknownCommit,
+)
+
+STATUS = {
+    InvalidName: 400,
+    BadInput: 400,
+    UnknownAgent: 404,
+    UnknownApproval: 404,
+    UnknownCommit: 404,
+    AlreadyDecided: 409,
+    IllegalTransition: 409,
+    AgentExists: 409,
+    ConcurrentUpdate: 409,
+    NotInitialized: 503,
+}
+
+
+def status_of(error: HiveError) -> int:
+    return next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
+
+
+def respond(code: int, message: str):
+    if wants_json():
+        return jsonify({"error": message}), code
+    return render_template("error.html", code=code, message=message, title=f"{code}"), code
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(HiveError)
+    def hive_error(e: HiveError):
+        return respond(status_of(e), str(e))
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(e: CSRFError):
+        return respond(403, f"CSRF check failed: {e.description}")
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        return respond(e.code or 500, e.description or e.name)

@@ -1,0 +1,102 @@
+"""Live updates over websockets (flask-sock): the dashboard, a review page, a build log.
+
+Every socket follows the source of truth (refs, the log file) and uses the event bus
+only to wake up early: an event lost to a full queue, or a build running in another
+process, is caught up at the next wake-up at the latest.
+"""
+
+import json
+import threading
+import time
+
+from flask import Blueprint, request
+from flask_sock import Sock
+
+from forge_ui import dashboard, hive, review, state
+from hyperhive.workflow.states import TERMINAL, State
+
+bp = Blueprint("live", __name__)
+sock = Sock()
+
+# Set when the daemon is stopping, so open sockets end and the server can exit.
+shutting_down = threading.Event()
+
+TICK = 1.0  # seconds between checks of the source of truth
+REFRESH = 30.0  # the dashboard re-renders this often anyway, so ages stay right
+DEBOUNCE = 0.1  # a burst of events (a deploy writes several tags) renders once
+LOG_CHUNK = 64 * 1024
+
+
+def send(ws, payload: dict) -> None:
+    ws.send(json.dumps(payload))
+
+
+def drain(sub, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0 and sub.get(timeout=left):
+        pass
+
+
+@sock.route("/ws/dashboard", bp=bp)
+def dashboard_ws(ws):
+    with hive().bus.subscribe("state") as sub:
+        last = None
+        refreshed = 0.0
+        while ws.connected and not shutting_down.is_set():
+            now = time.monotonic()
+            woke = sub.get(timeout=TICK)
+            if woke is not None:
+                drain(sub, DEBOUNCE)
+            if woke is None and last is not None and now - refreshed < REFRESH:
+                continue
+            sections = dashboard.render_sections(state.collect(hive()))
+            changed = {k: v for k, v in sections.items() if last is None or last.get(k) != v}
+            if changed:
+                send(ws, {"sections": changed})
+            last, refreshed = sections, time.monotonic()
+
+
+@sock.route("/ws/approval/<name>/<int:approval_id>", bp=bp, endpoint="approval")
+def approval_ws(ws, name: str, approval_id: int):
+    approvals = review.approvals_of(name)
+    with hive().bus.subscribe("state") as sub:
+        last = None
+        while ws.connected and not shutting_down.is_set():
+            view = review.live_view(approvals.get(approval_id))
+            if view != last:
+                send(ws, view)
+                last = view
+            if sub.get(timeout=REFRESH) is not None:
+                drain(sub, DEBOUNCE)
+
+
+@sock.route("/ws/build/<name>/<int:approval_id>", bp=bp, endpoint="build")
+def build_ws(ws, name: str, approval_id: int):
+    """Sends the log from `?offset=` on as it grows, and the approval's state; ends with
+    `done` once the build is over and the whole log was sent."""
+    approvals = review.approvals_of(name)
+    path = hive().home.build_log(name, approval_id)
+    offset = max(0, request.args.get("offset", 0, type=int))
+    topics = ("state", f"log:{name}:{approval_id}")
+    with hive().bus.subscribe(*topics) as sub:
+        last_state = None
+        while ws.connected and not shutting_down.is_set():
+            a = approvals.get(approval_id)
+            text = ""
+            if path.exists():
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read(LOG_CHUNK)
+                # Send whole lines only, so a multi-byte character is never split.
+                end = chunk.rfind(b"\n") + 1 if a.state not in TERMINAL else len(chunk)
+                text = chunk[:end].decode(errors="replace")
+                offset += end
+            started = a.states[State.BUILDING].time if State.BUILDING in a.states else None
+            done = a.state in TERMINAL and not text
+            if text or a.state != last_state or done:
+                send(ws, {"text": text, "state": str(a.state), "started": started, "done": done})
+                last_state = a.state
+            if done:
+                return
+            if not text:
+                sub.get(timeout=TICK)

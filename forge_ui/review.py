@@ -1,0 +1,143 @@
+"""An agent's page, the review page of one approval (diff, history, approve/deny with a
+confirm step) and build logs."""
+
+from flask import Blueprint, Response, g, render_template, request
+from markupsafe import Markup
+
+from forge_ui import hive
+from forge_ui.diffview import render_diff
+from hyperhive.errors import BadInput, HiveError
+from hyperhive.gitstore import history
+from hyperhive.workflow import hooks
+from hyperhive.workflow.approvals import Approval, Approvals
+from hyperhive.workflow.states import State
+
+bp = Blueprint("review", __name__)
+
+DECIDABLE = {State.PROPOSAL}
+
+
+def approvals_of(name: str) -> Approvals:
+    return Approvals(hive().home, name)
+
+
+def diff_base(approvals: Approvals, approval: Approval) -> str | None:
+    """What the change is reviewed against: the deployed commit it would replace while it
+    is undecided, the one deployed when it was proposed once it is decided."""
+    if approval.state in (State.PROPOSAL, State.APPROVED):
+        return approvals.deployed_commit()
+    proposal = approval.states.get(State.PROPOSAL)  # retention may have pruned it
+    return proposal.trailers.get("Base") if proposal else None
+
+
+def hook_runs(approval: Approval) -> list[hooks.HookRun]:
+    return [r for r in hooks.runs(hive().home, approval.agent) if hooks.concerns(r, approval.id)]
+
+
+def live_view(approval: Approval) -> dict:
+    """What the review page updates live: state, buttons, history."""
+    return {
+        "state": str(approval.state),
+        "can_decide": approval.state in DECIDABLE,
+        "history": Markup(
+            render_template("review/_history.html", approval=approval, runs=hook_runs(approval))
+        ),
+    }
+
+
+@bp.get("/agents/<name>")
+def agent(name: str):
+    approvals = approvals_of(name)
+    every = list(reversed(approvals.all()))
+    return render_template(
+        "review/agent.html",
+        name=name,
+        approvals=every,
+        deployed=approvals.deployed_commit(),
+        runtime=hive().runtime.status(name),
+        title=f"{name}",
+    )
+
+
+@bp.get("/review/<name>/<int:approval_id>")
+def approval(name: str, approval_id: int):
+    approvals = approvals_of(name)
+    a = approvals.get(approval_id)
+    base = diff_base(approvals, a)
+    repo = approvals.repo()
+    files = render_diff(history.diff(repo, base.encode() if base else None, a.commit.encode()))
+    commit = history.commit_info(repo, a.commit.encode())
+    return render_template(
+        "review/approval.html",
+        a=a,
+        base=base,
+        commit=commit,
+        files=files,
+        view=request.args.get("view", "unified"),
+        live=live_view(a),
+        title=f"Review {a.target}",
+    )
+
+
+def decide(name: str, approval_id: int, action: str):
+    approvals = approvals_of(name)
+    a = approvals.get(approval_id)
+    reason = request.form.get("reason", "").strip()
+    if action == "deny" and not reason:
+        raise BadInput("a denial needs a reason")
+    if request.form.get("confirm") != "yes":
+        return render_template(
+            "review/confirm.html", a=a, action=action, reason=reason, title=f"{action} {a.target}?"
+        )
+    try:
+        if action == "approve":
+            a = approvals.approve(approval_id, g.actor)
+        else:
+            a = approvals.deny(approval_id, g.actor, reason)
+    except HiveError as e:
+        return render_template(
+            "review/confirm.html",
+            a=approvals.get(approval_id),
+            action=action,
+            reason=reason,
+            error=str(e),
+            title=f"{action} {a.target}?",
+        ), 409
+    return render_template("review/done.html", a=a, action=action, title=f"{a.target} {action}d")
+
+
+@bp.post("/review/<name>/<int:approval_id>/approve")
+def approve(name: str, approval_id: int):
+    return decide(name, approval_id, "approve")
+
+
+@bp.post("/review/<name>/<int:approval_id>/deny")
+def deny(name: str, approval_id: int):
+    return decide(name, approval_id, "deny")
+
+
+@bp.get("/builds/<name>/<int:approval_id>")
+def build_log(name: str, approval_id: int):
+    a = approvals_of(name).get(approval_id)
+    path = hive().home.build_log(name, approval_id)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return render_template(
+        "review/build.html",
+        a=a,
+        text=text,
+        running=a.state == State.BUILDING,
+        started=a.states[State.BUILDING].time if State.BUILDING in a.states else None,
+        title=f"Build {a.target}",
+    )
+
+
+@bp.get("/builds/<name>/<int:approval_id>/raw")
+def build_log_raw(name: str, approval_id: int):
+    approvals_of(name).get(approval_id)
+    path = hive().home.build_log(name, approval_id)
+    text = path.read_bytes() if path.exists() else b""
+    return Response(
+        text,
+        mimetype="text/plain",
+        headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"},
+    )

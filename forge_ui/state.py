@@ -1,0 +1,77 @@
+"""The hive's state as the dashboard and `GET /api/state` show it.
+
+Each section is loaded on its own: one that fails to load is reported in `errors` with
+its cause and logged, never shown as an empty list that would hide the failure.
+"""
+
+import logging
+from collections.abc import Callable
+
+from hyperhive.agents import list_agents
+from hyperhive.hive import Hive
+from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.states import State
+
+log = logging.getLogger("hyperhive.forge")
+
+RECENT = 20
+
+
+def pending(hive: Hive) -> list[dict]:
+    home = hive.home
+    found = [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only=True)]
+    return [a.to_json() for a in sorted(found, key=lambda a: a.states[State.PROPOSAL].time)]
+
+
+def recent(hive: Hive) -> list[dict]:
+    """The latest deploys and failures across agents, newest first."""
+    events = []
+    for name in hive.home.agent_names():
+        approvals = Approvals(hive.home, name)
+        for state in (State.DEPLOYED, State.FAILED):
+            for approval_id, tag in approvals.tags_in(state).items():
+                events.append(
+                    {
+                        "agent": name,
+                        "id": approval_id,
+                        "target": f"{name}#{approval_id}",
+                        "state": str(state),
+                        "commit": tag.target,
+                        "time": tag.time,
+                        "reason": tag.trailers.get("Reason", ""),
+                        "duration": tag.trailers.get("Duration", ""),
+                    }
+                )
+    events.sort(key=lambda e: (e["time"], e["id"]), reverse=True)
+    return events[:RECENT]
+
+
+def agents(hive: Hive) -> list[dict]:
+    builds = hive.builds()
+    rows = list_agents(hive.home, hive.runtime)
+    for row in rows:
+        row["build"] = builds["running"].get(row["name"])
+        row["queued"] = builds["queued"].get(row["name"], [])
+    return rows
+
+
+# name -> loader; later issues add sections here (and a template in templates/dash/).
+SECTIONS: dict[str, Callable[[Hive], object]] = {
+    "agents": agents,
+    "approvals": pending,
+    "recent": recent,
+}
+
+
+def collect(hive: Hive, only: list[str] | None = None) -> dict:
+    result: dict = {"errors": []}
+    for name, loader in SECTIONS.items():
+        if only is not None and name not in only:
+            continue
+        try:
+            result[name] = loader(hive)
+        except Exception as e:
+            log.exception("loading the %s section failed", name)
+            result[name] = None
+            result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}"})
+    return result

@@ -1,0 +1,49 @@
+"""The daemon's in-process event bus: topics, and subscribers that each get a bounded
+queue, so a slow websocket never holds up a publisher or grows memory without bound."""
+
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+QUEUE_SIZE = 1000
+
+
+class Subscription:
+    def __init__(self, topics: set[str]):
+        self.topics = topics
+        self.queue: queue.Queue = queue.Queue(QUEUE_SIZE)
+        self.overflowed = False
+
+    def get(self, timeout: float | None) -> tuple[str, object] | None:
+        """The next event, or None after `timeout` seconds without one."""
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class EventBus:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._subs: list[Subscription] = []
+
+    @contextmanager
+    def subscribe(self, *topics: str) -> Iterator[Subscription]:
+        sub = Subscription(set(topics))
+        with self._lock:
+            self._subs.append(sub)
+        try:
+            yield sub
+        finally:
+            with self._lock:
+                self._subs.remove(sub)
+
+    def publish(self, topic: str, data: object = None) -> None:
+        with self._lock:
+            subs = [s for s in self._subs if topic in s.topics]
+        for sub in subs:
+            try:
+                sub.queue.put_nowait((topic, data))
+            except queue.Full:
+                sub.overflowed = True  # the reader resyncs from the source of truth

@@ -1,0 +1,306 @@
+"""The forge through Flask's test client: auth, CSRF, every page and the JSON API."""
+
+import re
+
+import pytest
+from conftest import commit_config, git
+
+from forge_ui import create_app, state
+from hyperhive import operator
+from hyperhive.hive import Hive
+from hyperhive.workflow.approvals import Approvals
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def app(home, runtime):
+    operator.set_password(home, PASSWORD)
+    return create_app(Hive(home, runtime))
+
+
+@pytest.fixture
+def anon(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def client(app):
+    c = app.test_client()
+    with c.session_transaction() as s:
+        s["operator"] = True
+        s["actor"] = "alice"
+    return c
+
+
+def csrf(client, path="/") -> str:
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+def tags(home, name="manager") -> list[str]:
+    return git(home.applied_dir(name), "for-each-ref", "--format=%(refname)").split()
+
+
+def no_hook(home, name="manager"):
+    (home.applied_dir(name) / "hooks" / "post-receive").unlink()
+
+
+# -- auth ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/agents/manager", "/review/manager/1", "/builds/manager/1", "/builds/manager/1/raw"],
+)
+def test_pages_need_a_session(anon, path):
+    r = anon.get(path)
+    assert r.status_code == 302
+    assert r.headers["Location"].startswith("/login?next=")
+
+
+@pytest.mark.parametrize("path", ["/api/state", "/api/agents/manager/history"])
+def test_api_needs_a_session_or_token(anon, path):
+    r = anon.get(path)
+    assert r.status_code == 401 and "error" in r.get_json()
+    r = anon.get(path, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid bearer token"
+
+
+def test_bearer_token_works_without_csrf(anon, home):
+    no_hook(home)
+    auth = {"Authorization": f"Bearer {operator.token(home)}"}
+    assert anon.get("/api/state", headers=auth).status_code == 200
+    r = anon.post("/api/approvals/manager/1/approve", headers=auth)
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["state"] == "approved"
+    assert "refs/tags/approved/1" in tags(home)
+    assert "Actor: operator" in git(home.applied_dir("manager"), "cat-file", "-p", "approved/1")
+
+
+def test_login_with_password_then_logout(anon):
+    page = anon.get("/login")
+    assert page.status_code == 200 and b"Log in" in page.data
+    token = re.search(rb'name="csrf-token" content="([^"]+)"', page.data).group(1).decode()
+    r = anon.post(
+        "/login?next=/agents/manager",
+        data={"csrf_token": token, "name": "bob", "password": PASSWORD},
+    )
+    assert r.status_code == 302 and r.headers["Location"] == "/agents/manager"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert anon.get("/").status_code == 200
+    r = anon.post("/logout", data={"csrf_token": csrf(anon)})
+    assert r.status_code == 302
+    assert anon.get("/").status_code == 302
+
+
+def test_login_with_the_token(anon, home):
+    token = csrf(anon, "/login")
+    r = anon.post("/login", data={"csrf_token": token, "password": operator.token(home)})
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("bad", ["wrong", "", PASSWORD + "x"])
+def test_wrong_password_is_refused(anon, bad):
+    token = csrf(anon, "/login")
+    r = anon.post("/login", data={"csrf_token": token, "password": bad})
+    assert r.status_code == 401 and b"wrong password or token" in r.data
+    assert anon.get("/").status_code == 302
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "javascript:x"])
+def test_login_never_redirects_off_site(anon, target):
+    token = csrf(anon, "/login")
+    r = anon.post(f"/login?next={target}", data={"csrf_token": token, "password": PASSWORD})
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+def test_login_without_csrf_token_is_refused(anon):
+    r = anon.post("/login", data={"password": PASSWORD})
+    assert r.status_code == 403
+
+
+# -- CSRF and the decision flow -------------------------------------------------------
+
+
+def test_state_changes_need_the_csrf_token(client, home):
+    before = tags(home)
+    for data in ({}, {"csrf_token": "forged"}):
+        r = client.post("/review/manager/1/approve", data={**data, "confirm": "yes"})
+        assert r.status_code == 403 and b"CSRF" in r.data
+    r = client.post("/api/approvals/manager/1/approve")
+    assert r.status_code == 403 and "CSRF" in r.get_json()["error"]
+    assert tags(home) == before
+
+
+def test_no_state_change_over_get(client, home):
+    before = tags(home)
+    for path in ("/review/manager/1/approve", "/review/manager/1/deny"):
+        assert client.get(path).status_code == 405
+    assert client.get("/api/approvals/manager/1/approve").status_code == 405
+    assert tags(home) == before
+
+
+def test_approve_needs_a_confirm_step(client, home):
+    no_hook(home)
+    token = csrf(client)
+    r = client.post("/review/manager/1/approve", data={"csrf_token": token})
+    assert r.status_code == 200 and b"Yes, approve manager#1" in r.data
+    assert "refs/tags/approved/1" not in tags(home)
+    r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
+    assert r.status_code == 200 and b"manager#1</span> approved" in r.data
+    assert "Actor: alice" in git(home.applied_dir("manager"), "cat-file", "-p", "approved/1")
+    # A second approve of the same id is refused with who decided it.
+    r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
+    assert r.status_code == 409 and b"already approved by alice" in r.data
+
+
+def test_deny_needs_a_reason_and_a_confirm_step(client, home):
+    token = csrf(client)
+    r = client.post("/review/manager/1/deny", data={"csrf_token": token, "reason": "  "})
+    assert r.status_code == 400 and b"needs a reason" in r.data
+    r = client.post("/review/manager/1/deny", data={"csrf_token": token, "reason": "too broad"})
+    assert r.status_code == 200 and b"Yes, deny manager#1" in r.data
+    assert "refs/tags/denied/1" not in tags(home)
+    data = {"csrf_token": token, "reason": "too broad", "confirm": "yes"}
+    assert client.post("/review/manager/1/deny", data=data).status_code == 200
+    assert "Reason: too broad" in git(home.applied_dir("manager"), "cat-file", "-p", "denied/1")
+    r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
+    assert r.status_code == 409 and b"already denied by alice" in r.data
+
+
+# -- pages ------------------------------------------------------------------------------
+
+
+def test_dashboard_lists_agents_approvals_and_recent(client, home):
+    page = client.get("/").get_data(as_text=True)
+    assert "<title>Dashboard · hyperhive</title>" in page
+    assert 'data-target="manager#1"' in page and "/review/manager/1" in page
+    assert "No deploys yet." in page
+    Approvals(home, "manager").approve(1, "alice")  # the shipped hook deploys it
+    page = client.get("/").get_data(as_text=True)
+    assert "Nothing to review." in page
+    assert 'badge state-deployed">deployed' in page
+
+
+def test_review_page_shows_the_diff_history_and_actions(client, home):
+    Approvals(home, "manager").approve(1, "alice")
+    commit_config(home, "manager", {"agent.nix": "{ ... }:\n{\n  networking = 1;\n}\n"}, "net")
+    Approvals(home, "manager").propose("HEAD", "manager", reason="needs a network")
+    page = client.get("/review/manager/2").get_data(as_text=True)
+    assert "<title>Review manager#2 · hyperhive</title>" in page
+    assert "agent.nix" in page and "networking" in page
+    assert "needs a network" in page
+    assert 'id="approve" ' in page and "disabled" not in page.split('id="approve"')[1][:20]
+    split = client.get("/review/manager/2?view=split")
+    assert split.status_code == 200
+    # A decided approval keeps its review page, with the buttons off.
+    page = client.get("/review/manager/1").get_data(as_text=True)
+    assert "build log" in page and "Duration:" in page
+    assert 'id="approve" disabled' in page
+
+
+def test_failed_hook_shows_in_the_history(client, home):
+    hook = home.applied_dir("manager") / "hooks" / "post-receive"
+    hook.write_text("#!/bin/sh\necho broken on purpose\nexit 3\n")
+    Approvals(home, "manager").approve(1, "alice")
+    page = client.get("/review/manager/1").get_data(as_text=True)
+    assert "exited 3" in page and "broken on purpose" in page
+
+
+def test_agent_page(client):
+    page = client.get("/agents/manager").get_data(as_text=True)
+    assert "<title>manager · hyperhive</title>" in page and "manager#1" in page
+
+
+def test_build_log_page_and_raw(client, home):
+    Approvals(home, "manager").approve(1, "alice")
+    page = client.get("/builds/manager/1").get_data(as_text=True)
+    assert "nix-instantiate --parse agent.nix" in page
+    r = client.get("/builds/manager/1/raw")
+    assert r.mimetype == "text/plain" and r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.data == home.build_log("manager", 1).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/review/manager/9",
+        "/review/ghost/1",
+        "/agents/ghost",
+        "/builds/manager/9",
+        "/builds/ghost/1/raw",
+        "/api/agents/ghost/history",
+    ],
+)
+def test_unknown_agents_and_ids_are_404(client, path):
+    assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/agents/..",
+        "/agents/%2e%2e",
+        "/agents/..%2F..%2Fetc",
+        "/review/..%2Fmanager/1",
+        "/review/manager%2F..%2Fx/1",
+        "/builds/%2e%2e/1",
+        "/builds/manager/..%2F1",
+        "/api/agents/..%2F..%2Fetc/history",
+        "/api/agents/Manager/history",
+    ],
+)
+def test_traversal_in_any_segment_is_refused(client, path):
+    r = client.get(path)
+    assert r.status_code in (400, 404), (path, r.status_code)
+    assert b"root:" not in r.data
+
+
+# -- JSON API ---------------------------------------------------------------------------
+
+
+def api_post(client, path, **kw):
+    return client.post(path, headers={"X-CSRFToken": csrf(client)}, **kw)
+
+
+def test_api_decisions_and_refusals(client, home):
+    no_hook(home)
+    r = api_post(client, "/api/approvals/manager/1/deny", json={})
+    assert r.status_code == 400 and "reason" in r.get_json()["error"]
+    r = api_post(
+        client, "/api/approvals/manager/1/deny", data="{nope", content_type="application/json"
+    )
+    assert r.status_code == 400 and "JSON object" in r.get_json()["error"]
+    r = api_post(client, "/api/approvals/manager/1/deny", json=["a list"])
+    assert r.status_code == 400
+    r = api_post(client, "/api/approvals/manager/9/approve")
+    assert r.status_code == 404 and r.get_json()["error"] == "unknown approval manager#9"
+    r = api_post(client, "/api/approvals/ghost/1/approve")
+    assert r.status_code == 404 and "unknown agent" in r.get_json()["error"]
+    r = api_post(client, "/api/approvals/manager/1/deny", json={"reason": "no"})
+    assert r.status_code == 200 and r.get_json()["state"] == "denied"
+    r = api_post(client, "/api/approvals/manager/1/approve")
+    assert r.status_code == 409 and "already denied by alice" in r.get_json()["error"]
+
+
+def test_api_history_matches_the_cli_shape(client, home):
+    Approvals(home, "manager").approve(1, "alice")
+    body = client.get("/api/agents/manager/history").get_json()
+    (a,) = body["approvals"]
+    assert [s["state"] for s in a["states"]] == ["proposal", "approved", "building", "deployed"]
+    assert a["hooks"] and all(h["exit"] == 0 for h in a["hooks"])
+
+
+def test_api_state_reports_a_section_that_failed_to_load(client, monkeypatch):
+    def broken(hive):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setitem(state.SECTIONS, "recent", broken)
+    body = client.get("/api/state").get_json()
+    assert body["recent"] is None
+    assert body["errors"] == [{"section": "recent", "error": "RuntimeError: disk on fire"}]
+    assert body["approvals"][0]["target"] == "manager#1"
+    page = client.get("/").get_data(as_text=True)
+    assert "Could not load recent: RuntimeError: disk on fire" in page
