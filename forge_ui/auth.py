@@ -38,6 +38,8 @@ def wants_json() -> bool:
 
 def guard():
     g.actor = None
+    if request.path.startswith("/ws/"):
+        require_same_origin()
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         if not operator.check_token(hive().home, header[len("Bearer ") :].strip()):
@@ -50,9 +52,7 @@ def guard():
         if wants_json():
             return jsonify({"error": "log in or send Authorization: Bearer <token>"}), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-    if request.path.startswith("/ws/"):
-        require_same_origin()
-    elif request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS:
         csrf.protect()
     return None
 

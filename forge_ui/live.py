@@ -25,6 +25,7 @@ TICK = 1.0  # seconds between checks of the source of truth
 REFRESH = 30.0  # the dashboard re-renders this often anyway, so ages stay right
 DEBOUNCE = 0.1  # a burst of events (a deploy writes several tags) renders once
 LOG_CHUNK = 64 * 1024
+CLOSE_WAIT = 10.0
 
 
 def send(ws, payload: dict) -> None:
@@ -96,7 +97,8 @@ def build_ws(ws, name: str, approval_id: int):
             if text or a.state != last_state or done:
                 send(ws, {"text": text, "state": str(a.state), "started": started, "done": done})
                 last_state = a.state
-            if done:
+            if done:  # let the client close, so it reads everything first
+                ws.receive(timeout=CLOSE_WAIT)
                 return
             if not text:
                 sub.get(timeout=TICK)

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import simple_websocket
 from conftest import HYPERHIVE, git, run_cli
 
 from hyperhive import operator
@@ -193,3 +194,47 @@ def test_deploy_without_daemon_builds_in_process(tmp_path):
     proc = run_cli(root, "deploy", "manager#1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("deployed manager#1 ")
+
+
+def ws(daemon, path, **headers):
+    return simple_websocket.Client.connect(f"ws://127.0.0.1:{daemon.port}{path}", headers=headers)
+
+
+def bearer(daemon) -> str:
+    return f"Bearer {operator.token(Home(daemon.root))}"
+
+
+def test_websockets_need_auth_and_the_same_origin(daemon):
+    with pytest.raises(simple_websocket.ConnectionError) as refused:
+        ws(daemon, "/ws/dashboard")
+    assert refused.value.status_code == 401
+    with pytest.raises(simple_websocket.ConnectionError) as refused:
+        ws(daemon, "/ws/dashboard", Authorization=bearer(daemon), Origin="http://evil.example")
+    assert refused.value.status_code == 403
+
+
+def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
+    client = ws(daemon, "/ws/dashboard", Authorization=bearer(daemon))
+    try:
+        first = json.loads(client.receive(timeout=10))
+        assert 'data-target="manager#1"' in first["sections"]["approvals"]
+        assert "manager#2" not in first["sections"]["approvals"]
+        run_cli(daemon.root, "propose", "manager", "--reason", "again", check=True)
+        update = json.loads(client.receive(timeout=10))
+        assert 'data-target="manager#2"' in update["sections"]["approvals"]
+    finally:
+        client.close()
+
+
+def test_build_socket_streams_the_log_and_ends(daemon):
+    run_cli(daemon.root, "approve", "manager#1", check=True)
+    client = ws(daemon, "/ws/build/manager/1", Authorization=bearer(daemon))
+    text, last = "", None
+    try:
+        while not (last and last["done"]):
+            last = json.loads(client.receive(timeout=20))
+            text += last["text"]
+    finally:  # the server waits for the client to close once it sent `done`
+        client.close()
+    assert last["state"] == "deployed"
+    assert text == (daemon.root / "logs" / "manager" / "1.log").read_text()
