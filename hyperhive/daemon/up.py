@@ -120,6 +120,10 @@ class Server(BaseApplication):
             host,
             port,
         )
+        log.info(
+            "log in with the password of `hyperhive operator set-password` "
+            "or the token `hyperhive operator token` prints"
+        )
         # gunicorn's own SIGTERM handler only stops accepting; open websockets must end too.
         from forge_ui import live
 
