@@ -15,6 +15,7 @@ from hyperhive.workflow.states import State
 bp = Blueprint("review", __name__)
 
 DECIDABLE = {State.PROPOSAL}
+DONE = {"approve": "approved", "deny": "denied"}
 
 
 def approvals_of(name: str) -> Approvals:
@@ -103,7 +104,13 @@ def decide(name: str, approval_id: int, action: str):
             error=str(e),
             title=f"{action} {a.target}?",
         ), 409
-    return render_template("review/done.html", a=a, action=action, title=f"{a.target} {action}d")
+    return render_template(
+        "review/done.html",
+        a=a,
+        action=action,
+        done=DONE[action],
+        title=f"{a.target} {DONE[action]}",
+    )
 
 
 @bp.post("/review/<name>/<int:approval_id>/approve")

@@ -33,3 +33,22 @@ def test_transitions_quick_run_prints_ours_and_reference():
         assert " ms" in line or " s " in line, line
     assert "pending approvals found by both sides" in proc.stdout
     assert proc.stdout.count("ratio of medians") == 3
+
+
+def test_forge_quick_run_prints_pages_and_git_references():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.parent / "forge.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [r for r in proc.stdout.splitlines() if r.startswith("  ours") or r.startswith("  ref")]
+    labels = ["GET /review/", "?view=split", "git diff", "GET /repos/bench-log/config/log"]
+    labels += ["?page=", "git log -n 50 --skip="]
+    for label in labels:
+        found = [r for r in rows if label in r]
+        assert found, f"no row with {label!r} in:\n{proc.stdout}"
+        assert all(" ms" in r or " s " in r for r in found), found
+    assert "both sides list the same commits in the same order" in proc.stdout
+    assert proc.stdout.count("ratio of medians") == 5

@@ -4,6 +4,7 @@ const hive = {
   csrf: () => document.querySelector('meta[name="csrf-token"]').content,
   // A websocket to this site that reconnects with backoff; `onmessage` gets parsed JSON.
   live(path, onmessage, dot) {
+    path = path.replace(/^wss?:\/\/[^/]+/, ""); // url_for() of a websocket route is absolute
     let delay = 500;
     const connect = () => {
       const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`);

@@ -8,6 +8,7 @@ import threading
 from hyperhive.errors import HiveError, IllegalTransition
 from hyperhive.home import Home
 from hyperhive.runtime.base import Runtime
+from hyperhive.workflow import notify
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State
@@ -48,6 +49,7 @@ class BuildWorker:
                 thread.start()
             self.queues[name].put(approval_id)
         log.info("%s#%d queued (%d ahead)", name, approval_id, ahead)
+        notify.changed(self.home, name, "build queued")
         return ahead
 
     def resume(self) -> list[str]:
@@ -78,6 +80,7 @@ class BuildWorker:
             finally:
                 with self.lock:
                     del self.running[name]
+                notify.changed(self.home, name, "build finished")  # the queue view changed
 
     def status(self) -> dict:
         with self.lock:

@@ -1,0 +1,331 @@
+"""Benchmark of the forge's two heaviest pages: server time to render each, beside the git
+CLI producing the same data from the same repo in the same run.
+
+(a) The review page `/review/<name>/<id>` of a proposal whose diff against the deployed
+    commit is about D lines of `git diff` output (files of several types, changed every
+    few lines), unified and side by side; beside `git diff <deployed> <proposed>`.
+(b) The log page `/repos/<name>/config/log` of a config repo with C commits (written with
+    `git fast-import`): page 1, a middle page and the last page; beside
+    `git log -n 50 --skip=S` with a format carrying the same fields.
+
+Pages are rendered in-process through Flask's test client with a logged-in session, so
+the figures are the app's own time (routing, git reads, diff parsing and highlighting,
+templates) without a network or a browser. Nothing here asserts a speed; the script only
+checks that both sides show the same thing. Run: .venv/bin/python bench/forge.py [--quick]
+(see bench/README.md).
+"""
+
+import argparse
+import gc
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from transitions import GIT, Row, fmt, git, note, run, say, timed
+
+from forge_ui import create_app
+from forge_ui.diffview import render_diff
+from hyperhive.agents import create_agent, init_hive
+from hyperhive.gitstore import browse, history
+from hyperhive.gitstore.repos import open_repo
+from hyperhive.hive import Hive
+from hyperhive.home import Home
+from hyperhive.runtime.local import LocalRuntime
+from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.deploy import deploy
+from hyperhive.workflow.states import State
+
+PER_PAGE = 50  # forge_ui.browse.PER_PAGE, checked in main()
+ROWS: list[Row] = []
+LOG_FORMAT = "%H%x00%P%x00%an%x00%ae%x00%ct%x00%s%x00%b%x00%(trailers:only,unfold)%x00%D"
+
+
+def record(section: str, who: str, label: str, samples: list[float]) -> None:
+    ROWS.append(Row(section, who, label, samples))
+
+
+def repeat(fn, repeats: int) -> tuple[list[float], object]:
+    """One untimed warm-up call, then `repeats` timed ones; the last result."""
+    result = fn()
+    samples = []
+    for _ in range(repeats):
+        t, result = timed(fn)
+        samples.append(t)
+    return samples, result
+
+
+def client_for(home: Home):
+    app = create_app(Hive(home, LocalRuntime(home)))
+    client = app.test_client()
+    with client.session_transaction() as s:
+        s["operator"] = True
+        s["actor"] = "bench"
+    return client
+
+
+def page(client, path: str) -> str:
+    r = client.get(path)
+    if r.status_code != 200:
+        raise SystemExit(f"GET {path} answered {r.status_code}: {r.get_data(as_text=True)[:500]}")
+    return r.get_data(as_text=True)
+
+
+# -- (a) the review page of a big diff ------------------------------------------------------
+
+# path pattern, first lines, one line of content, last lines: each file stays valid in its
+# language (the base commit is deployed, and deploying parses every .nix file).
+KINDS = [
+    ("modules/m{}.nix", "{ ... }:\n{\n", '  option{n} = "value {n} {w}";\n', "}\n"),
+    ("tools/t{}.py", "def run():\n", '    result_{n} = compute("item {n}", {n}, flag="{w}")\n', ""),
+    ("notes/n{}.md", "# notes\n\n", "- item {n}: the agent keeps {w} in mind\n", ""),
+    ("data/d{}.json", "[\n", '  {{"id": {n}, "name": "entry {n}", "tag": "{w}"}},\n', "  {}\n]\n"),
+    ("scripts/s{}.sh", "#!/bin/sh\n", 'echo "step {n}: {w}" && test -d /tmp/{n}\n', ""),
+]
+
+
+def big_files(lines_per_file: int, files: int, changed: bool) -> dict[str, bytes]:
+    """`files` files of `lines_per_file` lines; with `changed`, every 4th line has another
+    word and every 10th line is new, so each file's diff is one long hunk that exercises
+    intra-line marks as well as highlighting."""
+    out = {}
+    for f in range(files):
+        pattern, head, line, tail = KINDS[f % len(KINDS)]
+        body = []
+        for n in range(lines_per_file):
+            word = "changed" if changed and n % 4 == 0 else "original"
+            body.append(line.format(n=n, w=word))
+            if changed and n % 10 == 5:
+                body.append(line.format(n=f"{n}b", w="added"))
+        out[pattern.format(f)] = (head + "".join(body) + tail).encode()
+    return out
+
+
+def commit_files(config: Path, files: dict[str, bytes], message: str) -> str:
+    for rel, content in files.items():
+        path = config / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    run([GIT, "-C", str(config), "add", "-A"])
+    run([GIT, "-C", str(config), "commit", "-q", "-m", message])
+    return run([GIT, "-C", str(config), "rev-parse", "HEAD"]).strip()
+
+
+def build_review(home: Home, name: str, diff_lines: int) -> tuple[int, str, str, int]:
+    """Deploy a base config, commit the big change and propose it; returns the proposal
+    id, the deployed and proposed commits, and the line count of `git diff`."""
+    runtime = LocalRuntime(home)
+    create_agent(home, name, runtime, "operator")
+    (home.applied_dir(name) / "hooks" / "post-receive").unlink()  # deploy in-process below
+    approvals = Approvals(home, name)
+    files = 10
+    # Each file: ~7 header lines, then ~1.35 diff lines per base line (context, -, +, new).
+    per_file = max(8, round((diff_lines / files - 7) / 1.35))
+    config = home.config_dir(name)
+    commit_files(config, big_files(per_file, files, changed=False), "base config")
+    base = approvals.propose("HEAD", "manager")
+    approvals.approve(base.id, "operator")
+    if deploy(home, name, base.id, runtime).state != State.DEPLOYED:
+        raise SystemExit(f"the base config of {name} did not deploy")
+    new = commit_files(config, big_files(per_file, files, changed=True), "a big change")
+    proposal = approvals.propose("HEAD", "manager")
+    deployed = approvals.deployed_commit()
+    text = git(home.applied_dir(name), "diff", deployed, new)
+    return proposal.id, deployed, new, len(text.splitlines())
+
+
+def review(home: Home, client, name: str, diff_lines: int, repeats: int) -> str:
+    approval_id, base, new, lines = build_review(home, name, diff_lines)
+    path = f"/review/{name}/{approval_id}"
+    applied = home.applied_dir(name)
+    git_diff = [GIT, f"--git-dir={applied}", "diff", base, new]
+
+    samples, html = repeat(lambda: page(client, path), repeats)
+    record("a", "ours", f"GET {path} (unified)", samples)
+    split, html_split = repeat(lambda: page(client, path + "?view=split"), repeats)
+    record("a", "ours", f"GET {path}?view=split", split)
+
+    def dulwich_diff() -> bytes:
+        with open_repo(applied) as repo:
+            return history.diff(repo, base.encode(), new.encode())
+
+    samples, raw = repeat(dulwich_diff, repeats)
+    record("a", "", "  its diff bytes: gitstore.history.diff (dulwich)", samples)
+    samples, files = repeat(lambda: render_diff(raw), repeats)
+    record("a", "", "  its parse + highlight: diffview.render_diff", samples)
+    samples, text = repeat(lambda: run(git_diff), repeats)
+    record("a", "ref", "git diff <deployed> <proposed>", samples)
+    samples, _ = repeat(lambda: run([*git_diff[:-2], "--color=always", base, new]), repeats)
+    record("a", "ref", "git diff --color=always (no syntax highlighting)", samples)
+
+    # Both sides show the same change: the same files with the same +/- counts.
+    theirs = {}
+    for line in run([GIT, f"--git-dir={applied}", "diff", "--numstat", base, new]).splitlines():
+        added, removed, path_ = line.split("\t")
+        theirs[path_] = (int(added), int(removed))
+    ours = {f.path: (f.added, f.removed) for f in files}
+    if ours != theirs:
+        raise SystemExit(f"render_diff and git diff --numstat disagree:\n{ours}\n{theirs}")
+    for f in files:
+        for shown in (html, html_split):
+            if f'data-path="{f.path}"' not in shown:
+                raise SystemExit(f"the review page does not show {f.path}")
+    say(f"  {len(files)} files: render_diff and `git diff --numstat` agree on every count")
+    plain = sum(not f.highlighted for f in files)
+    collapsed = sum(f.collapsed for f in files)
+    return (
+        f"{lines} lines of `git diff` in {len(files)} files (+{sum(a for a, _ in ours.values())} "
+        f"-{sum(r for _, r in ours.values())}); {len(text) // 1024} KiB of diff, "
+        f"{len(html) // 1024} KiB of HTML (unified), {len(html_split) // 1024} KiB (split); "
+        f"{plain} file(s) over the highlight budget, {collapsed} collapsed"
+    )
+
+
+# -- (b) the log page of a long history -----------------------------------------------------
+
+
+def fast_import(config: Path, commits: int) -> None:
+    """`commits` commits on main of a config repo, one small file changed in each, with a
+    subject, a body and a trailer, one minute apart and ending a minute ago."""
+    git_dir = config / ".git"
+    head = git(git_dir, "rev-parse", "refs/heads/main").strip()
+    start = int(time.time()) - 60 * (commits + 1)
+    chunks = []
+    for i in range(1, commits + 1):
+        when = start + 60 * i
+        message = (
+            f"change {i}: tweak the prompt notes\n\nA longer explanation of change {i}.\n\n"
+            f"Reason: benchmark history {i}\n"
+        ).encode()
+        data = f"# history\n\nrevision {i}\n".encode()
+        chunks.append(
+            b"commit refs/heads/main\n"
+            + f"author manager <manager@hyperhive> {when} +0000\n".encode()
+            + f"committer manager <manager@hyperhive> {when} +0000\n".encode()
+            + f"data {len(message)}\n".encode()
+            + message
+            + (f"from {head}\n".encode() if i == 1 else b"")
+            + f"M 100644 inline notes/history.md\ndata {len(data)}\n".encode()
+            + data
+            + b"\n"
+        )
+    git(git_dir, "fast-import", "--quiet", stdin=b"".join(chunks))
+
+
+def log_pages(home: Home, client, name: str, commits: int, repeats: int) -> str:
+    runtime = LocalRuntime(home)
+    create_agent(home, name, runtime, "operator")
+    config = home.config_dir(name)
+    t, _ = timed(lambda: fast_import(config, commits))
+    total = commits + 1  # and the agent's first commit
+    last = (total + PER_PAGE - 1) // PER_PAGE
+    pages = sorted({1, max(1, last // 2), last})
+    for n in pages:
+        path = f"/repos/{name}/config/log" + (f"?page={n}" if n > 1 else "")
+        skip = (n - 1) * PER_PAGE
+        argv = [GIT, f"--git-dir={config / '.git'}", "log", f"-n{PER_PAGE}", f"--skip={skip}"]
+        argv.append(f"--format={LOG_FORMAT}%x01")
+        samples, html = repeat(lambda p=path: page(client, p), repeats)
+        record("b", "ours", f"GET {path}", samples)
+        if n == last:
+
+            def walk_only(skip=skip) -> browse.LogPage:
+                with open_repo(config) as repo:
+                    return browse.log_page(repo, browse.head(repo), skip=skip, limit=PER_PAGE)
+
+            walked, _ = repeat(walk_only, repeats)
+            record("b", "", "  its walk: gitstore.browse.log_page (dulwich)", walked)
+        samples, out = repeat(lambda a=argv: run(a), repeats)
+        record("b", "ref", f"git log -n {PER_PAGE} --skip={skip} --format=<same fields>", samples)
+        theirs = [r.lstrip("\n").split("\x00", 1)[0] for r in out.split("\x01")[:-1]]
+        ours = re.findall(rf'href="/repos/{name}/config/commit/([0-9a-f]{{40}})"', html)
+        if ours != theirs:
+            raise SystemExit(f"page {n}: the log page and git log list different commits")
+    say(f"  pages {pages}: both sides list the same commits in the same order")
+    packs = len(list((config / ".git" / "objects" / "pack").glob("*.pack")))
+    return (
+        f"{total} commits ({packs} pack from git fast-import in {t:.1f} s); pages {pages} of "
+        f"{PER_PAGE} commits"
+    )
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def table(facts: dict[str, str]) -> None:
+    titles = {
+        "a": "(a) review page of a big diff",
+        "b": "(b) log page of a long history",
+    }
+    width = max(len(r.label) for r in ROWS) + 7
+    say("\n" + "=" * (width + 44))
+    say(f"{'':<{width}} {'n':>4} {'median':>11} {'min':>11} {'mean':>11}")
+    for section in ("a", "b"):
+        say(titles[section])
+        for r in (r for r in ROWS if r.section == section):
+            s = r.samples
+            say(
+                f"  {r.who:<4} {r.label:<{width - 7}} {len(s):>4} "
+                f"{fmt(statistics.median(s))} {fmt(min(s))} {fmt(statistics.fmean(s))}"
+            )
+    say("=" * (width + 44))
+    # (a): each page against plain `git diff`; (b): each page against its own `git log`.
+    a_ours = [r for r in ROWS if r.section == "a" and r.who == "ours"]
+    a_ref = next(r for r in ROWS if r.section == "a" and r.who == "ref")
+    b_ours = [r for r in ROWS if r.section == "b" and r.who == "ours"]
+    b_ref = [r for r in ROWS if r.section == "b" and r.who == "ref"]
+    pairs = [("a", r, a_ref) for r in a_ours] + [
+        ("b", o, r) for o, r in zip(b_ours, b_ref, strict=True)
+    ]
+    label = max(len(o.label) for _, o, _ in pairs)
+    for section, ours, ref in pairs:
+        ratio = statistics.median(ours.samples) / statistics.median(ref.samples)
+        say(f"ratio of medians, ours / reference: ({section}) {ours.label:<{label}} {ratio:6.1f}x")
+    say("")
+    for section, text in facts.items():
+        note(f"({section}) {text}.")
+    note(
+        "ours: Flask test client in-process (routing, session, git reads with dulwich, "
+        "unidiff + pygments, Jinja); ref: one git CLI process, its start-up included. The "
+        "first call of each row is a warm-up and not counted."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--diff-lines", type=int, default=5000, help="size of the diff (a)")
+    parser.add_argument("--commits", type=int, default=10_000, help="history length (b)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per row")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.diff_lines, args.commits, args.repeats = 300, 300, 2
+    if GIT is None:
+        parser.error("the git CLI is needed for the references")
+    from forge_ui import browse as browse_view
+
+    assert browse_view.PER_PAGE == PER_PAGE, "forge_ui.browse.PER_PAGE changed"
+    say(
+        f"hyperhive bench/forge.py: diff-lines={args.diff_lines} commits={args.commits} "
+        f"repeats={args.repeats}"
+    )
+    started = time.perf_counter()
+    facts = {}
+    with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
+        home = Home(Path(tmp) / "hive")
+        init_hive(home, LocalRuntime(home), "operator")
+        client = client_for(home)
+        say(f"(a) a proposal with a ~{args.diff_lines}-line diff …")
+        facts["a"] = review(home, client, "bench-review", args.diff_lines, args.repeats)
+        say(f"(b) a config repo with {args.commits} commits …")
+        facts["b"] = log_pages(home, client, "bench-log", args.commits, args.repeats)
+        gc.collect()  # close dulwich's pack files before the directory goes away
+    table(facts)
+    say(f"total wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""The forge in a real browser: headless Chromium (Debian's) driven by Playwright, against
+`hyperhive up` as a real process, with the CLI and the git CLI acting from other processes.
+
+One daemon and one browser serve the whole module; every test makes its own approvals
+(ids come from `hyperhive propose`), so tests do not depend on each other's order and
+can be spread over xdist workers. Screenshots of the dashboard and of a review page go to
+$HYPERHIVE_SCREENSHOTS when set, else to a pytest tmp dir.
+"""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        f"{CHROMIUM} is missing: the browser tests need Debian's chromium (.ci/run installs it)",
+        allow_module_level=True,
+    )
+
+from conftest import commit_config, git, run_cli  # noqa: E402
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from test_daemon import Daemon  # noqa: E402
+
+from hyperhive.home import Home  # noqa: E402
+
+PASSWORD = "correct horse battery"
+TIMEOUT_MS = 15_000
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCRIPT = "<script>alert(1)</script>\n<img src=x onerror=alert(2)>\n"
+
+
+# -- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("browser") / "hive").start()
+    try:
+        run_cli(d.root, "operator", "set-password", "--password-stdin", input=PASSWORD, check=True)
+        d.url = f"http://127.0.0.1:{d.port}"
+        yield d
+    finally:
+        if d.proc.poll() is None:
+            os.killpg(d.proc.pid, signal.SIGKILL)
+            d.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def log_in(page: Page, password: str = PASSWORD, name: str = "alice") -> None:
+    page.fill('input[name="name"]', name)
+    page.fill('input[name="password"]', password)
+    follow(page, "button:has-text('Log in')")
+
+
+@pytest.fixture(scope="module")
+def session_state(browser, daemon):
+    """Log in once through the login page; later contexts start with that session."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{daemon.url}/")
+        assert "/login" in page.url
+        log_in(page)
+        page.wait_for_url(f"{daemon.url}/")
+        return context.storage_state()
+    finally:
+        context.close()
+
+
+class Browsing:
+    """A logged-in browser context; records uncaught JS errors of every page it opens."""
+
+    def __init__(self, context, daemon):
+        self.context = context
+        self.daemon = daemon
+        self.js_errors: list[str] = []
+        context.set_default_timeout(TIMEOUT_MS)
+        context.on("page", self._watch)
+
+    def _watch(self, page: Page) -> None:
+        page.on("pageerror", lambda e: self.js_errors.append(f"{page.url}: {e}"))
+
+    def open(self, path: str) -> Page:
+        page = self.context.new_page()
+        page.goto(self.daemon.url + path)
+        return page
+
+
+@pytest.fixture
+def web(browser, daemon, session_state):
+    context = browser.new_context(
+        storage_state=session_state, viewport={"width": 1400, "height": 900}
+    )
+    b = Browsing(context, daemon)
+    try:
+        yield b
+    finally:
+        context.close()
+    assert b.js_errors == []
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    where = os.environ.get("HYPERHIVE_SCREENSHOTS")
+    path = Path(where) if where else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def change_and_propose(daemon, tag: str, files: dict[str, str] | None = None) -> str:
+    """Commit with the git CLI in the manager's config repo, `hyperhive propose` it as a
+    subprocess; returns the new target, e.g. `manager#4`."""
+    files = files or {
+        f"tools/{tag}.py": f'def {tag}(x):\n    """Check {tag}."""\n    return x + 1\n',
+        f"notes/{tag}.md": f"# {tag}\n\nA note about {tag}.\n",
+    }
+    commit_config(Home(daemon.root), "manager", files, f"{tag}: a change to review")
+    proc = run_cli(daemon.root, "propose", "manager", "--reason", f"test {tag}", check=True)
+    return proc.stdout.strip()
+
+
+def review_path(target: str) -> str:
+    name, _, approval_id = target.partition("#")
+    return f"/review/{name}/{approval_id}"
+
+
+def mark(page: Page) -> None:
+    """A value that survives only as long as the page is not reloaded or navigated."""
+    page.evaluate("window.__marker = 1")
+
+
+def still_marked(page: Page) -> bool:
+    return page.evaluate("window.__marker") == 1
+
+
+def follow(page: Page, selector: str) -> None:
+    """Click something that loads a new page (a link, a form's button) and wait for it."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
+def live(page: Page) -> None:
+    """Wait until the page's websocket is open (forge.js lights the live dot)."""
+    page.wait_for_selector("#live.on")
+
+
+# -- tests -------------------------------------------------------------------------------
+
+
+def test_login_page_refuses_a_wrong_password_then_logs_in(browser, daemon):
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(f"{daemon.url}/review/manager/1")
+        assert "/login?next=" in page.url and page.title() == "Log in · hyperhive"
+        log_in(page, password="not the password")
+        assert page.inner_text("[role=alert]") == "wrong password or token"
+        log_in(page, name="bob")
+        page.wait_for_url(f"{daemon.url}/review/manager/1")
+        assert page.inner_text("header.top .logout .muted") == "bob"
+        cookie = next(c for c in context.cookies() if c["name"] == "session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    finally:
+        context.close()
+
+
+def test_propose_appears_live_then_review_approve_and_deploy(web, daemon, shots):
+    # Two dashboards: `watch` stays open for the whole scenario, `main` clicks through.
+    watch = web.open("/")
+    main = web.open("/")
+    for page in (watch, main):
+        assert page.title() == "Dashboard · hyperhive"
+        live(page)
+        mark(page)
+
+    target = change_and_propose(daemon, "approveme")
+    row = f'#section-approvals [data-target="{target}"]'
+    for page in (watch, main):
+        page.wait_for_selector(row)
+        assert still_marked(page), "the dashboard reloaded instead of updating live"
+
+    follow(main, f"{row} a.review-link")
+    assert main.url == daemon.url + review_path(target)
+    assert main.title() == f"Review {target} · hyperhive"
+    live(main)
+    # Highlighted diff lines: pygments token spans inside added lines of the Python file.
+    py = main.locator('.file[data-path="tools/approveme.py"]')
+    assert py.locator("tr.add span.k").first.inner_text() == "def"
+    assert py.locator("tr.add span.sd").count() > 0
+    assert main.locator("#approve").is_enabled()
+    main.screenshot(path=str(shots / "review.png"), full_page=True)
+
+    follow(main, "#approve")
+    assert main.title() == f"approve {target}? · hyperhive"
+    follow(main, f"#confirm:has-text('Yes, approve {target}')")
+    assert main.title() == f"{target} approved · hyperhive"
+
+    deployed = f'#section-recent [data-target="{target}"] .badge.state-deployed'
+    watch.wait_for_selector(deployed)
+    assert still_marked(watch), "the dashboard reloaded instead of updating live"
+    assert watch.locator(row).count() == 0  # no longer waiting
+    watch.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+
+    follow(main, "main a:has-text('Dashboard')")
+    main.wait_for_selector(deployed)
+    tags = git(daemon.root / "applied" / "manager.git", "tag", "--list")
+    assert f"deployed/{target.partition('#')[2]}" in tags.split()
+
+
+def test_deny_with_a_reason_through_the_confirm_step(web, daemon):
+    target = change_and_propose(daemon, "denyme")
+    page = web.open(review_path(target))
+    page.fill("#reason", "prompt notes contradict the manager's")
+    follow(page, "#deny")
+    assert page.title() == f"deny {target}? · hyperhive"
+    # The reason typed on the review page is carried to the confirm step.
+    assert page.input_value("textarea[name=reason]") == "prompt notes contradict the manager's"
+    follow(page, f"#confirm:has-text('Yes, deny {target}')")
+    assert target in page.inner_text("main h1")
+    assert page.inner_text("main .badge") == "denied"
+    applied = daemon.root / "applied" / "manager.git"
+    tag = git(applied, "cat-file", "-p", f"denied/{target.partition('#')[2]}")
+    assert "Reason: prompt notes contradict the manager's" in tag
+    assert "Actor: alice" in tag
+
+    follow(page, "a:has-text('Back to the review')")
+    assert page.locator("#approve").is_disabled() and page.locator("#deny").is_disabled()
+    assert page.locator('#history tr[data-state="denied"]').count() == 1
+
+
+def test_review_buttons_follow_a_deny_from_another_process(web, daemon):
+    target = change_and_propose(daemon, "racer")
+    page = web.open(review_path(target))
+    live(page)
+    mark(page)
+    assert page.locator("#approve").is_enabled() and page.locator("#reason").is_enabled()
+
+    run_cli(daemon.root, "deny", target, "--reason", "x", check=True)
+    page.wait_for_selector("#approve:disabled")
+    assert page.locator("#deny").is_disabled() and page.locator("#reason").is_disabled()
+    assert page.inner_text("#state") == "denied"
+    assert page.locator('#history tr[data-state="denied"]').count() == 1
+    assert still_marked(page), "the review page reloaded instead of updating live"
+
+
+def test_j_and_k_move_the_current_file_marker(web, daemon):
+    target = change_and_propose(
+        daemon,
+        "keys",
+        {f"keys/{n}.md": f"# file {n}\n" + "line\n" * 60 for n in ("a", "b", "c")},
+    )
+    page = web.open(review_path(target))
+    files = page.locator(".file")
+    assert files.count() >= 3
+    ids = [files.nth(i).get_attribute("id") for i in range(files.count())]
+
+    def current() -> list[str]:
+        return page.eval_on_selector_all(".file.current", "els => els.map(e => e.id)")
+
+    assert current() == []
+    page.keyboard.press("j")
+    assert current() == [ids[0]]
+    page.keyboard.press("j")
+    assert current() == [ids[1]]
+    assert page.url.endswith(f"#{ids[1]}")
+    page.keyboard.press("k")
+    assert current() == [ids[0]]
+    # Typing in the reason box is not a shortcut.
+    page.focus("#reason")
+    page.keyboard.press("j")
+    assert current() == [ids[0]] and page.input_value("#reason") == "j"
+
+
+def test_raw_view_of_a_script_shows_it_and_runs_nothing(web, daemon):
+    commit_config(
+        Home(daemon.root), "manager", {"pages/evil.html": SCRIPT}, "a file that is a trap"
+    )
+    page = web.open("/repos/manager/config/tree")
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.evaluate("alert('control')")  # the recorder works
+    assert dialogs == ["control"]
+
+    follow(page, "a:has-text('pages/')")
+    follow(page, "a:has-text('evil.html')")
+    assert "alert(1)" in page.inner_text(".blob-view")  # highlighted, escaped
+    with page.expect_navigation() as info:
+        page.click("#raw-link")
+    response = info.value
+    assert page.url == f"{daemon.url}/repos/manager/config/raw/pages/evil.html"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert page.inner_text("body").strip() == SCRIPT.strip()  # shown as text
+    page.wait_for_timeout(300)  # an onerror handler would fire after the failed load
+    assert page.evaluate("document.querySelectorAll('script, img').length") == 0
+    assert dialogs == ["control"]
