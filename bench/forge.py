@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from transitions import GIT, Row, fmt, git, note, run, say, timed
+from transitions import GIT, ROWS, git, note, print_rows, record, run, say, timed
 
 from forge_ui import create_app
 from forge_ui.diffview import render_diff
@@ -39,12 +39,7 @@ from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State
 
 PER_PAGE = 50  # forge_ui.browse.PER_PAGE, checked in main()
-ROWS: list[Row] = []
 LOG_FORMAT = "%H%x00%P%x00%an%x00%ae%x00%ct%x00%s%x00%b%x00%(trailers:only,unfold)%x00%D"
-
-
-def record(section: str, who: str, label: str, samples: list[float]) -> None:
-    ROWS.append(Row(section, who, label, samples))
 
 
 def repeat(fn, repeats: int) -> tuple[list[float], object]:
@@ -259,18 +254,7 @@ def table(facts: dict[str, str]) -> None:
         "a": "(a) review page of a big diff",
         "b": "(b) log page of a long history",
     }
-    width = max(len(r.label) for r in ROWS) + 7
-    say("\n" + "=" * (width + 44))
-    say(f"{'':<{width}} {'n':>4} {'median':>11} {'min':>11} {'mean':>11}")
-    for section in ("a", "b"):
-        say(titles[section])
-        for r in (r for r in ROWS if r.section == section):
-            s = r.samples
-            say(
-                f"  {r.who:<4} {r.label:<{width - 7}} {len(s):>4} "
-                f"{fmt(statistics.median(s))} {fmt(min(s))} {fmt(statistics.fmean(s))}"
-            )
-    say("=" * (width + 44))
+    print_rows(titles)
     # (a): each page against plain `git diff`; (b): each page against its own `git log`.
     a_ours = [r for r in ROWS if r.section == "a" and r.who == "ours"]
     a_ref = next(r for r in ROWS if r.section == "a" and r.who == "ref")

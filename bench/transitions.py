@@ -87,6 +87,22 @@ def record(section: str, who: str, label: str, samples: list[float]) -> None:
     ROWS.append(Row(section, who, label, samples))
 
 
+def print_rows(titles: dict[str, str]) -> None:
+    """The recorded rows as one table: n, median, min and mean, section by section."""
+    width = max(len(r.label) for r in ROWS) + 7
+    say("\n" + "=" * (width + 44))
+    say(f"{'':<{width}} {'n':>4} {'median':>11} {'min':>11} {'mean':>11}")
+    for section, title in titles.items():
+        say(title)
+        for r in (r for r in ROWS if r.section == section):
+            s = r.samples
+            say(
+                f"  {r.who:<4} {r.label:<{width - 7}} {len(s):>4} "
+                f"{fmt(statistics.median(s))} {fmt(min(s))} {fmt(statistics.fmean(s))}"
+            )
+    say("=" * (width + 44))
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     result = fn()
@@ -445,18 +461,7 @@ def table(args: argparse.Namespace, pending: int) -> None:
         "b": f"(b) list pending approvals: {args.agents} agents x {args.tags} tags "
         f"({pending} pending)",
     }
-    width = max(len(r.label) for r in ROWS) + 7
-    say("\n" + "=" * (width + 44))
-    say(f"{'':<{width}} {'n':>4} {'median':>11} {'min':>11} {'mean':>11}")
-    for section in ("a", "b"):
-        say(titles[section])
-        for r in (r for r in ROWS if r.section == section):
-            s = r.samples
-            say(
-                f"  {r.who:<4} {r.label:<{width - 7}} {len(s):>4} "
-                f"{fmt(statistics.median(s))} {fmt(min(s))} {fmt(statistics.fmean(s))}"
-            )
-    say("=" * (width + 44))
+    print_rows(titles)
 
     def median(section: str, who: str, label_start: str) -> float:
         row = next(
