@@ -3,10 +3,14 @@ and a view of the build queue."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hyperhive.daemon.events import EventBus
 from hyperhive.home import Home
 from hyperhive.runtime.base import Runtime
+
+if TYPE_CHECKING:
+    from hyperhive.broker.messages import Broker
 
 
 def no_builds() -> dict:
@@ -19,3 +23,4 @@ class Hive:
     runtime: Runtime
     bus: EventBus = field(default_factory=EventBus)
     builds: Callable[[], dict] = no_builds
+    broker: "Broker | None" = None  # the daemon's, whose long-polls its sends wake

@@ -1,7 +1,8 @@
 """`run/host.sock`: the operator/CLI socket. One JSON object per line each way.
 
-Only the hive's owner (and the admin group, mode 0660) can connect, so a request on this
-socket is the operator's. Requests: `{"op": "ping"}`, `{"op": "deploy", "agent", "id"}`.
+Only the hive's owner (and the admin group, mode 0660) can connect to host.sock, so a
+request there is the operator's; each agent's socket (0600) speaks for that agent alone.
+The ops are in hyperhive/daemon/ops.py.
 """
 
 import json
@@ -63,9 +64,21 @@ def _answer(handler: Handler, line: bytes) -> dict:
 
 
 class HostSocket:
-    def __init__(self, path: Path, handler: Handler):
+    """A JSON-lines server on a Unix socket; `mode` is the socket file's permissions."""
+
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        mode: int = 0o660,
+        unsent: Callable[[dict], None] | None = None,
+    ):
+        """`unsent(reply)` is told of a reply the client went away before getting (so a
+        `recv` can hand its messages back to the inbox)."""
         self.path = path
         self.handler = handler
+        self.mode = mode
+        self.unsent = unsent
         self.server: socketserver.ThreadingUnixStreamServer | None = None
 
     def check_free(self) -> None:
@@ -80,16 +93,27 @@ class HostSocket:
 
     def start(self) -> None:
         self.check_free()
-        handler = self.handler
+        handler, unsent = self.handler, self.unsent
 
         class Session(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                while line := self.rfile.readline(MAX_LINE):
-                    reply = _answer(handler, line)
-                    self.wfile.write(json.dumps(reply).encode() + b"\n")
+                while line := self.rfile.readline(MAX_LINE + 1):
+                    if len(line) > MAX_LINE:
+                        while line and not line.endswith(b"\n"):  # skip the rest of it
+                            line = self.rfile.readline(MAX_LINE)
+                        reply = {"ok": False, "error": f"request line over {MAX_LINE} bytes"}
+                    else:
+                        reply = _answer(handler, line)
+                    try:
+                        self.wfile.write(json.dumps(reply).encode() + b"\n")
+                        self.wfile.flush()
+                    except OSError:
+                        if unsent:
+                            unsent(reply)
+                        return
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        old_umask = os.umask(0o117)  # the socket is created 0660
+        old_umask = os.umask(0o777 & ~self.mode)  # created with `mode`, no chmod race
         try:
             self.server = socketserver.ThreadingUnixStreamServer(str(self.path), Session)
         finally:

@@ -33,6 +33,14 @@ def changed(home: Home, name: str, ref: str) -> None:
         log.debug("no daemon told of %s %s: %s", name, ref, e)
 
 
+def wrote_messages(home: Home) -> None:
+    """Another process wrote to hive.db: wake the daemon's waiting `recv`s."""
+    try:
+        hostsock.call(home.host_socket, {"op": "wake"}, timeout=2)
+    except (hostsock.DaemonUnavailable, HiveError, OSError) as e:
+        log.debug("no daemon woken: %s", e)
+
+
 def build_line(name: str, approval_id: int, line: str) -> None:
     """A build running in the daemon printed a line (builds elsewhere are followed
     through their log file)."""

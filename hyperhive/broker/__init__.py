@@ -1,0 +1,1 @@
+"""The sqlite message broker, operator questions and their schema (`hive.db`)."""

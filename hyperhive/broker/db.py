@@ -1,0 +1,72 @@
+"""`hive.db`: sqlite in WAL mode with versioned migrations (`PRAGMA user_version`).
+
+Rows are read by column name (sqlite3.Row), never by position, so a column added by a
+later migration never breaks reading rows written before it.
+"""
+
+import sqlite3
+from pathlib import Path
+
+from hyperhive.home import Home
+
+# Migration N (1-based) takes the schema from user_version N-1 to N. Append only.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            delivered_at REAL
+        )""",
+        "CREATE INDEX messages_inbox ON messages (recipient, delivered_at, id)",
+    ],
+    [
+        """CREATE TABLE questions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            asker TEXT NOT NULL,
+            question TEXT NOT NULL,
+            options TEXT,
+            asked_at REAL NOT NULL,
+            answer TEXT,
+            answered_at REAL,
+            answered_by TEXT
+        )""",
+        "CREATE INDEX questions_pending ON questions (answered_at, id)",
+    ],
+]
+
+
+def db_path(home: Home) -> Path:
+    return home.root / "hive.db"
+
+
+def connect(home: Home) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit `BEGIN IMMEDIATE`)."""
+    conn = sqlite3.connect(db_path(home), timeout=30, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def migrate(home: Home, migrations: list[list[str]] | None = None) -> int:
+    """Bring the schema up to date, one migration per transaction; the new version."""
+    steps = MIGRATIONS if migrations is None else migrations
+    conn = connect(home)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, statements in enumerate(steps[version:], start=version + 1):
+                for sql in statements:
+                    conn.execute(sql)
+                conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return max(version, len(steps))
+    finally:
+        conn.close()

@@ -1,0 +1,183 @@
+"""Messages between agents, the manager and the operator.
+
+`recv` marks what it returns delivered in the same transaction, so a message is handed out
+exactly once, across restarts too. A long-polling `recv` waits on a condition that every
+`send` in this process notifies (other processes poke the daemon's `wake` op): it returns
+within milliseconds of a message, never by polling.
+"""
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+from hyperhive.broker.db import connect, migrate
+from hyperhive.errors import BadInput, HiveError, UnknownAgent
+from hyperhive.home import Home
+
+OPERATOR = "operator"
+MANAGER = "manager"
+MAX_WAIT = 180.0
+MAX_BODY = 64 * 1024
+
+
+class PolicyRefused(HiveError):
+    pass
+
+
+def check_wait(wait_seconds: object) -> float:
+    """None or 0: look now. A positive number: wait up to it, at most 180 s."""
+    if wait_seconds is None:
+        return 0.0
+    if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, int | float):
+        raise BadInput(f"wait_seconds must be a number of seconds, not {wait_seconds!r}")
+    if wait_seconds != wait_seconds or wait_seconds < 0:  # NaN or negative
+        raise BadInput(f"wait_seconds must be 0 or more, not {wait_seconds!r}")
+    return min(float(wait_seconds), MAX_WAIT)
+
+
+def row_to_message(row) -> dict:
+    return {
+        "id": row["id"],
+        "from": row["sender"],
+        "to": row["recipient"],
+        "body": row["body"],
+        "time": row["created_at"],
+    }
+
+
+class Broker:
+    def __init__(self, home: Home, policy_of: Callable[[str], dict] | None = None):
+        """`policy_of(name)` gives an agent's deployed policy (`allowedRecipients`)."""
+        self.home = home
+        self.policy_of = policy_of or (lambda name: {})
+        self._changed = threading.Condition()
+        self._generation = 0
+        migrate(home)
+
+    # -- waking ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something was written (here or by another process): wake every waiting recv."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    # -- sending -----------------------------------------------------------------------
+
+    def recipients(self) -> set[str]:
+        return {OPERATOR, *self.home.agent_names()}
+
+    def check_send(self, sender: str, to: object, body: object) -> None:
+        if not isinstance(to, str) or not to:
+            raise BadInput("send needs a recipient name in `to`")
+        if not isinstance(body, str) or not body.strip():
+            raise BadInput("send needs a non-empty text `body`")
+        if len(body.encode()) > MAX_BODY:
+            raise BadInput(f"a message body is at most {MAX_BODY} bytes")
+        if to not in self.recipients():
+            raise UnknownAgent(f"unknown recipient {to!r}: `list_peers` shows who can be reached")
+        if sender in (MANAGER, OPERATOR):
+            return  # the manager and the operator may always send anywhere
+        allowed = self.policy_of(sender).get("allowedRecipients")
+        if allowed is not None and to not in allowed:
+            raise PolicyRefused(
+                f"{sender}'s policy does not allow sending to {to!r}: "
+                f"hyperhive.allowedRecipients = {json.dumps(allowed)}"
+            )
+
+    def send(self, sender: str, to: str, body: str) -> int:
+        self.check_send(sender, to, body)
+        conn = connect(self.home)
+        try:
+            cur = conn.execute(
+                "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)",
+                (sender, to, body, time.time()),
+            )
+            message_id = cur.lastrowid
+        finally:
+            conn.close()
+        self.wake()
+        return message_id
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def _take(self, name: str) -> list[dict]:
+        conn = connect(self.home)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT * FROM messages WHERE recipient = ? AND delivered_at IS NULL "
+                    "ORDER BY id",
+                    (name,),
+                ).fetchall()
+                if rows:
+                    conn.execute(
+                        f"UPDATE messages SET delivered_at = ? WHERE id IN "
+                        f"({','.join('?' * len(rows))})",
+                        (time.time(), *(r["id"] for r in rows)),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+        return [row_to_message(r) for r in rows]
+
+    def recv(self, name: str, wait_seconds: object = None) -> list[dict]:
+        wait = check_wait(wait_seconds)
+        deadline = time.monotonic() + wait
+        while True:
+            with self._changed:
+                generation = self._generation
+            if messages := self._take(name):
+                return messages
+            with self._changed:
+                # Sleep only if nothing was sent since we looked.
+                while self._generation == generation:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return []
+                    self._changed.wait(left)
+
+    def requeue(self, message_ids: list[int]) -> None:
+        """Hand messages back to their inbox (their reply never reached the reader)."""
+        if not message_ids:
+            return
+        conn = connect(self.home)
+        try:
+            conn.execute(
+                f"UPDATE messages SET delivered_at = NULL WHERE id IN "
+                f"({','.join('?' * len(message_ids))})",
+                message_ids,
+            )
+        finally:
+            conn.close()
+        self.wake()
+
+    def inbox(self, name: str, limit: int = 100) -> list[dict]:
+        """Undelivered messages for `name`, oldest first, without taking them."""
+        conn = connect(self.home)
+        try:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE recipient = ? AND delivered_at IS NULL "
+                "ORDER BY id LIMIT ?",
+                (name, limit),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [row_to_message(r) for r in rows]
+
+    def recent_to(self, name: str, limit: int = 20) -> list[dict]:
+        """The latest messages to `name`, delivered or not, newest first."""
+        conn = connect(self.home)
+        try:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE recipient = ? ORDER BY id DESC LIMIT ?",
+                (name, limit),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [row_to_message(r) for r in rows]

@@ -1,0 +1,46 @@
+"""One socket per agent, `run/agents/<name>.sock` (mode 0600): created for every agent the
+hive has, removed when the agent goes away."""
+
+import logging
+import threading
+
+from hyperhive.daemon.hostsock import HostSocket
+from hyperhive.daemon.ops import Ops
+from hyperhive.home import Home
+
+log = logging.getLogger("hyperhive.daemon")
+
+
+def socket_path(home: Home, name: str):
+    return home.run_dir / "agents" / f"{home.agent_dir(name).name}.sock"
+
+
+class AgentSockets:
+    def __init__(self, home: Home, ops: Ops):
+        self.home, self.ops = home, ops
+        self.lock = threading.Lock()
+        self.open: dict[str, HostSocket] = {}
+
+    def sync(self) -> None:
+        """Open a socket for every agent that has none; close those of agents gone."""
+        with self.lock:
+            wanted = set(self.home.agent_names())
+            for name in sorted(wanted - set(self.open)):
+                sock = HostSocket(
+                    socket_path(self.home, name),
+                    self.ops.for_agent(name),
+                    mode=0o600,
+                    unsent=self.ops.unsent,
+                )
+                sock.start()
+                self.open[name] = sock
+                log.info("%s: listening on %s", name, sock.path)
+            for name in sorted(set(self.open) - wanted):
+                self.open.pop(name).stop()
+                log.info("%s: socket removed", name)
+
+    def stop(self) -> None:
+        with self.lock:
+            for sock in self.open.values():
+                sock.stop()
+            self.open.clear()

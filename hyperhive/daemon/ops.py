@@ -1,0 +1,169 @@
+"""What each socket may ask. The socket a request arrives on is the caller's identity:
+`run/agents/<name>.sock` speaks for `<name>`, `run/host.sock` for the operator."""
+
+from collections.abc import Callable
+
+from hyperhive.broker import questions
+from hyperhive.broker.messages import MANAGER, OPERATOR, Broker
+from hyperhive.daemon.worker import BuildWorker
+from hyperhive.errors import HiveError
+from hyperhive.hive import Hive
+from hyperhive.names import check_agent_name
+from hyperhive.workflow import hooks, notify
+from hyperhive.workflow.approvals import Approvals
+
+AGENT_TOOLS = ["send", "recv", "whoami", "list_peers"]
+MANAGER_TOOLS = [
+    *AGENT_TOOLS,
+    "ask_operator",
+    "request_init_config",
+    "request_apply_commit",
+    "request_spawn",
+    "request_spawn_draft",
+    "request_spawn_commit",
+    "approvals",
+    "agent_history",
+]
+
+Handler = Callable[[dict], dict]
+
+
+def role(name: str) -> str:
+    return "manager" if name == MANAGER else "agent"
+
+
+def tools(name: str) -> list[str]:
+    return MANAGER_TOOLS if name == MANAGER else AGENT_TOOLS
+
+
+def _str(request: dict, key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not value:
+        raise HiveError(f"`{key}` must be a non-empty string")
+    return value
+
+
+def history_json(hive: Hive, name: str) -> dict:
+    runs = hooks.runs(hive.home, name)
+    return {
+        "agent": name,
+        "approvals": [
+            {**a.to_json(), "hooks": [vars(r) for r in runs if hooks.concerns(r, a.id)]}
+            for a in Approvals(hive.home, name).all()
+        ],
+    }
+
+
+class Ops:
+    def __init__(self, hive: Hive, broker: Broker, worker: BuildWorker):
+        self.hive, self.broker, self.worker = hive, broker, worker
+
+    def policy(self, name: str) -> dict:
+        from hyperhive.runtime.policy import deployed_policy
+
+        return deployed_policy(self.hive.home, name)
+
+    # -- agent sockets -----------------------------------------------------------------
+
+    def for_agent(self, name: str) -> Handler:
+        def handle(request: dict) -> dict:
+            op = request.get("op")
+            if op not in MANAGER_TOOLS:
+                raise HiveError(f"unknown op {op!r}")
+            if op not in tools(name):
+                raise HiveError(f"{op} is manager-only; this socket belongs to {name}")
+            return getattr(self, f"op_{op}")(name, request)
+
+        return handle
+
+    def unsent(self, reply: dict) -> None:
+        self.broker.requeue([m["id"] for m in reply.get("messages", [])])
+
+    def op_whoami(self, name: str, request: dict) -> dict:
+        return {"name": name, "role": role(name), "policy": self.policy(name), "tools": tools(name)}
+
+    def op_send(self, name: str, request: dict) -> dict:
+        message_id = self.broker.send(name, request.get("to"), request.get("body"))
+        notify.changed(self.hive.home, name, "message")
+        return {"id": message_id}
+
+    def op_recv(self, name: str, request: dict) -> dict:
+        return {"messages": self.broker.recv(name, request.get("wait_seconds"))}
+
+    def op_list_peers(self, name: str, request: dict) -> dict:
+        peers = [
+            {"name": n, "role": role(n), "state": self.hive.runtime.status(n)["state"]}
+            for n in self.hive.home.agent_names()
+            if n != name
+        ]
+        return {"peers": [*peers, {"name": OPERATOR, "role": "operator", "state": "human"}]}
+
+    def op_ask_operator(self, name: str, request: dict) -> dict:
+        qid = questions.ask(self.broker, name, request.get("question"), request.get("options"))
+        notify.changed(self.hive.home, name, "question")
+        return {"id": qid}
+
+    def op_request_init_config(self, name: str, request: dict) -> dict:
+        from hyperhive import spawn
+
+        target = check_agent_name(_str(request, "name"))
+        path = spawn.init_config(self.hive.home, target, name)
+        return {"name": target, "config": str(path)}
+
+    def op_request_spawn_draft(self, name: str, request: dict) -> dict:
+        from hyperhive import spawn
+
+        target = check_agent_name(_str(request, "name"))
+        path = spawn.spawn_draft(self.hive.home, target, name)
+        notify.changed(self.hive.home, target, "draft")
+        return {"name": target, "config": str(path)}
+
+    def op_request_spawn(self, name: str, request: dict) -> dict:
+        from hyperhive import spawn
+
+        target = check_agent_name(_str(request, "name"))
+        a = spawn.spawn(self.hive.home, target, self.hive.runtime, name)
+        return {"approval": a.target}
+
+    def op_request_spawn_commit(self, name: str, request: dict) -> dict:
+        from hyperhive import spawn
+
+        target = check_agent_name(_str(request, "name"))
+        commit = _str(request, "commit_ref")
+        a = spawn.spawn_commit(self.hive.home, target, commit, self.hive.runtime, name)
+        return {"approval": a.target}
+
+    def op_request_apply_commit(self, name: str, request: dict) -> dict:
+        target = check_agent_name(_str(request, "name"))
+        a = Approvals(self.hive.home, target).propose(_str(request, "commit"), name)
+        return {"approval": a.target}
+
+    def op_approvals(self, name: str, request: dict) -> dict:
+        home = self.hive.home
+        found = [a for n in home.agent_names() for a in Approvals(home, n).all(True)]
+        return {"approvals": [a.to_json() for a in found]}
+
+    def op_agent_history(self, name: str, request: dict) -> dict:
+        return history_json(self.hive, check_agent_name(_str(request, "name")))
+
+    # -- the host socket (the operator, the CLI) ----------------------------------------
+
+    def for_host(self, request: dict) -> dict:
+        op = request.get("op")
+        if op == "ping":
+            return {}
+        if op == "changed":
+            self.hive.bus.publish(
+                "state", {"agent": request.get("agent"), "ref": request.get("ref")}
+            )
+            return {}
+        if op == "wake":  # another process wrote to hive.db
+            self.broker.wake()
+            self.hive.bus.publish("state", {"ref": "message"})
+            return {}
+        if op == "deploy":
+            name, approval_id = request.get("agent"), request.get("id")
+            if not isinstance(approval_id, int) or isinstance(approval_id, bool):
+                raise HiveError(f"deploy needs an integer id, not {approval_id!r}")
+            return {"ahead": self.worker.submit(check_agent_name(name), approval_id)}
+        raise HiveError(f"unknown op {op!r}")
