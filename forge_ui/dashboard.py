@@ -1,9 +1,11 @@
 """The dashboard: one page, its sections re-rendered and pushed live over /ws/dashboard."""
 
-from flask import Blueprint, render_template
+from flask import Blueprint, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
 from forge_ui import hive, state
+from hyperhive.broker import questions
+from hyperhive.workflow import notify
 
 bp = Blueprint("dashboard", __name__)
 
@@ -13,6 +15,14 @@ def render_sections(data: dict) -> dict[str, str]:
     out = {name: Markup(render_template(f"dash/_{name}.html", **data)) for name in state.SECTIONS}
     out["errors"] = Markup(render_template("dash/_errors.html", **data))
     return out
+
+
+@bp.post("/questions/<int:question_id>/answer")
+def answer(question_id: int):
+    questions.answer(state.broker(hive()), question_id, request.form.get("answer"), g.actor)
+    if hive().broker is None:  # not the daemon's broker: let the daemon wake its readers
+        notify.wrote_messages(hive().home)
+    return redirect(url_for("dashboard.index"))
 
 
 @bp.get("/")

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 
 from hyperhive.agents import list_agents
+from hyperhive.broker import questions
+from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.hive import Hive
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.states import State
@@ -55,11 +57,27 @@ def agents(hive: Hive) -> list[dict]:
     return rows
 
 
+def broker(hive: Hive) -> Broker:
+    """The daemon's broker (its sends wake its long-polls), or one for reading."""
+    return hive.broker or Broker(hive.home)
+
+
+def open_questions(hive: Hive) -> list[dict]:
+    return questions.pending(broker(hive))
+
+
+def inbox(hive: Hive) -> list[dict]:
+    """What agents sent the operator, newest first."""
+    return broker(hive).recent_to(OPERATOR)
+
+
 # name -> loader; later issues add sections here (and a template in templates/dash/).
 SECTIONS: dict[str, Callable[[Hive], object]] = {
     "agents": agents,
     "approvals": pending,
     "recent": recent,
+    "questions": open_questions,
+    "inbox": inbox,
 }
 
 

@@ -13,12 +13,14 @@ from pathlib import Path
 
 from hyperhive import operator
 from hyperhive.agents import create_agent, init_hive, list_agents
+from hyperhive.broker import questions
+from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
 from hyperhive.home import Home, default_home
 from hyperhive.names import check_agent_name, parse_target
 from hyperhive.runtime import RUNTIMES, get_runtime
-from hyperhive.workflow import hooks
+from hyperhive.workflow import hooks, notify
 from hyperhive.workflow.approvals import Approval, Approvals, when
 from hyperhive.workflow.deploy import deploy
 
@@ -181,6 +183,58 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker(home: Home) -> Broker:
+    from hyperhive.runtime.policy import deployed_policy
+
+    home.require()
+    return Broker(home, lambda name: deployed_policy(home, name))
+
+
+def _message_line(m: dict) -> str:
+    return f"#{m['id']:<6} {when(int(m['time']))}  {m['from']} -> {m['to']}: {m['body']}"
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    if args.sender != OPERATOR:
+        args.home.require_agent(args.sender)
+    message_id = _broker(args.home).send(args.sender, args.to, args.text)
+    notify.wrote_messages(args.home)
+    print(f"sent #{message_id}")
+    return 0
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    if args.name != OPERATOR:
+        args.home.require_agent(args.name)
+    messages = _broker(args.home).inbox(args.name)
+    if args.json:
+        emit_json(messages)
+    else:
+        for m in messages:
+            print(_message_line(m))
+    return 0
+
+
+def cmd_questions(args: argparse.Namespace) -> int:
+    found = questions.pending(_broker(args.home))
+    if args.json:
+        emit_json(found)
+    else:
+        for q in found:
+            options = f"  [{' | '.join(q['options'])}]" if q["options"] else ""
+            print(
+                f"#{q['id']:<5} {when(int(q['asked_at']))}  {q['asker']}: {q['question']}{options}"
+            )
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    questions.answer(_broker(args.home), args.id, args.text, actor())
+    notify.wrote_messages(args.home)
+    print(f"answered question #{args.id}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from hyperhive.daemon.up import serve
 
@@ -199,6 +253,10 @@ def agent_name(text: str) -> str:
         return check_agent_name(text)
     except HiveError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def recipient(text: str) -> str:
+    return text if text == OPERATOR else agent_name(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("history", cmd_history, "every approval of an agent with each state")
     p.add_argument("name", type=agent_name)
     p.add_argument("--json", action="store_true")
+
+    p = command("send", cmd_send, "send a message as FROM (an agent or operator), for testing")
+    p.add_argument("sender", metavar="FROM", type=recipient)
+    p.add_argument("to", metavar="TO", type=recipient)
+    p.add_argument("text", metavar="TEXT")
+
+    p = command("inbox", cmd_inbox, "messages waiting for NAME (an agent or operator)")
+    p.add_argument("name", type=recipient)
+    p.add_argument("--json", action="store_true")
+
+    p = command("questions", cmd_questions, "questions waiting for the operator's answer")
+    p.add_argument("--json", action="store_true")
+
+    p = command("answer", cmd_answer, "answer question ID; the answer goes to the asker's inbox")
+    p.add_argument("id", type=int)
+    p.add_argument("text", metavar="TEXT")
 
     op = sub.add_parser("operator", help="the operator's password and API token").add_subparsers(
         dest="operator_command", required=True, metavar="COMMAND"

@@ -304,3 +304,27 @@ def test_api_state_reports_a_section_that_failed_to_load(client, monkeypatch):
     assert body["approvals"][0]["target"] == "manager#1"
     page = client.get("/").get_data(as_text=True)
     assert "Could not load recent: RuntimeError: disk on fire" in page
+
+
+# -- operator questions and inbox --------------------------------------------------------
+
+
+def test_questions_are_answered_from_the_dashboard(client, home):
+    from hyperhive.broker import questions
+    from hyperhive.broker.messages import Broker
+
+    broker = Broker(home)
+    qid = questions.ask(broker, "manager", "rotate the keys?", ["yes", "later"])
+    broker.send("manager", "operator", "status: all green")
+    page = client.get("/").get_data(as_text=True)
+    assert f'data-question="{qid}"' in page and "rotate the keys?" in page
+    assert "status: all green" in page
+    assert client.post(f"/questions/{qid}/answer", data={"answer": "yes"}).status_code == 403
+    r = client.post(f"/questions/{qid}/answer", data={"answer": "yes", "csrf_token": csrf(client)})
+    assert r.status_code == 302
+    (m,) = broker.recv("manager")
+    assert m["from"] == "operator" and "yes" in m["body"]
+    r = client.post(f"/questions/{qid}/answer", data={"answer": "no", "csrf_token": csrf(client)})
+    assert r.status_code == 409 and b"already answered by alice" in r.data
+    r = client.post("/questions/999/answer", data={"answer": "x", "csrf_token": csrf(client)})
+    assert r.status_code == 404

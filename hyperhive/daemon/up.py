@@ -4,17 +4,18 @@ until SIGINT or SIGTERM."""
 
 import logging
 import signal
+import threading
 
 from gunicorn.app.base import BaseApplication
 
 from hyperhive.agents import init_hive
-from hyperhive.daemon.events import EventBus
+from hyperhive.broker.messages import Broker
+from hyperhive.daemon.agentsock import AgentSockets
 from hyperhive.daemon.hostsock import HostSocket
+from hyperhive.daemon.ops import Ops
 from hyperhive.daemon.worker import BuildWorker
-from hyperhive.errors import HiveError
 from hyperhive.hive import Hive
 from hyperhive.home import Home
-from hyperhive.names import check_agent_name
 from hyperhive.runtime import get_runtime
 from hyperhive.workflow import notify
 from hyperhive.workflow.deploy import recover
@@ -36,36 +37,38 @@ def recover_all(home: Home) -> None:
                     log.warning("%s: interrupted build marked failed", a.target)
 
 
-def host_handler(worker: BuildWorker, bus: EventBus):
-    def handle(request: dict) -> dict:
-        op = request.get("op")
-        if op == "ping":
-            return {}
-        if op == "changed":
-            bus.publish("state", {"agent": request.get("agent"), "ref": request.get("ref")})
-            return {}
-        if op == "deploy":
-            name, approval_id = request.get("agent"), request.get("id")
-            if not isinstance(approval_id, int) or isinstance(approval_id, bool):
-                raise HiveError(f"deploy needs an integer id, not {approval_id!r}")
-            return {"ahead": worker.submit(check_agent_name(name), approval_id)}
-        raise HiveError(f"unknown op {op!r}")
-
-    return handle
-
-
 class Services:
     """What runs beside the web app in the worker process."""
 
     def __init__(self, home: Home, runtime_kind: str):
+        from hyperhive.runtime.policy import deployed_policy
+
         self.hive = Hive(home, get_runtime(runtime_kind, home))
         self.worker = BuildWorker(home, self.hive.runtime)
         self.hive.builds = self.worker.status
-        self.sock = HostSocket(home.host_socket, host_handler(self.worker, self.hive.bus))
+        self.hive.broker = Broker(home, lambda name: deployed_policy(home, name))
+        self.ops = Ops(self.hive, self.hive.broker, self.worker)
+        self.sock = HostSocket(home.host_socket, self.ops.for_host)
+        self.agents = AgentSockets(home, self.ops)
+        self.watcher = threading.Thread(target=self._follow, name="agent-sockets", daemon=True)
+
+    def _follow(self) -> None:
+        """Agents come and go through the workflow: keep their sockets in step."""
+        from forge_ui import live
+
+        with self.hive.bus.subscribe("state") as sub:
+            while not live.shutting_down.is_set():
+                if sub.get(timeout=1.0) is not None:
+                    try:
+                        self.agents.sync()
+                    except Exception:
+                        log.exception("updating the agent sockets failed")
 
     def start(self) -> None:
         self.sock.start()
+        self.agents.sync()
         notify.set_publisher(self.hive.bus.publish)
+        self.watcher.start()
         for target in self.worker.resume():
             log.info("%s: resuming a build queued before the last stop", target)
 
@@ -74,6 +77,7 @@ class Services:
 
         live.shutting_down.set()
         self.sock.stop()
+        self.agents.stop()
         self.worker.stop()
         notify.set_publisher(None)
 

@@ -1,0 +1,126 @@
+"""The daemon's per-agent sockets: identity, roles, the broker through them, bad lines."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+from conftest import run_cli
+from test_daemon import Daemon, wait_for
+
+from hyperhive.daemon import hostsock
+from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
+from hyperhive.errors import HiveError
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    root = tmp_path_factory.mktemp("agentsock") / "hive"
+    run_cli(root, "init", check=True)
+    run_cli(root, "agent", "create", "alice", check=True)
+    d = Daemon(root).start()
+    wait_for(lambda: (root / "run" / "agents" / "alice.sock").exists(), what="alice.sock")
+    yield d
+    d.stop()
+
+
+def sock(daemon, name):
+    return daemon.root / "run" / "agents" / f"{name}.sock"
+
+
+def call(daemon, agent, **request):
+    return hostsock.call(sock(daemon, agent), request, timeout=60)
+
+
+def test_sockets_are_private_and_say_who_you_are(daemon):
+    assert sock(daemon, "alice").stat().st_mode & 0o777 == 0o600
+    me = call(daemon, "alice", op="whoami")
+    assert (me["name"], me["role"], me["tools"]) == ("alice", "agent", AGENT_TOOLS)
+    assert me["policy"]["allowedRecipients"] is None
+    boss = call(daemon, "manager", op="whoami")
+    assert (boss["role"], boss["tools"]) == ("manager", MANAGER_TOOLS)
+
+
+def test_manager_tools_are_refused_on_an_agent_socket(daemon):
+    for op in ("ask_operator", "request_spawn", "approvals", "agent_history"):
+        with pytest.raises(HiveError, match="manager-only; this socket belongs to alice"):
+            call(daemon, "alice", op=op, name="bob", question="q")
+
+
+def test_identity_comes_from_the_socket_not_the_request(daemon):
+    call(daemon, "alice", op="send", to="manager", body="hello", **{"from": "operator"})
+    (m,) = call(daemon, "manager", op="recv")["messages"]
+    assert (m["from"], m["body"]) == ("alice", "hello")
+
+
+def test_recv_wakes_on_a_send_from_another_socket(daemon):
+    result = {}
+
+    def waiter():
+        result["r"] = call(daemon, "alice", op="recv", wait_seconds=30)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive()
+    call(daemon, "manager", op="send", to="alice", body="ping")
+    t.join(timeout=20)
+    assert [m["body"] for m in result["r"]["messages"]] == ["ping"]
+
+
+def test_cli_send_wakes_a_waiting_recv(daemon):
+    result = {}
+    t = threading.Thread(
+        target=lambda: result.update(r=call(daemon, "alice", op="recv", wait_seconds=30))
+    )
+    t.start()
+    time.sleep(0.3)
+    run_cli(daemon.root, "send", "operator", "alice", "from the shell", check=True)
+    t.join(timeout=20)
+    assert [m["body"] for m in result["r"]["messages"]] == ["from the shell"]
+
+
+def test_ask_operator_and_answer(daemon):
+    qid = call(daemon, "manager", op="ask_operator", question="ship it?", options=["yes", "no"])[
+        "id"
+    ]
+    listed = json.loads(run_cli(daemon.root, "questions", "--json", check=True).stdout)
+    assert [q["id"] for q in listed] == [qid]
+    run_cli(daemon.root, "answer", str(qid), "yes", check=True)
+    (m,) = call(daemon, "manager", op="recv", wait_seconds=10)["messages"]
+    assert m["from"] == "operator" and "yes" in m["body"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"{nope\n", b"\xff\xfe\n", b"[]\n", b'{"op": "recv", "wait_seconds": -1}\n', b'{"op": 7}\n'],
+)
+def test_bad_lines_get_errors_and_the_socket_keeps_serving(daemon, line):
+    with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+        s.connect(str(sock(daemon, "alice")))
+        f.write(line)
+        f.flush()
+        reply = json.loads(f.readline())
+        assert reply["ok"] is False and reply["error"]
+        f.write(b'{"op": "whoami"}\n')
+        f.flush()
+        assert json.loads(f.readline())["name"] == "alice"
+
+
+def test_oversized_line_is_refused(daemon):
+    with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+        s.connect(str(sock(daemon, "alice")))
+        f.write(b'{"op": "send", "body": "' + b"x" * (2 << 20) + b'"}\n')
+        f.flush()
+        reply = json.loads(f.readline())
+        assert reply["ok"] is False and "over" in reply["error"]
+        f.write(b'{"op": "whoami"}\n')
+        f.flush()
+        assert json.loads(f.readline())["ok"] is True
+
+
+def test_a_new_agent_gets_a_socket(daemon):
+    run_cli(daemon.root, "agent", "create", "carol", check=True)
+    wait_for(lambda: sock(daemon, "carol").exists(), what="carol.sock")
+    assert call(daemon, "carol", op="whoami")["name"] == "carol"
