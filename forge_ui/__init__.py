@@ -9,7 +9,7 @@ from hyperhive.hive import Hive
 
 
 def create_app(hive: Hive) -> Flask:
-    from forge_ui import api, auth, browse, dashboard, errors, filters, live, review
+    from forge_ui import api, auth, browse, dashboard, errors, filters, live, review, spawn_views
 
     app = Flask(__name__)
     app.config.update(
@@ -28,7 +28,7 @@ def create_app(hive: Hive) -> Flask:
     errors.init_app(app)
     filters.init_app(app)
     live.sock.init_app(app)
-    for module in (auth, dashboard, review, browse, api, live):
+    for module in (auth, dashboard, review, browse, api, live, spawn_views):
         app.register_blueprint(module.bp)
     return app
 

@@ -7,6 +7,7 @@ its cause and logged, never shown as an empty list that would hide the failure.
 import logging
 from collections.abc import Callable
 
+from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.messages import OPERATOR, Broker
@@ -71,6 +72,14 @@ def inbox(hive: Hive) -> list[dict]:
     return broker(hive).recent_to(OPERATOR)
 
 
+def drafts(hive: Hive) -> list[dict]:
+    return spawn.drafts(hive.home)
+
+
+def kept(hive: Hive) -> list[dict]:
+    return spawn.kept(hive.home)
+
+
 # name -> loader; later issues add sections here (and a template in templates/dash/).
 SECTIONS: dict[str, Callable[[Hive], object]] = {
     "agents": agents,
@@ -78,6 +87,8 @@ SECTIONS: dict[str, Callable[[Hive], object]] = {
     "recent": recent,
     "questions": open_questions,
     "inbox": inbox,
+    "drafts": drafts,
+    "kept": kept,
 }
 
 

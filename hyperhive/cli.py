@@ -63,6 +63,24 @@ def cmd_agent_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_destroy(args: argparse.Namespace) -> int:
+    from hyperhive.spawn import destroy
+
+    result = destroy(
+        args.home, args.name, get_runtime(DEFAULT_RUNTIME, args.home), args.purge, actor()
+    )
+    for approval_id in result["denied"]:
+        print(f"denied pending {args.name}#{approval_id}")
+    if result["purged"]:
+        print(f"destroyed agent {args.name}; its state, repos and logs are deleted")
+    else:
+        print(
+            f"destroyed agent {args.name}; its state and repos are kept "
+            f"(`hyperhive agent destroy {args.name} --purge` deletes them)"
+        )
+    return 0
+
+
 def cmd_agent_list(args: argparse.Namespace) -> int:
     agents = list_agents(args.home, get_runtime(DEFAULT_RUNTIME, args.home))
     if args.json:
@@ -241,6 +259,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return serve(args.home, args.runtime, args.bind, args.port)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from hyperhive.mcp import serve
+
+    return serve(args.socket)
+
+
 def target(text: str) -> tuple[str, int]:
     try:
         return parse_target(text)
@@ -284,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", type=agent_name)
     p = command("list", cmd_agent_list, "list agents with their deployed revision", agent)
     p.add_argument("--json", action="store_true")
+    p = command(
+        "destroy", cmd_agent_destroy, "stop and remove an agent; keep its state and repos", agent
+    )
+    p.add_argument("name", type=agent_name)
+    p.add_argument("--purge", action="store_true", help="delete its state, repos and logs too")
 
     p = command("propose", cmd_propose, "submit a commit of an agent's config for approval")
     p.add_argument("name", type=agent_name)
@@ -342,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8420)
+
+    p = command("mcp", cmd_mcp, "stdio MCP server for an agent, forwarding to its socket")
+    p.add_argument(
+        "--socket",
+        type=lambda p: Path(p).absolute(),
+        required=True,
+        help="the agent's socket (in a container: /run/hyperhive/agent.sock)",
+    )
     return parser
 
 

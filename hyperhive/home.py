@@ -61,13 +61,20 @@ class Home:
     def build_log(self, name: str, approval_id: int) -> Path:
         return self.log_dir(name) / f"{int(approval_id)}.log"
 
+    def destroyed_file(self, name: str) -> Path:
+        """Marks a destroyed agent whose state and repos were kept (hyperhive.spawn)."""
+        return self.agent_dir(name) / "destroyed"
+
+    def is_destroyed(self, name: str) -> bool:
+        return self.destroyed_file(name).is_file()
+
     def agent_names(self) -> list[str]:
+        """The active agents: an applied repo and not destroyed."""
         applied = self.root / "applied"
         if not applied.is_dir():
             return []
-        return sorted(
-            p.name[: -len(".git")] for p in applied.glob("*.git") if (p / "HEAD").is_file()
-        )
+        names = (p.name[: -len(".git")] for p in applied.glob("*.git") if (p / "HEAD").is_file())
+        return sorted(n for n in names if not (self.root / "agents" / n / "destroyed").is_file())
 
     def require_agent(self, name: str) -> str:
         check_agent_name(name)

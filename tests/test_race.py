@@ -178,6 +178,8 @@ def test_builds_of_one_agent_are_serialized(home: Home, tmp_path: Path):
         tmp_path / "bin",
         "nix-instantiate",
         f"""\
+        # the policy evaluation (--eval) of a config without hyperhive.* options
+        if [ "$1" = --eval ]; then echo '{{}}'; exit 0; fi
         # the first line of the file it parses tells the builds apart
         echo "start $(head -n 1 "$2")" >> '{builds}'
         sleep 0.3

@@ -1,16 +1,24 @@
 """The embedded runtime for any Linux machine: an agent is a directory on the host.
 
 A build checks the config out into a staging directory, validates it (every `.nix` file
-must parse when `nix-instantiate` is on PATH; `agent.nix` must exist) and swaps it into
-`agents/<name>/deployed/` only when all of that succeeded.
+must parse when `nix-instantiate` is on PATH; `agent.nix` must exist), evaluates its
+`hyperhive.*` policy (runtime/policy.py: a restriction it cannot evaluate fails the build)
+and swaps it into `agents/<name>/deployed/` only when all of that succeeded; the policy
+goes to `agents/<name>/policy.json` and the revision to `deployed.rev` with the swap.
+
+`create` only makes the state directory; the agent exists in this runtime (a deployed
+checkout) from its first successful `update`, which also creates it if `create` was
+never called. `destroy` removes the deployed checkout, `deployed.rev` and `policy.json`.
 """
 
+import os
 import shutil
 from pathlib import Path
 
 from hyperhive.gitstore.history import checkout
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
+from hyperhive.runtime import policy
 from hyperhive.runtime.base import BuildError, Emit
 from hyperhive.runtime.stream import run_streamed
 
@@ -25,8 +33,15 @@ class LocalRuntime:
         self.home.state_dir(name).mkdir(parents=True, exist_ok=True)
 
     def update(self, name: str, rev: str, emit: Emit) -> None:
+        if self.home.is_destroyed(name):
+            raise BuildError(
+                f"agent {name} was destroyed (its state is kept): it is not deployed again"
+            )
+        self.create(name)
         dest = self.home.deployed_dir(name)
         staging = dest.with_name("deployed.new")
+        rev_file = dest.parent / REVISION_FILE
+        rev_new = rev_file.with_name(REVISION_FILE + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
@@ -34,12 +49,26 @@ class LocalRuntime:
             files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), staging)
             emit(f"{len(files)} files")
             self._validate(staging, files, emit)
+            found = policy.extract(staging, emit)
+            policy.write_pending(self.home, name, found)
+            rev_new.write_text(rev + "\n")
             self._swap(staging, dest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            policy.remove_pending(self.home, name)
+            rev_new.unlink(missing_ok=True)
             raise
-        (dest.parent / REVISION_FILE).write_text(rev + "\n")
+        policy.commit_pending(self.home, name)
+        os.replace(rev_new, rev_file)
         emit(f"deployed {rev} to {dest}")
+
+    def destroy(self, name: str) -> None:
+        dest = self.home.deployed_dir(name)
+        (dest.parent / REVISION_FILE).unlink(missing_ok=True)
+        (dest.parent / (REVISION_FILE + ".new")).unlink(missing_ok=True)
+        policy.remove(self.home, name)
+        for d in (dest, dest.with_name("deployed.new"), dest.with_name("deployed.old")):
+            shutil.rmtree(d, ignore_errors=True)
 
     def _validate(self, root: Path, files: list[str], emit: Emit) -> None:
         if "agent.nix" not in files:
@@ -64,6 +93,8 @@ class LocalRuntime:
         shutil.rmtree(old, ignore_errors=True)
 
     def status(self, name: str) -> dict:
+        if self.home.is_destroyed(name):
+            return {"state": "destroyed", "revision": None}
         rev_file = self.home.agent_dir(name) / REVISION_FILE
         if not self.home.deployed_dir(name).is_dir() or not rev_file.exists():
             return {"state": "not deployed", "revision": None}

@@ -1,6 +1,7 @@
 """The meta repo: one commit per deploy, pinning every agent's deployed revision."""
 
 import json
+import logging
 
 from dulwich.object_store import tree_lookup_path
 from dulwich.repo import Repo
@@ -11,6 +12,8 @@ from hyperhive.gitstore.repos import init_bare, open_repo
 from hyperhive.home import Home
 from hyperhive.names import format_target
 from hyperhive.workflow.lock import locked, transition_lock
+
+log = logging.getLogger("hyperhive.meta")
 
 MAIN = b"refs/heads/main"
 PINS_FILE = "hyperhive.json"
@@ -65,10 +68,15 @@ def pins(home: Home) -> dict[str, dict]:
 
 
 def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
-    """Commit the new pin of `name` on meta's main (compare-and-swap) and return the commit."""
+    """Commit the new pin of `name` on meta's main (compare-and-swap) and return the commit.
+    A destroyed agent is never pinned again (its pin was dropped by `record_destroy`): main
+    is returned unchanged."""
     repo = open_repo(home.meta_dir)
     with locked(transition_lock(home.meta_dir)):
         head = repo.refs[MAIN]
+        if home.is_destroyed(name):
+            log.warning("%s is destroyed: not pinning %s in meta", name, rev[:12])
+            return head
         current = _pins(repo, head)
         current[name] = {"rev": rev, "approval": approval_id}
         target = format_target(name, approval_id)
@@ -76,6 +84,21 @@ def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
             f"deploy {target} {rev[:12]}\n\n"
             f"Agent: {name}\nApproval: {approval_id}\nRevision: {rev}\n"
         )
+        commit = write_commit(repo, _files(home, current), message, ACTOR, [head])
+        refs.cas(repo, MAIN, head, commit)
+    return commit
+
+
+def record_destroy(home: Home, name: str) -> bytes:
+    """Commit "destroy NAME" on meta's main (compare-and-swap), dropping the agent's pin
+    (if it had one), and return the commit."""
+    repo = open_repo(home.meta_dir)
+    with locked(transition_lock(home.meta_dir)):
+        head = repo.refs[MAIN]
+        current = _pins(repo, head)
+        dropped = current.pop(name, None)
+        was = f"Revision: {dropped['rev']}\n" if dropped else "Revision: none (never deployed)\n"
+        message = f"destroy {name}\n\nAgent: {name}\n{was}"
         commit = write_commit(repo, _files(home, current), message, ACTOR, [head])
         refs.cas(repo, MAIN, head, commit)
     return commit

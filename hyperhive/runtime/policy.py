@@ -1,0 +1,315 @@
+"""An agent's deployed policy: its `hyperhive.*` options, evaluated at deploy.
+
+On the local runtime the options are read from the config being deployed with
+`nix-instantiate --eval --strict --json` (restricted evaluation: the config can read only
+its own files), calling each module with stub arguments: `pkgs` and `config` hold nothing
+else than `config.hyperhive` (the merged result), `lib` has only `mkDefault`, `mkForce`,
+`mkOverride` and `mkIf` (priorities are ignored), and any other argument a module's
+signature asks for (`modulesPath`, …) throws only if a `hyperhive.*` value uses it. So
+modules written `{ ... }:`, `{ config, pkgs, ... }:` or as plain attribute sets all work,
+and `pkgs.*` in unrelated options is never evaluated. Modules listed in `imports` are
+followed (each file once) and their `hyperhive` definitions merged as NixOS would: lists
+concatenated, attribute sets merged, any other conflicting values an error.
+
+The rule that keeps a restriction from being silently dropped:
+
+- nix-instantiate on PATH: the options are evaluated; any evaluation error (nix's
+  message), an unknown `hyperhive.<option>` or a value of the wrong type FAILS the build;
+- nix-instantiate not on PATH: if any `.nix` file of the config mentions an attribute
+  named `hyperhive` (`hyperhive.…` or `hyperhive =`, comments included — a false positive
+  only costs a failed build, a false negative would drop a restriction) the build FAILS
+  saying the restriction cannot be evaluated; otherwise the policy is the default,
+  unrestricted one.
+
+The result is stored beside `deployed.rev` as `agents/<name>/policy.json` by the
+runtime's successful deploy; `deployed_policy` reads it for the broker and the harness.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from hyperhive.errors import HiveError
+from hyperhive.home import Home
+from hyperhive.names import check_agent_name
+from hyperhive.runtime.base import BuildError, Emit
+
+POLICY_FILE = "policy.json"
+DEFAULT_POLICY: dict = {"allowedRecipients": None}
+KNOWN_OPTIONS = ("allowedRecipients", "allowedBash", "model", "extraMcpServers")
+EVAL_TIMEOUT = 120
+OPERATOR = "operator"
+
+# An attribute named hyperhive: `hyperhive.x`, `hyperhive = …`, `"hyperhive".x`, `config.hyperhive`.
+DECLARES_RE = re.compile(r"""(?<![\w'-])"?hyperhive"?\s*(?:\.|=(?!=))""")
+
+EVAL_EXPR = r"""
+{ file }:
+let
+  inherit (builtins) attrNames concatStringsSep elemAt filter foldl' functionArgs genList
+    isAttrs isFunction isList isPath isString length mapAttrs;
+  lib = {
+    mkDefault = x: x;
+    mkForce = x: x;
+    mkOverride = _: x: x;
+    mkIf = cond: x: if cond then x else { };
+  };
+  pkgs = { };
+  missing = n: throw ("hyperhive: the module argument `${n}` is not available when "
+    + "the local runtime evaluates hyperhive.* options");
+  # arguments without a default that the stub lacks: they throw only when used
+  required = f: let a = functionArgs f; in removeAttrs a (filter (n: a.${n}) (attrNames a));
+  argsFor = f: mapAttrs (n: _: missing n) (required f) // {
+    inherit lib pkgs config;
+    options = { };
+  };
+  moduleKeys = [ "config" "options" "imports" "_file" "key" "disabledModules" "meta" ];
+  load = m:
+    let
+      raw = if isPath m || isString m then import m else m;
+      v = if isFunction raw then raw (argsFor raw) else raw;
+      full = v ? config || v ? options;
+      stray = removeAttrs v (moduleKeys ++ [ "freeformType" ]);
+      cfg =
+        if !full then v
+        else if stray == { } then v.config or { }
+        else throw ("a module with `config` or `options` cannot also set "
+          + "${concatStringsSep ", " (attrNames stray)} at its top level: put them in `config`");
+      h = cfg.hyperhive or { };
+    in {
+      hyperhive =
+        if isAttrs h then h else throw "hyperhive must be an attribute set of options";
+      imports = v.imports or [ ];
+    };
+  keyOf = parent: i: m: if isPath m || isString m then toString m else "${parent}#${toString i}";
+  modules = builtins.genericClosure {
+    startSet = [ { key = toString file; l = load file; } ];
+    operator = item:
+      genList
+        (i: let m = elemAt item.l.imports i; in { key = keyOf item.key i m; l = load m; })
+        (length item.l.imports);
+  };
+  mergeValue = k: x: y:
+    if isList x && isList y then x ++ y
+    else if isAttrs x && isAttrs y then merge "${k}." x y
+    else if x == y then x
+    else throw "hyperhive.${k} has conflicting definitions";
+  mergeKey = prefix: b: acc: k:
+    acc // { ${k} = if acc ? ${k} then mergeValue "${prefix}${k}" acc.${k} b.${k} else b.${k}; };
+  merge = prefix: a: b: foldl' (mergeKey prefix b) a (attrNames b);
+  policy = foldl' (merge "") { } (map (item: item.l.hyperhive) modules);
+  config = { hyperhive = policy; };
+in
+policy
+"""
+
+
+class PolicyError(HiveError):
+    """A deployed policy file that cannot be read: sends are refused, never unrestricted."""
+
+
+def policy_file(home: Home, name: str) -> Path:
+    return home.agent_dir(name) / POLICY_FILE
+
+
+def declares_options(root: Path) -> list[str]:
+    """The config's `.nix` files (relative) that textually mention a `hyperhive` attribute."""
+    found = []
+    for path in sorted(root.rglob("*.nix")):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        if DECLARES_RE.search(text):
+            found.append(str(path.relative_to(root)))
+    return found
+
+
+def extract(root: Path, emit: Emit) -> dict:
+    """The policy of the config checked out at `root`; BuildError when it cannot be
+    determined (see the module docstring for the rule)."""
+    nix = shutil.which("nix-instantiate")
+    if nix is None:
+        declaring = declares_options(root)
+        if declaring:
+            raise BuildError(
+                f"{', '.join(declaring)} declares hyperhive.* options, but nix-instantiate is "
+                "not on PATH, so the local runtime cannot evaluate (and enforce) them: "
+                "install nix or remove the options"
+            )
+        emit("nix-instantiate is not on PATH and no hyperhive.* option is declared: default policy")
+        return dict(DEFAULT_POLICY)
+    emit("$ nix-instantiate --eval --strict --json (hyperhive.* options of agent.nix)")
+    raw = _evaluate(nix, root / "agent.nix", emit)
+    policy = normalize(raw)
+    emit(f"policy: {json.dumps(policy, sort_keys=True)}")
+    return policy
+
+
+def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
+    root = agent_nix.parent.resolve()
+    argv = [
+        nix,
+        "--eval",
+        "--strict",
+        "--json",
+        "--option",
+        "restrict-eval",
+        "true",
+        "-I",
+        str(root),
+        "--argstr",
+        "file",
+        str(root / agent_nix.name),
+        "--expr",
+        EVAL_EXPR,
+    ]
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=EVAL_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise BuildError(
+            f"evaluating the hyperhive.* options took over {EVAL_TIMEOUT}s: gave up"
+        ) from None
+    stderr = proc.stderr.decode(errors="replace")
+    for line in stderr.splitlines():
+        emit(line)
+    if proc.returncode != 0:
+        message = nix_error(stderr).replace(f"{root}/", "")
+        raise BuildError(f"cannot evaluate the hyperhive.* options: {message}")
+    try:
+        return json.loads(proc.stdout)
+    except ValueError as e:
+        raise BuildError(f"nix-instantiate printed no JSON policy: {e}") from None
+
+
+def nix_error(stderr: str) -> str:
+    """Nix's error message on one line: the `error:` line(s) and the location."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+    if start is None:
+        return " ".join(lines[-3:]) or "nix-instantiate failed without a message"
+    message = [lines[start][len("error:") :].strip()]
+    for line in lines[start + 1 :]:
+        if line.startswith("at "):
+            message.append(f"({line.rstrip(':')})")
+            break
+        if line[0].isdigit() or line.startswith(("|", "(use")):
+            break
+        message.append(line)
+    return " ".join(message)
+
+
+def _str_list(key: str, value: object, nullable: bool) -> list[str] | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        expected = "null or a list of strings" if nullable else "a list of strings"
+        raise BuildError(f"hyperhive.{key} must be {expected}, not {json.dumps(value)}")
+    return value
+
+
+def normalize(raw: object) -> dict:
+    """Check the evaluated options and fill in the defaults."""
+    if not isinstance(raw, dict):
+        raise BuildError(f"hyperhive must be an attribute set, not {json.dumps(raw)}")
+    unknown = sorted(set(raw) - set(KNOWN_OPTIONS))
+    if unknown:
+        raise BuildError(
+            f"unknown option hyperhive.{unknown[0]}: the options are "
+            + ", ".join(f"hyperhive.{k}" for k in KNOWN_OPTIONS)
+        )
+    policy: dict = dict(DEFAULT_POLICY)
+    if "allowedRecipients" in raw:
+        recipients = _str_list("allowedRecipients", raw["allowedRecipients"], nullable=True)
+        for r in recipients or []:
+            if r != OPERATOR:
+                try:
+                    check_agent_name(r)
+                except HiveError as e:
+                    raise BuildError(f"hyperhive.allowedRecipients: {e}") from None
+        policy["allowedRecipients"] = recipients
+    if "allowedBash" in raw:
+        policy["allowedBash"] = _str_list("allowedBash", raw["allowedBash"], nullable=True)
+    if "model" in raw:
+        model = raw["model"]
+        if model is not None and not isinstance(model, str):
+            raise BuildError(f"hyperhive.model must be a string, not {json.dumps(model)}")
+        policy["model"] = model
+    if "extraMcpServers" in raw:
+        policy["extraMcpServers"] = _mcp_servers(raw["extraMcpServers"])
+    return policy
+
+
+def _mcp_servers(value: object) -> dict:
+    if not isinstance(value, dict):
+        raise BuildError("hyperhive.extraMcpServers must be an attribute set of servers")
+    servers = {}
+    for key, server in value.items():
+        where = f"hyperhive.extraMcpServers.{key}"
+        if not isinstance(server, dict) or not isinstance(server.get("command"), str):
+            raise BuildError(f"{where} needs a `command` string")
+        unknown = sorted(set(server) - {"command", "args", "env", "allowedTools"})
+        if unknown:
+            raise BuildError(f"unknown option {where}.{unknown[0]}")
+        env = server.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise BuildError(f"{where}.env must be an attribute set of strings")
+        servers[key] = {
+            "command": server["command"],
+            "args": _str_list(f"extraMcpServers.{key}.args", server.get("args", []), False),
+            "env": env,
+            "allowedTools": _str_list(
+                f"extraMcpServers.{key}.allowedTools", server.get("allowedTools", ["*"]), False
+            ),
+        }
+    return servers
+
+
+def write_pending(home: Home, name: str, policy: dict) -> Path:
+    """Write the policy next to where it goes; `commit_pending` moves it in place."""
+    path = policy_file(home, name).with_name(POLICY_FILE + ".new")
+    path.write_text(json.dumps(policy, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def commit_pending(home: Home, name: str) -> None:
+    pending = policy_file(home, name).with_name(POLICY_FILE + ".new")
+    os.replace(pending, policy_file(home, name))
+
+
+def remove_pending(home: Home, name: str) -> None:
+    policy_file(home, name).with_name(POLICY_FILE + ".new").unlink(missing_ok=True)
+
+
+def remove(home: Home, name: str) -> None:
+    policy_file(home, name).unlink(missing_ok=True)
+    remove_pending(home, name)
+
+
+def deployed_policy(home: Home, name: str) -> dict:
+    """The policy the agent's deployed config declares; `{"allowedRecipients": None}`
+    (unrestricted) when nothing is deployed. A policy file that cannot be read raises
+    PolicyError: a caller must refuse rather than treat the agent as unrestricted."""
+    path = policy_file(home, name)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return dict(DEFAULT_POLICY)
+    except OSError as e:
+        raise PolicyError(f"cannot read {name}'s deployed policy {path}: {e}") from e
+    try:
+        policy = json.loads(text)
+    except ValueError as e:
+        raise PolicyError(f"{name}'s deployed policy {path} is not JSON: {e}") from e
+    if not isinstance(policy, dict):
+        raise PolicyError(f"{name}'s deployed policy {path} is not a JSON object")
+    return {**DEFAULT_POLICY, **policy}

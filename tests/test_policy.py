@@ -1,0 +1,259 @@
+"""Policy extraction at deploy on the local runtime, with the real nix-instantiate: what
+`hyperhive.*` evaluates to, when the build fails, and what the broker then enforces."""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import commit_config, git, run_cli
+
+from hyperhive import spawn
+from hyperhive.broker.messages import Broker, PolicyRefused
+from hyperhive.runtime import policy
+from hyperhive.runtime.base import BuildError
+from hyperhive.runtime.policy import deployed_policy
+from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.deploy import deploy
+
+NAME = "worker"
+
+
+def extract(tmp_path: Path, agent_nix: str, **more: str) -> dict:
+    root = tmp_path / "cfg"
+    root.mkdir(exist_ok=True)
+    (root / "agent.nix").write_text(agent_nix)
+    for rel, text in more.items():
+        (root / rel).write_text(text)
+    return policy.extract(root, lambda line: None)
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+
+def test_a_list_of_recipients(tmp_path):
+    found = extract(tmp_path, '{ ... }:\n{ hyperhive.allowedRecipients = [ "a" "operator" ]; }\n')
+    assert found == {"allowedRecipients": ["a", "operator"]}
+
+
+def test_null_recipients_is_unrestricted(tmp_path):
+    found = extract(tmp_path, "{ ... }: { hyperhive.allowedRecipients = null; }\n")
+    assert found == {"allowedRecipients": None}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{ ... }:\n{\n}\n",
+        "{ }\n",
+        "{ config, pkgs, ... }: { environment.systemPackages = [ pkgs.git ]; }\n",
+    ],
+)
+def test_no_hyperhive_attribute_is_the_default(tmp_path, text):
+    assert extract(tmp_path, text) == {"allowedRecipients": None}
+
+
+def test_config_pkgs_signature_with_pkgs_in_unrelated_options(tmp_path):
+    text = """{ config, pkgs, lib, modulesPath, ... }:
+{
+  environment.systemPackages = [ pkgs.git pkgs.ripgrep ];
+  imports = [ (modulesPath + "/profiles/minimal.nix") ];
+  services.foo.enable = lib.mkForce true;
+  hyperhive = {
+    allowedRecipients = [ "manager" ];
+    model = "claude-opus-4";
+    allowedBash = [ "git *" "ls" ];
+    extraMcpServers.search = { command = "/bin/search"; args = [ "--fast" ]; };
+  };
+}
+"""
+    # `imports` uses modulesPath: evaluating the imports needs it, so the stub refuses.
+    with pytest.raises(BuildError, match="module argument `modulesPath` is not available"):
+        extract(tmp_path, text)
+    found = extract(
+        tmp_path, text.replace('  imports = [ (modulesPath + "/profiles/minimal.nix") ];\n', "")
+    )
+    assert found == {
+        "allowedRecipients": ["manager"],
+        "model": "claude-opus-4",
+        "allowedBash": ["git *", "ls"],
+        "extraMcpServers": {
+            "search": {
+                "command": "/bin/search",
+                "args": ["--fast"],
+                "env": {},
+                "allowedTools": ["*"],
+            }
+        },
+    }
+
+
+def test_imports_are_followed_and_merged(tmp_path):
+    a = '{ lib, ... }: { config.hyperhive.allowedRecipients = lib.mkDefault [ "x" ]; }\n'
+    b = '{ config, ... }: { hyperhive.model = "m"; hyperhive.allowedBash = [ "cat" ]; }\n'
+    found = extract(
+        tmp_path,
+        '{ ... }: { imports = [ ./a.nix ./b.nix ./a.nix ]; hyperhive.allowedBash = [ "ls" ]; }\n',
+        **{"a.nix": a, "b.nix": b},
+    )
+    assert found == {"allowedRecipients": ["x"], "allowedBash": ["ls", "cat"], "model": "m"}
+
+
+def test_conflicting_definitions_fail(tmp_path):
+    with pytest.raises(BuildError, match="hyperhive.model has conflicting definitions"):
+        extract(
+            tmp_path,
+            '{ imports = [ ./a.nix ]; hyperhive.model = "m"; }\n',
+            **{"a.nix": '{ hyperhive.model = "n"; }\n'},
+        )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{ ... }: { hyperhive.model = 1 }\n", "syntax error"),
+        (
+            "{ pkgs, ... }: { hyperhive.model = pkgs.foo; }\n",
+            "attribute 'foo' missing (at agent.nix:1:",
+        ),
+        (
+            '{ ... }: { hyperhive.allowedRecipient = [ "a" ]; }\n',
+            "unknown option hyperhive.allowedRecipient",
+        ),
+        ('{ ... }: { hyperhive.allowedRecipients = "a"; }\n', "must be null or a list of strings"),
+        ('{ ... }: { hyperhive.allowedRecipients = [ "../x" ]; }\n', "invalid agent name"),
+        (
+            "{ ... }: { hyperhive.model = builtins.readFile /etc/passwd; }\n",
+            "forbidden in restricted mode",
+        ),
+        ('{ ... }: { hyperhive.model = throw "nope"; }\n', "nope"),
+        ("{ ... }: { hyperhive.extraMcpServers.x = { args = [ ]; }; }\n", "needs a `command`"),
+    ],
+)
+def test_evaluation_errors_fail(tmp_path, text, message):
+    with pytest.raises(BuildError) as e:
+        extract(tmp_path, text)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_textual_check_without_nix(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda cmd, *a, **k: None)
+    template = (
+        '# Configuration of the hyperhive agent "x".\n# `hyperhive propose x`\n{ ... }:\n{\n}\n'
+    )
+    assert extract(tmp_path, template) == {"allowedRecipients": None}
+    for text in (
+        "{ ... }: { hyperhive.allowedRecipients = [ ]; }\n",
+        '{ ... }: { hyperhive = { model = "m"; }; }\n',
+        '{ config, ... }: { config.hyperhive.model = "m"; }\n',
+    ):
+        with pytest.raises(BuildError, match="nix-instantiate is not on PATH"):
+            extract(tmp_path, text)
+    # A declaration in another file of the config counts too.
+    with pytest.raises(BuildError, match="more.nix declares hyperhive"):
+        extract(
+            tmp_path,
+            "{ imports = [ ./more.nix ]; }\n",
+            **{"more.nix": '{ hyperhive.model = "m"; }\n'},
+        )
+
+
+# -- deploys ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def worker(home, runtime):
+    """An agent without the deploying hook: the tests build in this process."""
+    spawn.spawn(home, NAME, runtime, "manager")
+    (home.applied_dir(NAME) / "hooks" / "post-receive").unlink()
+    return Approvals(home, NAME)
+
+
+def ship(home, runtime, approvals, agent_nix: str, message: str = "change"):
+    commit_config(home, NAME, {"agent.nix": agent_nix}, message)
+    a = approvals.propose("HEAD", "manager")
+    approvals.approve(a.id, "operator")
+    return deploy(home, NAME, a.id, runtime)
+
+
+def policy_path(home) -> Path:
+    return home.agent_dir(NAME) / "policy.json"
+
+
+def test_deployed_policy_follows_successful_deploys(home, runtime, worker):
+    assert deployed_policy(home, NAME) == {"allowedRecipients": None}  # nothing deployed
+    a = ship(home, runtime, worker, '{ ... }: { hyperhive.allowedRecipients = [ "manager" ]; }\n')
+    assert a.state == "deployed"
+    assert json.loads(policy_path(home).read_text()) == {"allowedRecipients": ["manager"]}
+    assert deployed_policy(home, NAME) == {"allowedRecipients": ["manager"]}
+    assert not list(home.agent_dir(NAME).glob("*.new"))
+    # The broker enforces it; the manager stays unrestricted.
+    broker = Broker(home, lambda n: deployed_policy(home, n))
+    with pytest.raises(PolicyRefused, match="allowedRecipients"):
+        broker.send(NAME, "operator", "hi")
+    broker.send(NAME, "manager", "hi")
+    a = ship(home, runtime, worker, "{ ... }: { hyperhive.allowedRecipients = null; }\n")
+    assert a.state == "deployed" and deployed_policy(home, NAME)["allowedRecipients"] is None
+    broker.send(NAME, "operator", "hi")
+    spawn.destroy(home, NAME, runtime, purge=False)
+    assert not policy_path(home).exists()
+    assert deployed_policy(home, NAME) == {"allowedRecipients": None}
+
+
+def test_an_evaluation_error_fails_the_deploy_and_keeps_the_old_policy(home, runtime, worker):
+    good = ship(
+        home, runtime, worker, '{ ... }: { hyperhive.allowedRecipients = [ "manager" ]; }\n'
+    )
+    bad = ship(
+        home, runtime, worker, "{ pkgs, ... }: { hyperhive.allowedRecipients = pkgs.nope; }\n"
+    )
+    assert bad.state == "failed"
+    reason = bad.states["failed"].trailers["Reason"]
+    assert reason.startswith("cannot evaluate the hyperhive.* options: attribute 'nope' missing")
+    tag = git(home.applied_dir(NAME), "cat-file", "-p", f"failed/{bad.id}")
+    assert "attribute 'nope' missing" in tag
+    assert "error: attribute 'nope' missing" in home.build_log(NAME, bad.id).read_text()
+    assert runtime.status(NAME)["revision"] == good.commit
+    assert deployed_policy(home, NAME) == {"allowedRecipients": ["manager"]}
+    assert not list(home.agent_dir(NAME).glob("*.new"))
+
+
+def test_no_nix_with_a_restriction_fails_the_deploy(home, runtime, worker, monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda cmd, *a, **k: None if cmd == "nix-instantiate" else real_which(cmd)
+    )
+    a = ship(home, runtime, worker, '{ ... }: { hyperhive.allowedRecipients = [ "manager" ]; }\n')
+    assert a.state == "failed"
+    reason = a.states["failed"].trailers["Reason"]
+    assert "agent.nix declares hyperhive.* options, but nix-instantiate is not on PATH" in reason
+    assert runtime.status(NAME)["state"] == "not deployed" and not policy_path(home).exists()
+    # Without a hyperhive attribute the default policy is deployed.
+    a = ship(home, runtime, worker, '{ ... }: { networking.hostName = "w"; }\n')
+    assert a.state == "deployed" and deployed_policy(home, NAME) == {"allowedRecipients": None}
+
+
+def test_no_nix_on_path_in_the_cli_deploy(home, runtime, worker):
+    commit_config(home, NAME, {"agent.nix": '{ ... }: { hyperhive.model = "m"; }\n'}, "model")
+    a = worker.propose("HEAD", "manager")
+    worker.approve(a.id, "operator")
+    path = os.pathsep.join(
+        p
+        for p in os.environ["PATH"].split(os.pathsep)
+        if not (Path(p) / "nix-instantiate").exists()
+    )
+    path = os.pathsep.join([str(Path(sys.executable).parent), path])
+    r = run_cli(home.root, "deploy", "--here", f"{NAME}#{a.id}", env={"PATH": path})
+    assert r.returncode == 1
+    assert "cannot evaluate (and enforce) them" in r.stderr
+    assert worker.get(a.id).state == "failed"
+
+
+def test_a_corrupt_policy_file_is_an_error_not_unrestricted(home, runtime, worker):
+    ship(home, runtime, worker, '{ ... }: { hyperhive.allowedRecipients = [ "manager" ]; }\n')
+    policy_path(home).write_text("{not json")
+    with pytest.raises(policy.PolicyError, match="is not JSON"):
+        deployed_policy(home, NAME)
