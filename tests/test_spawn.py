@@ -439,3 +439,16 @@ def test_destroy_ends_an_interrupted_build(home, runtime):
     spawn.destroy(home, "worker", runtime, purge=False)
     failed = approvals.get(1)
     assert failed.state == "failed" and failed.states["failed"].trailers["Reason"] == "interrupted"
+
+
+def test_a_kept_agent_takes_no_proposals(home, runtime):
+    from hyperhive.errors import UnknownAgent
+    from hyperhive.spawn import destroy, spawn
+    from hyperhive.workflow.approvals import Approvals
+
+    spawn(home, "gone", runtime, "operator")
+    destroy(home, "gone", runtime, False, "operator")
+    before = git(home.applied_dir("gone"), "for-each-ref")
+    with pytest.raises(UnknownAgent, match="was destroyed"):
+        Approvals(home, "gone").propose("HEAD", "manager")
+    assert git(home.applied_dir("gone"), "for-each-ref") == before

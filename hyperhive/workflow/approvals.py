@@ -11,6 +11,7 @@ from hyperhive.errors import (
     AlreadyDecided,
     BadInput,
     IllegalTransition,
+    UnknownAgent,
     UnknownApproval,
     UnknownCommit,
 )
@@ -168,6 +169,10 @@ class Approvals:
     def propose(self, commit_spec: str, actor: str, reason: str | None = None) -> Approval:
         """Propose a commit of the agent's config repo (or one already in the applied repo,
         such as an earlier deployed commit for a rollback)."""
+        if self.home.is_destroyed(self.name):
+            raise UnknownAgent(
+                f"agent {self.name!r} was destroyed (its repos are kept): nothing to deploy to"
+            )
         repo = self.repo()
         config = self.home.config_dir(self.name)
         # The copy happens under the lock too: two processes writing the same loose object
