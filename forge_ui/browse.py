@@ -244,7 +244,9 @@ def deployed_now(home: Home, repo: Repo, head: bytes) -> list[Deployed]:
     for name in sorted(set(pins) | set(home.agent_names())):
         pin = pins.get(name)
         sha, since = found.get(name, (None, None))
-        if pin and since is None:
+        if pin and pin.get("time"):
+            since = pin["time"]  # recorded with the pin since pins carry their time
+        elif pin and since is None:
             since = deployed_tag_time(home, name, pin.get("approval"))
         rows.append(
             Deployed(

@@ -92,7 +92,9 @@ def test_full_cycle(hive):
         ["init", "hive"],
     ]
     pins = json.loads(git(hive / "meta.git", "show", "main:hyperhive.json"))["agents"]
-    assert pins["coder"] == {"rev": commit, "approval": 2}
+    assert (pins["coder"]["rev"], pins["coder"]["approval"]) == (commit, 2)
+    assert pins["coder"]["policy"]["allowedRecipients"] is None
+    assert isinstance(pins["coder"]["time"], int)
     assert set(pins) == {"manager", "coder"}
     assert f"rev={commit}" in git(hive / "meta.git", "show", "main:flake.nix")
 

@@ -228,7 +228,8 @@ def test_the_shipped_hook_turns_an_approval_into_a_deploy(home: Home):
         f"deploy manager#1 {commit[:12]}"
     )
     pins = json.loads(git(home.meta_dir, "show", "main:hyperhive.json"))
-    assert pins["agents"][NAME] == {"rev": commit, "approval": 1}
+    pin = pins["agents"][NAME]
+    assert (pin["rev"], pin["approval"]) == (commit, 1)
     assert f"rev={commit}" in git(home.meta_dir, "show", "main:flake.nix")
     assert (home.deployed_dir(NAME) / "agent.nix").is_file()
 

@@ -109,7 +109,9 @@ def test_approving_a_spawn_commit_deploys_the_agent(home, runtime):
     assert Approvals(home, "scout").get(a.id).state == "deployed"
     assert runtime.status("scout") == {"state": "deployed", "revision": commit}
     assert deployed_policy(home, "scout")["allowedRecipients"] == ["manager"]
-    assert meta_pins(home)["scout"] == {"rev": commit, "approval": a.id}
+    pin = meta_pins(home)["scout"]
+    assert (pin["rev"], pin["approval"]) == (commit, a.id)
+    assert pin["policy"]["allowedRecipients"] == ["manager"]  # committed beside the pin
 
 
 def test_init_config(home, runtime):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 
 from dulwich.object_store import tree_lookup_path
 from dulwich.repo import Repo
@@ -11,6 +12,7 @@ from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import init_bare, open_repo
 from hyperhive.home import Home
 from hyperhive.names import format_target
+from hyperhive.runtime.policy import deployed_policy
 from hyperhive.workflow.lock import locked, transition_lock
 
 log = logging.getLogger("hyperhive.meta")
@@ -78,7 +80,14 @@ def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
             log.warning("%s is destroyed: not pinning %s in meta", name, rev[:12])
             return head
         current = _pins(repo, head)
-        current[name] = {"rev": rev, "approval": approval_id}
+        # The deployed policy travels with the pin, so the deploy log says what each agent
+        # was allowed to do, and when it started running that revision.
+        current[name] = {
+            "rev": rev,
+            "approval": approval_id,
+            "time": int(time.time()),
+            "policy": deployed_policy(home, name),
+        }
         target = format_target(name, approval_id)
         message = (
             f"deploy {target} {rev[:12]}\n\n"
