@@ -61,7 +61,8 @@ def test_meta_flake_pins_evaluate(home, tmp_path):
         cwd=checkout,
     )
     assert (
-        json.loads(url) == f"git+file://{home.applied_dir('manager')}?rev={pins['manager']['rev']}"
+        json.loads(url)
+        == f"git+file://{home.applied_dir('manager')}?ref=main&rev={pins['manager']['rev']}"
     )
 
 
@@ -83,3 +84,38 @@ def test_render_flake_quotes_every_name(home):
         text=True,
     ).stdout
     assert json.loads(out) == {"in": "a" * 40, "let": "b" * 40}
+
+
+def test_meta_flake_is_locked_and_relocked_without_bumping(home, tmp_path, runtime):
+    from conftest import commit_config
+
+    from hyperhive.agents import create_agent
+
+    Approvals(home, "manager").approve(1, "operator")
+    create_agent(home, "coder", runtime, "operator")
+    Approvals(home, "coder").approve(1, "operator")
+    lock = json.loads(git(home.meta_dir, "show", "main:flake.lock"))
+    manager_node = lock["nodes"]["agent-manager"]
+    assert manager_node["locked"]["rev"] == meta.pins(home)["manager"]["rev"]
+    commit_config(home, "coder", {"agent.nix": "{ ... }: { }\n"}, "change coder")
+    a = Approvals(home, "coder").propose("HEAD", "operator")
+    Approvals(home, "coder").approve(a.id, "operator")
+    relocked = json.loads(git(home.meta_dir, "show", "main:flake.lock"))
+    assert relocked["nodes"]["agent-manager"] == manager_node  # untouched
+    assert relocked["nodes"]["agent-coder"]["locked"]["rev"] == meta.pins(home)["coder"]["rev"]
+    # The committed lock is what nix itself accepts for this flake.
+    checkout = tmp_path / "meta-check"
+    git(tmp_path, "clone", "-q", str(home.meta_dir), str(checkout))
+    subprocess.run(
+        [
+            "nix",
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "flake",
+            "lock",
+            "--no-update-lock-file",
+            f"path:{checkout}",
+        ],
+        check=True,
+        capture_output=True,
+    )

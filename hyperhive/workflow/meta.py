@@ -2,7 +2,11 @@
 
 import json
 import logging
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 from dulwich.object_store import tree_lookup_path
 from dulwich.repo import Repo
@@ -19,6 +23,7 @@ log = logging.getLogger("hyperhive.meta")
 
 MAIN = b"refs/heads/main"
 PINS_FILE = "hyperhive.json"
+LOCK_TIMEOUT = 300  # seconds: locking fetches each new revision from its applied repo
 ACTOR = "hyperhive"
 
 
@@ -26,7 +31,7 @@ def render_flake(home: Home, pins: dict[str, dict]) -> str:
     """flake.nix pinning each agent's applied repo at its deployed revision."""
     inputs = "".join(
         f'    "agent-{name}" = {{\n'
-        f'      url = "git+file://{home.applied_dir(name)}?rev={pin["rev"]}";\n'
+        f'      url = "git+file://{home.applied_dir(name)}?ref=main&rev={pin["rev"]}";\n'
         f"      flake = false;\n"
         f"    }};\n"
         for name, pin in sorted(pins.items())
@@ -45,16 +50,68 @@ def render_flake(home: Home, pins: dict[str, dict]) -> str:
     )
 
 
-def _files(home: Home, pins: dict[str, dict]) -> dict[str, bytes]:
-    return {
-        "flake.nix": render_flake(home, pins).encode(),
+def lock_flake(flake: bytes, previous_lock: bytes | None) -> bytes | None:
+    """flake.lock for `flake`, starting from the previous lock so inputs already locked
+    are kept (`nix flake lock` only adds, relocks changed and drops removed inputs)."""
+    nix = shutil.which("nix")
+    if nix is None:
+        raise LockError("nix is not on PATH")
+    with tempfile.TemporaryDirectory(prefix="hyperhive-meta-") as tmp:
+        (Path(tmp) / "flake.nix").write_bytes(flake)
+        if previous_lock:
+            (Path(tmp) / "flake.lock").write_bytes(previous_lock)
+        proc = subprocess.run(
+            [
+                nix,
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "flake",
+                "lock",
+                f"path:{tmp}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=LOCK_TIMEOUT,
+        )
+        if proc.returncode != 0:
+            last = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            raise LockError(f"nix flake lock: {last[0]}")
+        lock = Path(tmp) / "flake.lock"
+        return lock.read_bytes() if lock.exists() else None  # no inputs: nothing to lock
+
+
+class LockError(Exception):
+    pass
+
+
+def _files(home: Home, pins: dict[str, dict], previous_lock: bytes | None) -> dict[str, bytes]:
+    """The meta tree: flake.nix, its lock (when nix can make it) and the pins."""
+    flake = render_flake(home, pins).encode()
+    files = {
+        "flake.nix": flake,
         PINS_FILE: (json.dumps({"agents": pins}, indent=2, sort_keys=True) + "\n").encode(),
     }
+    try:
+        if (lock := lock_flake(flake, previous_lock)) is not None:
+            files["flake.lock"] = lock
+    except (LockError, OSError, subprocess.SubprocessError) as e:
+        log.error("meta flake.lock not updated: %s", e)
+        if previous_lock:
+            files["flake.lock"] = previous_lock  # stale; the next deploy with nix fixes it
+    return files
+
+
+def _read(repo: Repo, head: bytes, path: str) -> bytes | None:
+    try:
+        _, sha = tree_lookup_path(repo.__getitem__, repo[head].tree, path.encode())
+    except KeyError:
+        return None
+    return repo[sha].data
 
 
 def init(home: Home) -> None:
     repo = init_bare(home.meta_dir)
-    commit = write_commit(repo, _files(home, {}), "init hive\n", ACTOR, [])
+    commit = write_commit(repo, _files(home, {}, None), "init hive\n", ACTOR, [])
     refs.cas(repo, MAIN, None, commit)
 
 
@@ -93,7 +150,9 @@ def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
             f"deploy {target} {rev[:12]}\n\n"
             f"Agent: {name}\nApproval: {approval_id}\nRevision: {rev}\n"
         )
-        commit = write_commit(repo, _files(home, current), message, ACTOR, [head])
+        commit = write_commit(
+            repo, _files(home, current, _read(repo, head, "flake.lock")), message, ACTOR, [head]
+        )
         refs.cas(repo, MAIN, head, commit)
     return commit
 
@@ -108,6 +167,8 @@ def record_destroy(home: Home, name: str) -> bytes:
         dropped = current.pop(name, None)
         was = f"Revision: {dropped['rev']}\n" if dropped else "Revision: none (never deployed)\n"
         message = f"destroy {name}\n\nAgent: {name}\n{was}"
-        commit = write_commit(repo, _files(home, current), message, ACTOR, [head])
+        commit = write_commit(
+            repo, _files(home, current, _read(repo, head, "flake.lock")), message, ACTOR, [head]
+        )
         refs.cas(repo, MAIN, head, commit)
     return commit
