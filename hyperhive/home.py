@@ -40,6 +40,11 @@ class Home:
             raise NotInitialized(f"no hive at {self.root}: run `hyperhive init --home {self.root}`")
         return self
 
+    def agent_socket(self, name: str) -> Path:
+        """The agent's socket, in a directory of its own: a container binds the directory
+        at /run/hyperhive, which survives the daemon recreating the socket."""
+        return self.run_dir / "agents" / check_agent_name(name) / "agent.sock"
+
     def agent_dir(self, name: str) -> Path:
         return self.root / "agents" / check_agent_name(name)
 

@@ -20,13 +20,13 @@ def daemon(tmp_path_factory):
     run_cli(root, "init", check=True)
     run_cli(root, "agent", "create", "alice", check=True)
     d = Daemon(root).start()
-    wait_for(lambda: (root / "run" / "agents" / "alice.sock").exists(), what="alice.sock")
+    wait_for(lambda: (root / "run" / "agents" / "alice" / "agent.sock").exists(), what="alice")
     yield d
     d.stop()
 
 
 def sock(daemon, name):
-    return daemon.root / "run" / "agents" / f"{name}.sock"
+    return daemon.root / "run" / "agents" / name / "agent.sock"
 
 
 def call(daemon, agent, **request):

@@ -283,7 +283,7 @@ def real_daemon(tmp_path_factory):
     if not (Path(__file__).parent.parent / "hyperhive/daemon/agentsock.py").exists():
         pytest.skip("agent sockets not in the daemon yet")
     daemon = Daemon(tmp_path_factory.mktemp("mcp") / "hive").start()
-    sock = daemon.root / "run" / "agents" / "manager.sock"
+    sock = daemon.root / "run" / "agents" / "manager" / "agent.sock"
     try:
         wait_for(sock.exists, what="manager.sock")
         yield daemon, sock

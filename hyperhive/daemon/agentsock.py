@@ -1,5 +1,5 @@
-"""One socket per agent, `run/agents/<name>.sock` (mode 0600): created for every agent the
-hive has, removed when the agent goes away."""
+"""One socket per agent, `run/agents/<name>/agent.sock` (mode 0600): created for every agent
+the hive has, removed when the agent goes away."""
 
 import logging
 import threading
@@ -9,10 +9,6 @@ from hyperhive.daemon.ops import Ops
 from hyperhive.home import Home
 
 log = logging.getLogger("hyperhive.daemon")
-
-
-def socket_path(home: Home, name: str):
-    return home.run_dir / "agents" / f"{home.agent_dir(name).name}.sock"
 
 
 class AgentSockets:
@@ -27,7 +23,7 @@ class AgentSockets:
             wanted = set(self.home.agent_names())
             for name in sorted(wanted - set(self.open)):
                 sock = HostSocket(
-                    socket_path(self.home, name),
+                    self.home.agent_socket(name),
                     self.ops.for_agent(name),
                     mode=0o600,
                     unsent=self.ops.unsent,

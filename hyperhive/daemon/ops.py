@@ -1,5 +1,5 @@
 """What each socket may ask. The socket a request arrives on is the caller's identity:
-`run/agents/<name>.sock` speaks for `<name>`, `run/host.sock` for the operator."""
+`run/agents/<name>/agent.sock` speaks for `<name>`, `run/host.sock` for the operator."""
 
 from collections.abc import Callable
 

@@ -4,8 +4,9 @@ from hyperhive.errors import HiveError
 from hyperhive.home import Home
 from hyperhive.runtime.base import Runtime
 from hyperhive.runtime.local import LocalRuntime
+from hyperhive.runtime.nixos_container import NixosContainerRuntime
 
-RUNTIMES = {"local": LocalRuntime}
+RUNTIMES = {"local": LocalRuntime, "nixos-container": NixosContainerRuntime}
 
 
 def get_runtime(kind: str, home: Home) -> Runtime:

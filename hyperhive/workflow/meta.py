@@ -2,10 +2,12 @@
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.object_store import tree_lookup_path
@@ -27,8 +29,27 @@ LOCK_TIMEOUT = 300  # seconds: locking fetches each new revision from its applie
 ACTOR = "hyperhive"
 
 
-def render_flake(home: Home, pins: dict[str, dict]) -> str:
-    """flake.nix pinning each agent's applied repo at its deployed revision."""
+@dataclass(frozen=True)
+class NixosInputs:
+    """Where a NixOS host's meta flake finds nixpkgs and hyperhive's nix/ files."""
+
+    source: str
+    nixpkgs: str
+    system: str = "x86_64-linux"
+
+
+def nixos_inputs() -> NixosInputs | None:
+    """Set by the host module (`HYPERHIVE_SOURCE`, `HYPERHIVE_NIXPKGS`); None elsewhere,
+    where the meta flake only pins revisions."""
+    source, nixpkgs = os.environ.get("HYPERHIVE_SOURCE"), os.environ.get("HYPERHIVE_NIXPKGS")
+    if not (source and nixpkgs):
+        return None
+    return NixosInputs(source, nixpkgs, os.environ.get("HYPERHIVE_SYSTEM") or "x86_64-linux")
+
+
+def render_flake(home: Home, pins: dict[str, dict], nixos: NixosInputs | None = None) -> str:
+    """flake.nix pinning each agent's applied repo at its deployed revision; on a NixOS
+    host its outputs are nix/meta-flake.nix's `nixosConfigurations.<name>`."""
     inputs = "".join(
         f'    "agent-{name}" = {{\n'
         f'      url = "git+file://{home.applied_dir(name)}?ref=main&rev={pin["rev"]}";\n'
@@ -36,16 +57,33 @@ def render_flake(home: Home, pins: dict[str, dict]) -> str:
         f"    }};\n"
         for name, pin in sorted(pins.items())
     )
-    revisions = "".join(f'      "{n}" = "{p["rev"]}";\n' for n, p in sorted(pins.items()))
+    if nixos is None:
+        revisions = "".join(f'      "{n}" = "{p["rev"]}";\n' for n, p in sorted(pins.items()))
+        outputs = (
+            f"  outputs = inputs: {{\n    hyperhive.revisions = {{\n{revisions}    }};\n  }};\n"
+        )
+    else:
+        inputs = (
+            f'    nixpkgs.url = "path:{nixos.nixpkgs}";\n'
+            f"    hyperhive = {{\n"
+            f'      url = "path:{nixos.source}";\n'
+            f"      flake = false;\n"
+            f"    }};\n" + inputs
+        )
+        outputs = (
+            '  outputs = inputs: import "${inputs.hyperhive}/nix/meta-flake.nix" {\n'
+            "    inherit inputs;\n"
+            "    agents = (builtins.fromJSON (builtins.readFile ./hyperhive.json)).agents;\n"
+            f'    system = "{nixos.system}";\n'
+            "  };\n"
+        )
     return (
         "# Written by hyperhive on every deploy: the deployed revision of every agent.\n"
         "# Do not edit; propose a change to the agent's config repo instead.\n"
         "{\n"
         '  description = "hyperhive meta flake";\n'
         f"  inputs = {{\n{inputs}  }};\n"
-        "  outputs = inputs: {\n"
-        f"    hyperhive.revisions = {{\n{revisions}    }};\n"
-        "  };\n"
+        f"{outputs}"
         "}\n"
     )
 
@@ -86,7 +124,7 @@ class LockError(Exception):
 
 def _files(home: Home, pins: dict[str, dict], previous_lock: bytes | None) -> dict[str, bytes]:
     """The meta tree: flake.nix, its lock (when nix can make it) and the pins."""
-    flake = render_flake(home, pins).encode()
+    flake = render_flake(home, pins, nixos_inputs()).encode()
     files = {
         "flake.nix": flake,
         PINS_FILE: (json.dumps({"agents": pins}, indent=2, sort_keys=True) + "\n").encode(),
