@@ -111,8 +111,11 @@ class Server(BaseApplication):
         from forge_ui import create_app
 
         self.services = Services(self.home, self.runtime_kind)
+        # The app first: its imports (pygments' lazy lexer table among them) are not safe
+        # to run while the services' threads import the same modules.
+        app = create_app(self.services.hive)
         self.services.start()
-        return create_app(self.services.hive)
+        return app
 
     def post_worker_init(self, worker) -> None:
         # Announced only now, when the app, the host socket and the build worker are up.
