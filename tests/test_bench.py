@@ -52,3 +52,25 @@ def test_forge_quick_run_prints_pages_and_git_references():
         assert all(" ms" in r or " s " in r for r in found), found
     assert "both sides list the same commits in the same order" in proc.stdout
     assert proc.stdout.count("ratio of medians") == 5
+
+
+def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.parent / "broker.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = proc.stdout
+    rows = [r for r in out.splitlines() if r.startswith("  ours") or r.startswith("  ref")]
+    labels = ["long-poll recv(wait_seconds=60)", "sleep-poll: recv() every 0.5 s"]
+    labels += ["send on one connection", "recv draining", "ping round trip", "sqlite3 INSERT"]
+    for label in labels:
+        found = [r for r in rows if label in r]
+        assert found, f"no row with {label!r} in:\n{out}"
+        assert all(" ms" in r or " s " in r for r in found), found
+    assert "--quick: poll interval shortened to 0.5 s" in out
+    assert "p50" in out and "p99" in out
+    assert "ratio of medians, sleep-poll / long-poll" in out
+    assert "messages/second: send" in out

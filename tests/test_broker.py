@@ -166,3 +166,27 @@ def test_concurrent_senders_deliver_exactly_once_in_order(broker):
     for i in range(len(senders)):
         mine = [int(b.split(":")[1]) for b in bodies if b.split(":")[0] == str(i)]
         assert mine == list(range(100))
+
+
+def test_recv_hands_out_bounded_batches(broker):
+    from hyperhive.broker.messages import MAX_BATCH
+
+    for n in range(MAX_BATCH + 5):
+        broker.send("manager", "bob", f"m{n}")
+    first = broker.recv("bob")
+    second = broker.recv("bob")
+    assert len(first) == MAX_BATCH and len(second) == 5
+    assert [m["body"] for m in first + second] == [f"m{n}" for n in range(MAX_BATCH + 5)]
+
+
+def test_close_releases_waiting_readers(broker):
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=broker.recv("bob", 60)))
+    t.start()
+    time.sleep(0.2)
+    broker.close()
+    t.join(timeout=10)
+    assert result["r"] == [] and not t.is_alive()
+    broker.send("manager", "bob", "kept for the next daemon")
+    assert broker.recv("bob") == []  # a closing broker hands nothing out
+    assert [m["body"] for m in Broker(broker.home).recv("bob")] == ["kept for the next daemon"]

@@ -19,6 +19,7 @@ OPERATOR = "operator"
 MANAGER = "manager"
 MAX_WAIT = 180.0
 MAX_BODY = 64 * 1024
+MAX_BATCH = 100  # messages per recv: a reply stays well under the socket's 1 MiB line
 
 
 class PolicyRefused(HiveError):
@@ -53,6 +54,7 @@ class Broker:
         self.policy_of = policy_of or (lambda name: {})
         self._changed = threading.Condition()
         self._generation = 0
+        self._closing = False
         migrate(home)
 
     # -- waking ------------------------------------------------------------------------
@@ -60,6 +62,13 @@ class Broker:
     def wake(self) -> None:
         """Something was written (here or by another process): wake every waiting recv."""
         with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """The daemon is stopping: every waiting recv returns now, and none takes more."""
+        with self._changed:
+            self._closing = True
             self._generation += 1
             self._changed.notify_all()
 
@@ -109,8 +118,8 @@ class Broker:
             try:
                 rows = conn.execute(
                     "SELECT * FROM messages WHERE recipient = ? AND delivered_at IS NULL "
-                    "ORDER BY id",
-                    (name,),
+                    "ORDER BY id LIMIT ?",
+                    (name, MAX_BATCH),
                 ).fetchall()
                 if rows:
                     conn.execute(
@@ -132,6 +141,8 @@ class Broker:
         while True:
             with self._changed:
                 generation = self._generation
+                if self._closing:
+                    return []
             if messages := self._take(name):
                 return messages
             with self._changed:

@@ -5,12 +5,14 @@ request there is the operator's; each agent's socket (0600) speaks for that agen
 The ops are in hyperhive/daemon/ops.py.
 """
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +82,8 @@ class HostSocket:
         self.mode = mode
         self.unsent = unsent
         self.server: socketserver.ThreadingUnixStreamServer | None = None
+        self.sessions: set = set()
+        self.sessions_lock = threading.Lock()
 
     def check_free(self) -> None:
         """Refuse if a live daemon answers on the path; remove a dead one's socket file."""
@@ -94,8 +98,22 @@ class HostSocket:
     def start(self) -> None:
         self.check_free()
         handler, unsent = self.handler, self.unsent
+        sessions, sessions_lock = self.sessions, self.sessions_lock
 
         class Session(socketserver.StreamRequestHandler):
+            def setup(self) -> None:
+                super().setup()
+                self.thread = threading.current_thread()
+                with sessions_lock:
+                    sessions.add(self)
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    with sessions_lock:
+                        sessions.discard(self)
+
             def handle(self) -> None:
                 while line := self.rfile.readline(MAX_LINE + 1):
                     if len(line) > MAX_LINE:
@@ -119,10 +137,23 @@ class HostSocket:
         finally:
             os.umask(old_umask)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, name="host.sock", daemon=True).start()
+        # A short poll interval: stopping waits for it, once per socket.
+        threading.Thread(
+            target=self.server.serve_forever, args=(0.05,), name=self.path.name, daemon=True
+        ).start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let every open connection finish the request it is in (its reply
+        written, or handed to `unsent`), then close them all."""
         if self.server:
             self.server.shutdown()
             self.server.server_close()
             self.path.unlink(missing_ok=True)
+            with self.sessions_lock:
+                open_sessions = list(self.sessions)
+            for s in open_sessions:
+                with contextlib.suppress(OSError):
+                    s.connection.shutdown(socket.SHUT_RD)  # the next readline is EOF
+            deadline = time.monotonic() + timeout
+            for s in open_sessions:
+                s.thread.join(max(0.0, deadline - time.monotonic()))

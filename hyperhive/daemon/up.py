@@ -76,6 +76,7 @@ class Services:
         from forge_ui import live
 
         live.shutting_down.set()
+        self.hive.broker.close()
         self.sock.stop()
         self.agents.stop()
         self.worker.stop()

@@ -1,0 +1,462 @@
+"""Benchmark of the broker through a real daemon's agent sockets: our figures beside a
+reference measured in the same run, on the same daemon and the same sockets.
+
+(a) send -> recv wake-up latency: a reader blocked in `{"op": "recv", "wait_seconds": 60}`
+    on agent `bench`'s socket, a writer sending to it from the manager's socket; latency
+    is the time from just before the send to the reader holding the message. Reference:
+    a 5-second sleep-poll loop (how the system we replace delivered): the reader calls
+    `recv` without waiting, sleeps 5 s, and again; messages are sent at random moments.
+(b) messages per second through the socket: one persistent connection sending N
+    messages, one request each, then `recv` draining them; beside a `ping` round trip on
+    host.sock (the socket and JSON floor, no database) and the same INSERTs straight into
+    a scratch sqlite file (the storage floor, no socket).
+
+The daemon is `hyperhive up --port 0` in a temporary home, as a real process. Nothing here
+asserts a speed; the script only checks that every message arrived once, intact. Run:
+.venv/bin/python bench/broker.py [--quick] (see bench/README.md).
+"""
+
+import argparse
+import json
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from transitions import HYPERHIVE, ROWS, fmt, note, print_rows, record, say
+
+from hyperhive.broker.db import MIGRATIONS
+from hyperhive.broker.messages import Broker
+from hyperhive.daemon import hostsock
+from hyperhive.home import Home
+
+READER = "bench"
+WRITER = "manager"
+
+
+# -- the daemon and its sockets -------------------------------------------------------------
+
+
+class Daemon:
+    """`hyperhive up --port 0` on a home, as its own process (its own session, so a
+    failed run can take down gunicorn's master and worker together)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.log = root.parent / "daemon.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "Daemon":
+        """Start it and wait until it listens."""
+        with self.log.open("a") as out:
+            offset = out.tell()
+            self.proc = subprocess.Popen(
+                [HYPERHIVE, "--home", str(self.root), "up", "--port", "0"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "HYPERHIVE_HOME": str(self.root)},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log.read_text()[offset:]
+            if re.search(r"http://127\.0\.0\.1:\d+/", text):
+                return self
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise SystemExit(f"`hyperhive up` did not start:\n{text}")
+            time.sleep(0.05)
+
+    def socket(self, name: str) -> Path:
+        return Home(self.root).agent_socket(name)
+
+    def wait_socket(self, name: str, timeout: float = 30.0) -> Path:
+        path = self.socket(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                hostsock.call(path, {"op": "whoami"}, timeout=5)
+                return path
+            except (hostsock.DaemonUnavailable, OSError):
+                if time.monotonic() > deadline:
+                    log = self.log.read_text()[-4000:]
+                    raise SystemExit(f"no daemon answers on {path}; its log ends:\n{log}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+class Conn:
+    """One persistent connection to a daemon socket: a JSON line out, a JSON line back."""
+
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rwb")
+
+    def write(self, request: dict) -> None:
+        self.file.write(json.dumps(request).encode() + b"\n")
+        self.file.flush()
+
+    def read(self) -> dict:
+        line = self.file.readline()
+        if not line:
+            raise SystemExit("the daemon closed a connection")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise SystemExit(f"the daemon refused a request: {reply.get('error')}")
+        return reply
+
+    def call(self, request: dict) -> dict:
+        self.write(request)
+        return self.read()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def send(conn: Conn, body: str) -> None:
+    conn.call({"op": "send", "to": READER, "body": body})
+
+
+def drain(conn: Conn) -> list[dict]:
+    """Whatever is left in the reader's inbox (between rows, so no row sees another's)."""
+    return conn.call({"op": "recv"})["messages"]
+
+
+# -- (a) wake-up latency ----------------------------------------------------------------------
+
+
+def long_poll_latency(daemon: Daemon, samples: int, warmup: int = 5) -> None:
+    """Each sample: the reader thread writes `recv wait_seconds=60` and says so; 20 ms
+    later (so the daemon has it waiting) the writer sends; the reader notes the moment
+    its reply line is in. The reader blocks in readline, so that moment is not delayed
+    by the writer's own round trip."""
+    reader, writer = Conn(daemon.socket(READER)), Conn(daemon.socket(WRITER))
+    armed, go, done = threading.Event(), threading.Event(), threading.Event()
+    got: queue.Queue = queue.Queue()
+
+    def read_loop() -> None:
+        while True:
+            go.wait()
+            go.clear()
+            if done.is_set():
+                return
+            reader.write({"op": "recv", "wait_seconds": 60})
+            armed.set()
+            reply = reader.read()
+            got.put((time.perf_counter(), reply["messages"]))
+
+    thread = threading.Thread(target=read_loop, daemon=True)
+    thread.start()
+    latency, send_rtt = [], []
+    try:
+        for i in range(warmup + samples):
+            armed.clear()
+            go.set()
+            armed.wait()
+            time.sleep(0.02)
+            body = f"latency {i}"
+            t0 = time.perf_counter()
+            send(writer, body)
+            t_sent = time.perf_counter()
+            t_have, messages = got.get(timeout=60)
+            if [m["body"] for m in messages] != [body]:
+                raise SystemExit(f"sample {i}: the reader got {messages!r}, not {body!r}")
+            if i >= warmup:
+                latency.append(t_have - t0)
+                send_rtt.append(t_sent - t0)
+    finally:
+        done.set()
+        go.set()
+        reader.close()
+        writer.close()
+    record("a", "ours", "long-poll recv(wait_seconds=60), woken by a send", latency)
+    record("a", "", "  the writer's send round trip (socket + INSERT + reply)", send_rtt)
+
+
+def in_process_latency(root: Path, samples: int) -> None:
+    """The same wake-up inside one process: Broker.recv in a thread, Broker.send here, on
+    a scratch home (no socket, no JSON; the daemon's own share of the latency)."""
+    home = Home(root)
+    applied = root / "applied" / f"{READER}.git"  # what Home.agent_names() looks for
+    applied.mkdir(parents=True)
+    (applied / "HEAD").write_text("ref: refs/heads/main\n")
+    broker = Broker(home)
+    got: queue.Queue = queue.Queue()
+    waiting = threading.Event()
+
+    def wait_once() -> None:
+        waiting.set()
+        messages = broker.recv(READER, 60)
+        got.put((time.perf_counter(), messages))
+
+    out = []
+    for i in range(samples + 5):
+        waiting.clear()
+        t = threading.Thread(target=wait_once)
+        t.start()
+        waiting.wait()
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        broker.send(WRITER, READER, f"in-process {i}")
+        t_have, messages = got.get(timeout=60)
+        t.join()
+        if len(messages) != 1:
+            raise SystemExit(f"in-process sample {i}: got {messages!r}")
+        if i >= 5:
+            out.append(t_have - t0)
+    record("a", "", "  in-process Broker.recv woken by Broker.send (no socket)", out)
+
+
+def sleep_poll_latency(daemon: Daemon, samples: int, interval: float, seed: int) -> None:
+    """The reference: the reader calls `recv` (no wait) every `interval` seconds; the
+    writer sends `samples` messages at random moments over samples/2 intervals, so each
+    message waits for the next poll: uniform in [0, interval], measured, not assumed."""
+    reader, writer = Conn(daemon.socket(READER)), Conn(daemon.socket(WRITER))
+    rng = random.Random(seed)
+    window = samples * interval / 2
+    offsets = sorted(rng.uniform(0, window) for _ in range(samples))
+    have: dict[str, float] = {}
+    polls = [0]
+
+    def poll_loop() -> None:
+        while len(have) < samples:
+            messages = reader.call({"op": "recv"})["messages"]
+            now = time.perf_counter()
+            polls[0] += 1
+            for m in messages:
+                have[m["body"]] = now
+            if len(have) < samples:
+                time.sleep(interval)
+
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    thread = threading.Thread(target=poll_loop, daemon=True)
+    thread.start()
+    try:
+        for i, offset in enumerate(offsets):
+            time.sleep(max(0.0, start + offset - time.perf_counter()))
+            body = f"poll {i}"
+            sent[body] = time.perf_counter()
+            send(writer, body)
+        thread.join(timeout=window + 4 * interval + 30)
+        if thread.is_alive() or set(have) != set(sent):
+            raise SystemExit(f"the poller got {sorted(have)}, the writer sent {sorted(sent)}")
+    finally:
+        reader.close()
+        writer.close()
+    latency = [have[b] - sent[b] for b in sent]
+    record("a", "ref", f"sleep-poll: recv() every {interval:g} s (the system we replace)", latency)
+    say(f"  sleep-poll: {polls[0]} polls in {time.perf_counter() - start:.1f} s")
+
+
+# -- (b) throughput ---------------------------------------------------------------------------
+
+
+def throughput(daemon: Daemon, count: int, tmp: Path) -> dict[str, float]:
+    writer, reader = Conn(daemon.socket(WRITER)), Conn(daemon.socket(READER))
+    rates = {}
+    try:
+        for i in range(20):  # warm-up, not counted
+            send(writer, f"warm-up {i}")
+        drain(reader)
+        per_send = []
+        start = time.perf_counter()
+        for i in range(count):
+            t0 = time.perf_counter()
+            send(writer, f"message {i}")
+            per_send.append(time.perf_counter() - t0)
+        rates["send"] = count / (time.perf_counter() - start)
+        record("b", "ours", f"send on one connection, {count} messages (per message)", per_send)
+
+        received: list[dict] = []
+        calls = 0
+        start = time.perf_counter()
+        while len(received) < count:
+            received += drain(reader)
+            calls += 1
+        drain_time = time.perf_counter() - start
+        rates["drain"] = count / drain_time
+        rates["drain_calls"] = calls
+        if [m["body"] for m in received] != [f"message {i}" for i in range(count)]:
+            raise SystemExit("recv did not return every message once, in order")
+        record("b", "ours", f"recv draining the {count} messages ({calls} call(s))", [drain_time])
+
+        # A connection per request: what `hostsock.call` (and a one-shot client) pays.
+        one_shot = []
+        n = max(10, count // 10)
+        for i in range(n):
+            t0 = time.perf_counter()
+            hostsock.call(daemon.socket(WRITER), {"op": "send", "to": READER, "body": f"c {i}"})
+            one_shot.append(time.perf_counter() - t0)
+        rates["one_shot"] = n / sum(one_shot)
+        record("b", "", "  send, a new connection per message (hostsock.call)", one_shot)
+        if len(drain(reader)) != n:
+            raise SystemExit("one-shot sends went missing")
+    finally:
+        writer.close()
+        reader.close()
+
+    # References: the socket floor and the storage floor.
+    host = Conn(daemon.root / "run" / "host.sock")
+    try:
+        for _ in range(20):
+            host.call({"op": "ping"})
+        pings = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            host.call({"op": "ping"})
+            pings.append(time.perf_counter() - t0)
+    finally:
+        host.close()
+    rates["ping"] = count / sum(pings)
+    record("b", "ref", "ping round trip on host.sock, one connection (no database)", pings)
+
+    db = sqlite3.connect(tmp / "scratch.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        for sql in MIGRATIONS[0]:
+            db.execute(sql)
+        inserts = []
+        for i in range(count):
+            t0 = time.perf_counter()
+            db.execute(
+                "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)",
+                (WRITER, READER, f"message {i}", time.time()),
+            )
+            inserts.append(time.perf_counter() - t0)
+    finally:
+        db.close()
+    rates["insert"] = count / sum(inserts)
+    record("b", "ref", "sqlite3 INSERT, autocommit, WAL, in-process (no socket)", inserts)
+    return rates
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """The median for p = 50 (as in the table above), else the nearest-rank percentile."""
+    if p == 50:
+        return statistics.median(samples)
+    ordered = sorted(samples)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+def table(args: argparse.Namespace, rates: dict[str, float]) -> None:
+    print_rows(
+        {
+            "a": "(a) send -> recv wake-up latency, agent socket to agent socket",
+            "b": "(b) throughput through the socket (time per message)",
+        }
+    )
+    a_rows = [r for r in ROWS if r.section == "a"]
+    width = max(len(r.label) for r in a_rows) + 7
+    say(f"\n{'(a) percentiles':<{width}} {'n':>4} {'p50':>11} {'p99':>11} {'max':>11}")
+    for r in a_rows:
+        s = r.samples
+        say(
+            f"  {r.who:<4} {r.label:<{width - 7}} {len(s):>4} "
+            f"{fmt(percentile(s, 50))} {fmt(percentile(s, 99))} {fmt(max(s))}"
+        )
+    ours = next(r for r in a_rows if r.who == "ours")
+    ref = next(r for r in a_rows if r.who == "ref")
+    ratio = statistics.median(ref.samples) / statistics.median(ours.samples)
+    say(f"\nratio of medians, sleep-poll / long-poll: {ratio:,.0f}x")
+    say(
+        f"messages/second: send {rates['send']:,.0f}/s on one connection, "
+        f"{rates['one_shot']:,.0f}/s a connection each; recv drained {rates['drain']:,.0f}/s "
+        f"({rates['drain_calls']:.0f} call(s)); ref: ping {rates['ping']:,.0f}/s, "
+        f"sqlite INSERT {rates['insert']:,.0f}/s"
+    )
+    say("")
+    quick = " (--quick: shortened from 5 s)" if args.quick else ""
+    note(
+        f"(a) ours: {args.samples} samples after 5 warm-ups; each sample the reader's "
+        "`recv wait_seconds=60` is written 20 ms before the send, and the time runs from "
+        "just before the send to the reader's reply line being read. ref: the reader polls "
+        f"`recv` (no wait) every {args.poll_interval:g} s{quick}; {args.poll_samples} "
+        "messages sent at random moments over "
+        f"{args.poll_samples * args.poll_interval / 2:g} s, so each waits for the next poll "
+        f"(expected uniform in [0, {args.poll_interval:g} s], median "
+        f"{args.poll_interval / 2:g} s). Both through the same daemon and sockets."
+    )
+    note(
+        f"(b) ours: {args.messages} sends from the manager's socket to `{READER}`, one request "
+        "at a time on one persistent connection, then `recv` (no wait) on the reader's socket "
+        "until all were returned (checked: each once, in order); the indented row opens a "
+        "connection per send. ref: the `ping` op on host.sock (socket + JSON, no database) "
+        "and the same INSERT into a scratch sqlite file in this process (no socket)."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=300, help="long-poll latency samples")
+    parser.add_argument("--poll-samples", type=int, default=10, help="sleep-poll samples")
+    parser.add_argument("--poll-interval", type=float, default=5.0, help="sleep-poll period, s")
+    parser.add_argument("--messages", type=int, default=1000, help="messages for (b)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random send times")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.samples, args.poll_samples, args.poll_interval, args.messages = 30, 6, 0.5, 200
+    say(
+        f"hyperhive bench/broker.py: samples={args.samples} poll-samples={args.poll_samples} "
+        f"poll-interval={args.poll_interval:g}s messages={args.messages}"
+        + (" (--quick: poll interval shortened to 0.5 s)" if args.quick else "")
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
+        root = Path(tmp)
+        say("starting `hyperhive up --port 0` …")
+        daemon = Daemon(root / "hive").start()
+        try:
+            subprocess.run(
+                [HYPERHIVE, "--home", str(daemon.root), "agent", "create", READER],
+                check=True,
+                capture_output=True,
+            )
+            daemon.wait_socket(WRITER)
+            daemon.wait_socket(READER)
+            say(f"  up in {time.perf_counter() - started:.1f} s")
+            say(f"(a) {args.samples} long-poll wake-ups …")
+            long_poll_latency(daemon, args.samples)
+            in_process_latency(root / "scratch-home", min(args.samples, 100))
+            say(f"(a) {args.poll_samples} sleep-poll deliveries, every {args.poll_interval:g} s …")
+            sleep_poll_latency(daemon, args.poll_samples, args.poll_interval, args.seed)
+            say(f"(b) {args.messages} messages through the socket …")
+            rates = throughput(daemon, args.messages, root)
+        finally:
+            daemon.stop()
+    table(args, rates)
+    say(f"total wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
