@@ -11,18 +11,15 @@ checkout) from its first successful `update`, which also creates it if `create` 
 never called. `destroy` removes the deployed checkout, `deployed.rev` and `policy.json`.
 """
 
-import os
 import shutil
 from pathlib import Path
 
 from hyperhive.gitstore.history import checkout
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
-from hyperhive.runtime import policy
+from hyperhive.runtime import policy, record
 from hyperhive.runtime.base import BuildError, Emit
 from hyperhive.runtime.stream import run_streamed
-
-REVISION_FILE = "deployed.rev"
 
 
 class LocalRuntime:
@@ -40,33 +37,24 @@ class LocalRuntime:
         self.create(name)
         dest = self.home.deployed_dir(name)
         staging = dest.with_name("deployed.new")
-        rev_file = dest.parent / REVISION_FILE
-        rev_new = rev_file.with_name(REVISION_FILE + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            emit(f"checking out {rev} into {staging}")
-            files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), staging)
-            emit(f"{len(files)} files")
-            self._validate(staging, files, emit)
-            found = policy.extract(staging, emit)
-            policy.write_pending(self.home, name, found)
-            rev_new.write_text(rev + "\n")
-            self._swap(staging, dest)
+            with record.staged(self.home, name, rev):
+                emit(f"checking out {rev} into {staging}")
+                files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), staging)
+                emit(f"{len(files)} files")
+                self._validate(staging, files, emit)
+                policy.write_pending(self.home, name, policy.extract(staging, emit))
+                self._swap(staging, dest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            policy.remove_pending(self.home, name)
-            rev_new.unlink(missing_ok=True)
             raise
-        policy.commit_pending(self.home, name)
-        os.replace(rev_new, rev_file)
         emit(f"deployed {rev} to {dest}")
 
     def destroy(self, name: str) -> None:
         dest = self.home.deployed_dir(name)
-        (dest.parent / REVISION_FILE).unlink(missing_ok=True)
-        (dest.parent / (REVISION_FILE + ".new")).unlink(missing_ok=True)
-        policy.remove(self.home, name)
+        record.forget(self.home, name)
         for d in (dest, dest.with_name("deployed.new"), dest.with_name("deployed.old")):
             shutil.rmtree(d, ignore_errors=True)
 
@@ -95,7 +83,7 @@ class LocalRuntime:
     def status(self, name: str) -> dict:
         if self.home.is_destroyed(name):
             return {"state": "destroyed", "revision": None}
-        rev_file = self.home.agent_dir(name) / REVISION_FILE
-        if not self.home.deployed_dir(name).is_dir() or not rev_file.exists():
+        revision = record.deployed_revision(self.home, name)
+        if not self.home.deployed_dir(name).is_dir() or revision is None:
             return {"state": "not deployed", "revision": None}
-        return {"state": "deployed", "revision": rev_file.read_text().strip()}
+        return {"state": "deployed", "revision": revision}

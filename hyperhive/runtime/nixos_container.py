@@ -50,7 +50,7 @@ from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name
-from hyperhive.runtime import ownership, policy
+from hyperhive.runtime import ownership, policy, record
 from hyperhive.runtime.base import BuildError, Emit, RuntimeCommandError, Shell
 from hyperhive.runtime.stream import run_streamed
 
@@ -59,7 +59,6 @@ log = logging.getLogger("hyperhive.runtime.nixos")
 PREFIX = "h-"
 # nixos-container refuses longer names (the host side veth is `ve-<container>`).
 MAX_CONTAINER_NAME = 11
-REVISION_FILE = "deployed.rev"  # as the local runtime: agents/<name>/deployed.rev
 BUILD_REF = "refs/hyperhive/build/"
 ACTOR = "hyperhive"
 STATE_MOUNT = "/state"  # nix/lib.nix stateDir
@@ -130,32 +129,21 @@ class NixosContainerRuntime:
             )
         container = container_name(name)
         self.create(name)
-        rev_file = self.home.agent_dir(name) / REVISION_FILE
-        rev_new = rev_file.with_name(REVISION_FILE + ".new")
         try:
-            flake = self.candidate_flake(name, rev, emit)
-            target = f"{flake}#{name}"
-            found = self._policy(flake, name, emit)
-            policy.write_pending(self.home, name, found)
-            if self.container_state(name) is None:
-                self._run(["create", container, "--auto-start", "--flake", target], emit)
-            else:
-                self._run(["update", container, "--flake", target], emit)
-            self.configure(name, emit)
-            if self.container_state(name) != "up":
-                self._run(["start", container], emit)
-            self.own_state(name, emit)
-            rev_new.write_text(rev + "\n")
+            with record.staged(self.home, name, rev):
+                flake = self.candidate_flake(name, rev, emit)
+                target = f"{flake}#{name}"
+                policy.write_pending(self.home, name, self._policy(flake, name, emit))
+                if self.container_state(name) is None:
+                    self._run(["create", container, "--auto-start", "--flake", target], emit)
+                else:
+                    self._run(["update", container, "--flake", target], emit)
+                self.configure(name, emit)
+                if self.container_state(name) != "up":
+                    self._run(["start", container], emit)
+                self.own_state(name, emit)
         except RuntimeCommandError as e:
-            policy.remove_pending(self.home, name)
-            rev_new.unlink(missing_ok=True)
             raise BuildError(str(e)) from None
-        except BaseException:
-            policy.remove_pending(self.home, name)
-            rev_new.unlink(missing_ok=True)
-            raise
-        policy.commit_pending(self.home, name)
-        os.replace(rev_new, rev_file)
         emit(f"{container} runs {rev}")
 
     def destroy(self, name: str) -> None:
@@ -166,10 +154,7 @@ class NixosContainerRuntime:
             raise RuntimeCommandError(
                 f"`{self.program} destroy {container}` exited {code}: {' / '.join(lines[-3:])}"
             )
-        rev_file = self.home.agent_dir(name) / REVISION_FILE
-        rev_file.unlink(missing_ok=True)
-        rev_file.with_name(REVISION_FILE + ".new").unlink(missing_ok=True)
-        policy.remove(self.home, name)
+        record.forget(self.home, name)
 
     def status(self, name: str) -> dict:
         if self.home.is_destroyed(name):
@@ -180,9 +165,7 @@ class NixosContainerRuntime:
             return {"state": "unknown", "revision": None, "error": str(e)}
         if state is None:
             return {"state": "not deployed", "revision": None}
-        rev_file = self.home.agent_dir(name) / REVISION_FILE
-        revision = rev_file.read_text().strip() if rev_file.exists() else None
-        return {"state": state, "revision": revision}
+        return {"state": state, "revision": record.deployed_revision(self.home, name)}
 
     def start(self, name: str, emit: Emit | None = None) -> None:
         self._command(["start", container_name(name)], emit)
