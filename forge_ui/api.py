@@ -4,8 +4,7 @@ from flask import Blueprint, g, jsonify, request
 
 from forge_ui import hive, state
 from hyperhive.errors import BadInput
-from hyperhive.workflow import hooks
-from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.approvals import Approvals, history_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -17,17 +16,7 @@ def get_state():
 
 @bp.get("/agents/<name>/history")
 def agent_history(name: str):
-    approvals = Approvals(hive().home, name)
-    runs = hooks.runs(hive().home, name)
-    return jsonify(
-        {
-            "agent": name,
-            "approvals": [
-                {**a.to_json(), "hooks": [vars(r) for r in runs if hooks.concerns(r, a.id)]}
-                for a in approvals.all()
-            ],
-        }
-    )
+    return jsonify(history_json(hive().home, name))
 
 
 def json_body() -> dict:

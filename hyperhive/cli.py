@@ -21,7 +21,7 @@ from hyperhive.home import Home, default_home
 from hyperhive.names import check_agent_name, parse_target
 from hyperhive.runtime import RUNTIMES, get_runtime
 from hyperhive.workflow import hooks, notify
-from hyperhive.workflow.approvals import Approval, Approvals, when
+from hyperhive.workflow.approvals import Approval, Approvals, history_json, when
 from hyperhive.workflow.deploy import deploy
 
 DEFAULT_RUNTIME = os.environ.get("HYPERHIVE_RUNTIME") or "local"
@@ -162,15 +162,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     approvals = Approvals(args.home, args.name).all()
     runs = hooks.runs(args.home, args.name)
     if args.json:
-        emit_json(
-            {
-                "agent": args.name,
-                "approvals": [
-                    {**a.to_json(), "hooks": [vars(r) for r in runs if hooks.concerns(r, a.id)]}
-                    for a in approvals
-                ],
-            }
-        )
+        emit_json(history_json(args.home, args.name))
         return 0
     for a in approvals:
         print(f"{a.target}  {a.state}  {a.commit[:12]}")

@@ -9,8 +9,8 @@ from hyperhive.daemon.worker import BuildWorker
 from hyperhive.errors import HiveError
 from hyperhive.hive import Hive
 from hyperhive.names import check_agent_name
-from hyperhive.workflow import hooks, notify
-from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow import notify
+from hyperhive.workflow.approvals import Approvals, history_json
 
 AGENT_TOOLS = ["send", "recv", "whoami", "list_peers"]
 MANAGER_TOOLS = [
@@ -41,17 +41,6 @@ def _str(request: dict, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise HiveError(f"`{key}` must be a non-empty string")
     return value
-
-
-def history_json(hive: Hive, name: str) -> dict:
-    runs = hooks.runs(hive.home, name)
-    return {
-        "agent": name,
-        "approvals": [
-            {**a.to_json(), "hooks": [vars(r) for r in runs if hooks.concerns(r, a.id)]}
-            for a in Approvals(hive.home, name).all()
-        ],
-    }
 
 
 class Ops:
@@ -144,7 +133,7 @@ class Ops:
         return {"approvals": [a.to_json() for a in found]}
 
     def op_agent_history(self, name: str, request: dict) -> dict:
-        return history_json(self.hive, check_agent_name(_str(request, "name")))
+        return history_json(self.hive.home, check_agent_name(_str(request, "name")))
 
     # -- the host socket (the operator, the CLI) ----------------------------------------
 

@@ -90,6 +90,19 @@ class Approval:
         }
 
 
+def history_json(home: Home, name: str) -> dict:
+    """Every approval of an agent with the hook runs of its tags: the one shape of
+    `hyperhive history --json`, the API and the manager's `agent_history`."""
+    runs = hooks.runs(home, name)
+    return {
+        "agent": name,
+        "approvals": [
+            {**a.to_json(), "hooks": [vars(r) for r in runs if hooks.concerns(r, a.id)]}
+            for a in Approvals(home, name).all()
+        ],
+    }
+
+
 def parse_tag_refs(tag_refs: dict[bytes, bytes]) -> dict[int, dict[State, bytes]]:
     """Group `<state>/<id>` tag refs by id; tags outside the state machine are ignored."""
     by_id: dict[int, dict[State, bytes]] = {}
