@@ -175,12 +175,13 @@ def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
             log.warning("%s is destroyed: not pinning %s in meta", name, rev[:12])
             return head
         current = _pins(repo, head)
+        now = int(time.time())  # the pin's time is its meta commit's time, to the second
         # The deployed policy travels with the pin, so the deploy log says what each agent
         # was allowed to do, and when it started running that revision.
         current[name] = {
             "rev": rev,
             "approval": approval_id,
-            "time": int(time.time()),
+            "time": now,
             "policy": deployed_policy(home, name),
         }
         target = format_target(name, approval_id)
@@ -188,9 +189,8 @@ def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
             f"deploy {target} {rev[:12]}\n\n"
             f"Agent: {name}\nApproval: {approval_id}\nRevision: {rev}\n"
         )
-        commit = write_commit(
-            repo, _files(home, current, _read(repo, head, "flake.lock")), message, ACTOR, [head]
-        )
+        files = _files(home, current, _read(repo, head, "flake.lock"))
+        commit = write_commit(repo, files, message, ACTOR, [head], when=now)
         refs.cas(repo, MAIN, head, commit)
     return commit
 
