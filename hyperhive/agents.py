@@ -87,9 +87,9 @@ def is_repo(path: Path) -> bool:
     return (path / ".git").exists()
 
 
-def check_new(home: Home, name: str) -> None:
-    """Refuse a name that is taken: an agent, a kept (destroyed) agent, a draft, or any
-    leftover directory of that name."""
+def check_not_agent(home: Home, name: str, hint: str = "") -> None:
+    """Refuse a name that belongs to an agent, running or kept after a destroy; `hint`
+    ends the refusal of a running one."""
     check_agent_name(name)
     home.require()
     if home.is_destroyed(name):
@@ -98,7 +98,13 @@ def check_new(home: Home, name: str) -> None:
             f"`hyperhive agent destroy {name} --purge` frees the name"
         )
     if home.applied_dir(name).exists():
-        raise AgentExists(f"agent {name!r} already exists")
+        raise AgentExists(f"agent {name!r} already exists{hint}")
+
+
+def check_new(home: Home, name: str) -> None:
+    """Refuse a name that is taken: an agent, a kept (destroyed) agent, a draft, or any
+    leftover directory of that name."""
+    check_not_agent(home, name)
     if is_repo(home.config_dir(name)):
         raise AgentExists(
             f"a draft of agent {name!r} already exists at {home.config_dir(name)}: "

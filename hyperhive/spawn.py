@@ -35,6 +35,7 @@ from hyperhive.agents import (
     MANAGER,
     Creation,
     check_new,
+    check_not_agent,
     create_agent,
     create_config,
     initial_commit,
@@ -82,17 +83,7 @@ def spawn_draft(home: Home, name: str, actor: str) -> Path:
 
 
 def require_draft(home: Home, name: str) -> Path:
-    check_agent_name(name)
-    home.require()
-    if home.is_destroyed(name):
-        raise AgentExists(
-            f"agent {name!r} was destroyed and its state kept; it is not a draft: "
-            f"`hyperhive agent destroy {name} --purge` frees the name"
-        )
-    if home.applied_dir(name).exists():
-        raise AgentExists(
-            f"agent {name!r} already exists: propose a change with request_apply_commit"
-        )
+    check_not_agent(home, name, ": propose a change with request_apply_commit")
     if not is_repo(home.config_dir(name)):
         raise UnknownAgent(f"no draft {name!r}: create one with spawn_draft")
     return home.config_dir(name)
