@@ -448,32 +448,24 @@ def test_since_is_the_commit_that_set_the_pin_not_a_later_one(client, home: Home
     assert ">worker#3</a>" in worker_row
 
 
-def test_since_of_a_pin_older_than_the_search_comes_from_its_deployed_tag(
+def test_since_of_a_pin_older_than_the_search_is_the_time_recorded_with_the_pin(
     client, home: Home, runtime, monkeypatch
 ):
     from forge_ui import browse as view
     from forge_ui.filters import utc
     from hyperhive.agents import create_agent
-    from hyperhive.workflow.meta import record_deploy
+    from hyperhive.workflow import meta
 
     deploy_manager(home)
     create_agent(home, "worker", runtime, "operator")
     worker_rev = git(home.config_dir("worker"), "rev-parse", "HEAD").strip()
     for i in range(3):
-        record_deploy(home, "worker", 1 + i, worker_rev)
+        meta.record_deploy(home, "worker", 1 + i, worker_rev)
     monkeypatch.setattr(view, "SINCE_SEARCH", 2)
     body = text(client.get("/repos/meta/log"))
     table = re.search(r'<table class="deploys">(.*?)</table>', body, re.S).group(1)
     manager_row = re.search(r"<tr>\s*<td[^>]*><a [^>]*>manager</a>.*?</tr>", table, re.S).group(0)
-    tag_time = int(
-        git(
-            home.applied_dir("manager"),
-            "for-each-ref",
-            "--format=%(taggerdate:unix)",
-            "refs/tags/deployed/1",
-        )
-    )
-    assert utc(tag_time) in manager_row
+    assert utc(meta.pins(home)["manager"]["time"]) in manager_row
     assert "older" in manager_row and "#tag-deployed/1" in manager_row
 
 
