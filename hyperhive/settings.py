@@ -1,0 +1,100 @@
+"""Hive-wide settings: `<home>/hyperhive.toml`, each key overridable by the environment
+variable `HYPERHIVE_<SECTION>_<KEY>` (how the NixOS host module passes its options).
+
+Every key has a default, so a hive without the file runs as documented; an unknown
+section or key, or a value of the wrong type, is an error that names it (a typo must not
+silently keep the default)."""
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+from hyperhive.errors import BadInput
+from hyperhive.home import Home
+
+
+@dataclass(frozen=True)
+class Retention:
+    failed_days: int = 30  # failed/* and denied/* older than this are pruned; 0 = never
+    prune_at: str = "03:30"  # daily, the daemon's local time (HH:MM)
+
+    def check(self) -> None:
+        _at_least("retention.failed_days", self.failed_days, 0)
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.prune_at):
+            raise BadInput(f"retention.prune_at must be HH:MM (24 h), not {self.prune_at!r}")
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    raw_hours: int = 48  # per-turn rows are kept this long, then rolled up per minute
+    minute_days: int = 14  # per-minute rows, then rolled up per hour
+    hour_days: int = 365  # per-hour rows, then deleted
+    sample_seconds: int = 60  # the sampler's period (hive-wide series)
+    stuck_minutes: int = 15  # inbox non-empty and no turn for this long: stuck
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            _at_least(f"telemetry.{f.name}", getattr(self, f.name), 1)
+
+
+@dataclass(frozen=True)
+class Git:
+    max_push_bytes: int = 50 * 1024 * 1024  # a larger push is refused
+
+    def check(self) -> None:
+        _at_least("git.max_push_bytes", self.max_push_bytes, 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    retention: Retention = field(default_factory=Retention)
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    git: Git = field(default_factory=Git)
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise BadInput(f"{key} must be at least {low}, not {value}")
+
+
+def _coerce(key: str, raw: object, kind: type, from_env: bool = False) -> object:
+    """A TOML value (typed already) or an environment string as the field's type."""
+    if from_env and kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise BadInput(f"{key} must be an integer, not {raw!r}") from None
+    if type(raw) is not kind:
+        raise BadInput(f"{key} must be {kind.__name__}, not {raw!r}")
+    return raw
+
+
+def load_settings(home: Home, environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    path = home.root / "hyperhive.toml"
+    try:
+        data = tomllib.loads(path.read_text()) if path.is_file() else {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: {e}") from None
+    sections = {f.name: f.type for f in dataclasses.fields(Settings)}
+    for name in set(data) - set(sections):
+        raise BadInput(f"{path}: unknown section [{name}] (known: {', '.join(sections)})")
+    built = {}
+    for name, cls in sections.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise BadInput(f"{path}: {name} must be a table")
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key in set(table) - set(fields):
+            raise BadInput(f"{path}: unknown key {name}.{key} (known: {', '.join(fields)})")
+        values = {k: _coerce(f"{name}.{k}", v, fields[k]) for k, v in table.items()}
+        for key, kind in fields.items():
+            var = f"HYPERHIVE_{name}_{key}".upper()
+            if var in env:
+                values[key] = _coerce(var, env[var], kind, from_env=True)
+        section = cls(**values)
+        section.check()
+        built[name] = section
+    return Settings(**built)
