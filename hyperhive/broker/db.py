@@ -35,6 +35,17 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX questions_pending ON questions (answered_at, id)",
     ],
+    [
+        # Telemetry (broker/stats.py); agent '' holds the hive-wide series.
+        """CREATE TABLE stats (
+            agent TEXT NOT NULL,
+            ts REAL NOT NULL,
+            key TEXT NOT NULL,
+            value REAL NOT NULL
+        )""",
+        "CREATE INDEX stats_series ON stats (agent, key, ts)",
+        "CREATE INDEX stats_agent_time ON stats (agent, ts)",
+    ],
 ]
 
 
