@@ -1,0 +1,259 @@
+"""Receiving a push the way git's own receive-pack does, on dulwich's server side.
+
+The pack goes into a quarantine object directory inside the repo
+(`objects/tmp_objdir-incoming-*`, read through the repo's objects as an alternate so thin
+packs resolve), with a size limit. Then every pushed tip must be complete (git's
+connectivity check), every ref update must pass the caller's `Rules`, and the repo's own
+`hooks/pre-receive` runs with git's contract (`<old> <new> <ref>` lines on stdin, the
+quarantine visible through `GIT_OBJECT_DIRECTORY`) — the place an operator adds checks.
+Only when the whole push is accepted do the objects move into the repo and `Rules.apply`
+moves refs. A push that is refused, too large or malformed leaves nothing behind: the
+quarantine is deleted whatever happens.
+"""
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dulwich.index import validate_path
+from dulwich.object_store import DiskObjectStore, PackInputTooLarge, iter_tree_contents
+from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree
+from dulwich.protocol import CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS
+from dulwich.server import ReceivePackHandler
+
+from hyperhive.gitstore.refs import ZERO
+
+log = logging.getLogger("hyperhive.git")
+
+ATOMIC = b"atomic push failure"
+MAX_LINE = 4096  # git's status for the accepted refs of a refused push
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ref update the client asked for."""
+
+    old: bytes
+    new: bytes
+    ref: bytes
+
+    @property
+    def deleting(self) -> bool:
+        return self.new == ZERO
+
+    @property
+    def line(self) -> bytes:
+        return b"%s %s %s\n" % (self.old, self.new, self.ref)
+
+
+class Refused(Exception):
+    """A ref update declined: `reason` is git's short `ng` status, shown in parentheses
+    after `[remote rejected]`; `message` explains, on the client's `remote:` lines."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Rules(Protocol):
+    def check(self, command: Command, objects: DiskObjectStore) -> None:
+        """Raise Refused if the update may not happen; nothing is written yet. `objects`
+        holds the repo's objects and the pushed ones."""
+
+    def hook_env(self) -> dict[str, str]:
+        """Extra environment for the repo's pre-receive hook."""
+
+    def apply(self, commands: list[Command], say: Callable[[str], None]) -> dict[bytes, Refused]:
+        """Make the accepted updates (the pushed objects are in the repo now); the ones
+        that failed after all (a ref moved since the check), by ref."""
+
+
+def is_ancestor(objects: DiskObjectStore, old: bytes, new: bytes) -> bool:
+    """Whether commit `old` is `new` or one of its ancestors: a fast-forward."""
+    todo, seen = [new], set()
+    while todo:
+        sha = todo.pop()
+        if sha == old:
+            return True
+        if sha not in seen:
+            seen.add(sha)
+            todo.extend(objects[sha].parents)
+    return False
+
+
+def unsafe_path(objects: DiskObjectStore, commit: Commit) -> bytes | None:
+    """A path git refuses to check out (`.git`, `..`, …) in the commit's tree, if any."""
+    for entry in iter_tree_contents(objects, commit.tree):
+        if not validate_path(entry.path):
+            return entry.path
+    return None
+
+
+class Quarantine:
+    """A temporary object directory inside `target` for one push; removed on exit."""
+
+    def __init__(self, target: DiskObjectStore):
+        self.target = target
+        self.path = Path(tempfile.mkdtemp(prefix="tmp_objdir-incoming-", dir=target.path))
+        (self.path / "pack").mkdir()
+        (self.path / "info").mkdir()
+        self.objects = DiskObjectStore(
+            str(self.path), alternates=[target.path], object_format=target.object_format
+        )
+
+    def __enter__(self) -> "Quarantine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.objects.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def receive(self, read, read_some, max_bytes: int) -> None:
+        self.objects.add_thin_pack(read, read_some, max_input_size=max_bytes)
+
+    def check_complete(self, tip: bytes) -> None:
+        """Everything `tip` reaches is in the repo already or came with the push."""
+        todo, seen = [tip], set()
+        while todo:
+            sha = todo.pop()
+            if sha in seen or sha in self.target:  # a stored object brings what it reaches
+                continue
+            seen.add(sha)
+            try:
+                obj = self.objects[sha]
+            except KeyError:
+                raise Refused(
+                    "missing objects",
+                    f"the push lacks object {sha.decode()} that {tip.decode()[:12]} needs",
+                ) from None
+            if isinstance(obj, Commit):
+                todo.extend([obj.tree, *obj.parents])
+            elif isinstance(obj, Tree):
+                todo.extend(e.sha for e in obj.iteritems() if not S_ISGITLINK(e.mode))
+            elif isinstance(obj, Tag):
+                todo.append(obj.object[1])
+
+    def migrate(self) -> None:
+        """Move the received packs into the repo, each index after its pack: readers find
+        a pack by its index, so none sees a half-moved one."""
+        self.objects.close()
+        source = self.path / "pack"
+        for name in sorted(os.listdir(source), key=lambda n: n.endswith(".idx")):
+            os.replace(source / name, Path(self.target.pack_dir) / name)
+
+
+class QuarantinedReceivePack(ReceivePackHandler):
+    """dulwich's receive-pack with git's quarantine, all-or-nothing updates, `Rules` and
+    the repo's pre-receive hook run on the received objects."""
+
+    def __init__(
+        self,
+        backend,
+        args,
+        proto,
+        stateless_rpc: bool = False,
+        advertise_refs: bool = False,
+        *,
+        rules: Rules,
+        max_bytes: int,
+    ):
+        super().__init__(backend, args, proto, stateless_rpc, advertise_refs)
+        self.rules = rules
+        self.max_bytes = max_bytes
+        # dulwich runs the repo's hook files at its own points (pre-receive before the pack
+        # has arrived); ours runs on the quarantine instead, as git does.
+        self.repo.hooks = {}
+
+    def say(self, text: str) -> None:
+        """Lines the client prints as `remote: …`."""
+        if self._client_capabilities is not None and self.has_capability(CAPABILITY_SIDE_BAND_64K):
+            for line in text.splitlines():  # each line one packet, well under its 64 KiB
+                data = line.encode()[:MAX_LINE] + b"\n"
+                self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, data)
+
+    def _refuse(self, commands, unpack: bytes, refused: dict[bytes, Refused]) -> list:
+        for message in dict.fromkeys(r.message for r in refused.values()):
+            self.say(message)
+        return [(b"unpack", unpack)] + [
+            (c.ref, refused[c.ref].reason.encode() if c.ref in refused else ATOMIC)
+            for c in commands
+        ]
+
+    def _receive(self, q: Quarantine) -> None:
+        try:
+            q.receive(self.proto.read, getattr(self.proto, "recv", None), self.max_bytes)
+        except PackInputTooLarge:
+            raise Refused(
+                "push too large",
+                f"push refused: the pack is larger than {self.max_bytes} bytes "
+                "(git.max_push_bytes in hyperhive.toml)",
+            ) from None
+        except Exception as e:  # the client's bytes: failing to read them is a refusal
+            log.warning("%s: unreadable pack refused: %r", self.repo.path, e)
+            raise Refused("unreadable pack", f"push refused: unreadable pack: {e}") from None
+
+    def _apply_pack(self, refs) -> list[tuple[bytes, bytes]]:
+        commands = [Command(*r) for r in refs]
+        with Quarantine(self.repo.object_store) as q:
+            if not all(c.deleting for c in commands):
+                try:
+                    self._receive(q)
+                except Refused as r:
+                    every = dict.fromkeys((c.ref for c in commands), r)
+                    return self._refuse(commands, r.reason.encode(), every)
+            refused = {}
+            for c in commands:
+                try:
+                    if not c.deleting:
+                        q.check_complete(c.new)
+                    self.rules.check(c, q.objects)
+                except Refused as r:
+                    refused[c.ref] = r
+            if not refused:
+                try:
+                    self._pre_receive(commands, q)
+                except Refused as r:
+                    refused = {c.ref: r for c in commands}
+            if refused:
+                return self._refuse(commands, b"ok", refused)
+            q.migrate()
+        failed = self.rules.apply(commands, self.say)
+        for message in dict.fromkeys(r.message for r in failed.values()):
+            self.say(message)
+        return [(b"unpack", b"ok")] + [
+            (c.ref, failed[c.ref].reason.encode() if c.ref in failed else b"ok") for c in commands
+        ]
+
+    def _pre_receive(self, commands: list[Command], q: Quarantine) -> None:
+        control = self.repo.controldir()
+        hook = Path(control) / "hooks" / "pre-receive"
+        if not os.access(hook, os.X_OK):
+            return
+        env = {
+            **os.environ,
+            **self.rules.hook_env(),
+            "GIT_DIR": control,
+            "GIT_OBJECT_DIRECTORY": str(q.path),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": self.repo.object_store.path,
+            "GIT_QUARANTINE_PATH": str(q.path),
+        }
+        proc = subprocess.run(
+            [str(hook)],
+            cwd=control,
+            env=env,
+            input=b"".join(c.line for c in commands),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.say(proc.stdout.decode(errors="replace"))
+        if proc.returncode != 0:
+            raise Refused(
+                "pre-receive hook declined", f"push refused: pre-receive exited {proc.returncode}"
+            )
