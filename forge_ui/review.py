@@ -27,8 +27,17 @@ def diff_base(approvals: Approvals, approval: Approval) -> str | None:
     is undecided, the one deployed when it was proposed once it is decided."""
     if approval.state in (State.PROPOSAL, State.APPROVED):
         return approvals.deployed_commit()
-    proposal = approval.states.get(State.PROPOSAL)  # retention may have pruned it
-    return proposal.trailers.get("Base") if proposal else None
+    proposal = approval.states.get(State.PROPOSAL)
+    if proposal:
+        return proposal.trailers.get("Base")
+    # Retention pruned the proposal with its Base: the deploy before this one ended.
+    ended = (approval.states[approval.state].time, approval.id)
+    before = [
+        (tag.time, i, tag.target)
+        for i, tag in approvals.tags_in(State.DEPLOYED).items()
+        if (tag.time, i) < ended
+    ]
+    return max(before)[2] if before else None
 
 
 def hook_runs(approval: Approval) -> list[hooks.HookRun]:
@@ -49,7 +58,7 @@ def live_view(approval: Approval) -> dict:
 @bp.get("/agents/<name>")
 def agent(name: str):
     approvals = approvals_of(name)
-    every = list(reversed(approvals.all()))
+    every = list(reversed(approvals.all(with_pruned=True)))
     return render_template(
         "review/agent.html",
         name=name,
@@ -63,9 +72,18 @@ def agent(name: str):
 @bp.get("/review/<name>/<int:approval_id>")
 def approval(name: str, approval_id: int):
     approvals = approvals_of(name)
-    a = approvals.get(approval_id)
-    base = diff_base(approvals, a)
+    a = approvals.get(approval_id, with_pruned=True)
     repo = approvals.repo()
+    if a.pruned_on:
+        return render_template(
+            "review/pruned.html",
+            a=a,
+            approval=a,
+            runs=hook_runs(a),
+            commit_kept=a.commit.encode() in repo,
+            title=f"{a.target} (pruned)",
+        )
+    base = diff_base(approvals, a)
     files = render_diff(history.diff(repo, base.encode() if base else None, a.commit.encode()))
     commit = history.commit_info(repo, a.commit.encode())
     return render_template(

@@ -84,9 +84,18 @@ in
     };
 
     retention.failedDays = mkOption {
-      type = types.ints.positive;
+      type = types.ints.unsigned;
       default = 30;
-      description = "Days a failed/<id> tag (and its build log) is kept.";
+      description = ''
+        Days a failed/<id> tag (with its build log) or a denied/<id> tag is kept; 0 keeps
+        them forever. deployed/<id> tags are always kept.
+      '';
+    };
+
+    retention.pruneAt = mkOption {
+      type = types.strMatching "([01][0-9]|2[0-3]):[0-5][0-9]";
+      default = "03:30";
+      description = "When the daemon prunes tags each day (HH:MM, the host's local time).";
     };
 
     source = mkOption {
@@ -171,6 +180,7 @@ in
       environment = {
         HYPERHIVE_HOME = toString cfg.home;
         HYPERHIVE_RETENTION_FAILED_DAYS = toString cfg.retention.failedDays;
+        HYPERHIVE_RETENTION_PRUNE_AT = cfg.retention.pruneAt;
         # What the meta flake is rendered with (docs/nixos.md, "The meta flake").
         HYPERHIVE_SOURCE = "${source}";
         HYPERHIVE_NIXPKGS = "${cfg.nixpkgs}";

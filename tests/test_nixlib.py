@@ -36,6 +36,7 @@ let
     path = tag "path";
     port = tag "port";
     ints.positive = tag "ints.positive";
+    ints.unsigned = tag "ints.unsigned";
     strMatching = re: { name = "strMatching"; inherit re; };
     enum = values: { name = "enum"; inherit values; };
     listOf = t: { name = "listOf"; of = t; };
@@ -391,7 +392,7 @@ def host(cfg: dict, select: str, tmp_path: Path) -> object:
         "port": 8420,
         "runtime": "nixos-container",
         "adminGroup": "hyperhive",
-        "retention": {"failedDays": 30},
+        "retention": {"failedDays": 30, "pruneAt": "03:30"},
         "package": "/nix/store/stub-hyperhive",
         "source": str(src),
         "nixpkgs": "/nix/store/stub-nixpkgs",
@@ -455,6 +456,7 @@ def test_host_unit_runs_hyperhive_up(tmp_path):
     env = svc["environment"]
     assert env["HYPERHIVE_HOME"] == "/var/lib/hyperhive"
     assert env["HYPERHIVE_RETENTION_FAILED_DAYS"] == "30"
+    assert env["HYPERHIVE_RETENTION_PRUNE_AT"] == "03:30"
     assert env["HYPERHIVE_NIXPKGS"] == "/nix/store/stub-nixpkgs"
     assert env["HYPERHIVE_SOURCE"].startswith("/nix/store/")
     assert env["HYPERHIVE_SOURCE"].endswith("-hyperhive-source")

@@ -1,8 +1,10 @@
-"""Approvals of one agent, derived from the tags of `applied/<name>.git` and nothing else."""
+"""Approvals of one agent, derived from the tags of `applied/<name>.git` and nothing else
+(the history views add the meta repo's records of tags that retention removed)."""
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from dulwich.objects import Blob
 from dulwich.repo import Repo
@@ -20,7 +22,7 @@ from hyperhive.gitstore.repos import copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
 from hyperhive.home import Home
 from hyperhive.names import format_target
-from hyperhive.workflow import hooks, notify
+from hyperhive.workflow import hooks, meta, notify
 from hyperhive.workflow.lock import locked, transition_lock
 from hyperhive.workflow.states import (
     COMPETITOR,
@@ -46,6 +48,9 @@ class Approval:
     agent: str
     id: int
     states: dict[State, TagInfo]
+    # Tags retention removed, from the meta repo's prune records (read with_pruned only).
+    pruned: dict[State, meta.PrunedTag] = field(default_factory=dict)
+    commit_subject: str = ""  # the commit's own subject, read when the proposal is pruned
 
     @property
     def target(self) -> str:
@@ -53,29 +58,46 @@ class Approval:
 
     @property
     def state(self) -> State:
-        return current(set(self.states))
+        return current(set(self.states) | set(self.pruned))
 
     @property
     def commit(self) -> str:
-        return next(iter(self.states.values())).target
+        if self.states:
+            return next(iter(self.states.values())).target
+        return next(iter(self.pruned.values())).commit
+
+    @property
+    def subject(self) -> str:
+        proposal = self.states.get(State.PROPOSAL)
+        return proposal.trailers.get("Subject", "") if proposal else self.commit_subject
+
+    @property
+    def pruned_on(self) -> int | None:
+        """When retention removed its last tag; None while any tag is left."""
+        return None if self.states else max(t.pruned for t in self.pruned.values())
 
     def history(self) -> list[tuple[State, TagInfo]]:
         """The states it went through, in state-machine order."""
         return sorted(self.states.items(), key=lambda kv: ORDER.index(kv[0]))
+
+    def pruned_history(self) -> list[tuple[State, meta.PrunedTag]]:
+        """The states whose tags retention removed, in state-machine order."""
+        return sorted(self.pruned.items(), key=lambda kv: ORDER.index(kv[0]))
 
     def describe(self, state: State) -> str:
         tag = self.states[state]
         return f"{state} by {tag.actor} at {when(tag.time)}"
 
     def to_json(self) -> dict:
-        proposal = self.states.get(State.PROPOSAL)
         return {
             "agent": self.agent,
             "id": self.id,
             "target": self.target,
             "commit": self.commit,
             "state": str(self.state),
-            "subject": proposal.trailers.get("Subject", "") if proposal else "",
+            "subject": self.subject,
+            "pruned_on": self.pruned_on,
+            "pruned": [{"state": str(s), **t.to_json()} for s, t in self.pruned_history()],
             "states": [
                 {
                     "state": str(s),
@@ -98,14 +120,17 @@ def history_json(home: Home, name: str) -> dict:
         "agent": name,
         "approvals": [
             {**a.to_json(), "hooks": [vars(r) for r in runs if hooks.concerns(r, a.id)]}
-            for a in Approvals(home, name).all()
+            for a in Approvals(home, name).all(with_pruned=True)
         ],
     }
 
 
-def parse_tag_refs(tag_refs: dict[bytes, bytes]) -> dict[int, dict[State, bytes]]:
+T = TypeVar("T")
+
+
+def parse_tag_refs(tag_refs: Mapping[bytes, T]) -> dict[int, dict[State, T]]:
     """Group `<state>/<id>` tag refs by id; tags outside the state machine are ignored."""
-    by_id: dict[int, dict[State, bytes]] = {}
+    by_id: dict[int, dict[State, T]] = {}
     for name, sha in tag_refs.items():
         state, _, raw_id = name.decode(errors="replace").partition("/")
         if raw_id.isdigit() and state in State.__members__.values():
@@ -131,20 +156,57 @@ class Approvals:
         infos = {s: read_tag(repo, tag_ref(s, approval_id), sha) for s, sha in shas.items()}
         return Approval(self.name, approval_id, infos)
 
-    def get(self, approval_id: int) -> Approval:
+    def get(self, approval_id: int, with_pruned: bool = False) -> Approval:
+        """One approval; `with_pruned` adds what retention removed of it (and finds an
+        approval whose tags are all gone)."""
         repo = self.repo()
         shas = self._tag_shas(repo).get(approval_id)
-        if not shas:
+        found = {approval_id: self._load(repo, approval_id, shas)} if shas else {}
+        if with_pruned:
+            found = self._with_pruned(repo, found, approval_id)
+        if approval_id not in found:
             raise UnknownApproval(f"unknown approval {format_target(self.name, approval_id)}")
-        return self._load(repo, approval_id, shas)
+        return found[approval_id]
 
-    def all(self, pending_only: bool = False) -> list[Approval]:
+    def all(self, pending_only: bool = False, with_pruned: bool = False) -> list[Approval]:
+        """Every approval by id; `with_pruned` (the history views) adds what retention
+        removed, including approvals none of whose tags is left."""
         repo = self.repo()
-        return [
-            self._load(repo, i, shas)
-            for i, shas in sorted(self._tag_shas(repo).items())
+        found = {
+            i: self._load(repo, i, shas)
+            for i, shas in self._tag_shas(repo).items()
             if not pending_only or set(shas) == {State.PROPOSAL}
-        ]
+        }
+        if with_pruned and not pending_only:
+            found = self._with_pruned(repo, found)
+        return [found[i] for i in sorted(found)]
+
+    def _with_pruned(
+        self, repo: Repo, found: dict[int, Approval], only: int | None = None
+    ) -> dict[int, Approval]:
+        """Merge the prune records into `found`. A recorded tag that still exists (a
+        crash kept it from being deleted) is the tag, not a pruned one."""
+        by_id: dict[int, dict[State, meta.PrunedTag]] = {}
+        for tag, pruned in meta.pruned_tags(self.home, self.name).items():
+            for i, states in parse_tag_refs({tag.encode(): pruned}).items():
+                if only is None or i == only:
+                    by_id.setdefault(i, {}).update(states)
+        merged = dict(found)
+        for i, tags in by_id.items():
+            approval = found.get(i) or Approval(self.name, i, {})
+            gone = {s: t for s, t in tags.items() if s not in approval.states}
+            if not gone:
+                continue
+            approval = replace(approval, pruned=gone)
+            subject = ""
+            if State.PROPOSAL not in approval.states:
+                try:
+                    message = repo[approval.commit.encode()].message
+                    subject = message.decode(errors="replace").split("\n", 1)[0]
+                except (KeyError, ValueError, AttributeError):
+                    pass  # the commit itself is gone (a `git gc` after its tags were)
+            merged[i] = replace(approval, commit_subject=subject)
+        return merged
 
     def states(self) -> dict[int, set[State]]:
         """Each id's states, from the ref names alone (no tag object is read)."""

@@ -1,5 +1,6 @@
 """The meta repo: one commit per deploy, pinning every agent's deployed revision."""
 
+import functools
 import json
 import logging
 import os
@@ -7,13 +8,17 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from dulwich.object_store import tree_lookup_path
+from dulwich.object_store import iter_tree_contents, tree_lookup_path
 from dulwich.repo import Repo
+from dulwich.trailers import Trailer, format_trailers, parse_trailers
 
 from hyperhive.gitstore import refs
+from hyperhive.gitstore.history import log as commit_log
 from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import init_bare, open_repo
 from hyperhive.home import Home
@@ -24,6 +29,9 @@ from hyperhive.workflow.lock import locked, transition_lock
 log = logging.getLogger("hyperhive.meta")
 
 MAIN = b"refs/heads/main"
+# The newest prune record; each record names the one before (`Previous-Prune:`), so the
+# records are found without walking every deploy.
+PRUNED_REF = b"refs/hyperhive/pruned"
 PINS_FILE = "hyperhive.json"
 LOCK_TIMEOUT = 300  # seconds: locking fetches each new revision from its applied repo
 ACTOR = "hyperhive"
@@ -210,3 +218,193 @@ def record_destroy(home: Home, name: str) -> bytes:
         )
         refs.cas(repo, MAIN, head, commit)
     return commit
+
+
+# -- prune records -------------------------------------------------------------------------
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class PrunedTag:
+    """A workflow tag that retention removed, as its prune record lists it."""
+
+    agent: str
+    tag: str  # <state>/<id>
+    commit: str  # the config commit it pointed at
+    tagged: int  # when the tag was written
+    pruned: int = 0  # when it was removed: its record's time (0 until recorded)
+    record: str = ""  # that meta commit
+
+    def line(self) -> str:
+        return f"{self.agent} {self.tag} {self.commit} {_iso(self.tagged)}"
+
+    def to_json(self) -> dict:
+        return {
+            "agent": self.agent,
+            "tag": self.tag,
+            "commit": self.commit,
+            "tagged": self.tagged,
+            "pruned": self.pruned,
+            "record": self.record,
+        }
+
+
+def _parse_pruned(value: str, pruned: int, record: str) -> PrunedTag | None:
+    try:
+        agent, tag, commit, tagged = value.split()
+        when = int(datetime.fromisoformat(tagged).timestamp())
+    except ValueError:
+        return None
+    return PrunedTag(agent, tag, commit, when, pruned, record)
+
+
+def record_prune(home: Home, removed: list[PrunedTag], failed_days: int) -> bytes:
+    """Commit one prune record on meta's main (compare-and-swap; the tree is unchanged,
+    so the pins and the flake stay as they are) listing every removed tag, and return it.
+
+    Written BEFORE the tags are deleted: a crash in between leaves a record of tags that
+    still exist (readers ignore those; the next run records them again), never a deleted
+    tag without a record."""
+    repo = open_repo(home.meta_dir)
+    with locked(transition_lock(home.meta_dir)):
+        head = repo.refs[MAIN]
+        previous = refs.read(repo, PRUNED_REF)
+        agents = sorted({t.agent for t in removed})
+        of = ", ".join(agents) if len(agents) <= 3 else f"{len(agents)} agents"
+        trailers = [Trailer("Failed-Days", str(failed_days))]
+        if previous:
+            trailers.append(Trailer("Previous-Prune", previous.decode()))
+        trailers += [Trailer("Pruned", t.line()) for t in removed]
+        message = (
+            f"prune {len(removed)} tags of {of}\n\n"
+            "Removed by retention: the proposal/approved/building tags of approvals\n"
+            f"that ended, failed/denied tags older than {failed_days} days (0: none).\n"
+            "Each Pruned line: agent, tag, the commit it pointed at, when it was written.\n\n"
+        ) + format_trailers(trailers).decode()
+        files = {
+            e.path.decode(): repo[e.sha].data
+            for e in iter_tree_contents(repo.object_store, repo[head].tree)
+        }
+        commit = write_commit(repo, files, message, ACTOR, [head])
+        refs.cas(repo, MAIN, head, commit)
+        refs.cas(repo, PRUNED_REF, previous, commit)
+    return commit
+
+
+@dataclass(frozen=True)
+class PruneRecord:
+    commit: str
+    time: int
+    failed_days: int | None
+    tags: tuple[PrunedTag, ...]
+
+
+def _record(commit: str, when: int, message: bytes) -> tuple[PruneRecord, str | None]:
+    """A prune commit's record and the previous record it names."""
+    tags, failed_days, previous = [], None, None
+    for t in parse_trailers(message)[1]:
+        if t.key == "Pruned":
+            if (tag := _parse_pruned(t.value, when, commit)) is not None:
+                tags.append(tag)
+            else:
+                log.warning("meta %s: unreadable Pruned line %r", commit[:12], t.value)
+        elif t.key == "Failed-Days" and t.value.isdigit():
+            failed_days = int(t.value)
+        elif t.key == "Previous-Prune":
+            previous = t.value
+    return PruneRecord(commit, when, failed_days, tuple(tags)), previous
+
+
+@functools.lru_cache(maxsize=8)
+def _records(meta_dir: str, head: bytes) -> tuple[PruneRecord, ...]:
+    """The chain of records from `head`: parsed once per new record, not per page view."""
+    found: list[PruneRecord] = []
+    with open_repo(Path(meta_dir)) as repo:
+        sha: str | None = head.decode()
+        while sha:
+            try:
+                c = repo[sha.encode()]
+            except (KeyError, ValueError):
+                log.warning("meta: prune record %s is missing; older records are skipped", sha)
+                break
+            record, sha = _record(c.id.decode(), c.commit_time, c.message)
+            found.append(record)
+    return tuple(found)
+
+
+def prune_records(home: Home) -> tuple[PruneRecord, ...]:
+    """Every prune record, newest first."""
+    with open_repo(home.meta_dir) as repo:
+        head = refs.read(repo, PRUNED_REF)
+    return _records(str(home.meta_dir), head) if head else ()
+
+
+@functools.lru_cache(maxsize=8)
+def _by_agent(meta_dir: str, head: bytes) -> dict[str, dict[str, PrunedTag]]:
+    found: dict[str, dict[str, PrunedTag]] = {}
+    for record in _records(meta_dir, head):  # newest first: the newest record wins
+        for t in record.tags:
+            found.setdefault(t.agent, {}).setdefault(t.tag, t)
+    return found
+
+
+def pruned_tags(home: Home, name: str) -> dict[str, PrunedTag]:
+    """The tags of `name` that prune records list, by `<state>/<id>`. The newest record
+    wins: an older one may list a tag whose deletion a crash prevented."""
+    with open_repo(home.meta_dir) as repo:
+        head = refs.read(repo, PRUNED_REF)
+    return dict(_by_agent(str(home.meta_dir), head).get(name, {})) if head else {}
+
+
+# -- the meta log --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetaEntry:
+    """One meta commit as `hyperhive meta log` shows it."""
+
+    commit: str
+    time: int
+    kind: str  # init, deploy, destroy, prune or other
+    subject: str
+    trailers: dict[str, str] = field(default_factory=dict)
+    pruned: tuple[PrunedTag, ...] = ()
+
+    def to_json(self) -> dict:
+        data: dict = {
+            "commit": self.commit,
+            "time": self.time,
+            "kind": self.kind,
+            "subject": self.subject,
+        }
+        if self.kind in ("deploy", "destroy"):
+            data["agent"] = self.trailers.get("Agent")
+        if self.kind == "deploy":
+            approval = self.trailers.get("Approval", "")
+            data["approval"] = int(approval) if approval.isdigit() else None
+            data["revision"] = self.trailers.get("Revision")
+        if self.kind == "prune":
+            data["removed"] = [
+                {k: v for k, v in t.to_json().items() if k not in ("pruned", "record")}
+                for t in self.pruned
+            ]
+        return data
+
+
+KINDS = ("init", "deploy", "destroy", "prune")
+
+
+def log_entries(home: Home) -> Iterator[MetaEntry]:
+    """Meta's main, newest first: deploys, destroys and prune records."""
+    with open_repo(home.require().meta_dir) as repo:
+        for c in commit_log(repo, repo.refs[MAIN]):
+            word = c.subject.split(" ", 1)[0]
+            kind = word if word in KINDS else "other"
+            trailers = {
+                t.key: t.value for t in parse_trailers(c.message.encode())[1] if t.key != "Pruned"
+            }
+            pruned = _record(c.sha, c.time, c.message.encode())[0].tags if kind == "prune" else ()
+            yield MetaEntry(c.sha, c.time, kind, c.subject, trailers, pruned)
