@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench vendor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/transitions.py
+
+# Re-fetch the pinned front-end packages (xterm.js, uPlot) into forge_ui/static/vendor/
+# with npm; the result is committed, so nothing else needs npm.
+vendor: $(STAMP)
+	$(BIN)/python -m forge_ui.vendor
 
 clean:
 	rm -rf $(VENV) build *.egg-info

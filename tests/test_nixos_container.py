@@ -537,7 +537,7 @@ def read_until(fd: int, text: bytes, timeout: float = 10.0) -> bytes:
 def test_shell_is_root_login_on_a_pty(home: Home, fake: Fake):
     shell = make_runtime(home, fake, Recorder()).shell(NAME)
     try:
-        assert shell.process.args == ["nixos-container", "root-login", CONTAINER]
+        assert shell.argv == ["nixos-container", "root-login", CONTAINER]
         assert b"tty: /dev/pts/" in read_until(shell.master, b"\n")
         shell.resize(40, 120)
         os.write(shell.master, b"hello\n")

@@ -1,0 +1,108 @@
+"""The agent page's terminal in a real browser: headless Chromium (Playwright) against
+`hyperhive up` as a real process, the session from the login page (test_browser's
+fixtures: their own daemon and browser for this module)."""
+
+import re
+from pathlib import Path
+
+from test_browser import browser, daemon, session_state, shots, web  # noqa: F401
+from test_daemon import wait_for
+from test_terminal import alive
+
+TIMEOUT_MS = 15_000
+
+
+def screen(page) -> str:
+    """What the terminal shows, row by row (from xterm.js's buffer, as drawn)."""
+    return page.evaluate(
+        """() => {
+          const b = window.hiveTerminal.buffer.active;
+          const rows = [];
+          for (let i = 0; i < b.length; i++) rows.push(b.getLine(i).translateToString(true));
+          return rows.join("\\n");
+        }"""
+    )
+
+
+def wait_screen(page, pattern: str) -> re.Match:
+    found = {}
+
+    def seen():
+        found["m"] = re.search(pattern, screen(page), re.M)
+        return found["m"]
+
+    wait_for(seen, timeout=TIMEOUT_MS / 1000, what=f"{pattern!r} on the terminal")
+    return found["m"]
+
+
+def type_line(page, text: str) -> None:
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def stty_size(page, mark: str) -> tuple[int, int]:
+    type_line(page, f'echo "{mark}=$(stty size);"')
+    # The typed line shows `$(`, not digits; the `;` says the line is complete.
+    m = wait_screen(page, rf"^{mark}=(\d+) (\d+);$")
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_terminal_runs_commands_follows_resizes_and_hangs_up_on_close(web, daemon):  # noqa: F811
+    page = web.open("/agents/manager")
+    page.click("button:has-text('Open terminal')")
+    page.wait_for_selector(".terminal-status.on")
+    page.wait_for_selector(".xterm-helper-textarea")
+    type_line(page, "echo $((6*7))")
+    wait_screen(page, r"^42$")
+    type_line(page, 'echo "PID=$$;"')
+    pid = int(wait_screen(page, r"^PID=(\d+);$").group(1))
+    assert alive(pid)
+    # Colours and UTF-8 reach the screen: a red, accented word.
+    type_line(page, r"printf '\033[31mcaf\303\251\033[0m\n'")
+    wait_screen(page, r"^café$")
+    red = page.evaluate(
+        """() => {
+          const b = window.hiveTerminal.buffer.active;
+          for (let i = 0; i < b.length; i++) {
+            const line = b.getLine(i);
+            if (line.translateToString(true) === "café") return line.getCell(0).getFgColor();
+          }
+          return null;
+        }"""
+    )
+    assert red == 1  # palette colour 1: red
+
+    before = stty_size(page, "A")
+    page.set_viewport_size({"width": 800, "height": 500})
+    wait_for(
+        lambda: (
+            page.evaluate("[window.hiveTerminal.rows, window.hiveTerminal.cols]") != list(before)
+        ),
+        timeout=TIMEOUT_MS / 1000,
+        what="the terminal to refit",
+    )
+    after = stty_size(page, "B")
+    assert after != before
+    assert list(after) == page.evaluate("[window.hiveTerminal.rows, window.hiveTerminal.cols]")
+    assert after[0] < before[0] and after[1] < before[1]
+
+    page.close()
+    wait_for(lambda: not alive(pid), what="the shell to end when its page closed")
+
+
+def test_closing_the_terminal_then_opening_a_new_one(web, daemon, shots: Path):  # noqa: F811
+    page = web.open("/agents/manager")
+    page.click("button:has-text('Open terminal')")
+    page.wait_for_selector(".terminal-status.on")
+    type_line(page, 'echo "PID=$$;"')
+    first = int(wait_screen(page, r"^PID=(\d+);$").group(1))
+    page.click("button:has-text('Close')")
+    page.wait_for_selector(".terminal-status:has-text('closed')")
+    wait_for(lambda: not alive(first), what="the first shell to end")
+    page.click("button:has-text('Open a new terminal')")
+    page.wait_for_selector(".terminal-status.on")
+    type_line(page, r"printf '\033[1;32mgreen\033[0m \342\224\200\342\224\200 ok\n'")
+    wait_screen(page, r"^green ── ok$")
+    type_line(page, "exit 3")
+    page.wait_for_selector(".terminal-status:has-text('the shell exited (status 3)')")
+    page.screenshot(path=str(shots / "terminal.png"))
