@@ -9,7 +9,19 @@ from hyperhive.hive import Hive
 
 
 def create_app(hive: Hive) -> Flask:
-    from forge_ui import api, auth, browse, dashboard, errors, filters, live, review, spawn_views
+    from forge_ui import (
+        api,
+        auth,
+        browse,
+        dashboard,
+        errors,
+        filters,
+        git_http,
+        live,
+        review,
+        spawn_views,
+        terminal,
+    )
 
     app = Flask(__name__)
     app.config.update(
@@ -28,8 +40,9 @@ def create_app(hive: Hive) -> Flask:
     errors.init_app(app)
     filters.init_app(app)
     live.sock.init_app(app)
-    for module in (auth, dashboard, review, browse, api, live, spawn_views):
+    for module in (auth, dashboard, review, browse, api, live, spawn_views, terminal):
         app.register_blueprint(module.bp)
+    app.wsgi_app = git_http.GitMount(app.wsgi_app, hive)  # /git/: the git remote
     return app
 
 

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, g, jsonify, request
 
-from forge_ui import hive, state
+from forge_ui import charts, hive, state
 from hyperhive.errors import BadInput
 from hyperhive.workflow.approvals import Approvals, history_json
 
@@ -17,6 +17,12 @@ def get_state():
 @bp.get("/agents/<name>/history")
 def agent_history(name: str):
     return jsonify(history_json(hive().home, name))
+
+
+@bp.get("/stats")
+def stats():
+    """?agent=NAME (empty: hive-wide)&since=UNIX_TIME&keys=a,b — see forge_ui/charts.py."""
+    return jsonify(charts.payload(hive(), request.args))
 
 
 def json_body() -> dict:

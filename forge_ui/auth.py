@@ -1,4 +1,5 @@
-"""Operator auth: a session from the login page, or a bearer token for the JSON API.
+"""Operator auth: a session from the login page, or a bearer token for the JSON API; and
+who a git client is (`git_identity`: the operator's or an agent's token, for /git/).
 
 Every route but the login page and static files needs one. Session requests that change
 state need the CSRF token (flask-wtf); nothing changes state over GET.
@@ -20,9 +21,11 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.wrappers import Request
 
 from forge_ui import hive
-from hyperhive import operator
+from hyperhive import operator, tokens
+from hyperhive.home import Home
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -55,6 +58,22 @@ def guard():
     if request.method not in SAFE_METHODS:
         csrf.protect()
     return None
+
+
+def git_identity(home: Home, environ: dict) -> str | None:
+    """Who a git client is (`operator`, an agent, or None): HTTP basic with a token as the
+    password and any user name — what git sends for `http://x:TOKEN@host/…` or a
+    credential helper — or `Authorization: Bearer TOKEN` (`http.extraHeader`)."""
+    auth = Request(environ).authorization
+    if auth is None:
+        return None
+    if auth.type == "bearer":
+        secret = auth.token
+    elif auth.type == "basic":
+        secret = auth.password or auth.username  # a token given as the user name alone
+    else:
+        return None
+    return tokens.identify(home, secret or "")
 
 
 def init_app(app: Flask) -> None:

@@ -12,7 +12,7 @@ import time
 from flask import Blueprint, request
 from flask_sock import Sock
 
-from forge_ui import dashboard, hive, review, state
+from forge_ui import charts, dashboard, hive, review, state
 from hyperhive.workflow.states import TERMINAL, State
 
 bp = Blueprint("live", __name__)
@@ -24,6 +24,7 @@ shutting_down = threading.Event()
 TICK = 1.0  # seconds between checks of the source of truth
 REFRESH = 30.0  # the dashboard re-renders this often anyway, so ages stay right
 DEBOUNCE = 0.1  # a burst of events (a deploy writes several tags) renders once
+STATS_DEBOUNCE = 1.0  # a busy agent's charts redraw at most about once a second
 LOG_CHUNK = 64 * 1024
 CLOSE_WAIT = 10.0
 
@@ -57,13 +58,39 @@ def dashboard_ws(ws):
             last, refreshed = sections, time.monotonic()
 
 
+@bp.before_request
+def check_stats_query():
+    """A bad chart query is refused before the handshake, as a 400/404 the client sees."""
+    if request.endpoint == "live.stats":
+        charts.parse(hive(), request.args, time.time())
+
+
+@sock.route("/ws/stats", bp=bp, endpoint="stats")
+def stats_ws(ws):
+    """`?agent=NAME&window=SECONDS[&keys=…]`: the JSON of GET /api/stats for the last
+    `window` seconds, sent at once, when the agent's (or the hive-wide) rows change, and
+    every REFRESH seconds anyway, so ages move and a lost event only delays an update."""
+    agent = request.args.get("agent")
+    with hive().bus.subscribe("stats") as sub:
+        while ws.connected and not shutting_down.is_set():
+            send(ws, charts.payload(hive(), request.args))
+            deadline = time.monotonic() + REFRESH
+            while (left := deadline - time.monotonic()) > 0 and ws.connected:
+                if shutting_down.is_set():
+                    return
+                event = sub.get(timeout=min(left, TICK))
+                if event is not None and event[1].get("agent") in (agent, ""):
+                    drain(sub, STATS_DEBOUNCE)
+                    break
+
+
 @sock.route("/ws/approval/<name>/<int:approval_id>", bp=bp, endpoint="approval")
 def approval_ws(ws, name: str, approval_id: int):
     approvals = review.approvals_of(name)
     with hive().bus.subscribe("state") as sub:
         last = None
         while ws.connected and not shutting_down.is_set():
-            view = review.live_view(approvals.get(approval_id))
+            view = review.live_view(approvals.get(approval_id, with_pruned=True))
             if view != last:
                 send(ws, view)
                 last = view

@@ -7,6 +7,7 @@ its cause and logged, never shown as an empty list that would hide the failure.
 import logging
 from collections.abc import Callable
 
+from forge_ui import charts
 from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
@@ -83,6 +84,7 @@ def kept(hive: Hive) -> list[dict]:
 # name -> loader; later issues add sections here (and a template in templates/dash/).
 SECTIONS: dict[str, Callable[[Hive], object]] = {
     "agents": agents,
+    "activity": charts.activity,
     "approvals": pending,
     "recent": recent,
     "questions": open_questions,

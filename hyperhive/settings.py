@@ -37,6 +37,17 @@ class Telemetry:
     def check(self) -> None:
         for f in dataclasses.fields(self):
             _at_least(f"telemetry.{f.name}", getattr(self, f.name), 1)
+        # Each level must outlive the one it is rolled up from, or data skips a level.
+        if self.minute_days * 24 < self.raw_hours:
+            raise BadInput(
+                f"telemetry.minute_days ({self.minute_days} d) must cover "
+                f"telemetry.raw_hours ({self.raw_hours} h)"
+            )
+        if self.hour_days < self.minute_days:
+            raise BadInput(
+                f"telemetry.hour_days ({self.hour_days}) must be at least "
+                f"telemetry.minute_days ({self.minute_days})"
+            )
 
 
 @dataclass(frozen=True)

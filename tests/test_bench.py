@@ -74,3 +74,24 @@ def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference
     assert "p50" in out and "p99" in out
     assert "ratio of medians, sleep-poll / long-poll" in out
     assert "messages/second: send" in out
+
+
+def test_stats_quick_run_prints_ingest_query_and_size_beside_the_naive_table():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.parent / "stats.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = proc.stdout
+    rows = [r for r in out.splitlines() if r.startswith("  ours") or r.startswith("  ref")]
+    labels = ["record 1 h of turns", "naive INSERT of the same", "Stats.record_turn"]
+    labels += ["the agent's keys, then its buckets", "NOT INDEXED", "naive table: full scan"]
+    for label in labels:
+        found = [r for r in rows if label in r]
+        assert found, f"no row with {label!r} in:\n{out}"
+        assert all(" ms" in r or " s " in r for r in found), found
+    assert "all sides aggregate" in out and "to the same counts and sums" in out
+    assert "rows (raw " in out and "minute " in out and "hour " in out  # all three levels
+    assert out.count("ratio of medians") == 2

@@ -46,6 +46,36 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX stats_series ON stats (agent, key, ts)",
         "CREATE INDEX stats_agent_time ON stats (agent, ts)",
     ],
+    [
+        # Telemetry roll-up (broker/stats.py): a row is a bucket of `span` seconds (0 = one
+        # raw sample) holding n samples, their sum in `value`, their min/max (NULL = value).
+        "ALTER TABLE stats ADD COLUMN span INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE stats ADD COLUMN n INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE stats ADD COLUMN lo REAL",
+        "ALTER TABLE stats ADD COLUMN hi REAL",
+        "CREATE INDEX stats_level ON stats (span, ts)",
+        # Reads go by (agent, key, ts), an agent's keys found by skipping through it.
+        "DROP INDEX stats_agent_time",
+        # Stuck-agent episodes (daemon/sampler.py): one row while an agent is stuck.
+        """CREATE TABLE stuck (
+            agent TEXT PRIMARY KEY,
+            since REAL NOT NULL,
+            inbox INTEGER NOT NULL,
+            last_turn REAL
+        )""",
+    ],
+    [
+        # Agents' tokens for the git remote (hyperhive/tokens.py): only a SHA-256 digest.
+        """CREATE TABLE tokens (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent TEXT NOT NULL,
+            digest TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            revoked_at REAL,
+            revoked_by TEXT
+        )""",
+    ],
 ]
 
 

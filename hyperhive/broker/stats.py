@@ -1,21 +1,37 @@
-"""Telemetry rows in `hive.db`: `stats (agent, ts, key, value)`.
+"""Telemetry rows in `hive.db`: `stats (agent, ts, key, value, span, n, lo, hi)`.
 
 The harness reports every turn (`turn_report` on its agent socket); `turn_rows` checks
-the report and turns it into rows, one per series, all at the turn's end time. Hive-wide
-series use the agent `""`. Counts per class (tools, recipients) become one key each
-(`tool.<name>`, `sent.<class>`), so every series is a plain number over time.
+the report and turns it into rows, one per series, all at the turn's end time. The
+daemon's sampler adds hive-wide series under the agent `""`. Counts per class (tools,
+recipients) become one key each (`tool.<name>`, `sent.<class>`), so every series is a plain
+number over time.
+
+A row is a bucket: `span` seconds from `ts` (0 for a raw sample) holding `n` samples whose
+sum is `value` and whose min/max are `lo`/`hi` (NULL on a raw row: the value itself).
+`rollup` merges raw rows into minute rows and minute rows into hour rows, so every sum,
+count, min and max over whole buckets is the same before and after, and drops hour rows
+past their retention. Readers aggregate with `sum(n)`, `sum(value)`, `min(coalesce(lo,
+value))`, `max(coalesce(hi, value))` and never need to know a row's level.
 """
 
 import math
 import time
+from collections.abc import Iterable
+from contextlib import closing
 
 from hyperhive.broker.db import connect, migrate
 from hyperhive.errors import BadInput
 from hyperhive.home import Home
+from hyperhive.settings import Telemetry
+from hyperhive.workflow import notify
 
 EXIT_CLASSES = ("ok", "compact-retry", "failure")
 RECIPIENT_CLASSES = ("peer", "operator", "manager", "system")
 MAX_TOOL_NAME = 200
+MINUTE, HOUR, DAY = 60, 3600, 86400
+# A roll-up transaction covers at most this much time, so a backlog (a daemon that was
+# down for days) never holds the write lock long enough to stall a turn report.
+ROLLUP_CHUNK = 6 * HOUR
 
 
 def _number(report: dict, key: str) -> float:
@@ -67,21 +83,29 @@ def turn_rows(report: dict) -> list[tuple[str, float]]:
     return rows
 
 
+def _floor(ts: float, step: int) -> int:
+    return int(ts // step) * step
+
+
 class Stats:
     def __init__(self, home: Home):
         self.home = home
         migrate(home)
 
+    # -- writing -----------------------------------------------------------------------
+
     def record(self, agent: str, rows: list[tuple[str, float]], ts: float | None = None) -> None:
         """Store rows for one moment in one transaction."""
         at = time.time() if ts is None else ts
+        self.record_many([(agent, at, key, value) for key, value in rows])
+        notify.stats_recorded(agent)
+
+    def record_many(self, rows: Iterable[tuple[str, float, str, float]]) -> None:
+        """Store raw `(agent, ts, key, value)` rows in one transaction (no event)."""
         conn = connect(self.home)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT INTO stats (agent, ts, key, value) VALUES (?, ?, ?, ?)",
-                [(agent, at, key, value) for key, value in rows],
-            )
+            conn.executemany("INSERT INTO stats (agent, ts, key, value) VALUES (?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -91,3 +115,133 @@ class Stats:
         rows = turn_rows(report)
         self.record(agent, rows, ts)
         return len(rows)
+
+    # -- roll-up -----------------------------------------------------------------------
+
+    def rollup(self, settings: Telemetry, now: float | None = None) -> dict[str, int]:
+        """Raw rows older than `raw_hours` become minute rows, minute rows older than
+        `minute_days` hour rows; hour rows older than `hour_days` are deleted. Cut-offs
+        fall on bucket edges, so a bucket is merged whole; each chunk is one transaction
+        (its INSERT and DELETE see the same rows), so a crash or a second run at once
+        never counts a sample twice or loses one. The rows changed per step."""
+        now = time.time() if now is None else now
+        conn = connect(self.home)
+        try:
+            return {
+                "minute": self._merge(
+                    conn, 0, MINUTE, _floor(now - settings.raw_hours * HOUR, MINUTE)
+                ),
+                "hour": self._merge(
+                    conn, MINUTE, HOUR, _floor(now - settings.minute_days * DAY, HOUR)
+                ),
+                "dropped": self._drop(conn, HOUR, _floor(now - settings.hour_days * DAY, HOUR)),
+            }
+        finally:
+            conn.close()
+
+    # The roll-up reads rows by level and age. INDEXED BY: with statistics the planner may
+    # otherwise prefer a skip-scan of stats_series; and a missing index fails loudly.
+    OLDEST = "SELECT min(ts) FROM stats INDEXED BY stats_level WHERE span = :source AND ts < :end"
+    MERGE = (
+        "INSERT INTO stats (agent, ts, key, value, span, n, lo, hi) "
+        "SELECT agent, CAST(ts / :span AS INTEGER) * :span AS bucket, key, sum(value), :span, "
+        "sum(n), min(coalesce(lo, value)), max(coalesce(hi, value)) "
+        "FROM stats INDEXED BY stats_level WHERE span = :source AND ts < :end "
+        "GROUP BY agent, key, bucket"
+    )
+    DELETE = "DELETE FROM stats INDEXED BY stats_level WHERE span = :source AND ts < :end"
+
+    def _merge(self, conn, source: int, span: int, cutoff: int) -> int:
+        merged = 0
+        while True:
+            oldest = conn.execute(self.OLDEST, {"source": source, "end": cutoff}).fetchone()[0]
+            if oldest is None:
+                return merged
+            step = {
+                "source": source,
+                "span": span,
+                "end": min(cutoff, _floor(oldest, span) + ROLLUP_CHUNK),
+            }
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(self.MERGE, step)
+                merged += conn.execute(self.DELETE, step).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _drop(self, conn, span: int, cutoff: int) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            dropped = conn.execute(self.DELETE, {"source": span, "end": cutoff}).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return dropped
+
+    # -- reading -----------------------------------------------------------------------
+
+    # An agent's keys, one index seek each (a skip-scan of stats_series).
+    KEYS = (
+        "WITH RECURSIVE k(key) AS ("
+        "SELECT (SELECT min(key) FROM stats WHERE agent = :agent) UNION ALL "
+        "SELECT (SELECT min(key) FROM stats WHERE agent = :agent AND key > k.key) "
+        "FROM k WHERE k.key IS NOT NULL"
+        ") SELECT key FROM k WHERE key IS NOT NULL"
+    )
+    BUCKETS = (
+        "SELECT key, CAST(ts / :step AS INTEGER) * :step AS bucket, sum(n) AS n, "
+        "sum(value) AS total, min(coalesce(lo, value)) AS lo, max(coalesce(hi, value)) AS hi "
+        "FROM stats WHERE agent = :agent AND key IN ({keys}) AND ts >= :since AND ts <= :until "
+        "GROUP BY key, bucket"
+    )
+    SAMPLES = (
+        "SELECT ts, span, n, value FROM stats "
+        "WHERE agent = :agent AND key = :key AND ts >= :since AND ts <= :until ORDER BY ts"
+    )
+    LATEST = (
+        "SELECT ts, span, n, value, coalesce(hi, value) AS hi FROM stats "
+        "WHERE agent = :agent AND key = :key AND ts < :before ORDER BY ts DESC LIMIT 1"
+    )
+
+    @classmethod
+    def buckets_sql(cls, keys: list[str]) -> str:
+        return cls.BUCKETS.format(keys=", ".join(f":k{i}" for i in range(len(keys))))
+
+    def keys(self, agent: str) -> list[str]:
+        """Every key `agent` has rows of, sorted."""
+        with self.reading() as conn:
+            return [r[0] for r in conn.execute(self.KEYS, {"agent": agent})]
+
+    def buckets(
+        self, agent: str, since: float, until: float, step: int, keys: list[str]
+    ) -> list[dict]:
+        """Per key and `step`-aligned bucket from `since` to `until`: n, total, lo, hi (one
+        index range of stats_series per key)."""
+        if not keys:
+            return []
+        params = {"agent": agent, "since": since, "until": until, "step": step}
+        params.update({f"k{i}": k for i, k in enumerate(keys)})
+        with self.reading() as conn:
+            return [dict(r) for r in conn.execute(self.buckets_sql(keys), params)]
+
+    def samples(self, agent: str, key: str, since: float, until: float) -> list[dict]:
+        """One key's rows from `since` to `until`, oldest first (for percentiles)."""
+        params = {"agent": agent, "key": key, "since": since, "until": until}
+        with self.reading() as conn:
+            rows = conn.execute(self.SAMPLES, params)
+            return [dict(r) for r in rows]
+
+    def latest(self, agent: str, key: str, before: float = math.inf) -> dict | None:
+        """The newest row of one key before a time, or None."""
+        with self.reading() as conn:
+            row = conn.execute(
+                self.LATEST, {"agent": agent, "key": key, "before": before}
+            ).fetchone()
+            return dict(row) if row else None
+
+    def reading(self) -> closing:
+        """A connection closed after the `with` block (autocommit: a statement each)."""
+        return closing(connect(self.home))

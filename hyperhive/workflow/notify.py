@@ -46,3 +46,10 @@ def build_line(name: str, approval_id: int, line: str) -> None:
     through their log file)."""
     if _publish is not None:
         _publish(f"log:{name}:{approval_id}", line)
+
+
+def stats_recorded(agent: str) -> None:
+    """Telemetry rows were written for `agent` ("" = hive-wide): charts redraw. Only the
+    daemon records telemetry, so there is no other process to tell."""
+    if _publish is not None:
+        _publish("stats", {"agent": agent})
