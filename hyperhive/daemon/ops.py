@@ -5,8 +5,9 @@ from collections.abc import Callable
 
 from hyperhive.broker import questions
 from hyperhive.broker.messages import MANAGER, OPERATOR, Broker
+from hyperhive.broker.stats import Stats
 from hyperhive.daemon.worker import BuildWorker
-from hyperhive.errors import HiveError
+from hyperhive.errors import BadInput, HiveError
 from hyperhive.hive import Hive
 from hyperhive.names import check_agent_name
 from hyperhive.workflow import notify
@@ -24,6 +25,10 @@ MANAGER_TOOLS = [
     "approvals",
     "agent_history",
 ]
+# Ops of the harness (hyperhive/harness/), not MCP tools: `whoami` does not list them and
+# `hyperhive mcp` does not serve them. Any process on the agent's socket may call them;
+# a forged turn report only misstates the agent's own telemetry.
+HARNESS_OPS = ["turn_report"]
 
 Handler = Callable[[dict], dict]
 
@@ -46,6 +51,7 @@ def _str(request: dict, key: str) -> str:
 class Ops:
     def __init__(self, hive: Hive, broker: Broker, worker: BuildWorker):
         self.hive, self.broker, self.worker = hive, broker, worker
+        self.stats = Stats(hive.home)
 
     def policy(self, name: str) -> dict:
         from hyperhive.runtime.policy import deployed_policy
@@ -57,6 +63,8 @@ class Ops:
     def for_agent(self, name: str) -> Handler:
         def handle(request: dict) -> dict:
             op = request.get("op")
+            if op in HARNESS_OPS:
+                return getattr(self, f"op_{op}")(name, request)
             if op not in MANAGER_TOOLS:
                 raise HiveError(f"unknown op {op!r}")
             if op not in tools(name):
@@ -78,6 +86,16 @@ class Ops:
 
     def op_recv(self, name: str, request: dict) -> dict:
         return {"messages": self.broker.recv(name, request.get("wait_seconds"))}
+
+    def op_turn_report(self, name: str, request: dict) -> dict:
+        """Store one turn's telemetry (broker/stats.py). The inbox depth is the broker's,
+        counted now: what still waits after the turn."""
+        report = request.get("report")
+        if not isinstance(report, dict):
+            raise BadInput("turn_report needs the turn's `report` object")
+        depth, _ = self.broker.waiting([name])[name]
+        rows = self.stats.record_turn(name, {**report, "inbox_depth": depth})
+        return {"rows": rows}
 
     def op_list_peers(self, name: str, request: dict) -> dict:
         peers = [

@@ -1,0 +1,449 @@
+"""The turn loop: wait for messages, run one `claude` turn per batch, report it, repeat.
+
+- `recv` long-polls the agent's socket. The messages it returns are written to
+  `<state>/.hyperhive/inflight.json` before the turn and cleared after it, so a harness
+  stopped or killed mid-turn hands them to the next turn after its restart. A batch whose
+  turn failed is handed again with the next turn (or after `retry_seconds`), at most
+  `MAX_ATTEMPTS` turns in all; then it is given up, with an error in the log.
+- A turn: `claude -p --output-format stream-json --verbose --mcp-config <file>
+  --strict-mcp-config --allowedTools … --append-system-prompt <prompt + notes>
+  [--model M] [--resume SESSION]`, the prompt on stdin (a batch may be larger than one
+  argument may be). The session id is kept in `<state>/.hyperhive/session`, so each turn
+  continues the conversation.
+- A run that fails because the context is full is retried once after compaction (`/compact`
+  on the session; if that fails, a fresh session): exit class `compact-retry` when the
+  retry succeeds. A session claude no longer knows is forgotten and the turn rerun fresh.
+  Any other failure is class `failure` with claude's exit code; the loop goes on.
+- After every turn: a `turn_report` to the daemon (telemetry), then notes compaction
+  when `notes.md` is over the threshold (notes.py).
+"""
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperhive.daemon import hostsock
+from hyperhive.errors import HiveError
+from hyperhive.harness import notes
+from hyperhive.harness.claude_config import allowed_tools, load_extras, render_claude_config
+from hyperhive.harness.events import Run, party_class, short
+from hyperhive.harness.prompt import system_prompt, turn_prompt
+
+log = logging.getLogger("hyperhive.harness")
+
+MAX_ATTEMPTS = 3  # turns a message is handed to before it is given up
+RECV_MARGIN = 30.0  # a recv's socket read outlasts its wait by this much
+CALL_TIMEOUT = 30.0
+MAX_BACKOFF = 30.0  # seconds between tries to reach a daemon that does not answer
+COMPACT_PROMPT = "/compact"
+EXIT_CANNOT_RUN = 127  # the exit code reported when claude could not be started
+
+
+class Stop(Exception):
+    """SIGTERM or SIGINT: leave the loop (a running claude is stopped first)."""
+
+
+class PolicyUnreadable(HiveError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    socket: Path = Path("/run/hyperhive/agent.sock")
+    state: Path = Path("/state")
+    etc: Path = Path("/etc/hyperhive")
+    claude: str = "claude"
+    notes_compact_bytes: int = notes.DEFAULT_COMPACT_BYTES
+    poll_seconds: float = 60.0  # one recv waits this long for a message
+    retry_seconds: float = 30.0  # a failed batch is retried after this, if nothing comes
+    turn_timeout: float = 3600.0  # a claude run is killed after this
+    exit_with_parent: bool = False  # the local runtime's harness ends with its daemon
+
+
+@dataclass
+class Turn:
+    """What one turn came to: the report's makings."""
+
+    exit: str = "ok"
+    exit_code: int | None = None
+    tools: Counter | None = None
+    sent: Counter | None = None
+    received: Counter | None = None
+    cost: float | None = None
+
+    def add(self, run: Run) -> None:
+        self.tools.update(run.tools)
+        self.sent.update(run.sent)
+        self.received.update(run.received)
+        if (cost := run.cost()) is not None:
+            self.cost = (self.cost or 0.0) + cost
+
+
+class Harness:
+    def __init__(self, config: Config):
+        self.c = config
+        self.dir = config.state / ".hyperhive"
+        self.notes_path = config.state / notes.NOTES_FILE
+        self.me: dict = {}
+        self.proc: subprocess.Popen | None = None
+
+    # -- the daemon ---------------------------------------------------------------------
+
+    def call(self, request: dict, timeout: float = CALL_TIMEOUT) -> dict:
+        return hostsock.call(self.c.socket, request, timeout=timeout)
+
+    def connect(self) -> dict:
+        """`whoami`, tried until the daemon answers (it may start after the harness)."""
+        delay = 1.0
+        while True:
+            try:
+                self.me = self.call({"op": "whoami"})
+                return self.me
+            except (hostsock.DaemonUnavailable, HiveError, OSError, ValueError) as e:
+                log.warning(
+                    "no answer to whoami on %s (%s); retrying in %.0f s", self.c.socket, e, delay
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def recv(self, wait: float) -> list[dict]:
+        reply = self.call({"op": "recv", "wait_seconds": wait}, timeout=wait + RECV_MARGIN)
+        messages = reply.get("messages")
+        return messages if isinstance(messages, list) else []
+
+    def report(self, report: dict) -> None:
+        try:
+            self.call({"op": "turn_report", "report": report})
+        except (hostsock.DaemonUnavailable, HiveError, OSError, ValueError) as e:
+            log.warning("turn report not stored: %s", e)
+
+    # -- state kept across restarts -------------------------------------------------------
+
+    def _write(self, name: str, text: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f"{name}.new"
+        tmp.write_text(text)
+        os.replace(tmp, self.dir / name)
+
+    def session(self) -> str | None:
+        with contextlib.suppress(FileNotFoundError):
+            return (self.dir / "session").read_text().strip() or None
+        return None
+
+    def save_session(self, session_id: str | None) -> None:
+        if session_id and session_id != self.session():
+            self._write("session", session_id + "\n")
+
+    def forget_session(self) -> None:
+        (self.dir / "session").unlink(missing_ok=True)
+
+    def load_inflight(self) -> list[dict]:
+        """The messages of the last batch not yet done; those tried too often are given up."""
+        try:
+            items = json.loads((self.dir / "inflight.json").read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            log.error("cannot read %s (%s): the messages in it are not retried", self.dir, e)
+            return []
+        keep = [i for i in items if i.get("attempts", 0) < MAX_ATTEMPTS]
+        self.give_up([i for i in items if i not in keep])
+        return keep
+
+    def save_inflight(self, items: list[dict]) -> None:
+        self._write("inflight.json", json.dumps(items))
+
+    @staticmethod
+    def give_up(items: list[dict]) -> None:
+        for i in items:
+            m = i["message"]
+            log.error(
+                "giving up on message #%s from %s after %d failed turns (it stays in hive.db)",
+                m.get("id"),
+                m.get("from"),
+                i.get("attempts"),
+            )
+
+    # -- the agent's policy ----------------------------------------------------------------
+
+    def policy(self) -> dict:
+        """`<etc>/policy.json`. Unreadable means no turn: running without the restrictions
+        it may hold would silently drop them."""
+        path = self.c.etc / "policy.json"
+        try:
+            policy = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise PolicyUnreadable(f"cannot read the agent's policy {path}: {e}") from None
+        if not isinstance(policy, dict):
+            raise PolicyUnreadable(f"the agent's policy {path} is not a JSON object")
+        return policy
+
+    # -- running claude --------------------------------------------------------------------
+
+    def base_args(self, policy: dict) -> list[str]:
+        args = [self.c.claude, "-p", "--output-format", "stream-json", "--verbose"]
+        if policy.get("model"):
+            args += ["--model", str(policy["model"])]
+        return args
+
+    def run_claude(self, args: list[str], prompt: str) -> tuple[int, Run]:
+        """Run claude with `prompt` on stdin, folding its output as it arrives."""
+        run = Run()
+        log.info("$ %s", " ".join(short(a, 60) for a in args))
+        try:
+            self.proc = subprocess.Popen(
+                args,
+                cwd=self.c.state,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as e:
+            log.error("cannot run %s: %s", args[0], e)
+            run.other.append(f"cannot run {args[0]}: {e}")
+            return EXIT_CANNOT_RUN, run
+        proc = self.proc
+        writer = threading.Thread(target=self._feed_stdin, args=(proc, prompt), daemon=True)
+        writer.start()
+        timer = threading.Timer(self.c.turn_timeout, self._timed_out, args=(proc,))
+        timer.daemon = True
+        timer.start()
+        try:
+            for raw in iter(proc.stdout.readline, b""):
+                run.feed(raw.decode(errors="replace"))
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            self._end(proc)
+            self.proc = None
+        if code != 0:
+            log.warning("claude exited %d", code)
+        return code, run
+
+    @staticmethod
+    def _feed_stdin(proc: subprocess.Popen, prompt: str) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.write(prompt.encode())
+            proc.stdin.close()
+
+    def _timed_out(self, proc: subprocess.Popen) -> None:
+        log.error("claude ran over %.0f s: stopping it", self.c.turn_timeout)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+    @staticmethod
+    def _end(proc: subprocess.Popen) -> None:
+        """Make sure a claude that is still running (the harness is stopping) ends."""
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(OSError):
+            proc.stdout.close()
+
+    # -- one turn -------------------------------------------------------------------------
+
+    def turn_args(self, policy: dict) -> list[str]:
+        extras = load_extras(self.c.etc / "extra-mcp.json")
+        config = render_claude_config(self.c.socket, extras)
+        self._write("mcp.json", json.dumps(config, indent=2))
+        role = self.me.get("role", "agent")
+        prompt = system_prompt(role, notes.read(self.notes_path), self.notes_path, sorted(extras))
+        return [
+            *self.base_args(policy),
+            "--mcp-config",
+            str(self.dir / "mcp.json"),
+            "--strict-mcp-config",
+            "--allowedTools",
+            *allowed_tools(role, extras, policy),
+            "--append-system-prompt",
+            prompt,
+        ]
+
+    def attempt(self, args: list[str], prompt: str, turn: Turn) -> tuple[int, Run]:
+        """One claude run of the turn, continuing the session when there is one."""
+        session = self.session()
+        code, run = self.run_claude([*args, "--resume", session] if session else args, prompt)
+        turn.add(run)
+        if session and not run.succeeded(code) and run.no_session():
+            log.warning("claude no longer knows session %s: starting a new one", session)
+            self.forget_session()
+            code, run = self.run_claude(args, prompt)
+            turn.add(run)
+        self.save_session(run.session_id)
+        return code, run
+
+    def compact_session(self, policy: dict) -> None:
+        """Compact the session's context; if that fails, start the next run afresh."""
+        session = self.session()
+        if session:
+            code, run = self.run_claude(
+                [*self.base_args(policy), "--resume", session], COMPACT_PROMPT
+            )
+            if run.succeeded(code):
+                self.save_session(run.session_id)
+                log.info("session %s compacted", run.session_id or session)
+                return
+        log.warning("could not compact the session: the retry starts a new one")
+        self.forget_session()
+
+    def turn(self, messages: list[dict], retried: set[int]) -> Turn:
+        turn = Turn(tools=Counter(), sent=Counter(), received=Counter())
+        try:
+            policy = self.policy()
+        except PolicyUnreadable as e:
+            log.error("%s: no turn runs", e)
+            turn.exit = "failure"
+            return turn
+        args = self.turn_args(policy)
+        prompt = turn_prompt(messages, retried)
+        code, run = self.attempt(args, prompt, turn)
+        if not run.succeeded(code) and run.context_full():
+            log.warning("the context is full: compacting and retrying the turn once")
+            self.compact_session(policy)
+            code, run = self.attempt(args, prompt, turn)
+            turn.exit = "compact-retry" if run.succeeded(code) else "failure"
+        elif not run.succeeded(code):
+            turn.exit = "failure"
+            log.error("turn failed (exit %d): %s", code, run.error_text()[:500])
+        turn.exit_code = code
+        return turn
+
+    def handle(self, items: list[dict]) -> None:
+        """Run the turn of a batch (`{"message", "attempts"}` items) and report it."""
+        started = time.monotonic()
+        for i in items:
+            i["attempts"] = i.get("attempts", 0) + 1
+        self.save_inflight(items)
+        messages = [i["message"] for i in items]
+        retried = {i["message"].get("id") for i in items if i["attempts"] > 1}
+        log.info("turn: %s", ", ".join(f"#{m.get('id')} from {m.get('from')}" for m in messages))
+        turn = self.turn(messages, retried)
+        # received: each message counted once, in the first turn that reports it; plus
+        # what the agent's own recv calls returned
+        for i in items:
+            if not i.get("counted"):
+                turn.received[party_class(i["message"].get("from"))] += 1
+                i["counted"] = True
+        if turn.exit == "failure":
+            keep = [i for i in items if i["attempts"] < MAX_ATTEMPTS]
+            self.give_up([i for i in items if i not in keep])
+            self.save_inflight(keep)
+        else:
+            self.save_inflight([])
+        report = {
+            "duration": round(time.monotonic() - started, 3),
+            "exit": turn.exit,
+            "exit_code": turn.exit_code,
+            "tools": dict(turn.tools),
+            "sent": dict(turn.sent),
+            "received": dict(turn.received),
+            "notes_bytes": notes.size(self.notes_path),
+        }
+        if turn.cost is not None:
+            report["cost_usd"] = round(turn.cost, 6)
+        log.info("turn %s in %.1f s", turn.exit, report["duration"])
+        self.report(report)
+        self.maybe_compact_notes()
+
+    def maybe_compact_notes(self) -> None:
+        if notes.size(self.notes_path) <= self.c.notes_compact_bytes:
+            return
+        log.info(
+            "notes are %d bytes (over %d): compacting",
+            notes.size(self.notes_path),
+            self.c.notes_compact_bytes,
+        )
+        try:
+            policy = self.policy()
+        except PolicyUnreadable as e:
+            log.error("%s: notes not compacted", e)
+            return
+        args = [
+            *self.base_args(policy),
+            "--mcp-config",
+            json.dumps({"mcpServers": {}}),
+            "--strict-mcp-config",
+        ]
+
+        def session(prompt: str) -> str | None:
+            code, run = self.run_claude(args, prompt)
+            return str(run.result.get("result") or "") if run.succeeded(code) else None
+
+        notes.compact(self.notes_path, session)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        self.connect()
+        log.info(
+            "%s (%s) ready on %s; claude: %s; waiting for messages",
+            self.me.get("name"),
+            self.me.get("role"),
+            self.c.socket,
+            self.c.claude,
+        )
+        delay, restarted = 1.0, True
+        while True:
+            pending = self.load_inflight()
+            # a batch left by a stopped harness runs at once; one that failed waits a while
+            wait = 0 if restarted else self.c.retry_seconds if pending else self.c.poll_seconds
+            restarted = False
+            try:
+                new = self.recv(wait)
+            except (hostsock.DaemonUnavailable, HiveError, OSError, ValueError) as e:
+                log.warning("recv failed (%s); retrying in %.0f s", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            delay = 1.0
+            if pending or new:
+                self.handle([*pending, *({"message": m, "attempts": 0} for m in new)])
+
+    def run(self) -> int:
+        def stop(signum, frame):
+            raise Stop(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if self.c.exit_with_parent:
+            watch = threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True)
+            watch.start()
+        self.c.state.mkdir(parents=True, exist_ok=True)
+        try:
+            self.loop()
+        except Stop as e:
+            log.info("stopping (%s)", e)
+            if self.proc is not None:
+                self._end(self.proc)
+        return 0
+
+
+def _watch_parent(parent: int) -> None:
+    """The local runtime's harness ends with the daemon that started it, even a killed one."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    log.warning("the daemon that started this harness is gone")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def main(config: Config) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    return Harness(config).run()

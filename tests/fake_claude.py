@@ -1,0 +1,342 @@
+"""A fake `claude` CLI for the harness tests: it behaves like the real one where the
+harness can tell.
+
+It reads the real CLI's flags (`-p`, `--output-format stream-json` which needs
+`--verbose`, `--mcp-config` (a file or inline JSON), `--strict-mcp-config`,
+`--allowedTools`, `--append-system-prompt`, `--model`, `--resume`), takes the prompt from
+the argument or stdin, starts every MCP server of the config for real (mcp 2.x stdio
+client: initialize, list_tools), and writes stream-json line by line, flushed: `system`
+init, `assistant` text and `tool_use`, `user` tool_result, `result` with usage, cost,
+duration and the session id. Sessions live in `$FAKE_CLAUDE_HOME/sessions/`; an unknown
+`--resume` fails as the real CLI does. Every run is appended to
+`$FAKE_CLAUDE_HOME/runs.jsonl` (argv, prompt, exit code) for the tests to inspect.
+With `FAKE_CLAUDE_MCP=lazy` the servers start only when the prompt calls a tool (tests
+of the loop alone, where a second or two per run buys nothing).
+
+What it does is driven by lines of the prompt:
+
+- `fake: call <tool> <json>`      call the tool (`send` = the hyperhive server's, or
+                                   `<server>.<tool>`) with those arguments; a tool the
+                                   allow-list lacks is refused as the real CLI refuses it
+- `fake: fail <code>`              fail with that exit code
+- `fake: fail-once <token> <code>` fail only the first time the token is seen
+- `fake: context-full`             "Prompt is too long" unless the session was compacted
+- `fake: context-full-always`      "Prompt is too long", always
+- `fake: sleep-once <token> <s>`  sleep that long, the first time the token is seen
+- `fake: grow-notes <bytes>`       append that many bytes to ./notes.md
+- `/compact` (the whole prompt)    compact the resumed session
+- a `<notes>…</notes>` block       a notes compaction: answer with shortened notes, or
+                                   fail when $FAKE_CLAUDE_COMPACT is `fail` (`empty`:
+                                   answer nothing)
+"""
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+
+import anyio
+
+VARIADIC = {"--allowedTools", "--allowed-tools", "--mcp-config"}
+VALUED = {"--output-format", "--append-system-prompt", "--model", "--resume"}
+FLAGS = {"-p", "--print", "--verbose", "--strict-mcp-config"}
+BUILTIN_TOOLS = ["Bash", "Read", "Write", "Edit", "Glob", "Grep", "LS", "TodoWrite", "Task"]
+
+HOME = Path(os.environ.get("FAKE_CLAUDE_HOME") or Path.home() / ".fake-claude")
+MODEL = "claude-fake-1"
+
+
+def emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def parse(argv: list[str]) -> tuple[dict, list[str]]:
+    opts: dict = {}
+    positional = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in FLAGS:
+            opts[arg] = True
+        elif arg in VALUED:
+            if i + 1 >= len(argv):
+                die(f"error: option '{arg}' argument missing")
+            opts[arg] = argv[i + 1]
+            i += 1
+        elif arg in VARIADIC:
+            values = []
+            while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                values.append(argv[i + 1])
+                i += 1
+            opts.setdefault(arg, []).extend(values)
+        elif arg.startswith("-"):
+            die(f"error: unknown option '{arg}'")
+        else:
+            positional.append(arg)
+        i += 1
+    return opts, positional
+
+
+def die(message: str, code: int = 1) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    record(code)
+    sys.exit(code)
+
+
+RUN: dict = {}
+
+
+def record(code: int) -> None:
+    HOME.mkdir(parents=True, exist_ok=True)
+    with (HOME / "runs.jsonl").open("a") as f:
+        f.write(json.dumps({**RUN, "exit": code}) + "\n")
+
+
+def session_file(sid: str) -> Path:
+    return HOME / "sessions" / f"{sid}.json"
+
+
+def load_session(sid: str | None) -> tuple[str, dict]:
+    if sid is None:
+        return str(uuid.uuid4()), {"turns": 0, "compacted": False}
+    path = session_file(sid)
+    if not path.exists():
+        die(f"No conversation found with session ID: {sid}")
+    return sid, json.loads(path.read_text())
+
+
+def save_session(sid: str, data: dict) -> None:
+    session_file(sid).parent.mkdir(parents=True, exist_ok=True)
+    session_file(sid).write_text(json.dumps(data))
+
+
+def mcp_servers(configs: list[str]) -> dict:
+    servers = {}
+    for config in configs:
+        text = config if config.lstrip().startswith("{") else Path(config).read_text()
+        servers.update(json.loads(text).get("mcpServers", {}))
+    return servers
+
+
+def allowed(tool: str, allow: list[str]) -> bool:
+    server = tool.split("__")[1] if tool.startswith("mcp__") else None
+    return tool in allow or (server is not None and f"mcp__{server}__*" in allow)
+
+
+def message(sid: str, content: list[dict], role: str = "assistant") -> dict:
+    if role == "assistant":
+        return {
+            "type": "assistant",
+            "message": {
+                "id": f"msg_{uuid.uuid4().hex[:20]}",
+                "type": "message",
+                "role": "assistant",
+                "model": MODEL,
+                "content": content,
+                "stop_reason": None,
+                "usage": {"input_tokens": 10, "output_tokens": 5},
+            },
+            "parent_tool_use_id": None,
+            "session_id": sid,
+            "uuid": str(uuid.uuid4()),
+        }
+    return {
+        "type": "user",
+        "message": {"role": "user", "content": content},
+        "parent_tool_use_id": None,
+        "session_id": sid,
+        "uuid": str(uuid.uuid4()),
+    }
+
+
+def result(sid: str, started: float, text: str, error: bool = False, turns: int = 1) -> dict:
+    return {
+        "type": "result",
+        "subtype": "success" if not error else "error_during_execution",
+        "is_error": error,
+        "duration_ms": int((time.monotonic() - started) * 1000),
+        "duration_api_ms": 42,
+        "num_turns": turns,
+        "result": text,
+        "session_id": sid,
+        "total_cost_usd": 0.0123,
+        "usage": {
+            "input_tokens": 120,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 34,
+        },
+        "permission_denials": [],
+        "uuid": str(uuid.uuid4()),
+    }
+
+
+async def start_servers(stack: AsyncExitStack, servers: dict) -> tuple[dict, list[dict]]:
+    """Start each server for real; (key → (session, tool names)), init statuses."""
+    sessions, statuses = {}, []
+    if not servers:
+        return sessions, statuses
+    from mcp import ClientSession, StdioServerParameters, stdio_client  # a second to import
+
+    for key, spec in servers.items():
+        params = StdioServerParameters(
+            command=spec["command"],
+            args=spec.get("args", []),
+            env={**os.environ, **spec.get("env", {})},
+        )
+        inner = AsyncExitStack()
+        try:
+            read, write = await inner.enter_async_context(stdio_client(params))
+            session = await inner.enter_async_context(ClientSession(read, write))
+            with anyio.fail_after(30):
+                await session.initialize()
+                tools = [t.name for t in (await session.list_tools()).tools]
+        except Exception as e:  # the real CLI goes on without a failed server
+            sys.stderr.write(f"MCP server {key} failed to start: {e!r}\n")
+            statuses.append({"name": key, "status": "failed"})
+            with suppress(Exception):
+                await inner.aclose()
+            continue
+        stack.push_async_exit(inner)
+        sessions[key] = (session, tools)
+        statuses.append({"name": key, "status": "connected"})
+    return sessions, statuses
+
+
+async def turn(opts: dict, prompt: str) -> int:
+    started = time.monotonic()
+    sid, data = load_session(opts.get("--resume"))
+    RUN["session"] = sid
+    allow = opts.get("--allowedTools", []) + opts.get("--allowed-tools", [])
+    directives = re.findall(r"^fake: (\S+) ?(.*)$", prompt, re.MULTILINE)
+    servers = mcp_servers(opts.get("--mcp-config", []))
+    if os.environ.get("FAKE_CLAUDE_MCP") == "lazy" and not any(v == "call" for v, _ in directives):
+        servers = {}  # a test of the loop alone: spare the servers' start-up
+    async with AsyncExitStack() as stack:
+        sessions, statuses = await start_servers(stack, servers)
+        tools = BUILTIN_TOOLS + [f"mcp__{k}__{t}" for k, (_, ts) in sessions.items() for t in ts]
+        emit(
+            {
+                "type": "system",
+                "subtype": "init",
+                "cwd": os.getcwd(),
+                "session_id": sid,
+                "tools": tools,
+                "mcp_servers": statuses,
+                "model": opts.get("--model") or MODEL,
+                "permissionMode": "default",
+                "apiKeySource": "none",
+                "uuid": str(uuid.uuid4()),
+            }
+        )
+        data["turns"] += 1
+        save_session(sid, data)
+
+        if prompt.strip() == "/compact":
+            data["compacted"] = True
+            save_session(sid, data)
+            emit(result(sid, started, "Compacted the conversation."))
+            return 0
+
+        notes = re.search(r"<notes>\n(.*)\n</notes>", prompt, re.DOTALL)
+        if notes:
+            mode = os.environ.get("FAKE_CLAUDE_COMPACT", "ok")
+            if mode == "fail":
+                emit(result(sid, started, "API Error: overloaded", error=True))
+                return 1
+            lines = notes.group(1).splitlines()
+            short = "" if mode == "empty" else "# compacted\n" + "\n".join(dict.fromkeys(lines))
+            emit(message(sid, [{"type": "text", "text": short}]))
+            emit(result(sid, started, short))
+            return 0
+
+        emit(message(sid, [{"type": "text", "text": f"Working on {len(directives)} things."}]))
+        n = 0
+        for verb, rest in directives:
+            if verb == "context-full-always" or (verb == "context-full" and not data["compacted"]):
+                emit(result(sid, started, "Prompt is too long", error=True))
+                return 1
+            if verb == "fail":
+                emit(result(sid, started, f"failing with {rest}", error=True))
+                return int(rest)
+            if verb == "fail-once":
+                token, code = rest.split()
+                marker = HOME / f"once-{token}"
+                if not marker.exists():
+                    marker.write_text("")
+                    emit(result(sid, started, f"failing once with {code}", error=True))
+                    return int(code)
+            if verb == "sleep-once":
+                token, seconds = rest.split()
+                marker = HOME / f"once-{token}"
+                if not marker.exists():
+                    marker.write_text("")
+                    await anyio.sleep(float(seconds))
+            if verb == "grow-notes":
+                with open("notes.md", "a") as f:
+                    f.write("x" * int(rest))
+            if verb == "call":
+                target, _, args = rest.partition(" ")
+                server, _, tool = target.rpartition(".")
+                server = server or "hyperhive"
+                name = f"mcp__{server}__{tool}"
+                n += 1
+                use_id = f"toolu_{n:04d}"
+                arguments = json.loads(args or "{}")
+                emit(
+                    message(
+                        sid,
+                        [{"type": "tool_use", "id": use_id, "name": name, "input": arguments}],
+                    )
+                )
+                if not allowed(name, allow):
+                    text, is_error = (
+                        f"Claude requested permissions to use {name}, but you haven't "
+                        "granted it yet.",
+                        True,
+                    )
+                elif server not in sessions:
+                    text, is_error = f"No such tool available: {name}", True
+                else:
+                    called = await sessions[server][0].call_tool(tool, arguments)
+                    text = "".join(getattr(b, "text", "") for b in called.content)
+                    is_error = bool(called.is_error)
+                block = {
+                    "tool_use_id": use_id,
+                    "type": "tool_result",
+                    "content": [{"type": "text", "text": text}],
+                    "is_error": is_error,
+                }
+                emit(message(sid, [block], role="user"))
+        emit(message(sid, [{"type": "text", "text": "Done."}]))
+        emit(result(sid, started, "Done.", turns=1 + n))
+        return 0
+
+
+def main() -> int:
+    opts, positional = parse(sys.argv[1:])
+    prompt = " ".join(positional) if positional else sys.stdin.read()
+    RUN.update(argv=sys.argv[1:], prompt=prompt, cwd=os.getcwd())
+    if not (opts.get("-p") or opts.get("--print")):
+        die("this fake claude only runs with -p")
+    if opts.get("--output-format") == "stream-json" and not opts.get("--verbose"):
+        die("Error: When using --print, --output-format=stream-json requires --verbose")
+    if not prompt.strip():
+        die("Error: Input must be provided either through stdin or as a prompt argument")
+    try:
+        code = anyio.run(turn, opts, prompt)
+    except Exception:
+        record(70)
+        raise
+    record(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

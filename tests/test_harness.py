@@ -1,0 +1,531 @@
+"""The harness: its claude config and allow-list, its prompt, notes compaction, and the
+turn loop as a real `hyperhive harness` process driving the fake claude
+(tests/fake_claude.py), which starts the real `hyperhive mcp` against a socket.
+
+Here the socket is served in this process (`FakeDaemon`: scripted inbox, recorded sends
+and turn reports); tests/test_harness_daemon.py runs the same chain on a real daemon."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import HYPERHIVE, run_cli
+from test_daemon import wait_for
+
+from hyperhive.daemon.hostsock import HostSocket
+from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
+from hyperhive.harness.claude_config import (
+    CLAUDE_TOOLS,
+    allowed_mcp_tools,
+    allowed_tools,
+    bash_tools,
+    load_extras,
+    render_claude_config,
+)
+from hyperhive.harness.loop import MAX_ATTEMPTS, Config, Harness
+from hyperhive.harness.prompt import system_prompt, turn_prompt
+
+FAKE_CLAUDE = Path(__file__).parent / "fake_claude.py"
+SOCKET = "/run/hyperhive/agent.sock"
+CMD = ["hyperhive"]
+HYPERHIVE_TOOLS = [f"mcp__hyperhive__{t}" for t in AGENT_TOOLS]
+
+
+def claude_script(directory: Path) -> Path:
+    """An executable `claude` that runs the fake with this interpreter."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "claude"
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def fake_runs(fake_home: Path) -> list[dict]:
+    path = fake_home / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# -- --mcp-config and --allowedTools ------------------------------------------------------
+
+
+def write_extras(etc: Path, value) -> Path:
+    etc.mkdir(parents=True, exist_ok=True)
+    path = etc / "extra-mcp.json"
+    path.write_text(value if isinstance(value, str) else json.dumps(value))
+    return path
+
+
+def test_no_extras(tmp_path, caplog):
+    extras = load_extras(tmp_path / "extra-mcp.json")  # missing: no extras, no warning
+    assert extras == {} and caplog.records == []
+    assert render_claude_config(SOCKET, extras, CMD) == {
+        "mcpServers": {
+            "hyperhive": {"command": "hyperhive", "args": ["mcp", "--socket", SOCKET], "env": {}}
+        }
+    }
+    assert allowed_mcp_tools("agent", extras) == HYPERHIVE_TOOLS
+    assert allowed_tools("agent", extras, {"allowedBash": None}) == [
+        *CLAUDE_TOOLS,
+        "Bash",
+        *HYPERHIVE_TOOLS,
+    ]
+    manager = allowed_mcp_tools("manager", extras)
+    assert manager == [f"mcp__hyperhive__{t}" for t in MANAGER_TOOLS]
+    assert "mcp__hyperhive__request_spawn" in manager
+    with pytest.raises(ValueError, match="unknown flavour"):
+        allowed_mcp_tools("root", extras)
+
+
+def test_two_extras_one_wildcard_one_list(tmp_path):
+    path = write_extras(
+        tmp_path,
+        {
+            "fetch": {"command": "/bin/fetch-mcp", "args": ["--safe"], "allowedTools": ["*"]},
+            "git": {
+                "command": "git-mcp",
+                "env": {"GIT_DIR": "/state/repo"},
+                "allowedTools": ["log", "diff"],
+            },
+        },
+    )
+    extras = load_extras(path)
+    config = render_claude_config(SOCKET, extras, ["/nix/store/x/bin/hyperhive"])
+    assert config["mcpServers"] == {
+        "fetch": {"command": "/bin/fetch-mcp", "args": ["--safe"], "env": {}},
+        "git": {"command": "git-mcp", "args": [], "env": {"GIT_DIR": "/state/repo"}},
+        "hyperhive": {
+            "command": "/nix/store/x/bin/hyperhive",
+            "args": ["mcp", "--socket", SOCKET],
+            "env": {},
+        },
+    }
+    assert allowed_mcp_tools("agent", extras) == [
+        *HYPERHIVE_TOOLS,
+        "mcp__fetch__*",
+        "mcp__git__log",
+        "mcp__git__diff",
+    ]
+    # allowedTools defaults to every tool of the server
+    extras = load_extras(write_extras(tmp_path, {"fetch": {"command": "f"}}))
+    assert allowed_mcp_tools("agent", extras)[-1] == "mcp__fetch__*"
+
+
+def test_an_extra_keyed_hyperhive_is_dropped_with_a_warning(tmp_path, caplog):
+    path = write_extras(
+        tmp_path,
+        {
+            "hyperhive": {"command": "/tmp/evil", "args": ["--pretend"]},
+            "fetch": {"command": "fetch-mcp"},
+        },
+    )
+    with caplog.at_level(logging.WARNING, "hyperhive.harness"):
+        extras = load_extras(path)
+    assert list(extras) == ["fetch"]
+    assert "dropping the extra MCP server 'hyperhive'" in caplog.text
+    config = render_claude_config(SOCKET, extras, CMD)
+    assert config["mcpServers"]["hyperhive"]["command"] == "hyperhive"
+    assert "mcp__hyperhive__*" not in allowed_mcp_tools("agent", extras)
+    # even handed one directly, the built-in entry wins
+    forged = {"hyperhive": {"command": "/tmp/evil", "args": [], "env": {}, "allowedTools": ["*"]}}
+    assert render_claude_config(SOCKET, forged, CMD)["mcpServers"]["hyperhive"]["command"] == (
+        "hyperhive"
+    )
+    assert allowed_mcp_tools("agent", forged) == HYPERHIVE_TOOLS
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (json.dumps({"ok": {"command": "x"}, "bad": {"args": []}}), "bad: needs a `command`"),
+        (json.dumps({"ok": {"command": "x", "allowedTools": "log"}}), "ok.allowedTools"),
+        (json.dumps({"ok": {"command": "x", "env": {"A": 1}}}), "ok.env"),
+        (json.dumps({"has space": {"command": "x"}}), "server key 'has space'"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_a_malformed_extras_file_means_no_extras_and_a_warning(tmp_path, caplog, text, said):
+    path = tmp_path / "extra-mcp.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with caplog.at_level(logging.WARNING, "hyperhive.harness"):
+        extras = load_extras(path)
+    assert extras == {}  # never half of the map
+    assert said in caplog.text
+    assert list(render_claude_config(SOCKET, extras, CMD)["mcpServers"]) == ["hyperhive"]
+
+
+def test_bash_patterns_replace_the_blanket_permission():
+    assert bash_tools(None) == ["Bash"]
+    assert bash_tools(["git *", "nix build .*"]) == ["Bash(git *)", "Bash(nix build .*)"]
+    assert bash_tools([]) == []
+    tools = allowed_tools("agent", {}, {"allowedBash": ["git *", "nix build .*"]})
+    assert "Bash" not in tools
+    assert tools[len(CLAUDE_TOOLS) : len(CLAUDE_TOOLS) + 2] == ["Bash(git *)", "Bash(nix build .*)"]
+    assert "Bash" in allowed_tools("agent", {}, {})  # no allowedBash key: back-compatible
+
+
+# -- the prompt ---------------------------------------------------------------------------
+
+
+def test_the_extra_tools_note_only_for_agents_with_extras(tmp_path):
+    notes = tmp_path / "notes.md"
+    plain = system_prompt("agent", "", notes, [])
+    assert "You are a hyperhive agent" in plain and "mcp__<server>__<tool>" not in plain
+    assert "It is empty so far" in plain
+    extra = system_prompt("agent", "- the build needs nix", notes, ["fetch", "git"])
+    assert "mcp__<server>__<tool>" in extra and "`fetch`, `git`" in extra
+    assert "agent.nix" in extra and "- the build needs nix" in extra
+    assert "You are the hyperhive manager" in system_prompt("manager", "", notes, [])
+    huge = system_prompt("agent", "n" * 200_000, notes, [])
+    assert len(huge.encode()) < 100_000 and "read the file for the rest" in huge
+
+
+def test_turn_prompt_lists_every_message():
+    text = turn_prompt(
+        [
+            {"id": 3, "from": "operator", "body": "first", "time": 0},
+            {"id": 4, "from": "bob", "body": "second\nline", "time": 60},
+        ],
+        retried={3},
+    )
+    assert "You have 2 new messages" in text
+    assert "--- message #3 from operator at 1970-01-01 00:00:00 UTC (handed to you" in text
+    assert "--- message #4 from bob at 1970-01-01 00:01:00 UTC\nsecond\nline" in text
+
+
+# -- notes compaction --------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_env(tmp_path, monkeypatch):
+    """The fake claude's home (its sessions and run log), for this test only."""
+    home = tmp_path / "fake-claude"
+    monkeypatch.setenv("FAKE_CLAUDE_HOME", str(home))
+    return home
+
+
+def harness_dirs(tmp_path, policy=None, extras=None) -> tuple[Path, Path]:
+    state, etc = tmp_path / "state", tmp_path / "etc"
+    state.mkdir(parents=True, exist_ok=True)
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "policy.json").write_text(json.dumps(policy or {"allowedBash": None, "model": None}))
+    if extras is not None:
+        (etc / "extra-mcp.json").write_text(json.dumps(extras))
+    return state, etc
+
+
+def notes_harness(tmp_path) -> Harness:
+    state, etc = harness_dirs(tmp_path, {"model": "claude-small"})
+    claude = claude_script(tmp_path / "bin")
+    return Harness(Config(socket=tmp_path / "none.sock", state=state, etc=etc, claude=str(claude)))
+
+
+def test_notes_over_the_threshold_are_compacted_with_a_backup(tmp_path, fake_env):
+    h = notes_harness(tmp_path)
+    original = "".join(f"- fact {i % 50}: something worth keeping\n" for i in range(1500))
+    assert len(original) > 32 * 1024
+    h.notes_path.write_text(original)
+    h.maybe_compact_notes()
+    (backup,) = h.notes_path.parent.glob("notes.md.*.bak")
+    assert backup.read_text() == original  # nothing is lost
+    compacted = h.notes_path.read_text()
+    assert compacted.startswith("# compacted\n") and len(compacted) < 4096
+    assert "- fact 49: something worth keeping" in compacted
+    (run,) = fake_runs(fake_env)
+    assert "<notes>\n- fact 0" in run["prompt"] and "keep every fact" in run["prompt"]
+    assert run["argv"][run["argv"].index("--model") + 1] == "claude-small"
+    assert json.loads(run["argv"][run["argv"].index("--mcp-config") + 1]) == {"mcpServers": {}}
+
+
+@pytest.mark.parametrize("mode", ["fail", "empty"])
+def test_a_failed_compaction_leaves_the_notes_untouched(tmp_path, fake_env, monkeypatch, mode):
+    monkeypatch.setenv("FAKE_CLAUDE_COMPACT", mode)
+    h = notes_harness(tmp_path)
+    original = "y" * 40_000
+    h.notes_path.write_text(original)
+    h.maybe_compact_notes()
+    assert h.notes_path.read_text() == original
+    assert list(h.notes_path.parent.glob("*.bak")) == []
+    assert len(fake_runs(fake_env)) == 1
+
+
+def test_notes_under_the_threshold_are_left_alone(tmp_path, fake_env):
+    h = notes_harness(tmp_path)
+    h.notes_path.write_text("short\n")
+    h.maybe_compact_notes()
+    assert fake_runs(fake_env) == [] and h.notes_path.read_text() == "short\n"
+
+
+# -- the turn loop, against a socket served here ----------------------------------------
+
+
+class FakeDaemon:
+    """An agent socket served in this process: whoami, a scripted inbox for recv, sends
+    and turn reports recorded."""
+
+    def __init__(self, path: Path, name="alice", role="agent", tools=AGENT_TOOLS):
+        self.me = {"name": name, "role": role, "policy": {}, "tools": tools}
+        self.cond = threading.Condition()
+        self.inbox: list[list[dict]] = []
+        self.sent: list[dict] = []
+        self.reports: list[dict] = []
+        self.next_id = 1
+        self.closing = False
+        self.sock = HostSocket(path, self.handle, mode=0o600)
+
+    def stop(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+        self.sock.stop()
+
+    def deliver(self, *bodies: str, sender: str = "operator") -> None:
+        with self.cond:
+            batch = []
+            for body in bodies:
+                batch.append({"id": self.next_id, "from": sender, "to": self.me["name"],
+                              "body": body, "time": 1.0})  # fmt: skip
+                self.next_id += 1
+            self.inbox.append(batch)
+            self.cond.notify_all()
+
+    def handle(self, request: dict) -> dict:
+        op = request.get("op")
+        if op == "whoami":
+            return self.me
+        if op == "recv":
+            with self.cond:
+                wait = min(request["wait_seconds"], 5)
+                self.cond.wait_for(lambda: self.inbox or self.closing, timeout=wait)
+                return {"messages": self.inbox.pop(0) if self.inbox else []}
+        if op == "send":
+            with self.cond:
+                self.sent.append({"to": request["to"], "body": request["body"]})
+                return {"id": 1000 + len(self.sent)}
+        if op == "turn_report":
+            with self.cond:
+                self.reports.append(request["report"])
+                self.cond.notify_all()
+            return {"rows": 1}
+        if op == "list_peers":
+            return {"peers": []}
+        raise ValueError(f"unexpected op {op!r}")
+
+    def wait_reports(self, n: int, timeout: float = 60) -> list[dict]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.reports) >= n, timeout), self.reports
+            return list(self.reports)
+
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path: a Unix socket path has at most 107 bytes."""
+    with tempfile.TemporaryDirectory(prefix="hh-") as d:
+        yield Path(d)
+
+
+@pytest.fixture
+def fake_daemon(short_dir):
+    d = FakeDaemon(short_dir / "agent.sock")
+    d.sock.start()
+    yield d
+    d.stop()
+
+
+def start_harness(tmp_path, daemon: FakeDaemon, *extra: str, policy=None, extras=None, env=None):
+    state, etc = harness_dirs(tmp_path, policy, extras)
+    claude = claude_script(tmp_path / "bin")
+    log = (tmp_path / "harness.log").open("wb")
+    proc = subprocess.Popen(
+        [HYPERHIVE, "harness", "--socket", str(daemon.sock.path), "--state", str(state),
+         "--etc", str(etc), "--claude", str(claude), *extra],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )  # fmt: skip
+    return proc, state
+
+
+@pytest.fixture
+def harness(tmp_path, fake_daemon, fake_env):
+    """Start `hyperhive harness` processes (stopped at the end). The fake claude starts
+    the MCP servers only for a tool call unless `mcp=True` (every run, as the real one)."""
+    procs = []
+
+    def start(*extra, mcp=False, **kw):
+        env = {**os.environ, "FAKE_CLAUDE_MCP": "always" if mcp else "lazy"}
+        proc, state = start_harness(tmp_path, fake_daemon, *extra, env=env, **kw)
+        procs.append(proc)
+        return proc, state
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+
+
+def harness_log(tmp_path) -> str:
+    return (tmp_path / "harness.log").read_text()
+
+
+def test_a_turn_sends_through_the_real_mcp_server_and_is_reported(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    proc, state = harness(policy={"allowedBash": ["git *"], "model": "claude-x"}, mcp=True)
+    fake_daemon.deliver('fake: call send {"to": "bob", "body": "hi bob"}')
+    (report,) = fake_daemon.wait_reports(1)
+    assert fake_daemon.sent == [{"to": "bob", "body": "hi bob"}]
+    assert report["exit"] == "ok" and report["exit_code"] == 0
+    assert report["tools"] == {"mcp__hyperhive__send": 1}
+    assert report["sent"] == {"peer": 1} and report["received"] == {"operator": 1}
+    assert report["cost_usd"] == 0.0123 and report["duration"] > 0
+    assert report["notes_bytes"] == 0
+    (run,) = fake_runs(fake_env)
+    argv = run["argv"]
+    assert argv[:5] == ["-p", "--output-format", "stream-json", "--verbose", "--model"]
+    config = json.loads(Path(argv[argv.index("--mcp-config") + 1]).read_text())
+    assert config["mcpServers"]["hyperhive"]["args"][-3:] == [
+        "mcp",
+        "--socket",
+        str(fake_daemon.sock.path),
+    ]
+    tools = argv[argv.index("--allowedTools") + 1 : argv.index("--append-system-prompt")]
+    assert tools == [*CLAUDE_TOOLS, "Bash(git *)", *HYPERHIVE_TOOLS]
+    assert "--resume" not in argv and run["cwd"] == str(state)
+    assert "message #1 from operator" in run["prompt"]
+    # the session goes on in the next turn
+    fake_daemon.deliver("fake: call whoami {}")
+    reports = fake_daemon.wait_reports(2)
+    assert reports[1]["exit"] == "ok" and reports[1]["tools"] == {"mcp__hyperhive__whoami": 1}
+    second = fake_runs(fake_env)[1]
+    assert second["argv"][second["argv"].index("--resume") + 1] == run["session"]
+    assert (state / ".hyperhive" / "session").read_text().strip() == run["session"]
+    assert json.loads((state / ".hyperhive" / "inflight.json").read_text()) == []
+
+
+def test_a_tool_outside_the_allow_list_is_refused(tmp_path, fake_daemon, fake_env, harness):
+    harness(extras={"other": {"command": "true", "allowedTools": ["read"]}}, mcp=True)
+    fake_daemon.deliver("fake: call other.write {}")
+    (report,) = fake_daemon.wait_reports(1)
+    assert report["exit"] == "ok" and report["tools"] == {"mcp__other__write": 1}
+    assert "haven't granted it" in harness_log(tmp_path)
+    assert "MCP server other is failed" in harness_log(tmp_path)  # `true` is no server
+
+
+def test_a_failure_is_recorded_and_the_loop_goes_on(tmp_path, fake_daemon, fake_env, harness):
+    harness("--retry-seconds", "60")
+    fake_daemon.deliver("fake: fail-once t1 3")
+    first = fake_daemon.wait_reports(1)[0]
+    assert (first["exit"], first["exit_code"]) == ("failure", 3)
+    assert first["received"] == {"operator": 1}
+    fake_daemon.deliver("and now this", sender="bob")
+    second = fake_daemon.wait_reports(2)[1]
+    assert (second["exit"], second["exit_code"]) == ("ok", 0)
+    assert second["received"] == {"peer": 1}  # the retried message was counted once
+    prompt = fake_runs(fake_env)[1]["prompt"]
+    assert "message #1 from operator at" in prompt and "(handed to you before" in prompt
+    assert "message #2 from bob" in prompt
+
+
+def test_a_batch_is_given_up_after_repeated_failures(tmp_path, fake_daemon, fake_env, harness):
+    harness("--retry-seconds", "0.1")
+    fake_daemon.deliver("fake: fail 2")
+    reports = fake_daemon.wait_reports(MAX_ATTEMPTS)
+    assert [r["exit_code"] for r in reports] == [2] * MAX_ATTEMPTS
+    wait_for(lambda: "giving up on message #1" in harness_log(tmp_path), what="giving up")
+    fake_daemon.deliver("fine now")
+    last = fake_daemon.wait_reports(MAX_ATTEMPTS + 1)[-1]
+    assert last["exit"] == "ok"
+    assert "fake: fail" not in fake_runs(fake_env)[-1]["prompt"]
+
+
+def test_context_full_compacts_and_retries_once(tmp_path, fake_daemon, fake_env, harness):
+    harness()
+    fake_daemon.deliver("remember this")
+    fake_daemon.wait_reports(1)
+    fake_daemon.deliver("fake: context-full")
+    report = fake_daemon.wait_reports(2)[1]
+    assert (report["exit"], report["exit_code"]) == ("compact-retry", 0)
+    runs = fake_runs(fake_env)
+    session = runs[0]["session"]
+    assert [(r["prompt"] == "/compact", r["exit"]) for r in runs[1:]] == [
+        (False, 1),  # Prompt is too long
+        (True, 0),  # /compact on the session
+        (False, 0),  # the retry
+    ]
+    assert all(r["argv"][r["argv"].index("--resume") + 1] == session for r in runs[1:])
+    assert "the context is full" in harness_log(tmp_path)
+
+
+def test_context_still_full_after_compaction_is_a_failure(tmp_path, fake_daemon, fake_env, harness):
+    harness("--retry-seconds", "60")
+    fake_daemon.deliver("fake: context-full-always")
+    (report,) = fake_daemon.wait_reports(1)
+    assert (report["exit"], report["exit_code"]) == ("failure", 1)
+    runs = fake_runs(fake_env)
+    session = runs[0]["session"]  # the failed run's session is the one compacted
+    assert [(r["prompt"] == "/compact", r["exit"]) for r in runs] == [
+        (False, 1),
+        (True, 0),
+        (False, 1),
+    ]
+    assert [r["argv"][r["argv"].index("--resume") + 1] for r in runs[1:]] == [session] * 2
+
+
+def test_a_session_claude_lost_is_started_afresh(tmp_path, fake_daemon, fake_env, harness):
+    proc, state = harness()
+    (state / ".hyperhive").mkdir()
+    (state / ".hyperhive" / "session").write_text("gone-session\n")
+    fake_daemon.deliver("hello")
+    (report,) = fake_daemon.wait_reports(1)
+    assert report["exit"] == "ok"
+    runs = fake_runs(fake_env)
+    assert [r["exit"] for r in runs] == [1, 0] and "--resume" not in runs[1]["argv"]
+    assert (state / ".hyperhive" / "session").read_text().strip() == runs[1]["session"]
+
+
+def test_an_unreadable_policy_runs_no_turn(tmp_path, fake_daemon, fake_env, harness):
+    proc, state = harness("--retry-seconds", "60")
+    (tmp_path / "etc" / "policy.json").write_text("{broken")
+    fake_daemon.deliver("hello")
+    (report,) = fake_daemon.wait_reports(1)
+    assert (report["exit"], report["exit_code"]) == ("failure", None)
+    assert fake_runs(fake_env) == []
+    assert "cannot read the agent's policy" in harness_log(tmp_path)
+
+
+def test_a_harness_stopped_mid_turn_hands_the_batch_to_the_next(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    proc, state = harness()
+    fake_daemon.deliver("fake: sleep-once slow 60")
+    wait_for(lambda: (fake_env / "once-slow").exists(), what="the turn to start")
+    os.killpg(proc.pid, signal.SIGTERM)  # as the runtime stops it: the whole group
+    assert proc.wait(20) == 0
+    assert "stopping (SIGTERM)" in harness_log(tmp_path)
+    assert fake_daemon.reports == []
+    harness()
+    (report,) = fake_daemon.wait_reports(1)
+    assert report["exit"] == "ok" and report["received"] == {"operator": 1}
+    prompt = fake_runs(fake_env)[-1]["prompt"]
+    assert "message #1 from operator" in prompt and "did not finish" in prompt
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--retry-seconds", "0"], "expected a positive number, not '0'"),
+        (["--retry-seconds", "nan"], "expected a positive number, not 'nan'"),
+        (["--notes-compact-bytes", "-5"], "expected a positive integer, not '-5'"),
+    ],
+)
+def test_harness_flags_are_checked(tmp_path, args, said):
+    proc = run_cli(tmp_path / "hive", "harness", *args)
+    assert proc.returncode == 2 and said in proc.stderr
