@@ -19,7 +19,7 @@ from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import init_bare, init_worktree, open_repo, resolve_commit
 from hyperhive.home import Home
-from hyperhive.names import check_agent_name
+from hyperhive.names import check_agent_name, check_new_agent_name
 from hyperhive.resources import NIX_DIR
 from hyperhive.runtime.base import Runtime
 from hyperhive.workflow import hooks, meta
@@ -104,6 +104,7 @@ def check_not_agent(home: Home, name: str, hint: str = "") -> None:
 def check_new(home: Home, name: str) -> None:
     """Refuse a name that is taken: an agent, a kept (destroyed) agent, a draft, or any
     leftover directory of that name."""
+    check_new_agent_name(name)
     check_not_agent(home, name)
     if is_repo(home.config_dir(name)):
         raise AgentExists(

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from hyperhive import operator
+from hyperhive import operator, tokens
 from hyperhive.agents import create_agent, init_hive, list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.messages import OPERATOR, Broker
@@ -159,13 +159,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    approvals = Approvals(args.home, args.name).all()
+    approvals = Approvals(args.home, args.name).all(with_pruned=True)
     runs = hooks.runs(args.home, args.name)
     if args.json:
         emit_json(history_json(args.home, args.name))
         return 0
     for a in approvals:
+        if a.pruned_on:
+            print(f"{a.target}  pruned on {when(a.pruned_on)}, final state {a.state}")
+            continue
         print(f"{a.target}  {a.state}  {a.commit[:12]}")
+        for state, gone in a.pruned_history():
+            print(f"  {state:<9} {when(gone.tagged)}  pruned on {when(gone.pruned)}")
         for state, tag in a.history():
             extra = "  ".join(f"{k}: {v}" for k, v in tag.trailers.items() if k != "Actor")
             print(f"  {state:<9} {when(tag.time)}  {tag.actor:<10} {extra}")
@@ -173,6 +178,52 @@ def cmd_history(args: argparse.Namespace) -> int:
             if r.exit and hooks.concerns(r, a.id):
                 last = r.tail[-1] if r.tail else ""
                 print(f"  hook      {when(r.time)}  post-receive exited {r.exit}: {last}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from hyperhive.settings import load_settings
+    from hyperhive.workflow import retention
+
+    days = args.failed_days
+    if days is None:
+        days = load_settings(args.home).retention.failed_days
+    report = retention.prune(args.home, days, dry_run=args.dry_run)
+    if args.json:
+        emit_json(report.to_json())
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for t in report.removed:
+            print(f"{verb} {t.agent} {t.tag}  {t.commit[:12]}  tagged {when(t.tagged)}")
+        for path in report.logs:
+            print(f"{verb} build log {path}")
+        if report.record:
+            print(f"recorded in meta.git {report.record[:12]}")
+        elif not report.removed:
+            print("nothing to prune")
+    for name, error in report.errors.items():
+        print(f"hyperhive: {name} not pruned: {error}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def cmd_meta_log(args: argparse.Namespace) -> int:
+    from hyperhive.workflow import meta
+
+    entries = list(meta.log_entries(args.home))
+    if args.json:
+        emit_json([e.to_json() for e in entries])
+        return 0
+    for e in entries:
+        head = f"{when(e.time)}  {e.commit[:12]}  {e.kind:<7}"
+        data = e.to_json()
+        if e.kind == "deploy":
+            print(f"{head}  {data['agent']}#{data['approval']}  {(data['revision'] or '-')[:12]}")
+        elif e.kind == "prune":
+            print(f"{head}  {len(e.pruned)} tags")
+            for t in e.pruned:
+                print(f"    {t.agent} {t.tag}  {t.commit[:12]}  tagged {when(t.tagged)}")
+        else:
+            print(f"{head}  {e.subject}")
     return 0
 
 
@@ -190,6 +241,37 @@ def cmd_set_password(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     print(operator.token(args.home.require(), rotate=args.rotate))
+    return 0
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    token_id, token = tokens.issue(args.home, args.name, actor())
+    if args.state:
+        path = tokens.write_state_token(args.home, args.name, token)
+        print(f"issued token #{token_id} for {args.name} into {path}")
+    else:
+        print(f"issued token #{token_id} for {args.name}; it is shown only now", file=sys.stderr)
+        print(token)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    found = tokens.listing(args.home)
+    if args.json:
+        emit_json(found)
+        return 0
+    for t in found:
+        state = "active"
+        if t["revoked_at"] is not None:
+            state = f"revoked {when(int(t['revoked_at']))} by {t['revoked_by']}"
+        issued = f"issued {when(int(t['created_at']))} by {t['created_by']}"
+        print(f"#{t['id']:<5} {t['agent']:<32} {issued:<45} {state}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    revoked = tokens.revoke(args.home, args.id, actor())
+    print(f"revoked token #{revoked['id']} of {revoked['agent']}")
     return 0
 
 
@@ -257,6 +339,41 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return serve(args.socket)
 
 
+def cmd_harness(args: argparse.Namespace) -> int:
+    from hyperhive.harness.loop import Config, main
+
+    config = Config(
+        socket=args.socket,
+        state=args.state,
+        etc=args.etc,
+        claude=args.claude,
+        notes_compact_bytes=args.notes_compact_bytes,
+        retry_seconds=args.retry_seconds,
+        exit_with_parent=args.exit_with_parent,
+    )
+    return main(config)
+
+
+def absolute_path(text: str) -> Path:
+    return Path(text).absolute()
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+    return value
+
+
 def target(text: str) -> tuple[str, int]:
     try:
         return parse_target(text)
@@ -273,6 +390,12 @@ def agent_name(text: str) -> str:
 
 def recipient(text: str) -> str:
     return text if text == OPERATOR else agent_name(text)
+
+
+def days(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of days (0 or more), not {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,6 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.add_argument("text", metavar="TEXT")
 
+    p = command("prune", cmd_prune, "apply tag retention to every agent's applied repo now")
+    p.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
+    p.add_argument(
+        "--failed-days",
+        type=days,
+        metavar="N",
+        help="keep failed/denied tags N days, 0 forever (default: retention.failed_days)",
+    )
+    p.add_argument("--json", action="store_true")
+
+    meta_cmd = sub.add_parser("meta", help="the meta repo's deploy log").add_subparsers(
+        dest="meta_command", required=True, metavar="COMMAND"
+    )
+    p = command("log", cmd_meta_log, "deploys, destroys and prune records, newest first", meta_cmd)
+    p.add_argument("--json", action="store_true")
+
     op = sub.add_parser("operator", help="the operator's password and API token").add_subparsers(
         dest="operator_command", required=True, metavar="COMMAND"
     )
@@ -358,6 +497,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read it from stdin")
     p = command("token", cmd_token, "print the bearer token for the JSON API", op)
     p.add_argument("--rotate", action="store_true", help="replace it with a new one")
+
+    tok = sub.add_parser("token", help="agents' tokens for the git remote").add_subparsers(
+        dest="token_command", required=True, metavar="COMMAND"
+    )
+    p = command("issue", cmd_token_issue, "issue a git token for agent NAME and print it", tok)
+    p.add_argument("name", type=agent_name)
+    p.add_argument(
+        "--state",
+        action="store_true",
+        help="write it into the agent's state (/state/hyperhive-token) instead of printing it",
+    )
+    p = command("list", cmd_token_list, "every token issued, active or revoked", tok)
+    p.add_argument("--json", action="store_true")
+    p = command("revoke", cmd_token_revoke, "revoke token ID: requests with it get 401", tok)
+    p.add_argument("id", type=int)
 
     p = command("up", cmd_up, "run the daemon: build worker and web server")
     p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
@@ -370,6 +524,44 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda p: Path(p).absolute(),
         required=True,
         help="the agent's socket (in a container: /run/hyperhive/agent.sock)",
+    )
+
+    p = command("harness", cmd_harness, "run an agent's turn loop (what its container runs)")
+    p.add_argument(
+        "--socket",
+        type=absolute_path,
+        default=Path("/run/hyperhive/agent.sock"),
+        help="the agent's socket (default: /run/hyperhive/agent.sock)",
+    )
+    p.add_argument(
+        "--state",
+        type=absolute_path,
+        default=Path("/state"),
+        help="its state directory: notes.md, the claude session (default: /state)",
+    )
+    p.add_argument(
+        "--etc",
+        type=absolute_path,
+        default=Path("/etc/hyperhive"),
+        help="where policy.json and extra-mcp.json are (default: /etc/hyperhive)",
+    )
+    p.add_argument("--claude", default="claude", help="the claude CLI (default: claude on PATH)")
+    p.add_argument(
+        "--notes-compact-bytes",
+        type=positive_int,
+        default=32 * 1024,
+        help="compact notes.md when it grows past this (default: 32768)",
+    )
+    p.add_argument(
+        "--retry-seconds",
+        type=positive_float,
+        default=30.0,
+        help="a failed batch is retried after this when no message comes (default: 30)",
+    )
+    p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="end when the process that started it ends (the local runtime)",
     )
     return parser
 

@@ -9,11 +9,21 @@ from hyperhive.errors import InvalidName
 
 AGENT_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 AGENT_NAME_PATTERN = "^[a-z][a-z0-9-]{0,30}$"
+# Names the broker uses for parties that are not agents: `operator` (the human) and
+# `system` (the hive's own notices). They match the pattern but no agent may take them.
+RESERVED_NAMES = ("operator", "system")
 
 
 def check_agent_name(name: str) -> str:
     if not isinstance(name, str) or not AGENT_NAME_RE.fullmatch(name):
         raise InvalidName(f"invalid agent name {name!r}: must match {AGENT_NAME_PATTERN}")
+    return name
+
+
+def check_new_agent_name(name: str) -> str:
+    """A name a new agent may take: valid and not reserved."""
+    if check_agent_name(name) in RESERVED_NAMES:
+        raise InvalidName(f"{name!r} is reserved for the broker's non-agent senders: pick another")
     return name
 
 

@@ -174,7 +174,8 @@ in
         GIT_COMMITTER_NAME = identity.name;
         GIT_COMMITTER_EMAIL = identity.email;
       };
-      # The harness loop itself arrives with the harness issue (`hyperhive harness`).
+      # `hyperhive harness` (hyperhive/harness/): its state defaults to /state, its policy to
+      # /etc/hyperhive, its claude to `claude` on the path above.
       unitConfig.StartLimitIntervalSec = 0;
       serviceConfig = {
         User = agent;

@@ -17,6 +17,9 @@ from hyperhive.home import Home
 
 OPERATOR = "operator"
 MANAGER = "manager"
+# The hive itself as a sender (crash and stuck notices): a reserved name, never an
+# agent (names.RESERVED_NAMES), and nobody can send to it.
+SYSTEM = "system"
 MAX_WAIT = 180.0
 MAX_BODY = 64 * 1024
 MAX_BATCH = 100  # messages per recv: a reply stays well under the socket's 1 MiB line
@@ -86,8 +89,8 @@ class Broker:
             raise BadInput(f"a message body is at most {MAX_BODY} bytes")
         if to not in self.recipients():
             raise UnknownAgent(f"unknown recipient {to!r}: `list_peers` shows who can be reached")
-        if sender in (MANAGER, OPERATOR):
-            return  # the manager and the operator may always send anywhere
+        if sender in (MANAGER, OPERATOR, SYSTEM):
+            return  # the manager, the operator and the hive may always send anywhere
         allowed = self.policy_of(sender).get("allowedRecipients")
         if allowed is not None and to not in allowed:
             raise PolicyRefused(
@@ -167,6 +170,23 @@ class Broker:
         finally:
             conn.close()
         self.wake()
+
+    def waiting(self, names: list[str]) -> dict[str, tuple[int, float | None]]:
+        """Per recipient: how many messages wait undelivered, and when the oldest came."""
+        conn = connect(self.home)
+        try:
+            return {
+                name: tuple(  # one index search each, however long the history
+                    conn.execute(
+                        "SELECT count(*), min(created_at) FROM messages "
+                        "WHERE recipient = ? AND delivered_at IS NULL",
+                        (name,),
+                    ).fetchone()
+                )
+                for name in names
+            }
+        finally:
+            conn.close()
 
     def inbox(self, name: str, limit: int = 100) -> list[dict]:
         """Undelivered messages for `name`, oldest first, without taking them."""

@@ -8,16 +8,21 @@ import threading
 
 from gunicorn.app.base import BaseApplication
 
-from hyperhive.agents import init_hive
+from hyperhive import tokens
+from hyperhive.agents import MANAGER, init_hive
 from hyperhive.broker.messages import Broker
 from hyperhive.daemon.agentsock import AgentSockets
 from hyperhive.daemon.hostsock import HostSocket
 from hyperhive.daemon.ops import Ops
+from hyperhive.daemon.sampler import Sampler
+from hyperhive.daemon.scheduler import Scheduler
+from hyperhive.daemon.supervisor import Supervisor
 from hyperhive.daemon.worker import BuildWorker
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime import get_runtime
-from hyperhive.workflow import notify
+from hyperhive.settings import load_settings
+from hyperhive.workflow import notify, retention
 from hyperhive.workflow.deploy import recover
 from hyperhive.workflow.lock import build_lock, locked
 
@@ -51,9 +56,13 @@ class Services:
         self.sock = HostSocket(home.host_socket, self.ops.for_host)
         self.agents = AgentSockets(home, self.ops)
         self.watcher = threading.Thread(target=self._follow, name="agent-sockets", daemon=True)
+        self.scheduler = Scheduler()
+        self.sampler = Sampler(self.hive, self.hive.broker, load_settings(home).telemetry)
+        self.supervisor = Supervisor(self.hive, self.hive.broker)
 
     def _follow(self) -> None:
-        """Agents come and go through the workflow: keep their sockets in step."""
+        """Agents come and go through the workflow: keep their sockets in step, and run
+        each deployed agent at its deployed revision (a deploy restarts it)."""
         from forge_ui import live
 
         with self.hive.bus.subscribe("state") as sub:
@@ -61,21 +70,40 @@ class Services:
                 if sub.get(timeout=1.0) is not None:
                     try:
                         self.agents.sync()
+                        self.supervisor.sync()
                     except Exception:
                         log.exception("updating the agent sockets failed")
+
+    def prune(self) -> None:
+        """The daily retention job. The days are read at each run, so an edit of
+        hyperhive.toml applies at the next run (the time of day at the next start)."""
+        home = self.hive.home
+        report = retention.prune(home, load_settings(home).retention.failed_days)
+        for name, error in report.errors.items():
+            log.error("retention: %s not pruned: %s", name, error)
+        log.info("retention: %d tags pruned", len(report.removed))
 
     def start(self) -> None:
         self.sock.start()
         self.agents.sync()
         notify.set_publisher(self.hive.bus.publish)
         self.watcher.start()
+        self.supervisor.start()
         for target in self.worker.resume():
             log.info("%s: resuming a build queued before the last stop", target)
+        self.scheduler.add_daily(
+            "retention", load_settings(self.hive.home).retention.prune_at, self.prune
+        )
+        for job_id, seconds, job in [*self.sampler.jobs(), *self.supervisor.jobs()]:
+            self.scheduler.add_every(job_id, seconds, job)
+        self.scheduler.start()
 
     def stop(self) -> None:
         from forge_ui import live
 
         live.shutting_down.set()
+        self.scheduler.stop()
+        self.supervisor.stop()  # the harnesses first: their recv hands messages back
         self.hive.broker.close()
         self.sock.stop()
         self.agents.stop()
@@ -158,9 +186,13 @@ def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+    load_settings(home)  # a bad hyperhive.toml stops the start here, saying what is wrong
     runtime = get_runtime(runtime_kind, home)
     if init_hive(home, runtime, "operator"):
         log.info("initialized a new hive at %s with the manager agent", home.root)
+    if MANAGER in home.agent_names() and (token_id := tokens.provision(home, MANAGER)):
+        path = tokens.state_file(home, MANAGER)
+        log.info("issued the manager's git token #%d into %s", token_id, path)
     if home.host_socket.exists():
         HostSocket(home.host_socket, lambda r: {}).check_free()
     recover_all(home)

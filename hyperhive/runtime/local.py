@@ -8,23 +8,39 @@ goes to `agents/<name>/policy.json` and the revision to `deployed.rev` with the 
 
 `create` only makes the state directory; the agent exists in this runtime (a deployed
 checkout) from its first successful `update`, which also creates it if `create` was
-never called. `destroy` removes the deployed checkout, `deployed.rev` and `policy.json`.
+never called. `destroy` stops the harness and removes the deployed checkout,
+`deployed.rev`, `policy.json` and the harness's `etc/`.
+
+`start` runs the agent's harness (`hyperhive harness`, runtime/local_harness.py) as a
+subprocess of this process, at the deployed revision (a restart when it runs an older
+one); `stop` ends it. The daemon starts them (daemon/supervisor.py); `status` says
+`running` while the harness runs, `deployed` when it does not.
+
+`shell` is a login shell in the agent's state directory, as the agent's user where there
+is one (see `shell_account`).
 """
 
+import os
+import pwd
 import shutil
 from pathlib import Path
 
+from hyperhive.errors import UnknownAgent
 from hyperhive.gitstore.history import checkout
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.runtime import policy, record
-from hyperhive.runtime.base import BuildError, Emit
+from hyperhive.runtime.base import BuildError, Emit, RuntimeCommandError, Shell
+from hyperhive.runtime.local_harness import ExitHandler, Harnesses
 from hyperhive.runtime.stream import run_streamed
 
 
 class LocalRuntime:
+    supervised = True  # agents are processes of the daemon (runtime/base.py)
+
     def __init__(self, home: Home):
         self.home = home
+        self.harnesses = Harnesses(home)
 
     def create(self, name: str) -> None:
         self.home.state_dir(name).mkdir(parents=True, exist_ok=True)
@@ -53,6 +69,8 @@ class LocalRuntime:
         emit(f"deployed {rev} to {dest}")
 
     def destroy(self, name: str) -> None:
+        self.harnesses.stop(name)
+        shutil.rmtree(self.harnesses.etc_dir(name), ignore_errors=True)
         dest = self.home.deployed_dir(name)
         record.forget(self.home, name)
         for d in (dest, dest.with_name("deployed.new"), dest.with_name("deployed.old")):
@@ -86,4 +104,84 @@ class LocalRuntime:
         revision = record.deployed_revision(self.home, name)
         if not self.home.deployed_dir(name).is_dir() or revision is None:
             return {"state": "not deployed", "revision": None}
-        return {"state": "deployed", "revision": revision}
+        state = "running" if self.harnesses.is_running(name) else "deployed"
+        return {"state": state, "revision": revision}
+
+    def start(self, name: str, emit: Emit | None = None) -> None:
+        revision = record.deployed_revision(self.home, name)
+        if self.home.is_destroyed(name) or revision is None:
+            raise RuntimeCommandError(f"agent {name} is not deployed: nothing to start")
+        try:
+            started = self.harnesses.start(name, revision)
+        except OSError as e:
+            raise RuntimeCommandError(f"cannot start the harness of {name}: {e}") from None
+        if started and emit is not None:
+            emit(f"harness of {name} started at {revision}")
+
+    def stop(self, name: str, emit: Emit | None = None) -> None:
+        if self.harnesses.stop(name) and emit is not None:
+            emit(f"harness of {name} stopped")
+
+    def watch(self, on_exit: ExitHandler) -> None:
+        """`on_exit(name, status)` is called when a harness exits unasked."""
+        self.harnesses.on_exit = on_exit
+
+    def log_tail(self, name: str, lines: int = 40) -> list[str]:
+        return self.harnesses.tail(name, lines)
+
+    def shell(self, name: str) -> Shell:
+        """A login shell (bash, else sh) on a PTY, in the agent's state directory: where
+        the agent works and what persists (a deploy swaps `deployed/` away from under a
+        shell's working directory), with TERM=xterm-256color and a UTF-8 locale."""
+        self.home.require_agent(name)
+        if self.home.is_destroyed(name):
+            raise UnknownAgent(f"agent {name} was destroyed (its state is kept): it has no shell")
+        state = self.home.state_dir(name)
+        if not state.is_dir():
+            raise RuntimeCommandError(f"agent {name} has no state directory ({state})")
+        program = shutil.which("bash") or shutil.which("sh")
+        if program is None:
+            raise RuntimeCommandError("neither bash nor sh is on PATH: no shell to start")
+        user, account = shell_account(state)
+        lang = os.environ.get("LANG", "")
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            **account,
+            "SHELL": program,
+            "TERM": "xterm-256color",
+            "COLORTERM": "truecolor",
+            "LANG": lang if "utf-8" in lang.lower().replace("utf8", "utf-8") else "C.UTF-8",
+            "HYPERHIVE_AGENT": name,
+        }
+        try:
+            return Shell.spawn([program, "-l"], env=env, cwd=state, user=user)
+        except OSError as e:
+            raise RuntimeCommandError(f"cannot start a shell for {name}: {e}") from None
+
+
+def shell_account(state: Path) -> tuple[tuple[int, int, list[int]] | None, dict[str, str]]:
+    """Who the local shell runs as: `(uid, gid, groups)` to switch to (None: stay the
+    daemon's user) and USER, LOGNAME, HOME.
+
+    The local runtime has no user of its own for an agent; the owner of the agent's state
+    directory stands for one. When the daemon runs as root and that owner is someone else,
+    the shell is theirs (HOME: their home, else the state directory). Otherwise (the
+    daemon's own user, as `make run` and the tests are) it stays the daemon's user with
+    that user's HOME, never the state directory: a login shell runs the dotfiles in HOME,
+    and the agent writes its state directory."""
+    uid, gid = (st := state.stat()).st_uid, st.st_gid
+    if os.geteuid() == 0 and uid != 0:
+        try:
+            pw = pwd.getpwuid(uid)
+        except KeyError:  # a bare uid, as a user-namespaced container's files are
+            return (uid, gid, [gid]), {"USER": str(uid), "LOGNAME": str(uid), "HOME": str(state)}
+        home = pw.pw_dir if os.path.isdir(pw.pw_dir) else str(state)
+        groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
+        return (uid, pw.pw_gid, groups), {"USER": pw.pw_name, "LOGNAME": pw.pw_name, "HOME": home}
+    try:
+        pw = pwd.getpwuid(os.geteuid())
+        me, home = pw.pw_name, pw.pw_dir
+    except KeyError:
+        me, home = str(os.geteuid()), "/"
+    home = os.environ.get("HOME") or home
+    return None, {"USER": me, "LOGNAME": me, "HOME": home}

@@ -93,6 +93,8 @@ def parse_status(output: str) -> str | None:
 
 
 class NixosContainerRuntime:
+    supervised = False  # containers run on their own; the daemon polls their status
+
     def __init__(
         self,
         home: Home,
@@ -172,6 +174,20 @@ class NixosContainerRuntime:
 
     def stop(self, name: str, emit: Emit | None = None) -> None:
         self._command(["stop", container_name(name)], emit)
+
+    def log_tail(self, name: str, lines: int = 40) -> list[str]:
+        """The host journal of `container@<container>.service` (the container's console;
+        it is there after the container went down, unlike the container's own journal)."""
+        unit = f"container@{container_name(name)}.service"
+        argv = ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"]
+        try:
+            proc = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return [f"(no log: `{' '.join(argv)}` failed: {e})"]
+        said = proc.stdout.splitlines()[-lines:]
+        return said or [f"(no log: `{' '.join(argv)}` exited {proc.returncode})"]
 
     def shell(self, name: str) -> Shell:
         """`nixos-container root-login h-<name>` on a PTY."""

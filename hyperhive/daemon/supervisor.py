@@ -1,0 +1,196 @@
+"""Keeping the deployed agents running, and telling when one dies.
+
+Supervised runtimes (local: each agent is a harness subprocess of the daemon):
+
+- `start` runs every deployed agent; `sync` (on every `state` event and every
+  `SYNC_SECONDS`) starts the deployed agents that do not run and restarts those that run
+  an older revision than the deployed one (so every deploy, from the build worker or a
+  CLI `deploy --here`, restarts its agent), and stops those no longer active; `stop`
+  stops them all with the daemon.
+- A harness that exits unasked is a crash: a `container_crash` message from `system` with
+  the log tail goes to the manager (to the operator when the manager is the one that
+  crashed), and the harness is restarted after a backoff: 5 s, doubling with each crash
+  up to 5 min, back to 5 s after 10 min without one or at once after a new deploy.
+
+Other runtimes (nixos-container: containers run on their own, systemd restarts their
+harness unit): every `POLL_SECONDS` each deployed agent's status is compared with the last
+one seen; an agent that was `up` and is now down or gone, without a destroy, is a crash
+reported the same way (with the container unit's journal). The daemon does not start or
+stop containers.
+"""
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from hyperhive.broker.messages import MANAGER, MAX_BODY, OPERATOR, SYSTEM, Broker
+from hyperhive.errors import HiveError
+from hyperhive.hive import Hive
+from hyperhive.runtime import record
+from hyperhive.workflow import notify
+
+log = logging.getLogger("hyperhive.daemon")
+
+SYNC_SECONDS = 5.0
+POLL_SECONDS = 30.0
+RESTART_SECONDS = 5.0
+MAX_RESTART_SECONDS = 300.0
+CALM_SECONDS = 600.0  # a crash this long after the last one starts the backoff afresh
+TAIL_LINES = 40
+MAX_LINE = 500  # characters of one log line in a crash message
+KIND = "container_crash"
+
+
+def exit_text(status: int) -> str:
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
+def crash_body(name: str, what: str, tail: list[str]) -> str:
+    """The message: its kind and the agent on the first line, what happened, the log tail."""
+    lines = [line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…" for line in tail]
+    head = f"{KIND}: {name}\n{what}\n"
+    if not lines:
+        return head + "(its log is empty)"
+    body = head + f"Last {len(lines)} lines of its log:\n" + "\n".join(lines)
+    while len(body.encode()) > MAX_BODY and lines:
+        lines = lines[1:]
+        body = head + f"Last {len(lines)} lines of its log:\n" + "\n".join(lines)
+    return body
+
+
+class Supervisor:
+    def __init__(self, hive: Hive, broker: Broker):
+        self.hive, self.broker = hive, broker
+        self.runtime = hive.runtime
+        self.supervised = bool(getattr(self.runtime, "supervised", False))
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.started: set[str] = set()
+        self.crashes: dict[str, tuple[int, float, str | None]] = {}  # count, time, revision
+        self.seen: dict[str, str] = {}  # unsupervised: the state each agent had last
+        self.failing: dict[str, str] = {}  # the last start error of each agent, logged once
+
+    def start(self) -> None:
+        """Start the deployed agents (supervised) or note their states (others)."""
+        if self.supervised:
+            self.runtime.watch(self.exited)
+        try:
+            self.tick()
+        except Exception:  # the scheduler's next tick tries again
+            log.exception("starting the agents failed")
+
+    def jobs(self) -> list[tuple[str, float, Callable[[], object]]]:
+        """(name, period in seconds, function) for the daemon's scheduler."""
+        return [("agents", SYNC_SECONDS if self.supervised else POLL_SECONDS, self.tick)]
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            for name in sorted(self.started):
+                try:
+                    self.runtime.stop(name)
+                except Exception:
+                    log.exception("%s: stopping the agent failed", name)
+            self.started.clear()
+
+    def tick(self) -> None:
+        if self.supervised:
+            self.sync()
+        else:
+            self.check()
+
+    # -- supervised runtimes ------------------------------------------------------------
+
+    def deployed(self) -> dict[str, str]:
+        """Active agents with a deployed revision: name → revision."""
+        home = self.hive.home
+        revisions = {n: record.deployed_revision(home, n) for n in home.agent_names()}
+        return {n: rev for n, rev in revisions.items() if rev is not None}
+
+    def sync(self) -> None:
+        """Run every deployed agent at its deployed revision; stop the ones gone."""
+        if not self.supervised:
+            return
+        with self.lock:
+            if self.stopping.is_set():
+                return
+            deployed = self.deployed()
+            for name, revision in sorted(deployed.items()):
+                if self._waiting(name, revision):
+                    continue
+                try:
+                    self.runtime.start(name)
+                    self.started.add(name)
+                    self.failing.pop(name, None)
+                except HiveError as e:
+                    if self.failing.get(name) != str(e):  # not again every few seconds
+                        log.error("%s: %s", name, e)
+                    self.failing[name] = str(e)
+            for name in sorted(self.started - set(deployed)):
+                try:
+                    self.runtime.stop(name)
+                except HiveError as e:
+                    log.error("%s: %s", name, e)
+                self.started.discard(name)
+
+    def _waiting(self, name: str, revision: str) -> bool:
+        """The agent crashed lately and waits out its backoff (not after a new deploy)."""
+        if name not in self.crashes:
+            return False
+        count, at, crashed_revision = self.crashes[name]
+        if crashed_revision != revision:
+            return False
+        return time.time() < at + self._delay(count)
+
+    @staticmethod
+    def _delay(count: int) -> float:
+        return min(RESTART_SECONDS * 2 ** (count - 1), MAX_RESTART_SECONDS)
+
+    def exited(self, name: str, status: int) -> None:
+        """The runtime's report of a harness that exited unasked."""
+        now = time.time()
+        with self.lock:
+            count, at, _ = self.crashes.get(name, (0, 0.0, None))
+            count = 1 if now - at > CALM_SECONDS else count + 1
+            revision = record.deployed_revision(self.hive.home, name)
+            self.crashes[name] = (count, now, revision)
+            stopping = self.stopping.is_set()
+        then = "" if stopping else f"; it is restarted in {self._delay(count):.0f} s"
+        self.tell(
+            name, f"The harness of agent {name} exited unexpectedly ({exit_text(status)}){then}."
+        )
+
+    # -- other runtimes -----------------------------------------------------------------
+
+    def check(self) -> None:
+        """Compare each deployed agent's state with the last one seen."""
+        for name in sorted(self.deployed()):
+            state = self.runtime.status(name).get("state")
+            before, self.seen[name] = self.seen.get(name), state
+            if before == "up" and state in ("down", "not deployed"):
+                what = "went down" if state == "down" else "is gone"
+                self.tell(name, f"The container of agent {name} {what} unexpectedly.")
+
+    # -- telling ------------------------------------------------------------------------
+
+    def tell(self, name: str, what: str) -> None:
+        """A `container_crash` message from `system` with the agent's log tail."""
+        try:
+            tail = self.runtime.log_tail(name, TAIL_LINES)
+        except Exception as e:
+            tail = [f"(no log: {e})"]
+        to = OPERATOR if name == MANAGER else MANAGER
+        log.error("%s: %s (told %s)", name, what, to)
+        try:
+            self.broker.send(SYSTEM, to, crash_body(name, what, tail))
+        except HiveError as e:
+            log.error("%s: the crash report to %s was not sent: %s", name, to, e)
+            return
+        notify.changed(self.hive.home, to, "message")

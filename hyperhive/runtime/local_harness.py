@@ -1,0 +1,236 @@
+"""The local runtime's harness processes: one `hyperhive harness` per running agent.
+
+Each runs in its own session (so its process group, `claude` and the MCP servers under
+it, is stopped as one), in the agent's state directory, its output appended to
+`logs/<name>/harness.log`, with `--exit-with-parent` so it never outlives the daemon that
+started it. Its pid is recorded in `agents/<name>/harness.pid`: a stop from another
+process (`hyperhive agent destroy` in the CLI) finds it there, and a stop removes the file
+before signalling, which is how the process that started the harness tells an exit it
+asked for from a crash.
+
+Before each start the deployed policy is written to `agents/<name>/etc/` as `policy.json`
+and `extra-mcp.json`, the shapes nix/lib.nix renders into `/etc/hyperhive/` of a container,
+so the harness reads the same files on both runtimes.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperhive.home import Home
+from hyperhive.runtime.policy import deployed_policy
+
+log = logging.getLogger("hyperhive.runtime.local")
+
+STOP_SECONDS = 10.0  # SIGTERM, then SIGKILL after this
+TAIL_BYTES = 64 * 1024
+
+# (agent name, exit status) of a harness that exited without being asked to
+ExitHandler = Callable[[str, int], None]
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen
+    revision: str
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+class Harnesses:
+    def __init__(self, home: Home):
+        self.home = home
+        self.lock = threading.Lock()
+        self.running: dict[str, Running] = {}
+        self.on_exit: ExitHandler | None = None
+
+    # -- where things are ---------------------------------------------------------------
+
+    def etc_dir(self, name: str) -> Path:
+        return self.home.agent_dir(name) / "etc"
+
+    def pid_file(self, name: str) -> Path:
+        return self.home.agent_dir(name) / "harness.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.home.log_dir(name) / "harness.log"
+
+    def argv(self, name: str) -> list[str]:
+        from hyperhive.harness.claude_config import hyperhive_command
+
+        return [
+            *hyperhive_command(),
+            "harness",
+            "--socket",
+            str(self.home.agent_socket(name)),
+            "--state",
+            str(self.home.state_dir(name)),
+            "--etc",
+            str(self.etc_dir(name)),
+            "--exit-with-parent",
+        ]
+
+    def write_etc(self, name: str) -> None:
+        """The deployed policy as the harness reads it (nix/lib.nix renderPolicy and
+        renderExtraMcp shapes)."""
+        policy = deployed_policy(self.home, name)
+        files = {
+            "policy.json": {
+                k: policy.get(k) for k in ("allowedRecipients", "allowedBash", "model")
+            },
+            "extra-mcp.json": policy.get("extraMcpServers") or {},
+        }
+        etc = self.etc_dir(name)
+        etc.mkdir(parents=True, exist_ok=True)
+        for file, value in files.items():
+            tmp = etc / f"{file}.new"
+            tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, etc / file)
+
+    # -- the processes -----------------------------------------------------------------
+
+    def recorded_pid(self, name: str) -> int | None:
+        """The pid in harness.pid if that process is alive and is this agent's harness."""
+        try:
+            pid = int(self.pid_file(name).read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        socket = str(self.home.agent_socket(name)).encode()
+        return pid if b"harness" in cmdline and socket in cmdline and _alive(pid) else None
+
+    def is_running(self, name: str) -> bool:
+        with self.lock:
+            current = self.running.get(name)
+            if current is not None and current.proc.poll() is None:
+                return True
+        return self.recorded_pid(name) is not None
+
+    def start(self, name: str, revision: str) -> bool:
+        """Run the agent's harness at `revision`: nothing when it runs that one already, a
+        restart when it runs another. True when a harness was started."""
+        with self.lock:
+            current = self.running.get(name)
+            if current is not None and current.proc.poll() is None:
+                if current.revision == revision:
+                    return False
+                log.info("%s: restarting the harness for revision %s", name, revision)
+                self._stop_locked(name)
+            elif (stray := self.recorded_pid(name)) is not None:
+                # left by a daemon that died before its harness noticed
+                log.warning(
+                    "%s: stopping a harness this daemon did not start (pid %d)", name, stray
+                )
+                self._stop_locked(name)
+            self.write_etc(name)
+            logfile = self.log_file(name)
+            logfile.parent.mkdir(parents=True, exist_ok=True)
+            with logfile.open("ab") as out:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                out.write(f"--- {stamp} harness of {name} starts at {revision}\n".encode())
+                out.flush()
+                proc = subprocess.Popen(
+                    self.argv(name),
+                    cwd=self.home.state_dir(name),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "HYPERHIVE_AGENT": name},
+                    start_new_session=True,
+                )
+            self.pid_file(name).write_text(f"{proc.pid}\n")
+            self.running[name] = Running(proc, revision)
+        threading.Thread(
+            target=self._reap, args=(name, proc), name=f"harness-{name}", daemon=True
+        ).start()
+        log.info("%s: harness started (pid %d), log %s", name, proc.pid, logfile)
+        return True
+
+    def _reap(self, name: str, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        with self.lock:
+            current = self.running.get(name)
+            # A stop removes the pid file before it signals: still there means unasked.
+            crashed = current is not None and current.proc is proc and self._names(name, proc.pid)
+            if current is not None and current.proc is proc:
+                del self.running[name]
+            if crashed:
+                self.pid_file(name).unlink(missing_ok=True)
+        _kill_group(proc.pid, signal.SIGKILL)  # what it left behind (a claude, MCP servers)
+        if crashed:
+            log.error("%s: the harness exited unexpectedly (status %d)", name, code)
+            if self.on_exit is not None:
+                try:
+                    self.on_exit(name, code)
+                except Exception:
+                    log.exception("%s: reporting the harness exit failed", name)
+
+    def _names(self, name: str, pid: int) -> bool:
+        try:
+            return int(self.pid_file(name).read_text().strip()) == pid
+        except (OSError, ValueError):
+            return False
+
+    def stop(self, name: str) -> bool:
+        """Stop the agent's harness (ours or one recorded by another process); True when
+        one was running."""
+        with self.lock:
+            return self._stop_locked(name)
+
+    def _stop_locked(self, name: str) -> bool:
+        current = self.running.pop(name, None)
+        pid = current.proc.pid if current is not None else self.recorded_pid(name)
+        self.pid_file(name).unlink(missing_ok=True)  # first: the exit is asked for
+        if pid is None or (current is not None and current.proc.poll() is not None):
+            return False
+        _kill_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:
+            if current is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    current.proc.wait(0.05)
+                if current.proc.poll() is not None:
+                    break
+            elif _alive(pid):
+                time.sleep(0.05)
+            else:
+                break
+        else:
+            log.warning(
+                "%s: the harness ignored SIGTERM for %.0f s: killing it", name, STOP_SECONDS
+            )
+        _kill_group(pid, signal.SIGKILL)
+        if current is not None:
+            current.proc.wait()
+        log.info("%s: harness stopped", name)
+        return True
+
+    def tail(self, name: str, lines: int = 40) -> list[str]:
+        """The last lines of the agent's harness log."""
+        try:
+            with self.log_file(name).open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        return data.decode(errors="replace").splitlines()[-lines:]
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,195 @@
+"""The whole chain on a real daemon with the local runtime: a deploy starts the agent's
+harness, a message to it runs a turn in which the fake claude (on PATH) calls `send`
+through the real `hyperhive mcp` and socket, the broker delivers it, the turn's telemetry
+lands in hive.db; a redeploy restarts the harness, a killed harness is reported to the
+manager and restarted, a stop or a destroy is no crash."""
+
+import json
+import os
+import signal
+import sqlite3
+
+import pytest
+from conftest import commit_config, git, run_cli
+from test_daemon import Daemon, wait_for
+from test_harness import claude_script
+
+from hyperhive.daemon import hostsock
+from hyperhive.errors import HiveError
+from hyperhive.home import Home
+from hyperhive.runtime.base import RuntimeCommandError
+from hyperhive.runtime.local import LocalRuntime
+from hyperhive.runtime.local_harness import _alive
+from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.deploy import deploy
+
+
+def pid_of(home: Home, name: str) -> int | None:
+    try:
+        return int((home.agent_dir(name) / "harness.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def inbox(root, name) -> list[dict]:
+    return json.loads(run_cli(root, "inbox", name, "--json", check=True).stdout)
+
+
+def crash_reports(root) -> list[dict]:
+    return [m for m in inbox(root, "manager") if m["from"] == "system"]
+
+
+def deployed(root, name, approval_id) -> bool:
+    tags = git(Home(root).applied_dir(name), "tag", "--list")
+    return f"deployed/{approval_id}" in tags.split()
+
+
+@pytest.fixture
+def hive(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{claude_script(tmp_path / 'bin').parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_CLAUDE_HOME", str(tmp_path / "fake-claude"))
+    root = tmp_path / "hive"
+    run_cli(root, "init", check=True)
+    run_cli(root, "agent", "create", "alice", check=True)
+    run_cli(root, "agent", "create", "bob", check=True)  # never deployed: its inbox stays
+    daemons = []
+
+    def start() -> Daemon:
+        daemons.append(Daemon(root).start())
+        return daemons[-1]
+
+    yield root, start
+    for d in daemons:
+        if d.proc.poll() is None:
+            os.killpg(d.proc.pid, signal.SIGKILL)
+            d.proc.wait()
+
+
+def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
+    root, start = hive
+    home = Home(root)
+    daemon = start()
+    run_cli(root, "approve", "alice#1", check=True)
+    harness_log = home.log_dir("alice") / "harness.log"
+    wait_for(lambda: harness_log.exists() and "ready on" in harness_log.read_text(), what="alice")
+    first = pid_of(home, "alice")
+    agents = json.loads(run_cli(root, "agent", "list", "--json", check=True).stdout)
+    assert {a["name"]: a["runtime"]["state"] for a in agents} == {
+        "alice": "running",
+        "bob": "not deployed",
+        "manager": "not deployed",
+    }
+    assert json.loads((home.agent_dir("alice") / "etc" / "policy.json").read_text()) == {
+        "allowedBash": None,
+        "allowedRecipients": None,
+        "model": None,
+    }
+
+    # turn_report is the harness's op, no MCP tool; a bad report is refused whole
+    sock = home.agent_socket("alice")
+    assert "turn_report" not in hostsock.call(sock, {"op": "whoami"})["tools"]
+    for bad in (None, {"exit": "meh"}, {"exit": "ok", "duration": -1}):
+        with pytest.raises(HiveError, match="turn report|report"):
+            hostsock.call(sock, {"op": "turn_report", "report": bad})
+
+    # harness → fake claude → hyperhive mcp → alice's socket → daemon → broker → bob
+    run_cli(root, "send", "operator", "alice", 'fake: call send {"to": "bob", "body": "hi bob"}')
+    (got,) = wait_for(lambda: inbox(root, "bob"), what="bob's message")
+    assert (got["from"], got["body"]) == ("alice", "hi bob")
+
+    def rows():
+        with sqlite3.connect(root / "hive.db") as db:
+            return dict(db.execute("SELECT key, value FROM stats WHERE agent = 'alice'"))
+
+    stats = wait_for(lambda: "turn" in rows() and rows(), what="the turn report")
+    assert {k: v for k, v in stats.items() if k != "turn.duration"} == {
+        "turn": 1,
+        "turn.exit.ok": 1,
+        "turn.tool_calls": 1,
+        "tool.mcp__hyperhive__send": 1,
+        "turn.sent": 1,
+        "sent.peer": 1,
+        "turn.received": 1,
+        "received.operator": 1,
+        "inbox.depth": 0,
+        "notes.bytes": 0,
+        "turn.cost_usd": 0.0123,
+    }
+    assert stats["turn.duration"] > 0
+
+    # a new deploy restarts the harness at the new revision
+    commit = commit_config(home, "alice", {"notes/readme.md": "v2\n"}, "second config")
+    run_cli(root, "propose", "alice", check=True)
+    run_cli(root, "approve", "alice#2", check=True)
+    wait_for(lambda: deployed(root, "alice", 2), what="alice#2")
+    wait_for(lambda: pid_of(home, "alice") not in (None, first), what="the restart")
+    wait_for(lambda: f"starts at {commit}" in harness_log.read_text(), what="the new revision")
+    assert not _alive(first)
+
+    # killed: the manager hears of it with the log tail, the harness comes back
+    second = pid_of(home, "alice")
+    os.kill(second, signal.SIGKILL)
+    (report,) = wait_for(lambda: crash_reports(root), what="the crash report")
+    lines = report["body"].splitlines()
+    assert lines[0] == "container_crash: alice"
+    assert "exited unexpectedly (killed by SIGKILL)" in lines[1]
+    assert any("ready on" in line for line in lines[2:])
+    wait_for(lambda: pid_of(home, "alice") not in (None, second), what="the restart", timeout=30)
+
+    # the daemon's stop stops the harness; its start starts it again; no crash either time
+    third = pid_of(home, "alice")
+    assert daemon.stop() == 0
+    assert not _alive(third) and pid_of(home, "alice") is None
+    start()
+    wait_for(lambda: pid_of(home, "alice") not in (None, third), what="the start")
+    fourth = pid_of(home, "alice")
+
+    # a destroy from the CLI stops the daemon's harness: no crash
+    run_cli(root, "agent", "destroy", "alice", check=True)
+    wait_for(lambda: not _alive(fourth), what="alice's harness to end")
+    assert pid_of(home, "alice") is None
+    assert len(crash_reports(root)) == 1
+    assert not (home.agent_dir("alice") / "etc").exists()
+
+
+def test_local_runtime_start_stop_and_crash_without_a_daemon(home, runtime):
+    """The local runtime's harness processes on their own (no daemon answers: the
+    harnesses wait for one): start once, find a stray, stop from another process's view,
+    report only an unasked exit."""
+    with pytest.raises(RuntimeCommandError, match="not deployed"):
+        runtime.start("manager")
+    (home.applied_dir("manager") / "hooks" / "post-receive").unlink()
+    Approvals(home, "manager").approve(1, "operator")
+    deploy(home, "manager", 1, runtime)
+    exits = []
+    runtime.watch(lambda name, status: exits.append((name, status)))
+    try:
+        runtime.start("manager")
+        first = pid_of(home, "manager")
+        runtime.start("manager")  # runs the deployed revision already: nothing to do
+        assert pid_of(home, "manager") == first and _alive(first)
+        assert runtime.status("manager")["state"] == "running"
+
+        # a daemon started anew finds the harness of the one before and replaces it
+        other = LocalRuntime(home)
+        # (once it runs the harness: between fork and exec a process is not one yet)
+        wait_for(lambda: other.harnesses.recorded_pid("manager") == first, what="exec")
+        other.start("manager")
+        second = pid_of(home, "manager")
+        assert second != first and not _alive(first)
+        assert LocalRuntime(home).status("manager")["state"] == "running"
+
+        # stopped through the pid file (as a CLI destroy does): no crash for its parent
+        other.watch(lambda name, status: exits.append((name, status)))
+        LocalRuntime(home).stop("manager")
+        assert not _alive(second) and runtime.status("manager")["state"] == "deployed"
+
+        runtime.start("manager")
+        third = pid_of(home, "manager")
+        os.kill(third, signal.SIGKILL)
+        wait_for(lambda: exits, what="the exit report")
+        assert exits == [("manager", -signal.SIGKILL)]
+        assert pid_of(home, "manager") is None
+        assert any("harness of manager starts at" in x for x in runtime.log_tail("manager"))
+    finally:
+        runtime.stop("manager")

@@ -1,0 +1,153 @@
+"""The daemon's supervisor with stand-in runtimes: crash reports from `system` (a name no
+agent may take), the restart backoff, the status poll of unsupervised runtimes."""
+
+import pytest
+from conftest import run_cli
+
+from hyperhive.agents import create_agent
+from hyperhive.broker.messages import MAX_BODY, Broker
+from hyperhive.daemon import supervisor
+from hyperhive.daemon.supervisor import Supervisor, crash_body
+from hyperhive.errors import InvalidName
+from hyperhive.hive import Hive
+from hyperhive.runtime import record
+
+
+class StandIn:
+    """A runtime that records what the supervisor asks of it."""
+
+    def __init__(self, supervised: bool):
+        self.supervised = supervised
+        self.states: dict[str, str] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.on_exit = None
+
+    def watch(self, on_exit):
+        self.on_exit = on_exit
+
+    def start(self, name, emit=None):
+        self.calls.append(("start", name))
+
+    def stop(self, name, emit=None):
+        self.calls.append(("stop", name))
+
+    def status(self, name):
+        return {"state": self.states.get(name, "up"), "revision": "r"}
+
+    def log_tail(self, name, lines=40):
+        return [f"{name} line {i}" for i in range(3)]
+
+
+def set_deployed(home, name, rev):
+    record.revision_file(home, name).write_text(rev + "\n")
+
+
+@pytest.fixture
+def worker(home, runtime):
+    create_agent(home, "worker", runtime, "operator")
+    set_deployed(home, "worker", "r1")
+    return "worker"
+
+
+def make(home, supervised):
+    rt = StandIn(supervised)
+    broker = Broker(home)
+    return Supervisor(Hive(home, rt), broker), rt, broker
+
+
+def system_messages(broker, to):
+    return [m for m in broker.inbox(to) if m["from"] == "system"]
+
+
+def test_a_crash_is_told_with_the_log_tail_and_restarted_after_a_backoff(home, worker, monkeypatch):
+    sup, rt, broker = make(home, supervised=True)
+    sup.start()
+    assert rt.on_exit == sup.exited and rt.calls == [("start", "worker")]
+    rt.calls.clear()
+
+    rt.on_exit("worker", -9)
+    (m,) = system_messages(broker, "manager")
+    assert m["body"].splitlines() == [
+        "container_crash: worker",
+        "The harness of agent worker exited unexpectedly (killed by SIGKILL); "
+        "it is restarted in 5 s.",
+        "Last 3 lines of its log:",
+        "worker line 0",
+        "worker line 1",
+        "worker line 2",
+    ]
+    sup.sync()
+    assert rt.calls == []  # waiting out the backoff
+    rt.on_exit("worker", 1)
+    assert (
+        "(exit status 1); it is restarted in 10 s." in system_messages(broker, "manager")[1]["body"]
+    )
+    set_deployed(home, "worker", "r2")  # a new deploy: no waiting
+    sup.sync()
+    assert rt.calls == [("start", "worker")]
+    set_deployed(home, "worker", "r1")
+    now = supervisor.time.time()
+    monkeypatch.setattr(supervisor.time, "time", lambda: now + 11)  # the backoff is over
+    rt.calls.clear()
+    sup.sync()
+    assert rt.calls == [("start", "worker")]
+
+
+def test_the_managers_crash_goes_to_the_operator(home, worker):
+    set_deployed(home, "manager", "m1")
+    sup, rt, broker = make(home, supervised=True)
+    sup.exited("manager", -15)
+    (m,) = system_messages(broker, "operator")
+    assert m["body"].startswith("container_crash: manager\n")
+
+
+def test_stop_stops_what_it_started_and_a_late_exit_is_not_restarted(home, worker):
+    sup, rt, broker = make(home, supervised=True)
+    sup.start()
+    sup.stop()
+    assert rt.calls == [("start", "worker"), ("stop", "worker")]
+    sup.exited("worker", 0)
+    assert "restarted" not in system_messages(broker, "manager")[0]["body"]
+    sup.sync()
+    assert rt.calls[-1] == ("stop", "worker")  # nothing starts any more
+
+
+def test_agents_gone_are_stopped(home, worker):
+    sup, rt, broker = make(home, supervised=True)
+    sup.start()
+    record.forget(home, "worker")  # as a destroy does
+    sup.sync()
+    assert rt.calls == [("start", "worker"), ("stop", "worker")]
+
+
+def test_unsupervised_runtimes_are_polled_for_containers_that_went_down(home, worker):
+    sup, rt, broker = make(home, supervised=False)
+    sup.start()
+    assert rt.calls == [] and rt.on_exit is None  # containers run on their own
+    assert [job[:2] for job in sup.jobs()] == [("agents", supervisor.POLL_SECONDS)]
+    sup.check()
+    assert system_messages(broker, "manager") == []
+    rt.states["worker"] = "down"
+    sup.check()
+    sup.check()  # told once, not at every poll
+    (m,) = system_messages(broker, "manager")
+    assert m["body"].startswith(
+        "container_crash: worker\nThe container of agent worker went down unexpectedly."
+    )
+
+
+def test_a_crash_body_fits_a_message():
+    body = crash_body("worker", "it died", ["x" * 10_000] * 1000)
+    assert len(body.encode()) <= MAX_BODY
+    assert body.startswith("container_crash: worker\nit died\nLast ")
+    assert all(len(line) <= supervisor.MAX_LINE for line in body.splitlines())
+    assert crash_body("w", "it died", []).endswith("(its log is empty)")
+
+
+@pytest.mark.parametrize("name", ["system", "operator"])
+def test_the_broker_names_are_no_agent_names(home, runtime, name):
+    with pytest.raises(InvalidName, match="reserved"):
+        create_agent(home, name, runtime, "operator")
+    proc = run_cli(home.root, "agent", "create", name)
+    assert proc.returncode == 1 and "reserved" in proc.stderr
+    assert not home.agent_dir(name).exists()
