@@ -561,7 +561,12 @@ def test_the_daemon_schedules_the_daily_prune(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HYPERHIVE_RETENTION_PRUNE_AT", "04:15")
     daemon = Daemon(tmp_path / "hive").start()
     try:
-        wait_for(lambda: "job retention: daily at 04:15" in daemon.log.read_text())
+        wait_for(
+            lambda: "job retention: daily at 04:15 (missed: runs now)" in daemon.log.read_text()
+        )
+        # a new hive never pruned: the first start catches up, and the run is stamped
+        wait_for(lambda: "retention: 0 tags pruned" in daemon.log.read_text())
+        assert (tmp_path / "hive" / "run" / "retention.last-run").is_file()
     finally:
         assert daemon.stop() == 0
     monkeypatch.setenv("HYPERHIVE_RETENTION_PRUNE_AT", "4:15")

@@ -49,6 +49,16 @@ def test_daily_jobs_run_at_the_given_local_time(scheduler):
     assert scheduler.next_run("nope") is None
 
 
+def test_a_daily_run_missed_while_down_happens_at_start(scheduler):
+    ran = threading.Event()
+    scheduler.add_daily("missed", "04:15", ran.set, datetime.now() - timedelta(days=2))
+    scheduler.add_daily("kept", "04:15", lambda: None, datetime.now())
+    scheduler.start()
+    assert ran.wait(WAIT)
+    at = scheduler.next_run("kept")
+    assert (at.hour, at.minute) == (4, 15)  # ran since its last due time: no catch-up
+
+
 @pytest.mark.parametrize("at", ["4:15", "24:00", "12:60", "noon", "", "04:15:00"])
 def test_a_bad_time_is_refused(scheduler, at):
     with pytest.raises(BadInput, match="HH:MM"):

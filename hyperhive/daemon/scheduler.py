@@ -9,7 +9,7 @@ while the process was busy or suspended collapse into one run as soon as it can.
 import logging
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -32,14 +32,27 @@ class Scheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         )
 
-    def add_daily(self, job_id: str, at: str, func: Callable[[], object]) -> None:
-        """Run `func` every day at `at` ("HH:MM", 24 h, the daemon's local time)."""
+    def add_daily(
+        self,
+        job_id: str,
+        at: str,
+        func: Callable[[], object],
+        last_run: datetime | None = None,
+    ) -> None:
+        """Run `func` every day at `at` ("HH:MM", 24 h, the daemon's local time). Given
+        the job's `last_run`, a run missed while the daemon was down happens at once
+        (a daemon that is never up at `at` still prunes, once per start)."""
         match = HH_MM.fullmatch(at)
         if not match:
             raise BadInput(f"job {job_id}: the time must be HH:MM (24 h), not {at!r}")
         hour, minute = (int(g) for g in match.groups())
-        self._add(job_id, CronTrigger(hour=hour, minute=minute), func)
-        log.info("job %s: daily at %s", job_id, at)
+        now = datetime.now()
+        due = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if due > now:
+            due -= timedelta(days=1)
+        missed = last_run is not None and last_run < due
+        self._add(job_id, CronTrigger(hour=hour, minute=minute), func, now if missed else None)
+        log.info("job %s: daily at %s%s", job_id, at, " (missed: runs now)" if missed else "")
 
     def add_every(self, job_id: str, seconds: float, func: Callable[[], object]) -> None:
         """Run `func` every `seconds`, the first time `seconds` after the start."""
@@ -48,7 +61,9 @@ class Scheduler:
         self._add(job_id, IntervalTrigger(seconds=seconds), func)
         log.info("job %s: every %g s", job_id, seconds)
 
-    def _add(self, job_id: str, trigger, func: Callable[[], object]) -> None:
+    def _add(
+        self, job_id: str, trigger, func: Callable[[], object], first: datetime | None = None
+    ) -> None:
         if self._sched.get_job(job_id) is not None:
             raise BadInput(f"a job {job_id!r} is already scheduled")
 
@@ -58,7 +73,8 @@ class Scheduler:
             except Exception:
                 log.exception("job %s failed; it runs again at its next time", job_id)
 
-        self._sched.add_job(run, trigger, id=job_id, name=job_id)
+        extra = {"next_run_time": first} if first else {}
+        self._sched.add_job(run, trigger, id=job_id, name=job_id, **extra)
 
     def next_run(self, job_id: str) -> datetime | None:
         """When the job runs next (None: no such job; before `start` too, the time is

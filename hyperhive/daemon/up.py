@@ -5,6 +5,8 @@ until SIGINT or SIGTERM."""
 import logging
 import signal
 import threading
+from datetime import datetime
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
@@ -40,6 +42,12 @@ def recover_all(home: Home) -> None:
             if free:
                 for a in recover(home, name):
                     log.warning("%s: interrupted build marked failed", a.target)
+
+
+def prune_stamp(home: Home) -> Path:
+    """Touched by every retention run: a run missed while the daemon was down is caught
+    up at the next start."""
+    return home.run_dir / "retention.last-run"
 
 
 class Services:
@@ -82,6 +90,9 @@ class Services:
         for name, error in report.errors.items():
             log.error("retention: %s not pruned: %s", name, error)
         log.info("retention: %d tags pruned", len(report.removed))
+        stamp = prune_stamp(home)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
 
     def start(self) -> None:
         self.sock.start()
@@ -91,8 +102,12 @@ class Services:
         self.supervisor.start()
         for target in self.worker.resume():
             log.info("%s: resuming a build queued before the last stop", target)
+        stamp = prune_stamp(self.hive.home)
         self.scheduler.add_daily(
-            "retention", load_settings(self.hive.home).retention.prune_at, self.prune
+            "retention",
+            load_settings(self.hive.home).retention.prune_at,
+            self.prune,
+            datetime.fromtimestamp(stamp.stat().st_mtime) if stamp.exists() else datetime.min,
         )
         for job_id, seconds, job in [*self.sampler.jobs(), *self.supervisor.jobs()]:
             self.scheduler.add_every(job_id, seconds, job)
