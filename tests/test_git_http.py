@@ -577,3 +577,17 @@ def test_a_broken_settings_file_is_a_clear_500(home, client):
     )
     assert r.status_code == 500
     assert "git.max_push_bytes must be at least 1" in r.get_data(as_text=True)
+
+
+def test_a_push_cut_off_by_a_crash_leaves_a_quarantine_the_next_start_removes(home):
+    from hyperhive.daemon.up import recover_all
+
+    objects = home.config_dir("manager") / ".git" / "objects"
+    left = objects / "tmp_objdir-incoming-abc123"
+    (left / "pack").mkdir(parents=True)
+    (left / "pack" / "tmp_pack_x").write_bytes(b"PACK half")
+    files = objects_of(home.config_dir("manager"))
+    recover_all(home)
+    assert not left.exists()
+    assert objects_of(home.config_dir("manager")) == [f for f in files if "incoming" not in f]
+    assert git(home.config_dir("manager"), "fsck", "--no-progress") == ""

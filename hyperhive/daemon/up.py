@@ -20,6 +20,7 @@ from hyperhive.daemon.sampler import Sampler
 from hyperhive.daemon.scheduler import Scheduler
 from hyperhive.daemon.supervisor import Supervisor
 from hyperhive.daemon.worker import BuildWorker
+from hyperhive.gitstore.receive import Quarantine
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime import get_runtime
@@ -36,7 +37,11 @@ GRACEFUL_SECONDS = 30  # how long a stop waits for running builds before they ar
 
 def recover_all(home: Home) -> None:
     """End builds that a crash interrupted. An agent whose build lock is held has a build
-    running in another process (a CLI deploy): that one is alive, not interrupted."""
+    running in another process (a CLI deploy): that one is alive, not interrupted. Drop
+    the quarantines of pushes a crash cut off (only this daemon receives pushes)."""
+    for objects in home.root.glob("agents/*/config/.git/objects"):
+        for path in Quarantine.sweep(objects):
+            log.warning("removed %s, left by a push the last stop interrupted", path)
     for name in home.agent_names():
         with locked(build_lock(home.applied_dir(name)), blocking=False) as free:
             if free:

@@ -96,12 +96,23 @@ def unsafe_path(objects: DiskObjectStore, commit: Commit) -> bytes | None:
     return None
 
 
+QUARANTINE_PREFIX = "tmp_objdir-incoming-"
+
+
 class Quarantine:
     """A temporary object directory inside `target` for one push; removed on exit."""
 
+    @staticmethod
+    def sweep(objects_dir: Path) -> list[Path]:
+        """Remove what pushes cut off by a killed daemon left behind; what was removed."""
+        left = sorted(objects_dir.glob(f"{QUARANTINE_PREFIX}*"))
+        for path in left:
+            shutil.rmtree(path, ignore_errors=True)
+        return left
+
     def __init__(self, target: DiskObjectStore):
         self.target = target
-        self.path = Path(tempfile.mkdtemp(prefix="tmp_objdir-incoming-", dir=target.path))
+        self.path = Path(tempfile.mkdtemp(prefix=QUARANTINE_PREFIX, dir=target.path))
         (self.path / "pack").mkdir()
         (self.path / "info").mkdir()
         self.objects = DiskObjectStore(
