@@ -11,6 +11,17 @@ import pytest
 from hyperhive.agents import init_hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
+from hyperhive.workflow.states import State
+
+# The states by their initials, for tests that spell out histories.
+SHORT_STATES = (
+    State.PROPOSAL,
+    State.APPROVED,
+    State.DENIED,
+    State.BUILDING,
+    State.DEPLOYED,
+    State.FAILED,
+)
 
 HYPERHIVE = str(Path(sys.executable).parent / "hyperhive")
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, git, run_cli
+from conftest import SHORT_STATES, commit_config, git, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,14 +32,7 @@ from hyperhive.workflow.lock import locked, transition_lock
 from hyperhive.workflow.retention import DAY, plan, prune
 from hyperhive.workflow.states import TERMINAL, State, tag_ref
 
-P, A, D, B, OK, F = (
-    State.PROPOSAL,
-    State.APPROVED,
-    State.DENIED,
-    State.BUILDING,
-    State.DEPLOYED,
-    State.FAILED,
-)
+P, A, D, B, OK, F = SHORT_STATES
 # The tags an approval in each state has.
 PATHS = {P: [P], A: [P, A], D: [P, D], B: [P, A, B], OK: [P, A, B, OK], F: [P, A, B, F]}
 N = 30  # failed days in most tests

@@ -1,6 +1,7 @@
 """The pure state table of DESIGN.md: which tag may follow which."""
 
 import pytest
+from conftest import SHORT_STATES
 
 from hyperhive.workflow.approvals import parse_tag_refs
 from hyperhive.workflow.states import (
@@ -14,14 +15,7 @@ from hyperhive.workflow.states import (
     tag_ref,
 )
 
-P, A, D, B, OK, F = (
-    State.PROPOSAL,
-    State.APPROVED,
-    State.DENIED,
-    State.BUILDING,
-    State.DEPLOYED,
-    State.FAILED,
-)
+P, A, D, B, OK, F = SHORT_STATES
 
 
 def test_state_names_are_the_tag_prefixes_of_the_design():

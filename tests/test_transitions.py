@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, git, run_cli
+from conftest import SHORT_STATES, commit_config, git, run_cli
 
 from hyperhive.agents import create_agent
 from hyperhive.errors import (
@@ -24,14 +24,7 @@ from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State
 
-P, A, D, B, OK, F = (
-    State.PROPOSAL,
-    State.APPROVED,
-    State.DENIED,
-    State.BUILDING,
-    State.DEPLOYED,
-    State.FAILED,
-)
+P, A, D, B, OK, F = SHORT_STATES
 NAME = "manager"
 
 
