@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(BIN)/hyperhive up
 
 test: $(STAMP)
+	scripts/system-deps
 	$(BIN)/pytest -n 2 -q
 
 lint: $(STAMP)
