@@ -37,6 +37,15 @@ const hiveCharts = (() => {
     return `${Math.floor(s)}s ago`;
   };
 
+  // A value between two gaps draws no line: uPlot's points filter shows it as a dot.
+  function isolated(u, seriesIdx) {
+    const d = u.data[seriesIdx], out = [];
+    for (let i = 0; i < d.length; i++) {
+      if (d[i] != null && d[i - 1] == null && d[i + 1] == null) out.push(i);
+    }
+    return out;
+  }
+
   function summary(el, data) {
     const s = data.summary;
     const tools = Object.entries(s.tool || {}).sort((a, b) => b[1] - a[1])
@@ -77,7 +86,7 @@ const hiveCharts = (() => {
         stroke: panel.colours ? css(panel.colours[i]) : palette[i % palette.length],
         width: 1.5,
         paths: panel.bars ? uPlot.paths.bars({ size: [0.8, 20] }) : undefined,
-        points: { show: false },
+        points: { show: true, size: 5, filter: isolated },
         value: (u, v) => fmt(v, 2),
       }))],
     };
