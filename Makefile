@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/python bench/transitions.py
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 # Re-fetch the pinned front-end packages (xterm.js, uPlot) into forge_ui/static/vendor/
 # with npm; the result is committed, so nothing else needs npm.
