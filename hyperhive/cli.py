@@ -346,8 +346,6 @@ def cmd_harness(args: argparse.Namespace) -> int:
         socket=args.socket,
         state=args.state,
         etc=args.etc,
-        claude=args.claude,
-        notes_compact_bytes=args.notes_compact_bytes,
         retry_seconds=args.retry_seconds,
         exit_with_parent=args.exit_with_parent,
     )
@@ -356,12 +354,6 @@ def cmd_harness(args: argparse.Namespace) -> int:
 
 def absolute_path(text: str) -> Path:
     return Path(text).absolute()
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return int(text)
 
 
 def positive_float(text: str) -> float:
@@ -543,14 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--etc",
         type=absolute_path,
         default=Path("/etc/hyperhive"),
-        help="where policy.json and extra-mcp.json are (default: /etc/hyperhive)",
-    )
-    p.add_argument("--claude", default="claude", help="the claude CLI (default: claude on PATH)")
-    p.add_argument(
-        "--notes-compact-bytes",
-        type=positive_int,
-        default=32 * 1024,
-        help="compact notes.md when it grows past this (default: 32768)",
+        help="where policy.json and extra-mcp.json are (default: /etc/hyperhive); the "
+        "claude it runs and the notes compaction threshold are the policy's",
     )
     p.add_argument(
         "--retry-seconds",

@@ -29,7 +29,8 @@ from hyperhive.harness.claude_config import (
     load_extras,
     render_claude_config,
 )
-from hyperhive.harness.loop import MAX_ATTEMPTS, Config, Harness
+from hyperhive.harness.loop import MAX_ATTEMPTS, Config, Harness, PolicyUnreadable
+from hyperhive.harness.notes import DEFAULT_COMPACT_BYTES
 from hyperhive.harness.prompt import system_prompt, turn_prompt
 
 FAKE_CLAUDE = Path(__file__).parent / "fake_claude.py"
@@ -38,11 +39,12 @@ CMD = ["hyperhive"]
 HYPERHIVE_TOOLS = [f"mcp__hyperhive__{t}" for t in AGENT_TOOLS]
 
 
-def claude_script(directory: Path) -> Path:
-    """An executable `claude` that runs the fake with this interpreter."""
+def claude_script(directory: Path, name: str = "claude", before: str = "") -> Path:
+    """An executable `claude` that runs the fake with this interpreter (after the shell
+    lines `before`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "claude"
-    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
+    path = directory / name
+    path.write_text(f'#!/bin/sh\n{before}exec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
     path.chmod(0o755)
     return path
 
@@ -222,18 +224,18 @@ def harness_dirs(tmp_path, policy=None, extras=None) -> tuple[Path, Path]:
     return state, etc
 
 
-def notes_harness(tmp_path) -> Harness:
-    state, etc = harness_dirs(tmp_path, {"model": "claude-small"})
+def notes_harness(tmp_path, **policy) -> Harness:
     claude = claude_script(tmp_path / "bin")
-    return Harness(Config(socket=tmp_path / "none.sock", state=state, etc=etc, claude=str(claude)))
+    state, etc = harness_dirs(tmp_path, {"model": "claude-small", "claude": str(claude), **policy})
+    return Harness(Config(socket=tmp_path / "none.sock", state=state, etc=etc))
 
 
 def test_notes_over_the_threshold_are_compacted_with_a_backup(tmp_path, fake_env):
     h = notes_harness(tmp_path)
     original = "".join(f"- fact {i % 50}: something worth keeping\n" for i in range(1500))
-    assert len(original) > 32 * 1024
+    assert len(original) > DEFAULT_COMPACT_BYTES  # the threshold when the policy sets none
     h.notes_path.write_text(original)
-    h.maybe_compact_notes()
+    h.maybe_compact_notes(h.policy())
     (backup,) = h.notes_path.parent.glob("notes.md.*.bak")
     assert backup.read_text() == original  # nothing is lost
     compacted = h.notes_path.read_text()
@@ -251,7 +253,7 @@ def test_a_failed_compaction_leaves_the_notes_untouched(tmp_path, fake_env, monk
     h = notes_harness(tmp_path)
     original = "y" * 40_000
     h.notes_path.write_text(original)
-    h.maybe_compact_notes()
+    h.maybe_compact_notes(h.policy())
     assert h.notes_path.read_text() == original
     assert list(h.notes_path.parent.glob("*.bak")) == []
     assert len(fake_runs(fake_env)) == 1
@@ -260,8 +262,43 @@ def test_a_failed_compaction_leaves_the_notes_untouched(tmp_path, fake_env, monk
 def test_notes_under_the_threshold_are_left_alone(tmp_path, fake_env):
     h = notes_harness(tmp_path)
     h.notes_path.write_text("short\n")
-    h.maybe_compact_notes()
+    h.maybe_compact_notes(h.policy())
     assert fake_runs(fake_env) == [] and h.notes_path.read_text() == "short\n"
+
+
+def test_the_notes_threshold_is_the_policys(tmp_path, fake_env):
+    notes = "- a fact\n" * 250  # 2250 bytes: far under the default threshold
+    h = notes_harness(tmp_path, notesCompactBytes=None)
+    h.notes_path.write_text(notes)
+    h.maybe_compact_notes(h.policy())
+    assert fake_runs(fake_env) == [] and h.notes_path.read_text() == notes
+    h = notes_harness(tmp_path, notesCompactBytes=len(notes))  # at the threshold: kept
+    h.maybe_compact_notes(h.policy())
+    assert fake_runs(fake_env) == []
+    h = notes_harness(tmp_path, notesCompactBytes=2048)
+    h.maybe_compact_notes(h.policy())
+    assert len(fake_runs(fake_env)) == 1
+    assert h.notes_path.read_text().startswith("# compacted\n")
+    (backup,) = h.notes_path.parent.glob("notes.md.*.bak")
+    assert backup.read_text() == notes
+
+
+@pytest.mark.parametrize(
+    "policy, said",
+    [
+        ({"claude": "bin/claude"}, "hyperhive.claude must be null or an absolute path"),
+        ({"claude": ["/bin/claude"]}, "hyperhive.claude must be null or an absolute path"),
+        ({"notesCompactBytes": 0}, "notesCompactBytes must be a positive integer (bytes), not 0"),
+        ({"notesCompactBytes": "32k"}, 'must be a positive integer (bytes), not "32k"'),
+        ({"notesCompactBytes": 1.5}, "must be a positive integer (bytes), not 1.5"),
+        ({"notesCompactBytes": True}, "must be a positive integer (bytes), not true"),
+    ],
+)
+def test_an_invalid_policy_value_is_refused(tmp_path, policy, said):
+    h = notes_harness(tmp_path, **policy)
+    with pytest.raises(PolicyUnreadable) as e:
+        h.policy()
+    assert "policy.json is invalid: " in str(e.value) and said in str(e.value)
 
 
 # -- the turn loop, against a socket served here ----------------------------------------
@@ -341,12 +378,14 @@ def fake_daemon(short_dir):
 
 
 def start_harness(tmp_path, daemon: FakeDaemon, *extra: str, policy=None, extras=None, env=None):
-    state, etc = harness_dirs(tmp_path, policy, extras)
+    """A harness whose policy runs the fake claude (unless `policy` names another)."""
     claude = claude_script(tmp_path / "bin")
+    policy = {"allowedBash": None, "model": None, "claude": str(claude), **(policy or {})}
+    state, etc = harness_dirs(tmp_path, policy, extras)
     log = (tmp_path / "harness.log").open("wb")
     proc = subprocess.Popen(
         [HYPERHIVE, "harness", "--socket", str(daemon.sock.path), "--state", str(state),
-         "--etc", str(etc), "--claude", str(claude), *extra],
+         "--etc", str(etc), *extra],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )  # fmt: skip
     return proc, state
@@ -358,8 +397,8 @@ def harness(tmp_path, fake_daemon, fake_env):
     the MCP servers only for a tool call unless `mcp=True` (every run, as the real one)."""
     procs = []
 
-    def start(*extra, mcp=False, **kw):
-        env = {**os.environ, "FAKE_CLAUDE_MCP": "always" if mcp else "lazy"}
+    def start(*extra, mcp=False, env=None, **kw):
+        env = {**os.environ, "FAKE_CLAUDE_MCP": "always" if mcp else "lazy", **(env or {})}
         proc, state = start_harness(tmp_path, fake_daemon, *extra, env=env, **kw)
         procs.append(proc)
         return proc, state
@@ -491,14 +530,43 @@ def test_a_session_claude_lost_is_started_afresh(tmp_path, fake_daemon, fake_env
     assert (state / ".hyperhive" / "session").read_text().strip() == runs[1]["session"]
 
 
-def test_an_unreadable_policy_runs_no_turn(tmp_path, fake_daemon, fake_env, harness):
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("{broken", "cannot read the agent's policy"),
+        ('{"claude": "claude"}', "is invalid: hyperhive.claude must be null or an absolute path"),
+    ],
+)
+def test_an_unreadable_policy_runs_no_turn(tmp_path, fake_daemon, fake_env, harness, text, said):
     proc, state = harness("--retry-seconds", "60")
-    (tmp_path / "etc" / "policy.json").write_text("{broken")
+    (tmp_path / "etc" / "policy.json").write_text(text)
     fake_daemon.deliver("hello")
     (report,) = fake_daemon.wait_reports(1)
     assert (report["exit"], report["exit_code"]) == ("failure", None)
     assert fake_runs(fake_env) == []
-    assert "cannot read the agent's policy" in harness_log(tmp_path)
+    assert said in harness_log(tmp_path)
+
+
+def test_the_policy_names_the_claude_that_runs(tmp_path, fake_daemon, fake_env, harness):
+    ran = tmp_path / "ran"
+    custom = claude_script(tmp_path / "opt" / "claude-2" / "bin", before=f'echo "$0" >> {ran}\n')
+    harness(policy={"claude": str(custom)})
+    fake_daemon.deliver("hello")
+    (report,) = fake_daemon.wait_reports(1)
+    assert report["exit"] == "ok" and len(fake_runs(fake_env)) == 1
+    assert ran.read_text().splitlines() == [str(custom)]
+
+
+def test_without_a_claude_in_the_policy_the_one_on_path_runs(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    ran = tmp_path / "ran"
+    on_path = claude_script(tmp_path / "path-bin", before=f'echo "$0" >> {ran}\n')
+    harness(policy={"claude": None}, env={"PATH": f"{on_path.parent}:{os.environ['PATH']}"})
+    fake_daemon.deliver("hello")
+    (report,) = fake_daemon.wait_reports(1)
+    assert report["exit"] == "ok"
+    assert ran.read_text().splitlines() == [str(on_path)]
 
 
 def test_a_harness_stopped_mid_turn_hands_the_batch_to_the_next(
@@ -523,7 +591,6 @@ def test_a_harness_stopped_mid_turn_hands_the_batch_to_the_next(
     [
         (["--retry-seconds", "0"], "expected a positive number, not '0'"),
         (["--retry-seconds", "nan"], "expected a positive number, not 'nan'"),
-        (["--notes-compact-bytes", "-5"], "expected a positive integer, not '-5'"),
     ],
 )
 def test_harness_flags_are_checked(tmp_path, args, said):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from hyperhive.harness.notes import DEFAULT_COMPACT_BYTES
 from hyperhive.resources import NIX_DIR, ROOT
 from hyperhive.runtime.nixos_container import AGENT_GID, AGENT_UID
-from hyperhive.runtime.policy import KNOWN_OPTIONS
+from hyperhive.runtime.policy import KNOWN_OPTIONS, POLICY_KEYS, normalize
 
 SHIPPED = [
     NIX_DIR / "lib.nix",
@@ -47,6 +48,7 @@ let
 in {
   inherit types;
   mkOption = o: o;
+  getExe' = p: exe: "${p}/bin/${exe}";
   mkEnableOption = d: { type = types.bool; default = false; description = d; };
   mkDefault = x: x;
   mkIf = c: x: if c then x else { };
@@ -157,23 +159,32 @@ def test_policy_recipients_null_is_unrestricted():
         "allowedRecipients": None,
         "allowedBash": None,
         "model": None,
+        "claude": None,
+        "notesCompactBytes": None,
     }
     assert lib("l.renderPolicy { }") == {
         "allowedRecipients": None,
         "allowedBash": None,
         "model": None,
+        "claude": None,
+        "notesCompactBytes": None,
     }
+    # the keys the local runtime writes for its harness (runtime/local_harness.py)
+    assert list(lib("builtins.attrNames (l.renderPolicy { })")) == sorted(POLICY_KEYS)
 
 
 def test_policy_recipients_list_bash_and_model():
     policy = lib(
         'l.renderPolicy { allowedRecipients = [ "manager" "operator" ]; '
-        'allowedBash = [ "git *" ]; model = "claude-opus-4"; extraMcpServers = { }; }'
+        'allowedBash = [ "git *" ]; model = "claude-opus-4"; extraMcpServers = { }; '
+        'claude = "/opt/claude/bin/claude"; notesCompactBytes = 4096; }'
     )
     assert policy == {
         "allowedRecipients": ["manager", "operator"],
         "allowedBash": ["git *"],
         "model": "claude-opus-4",
+        "claude": "/opt/claude/bin/claude",
+        "notesCompactBytes": 4096,
     }
 
 
@@ -185,6 +196,8 @@ def test_deployed_policy_adds_the_servers():
         "allowedRecipients": ["a"],
         "allowedBash": None,
         "model": None,
+        "claude": None,
+        "notesCompactBytes": None,
         "extraMcpServers": {"s": {"command": "c", "args": [], "env": {}, "allowedTools": ["*"]}},
     }
 
@@ -298,6 +311,8 @@ def test_harness_options_agree_with_the_local_runtime():
         "of": {"name": "listOf", "of": {"name": "str"}},
     }
     assert options["model"] == {"name": "nullOr", "of": {"name": "str"}}
+    assert options["claude"] == {"name": "nullOr", "of": {"name": "strMatching", "re": "/.+"}}
+    assert options["notesCompactBytes"] == {"name": "ints.positive"}
     assert options["name"] == {"name": "strMatching", "re": "[a-z][a-z0-9-]{0,30}"}
     servers = options["extraMcpServers"]
     assert servers["name"] == "attrsOf" and servers["of"]["name"] == "submodule"
@@ -310,7 +325,7 @@ def test_harness_options_agree_with_the_local_runtime():
 
 def test_harness_option_defaults():
     defaults = harness(
-        {},
+        {"claudePackage": "/nix/store/stub-claude-code"},
         'builtins.mapAttrs (_: o: o.default or "<none>") '
         '(removeAttrs m.options.hyperhive [ "package" "claudePackage" ])',
     )
@@ -320,6 +335,9 @@ def test_harness_option_defaults():
         "allowedRecipients": None,
         "allowedBash": None,
         "model": None,
+        # the package's executable, by absolute path: what the harness runs
+        "claude": "/nix/store/stub-claude-code/bin/claude",
+        "notesCompactBytes": DEFAULT_COMPACT_BYTES,  # the harness's own default
     }
 
 
@@ -330,6 +348,8 @@ CFG = {
     "allowedRecipients": ["manager", "operator"],
     "allowedBash": None,
     "model": "claude-opus-4",
+    "claude": "/nix/store/stub-claude-code/bin/claude",
+    "notesCompactBytes": 65536,
     "extraMcpServers": {
         "search": {"command": "/bin/search", "args": [], "env": {}, "allowedTools": ["*"]},
         "hyperhive": {"command": "/bin/shadow", "args": ["x"], "env": {}, "allowedTools": ["t"]},
@@ -344,7 +364,11 @@ def test_harness_writes_the_etc_files():
         "allowedRecipients": ["manager", "operator"],
         "allowedBash": None,
         "model": "claude-opus-4",
+        "claude": "/nix/store/stub-claude-code/bin/claude",
+        "notesCompactBytes": 65536,
     }
+    policy = json.loads(etc["hyperhive/policy.json"]["text"])
+    assert normalize(policy) == policy  # what the harness reads passes the host's checks
     assert json.loads(etc["hyperhive/extra-mcp.json"]["text"]) == CFG["extraMcpServers"]
 
 
@@ -541,9 +565,13 @@ in {{
         "allowedRecipients": ["manager"],
         "allowedBash": None,
         "model": None,
+        "claude": None,  # the stub nixosSystem fills in no option defaults
+        "notesCompactBytes": None,
         "extraMcpServers": {},
     }
     assert got["hyperhive"]["policies"]["manager"]["allowedRecipients"] is None
+    # the host checks what the flake renders as it checks the local runtime's options
+    assert normalize(got["hyperhive"]["policies"]["coder"]) == got["hyperhive"]["policies"]["coder"]
     assert got["coder"]["system"] == "x86_64-linux"
     base, agent_nix, container = got["coder"]["modules"]
     assert base == f"{ROOT}/nix/harness-base.nix"

@@ -14,6 +14,7 @@ from hyperhive import spawn
 from hyperhive.broker.messages import Broker, PolicyRefused
 from hyperhive.runtime import policy
 from hyperhive.runtime.base import BuildError
+from hyperhive.runtime.local_harness import Harnesses
 from hyperhive.runtime.policy import deployed_policy
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
@@ -90,6 +91,22 @@ def test_config_pkgs_signature_with_pkgs_in_unrelated_options(tmp_path):
     }
 
 
+def test_claude_and_the_notes_threshold(tmp_path):
+    claude = tmp_path / "opt" / "claude"
+    claude.parent.mkdir()
+    claude.write_text("#!/bin/sh\n")
+    claude.chmod(0o755)
+    found = extract(
+        tmp_path,
+        f'{{ ... }}: {{ hyperhive.claude = "{claude}"; hyperhive.notesCompactBytes = 4096; }}\n',
+    )
+    assert found == {"allowedRecipients": None, "claude": str(claude), "notesCompactBytes": 4096}
+    nulls = extract(
+        tmp_path, "{ ... }: { hyperhive = { claude = null; notesCompactBytes = null; }; }"
+    )
+    assert nulls == {"allowedRecipients": None, "claude": None, "notesCompactBytes": None}
+
+
 def test_imports_are_followed_and_merged(tmp_path):
     a = '{ lib, ... }: { config.hyperhive.allowedRecipients = lib.mkDefault [ "x" ]; }\n'
     b = '{ config, ... }: { hyperhive.model = "m"; hyperhive.allowedBash = [ "cat" ]; }\n'
@@ -130,6 +147,38 @@ def test_conflicting_definitions_fail(tmp_path):
         ),
         ('{ ... }: { hyperhive.model = throw "nope"; }\n', "nope"),
         ("{ ... }: { hyperhive.extraMcpServers.x = { args = [ ]; }; }\n", "needs a `command`"),
+        (
+            '{ ... }: { hyperhive.claude = "bin/claude"; }\n',
+            'hyperhive.claude must be null or an absolute path, not "bin/claude"',
+        ),
+        (
+            "{ ... }: { hyperhive.claude = 1; }\n",
+            "hyperhive.claude must be null or an absolute path, not 1",
+        ),
+        (
+            '{ ... }: { hyperhive.claude = "/nonexistent/bin/claude"; }\n',
+            "hyperhive.claude: /nonexistent/bin/claude is not an executable file on this host",
+        ),
+        (
+            '{ ... }: { hyperhive.claude = "/etc/passwd"; }\n',
+            "hyperhive.claude: /etc/passwd is not an executable file on this host",
+        ),
+        (
+            "{ ... }: { hyperhive.notesCompactBytes = 0; }\n",
+            "hyperhive.notesCompactBytes must be a positive integer (bytes), not 0",
+        ),
+        (
+            "{ ... }: { hyperhive.notesCompactBytes = -1; }\n",
+            "hyperhive.notesCompactBytes must be a positive integer (bytes), not -1",
+        ),
+        (
+            '{ ... }: { hyperhive.notesCompactBytes = "32k"; }\n',
+            'hyperhive.notesCompactBytes must be a positive integer (bytes), not "32k"',
+        ),
+        (
+            "{ ... }: { hyperhive.notesCompactBytes = 1.5; }\n",
+            "hyperhive.notesCompactBytes must be a positive integer (bytes), not 1.5",
+        ),
     ],
 )
 def test_evaluation_errors_fail(tmp_path, text, message):
@@ -250,6 +299,30 @@ def test_no_nix_on_path_in_the_cli_deploy(home, runtime, worker):
     assert r.returncode == 1
     assert "cannot evaluate (and enforce) them" in r.stderr
     assert worker.get(a.id).state == "failed"
+
+
+def test_the_harness_files_carry_claude_and_the_notes_threshold(home, runtime, worker):
+    a = ship(
+        home,
+        runtime,
+        worker,
+        '{ ... }: { hyperhive = { claude = "/bin/sh"; notesCompactBytes = 4096; }; }\n',
+    )
+    assert a.state == "deployed"
+    Harnesses(home).write_etc(NAME)  # what the local runtime does before starting it
+    etc = home.agent_dir(NAME) / "etc"
+    assert json.loads((etc / "policy.json").read_text()) == {
+        "allowedRecipients": None,
+        "allowedBash": None,
+        "model": None,
+        "claude": "/bin/sh",
+        "notesCompactBytes": 4096,
+    }
+    assert json.loads((etc / "extra-mcp.json").read_text()) == {}
+    bad = ship(home, runtime, worker, '{ ... }: { hyperhive.claude = "./claude"; }\n')
+    reason = bad.states["failed"].trailers["Reason"]
+    assert bad.state == "failed" and "hyperhive.claude must be null or an absolute path" in reason
+    assert deployed_policy(home, NAME)["notesCompactBytes"] == 4096  # the old one stays
 
 
 def test_a_corrupt_policy_file_is_an_error_not_unrestricted(home, runtime, worker):

@@ -1,5 +1,10 @@
 """Receiving a push the way git's own receive-pack does, on dulwich's server side.
 
+Push options (`git push -o key=value`, git's `push-options` capability) are read after
+the commands, before the pack, within limits of number and size, and handed to the
+caller's `Rules`; the pre-receive hook sees them as git's own does (`GIT_PUSH_OPTION_COUNT`,
+`GIT_PUSH_OPTION_<i>`).
+
 The pack goes into a quarantine object directory inside the repo
 (`objects/tmp_objdir-incoming-*`, read through the repo's objects as an alternate so thin
 packs resolve), with a size limit. Then every pushed tip must be complete (git's
@@ -13,6 +18,7 @@ quarantine is deleted whatever happens.
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,10 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from dulwich.errors import GitProtocolError
 from dulwich.index import validate_path
 from dulwich.object_store import DiskObjectStore, PackInputTooLarge, iter_tree_contents
 from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree
-from dulwich.protocol import CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS
+from dulwich.protocol import (
+    CAPABILITY_PUSH_OPTIONS,
+    CAPABILITY_SIDE_BAND_64K,
+    SIDE_BAND_CHANNEL_PROGRESS,
+)
 from dulwich.server import ReceivePackHandler
 
 from hyperhive.gitstore.refs import ZERO
@@ -33,6 +44,9 @@ log = logging.getLogger("hyperhive.git")
 
 ATOMIC = b"atomic push failure"
 MAX_LINE = 4096  # git's status for the accepted refs of a refused push
+MAX_PUSH_OPTIONS = 32
+MAX_PUSH_OPTION_BYTES = 4096
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,10 @@ class Refused(Exception):
 
 
 class Rules(Protocol):
+    def check_options(self, options: list[str], commands: list[Command]) -> None:
+        """Raise Refused if the push options (`git push -o`, each checked for size and
+        UTF-8 already) are not understood; nothing is written yet."""
+
     def check(self, command: Command, objects: DiskObjectStore) -> None:
         """Raise Refused if the update may not happen; nothing is written yet. `objects`
         holds the repo's objects and the pushed ones."""
@@ -178,9 +196,13 @@ class QuarantinedReceivePack(ReceivePackHandler):
         super().__init__(backend, args, proto, stateless_rpc, advertise_refs)
         self.rules = rules
         self.max_bytes = max_bytes
+        self.options: list[str] = []  # the push options, once read and checked
         # dulwich runs the repo's hook files at its own points (pre-receive before the pack
         # has arrived); ours runs on the quarantine instead, as git does.
         self.repo.hooks = {}
+
+    def capabilities(self) -> list[bytes]:
+        return [*super().capabilities(), CAPABILITY_PUSH_OPTIONS]
 
     def say(self, text: str) -> None:
         """Lines the client prints as `remote: …`."""
@@ -210,15 +232,68 @@ class QuarantinedReceivePack(ReceivePackHandler):
             log.warning("%s: unreadable pack refused: %r", self.repo.path, e)
             raise Refused("unreadable pack", f"push refused: unreadable pack: {e}") from None
 
+    def _read_options(self) -> list[bytes]:
+        """The push options the client sends between its commands and its pack (pkt-lines
+        up to a flush, only when it asked for `push-options`). Reading goes on to the flush
+        whatever their number, so the pack that follows is read in step (the request's
+        size limit bounds it); more than MAX_PUSH_OPTIONS are not kept."""
+        if not self.has_capability(CAPABILITY_PUSH_OPTIONS):
+            return []
+        options: list[bytes] = []
+        try:
+            while (line := self.proto.read_pkt_line()) is not None:
+                if len(options) <= MAX_PUSH_OPTIONS:
+                    options.append(line.removesuffix(b"\n"))
+        except GitProtocolError as e:
+            raise Refused("unreadable push options", f"push refused: {e}") from None
+        return options
+
+    @staticmethod
+    def _check_options(options: list[bytes]) -> list[str]:
+        if len(options) > MAX_PUSH_OPTIONS:
+            raise Refused(
+                "too many push options", f"push refused: more than {MAX_PUSH_OPTIONS} push options"
+            )
+        checked = []
+        for option in options:
+            head = option[:40].decode(errors="replace")
+            if len(option) > MAX_PUSH_OPTION_BYTES:
+                raise Refused(
+                    "push option too long",
+                    f"push refused: push option {head!r}… is {len(option)} bytes, "
+                    f"the limit is {MAX_PUSH_OPTION_BYTES}",
+                )
+            try:
+                text = option.decode()
+            except UnicodeDecodeError:
+                text = None
+            if text is None or CONTROL_RE.search(text):  # git's: visible characters, spaces
+                raise Refused(
+                    "malformed push option",
+                    f"push refused: push option {head!r} is not UTF-8 text without control "
+                    "characters",
+                )
+            checked.append(text)
+        return checked
+
     def _apply_pack(self, refs) -> list[tuple[bytes, bytes]]:
         commands = [Command(*r) for r in refs]
+        every = dict.fromkeys(c.ref for c in commands)
+        try:
+            raw_options = self._read_options()
+        except Refused as r:  # out of step with the client: no pack can be read
+            return self._refuse(commands, r.reason.encode(), dict.fromkeys(every, r))
         with Quarantine(self.repo.object_store) as q:
             if not all(c.deleting for c in commands):
                 try:
                     self._receive(q)
                 except Refused as r:
-                    every = dict.fromkeys((c.ref for c in commands), r)
-                    return self._refuse(commands, r.reason.encode(), every)
+                    return self._refuse(commands, r.reason.encode(), dict.fromkeys(every, r))
+            try:  # after the pack, as for any refusal: the client reads its report in step
+                self.options = self._check_options(raw_options)
+                self.rules.check_options(self.options, commands)
+            except Refused as r:
+                return self._refuse(commands, b"ok", dict.fromkeys(every, r))
             refused = {}
             for c in commands:
                 try:
@@ -248,8 +323,10 @@ class QuarantinedReceivePack(ReceivePackHandler):
         if not os.access(hook, os.X_OK):
             return
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("GIT_PUSH_OPTION_")},
             **self.rules.hook_env(),
+            "GIT_PUSH_OPTION_COUNT": str(len(self.options)),
+            **{f"GIT_PUSH_OPTION_{i}": option for i, option in enumerate(self.options)},
             "GIT_DIR": control,
             "GIT_OBJECT_DIRECTORY": str(q.path),
             "GIT_ALTERNATE_OBJECT_DIRECTORIES": self.repo.object_store.path,

@@ -9,13 +9,14 @@
   --strict-mcp-config --allowedTools … --append-system-prompt <prompt + notes>
   [--model M] [--resume SESSION]`, the prompt on stdin (a batch may be larger than one
   argument may be). The session id is kept in `<state>/.hyperhive/session`, so each turn
-  continues the conversation.
+  continues the conversation. `claude` is the policy's (`hyperhive.claude`, an absolute
+  path; null: `claude` on PATH), read with the rest of `policy.json` at every turn.
 - A run that fails because the context is full is retried once after compaction (`/compact`
   on the session; if that fails, a fresh session): exit class `compact-retry` when the
   retry succeeds. A session claude no longer knows is forgotten and the turn rerun fresh.
   Any other failure is class `failure` with claude's exit code; the loop goes on.
 - After every turn: a `turn_report` to the daemon (telemetry), then notes compaction
-  when `notes.md` is over the threshold (notes.py).
+  when `notes.md` is over the policy's `notesCompactBytes` (notes.py).
 """
 
 import contextlib
@@ -37,6 +38,7 @@ from hyperhive.harness import notes
 from hyperhive.harness.claude_config import allowed_tools, load_extras, render_claude_config
 from hyperhive.harness.events import Run, party_class, short
 from hyperhive.harness.prompt import system_prompt, turn_prompt
+from hyperhive.runtime.policy import claude_path, notes_compact_bytes
 
 log = logging.getLogger("hyperhive.harness")
 
@@ -46,6 +48,7 @@ CALL_TIMEOUT = 30.0
 MAX_BACKOFF = 30.0  # seconds between tries to reach a daemon that does not answer
 COMPACT_PROMPT = "/compact"
 EXIT_CANNOT_RUN = 127  # the exit code reported when claude could not be started
+DEFAULT_CLAUDE = "claude"  # on PATH, when the policy names none
 
 
 class Stop(Exception):
@@ -61,8 +64,6 @@ class Config:
     socket: Path = Path("/run/hyperhive/agent.sock")
     state: Path = Path("/state")
     etc: Path = Path("/etc/hyperhive")
-    claude: str = "claude"
-    notes_compact_bytes: int = notes.DEFAULT_COMPACT_BYTES
     poll_seconds: float = 60.0  # one recv waits this long for a message
     retry_seconds: float = 30.0  # a failed batch is retried after this, if nothing comes
     turn_timeout: float = 3600.0  # a claude run is killed after this
@@ -75,6 +76,7 @@ class Turn:
 
     exit: str = "ok"
     exit_code: int | None = None
+    policy: dict | None = None  # the policy the turn ran with; None: unreadable, no turn
     tools: Counter | None = None
     sent: Counter | None = None
     received: Counter | None = None
@@ -176,8 +178,8 @@ class Harness:
     # -- the agent's policy ----------------------------------------------------------------
 
     def policy(self) -> dict:
-        """`<etc>/policy.json`. Unreadable means no turn: running without the restrictions
-        it may hold would silently drop them."""
+        """`<etc>/policy.json`. Unreadable or invalid means no turn: running without the
+        restrictions it may hold would silently drop them."""
         path = self.c.etc / "policy.json"
         try:
             policy = json.loads(path.read_text())
@@ -185,12 +187,18 @@ class Harness:
             raise PolicyUnreadable(f"cannot read the agent's policy {path}: {e}") from None
         if not isinstance(policy, dict):
             raise PolicyUnreadable(f"the agent's policy {path} is not a JSON object")
+        try:
+            claude_path(policy.get("claude"))
+            notes_compact_bytes(policy.get("notesCompactBytes"))
+        except ValueError as e:
+            raise PolicyUnreadable(f"the agent's policy {path} is invalid: {e}") from None
         return policy
 
     # -- running claude --------------------------------------------------------------------
 
     def base_args(self, policy: dict) -> list[str]:
-        args = [self.c.claude, "-p", "--output-format", "stream-json", "--verbose"]
+        claude = policy.get("claude") or DEFAULT_CLAUDE
+        args = [claude, "-p", "--output-format", "stream-json", "--verbose"]
         if policy.get("model"):
             args += ["--model", str(policy["model"])]
         return args
@@ -307,6 +315,7 @@ class Harness:
             log.error("%s: no turn runs", e)
             turn.exit = "failure"
             return turn
+        turn.policy = policy
         args = self.turn_args(policy)
         prompt = turn_prompt(messages, retried)
         code, run = self.attempt(args, prompt, turn)
@@ -356,21 +365,14 @@ class Harness:
             report["cost_usd"] = round(turn.cost, 6)
         log.info("turn %s in %.1f s", turn.exit, report["duration"])
         self.report(report)
-        self.maybe_compact_notes()
+        if turn.policy is not None:
+            self.maybe_compact_notes(turn.policy)
 
-    def maybe_compact_notes(self) -> None:
-        if notes.size(self.notes_path) <= self.c.notes_compact_bytes:
+    def maybe_compact_notes(self, policy: dict) -> None:
+        limit = policy.get("notesCompactBytes") or notes.DEFAULT_COMPACT_BYTES
+        if notes.size(self.notes_path) <= limit:
             return
-        log.info(
-            "notes are %d bytes (over %d): compacting",
-            notes.size(self.notes_path),
-            self.c.notes_compact_bytes,
-        )
-        try:
-            policy = self.policy()
-        except PolicyUnreadable as e:
-            log.error("%s: notes not compacted", e)
-            return
+        log.info("notes are %d bytes (over %d): compacting", notes.size(self.notes_path), limit)
         args = [
             *self.base_args(policy),
             "--mcp-config",
@@ -389,11 +391,10 @@ class Harness:
     def loop(self) -> None:
         self.connect()
         log.info(
-            "%s (%s) ready on %s; claude: %s; waiting for messages",
+            "%s (%s) ready on %s; waiting for messages",
             self.me.get("name"),
             self.me.get("role"),
             self.c.socket,
-            self.c.claude,
         )
         delay, restarted = 1.0, True
         while True:

@@ -39,7 +39,10 @@ from hyperhive.runtime.base import BuildError, Emit
 
 POLICY_FILE = "policy.json"
 DEFAULT_POLICY: dict = {"allowedRecipients": None}
-KNOWN_OPTIONS = ("allowedRecipients", "allowedBash", "model", "extraMcpServers")
+# The keys of /etc/hyperhive/policy.json (nix/lib.nix renderPolicy), then the MCP servers
+# (extra-mcp.json): together the agent-settable `hyperhive.*` options.
+POLICY_KEYS = ("allowedRecipients", "allowedBash", "model", "claude", "notesCompactBytes")
+KNOWN_OPTIONS = (*POLICY_KEYS, "extraMcpServers")
 EVAL_TIMEOUT = 120
 OPERATOR = "operator"
 
@@ -145,6 +148,10 @@ def extract(root: Path, emit: Emit) -> dict:
     emit("$ nix-instantiate --eval --strict --json (hyperhive.* options of agent.nix)")
     raw = _evaluate(nix, root / "agent.nix", emit)
     policy = normalize(raw)
+    claude = policy.get("claude")
+    # the harness runs on this host: a path that cannot run fails the build, not every turn
+    if claude is not None and not (os.path.isfile(claude) and os.access(claude, os.X_OK)):
+        raise BuildError(f"hyperhive.claude: {claude} is not an executable file on this host")
     emit(f"policy: {json.dumps(policy, sort_keys=True)}")
     return policy
 
@@ -244,9 +251,42 @@ def normalize(raw: object) -> dict:
         if model is not None and not isinstance(model, str):
             raise BuildError(f"hyperhive.model must be a string, not {json.dumps(model)}")
         policy["model"] = model
+    for key, check in (("claude", claude_path), ("notesCompactBytes", notes_compact_bytes)):
+        if key in raw:
+            try:
+                policy[key] = check(raw[key])
+            except ValueError as e:
+                raise BuildError(str(e)) from None
     if "extraMcpServers" in raw:
         policy["extraMcpServers"] = _mcp_servers(raw["extraMcpServers"])
     return policy
+
+
+# The checks of the values the harness reads itself (it refuses a policy.json that fails
+# them): ValueError says what is wrong.
+
+
+def claude_path(value: object) -> str | None:
+    """`hyperhive.claude`: null (`claude` on the harness's PATH) or an absolute path."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise ValueError(
+            f"hyperhive.claude must be null or an absolute path, not {json.dumps(value)}"
+        )
+    return value
+
+
+def notes_compact_bytes(value: object) -> int | None:
+    """`hyperhive.notesCompactBytes`: null (the harness's default) or a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            "hyperhive.notesCompactBytes must be a positive integer (bytes), "
+            f"not {json.dumps(value)}"
+        )
+    return value
 
 
 def _mcp_servers(value: object) -> dict:

@@ -8,6 +8,10 @@ hyperhive.gitstore.receive; forge_ui/git_http.py decides who may push at all).
   checkout follows main, as with git's `receive.denyCurrentBranch=updateInstead`: a
   checkout with uncommitted changes refuses the push rather than lose them.
 - Anything else — another ref, a deletion, a force-push — is refused.
+- Push options: `-o reason=TEXT` is the proposal's reason (as `hyperhive propose
+  --reason` records it). Any other option is refused, as Gerrit does, rather than ignored:
+  a typo must not drop what the pusher meant to say; so is a reason without a push to
+  refs/for/main, or one given twice.
 
 The repo's own `hooks/pre-receive` (git's contract) runs after these rules pass: that is
 where an operator adds checks of their own.
@@ -32,6 +36,8 @@ from hyperhive.workflow.lock import locked
 log = logging.getLogger("hyperhive.git")
 
 FOR_MAIN = b"refs/for/main"
+REASON = "reason"
+OPTIONS_HELP = "the option this remote knows is reason=TEXT (why, recorded in the proposal)"
 
 
 def push_lock(home: Home, name: str):
@@ -52,6 +58,7 @@ class ConfigPush:
         self.actor = actor
         self.review_url = review_url
         self.config = home.config_dir(name)
+        self.reason: str | None = None  # -o reason=…
 
     def hook_env(self) -> dict[str, str]:
         return {
@@ -61,6 +68,29 @@ class ConfigPush:
         }
 
     # -- checks: nothing is written yet ----------------------------------------------------
+
+    def check_options(self, options: list[str], commands: list[Command]) -> None:
+        for option in options:
+            key, eq, value = option.partition("=")
+            shown = option if len(option) <= 60 else option[:60] + "…"
+            if key != REASON or not eq:
+                raise Refused(
+                    "unknown push option", f"push refused: push option {shown!r}: {OPTIONS_HELP}"
+                )
+            if not value.strip():
+                raise Refused(
+                    "empty reason", "push refused: push option reason= needs a text: reason=TEXT"
+                )
+            if self.reason is not None:
+                raise Refused(
+                    "reason given twice", "push refused: push option reason= is given twice"
+                )
+            self.reason = value
+        if self.reason is not None and not any(c.ref == FOR_MAIN for c in commands):
+            raise Refused(
+                "reason without proposal",
+                "push refused: push option reason= is a proposal's: push to refs/for/main with it",
+            )
 
     def check(self, command: Command, objects: DiskObjectStore) -> None:
         ref = command.ref.decode(errors="replace")
@@ -137,7 +167,7 @@ class ConfigPush:
                     self._move_main(command, say)
                 else:
                     approval = Approvals(self.home, self.name).propose(
-                        command.new.decode(), self.actor
+                        command.new.decode(), self.actor, self.reason
                     )
                     say(f"proposal {approval.target}: {self.review_url(approval)}")
             except Refused as r:
