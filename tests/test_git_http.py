@@ -121,10 +121,87 @@ def test_push_to_refs_for_main_makes_a_proposal(hive, tmp_path):
     assert f"remote: proposal {name}#2: {review}" in out
     applied = hive.home.applied_dir(name)
     assert git(applied, "rev-parse", "proposal/2^{commit}").strip() == sha
-    assert "Actor: manager" in git(applied, "cat-file", "-p", "proposal/2")
+    tag = git(applied, "cat-file", "-p", "proposal/2")
+    assert "Actor: manager" in tag and "Reason:" not in tag  # no -o reason: none recorded
     assert refs_of(config) == before  # refs/for/main is not stored, main did not move
     assert git(applied, "cat-file", "-t", f"{sha}:notes.md").strip() == "blob"
     assert list((config / ".git" / "objects").glob("tmp_objdir-*")) == []
+
+
+def test_a_push_option_reason_is_the_proposals_reason(hive, tmp_path):
+    name = agent(hive, "reasoned")
+    work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
+    sha = commit(work, {"notes.md": "why\n"}, "explain")
+
+    out = ok_git(
+        work, "push", "-o", "reason=pin  the model: cheaper", "origin", "HEAD:refs/for/main"
+    )
+
+    assert f"remote: proposal {name}#2: " in out
+    applied = hive.home.applied_dir(name)
+    trailers = git(applied, "for-each-ref", "--format=%(contents:trailers)", "refs/tags/proposal/2")
+    assert "Actor: manager" in trailers and "Reason: pin the model: cheaper" in trailers
+    assert git(applied, "rev-parse", "proposal/2^{commit}").strip() == sha
+    assert Approvals(hive.home, name).get(2).states["proposal"].trailers["Reason"] == (
+        "pin the model: cheaper"
+    )
+
+
+@pytest.mark.parametrize(
+    "options, ref, said, status",
+    [
+        (
+            ["reason=" + "x" * 5000],
+            "refs/for/main",
+            f"push option 'reason={'x' * 33}'… is 5007 bytes, the limit is 4096",
+            "push option too long",
+        ),
+        (
+            ["topic=speed"],
+            "refs/for/main",
+            "push option 'topic=speed': the option this remote knows is reason=TEXT",
+            "unknown push option",
+        ),
+        (["reason"], "refs/for/main", "push option 'reason': the option", "unknown push option"),
+        (["reason= "], "refs/for/main", "push option reason= needs a text", "empty reason"),
+        (
+            ["reason=a", "reason=b"],
+            "refs/for/main",
+            "push option reason= is given twice",
+            "reason given twice",
+        ),
+        (
+            ["reason=a"],
+            "main",
+            "push option reason= is a proposal's: push to refs/for/main",
+            "reason without proposal",
+        ),
+        (
+            [f"o{i}" for i in range(33)],
+            "refs/for/main",
+            "more than 32 push options",
+            "too many push options",
+        ),
+    ],
+    ids=["too-long", "unknown", "no-value", "empty", "twice", "not-a-proposal", "too-many"],
+)
+def test_bad_push_options_refuse_the_push_and_write_nothing(
+    hive, tmp_path, request, options, ref, said, status
+):
+    name = agent(hive, f"opt-{request.node.callspec.id}")
+    work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
+    sha = commit(work, {"a.md": "a\n"}, "a")
+    config = hive.home.config_dir(name)
+    before, files = refs_of(config), objects_of(config)
+
+    proc = run_git(work, "push", *(f"-o{o}" for o in options), "origin", f"HEAD:{ref}")
+
+    assert proc.returncode != 0
+    assert f"remote: push refused: {said}" in proc.stderr
+    assert f"({status})" in proc.stderr
+    assert refs_of(config) == before and objects_of(config) == files
+    assert run_git(config, "cat-file", "-e", sha).returncode != 0
+    assert Approvals(hive.home, name).states().keys() == {1}
 
 
 def test_push_to_main_fast_forwards_and_the_checkout_follows(hive, tmp_path):
@@ -282,6 +359,41 @@ def test_a_malformed_pack_is_refused_and_nothing_is_written(hive, tmp_path, dama
     assert Approvals(hive.home, name).states().keys() == {1}
 
 
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        (pkt(b"reason=\xff\xfe") + b"0000", b"is not UTF-8 text without control characters"),
+        (pkt(b"reason=a\0b") + b"0000", b"is not UTF-8 text without control characters"),
+        # the body ends inside the options
+        (pkt(b"reason=cut")[:-2], b"ng refs/for/main unreadable push options"),
+    ],
+    ids=["not-utf8", "nul", "truncated"],
+)
+def test_malformed_push_options_are_refused(hive, tmp_path, request, options, said):
+    name = agent(hive, f"rawopt-{request.node.callspec.id}")
+    work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
+    new = commit(work, {"a.md": "a\n"}, "a")
+    pack = subprocess.run(
+        ["git", "pack-objects", "--stdout", "--revs"],
+        cwd=work,
+        input=f"{new}\n^{new}~1\n".encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    config = hive.home.config_dir(name)
+    before, files = refs_of(config), objects_of(config)
+    commands = pkt(
+        f"{ZERO} {new} refs/for/main\0report-status side-band-64k push-options\n".encode()
+    )
+    body = commands + b"0000" + options + (pack if options.endswith(b"0000") else b"")
+
+    reply = receive_pack(hive, f"{name}/config.git", hive.manager, body)
+
+    assert said in reply and b"ng refs/for/main " in reply
+    assert refs_of(config) == before and objects_of(config) == files
+    assert Approvals(hive.home, name).states().keys() == {1}
+
+
 def test_a_push_over_the_size_limit_is_refused(hive, tmp_path):
     name = agent(hive, "toobig")
     work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
@@ -335,6 +447,7 @@ def test_the_repo_pre_receive_hook_sees_the_push_and_can_refuse_it(hive, tmp_pat
     hook.parent.mkdir(exist_ok=True)
     hook.write_text(
         "#!/bin/sh\n"
+        'echo "options: $GIT_PUSH_OPTION_COUNT ${GIT_PUSH_OPTION_0-}"\n'
         "while read old new ref; do\n"
         '  echo "$HYPERHIVE_ACTOR pushes $ref: $(git cat-file -t "$new")"\n'
         '  git ls-tree -r --name-only "$new" | grep -qx secret.txt && exit 3\n'
@@ -348,6 +461,7 @@ def test_the_repo_pre_receive_hook_sees_the_push_and_can_refuse_it(hive, tmp_pat
     refused = run_git(work, "push", "origin", "HEAD:refs/for/main")
     assert refused.returncode != 0
     assert "remote: manager pushes refs/for/main: commit" in refused.stderr
+    assert "remote: options: 0 " in refused.stderr
     assert "remote: push refused: pre-receive exited 3" in refused.stderr
     assert "(pre-receive hook declined)" in refused.stderr
     assert objects_of(config) == files
@@ -355,7 +469,8 @@ def test_the_repo_pre_receive_hook_sees_the_push_and_can_refuse_it(hive, tmp_pat
 
     ok_git(work, "rm", "-q", "secret.txt")
     ok_git(work, "commit", "-q", "-m", "fixed")
-    out = ok_git(work, "push", "origin", "HEAD:refs/for/main")
+    out = ok_git(work, "push", "-o", "reason=no secret", "origin", "HEAD:refs/for/main")
+    assert "remote: options: 1 reason=no secret" in out  # git's hook contract
     assert f"remote: proposal {name}#2" in out
 
 
