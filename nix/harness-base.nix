@@ -4,8 +4,9 @@
 # `agent` user that runs `claude`, and the harness service.
 #
 # The option names and types are the ones hyperhive/runtime/policy.py accepts on the local
-# runtime: allowedRecipients, allowedBash, model, extraMcpServers. `hyperhive.name` and
-# `hyperhive.package` are set by hyperhive (the meta flake), never by an agent.nix.
+# runtime: allowedRecipients, allowedBash, model, claude, notesCompactBytes, extraMcpServers.
+# `hyperhive.name` and `hyperhive.package` are set by hyperhive (the meta flake), never by an
+# agent.nix; `claudePackage` exists only here (the local runtime evaluates no packages).
 {
   config,
   lib,
@@ -113,6 +114,26 @@ in
       default = null;
       description = "Model for `claude --model`; null = the CLI's default.";
     };
+
+    claude = mkOption {
+      type = types.nullOr (types.strMatching "/.+");
+      default = lib.getExe' cfg.claudePackage "claude";
+      defaultText = lib.literalExpression "lib.getExe' config.hyperhive.claudePackage \"claude\"";
+      description = ''
+        Absolute path of the `claude` executable the harness runs; null = `claude` on the
+        harness's PATH. Change `claudePackage` to change the CLI; set this for an executable
+        outside a package (it is also the option the local runtime reads).
+      '';
+    };
+
+    notesCompactBytes = mkOption {
+      type = types.ints.positive;
+      default = 32768;
+      description = ''
+        When /state/notes.md grows past this many bytes, a short secondary `claude` session
+        compacts it (the old version stays beside it as `notes.md.<UTC time>.bak`).
+      '';
+    };
   };
 
   config = {
@@ -157,8 +178,14 @@ in
     systemd.services.hyperhive-harness = {
       description = "hyperhive harness of agent ${cfg.name}";
       wantedBy = [ "multi-user.target" ];
-      after = [ "network-online.target" ];
-      wants = [ "network-online.target" ];
+      after = [
+        "network-online.target"
+        "hyperhive-git.socket"
+      ];
+      wants = [
+        "network-online.target"
+        "hyperhive-git.socket"
+      ];
       path = [
         cfg.package
         cfg.claudePackage
@@ -173,9 +200,12 @@ in
         GIT_AUTHOR_EMAIL = identity.email;
         GIT_COMMITTER_NAME = identity.name;
         GIT_COMMITTER_EMAIL = identity.email;
+        # The hive's git remote (the unit below) and the token for it (the manager has one).
+        HYPERHIVE_GIT_URL = hlib.gitUrl;
+        HYPERHIVE_TOKEN_FILE = hlib.tokenFile;
       };
       # `hyperhive harness` (hyperhive/harness/): its state defaults to /state, its policy to
-      # /etc/hyperhive, its claude to `claude` on the path above.
+      # /etc/hyperhive; it runs the policy's `claude` (hyperhive.claude).
       unitConfig.StartLimitIntervalSec = 0;
       serviceConfig = {
         User = agent;
@@ -201,6 +231,37 @@ in
           "/home/${agent}"
           "-/run/hyperhive"
         ];
+      };
+    };
+
+    # The git remote on the container's own loopback (hlib.gitUrl): each connection goes
+    # to /run/hyperhive/git.sock, which the daemon forwards byte for byte to its HTTP
+    # listener, where the token is checked as for any client. The host's loopback is not
+    # reachable from the container's network namespace: this socket is its way there.
+    systemd.sockets.hyperhive-git = {
+      description = "hyperhive git remote of agent ${cfg.name}";
+      wantedBy = [ "sockets.target" ];
+      listenStreams = [ hlib.gitListen ];
+    };
+
+    systemd.services.hyperhive-git = {
+      description = "hyperhive git remote of agent ${cfg.name}, proxied to ${hlib.gitSocket}";
+      requires = [ "hyperhive-git.socket" ];
+      after = [ "hyperhive-git.socket" ];
+      serviceConfig = {
+        Type = "notify";
+        ExecStart = hlib.shellJoin [
+          "${config.systemd.package}/lib/systemd/systemd-socket-proxyd"
+          hlib.gitSocket
+        ];
+        # The daemon gives git.sock (0600) to the agent user's mapped uid.
+        User = agent;
+        Group = hlib.agentGroup;
+        PrivateNetwork = true; # the listening socket is passed in; the rest is a unix socket
+        PrivateTmp = true;
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
       };
     };
   };

@@ -47,6 +47,12 @@ rec {
   agentGroup = "users"; # NixOS's group of normal users
   agentGid = 100; # inside the container; on the host <picked base> + 100
   agentSocket = "/run/hyperhive/agent.sock";
+  # The git remote: the daemon forwards gitSocket (hyperhive/daemon/gitsock.py) to its
+  # HTTP listener; systemd-socket-proxyd serves it on the container's own loopback.
+  gitSocket = "/run/hyperhive/git.sock";
+  gitListen = "127.0.0.1:8420";
+  gitUrl = "http://127.0.0.1:8420/git";
+  tokenFile = "/state/hyperhive-token"; # the manager's (hyperhive/tokens.py STATE_FILE)
   stateDir = "/state";
   etcDir = "/etc/hyperhive";
   builtinServer = "hyperhive"; # the harness's own MCP server key (an extra with it is dropped)
@@ -92,12 +98,15 @@ rec {
 
   # -- /etc/hyperhive/policy.json ---------------------------------------------------------
 
-  # null means unrestricted for allowedRecipients and allowedBash; model null = the
-  # harness's default.
+  # null means unrestricted for allowedRecipients and allowedBash; model, claude (the
+  # executable's absolute path) and notesCompactBytes null = the harness's default (the
+  # CLI's model, `claude` on PATH, 32 KiB). Keys: hyperhive/runtime/policy.py POLICY_KEYS.
   renderPolicy = cfg: {
     allowedRecipients = cfg.allowedRecipients or null;
     allowedBash = cfg.allowedBash or null;
     model = cfg.model or null;
+    claude = cfg.claude or null;
+    notesCompactBytes = cfg.notesCompactBytes or null;
   };
 
   # What the host stores with a deploy (hyperhive/runtime/policy.py's normalized shape):

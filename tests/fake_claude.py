@@ -9,7 +9,8 @@ client: initialize, list_tools), and writes stream-json line by line, flushed: `
 init, `assistant` text and `tool_use`, `user` tool_result, `result` with usage, cost,
 duration and the session id. Sessions live in `$FAKE_CLAUDE_HOME/sessions/`; an unknown
 `--resume` fails as the real CLI does. Every run is appended to
-`$FAKE_CLAUDE_HOME/runs.jsonl` (argv, prompt, exit code) for the tests to inspect.
+`$FAKE_CLAUDE_HOME/runs.jsonl` (argv, prompt, cwd, the `HYPERHIVE_*` environment, exit
+code) for the tests to inspect.
 With `FAKE_CLAUDE_MCP=lazy` the servers start only when the prompt calls a tool (tests
 of the loop alone, where a second or two per run buys nothing).
 
@@ -322,7 +323,8 @@ async def turn(opts: dict, prompt: str) -> int:
 def main() -> int:
     opts, positional = parse(sys.argv[1:])
     prompt = " ".join(positional) if positional else sys.stdin.read()
-    RUN.update(argv=sys.argv[1:], prompt=prompt, cwd=os.getcwd())
+    hive_env = {k: v for k, v in os.environ.items() if k.startswith("HYPERHIVE_")}
+    RUN.update(argv=sys.argv[1:], prompt=prompt, cwd=os.getcwd(), env=hive_env)
     if not (opts.get("-p") or opts.get("--print")):
         die("this fake claude only runs with -p")
     if opts.get("--output-format") == "stream-json" and not opts.get("--verbose"):

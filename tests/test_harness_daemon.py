@@ -83,6 +83,8 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
         "allowedBash": None,
         "allowedRecipients": None,
         "model": None,
+        "claude": None,  # `claude` on the daemon's PATH: the fake
+        "notesCompactBytes": None,
     }
 
     # turn_report is the harness's op, no MCP tool; a bad report is refused whole

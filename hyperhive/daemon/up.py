@@ -14,6 +14,7 @@ from hyperhive import tokens
 from hyperhive.agents import MANAGER, init_hive
 from hyperhive.broker.messages import Broker
 from hyperhive.daemon.agentsock import AgentSockets
+from hyperhive.daemon.gitsock import Address, GitSockets, connect_address, git_url
 from hyperhive.daemon.hostsock import HostSocket
 from hyperhive.daemon.ops import Ops
 from hyperhive.daemon.sampler import Sampler
@@ -58,16 +59,20 @@ def prune_stamp(home: Home) -> Path:
 class Services:
     """What runs beside the web app in the worker process."""
 
-    def __init__(self, home: Home, runtime_kind: str):
+    def __init__(self, home: Home, runtime_kind: str, http: Address):
+        from hyperhive.runtime.local import LocalRuntime
         from hyperhive.runtime.policy import deployed_policy
 
         self.hive = Hive(home, get_runtime(runtime_kind, home))
+        if isinstance(self.hive.runtime, LocalRuntime):  # its harnesses run on this host
+            self.hive.runtime.harnesses.git_url = git_url(http)
         self.worker = BuildWorker(home, self.hive.runtime)
         self.hive.builds = self.worker.status
         self.hive.broker = Broker(home, lambda name: deployed_policy(home, name))
         self.ops = Ops(self.hive, self.hive.broker, self.worker)
         self.sock = HostSocket(home.host_socket, self.ops.for_host)
         self.agents = AgentSockets(home, self.ops)
+        self.git = GitSockets(home, http)  # containers reach the git remote through these
         self.watcher = threading.Thread(target=self._follow, name="agent-sockets", daemon=True)
         self.scheduler = Scheduler()
         self.sampler = Sampler(self.hive, self.hive.broker, load_settings(home).telemetry)
@@ -83,6 +88,7 @@ class Services:
                 if sub.get(timeout=1.0) is not None:
                     try:
                         self.agents.sync()
+                        self.git.sync()
                         self.supervisor.sync()
                     except Exception:
                         log.exception("updating the agent sockets failed")
@@ -102,6 +108,7 @@ class Services:
     def start(self) -> None:
         self.sock.start()
         self.agents.sync()
+        self.git.sync()
         notify.set_publisher(self.hive.bus.publish)
         self.watcher.start()
         self.supervisor.start()
@@ -127,6 +134,7 @@ class Services:
         self.hive.broker.close()
         self.sock.stop()
         self.agents.stop()
+        self.git.stop()
         self.worker.stop()
         notify.set_publisher(None)
 
@@ -136,6 +144,7 @@ class Server(BaseApplication):
         self.home, self.runtime_kind = home, runtime_kind
         self.address = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
         self.services: Services | None = None
+        self.http: Address | None = None  # where gunicorn listens, once bound
         super().__init__()
 
     def load_config(self) -> None:
@@ -150,6 +159,7 @@ class Server(BaseApplication):
             "errorlog": "-",
             "control_socket_disable": True,  # nothing to control from outside
             "loglevel": "info",
+            "when_ready": self.when_ready,
             "post_worker_init": self.post_worker_init,
             "worker_int": self.worker_int,
             "worker_exit": self.worker_exit,
@@ -159,12 +169,17 @@ class Server(BaseApplication):
     def load(self):
         from forge_ui import create_app
 
-        self.services = Services(self.home, self.runtime_kind)
+        self.services = Services(self.home, self.runtime_kind, self.http)
         # The app first: its imports (pygments' lazy lexer table among them) are not safe
         # to run while the services' threads import the same modules.
         app = create_app(self.services.hive)
         self.services.start()
         return app
+
+    def when_ready(self, arbiter) -> None:
+        # In the master, bound and before the worker forks: the worker's services (`load`)
+        # know the address (`--port 0` leaves the port to the kernel) before they start.
+        self.http = connect_address(arbiter.LISTENERS[0].getsockname())
 
     def post_worker_init(self, worker) -> None:
         # Announced only now, when the app, the host socket and the build worker are up.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperhive.home import Home
-from hyperhive.runtime.policy import deployed_policy
+from hyperhive.runtime.policy import POLICY_KEYS, deployed_policy
 
 log = logging.getLogger("hyperhive.runtime.local")
 
@@ -58,6 +58,9 @@ class Harnesses:
         self.lock = threading.Lock()
         self.running: dict[str, Running] = {}
         self.on_exit: ExitHandler | None = None
+        # The daemon's git remote (set by it before it starts any harness): the harness
+        # and its claude get it and the agent's token file, as a container's unit sets them.
+        self.git_url: str | None = None
 
     # -- where things are ---------------------------------------------------------------
 
@@ -87,12 +90,10 @@ class Harnesses:
 
     def write_etc(self, name: str) -> None:
         """The deployed policy as the harness reads it (nix/lib.nix renderPolicy and
-        renderExtraMcp shapes)."""
+        renderExtraMcp shapes: an option not declared is null, the harness's default)."""
         policy = deployed_policy(self.home, name)
         files = {
-            "policy.json": {
-                k: policy.get(k) for k in ("allowedRecipients", "allowedBash", "model")
-            },
+            "policy.json": {k: policy.get(k) for k in POLICY_KEYS},
             "extra-mcp.json": policy.get("extraMcpServers") or {},
         }
         etc = self.etc_dir(name)
@@ -101,6 +102,16 @@ class Harnesses:
             tmp = etc / f"{file}.new"
             tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, etc / file)
+
+    def env(self, name: str) -> dict[str, str]:
+        """What the agent's harness adds to the daemon's environment."""
+        from hyperhive.tokens import state_file
+
+        env = {"HYPERHIVE_AGENT": name}
+        if self.git_url:
+            env["HYPERHIVE_GIT_URL"] = self.git_url
+            env["HYPERHIVE_TOKEN_FILE"] = str(state_file(self.home, name).absolute())
+        return env
 
     # -- the processes -----------------------------------------------------------------
 
@@ -150,7 +161,7 @@ class Harnesses:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, "HYPERHIVE_AGENT": name},
+                    env={**os.environ, **self.env(name)},
                     start_new_session=True,
                 )
             self.pid_file(name).write_text(f"{proc.pid}\n")
