@@ -1,6 +1,7 @@
 """The daemon's per-agent sockets: identity, roles, the broker through them, bad lines."""
 
 import json
+import os
 import socket
 import threading
 import time
@@ -124,3 +125,25 @@ def test_a_new_agent_gets_a_socket(daemon):
     run_cli(daemon.root, "agent", "create", "carol", check=True)
     wait_for(lambda: sock(daemon, "carol").exists(), what="carol.sock")
     assert call(daemon, "carol", op="whoami")["name"] == "carol"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a socket to another user needs root")
+def test_a_socket_follows_the_owner_of_its_agents_state(home):
+    """A user-namespaced container's harness runs as its `agent` user, which owns the
+    state once the runtime chowned it: the 0600 socket must be that user's too."""
+    from hyperhive.daemon.agentsock import AgentSockets
+    from hyperhive.daemon.ops import Ops
+    from hyperhive.hive import Hive
+
+    sockets = AgentSockets(home, Ops(Hive(home, runtime=None), None, None))
+    try:
+        sockets.sync()
+        path = home.agent_socket("manager")
+        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0)
+        base = 524288
+        os.chown(home.state_dir("manager"), base + 1000, base + 100)
+        sockets.sync()
+        assert (path.stat().st_uid, path.stat().st_gid) == (base + 1000, base + 100)
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        sockets.stop()

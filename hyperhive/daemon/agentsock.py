@@ -1,5 +1,6 @@
 """One socket per agent, `run/agents/<name>/agent.sock` (mode 0600): created for every agent
-the hive has, removed when the agent goes away."""
+the hive has, removed when the agent goes away, and owned like the agent's state so the
+harness of a user-namespaced container (its `agent` user) can connect."""
 
 import logging
 import threading
@@ -7,6 +8,7 @@ import threading
 from hyperhive.daemon.hostsock import HostSocket
 from hyperhive.daemon.ops import Ops
 from hyperhive.home import Home
+from hyperhive.runtime.ownership import give, state_owner
 
 log = logging.getLogger("hyperhive.daemon")
 
@@ -18,9 +20,12 @@ class AgentSockets:
         self.open: dict[str, HostSocket] = {}
 
     def sync(self) -> None:
-        """Open a socket for every agent that has none; close those of agents gone."""
+        """Open a socket for every agent that has none; close those of agents gone; keep
+        each owned like its agent's state (a deploy may have chowned that)."""
         with self.lock:
             wanted = set(self.home.agent_names())
+            for name in sorted(set(self.open) & wanted):
+                give(self.open[name].path, state_owner(self.home, name))
             for name in sorted(wanted - set(self.open)):
                 sock = HostSocket(
                     self.home.agent_socket(name),
@@ -29,6 +34,7 @@ class AgentSockets:
                     unsent=self.ops.unsent,
                 )
                 sock.start()
+                give(sock.path, state_owner(self.home, name))
                 self.open[name] = sock
                 log.info("%s: listening on %s", name, sock.path)
             for name in sorted(set(self.open) - wanted):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from hyperhive.home import Home
+from hyperhive.runtime.ownership import give, state_owner
 
 log = logging.getLogger("hyperhive.daemon")
 
@@ -47,20 +48,6 @@ def git_url(address: Address) -> str:
     """The git remote's base URL at the daemon's HTTP address (`<url>/NAME/config.git`)."""
     host, port = address
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/git"
-
-
-def state_owner(home: Home, name: str) -> tuple[int, int] | None:
-    """Who the agent's sockets belong to when the daemon runs as root: the owner of its
-    state directory — a user-namespaced container's `agent` user once the runtime has
-    chowned it (hyperhive/runtime/ownership.py), so that user can connect (mode 0600);
-    until then, and for an unprivileged daemon, the daemon's own user (None)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        st = os.stat(home.state_dir(name))
-    except FileNotFoundError:
-        return None
-    return st.st_uid, st.st_gid
 
 
 class GitSocket:
@@ -97,12 +84,7 @@ class GitSocket:
         self.acceptor.start()
 
     def chown(self, owner: tuple[int, int] | None) -> None:
-        """Give the socket file to `owner` (uid, gid) unless it has it already."""
-        if owner is None:
-            return
-        st = os.lstat(self.path)
-        if (st.st_uid, st.st_gid) != owner:
-            os.chown(self.path, *owner, follow_symlinks=False)
+        give(self.path, owner)
 
     def connections(self) -> int:
         with self.lock:

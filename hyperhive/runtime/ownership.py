@@ -26,6 +26,8 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
+from hyperhive.home import Home
+
 log = logging.getLogger("hyperhive.runtime.ownership")
 
 RANGE = 65536  # ids per container under --private-users=pick
@@ -171,3 +173,26 @@ def base_from_id_map(text: str) -> int:
         if inside <= 0 < inside + count:
             return outside - inside
     raise OwnershipError(f"no mapping for id 0 in {text.strip()!r}")
+
+
+def state_owner(home: Home, name: str) -> tuple[int, int] | None:
+    """Who the agent's sockets belong to when the daemon runs as root: the owner of its
+    state directory — a user-namespaced container's `agent` user once the runtime has
+    chowned it (`plan`/`apply` above), so that user can connect (mode 0600);
+    until then, and for an unprivileged daemon, the daemon's own user (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = os.stat(home.state_dir(name))
+    except FileNotFoundError:
+        return None
+    return st.st_uid, st.st_gid
+
+
+def give(path: Path, owner: tuple[int, int] | None) -> None:
+    """Give a socket file to `owner` (uid, gid), from `state_owner`, unless it has it."""
+    if owner is None:
+        return
+    st = os.lstat(path)
+    if (st.st_uid, st.st_gid) != owner:
+        os.chown(path, *owner, follow_symlinks=False)
