@@ -33,7 +33,7 @@ def create_app(hive: Hive) -> Flask:
         # carries no ambient credential a foreign page could ride on.
         WTF_CSRF_CHECK_DEFAULT=False,
         WTF_CSRF_TIME_LIMIT=None,
-        SOCK_SERVER_OPTIONS={"ping_interval": 25},
+        SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": live.MAX_MESSAGE},
     )
     app.extensions["hive"] = hive
     auth.init_app(app)

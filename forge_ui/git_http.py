@@ -155,5 +155,7 @@ class GitMount:
             receive = partial(QuarantinedReceivePack, rules=rules, max_bytes=max_bytes)
         repo = Repo(str(target.path))
         app = HTTPGitApplication(DictBackend({"/": repo}), handlers={b"git-receive-pack": receive})
-        chain = LimitedInputFilter(GunzipFilter(app), max_request_size=max_bytes + REQUEST_SLACK)
+        # the limit inside the unzipping (not dulwich's order): it bounds what a gzipped
+        # body unzips to, which is what dulwich reads and keeps
+        chain = GunzipFilter(LimitedInputFilter(app, max_request_size=max_bytes + REQUEST_SLACK))
         return ClosingIterator(chain(inner, start_response), [repo.close])

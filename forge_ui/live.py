@@ -27,6 +27,9 @@ DEBOUNCE = 0.1  # a burst of events (a deploy writes several tags) renders once
 STATS_DEBOUNCE = 1.0  # a busy agent's charts redraw at most about once a second
 LOG_CHUNK = 64 * 1024
 CLOSE_WAIT = 10.0
+# Bytes of one message from a client at most; a bigger one closes the socket (1009).
+# static/terminal.js sends input in pieces well below it.
+MAX_MESSAGE = 1024 * 1024
 
 
 def send(ws, payload: dict) -> None:

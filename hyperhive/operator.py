@@ -76,7 +76,10 @@ def token(home: Home, rotate: bool = False) -> str:
 
 def check_token(home: Home, candidate: str) -> bool:
     stored = _load(home).get("token")
-    return bool(stored) and secrets.compare_digest(stored, candidate)
+    # as bytes: compare_digest raises on a str that is not ASCII (any header or form value)
+    return bool(stored) and secrets.compare_digest(
+        stored.encode(), candidate.encode(errors="surrogatepass")
+    )
 
 
 def session_key(home: Home) -> str:

@@ -31,6 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
+from hyperhive import tokens
 from hyperhive.agents import (
     MANAGER,
     Creation,
@@ -249,6 +250,7 @@ def destroy(home: Home, name: str, runtime: Runtime, purge: bool, actor: str = "
             what = "a kept agent" if home.is_destroyed(name) else "a draft"
             raise BadInput(f"{name!r} is {what}, nothing runs: `--purge` deletes it")
         _purge(home, name)
+        tokens.revoke_agent(home, name, actor)  # one destroyed before tokens were revoked
         notify.changed(home, name, "destroy")
         return {"name": name, "purged": True, "meta": None, "denied": []}
     result: dict = {"name": name, "purged": purge, "meta": None, "denied": []}
@@ -274,5 +276,6 @@ def destroy(home: Home, name: str, runtime: Runtime, purge: bool, actor: str = "
             raise UnknownAgent(f"unknown agent {name!r}: it was just purged")
         if purge:
             _purge(home, name)
+        tokens.revoke_agent(home, name, actor)  # the name may be taken again once purged
     notify.changed(home, name, "destroy")
     return result

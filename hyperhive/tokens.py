@@ -1,5 +1,5 @@
 """Agents' tokens for the git remote: issued by the hive, kept only as a SHA-256 digest in
-`hive.db`, listed and revoked by the operator.
+`hive.db`, listed and revoked by the operator, and revoked when their agent is destroyed.
 
 A token is 32 random bytes, so a plain digest is as good as a slow password hash: nothing
 can be guessed from it. The operator's own token lives in `operator.json`
@@ -110,6 +110,21 @@ def revoke(home: Home, token_id: int, actor: str) -> dict:
         conn.close()
 
 
+def revoke_agent(home: Home, name: str, actor: str) -> int:
+    """Revoke every live token of agent `name` (it is destroyed: a purged name can be taken
+    by a new agent, which its predecessor's tokens must not read); how many there were."""
+    conn = _db(home)
+    try:
+        cur = conn.execute(  # one statement: atomic in autocommit mode
+            "UPDATE tokens SET revoked_at = ?, revoked_by = ?"
+            " WHERE agent = ? AND revoked_at IS NULL",
+            (time.time(), actor, name),
+        )
+        return cur.rowcount
+    finally:
+        conn.close()
+
+
 def identify(home: Home, secret: str) -> str | None:
     """Whose token this is: `operator`, an active agent's name, or None (unknown, revoked,
     or its agent was destroyed)."""
@@ -176,5 +191,11 @@ def provision(home: Home, name: str, actor: str = "hyperhive") -> int | None:
     if identify(home, _read_state_token(state_file(home, name))) == name:
         return None
     token_id, token = issue(home, name, actor)
-    write_state_token(home, name, token)
+    try:
+        write_state_token(home, name, token)
+    except OSError as e:  # the agent can write there (a directory in the way, a full disk)
+        revoke(home, token_id, actor)  # nobody holds it
+        raise HiveError(
+            f"cannot write the {name}'s git token into {state_file(home, name)}: {e}"
+        ) from None
     return token_id

@@ -116,6 +116,14 @@ def test_login_never_redirects_off_site(anon, target):
     assert r.status_code == 302 and r.headers["Location"] == "/"
 
 
+def test_a_token_or_password_that_is_not_ascii_is_refused_not_a_500(anon, home):
+    operator.token(home)  # there is a token to compare with
+    r = anon.post("/login", data={"csrf_token": csrf(anon, "/login"), "password": "pässwört"})
+    assert r.status_code == 401 and b"wrong password or token" in r.data
+    r = anon.get("/api/state", headers={"Authorization": "Bearer pässwört"})
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid bearer token"
+
+
 def test_login_without_csrf_token_is_refused(anon):
     r = anon.post("/login", data={"password": PASSWORD})
     assert r.status_code == 403

@@ -3,9 +3,12 @@ refs/for/main and main, refusals, tokens, limits, malformed packs), agents' toke
 the access rules through Flask's test client."""
 
 import base64
+import gzip
+import http.client
 import os
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from forge_ui import create_app
 from forge_ui.auth import git_identity
 from hyperhive import operator, tokens
 from hyperhive.agents import create_agent
-from hyperhive.errors import BadInput, UnknownAgent
+from hyperhive.errors import BadInput, HiveError, UnknownAgent
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
@@ -415,6 +418,38 @@ def test_a_push_over_the_size_limit_is_refused(hive, tmp_path):
     assert Approvals(hive.home, name).states().keys() == {1}
 
 
+def test_a_gzipped_body_is_held_to_the_size_limit_once_unzipped(hive, tmp_path):
+    """git gzips large fetch requests; the limit applies to what the body unzips to, or
+    a few KiB of gzip would make the daemon read (and dulwich keep) gigabytes."""
+    name = agent(hive, "zipped")
+    token = run_cli(hive.root, "token", "issue", name, check=True).stdout.strip()
+    head = git(hive.home.config_dir(name), "rev-parse", "HEAD").strip()
+    caps = "multi_ack side-band-64k thin-pack ofs-delta"
+    wants = pkt(f"want {head} {caps}\n".encode()) + pkt(f"want {head}\n".encode()) * 60_000
+    body = gzip.compress(wants + b"0000" + pkt(b"done\n"))  # 3 MB unzipped, 9 KB sent
+    assert len(body) < 20_000 and len(wants) > 2 * 1024 * 1024 + 1000
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{hive.port}/git/{name}/config.git/git-upload-pack",
+        data=body,
+        headers={
+            "Content-Type": "application/x-git-upload-pack-request",
+            "Content-Encoding": "gzip",
+            "Authorization": f"Bearer {token}",
+        },
+    )
+    settings = hive.root / "hyperhive.toml"
+    settings.write_text("[git]\nmax_push_bytes = 1000\n")  # a request: 1 MiB + 1000 bytes
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            reply = r.read()
+    except (urllib.error.HTTPError, http.client.HTTPException, ConnectionError) as e:
+        reply = repr(e).encode()
+    finally:
+        settings.unlink()
+    assert b"PACK" not in reply  # the wants past the limit were never read
+    ok_git(tmp_path, "ls-remote", url(hive, f"{name}/config.git", token))  # still serving
+
+
 def test_a_chunked_push_is_received(hive, tmp_path):
     """git sends a body over http.postBuffer chunked; gunicorn has undone the chunking."""
     name = agent(hive, "chunked")
@@ -531,6 +566,22 @@ def test_tokens_only_for_live_agents(home):
         tokens.issue(home, "operator", "operator")
 
 
+def test_destroying_an_agent_revokes_its_tokens_so_a_new_agent_of_that_name_gets_none(home):
+    runtime = LocalRuntime(home)
+    create_agent(home, "again", runtime, "operator")
+    _, kept = tokens.issue(home, "again", "operator")
+    destroy(home, "again", runtime, purge=False, actor="alice")
+    destroy(home, "again", runtime, purge=True, actor="alice")
+    create_agent(home, "again", runtime, "operator")  # the name is free: a new agent
+    assert tokens.identify(home, kept) is None  # the old agent's token reads nothing of it
+    [row] = tokens.listing(home)
+    assert row["revoked_by"] == "alice"
+    _, purged = tokens.issue(home, "again", "operator")
+    destroy(home, "again", runtime, purge=True)  # straight to purge: revoked too
+    create_agent(home, "again", runtime, "operator")
+    assert tokens.identify(home, purged) is None
+
+
 def test_provision_keeps_a_good_token_and_replaces_a_bad_one(home):
     first = tokens.provision(home, "manager")
     path = tokens.state_file(home, "manager")
@@ -550,6 +601,26 @@ def test_provision_keeps_a_good_token_and_replaces_a_bad_one(home):
     assert target.read_text() == "keep\n" and not path.is_symlink()
 
 
+def test_a_token_path_the_manager_blocked_does_not_stop_the_daemon(home):
+    """The state directory is the manager's: a directory where its token goes makes
+    provisioning fail clearly (the token nobody got is revoked), and `up` starts anyway."""
+    path = tokens.state_file(home, "manager")
+    path.mkdir()
+    (path / "x").write_text("x")
+    with pytest.raises(HiveError, match="cannot write the manager's git token"):
+        tokens.provision(home, "manager")
+    assert [t["revoked_by"] for t in tokens.listing(home)] == ["hyperhive"]
+    d = Daemon(home.root).start()
+    try:
+        assert d.get("/api/state")["agents"][0]["name"] == "manager"
+        assert "cannot write the manager's git token" in d.log.read_text()
+        assert d.stop() == 0
+    finally:
+        if d.proc.poll() is None:
+            os.killpg(d.proc.pid, signal.SIGKILL)
+            d.proc.wait()
+
+
 def basic(secret: str, user: str = "anyone") -> dict:
     pair = base64.b64encode(f"{user}:{secret}".encode()).decode()
     return {"HTTP_AUTHORIZATION": f"Basic {pair}"}
@@ -562,6 +633,8 @@ def test_git_identity_takes_basic_or_bearer(home):
     only_user = base64.b64encode(token.encode()).decode()
     assert git_identity(home, {"HTTP_AUTHORIZATION": f"Basic {only_user}"}) == "operator"
     assert git_identity(home, basic("wrong")) is None
+    assert git_identity(home, basic("pässwört")) is None  # not ASCII: no match, not an error
+    assert git_identity(home, {"HTTP_AUTHORIZATION": "Bearer pässwört"}) is None
     assert git_identity(home, {"HTTP_AUTHORIZATION": f"Digest {token}"}) is None
     assert git_identity(home, {}) is None
 

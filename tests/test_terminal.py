@@ -20,6 +20,7 @@ from conftest import fake_program, run_cli
 from test_daemon import Daemon, wait_for
 
 from forge_ui import vendor
+from forge_ui.live import MAX_MESSAGE
 from forge_ui.terminal import WINDOW
 from hyperhive import operator
 from hyperhive.errors import InvalidName, UnknownAgent
@@ -254,6 +255,19 @@ def test_bad_control_messages_are_reported_and_the_terminal_goes_on(daemon):
         t.until(rb"still 2")
     finally:
         t.close()
+
+
+def test_a_message_over_the_limit_closes_the_socket_and_hangs_up(daemon):
+    """No client message is held in memory past MAX_MESSAGE (terminal.js sends input in
+    pieces well below it)."""
+    t = Term(daemon)
+    pid = t.pid()
+    t.ws.send("x" * (MAX_MESSAGE + 1))  # a text frame: read whole before it is looked at
+    while t.message() is not None:
+        pass
+    assert t.ws.close_reason == 1009  # message too big
+    assert not t.control  # never parsed as a control message
+    wait_for(lambda: not alive(pid), what="the shell to be hung up")
 
 
 def test_closing_the_socket_hangs_up_the_shell_and_its_jobs(daemon):

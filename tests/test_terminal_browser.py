@@ -106,3 +106,18 @@ def test_closing_the_terminal_then_opening_a_new_one(web, daemon, shots: Path): 
     type_line(page, "exit 3")
     page.wait_for_selector(".terminal-status:has-text('the shell exited (status 3)')")
     page.screenshot(path=str(shots / "terminal.png"))
+
+
+def test_a_paste_over_the_message_limit_arrives_whole(web, daemon):  # noqa: F811
+    """terminal.js sends input in pieces: a paste bigger than the server's message limit
+    (forge_ui.live.MAX_MESSAGE) reaches the shell instead of closing the socket."""
+    page = web.open("/agents/manager")
+    page.click("button:has-text('Open terminal')")
+    page.wait_for_selector(".terminal-status.on")
+    # Non-canonical: the tty passes any length of line on; READY comes after bash has
+    # ended its bracketed-paste mode, so the input below is not wrapped in markers.
+    type_line(page, "stty -icanon -echo; echo READY; head -c 1500000 | wc -c; stty sane")
+    wait_screen(page, r"^READY$")
+    page.evaluate("window.hiveTerminal.input('x'.repeat(1500000))")
+    wait_screen(page, r"^1500000$")
+    assert page.is_visible(".terminal-status.on")

@@ -20,6 +20,11 @@
     status.className = `terminal-status ${cls || "muted"}`;
   };
   const send = (data) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(data); };
+  // Input in pieces: the server closes the socket on a message over 1 MiB (a big paste).
+  const INPUT_PIECE = 64 * 1024;
+  const sendInput = (bytes) => {
+    for (let i = 0; i < bytes.length; i += INPUT_PIECE) send(bytes.subarray(i, i + INPUT_PIECE));
+  };
   const sendSize = () => send(JSON.stringify({ resize: [term.rows, term.cols] }));
 
   function create() {
@@ -34,8 +39,8 @@
     term.loadAddon(fit);
     box.hidden = false;
     term.open(box);
-    term.onData((d) => send(encoder.encode(d)));
-    term.onBinary((d) => send(Uint8Array.from(d, (c) => c.charCodeAt(0))));
+    term.onData((d) => sendInput(encoder.encode(d)));
+    term.onBinary((d) => sendInput(Uint8Array.from(d, (c) => c.charCodeAt(0))));
     term.onResize(sendSize);
     // The box follows the window (terminal.css): refit whenever it changes size.
     new ResizeObserver(() => fit.fit()).observe(box);
