@@ -29,6 +29,7 @@ from werkzeug.wsgi import ClosingIterator, get_host
 
 from forge_ui.auth import git_identity
 from hyperhive.agents import MANAGER
+from hyperhive.daemon import gitsock
 from hyperhive.errors import HiveError
 from hyperhive.gitstore.receive import QuarantinedReceivePack
 from hyperhive.hive import Hive
@@ -77,17 +78,26 @@ class GitMount:
 
     def __call__(self, environ, start_response):
         if not environ.get("PATH_INFO", "").startswith(PREFIX):
+            if gitsock.forwarded(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")):
+                return self.refuse(
+                    Refusal("403 Forbidden", "an agent's git socket serves the git remote only"),
+                    start_response,
+                )
             return self.app(environ, start_response)
         try:
             target = self.resolve(environ)
             max_bytes = self.max_push_bytes()
         except Refusal as r:
-            # git prints the body of a failed request as `remote:` lines
-            body = (r.message + "\n").encode()
-            headers = [("Content-Type", "text/plain; charset=utf-8")]
-            start_response(r.status, headers + [("Content-Length", str(len(body)))] + r.headers)
-            return [body]
+            return self.refuse(r, start_response)
         return self.serve(environ, start_response, target, max_bytes)
+
+    @staticmethod
+    def refuse(r: "Refusal", start_response) -> list[bytes]:
+        # git prints the body of a failed request as `remote:` lines
+        body = (r.message + "\n").encode()
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        start_response(r.status, headers + [("Content-Length", str(len(body)))] + r.headers)
+        return [body]
 
     def max_push_bytes(self) -> int:
         try:  # read at each request: an edit of hyperhive.toml applies at once

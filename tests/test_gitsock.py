@@ -14,6 +14,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from test_git_http import commit, ok_git, run_git
 from test_harness import claude_script, fake_runs
 from test_nixlib import STUB_LIB, STUB_PKGS, nix_eval, nix_str
 
-from hyperhive import tokens
+from hyperhive import operator, tokens
 from hyperhive.daemon import gitsock
 from hyperhive.daemon.gitsock import GitSocket, GitSockets, connect_address, git_url
 from hyperhive.home import Home
@@ -312,6 +313,23 @@ def test_http_through_git_sock_is_the_git_remote_with_its_token_check(hive):
     assert status == 401 and b"a token is needed" in body
     status, _, _ = get(path, refs, "hht_not-a-token")
     assert status == 401
+
+
+def test_git_sock_serves_the_git_remote_only(hive):
+    """A container must not reach the forge's pages, API or login form through it; the
+    same requests over TCP are served as usual."""
+    path = gitsock.git_socket(hive.home, "manager")
+    wait_for(path.exists, what="the manager's git.sock")
+    operator_token = operator.token(hive.home)
+    for url in ["/login", "/api/state", "/", "/ws/state"]:
+        status, _, body = get(path, url, operator_token)
+        assert status == 403 and b"serves the git remote only" in body, url
+    status, _, _ = get(
+        path, "/git/manager/config.git/info/refs?service=git-upload-pack", hive.manager
+    )
+    assert status == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{hive.port}/login", timeout=10) as r:
+        assert r.status == 200
 
 
 class TcpToUnix:

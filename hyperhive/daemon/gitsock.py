@@ -33,6 +33,23 @@ CONNECT_SECONDS = 10.0
 Address = tuple[str, int]
 
 
+# The daemon-side (source) addresses of forwarded connections: the web app refuses them
+# everything but /git/ (forge_ui/git_http.py), so a container reaches the git remote
+# through its socket, not the forge's pages, API or login form.
+_forwarded: set[Address] = set()
+_forwarded_lock = threading.Lock()
+
+
+def forwarded(host: str | None, port: str | int | None) -> bool:
+    """Whether a request from `host`:`port` came through an agent's git socket."""
+    try:
+        address = (host or "", int(port or 0))
+    except ValueError:
+        return False
+    with _forwarded_lock:
+        return address in _forwarded
+
+
 def git_socket(home: Home, name: str) -> Path:
     return home.agent_socket(name).with_name(SOCKET_NAME)
 
@@ -115,7 +132,7 @@ class GitSocket:
             thread.start()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = None
+        upstream = source = None
         try:
             try:
                 upstream = socket.create_connection(self.target, timeout=CONNECT_SECONDS)
@@ -123,6 +140,9 @@ class GitSocket:
             except OSError as e:
                 log.warning("%s: cannot reach the daemon at %s: %s", self.path, self.target, e)
                 return
+            source = upstream.getsockname()[:2]
+            with _forwarded_lock:  # before the first byte reaches the daemon
+                _forwarded.add(source)
             with self.lock:
                 if self.stopping.is_set():
                     return
@@ -137,6 +157,9 @@ class GitSocket:
         finally:
             with self.lock:
                 self.open.pop(client, None)
+            if source is not None:
+                with _forwarded_lock:
+                    _forwarded.discard(source)
             for s in (client, upstream):
                 if s is not None:
                     s.close()
