@@ -23,6 +23,8 @@ What it does is driven by lines of the prompt:
 - `fake: fail-once <token> <code>` fail only the first time the token is seen
 - `fake: context-full`             "Prompt is too long" unless the session was compacted
 - `fake: context-full-always`      "Prompt is too long", always
+- `fake: context-full-resumed`     "Prompt is too long" whenever a session is resumed (one
+                                   its compaction could not shrink)
 - `fake: sleep-once <token> <s>`  sleep that long, the first time the token is seen
 - `fake: grow-notes <bytes>`       append that many bytes to ./notes.md
 - `/compact` (the whole prompt)    compact the resumed session
@@ -156,10 +158,17 @@ def message(sid: str, content: list[dict], role: str = "assistant") -> dict:
     }
 
 
-def result(sid: str, started: float, text: str, error: bool = False, turns: int = 1) -> dict:
+def result(
+    sid: str,
+    started: float,
+    text: str,
+    error: bool = False,
+    turns: int = 1,
+    subtype: str | None = None,
+) -> dict:
     return {
         "type": "result",
-        "subtype": "success" if not error else "error_during_execution",
+        "subtype": subtype or ("success" if not error else "error_during_execution"),
         "is_error": error,
         "duration_ms": int((time.monotonic() - started) * 1000),
         "duration_api_ms": 42,
@@ -260,8 +269,15 @@ async def turn(opts: dict, prompt: str) -> int:
         emit(message(sid, [{"type": "text", "text": f"Working on {len(directives)} things."}]))
         n = 0
         for verb, rest in directives:
-            if verb == "context-full-always" or (verb == "context-full" and not data["compacted"]):
-                emit(result(sid, started, "Prompt is too long", error=True))
+            if (
+                verb == "context-full-always"
+                or (verb == "context-full" and not data["compacted"])
+                or (verb == "context-full-resumed" and opts.get("--resume"))
+            ):
+                # as the real CLI says it: the API's refusal as the assistant's text, then
+                # a result of subtype success that is an error
+                emit(message(sid, [{"type": "text", "text": "Prompt is too long"}]))
+                emit(result(sid, started, "Prompt is too long", error=True, subtype="success"))
                 return 1
             if verb == "fail":
                 emit(result(sid, started, f"failing with {rest}", error=True))

@@ -121,6 +121,21 @@ def test_oversized_line_is_refused(daemon):
         assert json.loads(f.readline())["ok"] is True
 
 
+def test_a_recv_of_many_large_messages_fits_the_harness_reply_line(daemon):
+    """The harness reads recv replies with hostsock.call (1 MiB lines): a full inbox of
+    large (and JSON-escaping-heavy) bodies comes in several replies, none lost."""
+    from hyperhive.broker.messages import MAX_BODY
+
+    bodies = [f"{n:02d}" + "x" * (60 << 10) for n in range(20)]
+    bodies += [f"{n:02d}" + "\x01" * (MAX_BODY - 2) for n in range(20, 24)]
+    for body in bodies:
+        call(daemon, "manager", op="send", to="alice", body=body)
+    got = []
+    while batch := call(daemon, "alice", op="recv")["messages"]:
+        got += [m["body"] for m in batch]
+    assert got == bodies
+
+
 def test_a_new_agent_gets_a_socket(daemon):
     run_cli(daemon.root, "agent", "create", "carol", check=True)
     wait_for(lambda: sock(daemon, "carol").exists(), what="carol.sock")

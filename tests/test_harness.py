@@ -5,6 +5,7 @@ turn loop as a real `hyperhive harness` process driving the fake claude
 Here the socket is served in this process (`FakeDaemon`: scripted inbox, recorded sends
 and turn reports); tests/test_harness_daemon.py runs the same chain on a real daemon."""
 
+import contextlib
 import json
 import logging
 import os
@@ -259,6 +260,18 @@ def test_a_failed_compaction_leaves_the_notes_untouched(tmp_path, fake_env, monk
     assert len(fake_runs(fake_env)) == 1
 
 
+def test_a_compaction_the_disk_refuses_leaves_the_notes_and_the_harness_alive(
+    tmp_path, fake_env, caplog
+):
+    h = notes_harness(tmp_path)
+    original = "- a fact\n" * 5000
+    h.notes_path.write_text(original)
+    (h.notes_path.parent / "notes.md.new").mkdir()  # the swap cannot write its file
+    h.maybe_compact_notes(h.policy())
+    assert h.notes_path.read_text() == original
+    assert "notes compaction failed" in caplog.text
+
+
 def test_notes_under_the_threshold_are_left_alone(tmp_path, fake_env):
     h = notes_harness(tmp_path)
     h.notes_path.write_text("short\n")
@@ -299,6 +312,66 @@ def test_an_invalid_policy_value_is_refused(tmp_path, policy, said):
     with pytest.raises(PolicyUnreadable) as e:
         h.policy()
     assert "policy.json is invalid: " in str(e.value) and said in str(e.value)
+
+
+def test_a_batch_given_up_at_the_start_is_dropped_and_told_once(tmp_path, caplog):
+    """A batch whose last allowed turn was cut short (a stop) is given up when the harness
+    starts again, and its file emptied: not told again at every loop."""
+    state, etc = harness_dirs(tmp_path)
+    h = Harness(Config(socket=tmp_path / "none.sock", state=state, etc=etc))
+    message = {"id": 7, "from": "bob", "body": "hi", "time": 1.0}
+    h.save_inflight([{"message": message, "attempts": MAX_ATTEMPTS}])
+    assert h.load_inflight() == [] and h.load_inflight() == []
+    assert caplog.text.count("giving up on message #7") == 1
+    assert json.loads((state / ".hyperhive" / "inflight.json").read_text()) == []
+
+
+LINGERING = """#!/bin/sh
+sleep 300 &
+echo $! > child.pid
+echo '{"type": "system", "subtype": "init", "session_id": "s1", "mcp_servers": []}'
+%s
+exec sleep 300
+"""
+RESULT = (
+    '{"type": "result", "subtype": "success", "is_error": false, "result": "done", '
+    '"session_id": "s1", "total_cost_usd": 0.5}'
+)
+
+
+def run_lingering(tmp_path, result: bool, **config) -> tuple[int, object, int]:
+    """Run a `claude` that never exits and leaves a child holding its stdout (as a real
+    one does with an MCP server or a background job that does not end)."""
+    script = tmp_path / "claude"
+    script.write_text(LINGERING % (f"echo '{RESULT}'" if result else ""))
+    script.chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    h = Harness(Config(socket=tmp_path / "none.sock", state=state, **config))
+    done = {}
+    t = threading.Thread(target=lambda: done.update(r=h.run_claude([str(script)], "hi")))
+    t.daemon = True
+    t.start()
+    t.join(30)
+    child = int((state / "child.pid").read_text())
+    try:
+        assert "r" in done, "run_claude did not come back"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    code, run = done["r"]
+    return code, run, child
+
+
+def test_a_claude_lingering_after_its_result_is_stopped_and_its_turn_counts(tmp_path):
+    code, run, _ = run_lingering(tmp_path, result=True, linger_seconds=0.2)
+    assert code == -signal.SIGKILL and run.succeeded(code)  # done: no rerun of the batch
+    assert run.session_id == "s1" and run.cost() == 0.5
+
+
+def test_a_turn_over_its_time_is_stopped_even_when_its_output_stays_open(tmp_path):
+    code, run, _ = run_lingering(tmp_path, result=False, turn_timeout=0.5)
+    assert code == -signal.SIGKILL and not run.succeeded(code)
 
 
 # -- the turn loop, against a socket served here ----------------------------------------
@@ -516,6 +589,21 @@ def test_context_still_full_after_compaction_is_a_failure(tmp_path, fake_daemon,
         (False, 1),
     ]
     assert [r["argv"][r["argv"].index("--resume") + 1] for r in runs[1:]] == [session] * 2
+
+
+def test_a_session_compaction_cannot_shrink_is_left_for_a_new_one(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    """A session still too long after its compaction (the real CLI can wedge so) is not
+    resumed again: the batch's next try starts a new session instead of failing forever."""
+    harness("--retry-seconds", "0.1")
+    fake_daemon.deliver("remember this")
+    fake_daemon.wait_reports(1)
+    fake_daemon.deliver("fake: context-full-resumed")
+    reports = fake_daemon.wait_reports(3)
+    assert [(r["exit"], r["exit_code"]) for r in reports] == [("ok", 0), ("failure", 1), ("ok", 0)]
+    last = fake_runs(fake_env)[-1]
+    assert "--resume" not in last["argv"] and "handed to you before" in last["prompt"]
 
 
 def test_a_session_claude_lost_is_started_afresh(tmp_path, fake_daemon, fake_env, harness):

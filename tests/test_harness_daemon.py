@@ -195,3 +195,58 @@ def test_local_runtime_start_stop_and_crash_without_a_daemon(home, runtime):
         assert any("harness of manager starts at" in x for x in runtime.log_tail("manager"))
     finally:
         runtime.stop("manager")
+
+
+def test_an_exit_not_yet_reaped_is_reported_not_overtaken_by_a_start(home, runtime, monkeypatch):
+    """A sync's start that comes between a harness's exit and its reaper neither restarts
+    it at once nor swallows the crash report: the reaper tells, the backoff restarts."""
+    import threading
+
+    from hyperhive.runtime.local_harness import Harnesses
+
+    gate, reaped = threading.Event(), threading.Event()
+    reap = Harnesses._reap
+
+    def held(self, name, proc):
+        gate.wait(30)
+        reap(self, name, proc)
+        reaped.set()
+
+    monkeypatch.setattr(Harnesses, "_reap", held)
+    (home.applied_dir("manager") / "hooks" / "post-receive").unlink()
+    Approvals(home, "manager").approve(1, "operator")
+    deploy(home, "manager", 1, runtime)
+    exits = []
+    runtime.watch(lambda name, status: exits.append((name, status)))
+    try:
+        runtime.start("manager")
+        proc = runtime.harnesses.running["manager"].proc
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        runtime.start("manager")  # the supervisor's sync, before the reaper ran
+        gate.set()
+        assert reaped.wait(30)
+        assert exits == [("manager", -signal.SIGKILL)]
+        assert pid_of(home, "manager") is None and "manager" not in runtime.harnesses.running
+    finally:
+        gate.set()
+        runtime.stop("manager")
+
+
+def test_a_harness_log_past_its_limit_is_rotated_at_the_next_start(home, runtime, monkeypatch):
+    from hyperhive.runtime import local_harness
+
+    monkeypatch.setattr(local_harness, "MAX_LOG_BYTES", 1000)
+    (home.applied_dir("manager") / "hooks" / "post-receive").unlink()
+    Approvals(home, "manager").approve(1, "operator")
+    deploy(home, "manager", 1, runtime)
+    log = runtime.harnesses.log_file("manager")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    old = "an old line\n" * 100
+    log.write_text(old)
+    try:
+        runtime.start("manager")
+        assert log.with_name("harness.log.1").read_text() == old  # kept once, not grown
+        assert log.read_text().startswith("--- ") and "an old line" not in log.read_text()
+    finally:
+        runtime.stop("manager")

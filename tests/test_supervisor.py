@@ -136,6 +136,17 @@ def test_unsupervised_runtimes_are_polled_for_containers_that_went_down(home, wo
     )
 
 
+def test_a_status_that_cannot_be_told_does_not_hide_a_crash(home, worker):
+    sup, rt, broker = make(home, supervised=False)
+    sup.check()
+    rt.states["worker"] = "unknown"  # `nixos-container status` failed this once
+    sup.check()
+    rt.states["worker"] = "down"
+    sup.check()
+    (m,) = system_messages(broker, "manager")
+    assert "worker went down unexpectedly" in m["body"]
+
+
 def test_a_crash_body_fits_a_message():
     body = crash_body("worker", "it died", ["x" * 10_000] * 1000)
     assert len(body.encode()) <= MAX_BODY

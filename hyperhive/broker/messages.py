@@ -22,7 +22,10 @@ MANAGER = "manager"
 SYSTEM = "system"
 MAX_WAIT = 180.0
 MAX_BODY = 64 * 1024
-MAX_BATCH = 100  # messages per recv: a reply stays well under the socket's 1 MiB line
+MAX_BATCH = 100  # messages per recv
+# A recv's messages as JSON (escaped: up to 6 bytes per body byte) stay under this, so
+# the reply fits the sockets' 1 MiB line (hostsock.MAX_LINE); one message always fits.
+MAX_BATCH_BYTES = 512 * 1024
 
 
 class PolicyRefused(HiveError):
@@ -48,6 +51,16 @@ def row_to_message(row) -> dict:
         "body": row["body"],
         "time": row["created_at"],
     }
+
+
+def _fitting(messages: list[dict]) -> list[dict]:
+    """The first of `messages` whose JSON stays within MAX_BATCH_BYTES (the first always)."""
+    size = 0
+    for i, m in enumerate(messages):
+        size += len(json.dumps(m))
+        if i and size > MAX_BATCH_BYTES:
+            return messages[:i]
+    return messages
 
 
 class Broker:
@@ -124,11 +137,12 @@ class Broker:
                     "ORDER BY id LIMIT ?",
                     (name, MAX_BATCH),
                 ).fetchall()
-                if rows:
+                messages = _fitting([row_to_message(r) for r in rows])
+                if messages:
                     conn.execute(
                         f"UPDATE messages SET delivered_at = ? WHERE id IN "
-                        f"({','.join('?' * len(rows))})",
-                        (time.time(), *(r["id"] for r in rows)),
+                        f"({','.join('?' * len(messages))})",
+                        (time.time(), *(m["id"] for m in messages)),
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -136,7 +150,7 @@ class Broker:
                 raise
         finally:
             conn.close()
-        return [row_to_message(r) for r in rows]
+        return messages
 
     def recv(self, name: str, wait_seconds: object = None) -> list[dict]:
         wait = check_wait(wait_seconds)

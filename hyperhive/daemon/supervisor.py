@@ -173,6 +173,8 @@ class Supervisor:
         """Compare each deployed agent's state with the last one seen."""
         for name in sorted(self.deployed()):
             state = self.runtime.status(name).get("state")
+            if state == "unknown":  # the runtime could not tell this time: no news
+                continue
             before, self.seen[name] = self.seen.get(name), state
             if before == "up" and state in ("down", "not deployed"):
                 what = "went down" if state == "down" else "is gone"

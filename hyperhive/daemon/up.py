@@ -21,6 +21,7 @@ from hyperhive.daemon.sampler import Sampler
 from hyperhive.daemon.scheduler import Scheduler
 from hyperhive.daemon.supervisor import Supervisor
 from hyperhive.daemon.worker import BuildWorker
+from hyperhive.errors import HiveError
 from hyperhive.gitstore.receive import Quarantine
 from hyperhive.hive import Hive
 from hyperhive.home import Home
@@ -225,9 +226,13 @@ def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     runtime = get_runtime(runtime_kind, home)
     if init_hive(home, runtime, "operator"):
         log.info("initialized a new hive at %s with the manager agent", home.root)
-    if MANAGER in home.agent_names() and (token_id := tokens.provision(home, MANAGER)):
-        path = tokens.state_file(home, MANAGER)
-        log.info("issued the manager's git token #%d into %s", token_id, path)
+    if MANAGER in home.agent_names():
+        try:
+            if token_id := tokens.provision(home, MANAGER):
+                path = tokens.state_file(home, MANAGER)
+                log.info("issued the manager's git token #%d into %s", token_id, path)
+        except HiveError as e:  # its state directory is the manager's to break: start anyway
+            log.warning("%s", e)
     if home.host_socket.exists():
         HostSocket(home.host_socket, lambda r: {}).check_free()
     recover_all(home)

@@ -63,6 +63,7 @@ class Run:
     result: dict | None = None
     other: list[str] = field(default_factory=list)  # lines that were not events (stderr)
     calls: dict[str, tuple[str, dict]] = field(default_factory=dict)  # tool_use id → call
+    lingered: bool = False  # it did not exit after its result: the harness stopped it
 
     def feed(self, line: str) -> None:
         """Take one output line: an event is folded in and logged, anything else kept."""
@@ -153,7 +154,8 @@ class Run:
     # -- what the run came to -------------------------------------------------------------
 
     def succeeded(self, exit_code: int) -> bool:
-        return exit_code == 0 and self.result is not None and not self.result.get("is_error")
+        ended = exit_code == 0 or self.lingered  # stopped after its result: done all the same
+        return ended and self.result is not None and not self.result.get("is_error")
 
     def error_text(self) -> str:
         """What the run said about its failure: the result text, else other output."""

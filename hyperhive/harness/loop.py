@@ -13,7 +13,8 @@
   path; null: `claude` on PATH), read with the rest of `policy.json` at every turn.
 - A run that fails because the context is full is retried once after compaction (`/compact`
   on the session; if that fails, a fresh session): exit class `compact-retry` when the
-  retry succeeds. A session claude no longer knows is forgotten and the turn rerun fresh.
+  retry succeeds; a session still too long after that is dropped (the next turn starts a
+  new one). A session claude no longer knows is forgotten and the turn rerun fresh.
   Any other failure is class `failure` with claude's exit code; the loop goes on.
 - After every turn: a `turn_report` to the daemon (telemetry), then notes compaction
   when `notes.md` is over the policy's `notesCompactBytes` (notes.py).
@@ -23,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -48,6 +50,7 @@ CALL_TIMEOUT = 30.0
 MAX_BACKOFF = 30.0  # seconds between tries to reach a daemon that does not answer
 COMPACT_PROMPT = "/compact"
 EXIT_CANNOT_RUN = 127  # the exit code reported when claude could not be started
+READ_POLL = 0.5  # seconds between looks at a claude whose output is quiet
 DEFAULT_CLAUDE = "claude"  # on PATH, when the policy names none
 
 
@@ -67,6 +70,7 @@ class Config:
     poll_seconds: float = 60.0  # one recv waits this long for a message
     retry_seconds: float = 30.0  # a failed batch is retried after this, if nothing comes
     turn_timeout: float = 3600.0  # a claude run is killed after this
+    linger_seconds: float = 30.0  # a claude still running this long after its result is stopped
     exit_with_parent: bool = False  # the local runtime's harness ends with its daemon
 
 
@@ -158,7 +162,9 @@ class Harness:
             log.error("cannot read %s (%s): the messages in it are not retried", self.dir, e)
             return []
         keep = [i for i in items if i.get("attempts", 0) < MAX_ATTEMPTS]
-        self.give_up([i for i in items if i not in keep])
+        if len(keep) < len(items):  # told once: the file forgets them
+            self.give_up([i for i in items if i not in keep])
+            self.save_inflight(keep)
         return keep
 
     def save_inflight(self, items: list[dict]) -> None:
@@ -204,7 +210,9 @@ class Harness:
         return args
 
     def run_claude(self, args: list[str], prompt: str) -> tuple[int, Run]:
-        """Run claude with `prompt` on stdin, folding its output as it arrives."""
+        """Run claude with `prompt` on stdin, folding its output as it arrives. It stays in
+        the harness's process group, so a stop of the harness (even a SIGKILL of the group)
+        ends it and what it started."""
         run = Run()
         log.info("$ %s", " ".join(short(a, 60) for a in args))
         try:
@@ -222,31 +230,63 @@ class Harness:
         proc = self.proc
         writer = threading.Thread(target=self._feed_stdin, args=(proc, prompt), daemon=True)
         writer.start()
-        timer = threading.Timer(self.c.turn_timeout, self._timed_out, args=(proc,))
-        timer.daemon = True
-        timer.start()
         try:
-            for raw in iter(proc.stdout.readline, b""):
-                run.feed(raw.decode(errors="replace"))
+            self._read(proc, run)
             code = proc.wait()
         finally:
-            timer.cancel()
             self._end(proc)
             self.proc = None
         if code != 0:
             log.warning("claude exited %d", code)
         return code, run
 
+    def _read(self, proc: subprocess.Popen, run: Run) -> None:
+        """Feed claude's output to `run` line by line until it ends, or claude exited and
+        its output went quiet (what it left may hold the pipe open), or claude outlives
+        its result by `linger_seconds` or the turn by `turn_timeout` (then it is stopped)."""
+        fd = proc.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        timeout_at = time.monotonic() + self.c.turn_timeout
+        result_at = exited_at = None
+        pending: list[bytes] = []  # the pieces of a line not yet ended (a line may be MBs)
+        while True:
+            if poller.poll(READ_POLL * 1000):
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                *lines, last = chunk.split(b"\n")
+                if lines:
+                    lines[0], pending = b"".join([*pending, lines[0]]), []
+                pending.append(last)
+                for line in lines:
+                    run.feed(line.decode(errors="replace"))
+            elif proc.poll() is not None:
+                break
+            now = time.monotonic()
+            if run.result is not None and result_at is None:
+                result_at = now
+            if proc.poll() is not None:  # still output: what it left may never stop
+                exited_at = exited_at or now
+                if now > exited_at + READ_POLL * 4:
+                    break
+            elif now > timeout_at:
+                log.error("claude ran over %g s: stopping it", self.c.turn_timeout)
+                proc.kill()
+            elif result_at is not None and now > result_at + self.c.linger_seconds:
+                log.warning(
+                    "claude still runs %g s after its result: stopping it", self.c.linger_seconds
+                )
+                run.lingered = True
+                proc.kill()
+        if rest := b"".join(pending):
+            run.feed(rest.decode(errors="replace"))
+
     @staticmethod
     def _feed_stdin(proc: subprocess.Popen, prompt: str) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):
             proc.stdin.write(prompt.encode())
             proc.stdin.close()
-
-    def _timed_out(self, proc: subprocess.Popen) -> None:
-        log.error("claude ran over %.0f s: stopping it", self.c.turn_timeout)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
 
     @staticmethod
     def _end(proc: subprocess.Popen) -> None:
@@ -324,6 +364,10 @@ class Harness:
             self.compact_session(policy)
             code, run = self.attempt(args, prompt, turn)
             turn.exit = "compact-retry" if run.succeeded(code) else "failure"
+            if not run.succeeded(code) and run.context_full():
+                # resuming it again would fail the same way, turn after turn
+                log.error("the context is still full: the next turn starts a new session")
+                self.forget_session()
         elif not run.succeeded(code):
             turn.exit = "failure"
             log.error("turn failed (exit %d): %s", code, run.error_text()[:500])

@@ -62,10 +62,14 @@ def compact(path: Path, session: Session, now: float | None = None) -> Path | No
     while backup.exists():  # two compactions within one second
         backup = path.with_name(f"{path.name}.{stamp}-{n}.bak")
         n += 1
-    backup.write_bytes(before)
     new = path.with_name(path.name + ".new")
-    new.write_text(answer.strip() + "\n")
-    os.replace(new, path)
+    try:
+        backup.write_bytes(before)
+        new.write_text(answer.strip() + "\n")
+        os.replace(new, path)
+    except OSError as e:  # a full or read-only disk: the harness goes on, the notes stay
+        log.warning("notes compaction failed: %s left as it was (%s)", path, e)
+        return None
     log.info(
         "notes compacted: %d → %d bytes; the old notes are in %s", len(before), size(path), backup
     )

@@ -2,11 +2,11 @@
 
 Each runs in its own session (so its process group, `claude` and the MCP servers under
 it, is stopped as one), in the agent's state directory, its output appended to
-`logs/<name>/harness.log`, with `--exit-with-parent` so it never outlives the daemon that
-started it. Its pid is recorded in `agents/<name>/harness.pid`: a stop from another
-process (`hyperhive agent destroy` in the CLI) finds it there, and a stop removes the file
-before signalling, which is how the process that started the harness tells an exit it
-asked for from a crash.
+`logs/<name>/harness.log` (moved to `harness.log.1` by a start that finds it over 16
+MiB), with `--exit-with-parent` so it never outlives the daemon that started it. Its pid
+is recorded in `agents/<name>/harness.pid`: a stop from another process (`hyperhive agent
+destroy` in the CLI) finds it there, and a stop removes the file before signalling, which
+is how the process that started the harness tells an exit it asked for from a crash.
 
 Before each start the deployed policy is written to `agents/<name>/etc/` as `policy.json`
 and `extra-mcp.json`, the shapes nix/lib.nix renders into `/etc/hyperhive/` of a container,
@@ -32,6 +32,7 @@ log = logging.getLogger("hyperhive.runtime.local")
 
 STOP_SECONDS = 10.0  # SIGTERM, then SIGKILL after this
 TAIL_BYTES = 64 * 1024
+MAX_LOG_BYTES = 16 << 20  # a start finding harness.log past this moves it to harness.log.1
 
 # (agent name, exit status) of a harness that exited without being asked to
 ExitHandler = Callable[[str, int], None]
@@ -142,6 +143,10 @@ class Harnesses:
                     return False
                 log.info("%s: restarting the harness for revision %s", name, revision)
                 self._stop_locked(name)
+            elif current is not None:
+                # exited, its reaper not through yet: it reports the crash, and the
+                # supervisor restarts the harness after the backoff
+                return False
             elif (stray := self.recorded_pid(name)) is not None:
                 # left by a daemon that died before its harness noticed
                 log.warning(
@@ -151,6 +156,7 @@ class Harnesses:
             self.write_etc(name)
             logfile = self.log_file(name)
             logfile.parent.mkdir(parents=True, exist_ok=True)
+            _rotate(logfile)
             with logfile.open("ab") as out:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S")
                 out.write(f"--- {stamp} harness of {name} starts at {revision}\n".encode())
@@ -240,6 +246,14 @@ class Harnesses:
         except FileNotFoundError:
             return []
         return data.decode(errors="replace").splitlines()[-lines:]
+
+
+def _rotate(log: Path) -> None:
+    """A log past MAX_LOG_BYTES becomes `<log>.1` (replacing the one before): the logs of
+    an agent stay bounded however often it is restarted."""
+    with contextlib.suppress(FileNotFoundError):
+        if log.stat().st_size > MAX_LOG_BYTES:
+            os.replace(log, log.with_name(log.name + ".1"))
 
 
 def _kill_group(pgid: int, sig: int) -> None:
