@@ -489,6 +489,17 @@ def test_sampler_records_the_hive_wide_series_and_inbox_depths(hive):
     }
 
 
+def test_an_unreadable_repo_does_not_stop_the_sample(hive, caplog):
+    (hive.home.applied_dir("worker") / "refs" / "tags" / "proposal" / "1").write_text("junk\n")
+    assert sampler(hive).sample(now=T0) == []
+    rows = {
+        (r["agent"], r["key"]): r["value"] for r in db(hive.home).execute("SELECT * FROM stats")
+    }
+    assert rows[("", "approvals.pending")] == 1  # the manager's; the worker's not counted
+    assert rows[("worker", "inbox.depth")] == 0
+    assert "worker's approvals could not be read" in caplog.text
+
+
 def test_stuck_agent_is_flagged_once_per_episode(hive):
     home, s = hive.home, sampler(hive)
     hive.broker.send(OPERATOR, "worker", "please do X")

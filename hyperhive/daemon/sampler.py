@@ -55,7 +55,12 @@ class Sampler:
         home = self.hive.home
         names = home.agent_names()
         waiting = self.broker.waiting(names)
-        pending = sum(len(Approvals(home, n).all(pending_only=True)) for n in names)
+        pending = 0
+        for n in names:
+            try:
+                pending += len(Approvals(home, n).all(pending_only=True))
+            except Exception:  # one unreadable repo must not stop every hive-wide series
+                log.exception("telemetry: %s's approvals could not be read; not counted", n)
         rows = [("", now, "approvals.pending", float(pending))]
         rows += [(n, now, "inbox.depth", float(waiting.get(n, (0, None))[0])) for n in names]
         newly, episodes = self.update_stuck(names, waiting, now)
