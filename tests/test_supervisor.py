@@ -79,15 +79,21 @@ def test_a_crash_is_told_with_the_log_tail_and_restarted_after_a_backoff(home, w
     sup.sync()
     assert rt.calls == []  # waiting out the backoff
     rt.on_exit("worker", 1)
-    assert (
-        "(exit status 1); it is restarted in 10 s." in system_messages(broker, "manager")[1]["body"]
-    )
+    assert len(system_messages(broker, "manager")) == 1  # the second of an episode: logged
+    rt.on_exit("worker", 1)
+    again = system_messages(broker, "manager")[1]["body"]
+    assert "(exit status 1), 3 times in a row; it is restarted in 20 s." in again
+    assert "Further crashes are only logged until it stays up 10 minutes" in again
+    rt.on_exit("worker", 1)
+    assert len(system_messages(broker, "manager")) == 2  # a crash loop is told twice only
     set_deployed(home, "worker", "r2")  # a new deploy: no waiting
     sup.sync()
     assert rt.calls == [("start", "worker")]
+    rt.on_exit("worker", 1)  # and a new episode: told again, backoff from the start
+    assert "restarted in 5 s." in system_messages(broker, "manager")[2]["body"]
     set_deployed(home, "worker", "r1")
     now = supervisor.time.time()
-    monkeypatch.setattr(supervisor.time, "time", lambda: now + 11)  # the backoff is over
+    monkeypatch.setattr(supervisor.time, "time", lambda: now + 6)  # the backoff is over
     rt.calls.clear()
     sup.sync()
     assert rt.calls == [("start", "worker")]

@@ -10,7 +10,9 @@ Supervised runtimes (local: each agent is a harness subprocess of the daemon):
 - A harness that exits unasked is a crash: a `container_crash` message from `system` with
   the log tail goes to the manager (to the operator when the manager is the one that
   crashed), and the harness is restarted after a backoff: 5 s, doubling with each crash
-  up to 5 min, back to 5 s after 10 min without one or at once after a new deploy.
+  up to 5 min, back to 5 s after 10 min without one or at once after a new deploy. Of
+  one episode of crashes (ended by 10 min up or a new deploy) only the first and the
+  third are told; the rest are logged, so a crash loop does not flood the manager.
 
 Other runtimes (nixos-container: containers run on their own, systemd restarts their
 harness unit): every `POLL_SECONDS` each deployed agent's status is compared with the last
@@ -38,6 +40,7 @@ POLL_SECONDS = 30.0
 RESTART_SECONDS = 5.0
 MAX_RESTART_SECONDS = 300.0
 CALM_SECONDS = 600.0  # a crash this long after the last one starts the backoff afresh
+TELL_AGAIN_AT = 3  # an episode's crashes told: the first, and this one ("keeps crashing")
 TAIL_LINES = 40
 MAX_LINE = 500  # characters of one log line in a crash message
 KIND = "container_crash"
@@ -157,15 +160,24 @@ class Supervisor:
         """The runtime's report of a harness that exited unasked."""
         now = time.time()
         with self.lock:
-            count, at, _ = self.crashes.get(name, (0, 0.0, None))
-            count = 1 if now - at > CALM_SECONDS else count + 1
+            count, at, before = self.crashes.get(name, (0, 0.0, None))
             revision = record.deployed_revision(self.hive.home, name)
+            new_episode = now - at > CALM_SECONDS or revision != before
+            count = 1 if new_episode else count + 1
             self.crashes[name] = (count, now, revision)
             stopping = self.stopping.is_set()
+        what = f"The harness of agent {name} exited unexpectedly ({exit_text(status)})"
         then = "" if stopping else f"; it is restarted in {self._delay(count):.0f} s"
-        self.tell(
-            name, f"The harness of agent {name} exited unexpectedly ({exit_text(status)}){then}."
-        )
+        if count == 1:
+            self.tell(name, f"{what}{then}.")
+        elif count == TELL_AGAIN_AT:
+            self.tell(
+                name,
+                f"{what}, {count} times in a row{then}. Further crashes are only logged "
+                f"until it stays up {CALM_SECONDS / 60:.0f} minutes or is deployed again.",
+            )
+        else:  # each message costs its reader a turn: a crash loop is told twice, not forever
+            log.error("%s: %s (crash %d in a row, not told again)", name, what, count)
 
     # -- other runtimes -----------------------------------------------------------------
 
