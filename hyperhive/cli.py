@@ -260,6 +260,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(found)
         return 0
+    if not found:
+        print("no agent tokens (the operator's is `hyperhive operator token`)")
     for t in found:
         state = "active"
         if t["revoked_at"] is not None:

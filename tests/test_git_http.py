@@ -779,3 +779,9 @@ def test_a_push_cut_off_by_a_crash_leaves_a_quarantine_the_next_start_removes(ho
     assert not left.exists()
     assert objects_of(home.config_dir("manager")) == [f for f in files if "incoming" not in f]
     assert git(home.config_dir("manager"), "fsck", "--no-progress") == ""
+
+
+def test_an_empty_token_list_says_so(home):
+    out = run_cli(home.root, "token", "list", check=True).stdout
+    assert out.startswith("no agent tokens")
+    assert run_cli(home.root, "token", "list", "--json", check=True).stdout.strip() == "[]"
