@@ -162,3 +162,38 @@ def test_a_socket_follows_the_owner_of_its_agents_state(home):
         assert path.stat().st_mode & 0o777 == 0o600
     finally:
         sockets.stop()
+
+
+def test_the_harness_leases_acks_and_releases_over_the_socket(daemon):
+    """The harness's ops: a leased recv whose reply was read but never acknowledged (the
+    harness died before writing it down) is handed back by `release`; an MCP-style recv
+    leases nothing. None of them is an MCP tool."""
+    from hyperhive.daemon.ops import HARNESS_OPS
+
+    assert {"ack", "release"} <= set(HARNESS_OPS)
+    assert not set(HARNESS_OPS) & set(call(daemon, "alice", op="whoami")["tools"])
+    while call(daemon, "alice", op="recv")["messages"]:  # what other tests left
+        pass
+    assert call(daemon, "alice", op="release")["released"] == 0
+    first = call(daemon, "manager", op="send", to="alice", body="lost with a harness")["id"]
+    (m,) = call(daemon, "alice", op="recv", lease=True)["messages"]
+    assert m["id"] == first  # read, then the reader is gone: no ack
+    assert call(daemon, "alice", op="recv")["messages"] == []
+    assert call(daemon, "alice", op="release")["released"] == 1
+    (again,) = call(daemon, "alice", op="recv", wait_seconds=5, lease=True)["messages"]
+    assert again == m
+    with pytest.raises(HiveError, match="not messages to manager"):
+        call(daemon, "manager", op="ack", ids=[first])
+    with pytest.raises(HiveError, match="ack needs a list of message ids"):
+        call(daemon, "alice", op="ack", ids=first)
+    with pytest.raises(HiveError, match="lease must be true or false, not 'yes'"):
+        call(daemon, "alice", op="recv", lease="yes")
+    assert call(daemon, "alice", op="ack", ids=[first]) == {"ok": True, "acked": 1}
+    assert call(daemon, "alice", op="release")["released"] == 0
+
+    # the MCP tool's recv: delivered for good, nothing to acknowledge or release
+    plain = call(daemon, "manager", op="send", to="alice", body="read by a tool")["id"]
+    assert [m["id"] for m in call(daemon, "alice", op="recv")["messages"]] == [plain]
+    assert call(daemon, "alice", op="ack", ids=[plain])["acked"] == 0
+    assert call(daemon, "alice", op="release")["released"] == 0
+    assert call(daemon, "alice", op="recv")["messages"] == []

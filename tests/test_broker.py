@@ -190,3 +190,117 @@ def test_close_releases_waiting_readers(broker):
     broker.send("manager", "bob", "kept for the next daemon")
     assert broker.recv("bob") == []  # a closing broker hands nothing out
     assert [m["body"] for m in Broker(broker.home).recv("bob")] == ["kept for the next daemon"]
+
+
+# -- the harness's leased recv: ack, release ----------------------------------------------
+
+
+def leased(hive) -> dict[int, int]:
+    conn = sqlite3.connect(db.db_path(hive))
+    try:
+        return dict(conn.execute("SELECT id, leased FROM messages ORDER BY id"))
+    finally:
+        conn.close()
+
+
+def test_a_lease_not_acknowledged_is_released_in_order(broker, hive):
+    broker.send("alice", "bob", "a1")
+    broker.send("manager", "bob", "m1")
+    broker.send("alice", "bob", "a2")
+    broker.send("manager", "alice", "not bob's")
+    taken = broker.recv("bob", lease=True)
+    assert [m["body"] for m in taken] == ["a1", "m1", "a2"]
+    assert broker.inbox("bob") == [] and broker.recv("bob") == []  # delivered, not waiting
+    assert broker.waiting(["bob"])["bob"] == (0, None)
+    broker.send("alice", "bob", "a3")  # sent after the lease: stays after it
+    assert broker.release("bob") == 3
+    again = broker.recv("bob", lease=True)
+    assert [m["body"] for m in again] == ["a1", "m1", "a2", "a3"]
+    assert [m["id"] for m in again[:3]] == [m["id"] for m in taken]
+    assert broker.ack("bob", [m["id"] for m in again]) == 4
+    assert broker.release("bob") == 0 and broker.recv("bob") == []
+    assert set(leased(hive).values()) == {0}
+    assert [m["body"] for m in broker.recv("alice")] == ["not bob's"]  # untouched
+
+
+def test_release_touches_only_its_agent_and_only_unacknowledged_leases(broker, hive):
+    mine = broker.send("manager", "bob", "bob's, leased")
+    kept = broker.send("manager", "bob", "bob's, acknowledged")
+    other = broker.send("manager", "alice", "alice's, leased")
+    broker.recv("bob", lease=True)
+    assert broker.ack("bob", [kept]) == 1
+    broker.recv("alice", lease=True)
+    assert broker.release("bob") == 1
+    assert leased(hive) == {mine: 0, kept: 0, other: 1}
+    assert [m["id"] for m in broker.recv("bob")] == [mine]
+    assert broker.release("alice") == 1
+
+
+def test_ack_is_idempotent_and_a_plain_recv_leases_nothing(broker, hive):
+    plain = broker.send("manager", "bob", "read by a tool call")
+    (m,) = broker.recv("bob")  # the MCP tool's recv
+    assert m["id"] == plain and leased(hive) == {plain: 0}
+    assert broker.ack("bob", [plain]) == 0  # nothing to acknowledge
+    assert broker.release("bob") == 0 and broker.recv("bob") == []
+    lease = broker.send("manager", "bob", "read by the harness")
+    broker.recv("bob", lease=True)
+    assert broker.ack("bob", [lease]) == 1
+    assert broker.ack("bob", [lease]) == 0  # a retried ack whose reply was lost
+    assert broker.ack("bob", []) == 0
+    assert broker.release("bob") == 0
+
+
+def test_an_ack_of_ids_not_ones_own_is_refused_whole(broker, hive):
+    own = broker.send("manager", "bob", "bob's")
+    foreign = broker.send("manager", "alice", "alice's")
+    broker.recv("bob", lease=True)
+    broker.recv("alice", lease=True)
+    with pytest.raises(BadInput, match=rf"not messages to bob: #{foreign}, #9999$"):
+        broker.ack("bob", [own, 9999, foreign])
+    assert leased(hive) == {own: 1, foreign: 1}  # nothing acknowledged, alice's included
+    for bad in (None, own, [str(own)], [True], [1.5], {"ids": [own]}):
+        with pytest.raises(BadInput, match="ack needs a list of message ids"):
+            broker.ack("bob", bad)
+    from hyperhive.broker.messages import MAX_BATCH
+
+    with pytest.raises(BadInput, match=f"at most {MAX_BATCH} ids"):
+        broker.ack("bob", list(range(1, MAX_BATCH + 2)))
+    assert broker.ack("bob", [own]) == 1
+
+
+def test_a_release_wakes_a_waiting_recv(broker):
+    broker.send("manager", "bob", "back again")
+    broker.recv("bob", lease=True)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=broker.recv("bob", 30, lease=True)))
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive()  # nothing to take while the lease holds
+    assert broker.release("bob") == 1
+    t.join(timeout=10)
+    assert [m["body"] for m in result["r"]] == ["back again"]
+
+
+def test_a_requeued_leased_reply_is_no_longer_leased(broker, hive):
+    """A leased recv whose reply could not be written (the daemon's `unsent`) goes back to
+    the inbox whole: a plain recv may take it, and no later release takes it back."""
+    mid = broker.send("manager", "bob", "unsent")
+    broker.requeue([m["id"] for m in broker.recv("bob", lease=True)])
+    assert leased(hive) == {mid: 0}
+    assert [m["body"] for m in broker.recv("bob")] == ["unsent"]
+    assert broker.release("bob") == 0 and broker.recv("bob") == []
+
+
+def test_messages_stored_before_the_lease_column_are_not_leased(hive):
+    db.migrate(hive, db.MIGRATIONS[:-1])
+    conn = db.connect(hive)
+    conn.execute(
+        "INSERT INTO messages (sender, recipient, body, created_at, delivered_at) "
+        "VALUES ('manager', 'bob', 'old, delivered', 1.0, 2.0), "
+        "('manager', 'bob', 'old, waiting', 1.0, NULL)"
+    )
+    conn.close()
+    broker = Broker(hive)  # migrates
+    assert broker.release("bob") == 0
+    assert [m["body"] for m in broker.recv("bob", lease=True)] == ["old, waiting"]
+    assert broker.release("bob") == 1

@@ -3,13 +3,15 @@ turn loop as a real `hyperhive harness` process driving the fake claude
 (tests/fake_claude.py), which starts the real `hyperhive mcp` against a socket.
 
 Here the socket is served in this process (`FakeDaemon`: scripted inbox, recorded sends
-and turn reports); tests/test_harness_daemon.py runs the same chain on a real daemon."""
+and turn reports; `BrokerDaemon`: the daemon's own ops on a real hive.db, for the leased
+recv); tests/test_harness_daemon.py runs the same chain on a real daemon."""
 
 import contextlib
 import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,7 @@ from test_daemon import wait_for
 
 from hyperhive.daemon.hostsock import HostSocket
 from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
+from hyperhive.errors import HiveError
 from hyperhive.harness.claude_config import (
     CLAUDE_TOOLS,
     allowed_mcp_tools,
@@ -378,14 +381,15 @@ def test_a_turn_over_its_time_is_stopped_even_when_its_output_stays_open(tmp_pat
 
 
 class FakeDaemon:
-    """An agent socket served in this process: whoami, a scripted inbox for recv, sends
-    and turn reports recorded."""
+    """An agent socket served in this process: whoami, a scripted inbox for recv, sends,
+    acks and turn reports recorded (nothing is ever leased, so nothing is released)."""
 
     def __init__(self, path: Path, name="alice", role="agent", tools=AGENT_TOOLS):
         self.me = {"name": name, "role": role, "policy": {}, "tools": tools}
         self.cond = threading.Condition()
         self.inbox: list[list[dict]] = []
         self.sent: list[dict] = []
+        self.acked: list[list[int]] = []
         self.reports: list[dict] = []
         self.next_id = 1
         self.closing = False
@@ -412,10 +416,17 @@ class FakeDaemon:
         if op == "whoami":
             return self.me
         if op == "recv":
+            assert request["lease"] is True
             with self.cond:
                 wait = min(request["wait_seconds"], 5)
                 self.cond.wait_for(lambda: self.inbox or self.closing, timeout=wait)
                 return {"messages": self.inbox.pop(0) if self.inbox else []}
+        if op == "ack":
+            with self.cond:
+                self.acked.append(request["ids"])
+            return {"acked": len(request["ids"])}
+        if op == "release":
+            return {"released": 0}
         if op == "send":
             with self.cond:
                 self.sent.append({"to": request["to"], "body": request["body"]})
@@ -464,23 +475,32 @@ def start_harness(tmp_path, daemon: FakeDaemon, *extra: str, policy=None, extras
     return proc, state
 
 
-@pytest.fixture
-def harness(tmp_path, fake_daemon, fake_env):
-    """Start `hyperhive harness` processes (stopped at the end). The fake claude starts
-    the MCP servers only for a tool call unless `mcp=True` (every run, as the real one)."""
+@contextlib.contextmanager
+def harnesses(tmp_path, daemon):
+    """Start `hyperhive harness` processes on `daemon` (stopped at the end). The fake
+    claude starts the MCP servers only for a tool call unless `mcp=True` (every run, as
+    the real one)."""
     procs = []
 
     def start(*extra, mcp=False, env=None, **kw):
         env = {**os.environ, "FAKE_CLAUDE_MCP": "always" if mcp else "lazy", **(env or {})}
-        proc, state = start_harness(tmp_path, fake_daemon, *extra, env=env, **kw)
+        proc, state = start_harness(tmp_path, daemon, *extra, env=env, **kw)
         procs.append(proc)
         return proc, state
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(20)
+
+
+@pytest.fixture
+def harness(tmp_path, fake_daemon, fake_env):
+    with harnesses(tmp_path, fake_daemon) as start:
+        yield start
 
 
 def harness_log(tmp_path) -> str:
@@ -520,6 +540,7 @@ def test_a_turn_sends_through_the_real_mcp_server_and_is_reported(
     assert second["argv"][second["argv"].index("--resume") + 1] == run["session"]
     assert (state / ".hyperhive" / "session").read_text().strip() == run["session"]
     assert json.loads((state / ".hyperhive" / "inflight.json").read_text()) == []
+    assert fake_daemon.acked == [[1], [2]]
 
 
 def test_a_tool_outside_the_allow_list_is_refused(tmp_path, fake_daemon, fake_env, harness):
@@ -684,3 +705,137 @@ def test_a_harness_stopped_mid_turn_hands_the_batch_to_the_next(
 def test_harness_flags_are_checked(tmp_path, args, said):
     proc = run_cli(tmp_path / "hive", "harness", *args)
     assert proc.returncode == 2 and said in proc.stderr
+
+
+# -- nothing is lost between a recv and the harness's record of it ------------------------
+
+
+class BrokerDaemon(FakeDaemon):
+    """The manager's socket served in this process by the daemon's own ops (real broker,
+    real hive.db), turn reports recorded. `intercept(request, handle)`, when set, answers
+    instead: a test's stand-in for a harness dying or a reply lost at a chosen op."""
+
+    def __init__(self, path: Path, home):
+        from hyperhive.broker.messages import Broker
+        from hyperhive.daemon.ops import Ops
+        from hyperhive.hive import Hive
+
+        super().__init__(path, name="manager")
+        self.broker = Broker(home)
+        self.ops = Ops(Hive(home, runtime=None), self.broker, None)
+        self.sock.unsent = self.ops.unsent
+        self.intercept = None
+
+    def handle(self, request: dict) -> dict:
+        serve = self.ops.for_agent("manager")
+        reply = self.intercept(request, serve) if self.intercept else serve(request)
+        if request.get("op") == "turn_report":
+            with self.cond:
+                self.reports.append(request["report"])
+                self.cond.notify_all()
+        return reply
+
+    def stop(self) -> None:
+        self.broker.close()  # a waiting recv returns now
+        super().stop()
+
+    def rows(self) -> list[tuple]:
+        conn = sqlite3.connect(self.broker.home.root / "hive.db")
+        try:
+            return conn.execute(
+                "SELECT id, delivered_at IS NOT NULL, leased FROM messages ORDER BY id"
+            ).fetchall()
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def broker_daemon(short_dir, home):
+    d = BrokerDaemon(short_dir / "agent.sock", home)
+    d.sock.start()
+    yield d
+    d.stop()
+
+
+@pytest.mark.parametrize("death", ["killed-before-ack", "crashed-before-save"])
+def test_a_harness_dead_between_recv_and_ack_gets_its_messages_again_once(
+    tmp_path, broker_daemon, fake_env, death
+):
+    """The daemon wrote the recv's reply (the messages are delivered) and the harness died
+    before acknowledging them: SIGKILLed at its ack (inflight.json already holds them), or
+    crashed writing inflight.json. Its next start releases them; one turn runs them, once."""
+    d = broker_daemon
+    inflight = tmp_path / "state" / ".hyperhive" / "inflight.json"
+    ids = [d.broker.send("operator", "manager", body) for body in ("one", "two")]
+    with harnesses(tmp_path, d) as start:
+        if death == "killed-before-ack":
+            killed = []
+
+            def kill_at_ack(request, handle):
+                if request["op"] == "ack":
+                    os.killpg(killed[0].pid, signal.SIGKILL)
+                    killed[0].wait(20)
+                    raise HiveError("the harness is gone")
+                return handle(request)
+
+            d.intercept = kill_at_ack
+            killed.append(start()[0])
+            assert killed[0].wait(30) == -signal.SIGKILL
+            assert [i["message"]["id"] for i in json.loads(inflight.read_text())] == ids
+        else:
+            inflight.with_name("inflight.json.new").mkdir(parents=True)  # the write fails
+            proc, _ = start()
+            assert proc.wait(30) != 0
+            assert "IsADirectoryError" in harness_log(tmp_path)
+            assert not inflight.exists()
+            inflight.with_name("inflight.json.new").rmdir()
+        assert fake_runs(fake_env) == []
+        assert d.rows() == [(i, 1, 1) for i in ids]  # delivered, leased, never acknowledged
+
+        d.intercept = None
+        start()
+        (report,) = d.wait_reports(1)
+        assert report["exit"] == "ok" and report["received"] == {"operator": 2}
+        assert "2 messages handed out, never acknowledged: back in the inbox" in harness_log(
+            tmp_path
+        )
+        (run,) = fake_runs(fake_env)
+        for i in ids:
+            assert run["prompt"].count(f"message #{i} from operator") == 1
+        assert "handed to you before" not in run["prompt"]  # no turn saw them before
+        assert d.rows() == [(i, 1, 0) for i in ids]
+        assert json.loads(inflight.read_text()) == []
+
+        # the next message is a turn of its own: neither of the first two comes again
+        third = d.broker.send("operator", "manager", "three")
+        d.wait_reports(2)
+        runs = fake_runs(fake_env)
+        assert len(runs) == 2 and f"message #{third} from" in runs[1]["prompt"]
+        assert not any(f"message #{i} " in runs[1]["prompt"] for i in ids)
+
+
+def test_a_recv_reply_lost_is_released_before_the_next_recv(tmp_path, broker_daemon, fake_env):
+    """A leased recv whose reply never came (as from a daemon that died after taking the
+    messages) leaves them leased to a harness that lives on: it releases them before it
+    asks again, instead of leaving them until its next start."""
+    d = broker_daemon
+    lost = []
+
+    def lose_a_reply(request, handle):
+        reply = handle(request)
+        if request["op"] == "recv" and reply["messages"] and not lost:
+            lost.append(reply)
+            raise HiveError("internal error: the reply was lost")
+        return reply
+
+    d.intercept = lose_a_reply
+    mid = d.broker.send("operator", "manager", "hello")
+    with harnesses(tmp_path, d) as start:
+        start()
+        (report,) = d.wait_reports(1)
+    assert [m["id"] for m in lost[0]["messages"]] == [mid]
+    assert "recv failed (internal error: the reply was lost)" in harness_log(tmp_path)
+    assert "1 messages handed out, never acknowledged" in harness_log(tmp_path)
+    (run,) = fake_runs(fake_env)
+    assert f"message #{mid} from operator" in run["prompt"]
+    assert d.rows() == [(mid, 1, 0)]

@@ -118,6 +118,9 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
         "turn.cost_usd": 0.0123,
     }
     assert stats["turn.duration"] > 0
+    with sqlite3.connect(root / "hive.db") as db:  # the harness acknowledged what it ran
+        alice = "SELECT delivered_at IS NOT NULL, leased FROM messages WHERE recipient = 'alice'"
+        assert db.execute(alice).fetchall() == [(1, 0)]
 
     # a new deploy restarts the harness at the new revision
     commit = commit_config(home, "alice", {"notes/readme.md": "v2\n"}, "second config")

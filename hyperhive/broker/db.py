@@ -76,6 +76,12 @@ MIGRATIONS: list[list[str]] = [
             revoked_by TEXT
         )""",
     ],
+    [
+        # A harness's recv leases what it takes (broker/messages.py): 1 until the harness
+        # acknowledges it; `release` (at the harness's start) hands it back unacknowledged.
+        "ALTER TABLE messages ADD COLUMN leased INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX messages_leased ON messages (recipient, id) WHERE leased = 1",
+    ],
 ]
 
 

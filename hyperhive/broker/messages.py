@@ -4,6 +4,11 @@
 exactly once, across restarts too. A long-polling `recv` waits on a condition that every
 `send` in this process notifies (other processes poke the daemon's `wake` op): it returns
 within milliseconds of a message, never by polling.
+
+The harness's `recv` also *leases* what it takes: the message stays the harness's until it
+`ack`s it (after writing it to its inflight file), and `release` hands every unacknowledged
+one back to the inbox. A harness killed between the reply and its own record of it thus
+gets the messages again when it starts, instead of their being delivered to nobody.
 """
 
 import json
@@ -127,7 +132,7 @@ class Broker:
 
     # -- receiving ---------------------------------------------------------------------
 
-    def _take(self, name: str) -> list[dict]:
+    def _take(self, name: str, lease: bool) -> list[dict]:
         conn = connect(self.home)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -140,9 +145,9 @@ class Broker:
                 messages = _fitting([row_to_message(r) for r in rows])
                 if messages:
                     conn.execute(
-                        f"UPDATE messages SET delivered_at = ? WHERE id IN "
+                        f"UPDATE messages SET delivered_at = ?, leased = ? WHERE id IN "
                         f"({','.join('?' * len(messages))})",
-                        (time.time(), *(m["id"] for m in messages)),
+                        (time.time(), int(lease), *(m["id"] for m in messages)),
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -152,7 +157,9 @@ class Broker:
             conn.close()
         return messages
 
-    def recv(self, name: str, wait_seconds: object = None) -> list[dict]:
+    def recv(self, name: str, wait_seconds: object = None, lease: bool = False) -> list[dict]:
+        """Take `name`'s oldest undelivered messages, waiting up to `wait_seconds` for one.
+        `lease`: they also stay leased until `ack`ed (the harness's recv)."""
         wait = check_wait(wait_seconds)
         deadline = time.monotonic() + wait
         while True:
@@ -160,7 +167,7 @@ class Broker:
                 generation = self._generation
                 if self._closing:
                     return []
-            if messages := self._take(name):
+            if messages := self._take(name, lease):
                 return messages
             with self._changed:
                 # Sleep only if nothing was sent since we looked.
@@ -177,13 +184,58 @@ class Broker:
         conn = connect(self.home)
         try:
             conn.execute(
-                f"UPDATE messages SET delivered_at = NULL WHERE id IN "
+                f"UPDATE messages SET delivered_at = NULL, leased = 0 WHERE id IN "
                 f"({','.join('?' * len(message_ids))})",
                 message_ids,
             )
         finally:
             conn.close()
         self.wake()
+
+    def ack(self, name: str, message_ids: object) -> int:
+        """End the leases of `name`'s messages `message_ids`; how many were still leased.
+        Acknowledging twice is harmless (a retried ack whose reply was lost); an id that is
+        not a message to `name` is refused, and then nothing is acknowledged."""
+        if not isinstance(message_ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in message_ids
+        ):
+            raise BadInput(f"ack needs a list of message ids, not {message_ids!r}")
+        if len(message_ids) > MAX_BATCH:
+            raise BadInput(f"ack takes at most {MAX_BATCH} ids (one recv's)")
+        if not message_ids:
+            return 0
+        marks = ",".join("?" * len(message_ids))
+        conn = connect(self.home)
+        try:
+            # a message's recipient never changes: the check cannot go stale before the update
+            mine = conn.execute(
+                f"SELECT id FROM messages WHERE recipient = ? AND id IN ({marks})",
+                (name, *message_ids),
+            )
+            if foreign := sorted(set(message_ids) - {r["id"] for r in mine}):
+                raise BadInput(f"not messages to {name}: {', '.join(f'#{i}' for i in foreign)}")
+            return conn.execute(
+                f"UPDATE messages SET leased = 0 WHERE leased = 1 AND id IN ({marks})",
+                message_ids,
+            ).rowcount
+        finally:
+            conn.close()
+
+    def release(self, name: str) -> int:
+        """Hand every message leased to `name` and not acknowledged back to its inbox, in
+        one statement; they keep their ids, so each sender's order holds. How many."""
+        conn = connect(self.home)
+        try:
+            released = conn.execute(
+                "UPDATE messages SET delivered_at = NULL, leased = 0 "
+                "WHERE recipient = ? AND leased = 1",
+                (name,),
+            ).rowcount
+        finally:
+            conn.close()
+        if released:
+            self.wake()
+        return released
 
     def waiting(self, names: list[str]) -> dict[str, tuple[int, float | None]]:
         """Per recipient: how many messages wait undelivered, and when the oldest came."""

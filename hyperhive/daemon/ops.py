@@ -26,9 +26,10 @@ MANAGER_TOOLS = [
     "agent_history",
 ]
 # Ops of the harness (hyperhive/harness/), not MCP tools: `whoami` does not list them and
-# `hyperhive mcp` does not serve them. Any process on the agent's socket may call them;
-# a forged turn report only misstates the agent's own telemetry.
-HARNESS_OPS = ["turn_report"]
+# `hyperhive mcp` does not serve them (nor `recv`'s `lease` flag). Any process on the
+# agent's socket may call them; a forged one only touches the agent's own telemetry or
+# messages (an early ack is a plain recv's delivery, a stray release a repeat).
+HARNESS_OPS = ["turn_report", "ack", "release"]
 
 Handler = Callable[[dict], dict]
 
@@ -85,7 +86,19 @@ class Ops:
         return {"id": message_id}
 
     def op_recv(self, name: str, request: dict) -> dict:
-        return {"messages": self.broker.recv(name, request.get("wait_seconds"))}
+        lease = request.get("lease", False)
+        if not isinstance(lease, bool):
+            raise BadInput(f"lease must be true or false, not {lease!r}")
+        return {"messages": self.broker.recv(name, request.get("wait_seconds"), lease)}
+
+    def op_ack(self, name: str, request: dict) -> dict:
+        """The harness has recorded the messages its leased recv returned."""
+        return {"acked": self.broker.ack(name, request.get("ids"))}
+
+    def op_release(self, name: str, request: dict) -> dict:
+        """The harness starts (or lost a recv's reply): what it held unacknowledged was
+        never recorded, so back to the inbox with it."""
+        return {"released": self.broker.release(name)}
 
     def op_turn_report(self, name: str, request: dict) -> dict:
         """Store one turn's telemetry (broker/stats.py). The inbox depth is the broker's,

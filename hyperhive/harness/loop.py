@@ -1,8 +1,12 @@
 """The turn loop: wait for messages, run one `claude` turn per batch, report it, repeat.
 
-- `recv` long-polls the agent's socket. The messages it returns are written to
-  `<state>/.hyperhive/inflight.json` before the turn and cleared after it, so a harness
-  stopped or killed mid-turn hands them to the next turn after its restart. A batch whose
+- `recv` long-polls the agent's socket with a lease: the messages it returns are written to
+  `<state>/.hyperhive/inflight.json`, then acknowledged (`ack`), then the turn runs; the
+  file is cleared after it, so a harness stopped or killed mid-turn hands them to the next
+  turn after its restart. One stopped between the reply and the file (a signal, a SIGKILL,
+  a crash) never acknowledged them: the `release` at the next start, which the harness
+  also asks after a recv that failed, hands them back to the inbox, and a message the
+  file already holds (the stop came before the ack) is not added twice. A batch whose
   turn failed is handed again with the next turn (or after `retry_seconds`), at most
   `MAX_ATTEMPTS` turns in all; then it is given up, with an error in the log.
 - A turn: `claude -p --output-format stream-json --verbose --mcp-config <file>
@@ -107,24 +111,53 @@ class Harness:
     def call(self, request: dict, timeout: float = CALL_TIMEOUT) -> dict:
         return hostsock.call(self.c.socket, request, timeout=timeout)
 
-    def connect(self) -> dict:
-        """`whoami`, tried until the daemon answers (it may start after the harness)."""
+    def call_until_answered(self, request: dict) -> dict:
+        """`request`, tried until the daemon answers (it may start after the harness, or
+        restart under it)."""
         delay = 1.0
         while True:
             try:
-                self.me = self.call({"op": "whoami"})
-                return self.me
+                return self.call(request)
             except (hostsock.DaemonUnavailable, HiveError, OSError, ValueError) as e:
                 log.warning(
-                    "no answer to whoami on %s (%s); retrying in %.0f s", self.c.socket, e, delay
+                    "no answer to %s on %s (%s); retrying in %.0f s",
+                    request["op"],
+                    self.c.socket,
+                    e,
+                    delay,
                 )
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)
 
+    def connect(self) -> dict:
+        self.me = self.call_until_answered({"op": "whoami"})
+        return self.me
+
+    def release(self) -> None:
+        """Hand back to the inbox what this agent's harness was handed and never
+        acknowledged: at the start (a harness before this one died holding it) and after a
+        failed recv (its reply may be lost). A harness acks every batch before its next
+        recv, so what is still leased then never reached a turn."""
+        if released := self.call({"op": "release"}).get("released"):
+            log.warning("%d messages handed out, never acknowledged: back in the inbox", released)
+
     def recv(self, wait: float) -> list[dict]:
-        reply = self.call({"op": "recv", "wait_seconds": wait}, timeout=wait + RECV_MARGIN)
+        request = {"op": "recv", "wait_seconds": wait, "lease": True}
+        reply = self.call(request, timeout=wait + RECV_MARGIN)
         messages = reply.get("messages")
         return messages if isinstance(messages, list) else []
+
+    def record(self, pending: list[dict], new: list[dict]) -> list[dict]:
+        """The batch to run: `pending` plus what `recv` returned, written to inflight.json
+        and only then acknowledged. A message `pending` already holds (a harness before
+        this one wrote it and died before its ack) is not added twice."""
+        if not new:
+            return pending
+        held = {i["message"].get("id") for i in pending}
+        items = [*pending, *({"message": m, "attempts": 0} for m in new if m["id"] not in held)]
+        self.save_inflight(items)
+        self.call_until_answered({"op": "ack", "ids": [m["id"] for m in new]})
+        return items
 
     def report(self, report: dict) -> None:
         try:
@@ -440,22 +473,26 @@ class Harness:
             self.me.get("role"),
             self.c.socket,
         )
-        delay, restarted = 1.0, True
+        delay, restarted, released = 1.0, True, False
         while True:
             pending = self.load_inflight()
             # a batch left by a stopped harness runs at once; one that failed waits a while
             wait = 0 if restarted else self.c.retry_seconds if pending else self.c.poll_seconds
             restarted = False
             try:
+                if not released:
+                    self.release()
+                    released = True
                 new = self.recv(wait)
             except (hostsock.DaemonUnavailable, HiveError, OSError, ValueError) as e:
                 log.warning("recv failed (%s); retrying in %.0f s", e, delay)
+                released = False
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             delay = 1.0
-            if pending or new:
-                self.handle([*pending, *({"message": m, "attempts": 0} for m in new)])
+            if items := self.record(pending, new):
+                self.handle(items)
 
     def run(self) -> int:
         def stop(signum, frame):
