@@ -61,6 +61,17 @@ def commit(work: Path, files: dict[str, bytes | str], message: str) -> str:
     return ok_git(work, "rev-parse", "HEAD").strip()
 
 
+def pack_between(work: Path, old: str, new: str) -> bytes:
+    """The pack `git push` would send for old..new, made by the git CLI."""
+    return subprocess.run(
+        ["git", "pack-objects", "--stdout", "--revs"],
+        cwd=work,
+        input=f"{new}\n^{old}\n".encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
 def refs_of(repo: Path) -> dict[str, str]:
     lines = git(repo, "for-each-ref", "--format=%(objectname) %(refname)").splitlines()
     return {ref: sha for sha, ref in (line.split() for line in lines)}
@@ -338,13 +349,7 @@ def test_a_malformed_pack_is_refused_and_nothing_is_written(hive, tmp_path, dama
     work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
     old = ok_git(work, "rev-parse", "HEAD").strip()
     new = commit(work, {"big.md": os.urandom(4096).hex()}, "payload")
-    pack = subprocess.run(
-        ["git", "pack-objects", "--stdout", "--revs"],
-        cwd=work,
-        input=f"{new}\n^{old}\n".encode(),
-        capture_output=True,
-        check=True,
-    ).stdout
+    pack = pack_between(work, old, new)
     body = {"truncated": pack[: len(pack) // 2], "garbage": b"PACK" + b"\0" * 40, "no pack": b""}
     config = hive.home.config_dir(name)
     before, files = refs_of(config), objects_of(config)
@@ -376,13 +381,7 @@ def test_malformed_push_options_are_refused(hive, tmp_path, request, options, sa
     name = agent(hive, f"rawopt-{request.node.callspec.id}")
     work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
     new = commit(work, {"a.md": "a\n"}, "a")
-    pack = subprocess.run(
-        ["git", "pack-objects", "--stdout", "--revs"],
-        cwd=work,
-        input=f"{new}\n^{new}~1\n".encode(),
-        capture_output=True,
-        check=True,
-    ).stdout
+    pack = pack_between(work, f"{new}~1", new)
     config = hive.home.config_dir(name)
     before, files = refs_of(config), objects_of(config)
     commands = pkt(
@@ -726,13 +725,7 @@ def test_a_truncated_body_through_the_test_client_leaves_no_quarantine(home, cli
     ok_git(tmp_path, "clone", "-q", str(home.config_dir("manager")), str(work))
     old = ok_git(work, "rev-parse", "HEAD").strip()
     new = commit(work, {"x.md": "x\n"}, "x")
-    pack = subprocess.run(
-        ["git", "pack-objects", "--stdout", "--revs"],
-        cwd=work,
-        input=f"{new}\n^{old}\n".encode(),
-        capture_output=True,
-        check=True,
-    ).stdout
+    pack = pack_between(work, old, new)
     body = pkt(f"{ZERO} {new} refs/for/main\0report-status\n".encode()) + b"0000" + pack[:-30]
     config = home.config_dir("manager")
     files = objects_of(config)
