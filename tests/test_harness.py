@@ -695,6 +695,27 @@ def test_a_harness_stopped_mid_turn_hands_the_batch_to_the_next(
     assert "message #1 from operator" in prompt and "did not finish" in prompt
 
 
+def test_stops_mid_turn_are_not_attempts(tmp_path, fake_daemon, fake_env, harness):
+    """A redeploy (or the daemon stopping) is no fault of the batch: a turn cut short by
+    it does not count towards giving the batch up, however often it happens."""
+    from hyperhive.harness.loop import MAX_ATTEMPTS
+
+    marker = fake_env / "once-slow"
+    fake_daemon.deliver("fake: sleep-once slow 60")
+    for n in range(MAX_ATTEMPTS + 1):
+        proc, _ = harness()
+        wait_for(marker.exists, what=f"turn {n + 1} to start")
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0
+        if n < MAX_ATTEMPTS:
+            marker.unlink()  # the next run sleeps (and is stopped) again
+    harness()
+    (report,) = fake_daemon.wait_reports(1)
+    assert report["exit"] == "ok" and report["received"] == {"operator": 1}
+    assert "giving up" not in harness_log(tmp_path)
+    assert "did not finish" in fake_runs(fake_env)[-1]["prompt"]
+
+
 @pytest.mark.parametrize(
     "args, said",
     [

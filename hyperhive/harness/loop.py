@@ -414,9 +414,19 @@ class Harness:
             i["attempts"] = i.get("attempts", 0) + 1
         self.save_inflight(items)
         messages = [i["message"] for i in items]
-        retried = {i["message"].get("id") for i in items if i["attempts"] > 1}
+        retried = {
+            i["message"].get("id") for i in items if i["attempts"] > 1 or i.get("interrupted")
+        }
         log.info("turn: %s", ", ".join(f"#{m.get('id')} from {m.get('from')}" for m in messages))
-        turn = self.turn(messages, retried)
+        try:
+            turn = self.turn(messages, retried)
+        except Stop:
+            # a redeploy or the daemon stopping is no fault of the batch: not an attempt
+            for i in items:
+                i["attempts"] -= 1
+                i["interrupted"] = True  # the next prompt still says it was handed before
+            self.save_inflight(items)
+            raise
         # received: each message counted once, in the first turn that reports it; plus
         # what the agent's own recv calls returned
         for i in items:
