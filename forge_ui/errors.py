@@ -9,6 +9,7 @@ from hyperhive.errors import (
     AgentExists,
     AlreadyDecided,
     BadInput,
+    BadSettings,
     ConcurrentUpdate,
     HiveError,
     IllegalTransition,
@@ -19,7 +20,8 @@ from hyperhive.errors import (
     UnknownCommit,
 )
 
-STATUS = {
+STATUS = {  # the first class that matches wins
+    BadSettings: 500,  # hyperhive.toml is broken: no request can fix that
     InvalidName: 400,
     BadInput: 400,
     UnknownAgent: 404,

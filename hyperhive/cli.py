@@ -38,13 +38,12 @@ def emit_json(data: object) -> None:
 
 
 def approval_line(a: Approval) -> str:
-    proposal = a.states.get("proposal")
-    subject = proposal.trailers.get("Subject", "") if proposal else ""
-    latest = a.states[a.state]
-    return (
-        f"{a.target:<20} {a.state:<9} {when(latest.time)}  {latest.actor:<10} "
-        f"{a.commit[:12]}  {subject}"
-    )
+    if a.pruned_on:  # retention removed every tag: no one to name, only when
+        done = f"pruned on {when(a.pruned_on)}"
+    else:
+        latest = a.states[a.state]
+        done = f"{when(latest.time)}  {latest.actor:<10}"
+    return f"{a.target:<20} {a.state:<9} {done:<32} {a.commit[:12]}  {a.subject}"
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -101,7 +100,11 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 def _approvals(home: Home, pending_only: bool) -> list[Approval]:
     home.require()
-    return [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only)]
+    return [
+        a
+        for n in home.agent_names()
+        for a in Approvals(home, n).all(pending_only, with_pruned=not pending_only)
+    ]
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
@@ -368,6 +371,12 @@ def positive_float(text: str) -> float:
     return value
 
 
+def port(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"expected a port number (0 to 65535), not {text!r}")
+    return int(text)
+
+
 def target(text: str) -> tuple[str, int]:
     try:
         return parse_target(text)
@@ -410,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("init", cmd_init, "create the hive's home with a manager agent")
 
-    agent = sub.add_parser("agent", help="create and list agents").add_subparsers(
+    agent = sub.add_parser("agent", help="create, list and destroy agents").add_subparsers(
         dest="agent_command", required=True, metavar="COMMAND"
     )
     p = command("create", cmd_agent_create, "create an agent and propose its first config", agent)
@@ -510,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("up", cmd_up, "run the daemon: build worker and web server")
     p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
     p.add_argument("--bind", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8420)
+    p.add_argument("--port", type=port, default=8420, help="0: any free port (default: 8420)")
 
     p = command("mcp", cmd_mcp, "stdio MCP server for an agent, forwarding to its socket")
     p.add_argument(

@@ -13,6 +13,11 @@ class BadInput(HiveError):
     """A malformed or incomplete request (a missing reason, a body that is not JSON)."""
 
 
+class BadSettings(BadInput):
+    """The hive's own settings (hyperhive.toml, HYPERHIVE_* overrides) are broken: the
+    operator's to fix, not the fault of the request that needed them."""
+
+
 class NotInitialized(HiveError):
     pass
 

@@ -11,7 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-from hyperhive.errors import BadInput
+from hyperhive.errors import BadSettings
 from hyperhive.home import Home
 
 
@@ -23,7 +23,7 @@ class Retention:
     def check(self) -> None:
         _at_least("retention.failed_days", self.failed_days, 0)
         if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.prune_at):
-            raise BadInput(f"retention.prune_at must be HH:MM (24 h), not {self.prune_at!r}")
+            raise BadSettings(f"retention.prune_at must be HH:MM (24 h), not {self.prune_at!r}")
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,12 @@ class Telemetry:
             _at_least(f"telemetry.{f.name}", getattr(self, f.name), 1)
         # Each level must outlive the one it is rolled up from, or data skips a level.
         if self.minute_days * 24 < self.raw_hours:
-            raise BadInput(
+            raise BadSettings(
                 f"telemetry.minute_days ({self.minute_days} d) must cover "
                 f"telemetry.raw_hours ({self.raw_hours} h)"
             )
         if self.hour_days < self.minute_days:
-            raise BadInput(
+            raise BadSettings(
                 f"telemetry.hour_days ({self.hour_days}) must be at least "
                 f"telemetry.minute_days ({self.minute_days})"
             )
@@ -67,7 +67,7 @@ class Settings:
 
 def _at_least(key: str, value: int, low: int) -> None:
     if value < low:
-        raise BadInput(f"{key} must be at least {low}, not {value}")
+        raise BadSettings(f"{key} must be at least {low}, not {value}")
 
 
 def _coerce(key: str, raw: object, kind: type, from_env: bool = False) -> object:
@@ -76,9 +76,9 @@ def _coerce(key: str, raw: object, kind: type, from_env: bool = False) -> object
         try:
             return int(raw)
         except ValueError:
-            raise BadInput(f"{key} must be an integer, not {raw!r}") from None
+            raise BadSettings(f"{key} must be an integer, not {raw!r}") from None
     if type(raw) is not kind:
-        raise BadInput(f"{key} must be {kind.__name__}, not {raw!r}")
+        raise BadSettings(f"{key} must be {kind.__name__}, not {raw!r}")
     return raw
 
 
@@ -86,26 +86,36 @@ def load_settings(home: Home, environ: dict[str, str] | None = None) -> Settings
     env = os.environ if environ is None else environ
     path = home.root / "hyperhive.toml"
     try:
-        data = tomllib.loads(path.read_text()) if path.is_file() else {}
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: {e}") from None
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        data = {}
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BadSettings(f"{path}: {e}") from None
     sections = {f.name: f.type for f in dataclasses.fields(Settings)}
     for name in set(data) - set(sections):
-        raise BadInput(f"{path}: unknown section [{name}] (known: {', '.join(sections)})")
+        raise BadSettings(f"{path}: unknown section [{name}] (known: {', '.join(sections)})")
     built = {}
     for name, cls in sections.items():
         table = data.get(name, {})
         if not isinstance(table, dict):
-            raise BadInput(f"{path}: {name} must be a table")
+            raise BadSettings(f"{path}: {name} must be a table")
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
         for key in set(table) - set(fields):
-            raise BadInput(f"{path}: unknown key {name}.{key} (known: {', '.join(fields)})")
-        values = {k: _coerce(f"{name}.{k}", v, fields[k]) for k, v in table.items()}
+            raise BadSettings(f"{path}: unknown key {name}.{key} (known: {', '.join(fields)})")
+        values = {k: _coerce(f"{path}: {name}.{k}", v, fields[k]) for k, v in table.items()}
+        overrides = []
         for key, kind in fields.items():
             var = f"HYPERHIVE_{name}_{key}".upper()
             if var in env:
                 values[key] = _coerce(var, env[var], kind, from_env=True)
+                overrides.append(var)
         section = cls(**values)
-        section.check()
+        try:
+            section.check()
+        except BadSettings as e:  # name where the values came from: the file, variables
+            where = [str(path)] if table else []
+            if overrides:
+                where.append(", ".join(overrides))
+            raise BadSettings(f"{' with '.join(where) or path}: {e}") from None
         built[name] = section
     return Settings(**built)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from hyperhive import operator
-from hyperhive.broker.db import connect, migrate
+from hyperhive.broker.db import connect, fits, migrate
 from hyperhive.errors import BadInput, HiveError
 from hyperhive.home import Home
 
@@ -93,7 +93,9 @@ def revoke(home: Home, token_id: int, actor: str) -> dict:
     conn = _db(home)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
+        row = None
+        if fits(token_id):
+            row = conn.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
         if row is None:
             conn.execute("ROLLBACK")
             raise UnknownToken(f"no token #{token_id}: `hyperhive token list` shows them")

@@ -133,6 +133,9 @@ def test_questions_flow(broker):
         questions.answer(broker, qid, "small", "bob")
     with pytest.raises(Exception, match="unknown question 99"):
         questions.answer(broker, 99, "x", "bob")
+    for huge in (2**63, -(2**63) - 1):  # beyond sqlite's integers: as unknown as 99
+        with pytest.raises(questions.UnknownQuestion, match=f"unknown question {huge}"):
+            questions.answer(broker, huge, "x", "bob")
     with pytest.raises(BadInput):
         questions.ask(broker, "manager", "  ")
     with pytest.raises(BadInput):

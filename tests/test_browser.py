@@ -310,3 +310,27 @@ def test_raw_view_of_a_script_shows_it_and_runs_nothing(web, daemon):
     page.wait_for_timeout(300)  # an onerror handler would fire after the failed load
     assert page.evaluate("document.querySelectorAll('script, img').length") == 0
     assert dialogs == ["control"]
+
+
+LONG_NAME = "a" + "w" * 30  # the longest agent name there may be
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_pages_fit_the_window_with_the_longest_agent_name(browser, daemon, session_state, width):
+    """A phone-sized window and a laptop-sized one: no page is wider than the window (a
+    wide table scrolls inside its panel or wraps), whatever the agent names."""
+    if not (daemon.root / "applied" / f"{LONG_NAME}.git").exists():
+        run_cli(daemon.root, "agent", "create", LONG_NAME, check=True)
+    context = browser.new_context(
+        storage_state=session_state, viewport={"width": width, "height": 800}
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        for path in ["/", f"/agents/{LONG_NAME}", f"/review/{LONG_NAME}/1", "/repos/meta/log"]:
+            page.goto(daemon.url + path)
+            page.wait_for_load_state("networkidle")
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= width, f"{path} is {wide}px wide in a {width}px window"
+    finally:
+        context.close()

@@ -160,6 +160,14 @@ def test_not_initialized_is_a_refusal(tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+@pytest.mark.parametrize("bad", ["70000", "-1", "http"])
+def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(hive, bad):
+    proc = run_cli(hive, "up", "--port", bad)
+    assert proc.returncode == 2
+    assert f"expected a port number (0 to 65535), not '{bad}'" in proc.stderr
+    assert not (hive / "run" / "host.sock").exists()
+
+
 def test_missing_reason_is_a_usage_error(hive):
     assert run_cli(hive, "deny", "manager#1").returncode == 2
 

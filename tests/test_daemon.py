@@ -140,6 +140,25 @@ def test_second_daemon_on_the_same_home_is_refused(daemon):
     assert daemon.get("/api/state")["agents"]
 
 
+@pytest.mark.parametrize(
+    "toml, env, message",
+    [
+        ('[retention]\nprune_at = "4:00"\n', {}, "hyperhive.toml: retention.prune_at must be"),
+        ("[retention\n", {}, "hyperhive.toml: Expected ']'"),
+        ("", {"HYPERHIVE_TELEMETRY_STUCK_MINUTES": "0"}, "HYPERHIVE_TELEMETRY_STUCK_MINUTES: "),
+    ],
+)
+def test_bad_settings_stop_up_before_it_touches_the_home(tmp_path, toml, env, message):
+    """The NixOS way: the home and its settings exist before the first start."""
+    root = tmp_path / "hive"
+    root.mkdir()
+    (root / "hyperhive.toml").write_text(toml)
+    proc = run_cli(root, "up", "--port", "0", env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("hyperhive: ") and message in proc.stderr
+    assert [p.name for p in root.iterdir()] == ["hyperhive.toml"]  # no hive was made
+
+
 def test_sigterm_stops_cleanly(daemon):
     assert daemon.stop(signal.SIGTERM) == 0
     assert not (daemon.root / "run" / "host.sock").exists()

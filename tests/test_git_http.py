@@ -550,6 +550,9 @@ def test_tokens_are_kept_as_digests_and_revoked_for_good(home):
         tokens.revoke(home, token_id, "alice")
     with pytest.raises(tokens.UnknownToken, match="no token #99"):
         tokens.revoke(home, 99, "alice")
+    huge = run_cli(home.root, "token", "revoke", str(2**64))  # beyond sqlite's integers
+    assert huge.returncode == 1
+    assert huge.stderr == f"hyperhive: no token #{2**64}: `hyperhive token list` shows them\n"
 
 
 def test_tokens_only_for_live_agents(home):

@@ -286,6 +286,28 @@ def test_pruned_approvals_keep_their_final_state_in_every_history(hive: Home):
     assert proc.returncode == 1 and "unknown approval" in proc.stderr
 
 
+def test_approvals_all_lists_pruned_approvals_as_history_does(hive: Home):
+    """`approvals --all` is every approval: one retention removed entirely is still there,
+    with its final state, and what was pruned of the others is said, not hidden."""
+    now = time.time()
+    deployed = craft(hive, "manager", OK, now - 400 * DAY)
+    failed = craft(hive, "manager", F, now - 40 * DAY)
+    pruned_on = record_time(hive, prune(hive, N, now=now).record)
+
+    listed = json.loads(run_cli(hive.root, "approvals", "--all", "--json", check=True).stdout)
+    by_id = {a["id"]: a for a in listed}
+    history = {a["id"]: a for a in history_json(hive, "manager")["approvals"]}
+    assert sorted(by_id) == sorted(history) == [1, deployed, failed]
+    for approval_id, a in by_id.items():
+        assert a == {k: v for k, v in history[approval_id].items() if k != "hooks"}
+    assert (by_id[failed]["state"], by_id[failed]["pruned_on"]) == ("failed", pruned_on)
+    assert [p["state"] for p in by_id[deployed]["pruned"]] == ["proposal", "approved", "building"]
+
+    out = run_cli(hive.root, "approvals", "--all", check=True).stdout
+    assert f"manager#{failed}" in out and f"pruned on {when(pruned_on)}" in out
+    assert run_cli(hive.root, "approvals", "--json", check=True).stdout.count('"id"') == 1
+
+
 def test_ids_are_never_reused_after_the_newest_approval_is_pruned(hive: Home):
     newest = craft(hive, "manager", D, time.time() - 40 * DAY)
     last_id = refs_of(hive)["refs/hyperhive/last-id"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hyperhive.errors import BadInput
+from hyperhive.errors import BadInput, BadSettings
 from hyperhive.home import Home
 from hyperhive.settings import load_settings
 
@@ -41,3 +41,33 @@ def test_bad_settings_are_named(tmp_path, toml, env, message):
     with pytest.raises(BadInput, match=None) as e:
         load_settings(Home(tmp_path), env)
     assert message in str(e.value)
+
+
+def test_a_bad_value_names_where_it_came_from(tmp_path):
+    """The file, or the variable that overrode it (the NixOS module sets no file)."""
+    (tmp_path / "hyperhive.toml").write_text("[retention]\nfailed_days = -1\n")
+    with pytest.raises(BadSettings) as e:
+        load_settings(Home(tmp_path), {})
+    assert str(e.value) == (
+        f"{tmp_path / 'hyperhive.toml'}: retention.failed_days must be at least 0, not -1"
+    )
+    (tmp_path / "hyperhive.toml").write_text("[telemetry]\nminute_days = 2\n")
+    with pytest.raises(BadSettings) as e:
+        load_settings(Home(tmp_path), {"HYPERHIVE_TELEMETRY_RAW_HOURS": "49"})
+    assert str(e.value).startswith(
+        f"{tmp_path / 'hyperhive.toml'} with HYPERHIVE_TELEMETRY_RAW_HOURS: telemetry.minute_days"
+    )
+    (tmp_path / "hyperhive.toml").unlink()
+    with pytest.raises(BadSettings) as e:
+        load_settings(Home(tmp_path), {"HYPERHIVE_GIT_MAX_PUSH_BYTES": "0"})
+    assert str(e.value) == (
+        "HYPERHIVE_GIT_MAX_PUSH_BYTES: git.max_push_bytes must be at least 1, not 0"
+    )
+
+
+def test_a_settings_file_that_cannot_be_read_is_named_not_skipped(tmp_path):
+    """Unreadable (a directory here; a file the daemon's user may not read alike) is an
+    error, not the defaults: the operator meant something by putting it there."""
+    (tmp_path / "hyperhive.toml").mkdir()
+    with pytest.raises(BadSettings, match="hyperhive.toml: .*Is a directory"):
+        load_settings(Home(tmp_path), {})

@@ -394,6 +394,15 @@ def test_api_stats_refuses_bad_queries(client, query, status, message):
     assert message in r.get_json()["error"]
 
 
+def test_api_stats_with_broken_settings_is_the_servers_fault_not_the_querys(client, home):
+    """A 500 naming the file: a 400 would send the client to fix a query that is fine."""
+    (home.root / "hyperhive.toml").write_text("[telemetry]\nraw_hours = 0\n")
+    r = client.get("/api/stats?agent=manager")
+    assert r.status_code == 500
+    error = r.get_json()["error"]
+    assert "hyperhive.toml" in error and "telemetry.raw_hours must be at least 1" in error
+
+
 def test_the_chart_socket_refuses_a_bad_query_before_the_handshake(client):
     def ws(query):
         return client.get(f"/ws/stats?{query}", headers=UPGRADE)

@@ -89,6 +89,12 @@ def db_path(home: Home) -> Path:
     return home.root / "hive.db"
 
 
+def fits(n: int) -> bool:
+    """Whether sqlite can hold `n` (64-bit integers): a larger id given by a user names no
+    row, and must not reach a query, which would raise OverflowError."""
+    return -(2**63) <= n < 2**63
+
+
 def connect(home: Home) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit `BEGIN IMMEDIATE`)."""
     conn = sqlite3.connect(db_path(home), timeout=30, isolation_level=None)

@@ -4,7 +4,7 @@ asker's inbox as a message from `operator`."""
 import json
 import time
 
-from hyperhive.broker.db import connect
+from hyperhive.broker.db import connect, fits
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.errors import AlreadyDecided, BadInput, UnknownApproval
 
@@ -67,7 +67,11 @@ def answer(broker: Broker, question_id: int, text: object, by: str) -> dict:
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
+            row = None
+            if fits(question_id):
+                row = conn.execute(
+                    "SELECT * FROM questions WHERE id = ?", (question_id,)
+                ).fetchone()
             if row is None:
                 raise UnknownQuestion(f"unknown question {question_id}")
             if row["answered_at"] is not None:
