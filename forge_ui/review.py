@@ -6,7 +6,8 @@ from markupsafe import Markup
 
 from forge_ui import hive
 from forge_ui.diffview import render_diff
-from hyperhive.errors import BadInput, HiveError
+from forge_ui.filters import utc
+from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
 from hyperhive.workflow import hooks
 from hyperhive.workflow.approvals import Approval, Approvals
@@ -141,9 +142,20 @@ def deny(name: str, approval_id: int):
     return decide(name, approval_id, "deny")
 
 
+def unpruned(name: str, approval_id: int) -> Approval:
+    """The approval of a build log; a pruned one is named as such (its log went with it)."""
+    a = approvals_of(name).get(approval_id, with_pruned=True)
+    if a.pruned_on:
+        raise UnknownApproval(
+            f"{a.target} was pruned on {utc(a.pruned_on)} (final state {a.state}); "
+            "its build log went with its tags"
+        )
+    return a
+
+
 @bp.get("/builds/<name>/<int:approval_id>")
 def build_log(name: str, approval_id: int):
-    a = approvals_of(name).get(approval_id)
+    a = unpruned(name, approval_id)
     path = hive().home.build_log(name, approval_id)
     text = path.read_text(errors="replace") if path.exists() else ""
     return render_template(
@@ -158,7 +170,7 @@ def build_log(name: str, approval_id: int):
 
 @bp.get("/builds/<name>/<int:approval_id>/raw")
 def build_log_raw(name: str, approval_id: int):
-    approvals_of(name).get(approval_id)
+    unpruned(name, approval_id)
     path = hive().home.build_log(name, approval_id)
     text = path.read_bytes() if path.exists() else b""
     return Response(

@@ -565,6 +565,12 @@ def test_forge_shows_pruned_approvals(hive: Home, runtime: LocalRuntime, client)
     api = client.get("/api/agents/manager/history").get_json()
     assert api == json.loads(json.dumps(history_json(hive, "manager")))
     assert client.get("/review/manager/99").status_code == 404
+    for url in [f"/builds/manager/{failed}", f"/builds/manager/{failed}/raw"]:
+        r = client.get(url)
+        assert r.status_code == 404
+        assert f"manager#{failed} was pruned on {pruned_on} (final state failed)" in r.get_data(
+            as_text=True
+        )
 
 
 # -- the daemon's job and the NixOS options --------------------------------------------------
