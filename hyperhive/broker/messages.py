@@ -238,15 +238,20 @@ class Broker:
         return released
 
     def waiting(self, names: list[str]) -> dict[str, tuple[int, float | None]]:
-        """Per recipient: how many messages wait undelivered, and when the oldest came."""
+        """Per recipient: how many messages wait, and when the oldest came. A message a
+        harness leased and never acknowledged (it died holding it) still waits: its
+        restart hands it back."""
         conn = connect(self.home)
         try:
             return {
-                name: tuple(  # one index search each, however long the history
+                name: tuple(  # two index searches each, however long the history
                     conn.execute(
-                        "SELECT count(*), min(created_at) FROM messages "
-                        "WHERE recipient = ? AND delivered_at IS NULL",
-                        (name,),
+                        "SELECT count(*), min(created_at) FROM ("
+                        " SELECT created_at FROM messages"
+                        "  WHERE recipient = ? AND delivered_at IS NULL"
+                        " UNION ALL SELECT created_at FROM messages"
+                        "  WHERE recipient = ? AND leased = 1)",
+                        (name, name),
                     ).fetchone()
                 )
                 for name in names
