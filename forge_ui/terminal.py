@@ -67,7 +67,12 @@ def terminal_ws(ws, name: str):
         ws.close(1011, "no shell")
         return
     log.info("%s: terminal opened by %s (pid %d)", name, g.actor, shell.process.pid)
-    code = Relay(ws, shell).run()
+    try:
+        relay = Relay(ws, shell)
+    except BaseException:  # no pipe for it (out of fds): the shell must not outlive the page
+        shell.close()
+        raise
+    code = relay.run()
     log.info(
         "%s: terminal of %s closed (%s)",
         name,

@@ -132,6 +132,37 @@ def test_local_shell_runs_as_the_owner_of_the_state_dir(home: Home, runtime: Loc
         shell.close()
 
 
+def test_a_relay_that_cannot_start_hangs_the_shell_up(
+    home: Home, runtime: LocalRuntime, monkeypatch
+):
+    """Out of file descriptors for the relay's pipe: the shell must not outlive the page."""
+    from flask import g
+
+    from forge_ui import create_app, terminal
+    from hyperhive.hive import Hive
+
+    shells = []
+    real_shell = runtime.shell
+
+    def no_pipe():
+        raise OSError(24, "Too many open files")
+
+    def shell_then_no_more_fds(name):
+        shells.append(real_shell(name))
+        monkeypatch.setattr(terminal.os, "pipe", no_pipe)
+        return shells[-1]
+
+    monkeypatch.setattr(runtime, "shell", shell_then_no_more_fds)
+    app = create_app(Hive(home, runtime))
+    with app.test_request_context("/ws/terminal/manager"):
+        g.actor = "operator"
+        with pytest.raises(OSError, match="Too many open files"):
+            app.view_functions[f"{terminal.bp.name}.ws"].__wrapped__(None, "manager")
+    (shell,) = shells
+    assert shell.process.poll() is not None  # hung up and reaped
+    assert not alive(shell.process.pid)
+
+
 def test_spawn_refuses_a_missing_program_in_the_caller():
     with pytest.raises(FileNotFoundError, match="no-such-shell"):
         Shell.spawn(["no-such-shell"])
