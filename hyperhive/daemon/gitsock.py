@@ -20,8 +20,9 @@ import threading
 import time
 from pathlib import Path
 
+from hyperhive.daemon.agentsock import PerAgentSockets
 from hyperhive.home import Home
-from hyperhive.runtime.ownership import give, state_owner
+from hyperhive.runtime.ownership import give
 
 log = logging.getLogger("hyperhive.daemon")
 
@@ -90,7 +91,7 @@ class GitSocket:
             listener.bind(str(self.path))
             # Bound but not listening refuses every connect: no window with other modes.
             os.chmod(self.path, 0o600)
-            self.chown(owner)
+            give(self.path, owner)
             listener.listen(BACKLOG)
         except BaseException:
             listener.close()
@@ -99,9 +100,6 @@ class GitSocket:
         self.listener = listener
         self.acceptor = threading.Thread(target=self._accept, name=self.label, daemon=True)
         self.acceptor.start()
-
-    def chown(self, owner: tuple[int, int] | None) -> None:
-        give(self.path, owner)
 
     def connections(self) -> int:
         with self.lock:
@@ -209,35 +207,18 @@ def _cut(*socks: socket.socket | None) -> None:
                 s.shutdown(socket.SHUT_RDWR)
 
 
-class GitSockets:
+class GitSockets(PerAgentSockets[GitSocket]):
     """A git socket for every agent the hive has, in step with the agents (like
     AgentSockets), each forwarding to the daemon's HTTP listener at `target`."""
 
+    kind = "git socket"
+
     def __init__(self, home: Home, target: Address):
-        self.home, self.target = home, target
-        self.lock = threading.Lock()
-        self.open: dict[str, GitSocket] = {}
+        super().__init__(home)
+        self.target = target
 
-    def sync(self) -> None:
-        """Open a socket for every agent that has none, close those of agents gone, and
-        keep each one owned like its agent's state (a deploy may have chowned it)."""
-        with self.lock:
-            wanted = set(self.home.agent_names())
-            for name in sorted(set(self.open) - wanted):
-                self.open.pop(name).stop()
-                log.info("%s: git socket removed", name)
-            for name in sorted(wanted):
-                owner = state_owner(self.home, name)
-                if name in self.open:
-                    self.open[name].chown(owner)
-                    continue
-                sock = GitSocket(git_socket(self.home, name), self.target)
-                sock.start(owner)
-                self.open[name] = sock
-                log.info("%s: git remote on %s", name, sock.path)
-
-    def stop(self) -> None:
-        with self.lock:
-            for sock in self.open.values():
-                sock.stop()
-            self.open.clear()
+    def _start(self, name: str, owner: tuple[int, int] | None) -> GitSocket:
+        sock = GitSocket(git_socket(self.home, name), self.target)
+        sock.start(owner)
+        log.info("%s: git remote on %s", name, sock.path)
+        return sock
