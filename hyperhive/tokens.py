@@ -23,6 +23,7 @@ from hyperhive import operator
 from hyperhive.broker.db import connect, fits, migrate
 from hyperhive.errors import BadInput, HiveError
 from hyperhive.home import Home
+from hyperhive.runtime.ownership import state_owner
 
 OPERATOR = "operator"
 PREFIX = "hht_"  # recognisable in a leaked log line or a secret scanner
@@ -173,13 +174,13 @@ def write_state_token(home: Home, name: str, token: str) -> Path:
     runtime has chowned the directory), so the agent can read it."""
     state = home.state_dir(name)
     state.mkdir(parents=True, exist_ok=True)
-    owner = os.stat(state)
+    owner = state_owner(home, name)
     fd, tmp = tempfile.mkstemp(dir=state, prefix=f".{STATE_FILE}.")  # 0600, never follows
     try:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
-            if os.geteuid() == 0:
-                os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
+            if owner is not None:
+                os.fchown(f.fileno(), *owner)
         os.replace(tmp, state_file(home, name))  # replaces a symlink, never follows it
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
