@@ -211,12 +211,15 @@ class QuarantinedReceivePack(ReceivePackHandler):
                 data = line.encode()[:MAX_LINE] + b"\n"
                 self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, data)
 
-    def _refuse(self, commands, unpack: bytes, refused: dict[bytes, Refused]) -> list:
+    def _report(
+        self, commands, unpack: bytes, refused: dict[bytes, Refused], rest: bytes = ATOMIC
+    ) -> list:
+        """The status of each command: its refusal's reason (each message said once), else
+        `rest` (`ok` once applied; git's atomic failure while anything is refused)."""
         for message in dict.fromkeys(r.message for r in refused.values()):
             self.say(message)
         return [(b"unpack", unpack)] + [
-            (c.ref, refused[c.ref].reason.encode() if c.ref in refused else ATOMIC)
-            for c in commands
+            (c.ref, refused[c.ref].reason.encode() if c.ref in refused else rest) for c in commands
         ]
 
     def _receive(self, q: Quarantine) -> None:
@@ -282,18 +285,18 @@ class QuarantinedReceivePack(ReceivePackHandler):
         try:
             raw_options = self._read_options()
         except Refused as r:  # out of step with the client: no pack can be read
-            return self._refuse(commands, r.reason.encode(), dict.fromkeys(every, r))
+            return self._report(commands, r.reason.encode(), dict.fromkeys(every, r))
         with Quarantine(self.repo.object_store) as q:
             if not all(c.deleting for c in commands):
                 try:
                     self._receive(q)
                 except Refused as r:
-                    return self._refuse(commands, r.reason.encode(), dict.fromkeys(every, r))
+                    return self._report(commands, r.reason.encode(), dict.fromkeys(every, r))
             try:  # after the pack, as for any refusal: the client reads its report in step
                 self.options = self._check_options(raw_options)
                 self.rules.check_options(self.options, commands)
             except Refused as r:
-                return self._refuse(commands, b"ok", dict.fromkeys(every, r))
+                return self._report(commands, b"ok", dict.fromkeys(every, r))
             refused = {}
             for c in commands:
                 try:
@@ -308,14 +311,9 @@ class QuarantinedReceivePack(ReceivePackHandler):
                 except Refused as r:
                     refused = {c.ref: r for c in commands}
             if refused:
-                return self._refuse(commands, b"ok", refused)
+                return self._report(commands, b"ok", refused)
             q.migrate()
-        failed = self.rules.apply(commands, self.say)
-        for message in dict.fromkeys(r.message for r in failed.values()):
-            self.say(message)
-        return [(b"unpack", b"ok")] + [
-            (c.ref, failed[c.ref].reason.encode() if c.ref in failed else b"ok") for c in commands
-        ]
+        return self._report(commands, b"ok", self.rules.apply(commands, self.say), b"ok")
 
     def _pre_receive(self, commands: list[Command], q: Quarantine) -> None:
         control = self.repo.controldir()
