@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dulwich import porcelain
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
+from dulwich.repo import Repo
 
 from hyperhive.errors import ConcurrentUpdate, HiveError
 from hyperhive.gitstore import refs
@@ -124,23 +125,23 @@ class ConfigPush:
     def _check_main(self, command: Command, objects: DiskObjectStore) -> None:
         with open_repo(self.config) as repo:
             current = refs.read(repo, MAIN)
-        if current and not is_ancestor(objects, current, command.new):
-            raise Refused(
-                "non-fast-forward",
-                f"refs/heads/main: force-push refused: {short(command.new)} does not contain "
-                f"{short(current)}; fetch, rebase onto it and push again",
-            )
-        if command.old != (current or refs.ZERO):
-            raise Refused(
-                "fetch first",
-                f"refs/heads/main moved to {short(current or refs.ZERO)}: fetch and push again",
-            )
-        self._check_checkout()
+            if current and not is_ancestor(objects, current, command.new):
+                raise Refused(
+                    "non-fast-forward",
+                    f"refs/heads/main: force-push refused: {short(command.new)} does not "
+                    f"contain {short(current)}; fetch, rebase onto it and push again",
+                )
+            if command.old != (current or refs.ZERO):
+                raise Refused(
+                    "fetch first",
+                    f"refs/heads/main moved to {short(current or refs.ZERO)}: fetch and push again",
+                )
+            self._check_checkout(repo)
 
-    def _check_checkout(self) -> None:
-        if not self._follows_main():
+    def _check_checkout(self, repo: Repo) -> None:
+        if not self._follows_main(repo):
             return
-        status = porcelain.status(str(self.config))
+        status = porcelain.status(repo)
         changed = [p for paths in status.staged.values() for p in paths]
         changed += [*status.unstaged, *status.untracked]
         if changed:
@@ -151,10 +152,10 @@ class ConfigPush:
                 f"({names}): commit or discard them there first",
             )
 
-    def _follows_main(self) -> bool:
+    @staticmethod
+    def _follows_main(repo: Repo) -> bool:
         """Whether the checkout has main checked out (then it moves with main)."""
-        with open_repo(self.config) as repo:
-            chain, _ = repo.refs.follow(b"HEAD")
+        chain, _ = repo.refs.follow(b"HEAD")
         return chain[-1] == MAIN
 
     # -- applying: the pushed objects are in the repo ----------------------------------
@@ -178,7 +179,7 @@ class ConfigPush:
 
     def _move_main(self, command: Command, say: Callable[[str], None]) -> None:
         with locked(push_lock(self.home, self.name)), open_repo(self.config) as repo:
-            self._check_checkout()
+            self._check_checkout(repo)
             old = None if command.old == refs.ZERO else command.old
             try:
                 refs.cas(repo, MAIN, old, command.new)
@@ -186,7 +187,7 @@ class ConfigPush:
                 raise Refused(
                     "fetch first", "refs/heads/main moved: fetch and push again"
                 ) from None
-            if not self._follows_main():
+            if not self._follows_main(repo):
                 return
             try:  # index and files follow main, as a checkout of the pushed commit would
                 porcelain.reset(repo, "hard", command.new)
