@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from hyperhive.errors import BadSettings
 from hyperhive.home import Home
 
+HH_MM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")  # a time of day, 24 h (the scheduler's too)
+
 
 @dataclass(frozen=True)
 class Retention:
@@ -22,7 +24,7 @@ class Retention:
 
     def check(self) -> None:
         _at_least("retention.failed_days", self.failed_days, 0)
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.prune_at):
+        if not HH_MM.fullmatch(self.prune_at):
             raise BadSettings(f"retention.prune_at must be HH:MM (24 h), not {self.prune_at!r}")
 
 

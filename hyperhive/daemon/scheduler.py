@@ -7,7 +7,6 @@ while the process was busy or suspended collapse into one run as soon as it can.
 """
 
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -16,14 +15,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from hyperhive.errors import BadInput
+from hyperhive.settings import HH_MM
 
 log = logging.getLogger("hyperhive.scheduler")
 
 # APScheduler logs every run at INFO ("Running job …"): a flood with per-minute jobs.
 # Its warnings (a missed run) still show.
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-HH_MM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
 class Scheduler:
