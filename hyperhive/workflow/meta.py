@@ -241,15 +241,12 @@ class PrunedTag:
     def line(self) -> str:
         return f"{self.agent} {self.tag} {self.commit} {_iso(self.tagged)}"
 
+    def listed(self) -> dict:
+        """As its record lists it (without when and by which record it was pruned)."""
+        return {"agent": self.agent, "tag": self.tag, "commit": self.commit, "tagged": self.tagged}
+
     def to_json(self) -> dict:
-        return {
-            "agent": self.agent,
-            "tag": self.tag,
-            "commit": self.commit,
-            "tagged": self.tagged,
-            "pruned": self.pruned,
-            "record": self.record,
-        }
+        return {**self.listed(), "pruned": self.pruned, "record": self.record}
 
 
 def _parse_pruned(value: str, pruned: int, record: str) -> PrunedTag | None:
@@ -387,10 +384,7 @@ class MetaEntry:
             data["approval"] = int(approval) if approval.isdigit() else None
             data["revision"] = self.trailers.get("Revision")
         if self.kind == "prune":
-            data["removed"] = [
-                {k: v for k, v in t.to_json().items() if k not in ("pruned", "record")}
-                for t in self.pruned
-            ]
+            data["removed"] = [t.listed() for t in self.pruned]
         return data
 
 

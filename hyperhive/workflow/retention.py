@@ -81,10 +81,7 @@ class PruneReport:
         return {
             "dry_run": self.dry_run,
             "failed_days": self.failed_days,
-            "removed": [
-                {k: v for k, v in t.to_json().items() if k not in ("pruned", "record")}
-                for t in self.removed
-            ],
+            "removed": [t.listed() for t in self.removed],
             "logs": [str(p) for p in self.logs],
             "record": self.record,
             "errors": [{"agent": a, "error": e} for a, e in self.errors.items()],
