@@ -186,13 +186,12 @@ class Approvals:
     ) -> dict[int, Approval]:
         """Merge the prune records into `found`. A recorded tag that still exists (a
         crash kept it from being deleted) is the tag, not a pruned one."""
-        by_id: dict[int, dict[State, meta.PrunedTag]] = {}
-        for tag, pruned in meta.pruned_tags(self.home, self.name).items():
-            for i, states in parse_tag_refs({tag.encode(): pruned}).items():
-                if only is None or i == only:
-                    by_id.setdefault(i, {}).update(states)
+        recorded = meta.pruned_tags(self.home, self.name)
+        by_id = parse_tag_refs({tag.encode(): pruned for tag, pruned in recorded.items()})
         merged = dict(found)
         for i, tags in by_id.items():
+            if only is not None and i != only:
+                continue
             approval = found.get(i) or Approval(self.name, i, {})
             gone = {s: t for s, t in tags.items() if s not in approval.states}
             if not gone:
