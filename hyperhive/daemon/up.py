@@ -76,7 +76,8 @@ class Services:
         self.git = GitSockets(home, http)  # containers reach the git remote through these
         self.watcher = threading.Thread(target=self._follow, name="agent-sockets", daemon=True)
         self.scheduler = Scheduler()
-        self.sampler = Sampler(self.hive, self.hive.broker, load_settings(home).telemetry)
+        self.settings = load_settings(home)  # as of the start (prune reads its own)
+        self.sampler = Sampler(self.hive, self.hive.broker, self.settings.telemetry)
         self.supervisor = Supervisor(self.hive, self.hive.broker)
 
     def _follow(self) -> None:
@@ -118,7 +119,7 @@ class Services:
         stamp = prune_stamp(self.hive.home)
         self.scheduler.add_daily(
             "retention",
-            load_settings(self.hive.home).retention.prune_at,
+            self.settings.retention.prune_at,
             self.prune,
             datetime.fromtimestamp(stamp.stat().st_mtime) if stamp.exists() else datetime.min,
         )
