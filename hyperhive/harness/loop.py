@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hyperhive.daemon import hostsock
@@ -85,9 +85,9 @@ class Turn:
     exit: str = "ok"
     exit_code: int | None = None
     policy: dict | None = None  # the policy the turn ran with; None: unreadable, no turn
-    tools: Counter | None = None
-    sent: Counter | None = None
-    received: Counter | None = None
+    tools: Counter = field(default_factory=Counter)
+    sent: Counter = field(default_factory=Counter)
+    received: Counter = field(default_factory=Counter)
     cost: float | None = None
 
     def add(self, run: Run) -> None:
@@ -381,7 +381,7 @@ class Harness:
         self.forget_session()
 
     def turn(self, messages: list[dict], retried: set[int]) -> Turn:
-        turn = Turn(tools=Counter(), sent=Counter(), received=Counter())
+        turn = Turn()
         try:
             policy = self.policy()
         except PolicyUnreadable as e:
@@ -457,9 +457,9 @@ class Harness:
 
     def maybe_compact_notes(self, policy: dict) -> None:
         limit = policy.get("notesCompactBytes") or notes.DEFAULT_COMPACT_BYTES
-        if notes.size(self.notes_path) <= limit:
+        if (size := notes.size(self.notes_path)) <= limit:
             return
-        log.info("notes are %d bytes (over %d): compacting", notes.size(self.notes_path), limit)
+        log.info("notes are %d bytes (over %d): compacting", size, limit)
         args = [
             *self.base_args(policy),
             "--mcp-config",
