@@ -183,8 +183,9 @@ class Harnesses:
         with self.lock:
             current = self.running.get(name)
             # A stop removes the pid file before it signals: still there means unasked.
-            crashed = current is not None and current.proc is proc and self._names(name, proc.pid)
-            if current is not None and current.proc is proc:
+            ours = current is not None and current.proc is proc
+            crashed = ours and self._names(name, proc.pid)
+            if ours:
                 del self.running[name]
             if crashed:
                 self.pid_file(name).unlink(missing_ok=True)
@@ -217,20 +218,13 @@ class Harnesses:
             return False
         _kill_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
-        while time.monotonic() < deadline:
-            if current is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    current.proc.wait(0.05)
-                if current.proc.poll() is not None:
-                    break
-            elif _alive(pid):
-                time.sleep(0.05)
-            else:
+        while (current.proc.poll() is None) if current is not None else _alive(pid):
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "%s: the harness ignored SIGTERM for %.0f s: killing it", name, STOP_SECONDS
+                )
                 break
-        else:
-            log.warning(
-                "%s: the harness ignored SIGTERM for %.0f s: killing it", name, STOP_SECONDS
-            )
+            time.sleep(0.05)
         _kill_group(pid, signal.SIGKILL)
         if current is not None:
             current.proc.wait()
