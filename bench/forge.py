@@ -28,12 +28,14 @@ from transitions import GIT, ROWS, git, note, print_rows, record, run, say, time
 
 from forge_ui import create_app
 from forge_ui.diffview import render_diff
+from hyperhive import operator, sessions
 from hyperhive.agents import create_agent, init_hive
 from hyperhive.gitstore import browse, history
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
+from hyperhive.settings import Forge
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State
@@ -55,9 +57,9 @@ def repeat(fn, repeats: int) -> tuple[list[float], object]:
 def client_for(home: Home):
     app = create_app(Hive(home, LocalRuntime(home)))
     client = app.test_client()
+    sid = sessions.start(home, operator.DEFAULT, sessions.Lifetime.of(Forge()))
     with client.session_transaction() as s:
-        s["operator"] = True
-        s["actor"] = "bench"
+        s["sid"], s["account"] = sid, operator.DEFAULT
     return client
 
 

@@ -3,9 +3,12 @@
 from datetime import timedelta
 
 from flask import Flask, current_app
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hyperhive import operator
 from hyperhive.hive import Hive
+from hyperhive.sessions import Lifetime
+from hyperhive.settings import load_settings
 
 
 def create_app(hive: Hive) -> Flask:
@@ -23,12 +26,14 @@ def create_app(hive: Hive) -> Flask:
         terminal,
     )
 
+    forge = load_settings(hive.home).forge  # read at start
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=operator.session_key(hive.home),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        # the cookie's own expiry; the session's validity is checked server-side (auth)
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=forge.session_hours),
         # CSRF is checked by auth.guard for session requests only: a bearer-token request
         # carries no ambient credential a foreign page could ride on.
         WTF_CSRF_CHECK_DEFAULT=False,
@@ -36,12 +41,17 @@ def create_app(hive: Hive) -> Flask:
         SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": live.MAX_MESSAGE},
     )
     app.extensions["hive"] = hive
-    auth.init_app(app)
+    auth.init_app(app, Lifetime.of(forge))
     errors.init_app(app)
     filters.init_app(app)
     live.sock.init_app(app)
     for module in (auth, dashboard, review, browse, api, live, spawn_views, terminal):
         app.register_blueprint(module.bp)
+    if forge.proxy_hops:  # the client's address and host as the proxies in front say
+        n = forge.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+    # Outside ProxyFix: the git mount sees the connection's own address, which is how it
+    # knows a request came through an agent's git.sock (no header can pretend otherwise).
     app.wsgi_app = git_http.GitMount(app.wsgi_app, hive)  # /git/: the git remote
     return app
 

@@ -1,42 +1,75 @@
 """Operator auth: a session from the login page, or a bearer token for the JSON API; and
-who a git client is (`git_identity`: the operator's or an agent's token, for /git/).
+who a git client is (`git_identity`: an operator's or an agent's token, for /git/).
 
 Every route but the login page and static files needs one. Session requests that change
 state need the CSRF token (flask-wtf); nothing changes state over GET.
+
+A session is an operator account's (the login asks account and password, or a token,
+which names its account); the signed cookie holds only its id, checked against
+hive.db at every request (hyperhive.sessions), so a logout, a password change or
+`hyperhive operator logout-all` ends it at once. Logins are throttled (forge_ui.throttle).
+The cookie is `Secure` when the request came over HTTPS (behind a TLS-terminating proxy:
+gunicorn trusts its `X-Forwarded-Proto` from `forwarded_allow_ips`, and `[forge]
+proxy_hops` makes the client's address the proxy's `X-Forwarded-For`).
 """
 
-import re
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Flask,
     abort,
+    current_app,
     g,
+    has_request_context,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Request
 
 from forge_ui import hive
-from hyperhive import operator, tokens
+from forge_ui.throttle import Busy, LoginThrottle
+from hyperhive import operator, sessions, tokens
 from hyperhive.home import Home
+from hyperhive.names import AGENT_NAME_RE
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
 
 PUBLIC = {"auth.login", "static"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-ACTOR_RE = re.compile(r"[A-Za-z0-9._-]{1,40}")
+WRONG = "wrong account, password or token"
 
 
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path.startswith("/ws/")
+
+
+def lifetime() -> sessions.Lifetime:
+    return current_app.extensions["session_lifetime"]
+
+
+def throttle() -> LoginThrottle:
+    return current_app.extensions["login_throttle"]
+
+
+def session_account() -> str | None:
+    """The account of this request's live session, or None; a cookie whose session has
+    ended is dropped."""
+    sid = session.get("sid")
+    if not sid:
+        return None
+    account = sessions.check(hive().home, sid, lifetime())
+    if account is None:
+        session.clear()
+    return account
 
 
 def guard():
@@ -45,13 +78,15 @@ def guard():
         require_same_origin()
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        if not operator.check_token(hive().home, header[len("Bearer ") :].strip()):
+        account = operator.token_account(hive().home, header[len("Bearer ") :].strip())
+        if account is None:
             return jsonify({"error": "invalid bearer token"}), 401
-        g.actor = "operator"
+        g.actor = account  # the token names its account
         return None  # a token request needs no CSRF token
-    if session.get("operator"):
-        g.actor = session.get("actor", "operator")
-    elif request.endpoint not in PUBLIC:
+    if request.endpoint == "static":
+        return None
+    g.actor = session_account()
+    if g.actor is None and request.endpoint not in PUBLIC:
         if wants_json():
             return jsonify({"error": "log in or send Authorization: Bearer <token>"}), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
@@ -60,10 +95,10 @@ def guard():
     return None
 
 
-def git_identity(home: Home, environ: dict) -> str | None:
-    """Who a git client is (`operator`, an agent, or None): HTTP basic with a token as the
-    password and any user name — what git sends for `http://x:TOKEN@host/…` or a
-    credential helper — or `Authorization: Bearer TOKEN` (`http.extraHeader`)."""
+def git_identity(home: Home, environ: dict) -> tokens.Caller | None:
+    """Who a git client is (an operator account or an agent, or None): HTTP basic with a
+    token as the password and any user name — what git sends for `http://x:TOKEN@host/…`
+    or a credential helper — or `Authorization: Bearer TOKEN` (`http.extraHeader`)."""
     auth = Request(environ).authorization
     if auth is None:
         return None
@@ -73,10 +108,21 @@ def git_identity(home: Home, environ: dict) -> str | None:
         secret = auth.password or auth.username  # a token given as the user name alone
     else:
         return None
-    return tokens.identify(home, secret or "")
+    return tokens.caller(home, secret or "")
 
 
-def init_app(app: Flask) -> None:
+class SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed cookie, `Secure` whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        secure = super().get_cookie_secure(app)
+        return secure or (has_request_context() and request.is_secure)
+
+
+def init_app(app: Flask, lifetime: sessions.Lifetime) -> None:
+    app.session_interface = SessionCookies()
+    app.extensions["session_lifetime"] = lifetime
+    app.extensions["login_throttle"] = LoginThrottle()
     csrf.init_app(app)
     app.before_request(guard)
 
@@ -91,34 +137,65 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def login_page(error: str | None, status: int, account: str, retry_after: int = 0):
+    home = hive().home
+    page = render_template(
+        "login.html",
+        error=error,
+        account=account,
+        has_password=operator.has_password(home),
+        title="Log in",
+    )
+    response = make_response(page, status)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def authenticate(account: str, secret: str) -> str | None:
+    """The account these credentials log in as, or None. A token names its account (the
+    form's account, when given, must be that one); a password is the account's. Busy when
+    no password-check slot frees in time."""
+    home = hive().home
+    owner = operator.token_account(home, secret)
+    if owner is not None and account in ("", owner):
+        return owner
+    if not account:
+        return None
+    with throttle().checking():
+        return account if operator.check_password(home, account, secret) else None
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    home = hive().home
-    error = None
-    if request.method == "POST":
-        secret = request.form.get("password", "")
-        actor = request.form.get("name", "").strip() or "operator"
-        if not ACTOR_RE.fullmatch(actor):
-            error = "a name is 1-40 letters, digits, '.', '_' or '-'"
-        elif operator.check_password(home, secret) or operator.check_token(home, secret):
-            session.clear()
-            session.permanent = True
-            session["operator"] = True
-            session["actor"] = actor
-            return redirect(safe_next(request.args.get("next")))
-        else:
-            error = "wrong password or token"
-    status = 401 if error else 200
-    return (
-        render_template(
-            "login.html", error=error, has_password=operator.has_password(home), title="Log in"
-        ),
-        status,
-    )
+    if request.method != "POST":
+        return login_page(None, 200, operator.DEFAULT)
+    account = request.form.get("account", "").strip()
+    secret = request.form.get("password", "")
+    if account and not AGENT_NAME_RE.fullmatch(account):
+        return login_page(f"an account name matches {AGENT_NAME_RE.pattern}", 400, "")
+    keys = LoginThrottle.keys(request.remote_addr, account)
+    if wait := throttle().retry_after(keys):
+        return login_page(f"too many failed logins: try again in {wait} s", 429, account, wait)
+    try:
+        who = authenticate(account, secret)
+    except Busy:
+        return login_page("too many logins at once: try again in a moment", 429, account, 1)
+    if who is None:
+        throttle().failed(keys)
+        return login_page(WRONG, 401, account)
+    throttle().succeeded(keys)
+    session.clear()
+    session.permanent = True
+    session["sid"] = sessions.start(hive().home, who, lifetime())
+    session["account"] = who
+    return redirect(safe_next(request.args.get("next")))
 
 
 @bp.post("/logout")
 def logout():
+    if sid := session.get("sid"):
+        sessions.end(hive().home, sid)
     session.clear()
     return redirect(url_for("auth.login"))
 

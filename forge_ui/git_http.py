@@ -51,7 +51,8 @@ REQUEST_SLACK = 1024 * 1024  # a push's ref commands beside its pack
 class Target:
     """The repo a request is for, and who asks."""
 
-    who: str
+    who: str  # the role: `operator` or an agent's name
+    actor: str  # whom the tags name: the operator account or the agent
     kind: str  # config, applied or meta
     name: str | None  # the agent; None for meta
     path: Path
@@ -108,16 +109,17 @@ class GitMount:
     def resolve(self, environ) -> Target:
         """The repo asked for, once the token may do what the request does with it."""
         home = self.hive.home
-        who = git_identity(home, environ)
-        if who is None:
+        caller = git_identity(home, environ)
+        if caller is None:
             raise Refusal(
                 "401 Unauthorized",
                 "this token is unknown or revoked"
                 if "HTTP_AUTHORIZATION" in environ
-                else "a token is needed: the operator's (`hyperhive operator token`) or an "
+                else "a token is needed: an operator's (`hyperhive operator token`) or an "
                 "agent's (`hyperhive token issue NAME`), as the password",
                 [("WWW-Authenticate", 'Basic realm="hyperhive git"')],
             )
+        who = caller.role
         match = ROUTE.fullmatch(environ["PATH_INFO"])
         if not match or (match["name"] and not AGENT_NAME_RE.fullmatch(match["name"])):
             raise Refusal("404 Not Found", "no such repo: the README lists the /git/ paths")
@@ -144,7 +146,7 @@ class GitMount:
                     "403 Forbidden",
                     f"{who}'s token cannot push: only the manager and the operator push",
                 )
-        return Target(who, kind, name, path, match.start("rest"))
+        return Target(who, caller.actor, kind, name, path, match.start("rest"))
 
     def serve(self, environ, start_response, target: Target, max_bytes: int):
         home = self.hive.home
@@ -161,7 +163,7 @@ class GitMount:
             def review(a: Approval) -> str:
                 return f"{base}/review/{a.agent}/{a.id}"
 
-            rules = ConfigPush(home, target.name, target.who, review)
+            rules = ConfigPush(home, target.name, target.actor, review)
             receive = partial(QuarantinedReceivePack, rules=rules, max_bytes=max_bytes)
         repo = Repo(str(target.path))
         app = HTTPGitApplication(DictBackend({"/": repo}), handlers={b"git-receive-pack": receive})

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from hyperhive import operator, tokens
+from hyperhive import operator, sessions, tokens
 from hyperhive.agents import create_agent, init_hive, list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.messages import OPERATOR, Broker
@@ -20,6 +20,7 @@ from hyperhive.errors import HiveError
 from hyperhive.home import Home, default_home
 from hyperhive.names import check_agent_name, parse_target
 from hyperhive.runtime import RUNTIMES, get_runtime
+from hyperhive.settings import load_settings
 from hyperhive.workflow import hooks, notify
 from hyperhive.workflow.approvals import Approval, Approvals, history_json, when
 from hyperhive.workflow.deploy import deploy
@@ -185,7 +186,6 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from hyperhive.settings import load_settings
     from hyperhive.workflow import retention
 
     days = args.failed_days
@@ -230,20 +230,71 @@ def cmd_meta_log(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_set_password(args: argparse.Namespace) -> int:
+def _read_password(args: argparse.Namespace, prompt: str) -> str:
     if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("new operator password: ")
-        if getpass.getpass("again: ") != password:
-            raise HiveError("the passwords differ; nothing changed")
-    operator.set_password(args.home, password)
-    print("operator password set")
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass(prompt)
+    if getpass.getpass("again: ") != password:
+        raise HiveError("the passwords differ; nothing changed")
+    return password
+
+
+def _ended(n: int) -> str:
+    return f"{n} session{'s' if n != 1 else ''} ended"
+
+
+def cmd_set_password(args: argparse.Namespace) -> int:
+    args.home.require()
+    password = _read_password(args, f"new password of {args.account}: ")
+    ended = operator.set_password(args.home, password, args.account)
+    print(f"password of {args.account} set; {_ended(ended)}")
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    print(operator.token(args.home.require(), rotate=args.rotate))
+    print(operator.token(args.home.require(), rotate=args.rotate, account=args.account))
+    return 0
+
+
+def cmd_operator_add(args: argparse.Namespace) -> int:
+    args.home.require()
+    operator.add(args.home, args.name, _read_password(args, f"password of {args.name}: "))
+    print(
+        f"added operator account {args.name} (its token: `hyperhive operator token "
+        f"--account {args.name}`)"
+    )
+    return 0
+
+
+def cmd_operator_remove(args: argparse.Namespace) -> int:
+    ended = operator.remove(args.home, args.name)
+    print(f"removed operator account {args.name}; {_ended(ended)}")
+    return 0
+
+
+def cmd_operator_list(args: argparse.Namespace) -> int:
+    found = operator.accounts(args.home)
+    live = sessions.live(args.home, sessions.Lifetime.of(load_settings(args.home).forge))
+    for a in found:
+        a["sessions"] = live.get(a["name"], 0)
+    if args.json:
+        emit_json(found)
+        return 0
+    for a in found:
+        creds = ", ".join(k for k in ("password", "token") if a[k]) or "no password or token"
+        print(f"{a['name']:<32} {creds:<20} {a['sessions']} live sessions")
+    return 0
+
+
+def cmd_operator_logout_all(args: argparse.Namespace) -> int:
+    args.home.require()
+    if args.account:
+        if args.account not in {a["name"] for a in operator.accounts(args.home)}:
+            raise operator.UnknownAccount(f"no operator account {args.account!r}")
+        ended = sessions.end_account(args.home, args.account)
+    else:
+        ended = sessions.end_all(args.home)
+    print(_ended(ended))
     return 0
 
 
@@ -391,6 +442,13 @@ def agent_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+def account_name(text: str) -> str:
+    try:
+        return operator.check_account_name(text)
+    except HiveError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def recipient(text: str) -> str:
     return text if text == OPERATOR else agent_name(text)
 
@@ -493,13 +551,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("log", cmd_meta_log, "deploys, destroys and prune records, newest first", meta_cmd)
     p.add_argument("--json", action="store_true")
 
-    op = sub.add_parser("operator", help="the operator's password and API token").add_subparsers(
-        dest="operator_command", required=True, metavar="COMMAND"
+    op = sub.add_parser(
+        "operator", help="operator accounts: passwords, API tokens, forge sessions"
+    ).add_subparsers(dest="operator_command", required=True, metavar="COMMAND")
+    account = {
+        "type": account_name,
+        "default": operator.DEFAULT,
+        "metavar": "NAME",
+        "help": f"the operator account (default: {operator.DEFAULT})",
+    }
+    p = command(
+        "set-password", cmd_set_password, "set an account's password; ends its sessions", op
     )
-    p = command("set-password", cmd_set_password, "set the forge login password", op)
+    p.add_argument("--account", **account)
     p.add_argument("--password-stdin", action="store_true", help="read it from stdin")
-    p = command("token", cmd_token, "print the bearer token for the JSON API", op)
-    p.add_argument("--rotate", action="store_true", help="replace it with a new one")
+    p = command("token", cmd_token, "print an account's bearer token (git, JSON API)", op)
+    p.add_argument("--account", **account)
+    p.add_argument("--rotate", action="store_true", help="replace it; ends its sessions")
+    p = command("add", cmd_operator_add, "add an operator account with its password", op)
+    p.add_argument("name", type=account_name)
+    p.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    p = command("remove", cmd_operator_remove, "remove an account; ends its sessions", op)
+    p.add_argument("name", type=account_name)
+    p = command("list", cmd_operator_list, "operator accounts with their live sessions", op)
+    p.add_argument("--json", action="store_true")
+    p = command("logout-all", cmd_operator_logout_all, "end every forge session", op)
+    p.add_argument(
+        "--account", type=account_name, metavar="NAME", help="only this account's sessions"
+    )
 
     tok = sub.add_parser("token", help="agents' tokens for the git remote").add_subparsers(
         dest="token_command", required=True, metavar="COMMAND"

@@ -61,10 +61,28 @@ class Git:
 
 
 @dataclass(frozen=True)
+class Forge:
+    session_hours: int = 12  # a forge session ends this long after its login, used or not
+    idle_minutes: int = 60  # ... or once unused this long
+    proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-For/-Host are trusted
+
+    def check(self) -> None:
+        _at_least("forge.session_hours", self.session_hours, 1)
+        _at_least("forge.idle_minutes", self.idle_minutes, 1)
+        _at_least("forge.proxy_hops", self.proxy_hops, 0)
+        if self.idle_minutes > self.session_hours * 60:
+            raise BadSettings(
+                f"forge.idle_minutes ({self.idle_minutes}) must be within "
+                f"forge.session_hours ({self.session_hours} h)"
+            )
+
+
+@dataclass(frozen=True)
 class Settings:
     retention: Retention = field(default_factory=Retention)
     telemetry: Telemetry = field(default_factory=Telemetry)
     git: Git = field(default_factory=Git)
+    forge: Forge = field(default_factory=Forge)
 
 
 def _at_least(key: str, value: int, low: int) -> None:

@@ -2,8 +2,8 @@
 `hive.db`, listed and revoked by the operator, and revoked when their agent is destroyed.
 
 A token is 32 random bytes, so a plain digest is as good as a slow password hash: nothing
-can be guessed from it. The operator's own token lives in `operator.json`
-(hyperhive.operator) and is checked first.
+can be guessed from it. The operator accounts' tokens live in `operator.json`
+(hyperhive.operator) and are checked first.
 
 The manager's token is written into its state directory (`/state/hyperhive-token` in its
 container) so it can push from there; `hyperhive up` renews it when it is missing or
@@ -17,6 +17,7 @@ import stat
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from hyperhive import operator
@@ -128,13 +129,23 @@ def revoke_agent(home: Home, name: str, actor: str) -> int:
         conn.close()
 
 
-def identify(home: Home, secret: str) -> str | None:
-    """Whose token this is: `operator`, an active agent's name, or None (unknown, revoked,
-    or its agent was destroyed)."""
+@dataclass(frozen=True)
+class Caller:
+    """Who a token speaks for: `role` is what it may do (`operator`, or an agent's name),
+    `actor` whom the tags name (the operator account, or the agent)."""
+
+    role: str
+    actor: str
+
+
+def caller(home: Home, secret: str) -> Caller | None:
+    """Whose token this is: an operator account's, an active agent's, or None (unknown,
+    revoked, or its agent was destroyed)."""
     if not secret:
         return None
-    if operator.check_token(home, secret):
-        return OPERATOR
+    account = operator.token_account(home, secret)
+    if account is not None:
+        return Caller(OPERATOR, account)
     if not secret.startswith(PREFIX):
         return None
     conn = _db(home)
@@ -146,7 +157,14 @@ def identify(home: Home, secret: str) -> str | None:
         conn.close()
     if row is None or not _is_live_agent(home, row["agent"]):
         return None
-    return row["agent"]
+    return Caller(row["agent"], row["agent"])
+
+
+def identify(home: Home, secret: str) -> str | None:
+    """The role of whoever holds this token: `operator` (any account), an active agent's
+    name, or None."""
+    found = caller(home, secret)
+    return found.role if found else None
 
 
 def state_file(home: Home, name: str) -> Path:

@@ -67,6 +67,21 @@ def commit_config(home: Home, name: str, files: dict[str, str], message: str) ->
     return git(config, "rev-parse", "HEAD").strip()
 
 
+def log_in(client, home: Home, account: str = "alice"):
+    """Give a Flask test client a real forge session of operator account `account` (made
+    if missing), as the login form would; returns the client."""
+    from hyperhive import operator, sessions
+    from hyperhive.settings import Forge
+
+    if account not in {a["name"] for a in operator.accounts(home)}:
+        operator.add(home, account)
+    sid = sessions.start(home, account, sessions.Lifetime.of(Forge()))
+    with client.session_transaction() as s:
+        s.permanent = True
+        s["sid"], s["account"] = sid, account
+    return client
+
+
 def fake_program(bindir: Path, name: str, script: str) -> Path:
     """Put a small executable named `name` on a PATH directory."""
     bindir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, git
+from conftest import commit_config, git, log_in
 from dulwich.repo import Repo
 
 from forge_ui import create_app
@@ -23,9 +23,7 @@ def make_client(home: Home, logged_in: bool = True):
     app = create_app(Hive(home, LocalRuntime(home)))
     client = app.test_client()
     if logged_in:
-        with client.session_transaction() as s:
-            s["operator"] = True
-            s["actor"] = "operator"
+        log_in(client, home, "operator")
     return client
 
 

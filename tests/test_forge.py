@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from conftest import commit_config, git
+from conftest import commit_config, git, log_in
 
 from forge_ui import create_app, state
 from hyperhive import operator
@@ -25,11 +25,9 @@ def anon(app):
 
 
 @pytest.fixture
-def client(app):
+def client(app, home):
     c = app.test_client()
-    with c.session_transaction() as s:
-        s["operator"] = True
-        s["actor"] = "alice"
+    log_in(c, home, "alice")
     return c
 
 
@@ -84,7 +82,7 @@ def test_login_with_password_then_logout(anon):
     token = re.search(rb'name="csrf-token" content="([^"]+)"', page.data).group(1).decode()
     r = anon.post(
         "/login?next=/agents/manager",
-        data={"csrf_token": token, "name": "bob", "password": PASSWORD},
+        data={"csrf_token": token, "account": "operator", "password": PASSWORD},
     )
     assert r.status_code == 302 and r.headers["Location"] == "/agents/manager"
     cookie = r.headers["Set-Cookie"]
@@ -104,22 +102,26 @@ def test_login_with_the_token(anon, home):
 @pytest.mark.parametrize("bad", ["wrong", "", PASSWORD + "x"])
 def test_wrong_password_is_refused(anon, bad):
     token = csrf(anon, "/login")
-    r = anon.post("/login", data={"csrf_token": token, "password": bad})
-    assert r.status_code == 401 and b"wrong password or token" in r.data
+    r = anon.post("/login", data={"csrf_token": token, "account": "operator", "password": bad})
+    assert r.status_code == 401 and b"wrong account, password or token" in r.data
     assert anon.get("/").status_code == 302
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "javascript:x"])
 def test_login_never_redirects_off_site(anon, target):
     token = csrf(anon, "/login")
-    r = anon.post(f"/login?next={target}", data={"csrf_token": token, "password": PASSWORD})
+    r = anon.post(
+        f"/login?next={target}",
+        data={"csrf_token": token, "account": "operator", "password": PASSWORD},
+    )
     assert r.status_code == 302 and r.headers["Location"] == "/"
 
 
 def test_a_token_or_password_that_is_not_ascii_is_refused_not_a_500(anon, home):
     operator.token(home)  # there is a token to compare with
-    r = anon.post("/login", data={"csrf_token": csrf(anon, "/login"), "password": "pässwört"})
-    assert r.status_code == 401 and b"wrong password or token" in r.data
+    form = {"csrf_token": csrf(anon, "/login"), "account": "operator", "password": "pässwört"}
+    r = anon.post("/login", data=form)
+    assert r.status_code == 401 and b"wrong account, password or token" in r.data
     r = anon.get("/api/state", headers={"Authorization": "Bearer pässwört"})
     assert r.status_code == 401 and r.get_json()["error"] == "invalid bearer token"
 

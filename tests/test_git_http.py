@@ -630,10 +630,11 @@ def basic(secret: str, user: str = "anyone") -> dict:
 
 def test_git_identity_takes_basic_or_bearer(home):
     token = operator.token(home)
-    assert git_identity(home, basic(token)) == "operator"
-    assert git_identity(home, {"HTTP_AUTHORIZATION": f"Bearer {token}"}) == "operator"
+    op = tokens.Caller("operator", "operator")
+    assert git_identity(home, basic(token)) == op
+    assert git_identity(home, {"HTTP_AUTHORIZATION": f"Bearer {token}"}) == op
     only_user = base64.b64encode(token.encode()).decode()
-    assert git_identity(home, {"HTTP_AUTHORIZATION": f"Basic {only_user}"}) == "operator"
+    assert git_identity(home, {"HTTP_AUTHORIZATION": f"Basic {only_user}"}) == op
     assert git_identity(home, basic("wrong")) is None
     assert git_identity(home, basic("pässwört")) is None  # not ASCII: no match, not an error
     assert git_identity(home, {"HTTP_AUTHORIZATION": "Bearer pässwört"}) is None

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SHORT_STATES, commit_config, git, run_cli
+from conftest import SHORT_STATES, commit_config, git, log_in, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -528,9 +528,7 @@ def test_property_final_states_survive_and_ids_stay_unique(case):
 def client(hive: Home, runtime: LocalRuntime):
     operator.set_password(hive, "correct horse battery")
     c = create_app(Hive(hive, runtime)).test_client()
-    with c.session_transaction() as s:
-        s["operator"] = True
-        s["actor"] = "alice"
+    log_in(c, hive, "alice")
     return c
 
 

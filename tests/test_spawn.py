@@ -6,7 +6,7 @@ import re
 import threading
 
 import pytest
-from conftest import commit_config, git, run_cli
+from conftest import commit_config, git, log_in, run_cli
 
 from forge_ui import create_app
 from hyperhive import operator, spawn
@@ -381,9 +381,7 @@ def test_cli_agent_destroy(home, runtime, deployed_worker):
 def client(home, runtime):
     operator.set_password(home, "correct horse battery")
     c = create_app(Hive(home, runtime)).test_client()
-    with c.session_transaction() as s:
-        s["operator"] = True
-        s["actor"] = "alice"
+    log_in(c, home, "alice")
     return c
 
 

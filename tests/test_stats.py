@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_cli
+from conftest import log_in, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_daemon import Daemon, wait_for
@@ -338,9 +338,7 @@ def test_percentile_is_nearest_rank_and_weighted():
 def client(home, runtime):
     operator.set_password(home, "correct horse battery")
     c = create_app(Hive(home, runtime)).test_client()
-    with c.session_transaction() as s:
-        s["operator"] = True
-        s["actor"] = "alice"
+    log_in(c, home, "alice")
     return c
 
 

@@ -82,6 +82,16 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE messages ADD COLUMN leased INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX messages_leased ON messages (recipient, id) WHERE leased = 1",
     ],
+    [
+        # Forge sessions (hyperhive/sessions.py): only a SHA-256 digest of the cookie's id.
+        """CREATE TABLE sessions (
+            digest TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            seen_at REAL NOT NULL
+        )""",
+        "CREATE INDEX sessions_account ON sessions (account, created_at)",
+    ],
 ]
 
 
