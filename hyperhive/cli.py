@@ -233,8 +233,12 @@ def cmd_meta_log(args: argparse.Namespace) -> int:
 def _read_password(args: argparse.Namespace, prompt: str) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
-    password = getpass.getpass(prompt)
-    if getpass.getpass("again: ") != password:
+    try:
+        password = getpass.getpass(prompt)
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise HiveError("no password given (--password-stdin reads one from stdin)") from None
+    if again != password:
         raise HiveError("the passwords differ; nothing changed")
     return password
 
@@ -244,7 +248,7 @@ def _ended(n: int) -> str:
 
 
 def cmd_set_password(args: argparse.Namespace) -> int:
-    args.home.require()
+    operator.require_account(args.home, args.account)
     password = _read_password(args, f"new password of {args.account}: ")
     ended = operator.set_password(args.home, password, args.account)
     print(f"password of {args.account} set; {_ended(ended)}")
@@ -257,7 +261,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_operator_add(args: argparse.Namespace) -> int:
-    args.home.require()
+    operator.check_new_account(args.home, args.name)
     operator.add(args.home, args.name, _read_password(args, f"password of {args.name}: "))
     print(
         f"added operator account {args.name} (its token: `hyperhive operator token "
@@ -289,9 +293,7 @@ def cmd_operator_list(args: argparse.Namespace) -> int:
 def cmd_operator_logout_all(args: argparse.Namespace) -> int:
     args.home.require()
     if args.account:
-        if args.account not in {a["name"] for a in operator.accounts(args.home)}:
-            raise operator.UnknownAccount(f"no operator account {args.account!r}")
-        ended = sessions.end_account(args.home, args.account)
+        ended = sessions.end_account(args.home, operator.require_account(args.home, args.account))
     else:
         ended = sessions.end_all(args.home)
     print(_ended(ended))

@@ -175,21 +175,38 @@ def _ensure_default(home: Home) -> None:
             data["accounts"][DEFAULT] = {"created_at": time.time()}
 
 
-def add(home: Home, name: str, password: str | None = None) -> None:
-    """A new account, with `password` if given (its token is made on first use). Its name
-    may not be an agent's, kept or live, nor one the system writes in tags."""
+def check_new_account(home: Home, name: str) -> None:
+    """Refuse a name `add` would refuse (before asking for a password). It may not be an
+    agent's, kept or live, nor one the system writes in tags, nor an account's."""
     home.require()
     check_account_name(name)
     if name in RESERVED or (home.applied_dir(name) / "HEAD").is_file():
         raise BadInput(f"{name!r} names an agent or the system in the tags: pick another name")
+    _ensure_default(home)
+    _new_account_fits(_load(home), name)
+
+
+def _new_account_fits(data: dict, name: str) -> None:
+    if name in data["accounts"]:
+        raise BadInput(f"operator account {name!r} exists already")
+    if len(data["accounts"]) >= MAX_ACCOUNTS:
+        raise BadInput(f"at most {MAX_ACCOUNTS} operator accounts")
+
+
+def require_account(home: Home, name: str) -> str:
+    home.require()
+    _ensure_default(home)
+    _account(_load(home), name)
+    return name
+
+
+def add(home: Home, name: str, password: str | None = None) -> None:
+    """A new account, with `password` if given (its token is made on first use)."""
+    check_new_account(home, name)
     if password is not None:
         _check_password_rules(password)
-    _ensure_default(home)
     with _changing(home) as data:
-        if name in data["accounts"]:
-            raise BadInput(f"operator account {name!r} exists already")
-        if len(data["accounts"]) >= MAX_ACCOUNTS:
-            raise BadInput(f"at most {MAX_ACCOUNTS} operator accounts")
+        _new_account_fits(data, name)
         account: dict = {"created_at": time.time()}
         if password is not None:
             account["password"] = generate_password_hash(password, method="scrypt")

@@ -12,6 +12,7 @@ def test_defaults_without_a_file(tmp_path):
     assert s.retention.failed_days == 30 and s.retention.prune_at == "03:30"
     assert s.git.max_push_bytes == 50 * 1024 * 1024
     assert s.telemetry.stuck_minutes == 15
+    assert (s.forge.session_hours, s.forge.idle_minutes, s.forge.proxy_hops) == (12, 60, 0)
 
 
 def test_file_then_environment(tmp_path):
@@ -34,6 +35,9 @@ def test_file_then_environment(tmp_path):
         ("[git]\nmax_push_bytes = 0\n", {}, "git.max_push_bytes must be at least 1"),
         ("[retention\n", {}, "hyperhive.toml"),
         ("", {"HYPERHIVE_TELEMETRY_RAW_HOURS": "lots"}, "must be an integer"),
+        ("[forge]\nidle_minutes = 0\n", {}, "forge.idle_minutes must be at least 1"),
+        ("[forge]\nsession_hours = 1\nidle_minutes = 61\n", {}, "within forge.session_hours"),
+        ("", {"HYPERHIVE_FORGE_PROXY_HOPS": "-1"}, "forge.proxy_hops must be at least 0"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, toml, env, message):
