@@ -40,6 +40,7 @@ def daemon(tmp_path_factory):
     d = Daemon(tmp_path_factory.mktemp("browser") / "hive").start()
     try:
         run_cli(d.root, "operator", "set-password", "--password-stdin", input=PASSWORD, check=True)
+        run_cli(d.root, "operator", "add", "alice", "--password-stdin", input=PASSWORD, check=True)
         d.url = f"http://127.0.0.1:{d.port}"
         yield d
     finally:
@@ -58,8 +59,8 @@ def browser():
             b.close()
 
 
-def log_in(page: Page, password: str = PASSWORD, name: str = "alice") -> None:
-    page.fill('input[name="name"]', name)
+def log_in(page: Page, password: str = PASSWORD, account: str = "alice") -> None:
+    page.fill('input[name="account"]', account)
     page.fill('input[name="password"]', password)
     follow(page, "button:has-text('Log in')")
 
@@ -170,10 +171,11 @@ def test_login_page_refuses_a_wrong_password_then_logs_in(browser, daemon):
         page.goto(f"{daemon.url}/review/manager/1")
         assert "/login?next=" in page.url and page.title() == "Log in · hyperhive"
         log_in(page, password="not the password")
-        assert page.inner_text("[role=alert]") == "wrong password or token"
-        log_in(page, name="bob")
+        assert page.inner_text("[role=alert]") == "wrong account, password or token"
+        assert page.input_value('input[name="account"]') == "alice"  # kept for the retry
+        log_in(page, account="operator")
         page.wait_for_url(f"{daemon.url}/review/manager/1")
-        assert page.inner_text("header.top .logout .muted") == "bob"
+        assert page.inner_text("header.top .logout .muted") == "operator"
         cookie = next(c for c in context.cookies() if c["name"] == "session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     finally:
