@@ -13,6 +13,8 @@ gunicorn trusts its `X-Forwarded-Proto` from `forwarded_allow_ips`, and `[forge]
 proxy_hops` makes the client's address the proxy's `X-Forwarded-For`).
 """
 
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import (
@@ -93,6 +95,32 @@ def guard():
     if request.method not in SAFE_METHODS:
         csrf.protect()
     return None
+
+
+RECHECK = 2.0  # seconds between re-checks of a lasting request's credentials
+
+
+def still_allowed() -> Callable[[], bool]:
+    """For a request that lasts (a terminal's websocket): a check that its session or
+    bearer token still holds, asked again at most every RECHECK seconds; once it fails it
+    stays failed. Call it in the request."""
+    home, life, account = hive().home, lifetime(), g.actor
+    header = request.headers.get("Authorization", "")
+    token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else None
+    sid = session.get("sid", "")
+    state = {"at": time.monotonic(), "ok": True}
+
+    def allowed() -> bool:
+        now = time.monotonic()
+        if state["ok"] and now - state["at"] >= RECHECK:
+            state["at"] = now
+            if token is not None:
+                state["ok"] = operator.token_account(home, token) == account
+            else:
+                state["ok"] = sessions.check(home, sid, life) == account
+        return state["ok"]
+
+    return allowed
 
 
 def git_identity(home: Home, environ: dict) -> tokens.Caller | None:

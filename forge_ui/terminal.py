@@ -17,7 +17,9 @@ nor the browser ever holds more than WINDOW bytes of it, and the page stays resp
 (Ctrl-C goes through at once: input is never held back).
 
 Closing the socket (the tab) or the daemon stopping hangs up the shell: SIGHUP to its
-process group, SIGKILL if it lingers (`Shell.close`).
+process group, SIGKILL if it lingers (`Shell.close`). So does the end of the session (or
+token) that opened it, checked every few seconds (auth.still_allowed): a logout, a
+password change or `hyperhive operator logout-all` also ends its open terminals.
 """
 
 import contextlib
@@ -30,7 +32,7 @@ import threading
 from flask import Blueprint, g, request
 from simple_websocket import ConnectionClosed
 
-from forge_ui import hive, live
+from forge_ui import auth, hive, live
 from hyperhive.errors import HiveError, UnknownAgent
 from hyperhive.runtime.base import Shell
 
@@ -68,7 +70,7 @@ def terminal_ws(ws, name: str):
         return
     log.info("%s: terminal opened by %s (pid %d)", name, g.actor, shell.process.pid)
     try:
-        relay = Relay(ws, shell)
+        relay = Relay(ws, shell, auth.still_allowed())
     except BaseException:  # no pipe for it (out of fds): the shell must not outlive the page
         shell.close()
         raise
@@ -85,8 +87,9 @@ class Relay:
     """Copies the PTY's output to the socket (this thread, flow-controlled) and the
     socket's input to the PTY (a helper thread), until either side ends."""
 
-    def __init__(self, ws, shell: Shell):
+    def __init__(self, ws, shell: Shell, allowed=lambda: True):
         self.ws, self.shell = ws, shell
+        self.allowed = allowed  # False once the session or token that opened it ended
         self.unacked = 0  # output bytes sent and not yet acknowledged
         self.window = threading.Condition()
         self.send_lock = threading.Lock()  # one frame at a time from our two threads
@@ -112,6 +115,10 @@ class Relay:
             with contextlib.suppress(ConnectionClosed):
                 self.send(json.dumps({"exit": code}))
             return code
+        if not self.allowed():
+            with contextlib.suppress(ConnectionClosed):
+                self.send(json.dumps({"error": "your session ended: log in again"}))
+                self.ws.close(1008, "session ended")
         return None
 
     def stop(self) -> None:
@@ -123,7 +130,12 @@ class Relay:
                 os.write(self.wake_w, b"x")
 
     def running(self) -> bool:
-        return not self.done.is_set() and self.ws.connected and not live.shutting_down.is_set()
+        return (
+            not self.done.is_set()
+            and self.ws.connected
+            and not live.shutting_down.is_set()
+            and self.allowed()
+        )
 
     def send(self, data: bytes | str) -> None:
         with self.send_lock:

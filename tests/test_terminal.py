@@ -250,6 +250,19 @@ def test_the_handshake_needs_the_operator_and_this_origin(daemon):
     Term(daemon, headers=same).close()
 
 
+def test_an_open_terminal_ends_with_the_credentials_that_opened_it(daemon):
+    home = Home(daemon.root)
+    operator.add(home, "tess")
+    term = Term(daemon, headers={"Authorization": f"Bearer {operator.token(home, account='tess')}"})
+    pid = term.pid()
+    out = run_cli(daemon.root, "operator", "token", "--account", "tess", "--rotate")
+    assert out.returncode == 0, out.stderr
+    while term.message() is not None:  # until the daemon closes it (or 10 s pass)
+        pass
+    assert {"error": "your session ended: log in again"} in term.control
+    wait_for(lambda: not alive(pid), what="the shell to end")
+
+
 def test_unknown_and_destroyed_agents_are_refused_before_the_handshake(daemon):
     assert refused(daemon, name="ghost") == 404
     assert refused(daemon, name="Bad_Name") == 400
