@@ -13,6 +13,7 @@ or token, or its removal, ends its forge sessions (hyperhive.sessions).
 """
 
 import fcntl
+import functools
 import json
 import os
 import secrets
@@ -37,8 +38,13 @@ MAX_ACCOUNTS = 100
 VERSION = 2
 # Names an account may not take: they already mean someone else in the tags' `Actor:`.
 RESERVED = {"manager", "hyperhive", "system"}
-# A password no account has: an unknown account costs the same scrypt as a known one.
-_DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16), method="scrypt")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash no password matches: an unknown account costs the same scrypt as a known one
+    (made on first need: every CLI command imports this module)."""
+    return generate_password_hash(secrets.token_urlsafe(16), method="scrypt")
 
 
 class UnknownAccount(HiveError):
@@ -257,7 +263,7 @@ def check_password(home: Home, account: str, password: str) -> bool:
     stored = _load(home)["accounts"].get(account, {}).get("password")
     if len(password) > MAX_PASSWORD:
         return False
-    ok = check_password_hash(stored or _DUMMY_HASH, password)
+    ok = check_password_hash(stored or _dummy_hash(), password)
     return bool(stored) and ok
 
 
@@ -294,10 +300,6 @@ def token_account(home: Home, candidate: str) -> str | None:
         if stored and secrets.compare_digest(stored.encode(), given):
             found = name
     return found
-
-
-def check_token(home: Home, candidate: str) -> bool:
-    return token_account(home, candidate) is not None
 
 
 def session_key(home: Home) -> str:
