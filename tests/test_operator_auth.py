@@ -188,6 +188,10 @@ def test_failed_logins_back_off_by_address_and_by_account(app, home):
     elsewhere = {"REMOTE_ADDR": "192.0.2.7"}
     assert log_in(app.test_client(), environ_base=elsewhere).status_code == 429
     assert log_in(app.test_client(), "alice", ALICE, environ_base=elsewhere).status_code == 302
+    # the account's token, the account left out, still logs in from elsewhere
+    third = {"REMOTE_ADDR": "192.0.2.8"}
+    token = operator.token(home)
+    assert log_in(app.test_client(), "", token, environ_base=third).status_code == 302
     # and mallory's address is refused whatever account it names
     assert log_in(mallory, "alice", ALICE).status_code == 429
 
