@@ -35,10 +35,12 @@ from pathlib import Path
 
 from transitions import HYPERHIVE, ROWS, fmt, note, print_rows, record, say
 
-from hyperhive.broker.db import MIGRATIONS
+from hyperhive.agents import create_agent, init_hive
+from hyperhive.broker.db import MIGRATIONS, db_path
 from hyperhive.broker.messages import Broker
 from hyperhive.daemon import hostsock
 from hyperhive.home import Home
+from hyperhive.runtime.local import LocalRuntime
 
 READER = "bench"
 WRITER = "manager"
@@ -355,6 +357,128 @@ def throughput(daemon: Daemon, count: int, tmp: Path) -> dict[str, float]:
     return rates
 
 
+# -- (c) wake-ups with many readers waiting, (d) sends as the history grows -------------------
+
+
+def readers(count: int) -> list[str]:
+    return [f"w{i:03d}" for i in range(count)]
+
+
+class Waiter:
+    """One reader: a thread that keeps a `recv wait_seconds=60` open on its own socket
+    and puts `(time, name, messages)` on `got` for each reply."""
+
+    def __init__(self, daemon: Daemon, name: str, got: queue.Queue):
+        self.name, self.got = name, got
+        self.conn = Conn(daemon.socket(name))
+        self.armed = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                self.conn.write({"op": "recv", "wait_seconds": 60})
+                self.armed.set()
+                messages = self.conn.read()["messages"]
+                self.got.put((time.perf_counter(), self.name, messages))
+        except (SystemExit, OSError, ValueError):
+            return  # closed at the end
+
+    def close(self) -> None:
+        self.conn.sock.shutdown(socket.SHUT_RDWR)  # its blocked read ends first
+        self.thread.join(10)
+        self.conn.close()
+
+
+def many_waiting(daemon: Daemon, counts: list[int], samples: int, seed: int) -> None:
+    """For each count K: K readers block in `recv wait_seconds=60`, each on its own agent
+    socket; the writer sends to one of them at random, and the time runs from just before
+    the send to that reader holding it. A send must wake its recipient only, so the
+    latency should not grow with K."""
+    rng = random.Random(seed)
+    for k in counts:
+        got: queue.Queue = queue.Queue()
+        waiters = {n: Waiter(daemon, n, got) for n in readers(k)}
+        writer = Conn(daemon.socket(WRITER))
+        latency = []
+        try:
+            for i in range(samples + 5):
+                to = rng.choice(sorted(waiters))
+                waiters[to].armed.wait(30)
+                waiters[to].armed.clear()
+                time.sleep(0.01)  # its recv is waiting in the daemon
+                t0 = time.perf_counter()
+                writer.call({"op": "send", "to": to, "body": f"many {i}"})
+                t_have, name, messages = got.get(timeout=60)
+                if name != to or [m["body"] for m in messages] != [f"many {i}"]:
+                    raise SystemExit(f"{to} should have had 'many {i}': {name} got {messages}")
+                if i >= 5:
+                    latency.append(t_have - t0)
+        finally:
+            writer.close()
+            for w in waiters.values():
+                w.close()
+        record("c", "ours", f"send -> recv wake-up, {k} readers waiting", latency)
+
+
+def prefill(db: Path, total: int) -> None:
+    """Delivered messages up to `total` rows, in one transaction (the history)."""
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    try:
+        have = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO messages (sender, recipient, body, created_at, delivered_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ((WRITER, READER, f"old {i}", time.time(), time.time()) for i in range(have, total)),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def sends_by_history(daemon: Daemon, sizes: list[int], count: int, tmp: Path) -> None:
+    """`count` sends on one connection with the messages table holding each size of
+    history, beside the same INSERTs into a scratch sqlite file holding the same history."""
+    scratch = tmp / "history.db"
+    conn = sqlite3.connect(scratch, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for sql in MIGRATIONS[0]:
+        conn.execute(sql)
+    conn.close()
+    writer, reader = Conn(daemon.socket(WRITER)), Conn(daemon.socket(READER))
+    try:
+        for size in sizes:
+            prefill(db_path(Home(daemon.root)), size)
+            per_send = []
+            for i in range(count):
+                t0 = time.perf_counter()
+                send(writer, f"history {size} {i}")
+                per_send.append(time.perf_counter() - t0)
+            while len(drain(reader)) == 100:
+                pass
+            record("d", "ours", f"send on one connection, {size:,} messages stored", per_send)
+            prefill(scratch, size)
+            db = sqlite3.connect(scratch, isolation_level=None)
+            inserts = []
+            try:
+                for i in range(count):
+                    t0 = time.perf_counter()
+                    db.execute(
+                        "INSERT INTO messages (sender, recipient, body, created_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (WRITER, READER, f"history {size} {i}", time.time()),
+                    )
+                    inserts.append(time.perf_counter() - t0)
+            finally:
+                db.close()
+            record("d", "ref", f"sqlite3 INSERT, {size:,} messages stored", inserts)
+    finally:
+        writer.close()
+        reader.close()
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -372,19 +496,21 @@ def table(args: argparse.Namespace, rates: dict[str, float]) -> None:
         {
             "a": "(a) send -> recv wake-up latency, agent socket to agent socket",
             "b": "(b) throughput through the socket (time per message)",
+            "c": "(c) wake-up latency with many readers waiting, each on its own socket",
+            "d": "(d) send as the history grows (time per message)",
         }
     )
-    a_rows = [r for r in ROWS if r.section == "a"]
+    a_rows = [r for r in ROWS if r.section in ("a", "c")]
     width = max(len(r.label) for r in a_rows) + 7
-    say(f"\n{'(a) percentiles':<{width}} {'n':>4} {'p50':>11} {'p99':>11} {'max':>11}")
+    say(f"\n{'(a, c) percentiles':<{width}} {'n':>4} {'p50':>11} {'p99':>11} {'max':>11}")
     for r in a_rows:
         s = r.samples
         say(
             f"  {r.who:<4} {r.label:<{width - 7}} {len(s):>4} "
             f"{fmt(percentile(s, 50))} {fmt(percentile(s, 99))} {fmt(max(s))}"
         )
-    ours = next(r for r in a_rows if r.who == "ours")
-    ref = next(r for r in a_rows if r.who == "ref")
+    ours = next(r for r in a_rows if r.who == "ours" and r.section == "a")
+    ref = next(r for r in a_rows if r.who == "ref" and r.section == "a")
     ratio = statistics.median(ref.samples) / statistics.median(ours.samples)
     say(f"\nratio of medians, sleep-poll / long-poll: {ratio:,.0f}x")
     say(
@@ -392,6 +518,14 @@ def table(args: argparse.Namespace, rates: dict[str, float]) -> None:
         f"{rates['one_shot']:,.0f}/s a connection each; recv drained {rates['drain']:,.0f}/s "
         f"({rates['drain_calls']:.0f} call(s)); ref: ping {rates['ping']:,.0f}/s, "
         f"sqlite INSERT {rates['insert']:,.0f}/s"
+    )
+    d_rows = [r for r in ROWS if r.section == "d"]
+    say(
+        "(d) sends/second by history: "
+        + ", ".join(
+            f"{r.who} {len(r.samples) / sum(r.samples):,.0f}/s ({r.label.split(', ')[1]})"
+            for r in d_rows
+        )
     )
     say("")
     quick = " (--quick: shortened from 5 s)" if args.quick else ""
@@ -412,6 +546,16 @@ def table(args: argparse.Namespace, rates: dict[str, float]) -> None:
         "connection per send. ref: the `ping` op on host.sock (socket + JSON, no database) "
         "and the same INSERT into a scratch sqlite file in this process (no socket)."
     )
+    note(
+        f"(c) {args.waiting_samples} samples per row after 5 warm-ups: every reader holds a "
+        "`recv wait_seconds=60` on its own agent socket; the writer sends to one at random "
+        "(10 ms after that reader re-armed) and the time runs to that reader's reply line."
+    )
+    note(
+        f"(d) ours: {args.history_sends} sends on one connection after the messages table was "
+        "filled (delivered rows, one transaction) to each size; ref: the same INSERTs into "
+        "a scratch sqlite file (WAL, autocommit) filled to the same size."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,10 +565,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=5.0, help="sleep-poll period, s")
     parser.add_argument("--messages", type=int, default=1000, help="messages for (b)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random send times")
+    parser.add_argument(
+        "--waiting", default="2,20,100", help="(c) readers waiting at once, comma-separated"
+    )
+    parser.add_argument("--waiting-samples", type=int, default=200, help="(c) samples per row")
+    parser.add_argument(
+        "--history", default="1000,10000,50000", help="(d) messages stored, comma-separated"
+    )
+    parser.add_argument("--history-sends", type=int, default=1000, help="(d) sends per size")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.poll_samples, args.poll_interval, args.messages = 30, 6, 0.5, 200
+        args.waiting, args.waiting_samples = "2,4,10", 30
+        args.history, args.history_sends = "100,1000,5000", 100
+    waiting = [int(k) for k in args.waiting.split(",")]
+    history = [int(k) for k in args.history.split(",")]
     say(
         f"hyperhive bench/broker.py: samples={args.samples} poll-samples={args.poll_samples} "
         f"poll-interval={args.poll_interval:g}s messages={args.messages}"
@@ -433,16 +589,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
         root = Path(tmp)
-        say("starting `hyperhive up --port 0` …")
-        daemon = Daemon(root / "hive").start()
+        home = Home(root / "hive")
+        runtime = LocalRuntime(home)
+        init_hive(home, runtime, "operator")
+        for name in [READER, *readers(max(waiting))]:
+            create_agent(home, name, runtime, "operator")
+        say(f"starting `hyperhive up --port 0` with {max(waiting) + 2} agents …")
+        daemon = Daemon(home.root).start()
         try:
-            subprocess.run(
-                [HYPERHIVE, "--home", str(daemon.root), "agent", "create", READER],
-                check=True,
-                capture_output=True,
-            )
-            daemon.wait_socket(WRITER)
-            daemon.wait_socket(READER)
+            for name in [WRITER, READER, *readers(max(waiting))]:
+                daemon.wait_socket(name)
             say(f"  up in {time.perf_counter() - started:.1f} s")
             say(f"(a) {args.samples} long-poll wake-ups …")
             long_poll_latency(daemon, args.samples)
@@ -451,6 +607,10 @@ def main(argv: list[str] | None = None) -> int:
             sleep_poll_latency(daemon, args.poll_samples, args.poll_interval, args.seed)
             say(f"(b) {args.messages} messages through the socket …")
             rates = throughput(daemon, args.messages, root)
+            say(f"(c) wake-ups with {args.waiting} readers waiting …")
+            many_waiting(daemon, waiting, args.waiting_samples, args.seed)
+            say(f"(d) sends with {args.history} messages stored …")
+            sends_by_history(daemon, history, args.history_sends, root)
         finally:
             daemon.stop()
     table(args, rates)

@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hyperhive.errors import NotInitialized, UnknownAgent
+from hyperhive.errors import InvalidName, NotInitialized, UnknownAgent
 from hyperhive.names import check_agent_name
 
 
@@ -72,6 +72,14 @@ class Home:
 
     def is_destroyed(self, name: str) -> bool:
         return self.destroyed_file(name).is_file()
+
+    def is_agent(self, name: str) -> bool:
+        """`name` is an active agent (one `agent_names` lists), found without listing them."""
+        try:
+            applied = self.applied_dir(name)
+        except InvalidName:
+            return False
+        return (applied / "HEAD").is_file() and not self.is_destroyed(name)
 
     def agent_names(self) -> list[str]:
         """The active agents: an applied repo and not destroyed."""

@@ -54,10 +54,6 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _is_live_agent(home: Home, name: str) -> bool:
-    return (home.applied_dir(name) / "HEAD").is_file() and not home.is_destroyed(name)
-
-
 def issue(home: Home, name: str, actor: str) -> tuple[int, str]:
     """A new token for agent `name`: its id and the token, which is shown only now."""
     if name == OPERATOR:  # an agent's token must never read as the operator's
@@ -155,7 +151,7 @@ def caller(home: Home, secret: str) -> Caller | None:
         ).fetchone()
     finally:
         conn.close()
-    if row is None or not _is_live_agent(home, row["agent"]):
+    if row is None or not home.is_agent(row["agent"]):
         return None
     return Caller(row["agent"], row["agent"])
 

@@ -12,6 +12,13 @@ from hyperhive.broker.messages import MAX_WAIT, Broker, PolicyRefused, check_wai
 from hyperhive.errors import AlreadyDecided, BadInput, UnknownAgent
 
 
+def wait_for(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def hive(home, runtime):
     for name in ("alice", "bob"):
@@ -69,6 +76,69 @@ def test_long_poll_is_woken_by_a_send(broker):
     assert not t.is_alive()
     assert [m["body"] for m in got["messages"]] == ["wake up"]
     assert got["took"] < 30  # woken by the send, not by the timeout
+
+
+def test_a_send_wakes_only_its_recipients_reader(broker, monkeypatch):
+    """A recv waits on its own inbox: sends to others never make it look again."""
+    looks = {"bob": 0}
+    take = broker._take
+
+    def counting(name, lease):
+        looks[name] = looks.get(name, 0) + 1
+        return take(name, lease)
+
+    monkeypatch.setattr(broker, "_take", counting)
+    got = {}
+    t = threading.Thread(target=lambda: got.update(m=broker.recv("bob", 30)))
+    t.start()
+    wait_for(lambda: looks["bob"] == 1 and "bob" in broker._inboxes)
+    for i in range(50):
+        broker.send("manager", "alice", f"not for bob {i}")
+    broker.send("manager", "bob", "for bob")
+    t.join(timeout=10)
+    assert [m["body"] for m in got["m"]] == ["for bob"]
+    assert looks["bob"] == 2  # the first look, and the one its own message woke
+
+
+def test_a_wake_from_another_process_reaches_every_reader(broker):
+    """`wake()` with no names (the daemon's `wake` op): any inbox may have changed."""
+    got = {}
+    t = threading.Thread(target=lambda: got.update(m=broker.recv("bob", 30)))
+    t.start()
+    wait_for(lambda: "bob" in broker._inboxes)
+    Broker(broker.home).send("manager", "bob", "written elsewhere")  # not this broker's send
+    broker.wake()
+    t.join(timeout=10)
+    assert [m["body"] for m in got["m"]] == ["written elsewhere"]
+
+
+def test_connections_are_kept_open_and_reused(broker, hive):
+    """The pool lends one connection per operation and keeps it: the WAL is not
+    checkpointed away between sends, and no connection is left inside a transaction."""
+    for i in range(20):
+        broker.send("manager", "bob", f"m{i}")
+    assert len(broker.recv("bob")) == 20
+    assert (hive.root / "hive.db-wal").exists()  # a closed last connection deletes it
+    assert len(broker.db._idle) == 1  # one thread at a time: one connection did it all
+    (conn,) = broker.db._idle
+    with pytest.raises(BadInput):
+        broker.ack("bob", [10**6])  # raises inside the pool's `with`
+    assert broker.db._idle == [conn] and not conn.in_transaction
+
+
+def test_the_pool_keeps_a_bounded_number_of_idle_connections(hive):
+    pool = db.Pool(hive, keep=2)
+    with pool.connection() as a, pool.connection() as b, pool.connection() as c:
+        assert len({id(a), id(b), id(c)}) == 3
+    assert len(pool._idle) == 2
+    with pytest.raises(sqlite3.OperationalError), pool.connection() as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("SELECT * FROM no_such_table")
+    assert conn not in pool._idle  # an errored connection is closed, not kept
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
+    pool.close()
+    assert pool._idle == []
 
 
 def test_long_poll_times_out_empty(broker):

@@ -5,6 +5,9 @@ later migration never breaks reading rows written before it.
 """
 
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hyperhive.home import Home
@@ -105,12 +108,59 @@ def fits(n: int) -> bool:
     return -(2**63) <= n < 2**63
 
 
-def connect(home: Home) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit `BEGIN IMMEDIATE`)."""
-    conn = sqlite3.connect(db_path(home), timeout=30, isolation_level=None)
+def connect(home: Home, any_thread: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit `BEGIN IMMEDIATE`).
+    `any_thread`: it may be used from one thread after another (never two at once)."""
+    conn = sqlite3.connect(
+        db_path(home), timeout=30, isolation_level=None, check_same_thread=not any_thread
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
     return conn
+
+
+class Pool:
+    """Open connections to `hive.db`, each lent to one thread at a time and kept for the
+    next. Opening a connection per operation cost more than the operation: the open reads
+    the schema, and closing the last connection checkpoints the WAL and deletes it, so the
+    next write starts a new one. At most `keep` idle connections stay open."""
+
+    def __init__(self, home: Home, keep: int = 8):
+        self.home = home
+        self.keep = keep
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = connect(self.home, any_thread=True)
+        try:
+            yield conn
+        except sqlite3.Error:
+            conn.close()  # it may be broken (an I/O error): the next user gets a new one
+            raise
+        except BaseException:
+            self._give_back(conn)
+            raise
+        self._give_back(conn)
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # a caller that raised out of its own BEGIN
+            conn.execute("ROLLBACK")
+        with self._lock:
+            if len(self._idle) < self.keep:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def migrate(home: Home, migrations: list[list[str]] | None = None) -> int:

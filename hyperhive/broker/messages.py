@@ -1,9 +1,10 @@
 """Messages between agents, the manager and the operator.
 
 `recv` marks what it returns delivered in the same transaction, so a message is handed out
-exactly once, across restarts too. A long-polling `recv` waits on a condition that every
-`send` in this process notifies (other processes poke the daemon's `wake` op): it returns
-within milliseconds of a message, never by polling.
+exactly once, across restarts too. A long-polling `recv` waits on its recipient's own
+condition, which a `send` to that recipient in this process notifies (other processes
+poke the daemon's `wake` op, which wakes every reader): it returns within milliseconds of
+a message, never by polling, and a send wakes no reader but its recipient's.
 
 The harness's `recv` also *leases* what it takes: the message stays the harness's until it
 `ack`s it (after writing it to its inflight file), and `release` hands every unacknowledged
@@ -14,9 +15,9 @@ gets the messages again when it starts, instead of their being delivered to nobo
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from hyperhive.broker.db import connect, migrate
+from hyperhive.broker.db import Pool, migrate
 from hyperhive.errors import BadInput, HiveError, UnknownAgent
 from hyperhive.home import Home
 
@@ -73,30 +74,50 @@ class Broker:
         """`policy_of(name)` gives an agent's deployed policy (`allowedRecipients`)."""
         self.home = home
         self.policy_of = policy_of or (lambda name: {})
-        self._changed = threading.Condition()
-        self._generation = 0
-        self._closing = False
         migrate(home)
+        self.db = Pool(home)
+        # One lock; a condition per recipient over it, and a counter per recipient that
+        # each write to that inbox bumps (`_everyone` for a write to any inbox).
+        self._lock = threading.Lock()
+        self._inboxes: dict[str, threading.Condition] = {}
+        self._writes: dict[str, int] = {}
+        self._everyone = 0
+        self._closing = False
 
     # -- waking ------------------------------------------------------------------------
 
-    def wake(self) -> None:
-        """Something was written (here or by another process): wake every waiting recv."""
-        with self._changed:
-            self._generation += 1
-            self._changed.notify_all()
+    def _inbox(self, name: str) -> threading.Condition:
+        """`name`'s condition (the lock is held)."""
+        if (inbox := self._inboxes.get(name)) is None:
+            inbox = self._inboxes[name] = threading.Condition(self._lock)
+        return inbox
+
+    def _seen(self, name: str) -> tuple[int, int]:
+        """What a reader of `name` has seen written (the lock is held)."""
+        return self._everyone, self._writes.get(name, 0)
+
+    def wake(self, names: Iterable[str] | None = None) -> None:
+        """`names`' inboxes were written: wake their waiting recvs. None: any inbox may
+        have been (another process wrote to hive.db), so wake every waiting recv."""
+        with self._lock:
+            if names is None:
+                self._everyone += 1
+                woken = list(self._inboxes.values())
+            else:
+                woken = []
+                for name in names:
+                    self._writes[name] = self._writes.get(name, 0) + 1
+                    woken.append(self._inbox(name))
+            for inbox in woken:
+                inbox.notify_all()
 
     def close(self) -> None:
         """The daemon is stopping: every waiting recv returns now, and none takes more."""
-        with self._changed:
+        with self._lock:
             self._closing = True
-            self._generation += 1
-            self._changed.notify_all()
+        self.wake()
 
     # -- sending -----------------------------------------------------------------------
-
-    def recipients(self) -> set[str]:
-        return {OPERATOR, *self.home.agent_names()}
 
     def check_send(self, sender: str, to: object, body: object) -> None:
         if not isinstance(to, str) or not to:
@@ -105,7 +126,7 @@ class Broker:
             raise BadInput("send needs a non-empty text `body`")
         if len(body.encode()) > MAX_BODY:
             raise BadInput(f"a message body is at most {MAX_BODY} bytes")
-        if to not in self.recipients():
+        if to != OPERATOR and not self.home.is_agent(to):
             raise UnknownAgent(f"unknown recipient {to!r}: `list_peers` shows who can be reached")
         if sender in (MANAGER, OPERATOR, SYSTEM):
             return  # the manager, the operator and the hive may always send anywhere
@@ -118,23 +139,18 @@ class Broker:
 
     def send(self, sender: str, to: str, body: str) -> int:
         self.check_send(sender, to, body)
-        conn = connect(self.home)
-        try:
-            cur = conn.execute(
+        with self.db.connection() as conn:
+            message_id = conn.execute(
                 "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)",
                 (sender, to, body, time.time()),
-            )
-            message_id = cur.lastrowid
-        finally:
-            conn.close()
-        self.wake()
+            ).lastrowid
+        self.wake([to])
         return message_id
 
     # -- receiving ---------------------------------------------------------------------
 
     def _take(self, name: str, lease: bool) -> list[dict]:
-        conn = connect(self.home)
-        try:
+        with self.db.connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
@@ -153,8 +169,6 @@ class Broker:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        finally:
-            conn.close()
         return messages
 
     def recv(self, name: str, wait_seconds: object = None, lease: bool = False) -> list[dict]:
@@ -163,34 +177,35 @@ class Broker:
         wait = check_wait(wait_seconds)
         deadline = time.monotonic() + wait
         while True:
-            with self._changed:
-                generation = self._generation
+            with self._lock:
+                seen = self._seen(name)
                 if self._closing:
                     return []
             if messages := self._take(name, lease):
                 return messages
-            with self._changed:
-                # Sleep only if nothing was sent since we looked.
-                while self._generation == generation:
+            with self._lock:
+                inbox = self._inbox(name)
+                # Sleep only if nothing was written to this inbox since we looked.
+                while self._seen(name) == seen:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return []
-                    self._changed.wait(left)
+                    inbox.wait(left)
 
     def requeue(self, message_ids: list[int]) -> None:
         """Hand messages back to their inbox (their reply never reached the reader)."""
         if not message_ids:
             return
-        conn = connect(self.home)
-        try:
+        marks = ",".join("?" * len(message_ids))
+        with self.db.connection() as conn:
             conn.execute(
-                f"UPDATE messages SET delivered_at = NULL, leased = 0 WHERE id IN "
-                f"({','.join('?' * len(message_ids))})",
+                f"UPDATE messages SET delivered_at = NULL, leased = 0 WHERE id IN ({marks})",
                 message_ids,
             )
-        finally:
-            conn.close()
-        self.wake()
+            names = conn.execute(
+                f"SELECT DISTINCT recipient FROM messages WHERE id IN ({marks})", message_ids
+            ).fetchall()
+        self.wake(r["recipient"] for r in names)
 
     def ack(self, name: str, message_ids: object) -> int:
         """End the leases of `name`'s messages `message_ids`; how many were still leased.
@@ -205,8 +220,7 @@ class Broker:
         if not message_ids:
             return 0
         marks = ",".join("?" * len(message_ids))
-        conn = connect(self.home)
-        try:
+        with self.db.connection() as conn:
             # a message's recipient never changes: the check cannot go stale before the update
             mine = conn.execute(
                 f"SELECT id FROM messages WHERE recipient = ? AND id IN ({marks})",
@@ -218,31 +232,25 @@ class Broker:
                 f"UPDATE messages SET leased = 0 WHERE leased = 1 AND id IN ({marks})",
                 message_ids,
             ).rowcount
-        finally:
-            conn.close()
 
     def release(self, name: str) -> int:
         """Hand every message leased to `name` and not acknowledged back to its inbox, in
         one statement; they keep their ids, so each sender's order holds. How many."""
-        conn = connect(self.home)
-        try:
+        with self.db.connection() as conn:
             released = conn.execute(
                 "UPDATE messages SET delivered_at = NULL, leased = 0 "
                 "WHERE recipient = ? AND leased = 1",
                 (name,),
             ).rowcount
-        finally:
-            conn.close()
         if released:
-            self.wake()
+            self.wake([name])
         return released
 
     def waiting(self, names: list[str]) -> dict[str, tuple[int, float | None]]:
         """Per recipient: how many messages wait, and when the oldest came. A message a
         harness leased and never acknowledged (it died holding it) still waits: its
         restart hands it back."""
-        conn = connect(self.home)
-        try:
+        with self.db.connection() as conn:
             return {
                 name: tuple(  # two index searches each, however long the history
                     conn.execute(
@@ -256,30 +264,22 @@ class Broker:
                 )
                 for name in names
             }
-        finally:
-            conn.close()
 
     def inbox(self, name: str, limit: int = 100) -> list[dict]:
         """Undelivered messages for `name`, oldest first, without taking them."""
-        conn = connect(self.home)
-        try:
+        with self.db.connection() as conn:
             rows = conn.execute(
                 "SELECT * FROM messages WHERE recipient = ? AND delivered_at IS NULL "
                 "ORDER BY id LIMIT ?",
                 (name, limit),
             ).fetchall()
-        finally:
-            conn.close()
         return [row_to_message(r) for r in rows]
 
     def recent_to(self, name: str, limit: int = 20) -> list[dict]:
         """The latest messages to `name`, delivered or not, newest first."""
-        conn = connect(self.home)
-        try:
+        with self.db.connection() as conn:
             rows = conn.execute(
                 "SELECT * FROM messages WHERE recipient = ? ORDER BY id DESC LIMIT ?",
                 (name, limit),
             ).fetchall()
-        finally:
-            conn.close()
         return [row_to_message(r) for r in rows]

@@ -4,7 +4,7 @@ asker's inbox as a message from `operator`."""
 import json
 import time
 
-from hyperhive.broker.db import connect, fits
+from hyperhive.broker.db import fits
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.errors import AlreadyDecided, BadInput, UnknownApproval
 
@@ -37,25 +37,18 @@ def ask(broker: Broker, asker: str, question: object, options: object = None) ->
         not isinstance(options, list) or not all(isinstance(o, str) and o for o in options)
     ):
         raise BadInput("`options` must be a list of non-empty strings, or left out")
-    conn = connect(broker.home)
-    try:
-        cur = conn.execute(
+    with broker.db.connection() as conn:
+        return conn.execute(
             "INSERT INTO questions (asker, question, options, asked_at) VALUES (?, ?, ?, ?)",
             (asker, question, json.dumps(options) if options else None, time.time()),
-        )
-        return cur.lastrowid
-    finally:
-        conn.close()
+        ).lastrowid
 
 
 def pending(broker: Broker) -> list[dict]:
-    conn = connect(broker.home)
-    try:
+    with broker.db.connection() as conn:
         rows = conn.execute(
             "SELECT * FROM questions WHERE answered_at IS NULL ORDER BY id"
         ).fetchall()
-    finally:
-        conn.close()
     return [_row(r) for r in rows]
 
 
@@ -63,8 +56,7 @@ def answer(broker: Broker, question_id: int, text: object, by: str) -> dict:
     """Record the answer and deliver it to the asker, in one transaction."""
     if not isinstance(text, str) or not text.strip():
         raise BadInput("an answer needs text")
-    conn = connect(broker.home)
-    try:
+    with broker.db.connection() as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = None
@@ -93,7 +85,5 @@ def answer(broker: Broker, question_id: int, text: object, by: str) -> dict:
             conn.execute("ROLLBACK")
             raise
         row = conn.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
-    finally:
-        conn.close()
-    broker.wake()
+    broker.wake([row["asker"]])
     return _row(row)

@@ -51,6 +51,11 @@ def recover_all(home: Home) -> None:
                     log.warning("%s: interrupted build marked failed", a.target)
 
 
+def _is_message(event: object) -> bool:
+    """A `state` event that says only that messages were sent (ops' `send`)."""
+    return isinstance(event, dict) and event.get("ref") == "message"
+
+
 def prune_stamp(home: Home) -> Path:
     """Touched by every retention run: a run missed while the daemon was down is caught
     up at the next start."""
@@ -87,13 +92,16 @@ class Services:
 
         with self.hive.bus.subscribe("state") as sub:
             while not live.shutting_down.is_set():
-                if sub.get(timeout=1.0) is not None:
-                    try:
-                        self.agents.sync()
-                        self.git.sync()
-                        self.supervisor.sync()
-                    except Exception:
-                        log.exception("updating the agent sockets failed")
+                event = sub.get(timeout=1.0)
+                if event is None or (_is_message(event[1]) and not sub.overflowed):
+                    continue  # a message changes no agent; a lost event may have
+                sub.overflowed = False
+                try:
+                    self.agents.sync()
+                    self.git.sync()
+                    self.supervisor.sync()
+                except Exception:
+                    log.exception("updating the agent sockets failed")
 
     def prune(self) -> None:
         """The daily retention job. The days are read at each run, so an edit of
