@@ -1,13 +1,15 @@
 """Annotated tags whose message ends in `Key: value` trailers (git interpret-trailers style)."""
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from dulwich.objects import Commit, Tag
 from dulwich.repo import Repo
 from dulwich.trailers import Trailer, format_trailers, parse_trailers
 
 from hyperhive.gitstore import refs
+from hyperhive.gitstore.cache import LRU
 
 
 def identity(actor: str) -> bytes:
@@ -59,7 +61,20 @@ def write_tag(
     return tag.id if refs.create(repo, ref, tag.id) else None
 
 
-def read_tag(repo: Repo, ref: bytes, sha: bytes) -> TagInfo:
+_parsed: LRU[bytes, TagInfo] = LRU(50_000)  # about 1 KiB each
+
+
+def read_tag(repo: Repo | Callable[[], Repo], ref: bytes, sha: bytes) -> TagInfo:
+    """The tag `sha` at `ref`, parsed once per process (a tag object never changes).
+    `repo` may be a function that opens it: called only when the tag was not parsed yet."""
+    info = _parsed.get(sha)
+    if info is None:
+        info = _parse_tag(repo if isinstance(repo, Repo) else repo(), ref, sha)
+        _parsed.put(sha, info)
+    return info if info.ref == ref.decode() else replace(info, ref=ref.decode())
+
+
+def _parse_tag(repo: Repo, ref: bytes, sha: bytes) -> TagInfo:
     tag = repo[sha]
     if not isinstance(tag, Tag):
         # A lightweight tag someone pushed by hand: report it without trailers.

@@ -4,6 +4,8 @@
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
 from typing import TypeVar
 
 from dulwich.objects import Blob
@@ -18,6 +20,7 @@ from hyperhive.errors import (
     UnknownCommit,
 )
 from hyperhive.gitstore import refs
+from hyperhive.gitstore.cache import LRU
 from hyperhive.gitstore.repos import copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
 from hyperhive.home import Home
@@ -56,7 +59,7 @@ class Approval:
     def target(self) -> str:
         return format_target(self.agent, self.id)
 
-    @property
+    @cached_property
     def state(self) -> State:
         return current(set(self.states) | set(self.pruned))
 
@@ -138,6 +141,11 @@ def parse_tag_refs(tag_refs: Mapping[bytes, T]) -> dict[int, dict[State, T]]:
     return by_id
 
 
+# Approvals built from a listing of an applied repo's tags, by repo, while that listing
+# is the current one.
+_built: LRU[Path, tuple[dict, dict[int, Approval]]] = LRU(1024)
+
+
 class Approvals:
     """The approvals of one agent. Every write happens under the repo's transition lock."""
 
@@ -145,25 +153,48 @@ class Approvals:
         self.home = home
         self.name = home.require_agent(name)
         self.dir = home.applied_dir(name)
+        self._reader: Repo | None = None
 
     def repo(self) -> Repo:
         return open_repo(self.dir)
 
+    def _read_repo(self) -> Repo:
+        """The repo the read views open once, and only for what no cache holds."""
+        if self._reader is None:
+            self._reader = self.repo()
+        return self._reader
+
     def _tag_shas(self, repo: Repo) -> dict[int, dict[State, bytes]]:
+        """The tags read now, for a write under the transition lock."""
         return parse_tag_refs(refs.under(repo, b"refs/tags/"))
 
-    def _load(self, repo: Repo, approval_id: int, shas: dict[State, bytes]) -> Approval:
-        infos = {s: read_tag(repo, tag_ref(s, approval_id), sha) for s, sha in shas.items()}
+    def _listed(self) -> dict[int, dict[State, bytes]]:
+        """The tags for the read views (shared: never change it)."""
+        return refs.listing(self.dir, b"refs/tags/", parse_tag_refs)
+
+    def _approvals(self) -> dict[int, Approval]:
+        """Every approval by id for the read views, built once per listing of the tags
+        (shared: never change it; an Approval is frozen)."""
+        listed = self._listed()
+        cached = _built.get(self.dir)
+        if cached is not None and cached[0] is listed:
+            return cached[1]
+        built = {i: self._load(i, shas) for i, shas in listed.items()}
+        _built.put(self.dir, (listed, built))
+        return built
+
+    def _load(self, approval_id: int, shas: dict[State, bytes]) -> Approval:
+        infos = {
+            s: read_tag(self._read_repo, tag_ref(s, approval_id), sha) for s, sha in shas.items()
+        }
         return Approval(self.name, approval_id, infos)
 
     def get(self, approval_id: int, with_pruned: bool = False) -> Approval:
         """One approval; `with_pruned` adds what retention removed of it (and finds an
         approval whose tags are all gone)."""
-        repo = self.repo()
-        shas = self._tag_shas(repo).get(approval_id)
-        found = {approval_id: self._load(repo, approval_id, shas)} if shas else {}
+        found = {approval_id: a} if (a := self._approvals().get(approval_id)) else {}
         if with_pruned:
-            found = self._with_pruned(repo, found, approval_id)
+            found = self._with_pruned(found, approval_id)
         if approval_id not in found:
             raise UnknownApproval(f"unknown approval {format_target(self.name, approval_id)}")
         return found[approval_id]
@@ -171,18 +202,17 @@ class Approvals:
     def all(self, pending_only: bool = False, with_pruned: bool = False) -> list[Approval]:
         """Every approval by id; `with_pruned` (the history views) adds what retention
         removed, including approvals none of whose tags is left."""
-        repo = self.repo()
         found = {
-            i: self._load(repo, i, shas)
-            for i, shas in self._tag_shas(repo).items()
-            if not pending_only or set(shas) == {State.PROPOSAL}
+            i: a
+            for i, a in self._approvals().items()
+            if not pending_only or set(a.states) == {State.PROPOSAL}
         }
         if with_pruned and not pending_only:
-            found = self._with_pruned(repo, found)
+            found = self._with_pruned(found)
         return [found[i] for i in sorted(found)]
 
     def _with_pruned(
-        self, repo: Repo, found: dict[int, Approval], only: int | None = None
+        self, found: dict[int, Approval], only: int | None = None
     ) -> dict[int, Approval]:
         """Merge the prune records into `found`. A recorded tag that still exists (a
         crash kept it from being deleted) is the tag, not a pruned one."""
@@ -200,7 +230,7 @@ class Approvals:
             subject = ""
             if State.PROPOSAL not in approval.states:
                 try:
-                    message = repo[approval.commit.encode()].message
+                    message = self._read_repo()[approval.commit.encode()].message
                     subject = message.decode(errors="replace").split("\n", 1)[0]
                 except (KeyError, ValueError, AttributeError):
                     pass  # the commit itself is gone (a `git gc` after its tags were)
@@ -209,19 +239,15 @@ class Approvals:
 
     def states(self) -> dict[int, set[State]]:
         """Each id's states, from the ref names alone (no tag object is read)."""
-        return {i: set(shas) for i, shas in self._tag_shas(self.repo()).items()}
+        return {i: set(shas) for i, shas in self._listed().items()}
 
     def tags_in(self, state: State) -> dict[int, TagInfo]:
         """The tag of every approval that reached `state`, by id."""
-        repo = self.repo()
-        return {
-            i: read_tag(repo, tag_ref(state, i), shas[state])
-            for i, shas in self._tag_shas(repo).items()
-            if state in shas
-        }
+        return {i: a.states[state] for i, a in self._approvals().items() if state in a.states}
 
     def deployed_commit(self) -> str | None:
-        return self._deployed(self.repo())
+        sha = refs.listing(self.dir, b"refs/heads/", dict).get(b"main")
+        return sha.decode() if sha else None
 
     @staticmethod
     def _deployed(repo: Repo) -> str | None:
@@ -314,7 +340,7 @@ class Approvals:
             shas = self._tag_shas(repo).get(approval_id)
             if not shas:
                 raise UnknownApproval(f"unknown approval {target}")
-            before = self._load(repo, approval_id, shas)
+            before = self._load(approval_id, shas)
             if state in DECISIONS and (decided := DECISIONS & set(shas)):
                 raise AlreadyDecided(f"{target} was already {before.describe(next(iter(decided)))}")
             if state in shas or COMPETITOR.get(state) in shas:
@@ -331,7 +357,7 @@ class Approvals:
             )
             if tag is None:  # only a writer bypassing the lock can get here
                 raise IllegalTransition(f"cannot mark {target} {state}: {ref.decode()} exists")
-            after = self._load(repo, approval_id, {**shas, state: tag})
+            after = self._load(approval_id, {**shas, state: tag})
             if then:
                 then(repo, after)
         self._written(tag, ref)

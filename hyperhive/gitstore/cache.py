@@ -1,0 +1,98 @@
+"""Process-wide caches of what git objects and settled refs say.
+
+Objects never change (their id is their content), so what is parsed from one is kept by
+id. A listing of refs is kept while the directories that hold them and `packed-refs` are
+unchanged, and only once they have been unchanged for a while: a directory's mtime moves
+in coarse steps, so a write in the same step as the listing would not show (git's
+"racily clean" problem, solved the same way)."""
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+SETTLED_NS = 2_000_000_000  # a stamp this old cannot hide a write made after it was read
+
+
+class LRU(Generic[K, V]):
+    """At most `size` entries, the least recently used dropped first; thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+Stamp = tuple[tuple[str, int, int, int], ...]
+
+
+def stamp(control: str, prefix: str) -> tuple[Stamp, bool]:
+    """The state of the refs below `prefix` on disk: `packed-refs` and every directory
+    under `<control>/<prefix>` (mtime, inode, size), and whether all of it is settled
+    (unchanged for SETTLED_NS)."""
+    entries = []
+    for path in (os.path.join(control, "packed-refs"), os.path.join(control, prefix)):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            entries.append((path, 0, 0, 0))
+        else:
+            entries.append((path, st.st_mtime_ns, st.st_ino, st.st_size))
+    # A directory holding no directories has two links on the file systems that count
+    # them (ext4, xfs, tmpfs): its files need not be listed, which is most of the cost.
+    top = entries[-1]
+    todo = [top[0]] if top[1] else []
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as found:
+                for entry in found:
+                    if entry.is_dir(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        entries.append((entry.path, st.st_mtime_ns, st.st_ino, 0))
+                        if st.st_nlink != 2:
+                            todo.append(entry.path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    newest = max(e[1] for e in entries)
+    return tuple(sorted(entries)), time.time_ns() - newest > SETTLED_NS
+
+
+class RefListings:
+    """What is derived from the refs below a prefix, per repo and derivation, reused while
+    their stamp holds."""
+
+    def __init__(self, size: int = 4096):
+        self._cache: LRU[tuple[str, str, Callable], tuple[Stamp, object]] = LRU(size)
+
+    def get(self, control: str, prefix: str, derive: Callable, load: Callable[[], V]) -> V:
+        key = (control, prefix, derive)
+        now, settled = stamp(control, prefix)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == now:
+            return cached[1]  # type: ignore[return-value]
+        value = load()
+        if settled:
+            self._cache.put(key, (now, value))
+        return value
