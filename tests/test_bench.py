@@ -43,6 +43,8 @@ def test_transitions_quick_run_prints_ours_and_reference():
         row("ours", "CLI cycle"),
         row("ref", "git CLI cycle"),
         row("ours", "Approvals(home, n).all(pending_only=True)"),
+        row("ours", "GET /api/state, first"),
+        row("ours", "GET /api/state, again"),
         row("ref", "git for-each-ref"),
     ):
         assert " ms" in line or " s " in line, line
