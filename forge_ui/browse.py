@@ -14,22 +14,16 @@ like `deployed/3` never mixes with a path):
 Everything is read from git objects with dulwich; a path is looked up in trees only.
 """
 
-import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.repo import Repo
 from flask import Blueprint, Response, abort, redirect, render_template, request
 from flask import url_for as flask_url_for
-from markupsafe import Markup
-from pygments import highlight
-from pygments.formatters import HtmlFormatter
-from pygments.lexers import TextLexer, get_lexer_for_filename
-from pygments.util import ClassNotFound
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, BuildError
 
-from forge_ui import hive
+from forge_ui import blobview, hive
 from forge_ui.diffview import render_diff
 from hyperhive.errors import HiveError, UnknownCommit
 from hyperhive.gitstore import browse as git
@@ -173,17 +167,6 @@ def render(template: str, where: Browsed, **context):
         crumbs=crumbs,
         **context,
     )
-
-
-def highlighted(path: str, text: str) -> Markup:
-    try:
-        lexer = get_lexer_for_filename(posixpath.basename(path), stripnl=False)
-    except ClassNotFound:
-        lexer = TextLexer(stripnl=False)
-    formatter = HtmlFormatter(
-        cssclass="hl", linenos="table", lineanchors="L", anchorlinenos=True, wrapcode=True
-    )
-    return Markup(highlight(text, lexer, formatter))  # pygments escapes the text itself
 
 
 # ---------------------------------------------------------------------------- views
@@ -374,9 +357,10 @@ def _blob(repo: str, path: str):
 def blob(repo: str, path: str):
     where, rev, sha, b = _blob(repo, path)
     inline = not b.is_binary and b.size <= INLINE_MAX
-    body = None
+    body = plain_reason = None
     if inline and not b.is_symlink:
-        body = highlighted(path, b.data.decode("utf-8", errors="replace"))
+        text = b.data.decode("utf-8", errors="replace")
+        body, plain_reason = blobview.render(path, b.sha.encode(), text)
     return render(
         "browse_blob.html",
         where,
@@ -387,6 +371,7 @@ def blob(repo: str, path: str):
         blob=b,
         inline=inline,
         body=body,
+        plain_reason=plain_reason,
         link_target=b.data.decode(errors="replace") if b.is_symlink else None,
         title=f"{where.id}: {path}" + (f" @ {rev}" if rev != "HEAD" else ""),
     )

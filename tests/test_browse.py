@@ -9,7 +9,7 @@ import pytest
 from conftest import commit_config, git, log_in
 from dulwich.repo import Repo
 
-from forge_ui import create_app
+from forge_ui import blobview, create_app
 from hyperhive.gitstore import browse
 from hyperhive.hive import Hive
 from hyperhive.home import Home
@@ -297,6 +297,39 @@ def test_blob_is_highlighted_with_line_numbers(client, files: str):
     r = client.get("/repos/manager/config/blob/page.html")
     assert "<script>alert(1)</script>" not in text(r)
     assert "&lt;" in text(r) and "alert" in text(r)
+
+
+def test_a_big_source_file_is_shown_plain_with_the_same_anchors(client, home: Home):
+    """Past the highlighting budget (size or time) a file is plain text in the same layout:
+    every line numbered and anchored, escaped, and the page says why."""
+    line = '    value = compute("<b>&", flag=True)  # a line of code\n'
+    text_ = "def f():\n" + line * (blobview.HIGHLIGHT_MAX // len(line) + 10)
+    commit_config(home, "manager", {"big.py": text_, "small.py": "def g():\n    pass\n"}, "b")
+    body = text(client.get("/repos/manager/config/blob/big.py"))
+    lines = text_.count("\n")
+    assert f'href="#L-{lines}"' in body and f'id="L-{lines}"' in body
+    assert f'id="L-{lines + 1}"' not in body
+    assert '<span class="k">def</span>' not in body  # not highlighted
+    assert "compute(&quot;&lt;b&gt;&amp;" in body or 'compute("&lt;b&gt;&amp;' in body
+    assert "<b>&" not in body
+    assert f"over {blobview.HIGHLIGHT_MAX // 1024} KiB" in body
+    small = text(client.get("/repos/manager/config/blob/small.py"))
+    assert '<span class="k">def</span>' in small and "without highlighting" not in small
+
+
+def test_highlighting_that_overruns_its_time_falls_back_to_plain(client, home: Home, monkeypatch):
+    monkeypatch.setattr(blobview, "HIGHLIGHT_SECONDS", -1.0)  # every lexing is over budget
+    commit_config(home, "manager", {"slow.py": "def f():\n    return 1\n" * 3000}, "s")
+    body = text(client.get("/repos/manager/config/blob/slow.py"))
+    assert "highlighting took over" in body and 'id="L-6000"' in body
+    assert '<span class="k">def</span>' not in body
+
+
+def test_a_highlighted_blob_is_kept_by_its_id(client, files: str, monkeypatch):
+    client.get("/repos/manager/config/blob/lib/tool.py")
+    monkeypatch.setattr(blobview, "formatter", lambda: pytest.fail("highlighted again"))
+    body = text(client.get("/repos/manager/config/blob/lib/tool.py"))
+    assert '<span class="k">def</span>' in body
 
 
 @pytest.mark.parametrize(
