@@ -78,11 +78,27 @@ class Forge:
 
 
 @dataclass(frozen=True)
+class Http:
+    """The forge's listener (hyperhive/daemon/httpworker.py)."""
+
+    header_seconds: int = 10  # a request line and headers must arrive within this
+    body_seconds: int = 30  # then a body of up to 64 KiB (bigger: git pushes, read by a thread)
+    io_seconds: int = 60  # a request's read or write that waits longer ends it
+    max_connections: int = 4096  # open at once (at most half the fd limit)
+    websockets: int = 32  # open at once; each holds a thread
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            _at_least(f"http.{f.name}", getattr(self, f.name), 1)
+
+
+@dataclass(frozen=True)
 class Settings:
     retention: Retention = field(default_factory=Retention)
     telemetry: Telemetry = field(default_factory=Telemetry)
     git: Git = field(default_factory=Git)
     forge: Forge = field(default_factory=Forge)
+    http: Http = field(default_factory=Http)
 
 
 def _at_least(key: str, value: int, low: int) -> None:

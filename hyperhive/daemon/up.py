@@ -3,6 +3,7 @@ so the web app, the event bus, the build worker and the host socket share one pr
 until SIGINT or SIGTERM."""
 
 import logging
+import resource
 import signal
 import threading
 from datetime import datetime
@@ -16,6 +17,7 @@ from hyperhive.broker.messages import Broker
 from hyperhive.daemon.agentsock import AgentSockets
 from hyperhive.daemon.gitsock import Address, GitSockets, connect_address, git_url
 from hyperhive.daemon.hostsock import HostSocket
+from hyperhive.daemon.httpworker import GuardedWorker, Limits
 from hyperhive.daemon.ops import Ops
 from hyperhive.daemon.sampler import Sampler
 from hyperhive.daemon.scheduler import Scheduler
@@ -26,14 +28,14 @@ from hyperhive.gitstore.receive import Quarantine
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime import get_runtime
-from hyperhive.settings import load_settings
+from hyperhive.settings import Http, load_settings
 from hyperhive.workflow import notify, retention
 from hyperhive.workflow.deploy import recover
 from hyperhive.workflow.lock import build_lock, locked
 
 log = logging.getLogger("hyperhive.daemon")
 
-THREADS = 64  # each open websocket holds one
+THREADS = 48  # for requests; each open websocket holds one more (http.websockets of them)
 GRACEFUL_SECONDS = 30  # how long a stop waits for running builds before they are killed
 
 
@@ -149,9 +151,34 @@ class Services:
         notify.set_publisher(None)
 
 
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit; the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def limits(http: Http, fd_limit: int) -> Limits:
+    """The listener's limits; its connections take at most half the open files."""
+    return Limits(
+        header_seconds=http.header_seconds,
+        body_seconds=http.body_seconds,
+        io_seconds=http.io_seconds,
+        max_connections=max(16, min(http.max_connections, fd_limit // 2)),
+        websockets=http.websockets,
+    )
+
+
 class Server(BaseApplication):
-    def __init__(self, home: Home, runtime_kind: str, bind: str, port: int):
+    def __init__(self, home: Home, runtime_kind: str, bind: str, port: int, http: Limits):
         self.home, self.runtime_kind = home, runtime_kind
+        self.limits = http
         self.address = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
         self.services: Services | None = None
         self.http: Address | None = None  # where gunicorn listens, once bound
@@ -161,8 +188,11 @@ class Server(BaseApplication):
         for key, value in {
             "bind": [self.address],
             "workers": 1,
-            "worker_class": "gthread",
-            "threads": THREADS,
+            # gthread, reading each request in its loop before a thread serves it
+            "worker_class": GuardedWorker.with_limits(self.limits),
+            "threads": THREADS + self.limits.websockets,
+            "worker_connections": self.limits.max_connections,
+            "keepalive": 0,  # one request per connection: each is read by the loop
             "graceful_timeout": GRACEFUL_SECONDS,
             "timeout": 0,  # a build's request (a websocket) may be open for long
             "accesslog": None,
@@ -231,7 +261,8 @@ def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    load_settings(home)  # a bad hyperhive.toml stops the start here, saying what is wrong
+    # a bad hyperhive.toml stops the start here, saying what is wrong
+    http = limits(load_settings(home).http, raise_fd_limit())
     runtime = get_runtime(runtime_kind, home)
     if init_hive(home, runtime, "operator"):
         log.info("initialized a new hive at %s with the manager agent", home.root)
@@ -245,5 +276,5 @@ def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     if home.host_socket.exists():
         HostSocket(home.host_socket, lambda r: {}).check_free()
     recover_all(home)
-    Server(home, runtime_kind, bind, port).run()
+    Server(home, runtime_kind, bind, port, http).run()
     return 0
