@@ -95,7 +95,15 @@ def test_ask_operator_and_answer(daemon):
 
 @pytest.mark.parametrize(
     "line",
-    [b"{nope\n", b"\xff\xfe\n", b"[]\n", b'{"op": "recv", "wait_seconds": -1}\n', b'{"op": 7}\n'],
+    [
+        b"{nope\n",
+        b"\xff\xfe\n",
+        b"[]\n",
+        b'{"op": "recv", "wait_seconds": -1}\n',
+        b'{"op": 7}\n',
+        b"[" * 100_000 + b"]" * 100_000 + b"\n",  # too deep for json's recursion
+    ],
+    ids=["json", "utf8", "array", "wait", "op", "deep"],
 )
 def test_bad_lines_get_errors_and_the_socket_keeps_serving(daemon, line):
     with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
@@ -197,3 +205,35 @@ def test_the_harness_leases_acks_and_releases_over_the_socket(daemon):
     assert call(daemon, "alice", op="ack", ids=[plain])["acked"] == 0
     assert call(daemon, "alice", op="release")["released"] == 0
     assert call(daemon, "alice", op="recv")["messages"] == []
+
+
+def test_a_socket_caps_its_connections_and_closes_idle_ones(tmp_path):
+    release = threading.Event()
+    path = tmp_path / "s.sock"
+    server = hostsock.HostSocket(
+        path, lambda request: {"released": release.wait(10)}, max_connections=3, idle_seconds=0.5
+    )
+    server.start()
+    held = []
+    try:
+        for _ in range(3):  # three requests in flight: every connection taken
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(path))
+            s.sendall(b'{"op": "recv"}\n')
+            held.append(s)
+        with socket.socket(socket.AF_UNIX) as extra, extra.makefile("rb") as f:
+            extra.connect(str(path))
+            refused = json.loads(f.readline())
+            assert refused == {"ok": False, "error": "over 3 connections open"}
+            assert f.readline() == b""  # and closed
+        release.set()
+        for s in held:
+            s.settimeout(30)
+            with s.makefile("rb") as f:
+                assert json.loads(f.readline()) == {"ok": True, "released": True}
+                assert f.readline() == b""  # then closed: it sent nothing more
+        assert hostsock.call(path, {"op": "ping"}) == {"ok": True, "released": True}
+    finally:
+        for s in held:
+            s.close()
+        server.stop()

@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from hyperhive.daemon.hostsock import HostSocket
+from hyperhive.daemon.hostsock import AGENT_CONNECTIONS, HostSocket
 from hyperhive.home import Home
 from hyperhive.runtime.ownership import give, state_owner
 
@@ -66,6 +66,7 @@ class AgentSockets(PerAgentSockets[HostSocket]):
             self.ops.for_agent(name),
             mode=0o600,
             unsent=self.ops.unsent,
+            max_connections=AGENT_CONNECTIONS,
         )
         sock.start()
         give(sock.path, owner)

@@ -3,6 +3,10 @@
 Only the hive's owner (and the admin group, mode 0660) can connect to host.sock, so a
 request there is the operator's; each agent's socket (0600) speaks for that agent alone.
 The ops are in hyperhive/daemon/ops.py.
+
+Bounded: each socket serves at most `max_connections` at once (one thread each; one more
+is answered `{"ok": false}` and closed), and a connection that sends no complete line for
+`IDLE_SECONDS`, or does not read its reply for as long, is closed.
 """
 
 import contextlib
@@ -22,6 +26,9 @@ log = logging.getLogger("hyperhive.daemon")
 
 Handler = Callable[[dict], dict]
 MAX_LINE = 1 << 20
+IDLE_SECONDS = 60.0  # every client sends its line at once; a long-poll waits in the op
+HOST_CONNECTIONS = 64  # the CLI and the hooks
+AGENT_CONNECTIONS = 16  # a harness and its claude's MCP server; a recv holds one each
 
 
 class DaemonUnavailable(Exception):
@@ -56,6 +63,8 @@ def _answer(handler: Handler, line: bytes) -> dict:
             raise ValueError("a request is a JSON object")
     except ValueError as e:
         return {"ok": False, "error": f"malformed request: {e}"}
+    except RecursionError:
+        return {"ok": False, "error": "malformed request: nested too deeply"}
     try:
         return {"ok": True, **handler(request)}
     except HiveError as e:
@@ -74,6 +83,8 @@ class HostSocket:
         handler: Handler,
         mode: int = 0o660,
         unsent: Callable[[dict], None] | None = None,
+        max_connections: int = HOST_CONNECTIONS,
+        idle_seconds: float = IDLE_SECONDS,
     ):
         """`unsent(reply)` is told of a reply the client went away before getting (so a
         `recv` can hand its messages back to the inbox)."""
@@ -81,6 +92,7 @@ class HostSocket:
         self.handler = handler
         self.mode = mode
         self.unsent = unsent
+        self.max_connections, self.idle_seconds = max_connections, idle_seconds
         self.server: socketserver.ThreadingUnixStreamServer | None = None
         self.sessions: set = set()
         self.sessions_lock = threading.Lock()
@@ -99,8 +111,11 @@ class HostSocket:
         self.check_free()
         handler, unsent = self.handler, self.unsent
         sessions, sessions_lock = self.sessions, self.sessions_lock
+        max_connections = self.max_connections
 
         class Session(socketserver.StreamRequestHandler):
+            timeout = self.idle_seconds  # each read and write of the connection
+
             def setup(self) -> None:
                 super().setup()
                 self.thread = threading.current_thread()
@@ -115,6 +130,10 @@ class HostSocket:
                         sessions.discard(self)
 
             def handle(self) -> None:
+                with contextlib.suppress(TimeoutError):  # idle: nothing in flight
+                    self.serve()
+
+            def serve(self) -> None:
                 while line := self.rfile.readline(MAX_LINE + 1):
                     if len(line) > MAX_LINE:
                         while line and not line.endswith(b"\n"):  # skip the rest of it
@@ -130,13 +149,43 @@ class HostSocket:
                             unsent(reply)
                         return
 
+        class Server(socketserver.ThreadingUnixStreamServer):
+            daemon_threads = True
+            active = 0  # connections with a thread, counted before the thread starts
+
+            def process_request(self, request, client_address) -> None:
+                with sessions_lock:
+                    full = self.active >= max_connections
+                    self.active += 0 if full else 1
+                if not full:
+                    try:
+                        super().process_request(request, client_address)
+                    except BaseException:
+                        self.done()
+                        raise
+                    return
+                busy = {"ok": False, "error": f"over {max_connections} connections open"}
+                request.setblocking(False)  # this is the accepting thread: never wait
+                with contextlib.suppress(OSError):
+                    request.send(json.dumps(busy).encode() + b"\n")
+                self.shutdown_request(request)
+
+            def process_request_thread(self, request, client_address) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    self.done()
+
+            def done(self) -> None:
+                with sessions_lock:
+                    self.active -= 1
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         old_umask = os.umask(0o777 & ~self.mode)  # created with `mode`, no chmod race
         try:
-            self.server = socketserver.ThreadingUnixStreamServer(str(self.path), Session)
+            self.server = Server(str(self.path), Session)
         finally:
             os.umask(old_umask)
-        self.server.daemon_threads = True
         # A short poll interval: stopping waits for it, once per socket.
         threading.Thread(
             target=self.server.serve_forever, args=(0.05,), name=self.path.name, daemon=True
