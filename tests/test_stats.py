@@ -21,7 +21,7 @@ from hyperhive.agents import create_agent
 from hyperhive.broker.db import db_path
 from hyperhive.broker.messages import MANAGER, OPERATOR, SYSTEM, Broker
 from hyperhive.broker.series import GROUPS, percentile, series
-from hyperhive.broker.stats import DAY, HOUR, Stats, turn_rows
+from hyperhive.broker.stats import DAY, HOUR, MAX_TOOL_SERIES, MAX_TOOLS, Stats, turn_rows
 from hyperhive.daemon.events import EventBus
 from hyperhive.daemon.sampler import Sampler, stuck_agents
 from hyperhive.errors import BadInput
@@ -85,6 +85,7 @@ def test_a_turn_report_becomes_one_row_per_series(home):
         ({"sent": {"stranger": 1}}, "unknown class 'stranger'"),
         ({"tools": ["Bash"]}, "`tools` must be an object"),
         ({"tools": {"Bash": "x"}}, "`Bash` must be a number"),
+        ({"tools": {f"t{i:05}": 1 for i in range(9000)}}, "bytes of JSON, over 65536"),
     ],
 )
 def test_bad_reports_are_refused_and_nothing_is_written(home, change, message):
@@ -92,6 +93,32 @@ def test_bad_reports_are_refused_and_nothing_is_written(home, change, message):
         Stats(home).record_turn("manager", {**REPORT, **change})
     assert message in str(e.value)
     assert sqlite3.connect(db_path(home)).execute("SELECT count(*) FROM stats").fetchone()[0] == 0
+
+
+def tool_rows(home, agent="manager") -> dict[str, float]:
+    conn = sqlite3.connect(db_path(home))
+    query = "SELECT key, sum(value) FROM stats WHERE agent=? AND key LIKE 'tool.%' GROUP BY key"
+    return dict(conn.execute(query, (agent,)))
+
+
+def test_tool_names_are_capped_per_report_and_per_agent(home):
+    stats = Stats(home)
+    many = {f"t{i:04}": 1 for i in range(5000)} | {"Bash": 7}
+    stats.record_turn("manager", report(tools=many))
+    rows = tool_rows(home)
+    assert len(rows) == MAX_TOOLS + 1 and rows["tool.Bash"] == 7
+    assert rows["tool.other"] == 5000 - (MAX_TOOLS - 1)  # every call still counted
+    # Later reports add series until the agent has MAX_TOOL_SERIES, then only `other` grows.
+    for start in range(MAX_TOOLS, MAX_TOOL_SERIES + MAX_TOOLS, MAX_TOOLS):
+        stats.record_turn(
+            "manager", report(tools={f"n{i:04}": 1 for i in range(start, start + MAX_TOOLS)})
+        )
+    rows = tool_rows(home)
+    assert len(rows) == MAX_TOOL_SERIES and "tool.other" in rows
+    stats.record_turn("manager", report(tools={"Bash": 1, "brand-new": 2}))
+    after = tool_rows(home)
+    assert "tool.brand-new" not in after and after["tool.Bash"] == 8
+    assert after["tool.other"] == rows["tool.other"] + 2
 
 
 def test_recording_publishes_a_stats_event_inside_the_daemon(home):

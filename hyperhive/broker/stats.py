@@ -14,6 +14,7 @@ past their retention. Readers aggregate with `sum(n)`, `sum(value)`, `min(coales
 value))`, `max(coalesce(hi, value))` and never need to know a row's level.
 """
 
+import json
 import math
 import time
 from collections.abc import Iterable
@@ -28,6 +29,12 @@ from hyperhive.workflow import notify
 EXIT_CLASSES = ("ok", "compact-retry", "failure")
 RECIPIENT_CLASSES = ("peer", "operator", "manager", "system")
 MAX_TOOL_NAME = 200
+MAX_REPORT_BYTES = 64 * 1024  # of a report's JSON
+# Distinct tool names: per report, and tool series per agent (its rows as they stand).
+# The rest are counted under `other`, so no report can make thousands of series.
+MAX_TOOLS = 50
+MAX_TOOL_SERIES = 200
+OTHER_TOOL = "other"
 MINUTE, HOUR, DAY = 60, 3600, 86400
 # A roll-up transaction covers at most this much time, so a backlog (a daemon that was
 # down for days) never holds the write lock long enough to stall a turn report.
@@ -55,14 +62,36 @@ def _counts(report: dict, key: str, allowed: tuple[str, ...] | None) -> dict[str
     return {name: _number(value, name) for name in value}
 
 
-def turn_rows(report: dict) -> list[tuple[str, float]]:
-    """The rows of one turn report; BadInput names what is wrong with it."""
+def cap_tools(tools: dict[str, float], known: frozenset[str] = frozenset()) -> dict[str, float]:
+    """At most MAX_TOOLS names, the most called first, and no name that would take the
+    agent's tool series (`known`, without `tool.`) past MAX_TOOL_SERIES; the calls of the
+    others are added to `other`, so every total stays right."""
+    kept: dict[str, float] = {}
+    other = 0.0
+    room = MAX_TOOL_SERIES - len(known)
+    for name in sorted(tools, key=lambda n: (-tools[n], n)):
+        if name != OTHER_TOOL and len(kept) < MAX_TOOLS and (name in known or room > 0):
+            room -= name not in known
+            kept[name] = tools[name]
+        else:
+            other += tools[name]
+    if other:
+        kept[OTHER_TOOL] = other
+    return kept
+
+
+def turn_rows(report: dict, known_tools: frozenset[str] = frozenset()) -> list[tuple[str, float]]:
+    """The rows of one turn report (`known_tools`: the agent's tool series so far, for
+    `cap_tools`); BadInput names what is wrong with it."""
     if not isinstance(report, dict):
         raise BadInput(f"a turn report is an object, not {report!r}")
+    size = len(json.dumps(report))
+    if size > MAX_REPORT_BYTES:
+        raise BadInput(f"turn report: {size} bytes of JSON, over {MAX_REPORT_BYTES}")
     exit_class = report.get("exit")
     if exit_class not in EXIT_CLASSES:
         raise BadInput(f"turn report: `exit` must be one of {EXIT_CLASSES}, not {exit_class!r}")
-    tools = _counts(report, "tools", None)
+    tools = cap_tools(_counts(report, "tools", None), known_tools)
     sent = _counts(report, "sent", RECIPIENT_CLASSES)
     received = _counts(report, "received", RECIPIENT_CLASSES)
     rows = [
@@ -112,7 +141,8 @@ class Stats:
 
     def record_turn(self, agent: str, report: dict, ts: float | None = None) -> int:
         """Check and store one turn report; the number of rows written."""
-        rows = turn_rows(report)
+        known = frozenset(k[len("tool.") :] for k in self.keys(agent) if k.startswith("tool."))
+        rows = turn_rows(report, known)
         self.record(agent, rows, ts)
         return len(rows)
 
