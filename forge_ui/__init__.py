@@ -6,9 +6,15 @@ from flask import Flask, current_app
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hyperhive import operator
+from hyperhive.daemon.httpworker import PREREAD_BYTES
 from hyperhive.hive import Hive
 from hyperhive.sessions import Lifetime
 from hyperhive.settings import load_settings
+
+# A request body the forge reads at most (a form, an API call's JSON): the daemon's
+# listener reads that much before a thread serves the request. The git remote (/git/) is
+# outside the Flask app and has its own limit (git.max_push_bytes).
+MAX_CONTENT_LENGTH = PREREAD_BYTES
 
 
 def create_app(hive: Hive) -> Flask:
@@ -34,6 +40,7 @@ def create_app(hive: Hive) -> Flask:
         SESSION_COOKIE_SAMESITE="Strict",
         # the cookie's own expiry; the session's validity is checked server-side (auth)
         PERMANENT_SESSION_LIFETIME=timedelta(hours=forge.session_hours),
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
         # CSRF is checked by auth.guard for session requests only: a bearer-token request
         # carries no ambient credential a foreign page could ride on.
         WTF_CSRF_CHECK_DEFAULT=False,

@@ -2,7 +2,7 @@
 
 from flask import Flask, jsonify, render_template
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from forge_ui.auth import wants_json
 from hyperhive.errors import (
@@ -53,6 +53,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(e: CSRFError):
         return respond(403, f"CSRF check failed: {e.description}")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(e: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return respond(413, f"the request body is over the forge's limit of {limit} bytes")
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):

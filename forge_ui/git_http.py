@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from dulwich.errors import GitProtocolError
 from dulwich.repo import Repo
 from dulwich.server import DictBackend
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
@@ -170,4 +171,42 @@ class GitMount:
         # the limit inside the unzipping (not dulwich's order): it bounds what a gzipped
         # body unzips to, which is what dulwich reads and keeps
         chain = GunzipFilter(LimitedInputFilter(app, max_request_size=max_bytes + REQUEST_SLACK))
-        return ClosingIterator(chain(inner, start_response), [repo.close])
+        return ClosingIterator(protocol_errors(chain, inner, start_response), [repo.close])
+
+
+def protocol_errors(app, environ, start_response):
+    """`app`'s answer, but a request that is not git's protocol (a malformed pkt-line)
+    is a 400 saying so, not a 500 with a traceback: `app`'s status and headers are held
+    back until its first byte, so until then the answer can still change."""
+    held: list = []  # the status and headers app gave, not yet passed on
+    write = None
+
+    def release() -> None:
+        nonlocal write
+        if write is None and held:
+            write = start_response(*held)
+
+    def deferred_start_response(status, headers, exc_info=None):
+        held[:] = [status, headers, exc_info]
+
+        def deferred_write(data: bytes):
+            release()
+            return write(data)
+
+        return deferred_write
+
+    try:
+        for chunk in app(environ, deferred_start_response):
+            release()
+            yield chunk
+        release()
+    except GitProtocolError as e:
+        if write is not None:
+            raise
+        body = f"not git's smart HTTP protocol: {e}\n".encode()
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ]
+        start_response("400 Bad Request", headers)
+        yield body

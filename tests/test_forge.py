@@ -180,6 +180,21 @@ def test_deny_needs_a_reason_and_a_confirm_step(client, home):
     assert r.status_code == 409 and b"already denied by alice" in r.data
 
 
+def test_a_body_over_the_limit_is_a_clear_413_and_nothing_changes(client, home):
+    reason = "x" * (2 << 20)
+    data = {"csrf_token": csrf(client), "reason": reason, "confirm": "yes"}
+    r = client.post("/review/manager/1/deny", data=data)
+    assert r.status_code == 413 and b"over the forge&#39;s limit of 65536 bytes" in r.data
+    r = client.post(
+        "/api/approvals/manager/1/deny",
+        json={"reason": reason},
+        headers={"Authorization": f"Bearer {operator.token(home)}"},
+    )
+    assert r.status_code == 413
+    assert r.get_json() == {"error": "the request body is over the forge's limit of 65536 bytes"}
+    assert "refs/tags/denied/1" not in tags(home)
+
+
 # -- pages ------------------------------------------------------------------------------
 
 

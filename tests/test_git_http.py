@@ -782,3 +782,18 @@ def test_an_empty_token_list_says_so(home):
     out = run_cli(home.root, "token", "list", check=True).stdout
     assert out.startswith("no agent tokens")
     assert run_cli(home.root, "token", "list", "--json", check=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("body", [b"zzzz", b"0032abc", b"00"], ids=["hex", "short", "cut"])
+@pytest.mark.parametrize("service", ["git-receive-pack", "git-upload-pack"])
+def test_a_malformed_pkt_line_is_a_400_that_says_so(home, client, service, body):
+    r = client.post(
+        f"/git/manager/config.git/{service}",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {operator.token(home)}",
+            "Content-Type": f"application/x-{service}-request",
+        },
+    )
+    assert r.status_code == 400
+    assert r.get_data(as_text=True).startswith("not git's smart HTTP protocol: ")
