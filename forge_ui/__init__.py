@@ -26,6 +26,7 @@ def create_app(hive: Hive) -> Flask:
         errors,
         filters,
         git_http,
+        headers,
         live,
         review,
         spawn_views,
@@ -51,6 +52,7 @@ def create_app(hive: Hive) -> Flask:
     auth.init_app(app, Lifetime.of(forge))
     errors.init_app(app)
     filters.init_app(app)
+    headers.init_app(app)
     live.sock.init_app(app)
     for module in (auth, dashboard, review, browse, api, live, spawn_views, terminal):
         app.register_blueprint(module.bp)

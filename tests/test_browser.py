@@ -81,7 +81,9 @@ def session_state(browser, daemon):
 
 
 class Browsing:
-    """A logged-in browser context; records uncaught JS errors of every page it opens."""
+    """A logged-in browser context; records uncaught JS errors of every page it opens,
+    and whatever the page's Content-Security-Policy refused (a script, a style, a
+    connection the forge's own pages need)."""
 
     def __init__(self, context, daemon):
         self.context = context
@@ -92,6 +94,11 @@ class Browsing:
 
     def _watch(self, page: Page) -> None:
         page.on("pageerror", lambda e: self.js_errors.append(f"{page.url}: {e}"))
+        page.on("console", lambda m: self._console(page, m))
+
+    def _console(self, page: Page, message) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.js_errors.append(f"{page.url}: {message.text}")
 
     def open(self, path: str) -> Page:
         page = self.context.new_page()

@@ -353,3 +353,24 @@ def test_questions_are_answered_from_the_dashboard(client, home):
     assert r.status_code == 409 and b"already answered by alice" in r.data
     r = client.post("/questions/999/answer", data={"answer": "x", "csrf_token": csrf(client)})
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/", "/review/manager/1", "/builds/manager/1", "/agents/manager"])
+def test_pages_forbid_framing_and_run_only_their_own_scripts(client, path):
+    r = client.get(path)
+    assert r.status_code == 200
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["Referrer-Policy"] == "same-origin"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    csp = r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+    nonce = re.search(r"script-src 'self' 'nonce-([^']+)'", csp).group(1)
+    inline = re.findall(r"<script(?![^>]*\bsrc=)([^>]*)>", r.get_data(as_text=True))
+    assert inline and all(f'nonce="{nonce}"' in attrs for attrs in inline)
+    assert client.get(path).headers["Content-Security-Policy"] != csp  # a nonce per answer
+
+
+def test_the_login_page_and_the_api_carry_the_headers_too(anon):
+    for r in (anon.get("/login"), anon.get("/api/state")):
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
