@@ -17,7 +17,7 @@ from hyperhive.broker import questions
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
-from hyperhive.home import Home, default_home
+from hyperhive.home import Home, default_home, restrict_umask
 from hyperhive.names import check_agent_name, parse_target
 from hyperhive.runtime import RUNTIMES, get_runtime
 from hyperhive.settings import load_settings
@@ -645,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restrict_umask()
     args = build_parser().parse_args(argv)
     if not hasattr(args, "home"):
         args.home = Home(default_home().absolute())

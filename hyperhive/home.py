@@ -7,6 +7,15 @@ from pathlib import Path
 from hyperhive.errors import InvalidName, NotInitialized, UnknownAgent
 from hyperhive.names import check_agent_name
 
+# What every hyperhive process masks off what it creates: other users get nothing of a hive
+# (hive.db, logs, agents' state, tokens), its group never writes. NixOS's unit sets the same.
+UMASK = 0o027
+
+
+def restrict_umask() -> None:
+    """Add UMASK to this process's umask (a stricter one stays)."""
+    os.umask(os.umask(UMASK) | UMASK)
+
 
 def default_home() -> Path:
     env = os.environ.get("HYPERHIVE_HOME")
@@ -19,6 +28,15 @@ def default_home() -> Path:
 @dataclass(frozen=True)
 class Home:
     root: Path
+
+    def close_to_others(self) -> bool:
+        """Take other users' access to the home's top directory away (a home made before
+        UMASK, or by hand), if this user owns it; whether it changed."""
+        st = self.root.stat()
+        if st.st_uid != os.geteuid() or not st.st_mode & 0o007:
+            return False
+        self.root.chmod(st.st_mode & 0o7770)
+        return True
 
     @property
     def meta_dir(self) -> Path:

@@ -1,9 +1,12 @@
 """The whole CLI path end to end, each command a real process in a temp home."""
 
 import json
+import os
 
 import pytest
 from conftest import commit_config, git, run_cli
+
+from hyperhive.home import Home
 
 
 @pytest.fixture
@@ -177,3 +180,31 @@ def test_unknown_runtime_is_refused(hive):
     assert proc.returncode == 0  # the runtime matters only where something runs
     proc = run_cli(hive, "agent", "list", env={"HYPERHIVE_RUNTIME": "docker"})
     assert proc.returncode == 1 and "unknown runtime 'docker'" in proc.stderr
+
+
+def test_a_hive_is_closed_to_other_users_whatever_the_callers_umask(tmp_path):
+    """hive.db, logs, state and tokens are nobody else's business (UMASK, as NixOS's unit)."""
+    root = tmp_path / "hive"
+    for args in (
+        ["init"],
+        ["send", "operator", "manager", "hello"],
+        ["approve", "manager#1"],  # deploys here: a build log, the deployed checkout
+        ["token", "issue", "manager", "--state"],
+    ):
+        run_cli(root, *args, check=True, preexec_fn=lambda: os.umask(0o002))
+    assert (root / "hive.db").exists() and list((root / "logs").rglob("*.log"))
+    open_to_others = [
+        str(p.relative_to(root))
+        for p in [root, *root.rglob("*")]
+        if not p.is_symlink() and p.lstat().st_mode & 0o007
+    ]
+    assert open_to_others == []
+
+
+def test_a_home_open_to_others_is_closed(tmp_path):
+    home = Home(tmp_path / "hive")
+    home.root.mkdir(mode=0o755)
+    home.root.chmod(0o755)
+    assert home.close_to_others() is True
+    assert home.root.stat().st_mode & 0o777 == 0o750
+    assert home.close_to_others() is False

@@ -266,6 +266,8 @@ def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     runtime = get_runtime(runtime_kind, home)
     if init_hive(home, runtime, "operator"):
         log.info("initialized a new hive at %s with the manager agent", home.root)
+    if home.close_to_others():
+        log.warning("%s was open to other users: it is not anymore", home.root)
     if MANAGER in home.agent_names():
         try:
             if token_id := tokens.provision(home, MANAGER):

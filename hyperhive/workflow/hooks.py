@@ -39,7 +39,7 @@ def install(repo_dir: Path) -> None:
         dest = repo_dir / "hooks" / name
         dest.parent.mkdir(exist_ok=True)
         shutil.copyfile(HOOKS_DIR / name, dest)
-        dest.chmod(0o755)
+        dest.chmod(0o750)  # the hive is not for other users (home.UMASK)
 
 
 def hyperhive_command() -> str:
