@@ -1,6 +1,7 @@
 """The benchmark runs: a smoke run of bench/transitions.py prints our figures and the
 git references beside them (speed itself is measured there, never asserted)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,14 @@ def test_stats_quick_run_prints_ingest_query_and_size_beside_the_naive_table():
     assert "all sides aggregate" in out and "to the same counts and sums" in out
     assert "rows (raw " in out and "minute " in out and "hour " in out  # all three levels
     assert out.count("ratio of medians") == 2
+
+
+def test_load_quick_run_prints_what_the_daemon_held_and_its_answers():
+    out = quick("load.py")
+    labels = ["GET /login, nothing else open", "slow clients open", "logins (wrong password)"]
+    labels += ["pushes to refs/for/main", "over file://", "host.sock ping"]
+    assert_timed_rows(out, labels)
+    assert "slow clients answered or cut while the requests ran: 0 of 100" in out
+    assert "proposals made: 2 of 2" in out
+    assert re.search(r"long-polls served: 16, refused at once: 34", out)
+    assert re.search(r"daemon with 100 slow clients open .*: \d+ threads, \d+ open files", out)

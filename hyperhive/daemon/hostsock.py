@@ -151,6 +151,7 @@ class HostSocket:
 
         class Server(socketserver.ThreadingUnixStreamServer):
             daemon_threads = True
+            request_queue_size = 64  # a burst waits to be served or refused
             active = 0  # connections with a thread, counted before the thread starts
 
             def process_request(self, request, client_address) -> None:
