@@ -6,6 +6,8 @@ for a first byte and then reads the head with no limit, so 64 clients that send 
 head hold all 64 threads for as long as they like. Here every connection is read in the
 worker's event loop (the selector gthread already runs for kept-alive connections):
 
+The limits are the `[http]` settings (hyperhive/settings.py):
+
 - the request line and headers must arrive within `header_seconds` and fit `MAX_HEAD`
   bytes (else 408 / 431 and the connection is closed);
 - a body declared with `Content-Length` up to `PREREAD_BYTES` (the forge's
@@ -19,8 +21,10 @@ worker's event loop (the selector gthread already runs for kept-alive connection
   (`websockets`; the next handshake is a 503): the rest of the threads always serve
   plain requests;
 - at `max_connections` the oldest connection still sending its head is dropped for a new
-  one; connections close in the loop too (gthread's graceful close lingers up to 2 s on
-  the loop's thread, which one client that never closes would stall).
+  one, and the oldest unfinished requests are dropped while those in the loop hold over
+  `MAX_BUFFERED` bytes;
+- connections close in the loop too (gthread's graceful close lingers up to 2 s on the
+  loop's thread, which one client that never closes would stall).
 
 Every response closes its connection (no keep-alive): each request is read this way, and
 on the loopback a new connection costs nothing; a TLS proxy in front keeps its own.
@@ -33,28 +37,21 @@ import selectors
 import socket
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from hyperhive.settings import Http
 
 log = logging.getLogger("hyperhive.daemon")
 
 MAX_HEAD = 64 * 1024  # the request line and headers, at most
 PREREAD_BYTES = 64 * 1024  # bodies up to this are read before a thread is taken
 RECV_BYTES = 64 * 1024
+MAX_BUFFERED = 64 * 1024 * 1024  # of unfinished requests in the loop, all together
 LINGER_SECONDS = 2.0  # a closed connection's unread input is drained this long at most
 STREAMED_PREFIXES = ("/git/",)  # the only paths that may send a body without a length
-
-
-@dataclass(frozen=True)
-class Limits:
-    header_seconds: float = 10.0
-    body_seconds: float = 30.0
-    io_seconds: float = 60.0
-    max_connections: int = 4096
-    websockets: int = 32
 
 
 class Conn(TConn):
@@ -64,6 +61,7 @@ class Conn(TConn):
         super().__init__(worker.cfg, sock, client, server)
         self.worker = worker
         self.buf = bytearray()
+        self.held = 0  # of buf, counted in the worker's `buffered`
         self.need: int | None = None  # bytes of head + body, once the head is in
         self.websocket = False
 
@@ -98,10 +96,10 @@ def _head_fields(head: bytes) -> tuple[str, dict[str, list[str]]]:
 class GuardedWorker(ThreadWorker):
     """gthread whose loop reads each request before a thread serves it (module doc)."""
 
-    limits = Limits()
+    limits = Http()
 
     @classmethod
-    def with_limits(cls, limits: Limits) -> type["GuardedWorker"]:
+    def with_limits(cls, limits: Http) -> type["GuardedWorker"]:
         return type(cls.__name__, (cls,), {"limits": limits})
 
     def __init__(self, *args, **kwargs):
@@ -111,6 +109,7 @@ class GuardedWorker(ThreadWorker):
         self.bodies: OrderedDict[Conn, float] = OrderedDict()
         self.closing: OrderedDict[Conn, float] = OrderedDict()
         self.websockets = 0
+        self.buffered = 0  # bytes in the buffers of the connections the loop reads
 
     # -- reading a request in the loop ---------------------------------------------------
 
@@ -136,8 +135,14 @@ class GuardedWorker(ThreadWorker):
             self._discard(next(iter(self.heads)))
 
     def on_request_data(self, conn: Conn, sock) -> None:
+        self._read(conn, sock)
+        while self.buffered > MAX_BUFFERED and (self.heads or self.bodies):
+            self._discard(next(iter(self.heads or self.bodies)))
+
+    def _read(self, conn: Conn, sock) -> None:
+        want = RECV_BYTES if conn.need is None else min(RECV_BYTES, conn.need - len(conn.buf))
         try:
-            data = sock.recv(RECV_BYTES)
+            data = sock.recv(want)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -146,6 +151,8 @@ class GuardedWorker(ThreadWorker):
             self._discard(conn)
             return
         conn.buf += data
+        conn.held += len(data)
+        self.buffered += len(data)
         if conn.need is None:
             # Empty lines before a request line are allowed (and skipped by gunicorn).
             lead = len(conn.buf) - len(conn.buf.lstrip(b"\r\n"))
@@ -187,6 +194,7 @@ class GuardedWorker(ThreadWorker):
         return True
 
     def _dispatch(self, conn: Conn) -> None:
+        self._release(conn)
         self.bodies.pop(conn, None)
         self.poller.unregister(conn.sock)
         if conn.websocket:
@@ -212,6 +220,7 @@ class GuardedWorker(ThreadWorker):
 
     def _discard(self, conn: Conn) -> None:
         """Close a connection the loop holds (not one a thread has)."""
+        self._release(conn)
         for waiting in (self.heads, self.bodies, self.closing):
             waiting.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError, OSError):
@@ -219,6 +228,10 @@ class GuardedWorker(ThreadWorker):
         self.nr_conns -= 1
         with contextlib.suppress(OSError):
             conn.sock.close()
+
+    def _release(self, conn: Conn) -> None:
+        self.buffered -= conn.held
+        conn.held = 0
 
     # -- closing in the loop -------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 so the web app, the event bus, the build worker and the host socket share one process)
 until SIGINT or SIGTERM."""
 
+import dataclasses
 import logging
 import resource
 import signal
@@ -17,7 +18,7 @@ from hyperhive.broker.messages import Broker
 from hyperhive.daemon.agentsock import AgentSockets
 from hyperhive.daemon.gitsock import Address, GitSockets, connect_address, git_url
 from hyperhive.daemon.hostsock import HostSocket
-from hyperhive.daemon.httpworker import GuardedWorker, Limits
+from hyperhive.daemon.httpworker import GuardedWorker
 from hyperhive.daemon.ops import Ops
 from hyperhive.daemon.sampler import Sampler
 from hyperhive.daemon.scheduler import Scheduler
@@ -164,19 +165,15 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def limits(http: Http, fd_limit: int) -> Limits:
+def limits(http: Http, fd_limit: int) -> Http:
     """The listener's limits; its connections take at most half the open files."""
-    return Limits(
-        header_seconds=http.header_seconds,
-        body_seconds=http.body_seconds,
-        io_seconds=http.io_seconds,
-        max_connections=max(16, min(http.max_connections, fd_limit // 2)),
-        websockets=http.websockets,
+    return dataclasses.replace(
+        http, max_connections=max(16, min(http.max_connections, fd_limit // 2))
     )
 
 
 class Server(BaseApplication):
-    def __init__(self, home: Home, runtime_kind: str, bind: str, port: int, http: Limits):
+    def __init__(self, home: Home, runtime_kind: str, bind: str, port: int, http: Http):
         self.home, self.runtime_kind = home, runtime_kind
         self.limits = http
         self.address = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
