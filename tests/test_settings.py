@@ -13,6 +13,8 @@ def test_defaults_without_a_file(tmp_path):
     assert s.git.max_push_bytes == 50 * 1024 * 1024
     assert s.telemetry.stuck_minutes == 15
     assert (s.forge.session_hours, s.forge.idle_minutes, s.forge.proxy_hops) == (12, 60, 0)
+    assert (s.http.header_seconds, s.http.body_seconds, s.http.io_seconds) == (10, 30, 60)
+    assert (s.http.max_connections, s.http.websockets) == (4096, 32)
 
 
 def test_file_then_environment(tmp_path):
@@ -33,6 +35,8 @@ def test_file_then_environment(tmp_path):
         ("[retention]\nfailed_days = -1\n", {}, "at least 0"),
         ('[retention]\nprune_at = "25:00"\n', {}, "HH:MM"),
         ("[git]\nmax_push_bytes = 0\n", {}, "git.max_push_bytes must be at least 1"),
+        ("[http]\nheader_seconds = 0\n", {}, "http.header_seconds must be at least 1"),
+        ("", {"HYPERHIVE_HTTP_WEBSOCKETS": "0"}, "http.websockets must be at least 1"),
         ("[retention\n", {}, "hyperhive.toml"),
         ("", {"HYPERHIVE_TELEMETRY_RAW_HOURS": "lots"}, "must be an integer"),
         ("[forge]\nidle_minutes = 0\n", {}, "forge.idle_minutes must be at least 1"),

@@ -12,6 +12,7 @@ import simple_websocket
 from test_daemon import Daemon, bearer
 
 from hyperhive.daemon import up
+from hyperhive.settings import Http
 
 HALF_HEAD = b"GET /login HTTP/1.1\r\nHost: x\r\n"  # and never the empty line that ends it
 
@@ -88,3 +89,9 @@ def test_websockets_have_their_own_budget(daemon):
     finally:
         for ws in open_:
             ws.close()
+
+
+def test_connections_take_at_most_half_the_open_files():
+    assert up.limits(Http(), 1024).max_connections == 512
+    assert up.limits(Http(max_connections=100), 1 << 20).max_connections == 100
+    assert up.limits(Http(), 20).max_connections == 16  # never fewer than that
