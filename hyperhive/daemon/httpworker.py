@@ -110,6 +110,7 @@ class GuardedWorker(ThreadWorker):
         self.closing: OrderedDict[Conn, float] = OrderedDict()
         self.websockets = 0
         self.buffered = 0  # bytes in the buffers of the connections the loop reads
+        self.warned = -60.0  # when running out of file descriptors was last logged
 
     # -- reading a request in the loop ---------------------------------------------------
 
@@ -118,8 +119,12 @@ class GuardedWorker(ThreadWorker):
             sock, client = listener.accept()
         except OSError as e:
             if e.errno in (errno.EMFILE, errno.ENFILE):
-                log.warning("out of file descriptors: dropping the oldest unfinished request")
-                self._drop_oldest()
+                now = time.monotonic()
+                if now - self.warned > 60:
+                    log.warning("out of file descriptors: dropping unfinished requests")
+                    self.warned = now
+                if not self._drop_oldest():
+                    time.sleep(0.05)  # nothing of ours to free: do not spin on accept
             elif e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
@@ -130,9 +135,12 @@ class GuardedWorker(ThreadWorker):
         if self.nr_conns >= self.limits.max_connections:
             self._drop_oldest()
 
-    def _drop_oldest(self) -> None:
-        if self.heads:
-            self._discard(next(iter(self.heads)))
+    def _drop_oldest(self) -> bool:
+        """Close the oldest connection still sending its head; whether there was one."""
+        if not self.heads:
+            return False
+        self._discard(next(iter(self.heads)))
+        return True
 
     def on_request_data(self, conn: Conn, sock) -> None:
         self._read(conn, sock)
