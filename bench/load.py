@@ -131,7 +131,9 @@ def login(port: int, password: str) -> tuple[int, float]:
     _, headers, page = request(port, "GET", "/login")
     cookie = next(v.split(";")[0] for k, v in headers if k.lower() == "set-cookie")
     token = re.search(rb'name="csrf_token"[^>]*value="([^"]+)"', page).group(1).decode()
-    body = urllib.parse.urlencode({"csrf_token": token, "name": "bench", "password": password})
+    body = urllib.parse.urlencode(
+        {"csrf_token": token, "account": "operator", "password": password}
+    )
     status, _, _ = request(
         port,
         "POST",
