@@ -18,11 +18,13 @@ from hyperhive.errors import (
     UnknownAgent,
     UnknownApproval,
     UnknownCommit,
+    UnsafeTree,
 )
 
 STATUS = {  # the first class that matches wins
     BadSettings: 500,  # hyperhive.toml is broken: no request can fix that
     InvalidName: 400,
+    UnsafeTree: 400,
     BadInput: 400,
     UnknownAgent: 404,
     UnknownApproval: 404,

@@ -48,3 +48,7 @@ class IllegalTransition(HiveError):
 
 class ConcurrentUpdate(HiveError):
     """A compare-and-swap lost: a ref was not what the engine read under its lock."""
+
+
+class UnsafeTree(HiveError):
+    """A commit whose tree cannot be checked out safely (gitstore/treecheck.py)."""

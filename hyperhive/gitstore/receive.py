@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dulwich.errors import GitProtocolError
-from dulwich.index import validate_path
-from dulwich.object_store import DiskObjectStore, PackInputTooLarge, iter_tree_contents
+from dulwich.object_store import DiskObjectStore, PackInputTooLarge
 from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree
 from dulwich.protocol import (
     CAPABILITY_PUSH_OPTIONS,
@@ -89,8 +88,9 @@ class Rules(Protocol):
         """Extra environment for the repo's pre-receive hook."""
 
     def apply(self, commands: list[Command], say: Callable[[str], None]) -> dict[bytes, Refused]:
-        """Make the accepted updates (the pushed objects are in the repo now); the ones
-        that failed after all (a ref moved since the check), by ref."""
+        """Make the accepted updates (the pushed objects are in the repo now), all or
+        none: if one fails after all (a ref moved since the check), none is made, and the
+        failure is returned by ref (the others are reported as git's atomic failure)."""
 
 
 def is_ancestor(objects: DiskObjectStore, old: bytes, new: bytes) -> bool:
@@ -104,14 +104,6 @@ def is_ancestor(objects: DiskObjectStore, old: bytes, new: bytes) -> bool:
             seen.add(sha)
             todo.extend(objects[sha].parents)
     return False
-
-
-def unsafe_path(objects: DiskObjectStore, commit: Commit) -> bytes | None:
-    """A path git refuses to check out (`.git`, `..`, …) in the commit's tree, if any."""
-    for entry in iter_tree_contents(objects, commit.tree):
-        if not validate_path(entry.path):
-            return entry.path
-    return None
 
 
 QUARANTINE_PREFIX = "tmp_objdir-incoming-"
@@ -313,7 +305,8 @@ class QuarantinedReceivePack(ReceivePackHandler):
             if refused:
                 return self._report(commands, b"ok", refused)
             q.migrate()
-        return self._report(commands, b"ok", self.rules.apply(commands, self.say), b"ok")
+        failed = self.rules.apply(commands, self.say)  # all or nothing
+        return self._report(commands, b"ok", failed, ATOMIC if failed else b"ok")
 
     def _pre_receive(self, commands: list[Command], q: Quarantine) -> None:
         control = self.repo.controldir()
