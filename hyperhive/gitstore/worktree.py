@@ -30,6 +30,7 @@ from hyperhive.gitstore.treecheck import unsafe_tree
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 JOURNAL = "hyperhive-switch"
+ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)  # a name that cannot be there
 
 Files = dict[bytes, tuple[int, bytes]]  # path -> (mode, blob id)
 
@@ -104,6 +105,9 @@ class Root:
                     _remove(fd, leaf)  # a directory where a file goes now
             except FileNotFoundError:
                 pass
+            except OSError:
+                _remove(fd, tmp)
+                raise
             os.rename(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
 
     def remove(self, path: bytes) -> None:
@@ -132,8 +136,10 @@ def _remove(fd: int, name: bytes) -> None:
     """Unlink `name` in `fd`, a directory with everything in it; nothing if absent."""
     try:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
+    except OSError as e:
+        if e.errno in ABSENT:
+            return
+        raise
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=fd)
         return
