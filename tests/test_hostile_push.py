@@ -12,7 +12,16 @@ from conftest import git
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 from test_daemon import wait_for
-from test_git_http import agent, clone, commit, hive, ok_git, refs_of, run_git  # noqa: F401
+from test_git_http import (  # noqa: F401
+    agent,
+    clone,
+    commit,
+    hive,
+    objects_of,
+    ok_git,
+    refs_of,
+    run_git,
+)
 
 from hyperhive.errors import UnsafeTree
 from hyperhive.gitstore import worktree
@@ -270,3 +279,43 @@ def test_the_local_runtime_refuses_to_check_out_an_unsafe_tree(home, tmp_path):
         Approvals(home, "victim").propose(sha, "operator")
     with open_repo(applied) as repo, pytest.raises(UnsafeTree):
         worktree.write_tree(repo, sha.encode(), tmp_path / "x")
+
+
+# -- what a push inflates to ----------------------------------------------------------
+
+
+def test_an_object_inflating_over_the_limit_is_refused(hive, tmp_path):  # noqa: F811
+    """20 MiB of text is a pack of a few KiB; git.max_object_bytes (10 MiB) refuses it."""
+    name = agent(hive, "inflated")
+    work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
+    config = hive.home.config_dir(name)
+    files = objects_of(config)
+    commit(work, {"big.txt": b"all work and no play\n" * 1_000_000}, "big")
+
+    for ref in ("main", "refs/for/main"):
+        proc = run_git(work, "push", "origin", f"HEAD:{ref}")
+        assert proc.returncode != 0
+        assert "(object too large)" in proc.stderr
+        assert "inflates to 21000000 bytes, over the limit of 10485760" in proc.stderr
+        assert "git.max_object_bytes in hyperhive.toml" in proc.stderr
+    assert objects_of(config) == files
+    assert Approvals(hive.home, name).states().keys() == {1}
+
+
+def test_a_push_inflating_over_the_total_is_refused(hive, tmp_path):  # noqa: F811
+    name = agent(hive, "inflated-total")
+    work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
+    config = hive.home.config_dir(name)
+    files = objects_of(config)
+    commit(work, {f"f{i}.txt": f"{i} repeated line\n".encode() * 40_000 for i in range(3)}, "3")
+    settings = hive.root / "hyperhive.toml"
+    settings.write_text("[git]\nmax_push_inflated_bytes = 1000000\n")
+    try:
+        proc = run_git(work, "push", "origin", "HEAD:main")
+    finally:
+        settings.unlink()
+    assert proc.returncode != 0 and "(push too large)" in proc.stderr
+    assert "the pack inflates to more than 1000000 bytes" in proc.stderr
+    assert "git.max_push_inflated_bytes" in proc.stderr
+    assert objects_of(config) == files
+    ok_git(work, "push", "origin", "HEAD:main")  # within the default, it goes through

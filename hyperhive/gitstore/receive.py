@@ -37,6 +37,7 @@ from dulwich.protocol import (
 )
 from dulwich.server import ReceivePackHandler
 
+from hyperhive.gitstore.packscan import PackLimit, scan_pack
 from hyperhive.gitstore.refs import ZERO
 
 log = logging.getLogger("hyperhive.git")
@@ -106,6 +107,15 @@ def is_ancestor(objects: DiskObjectStore, old: bytes, new: bytes) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one push may hold (the [git] settings)."""
+
+    pack_bytes: int  # git.max_push_bytes: the pack as sent
+    object_bytes: int  # git.max_object_bytes: each object, inflated
+    inflated_bytes: int  # git.max_push_inflated_bytes: all of them, inflated
+
+
 QUARANTINE_PREFIX = "tmp_objdir-incoming-"
 
 
@@ -136,8 +146,18 @@ class Quarantine:
         self.objects.close()
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def receive(self, read, read_some, max_bytes: int) -> None:
-        self.objects.add_thin_pack(read, read_some, max_input_size=max_bytes)
+    def receive(self, read, read_some, limits: "Limits") -> None:
+        """The pack, copied to a file and checked (packscan) before dulwich indexes it."""
+        with tempfile.TemporaryFile(dir=self.path) as f:
+            scan_pack(
+                read_some or read,
+                f,
+                max_bytes=limits.pack_bytes,
+                max_object=limits.object_bytes,
+                max_total=limits.inflated_bytes,
+            )
+            f.seek(0)
+            self.objects.add_thin_pack(f.read, None)
 
     def check_complete(self, tip: bytes) -> None:
         """Everything `tip` reaches is in the repo already or came with the push."""
@@ -183,11 +203,11 @@ class QuarantinedReceivePack(ReceivePackHandler):
         advertise_refs: bool = False,
         *,
         rules: Rules,
-        max_bytes: int,
+        limits: Limits,
     ):
         super().__init__(backend, args, proto, stateless_rpc, advertise_refs)
         self.rules = rules
-        self.max_bytes = max_bytes
+        self.limits = limits
         self.options: list[str] = []  # the push options, once read and checked
         # dulwich runs the repo's hook files at its own points (pre-receive before the pack
         # has arrived); ours runs on the quarantine instead, as git does.
@@ -216,12 +236,17 @@ class QuarantinedReceivePack(ReceivePackHandler):
 
     def _receive(self, q: Quarantine) -> None:
         try:
-            q.receive(self.proto.read, getattr(self.proto, "recv", None), self.max_bytes)
+            q.receive(self.proto.read, getattr(self.proto, "recv", None), self.limits)
         except PackInputTooLarge:
             raise Refused(
                 "push too large",
-                f"push refused: the pack is larger than {self.max_bytes} bytes "
+                f"push refused: the pack is larger than {self.limits.pack_bytes} bytes "
                 "(git.max_push_bytes in hyperhive.toml)",
+            ) from None
+        except PackLimit as e:
+            raise Refused(
+                "object too large" if e.key == "git.max_object_bytes" else "push too large",
+                f"push refused: {e} ({e.key} in hyperhive.toml)",
             ) from None
         except Exception as e:  # the client's bytes: failing to read them is a refusal
             log.warning("%s: unreadable pack refused: %r", self.repo.path, e)
