@@ -16,6 +16,7 @@ moves refs. A push that is refused, too large or malformed leaves nothing behind
 quarantine is deleted whatever happens.
 """
 
+import json
 import logging
 import os
 import re
@@ -35,8 +36,11 @@ from dulwich.protocol import (
     CAPABILITY_SIDE_BAND_64K,
     SIDE_BAND_CHANNEL_PROGRESS,
 )
+from dulwich.repo import Repo
 from dulwich.server import ReceivePackHandler
 
+from hyperhive.errors import disk_full
+from hyperhive.gitstore import refs
 from hyperhive.gitstore.packscan import PackLimit, scan_pack
 from hyperhive.gitstore.refs import ZERO
 
@@ -117,6 +121,21 @@ class Limits:
 
 
 QUARANTINE_PREFIX = "tmp_objdir-incoming-"
+MIGRATED_PREFIX = "hyperhive-migrated-"
+
+
+def _reached(git_dir: Path, tips: dict[str, str]) -> bool:
+    """Whether a ref of the repo is at or past the tip a push was to give it."""
+    repo = Repo(str(git_dir))
+    try:
+        for ref, tip in tips.items():
+            now = refs.read(repo, ref.encode())
+            known = now is not None and tip.encode() in repo.object_store
+            if known and is_ancestor(repo.object_store, tip.encode(), now):
+                return True
+        return False
+    finally:
+        repo.close()
 
 
 class Quarantine:
@@ -124,10 +143,26 @@ class Quarantine:
 
     @staticmethod
     def sweep(objects_dir: Path) -> list[Path]:
-        """Remove what pushes cut off by a killed daemon left behind; what was removed."""
+        """Remove what pushes cut off by a killed daemon left behind (call it before any
+        push is served); what was removed: quarantines, and the packs of a push killed
+        between moving its packs in and moving its refs (`migrate`'s record still there)
+        when no ref of the repo reaches any tip the push was to set."""
         left = sorted(objects_dir.glob(f"{QUARANTINE_PREFIX}*"))
         for path in left:
             shutil.rmtree(path, ignore_errors=True)
+        for record in sorted(objects_dir.glob(f"{MIGRATED_PREFIX}*.json")):
+            try:
+                data = json.loads(record.read_text())
+                packs, tips = list(data["packs"]), dict(data["refs"])
+            except (OSError, ValueError, KeyError, TypeError):
+                packs, tips = [], {}  # cut while written: nothing had moved yet
+            if packs and not _reached(objects_dir.parent, tips):
+                for name in packs:
+                    path = objects_dir / "pack" / Path(name).name
+                    if path.exists():
+                        path.unlink()
+                        left.append(path)
+            record.unlink()
         return left
 
     def __init__(self, target: DiskObjectStore):
@@ -181,13 +216,24 @@ class Quarantine:
             elif isinstance(obj, Tag):
                 todo.append(obj.object[1])
 
-    def migrate(self) -> None:
+    def migrate(self, tips: dict[bytes, bytes]) -> Path:
         """Move the received packs into the repo, each index after its pack: readers find
-        a pack by its index, so none sees a half-moved one."""
+        a pack by its index, so none sees a half-moved one. A record of the move (the
+        packs, and the tip each ref is to get) is written first and stays until the refs
+        have moved (`settled`): one a crash left is the next start's to sweep. Returns it."""
         self.objects.close()
         source = self.path / "pack"
-        for name in sorted(os.listdir(source), key=lambda n: n.endswith(".idx")):
+        names = sorted(os.listdir(source), key=lambda n: n.endswith(".idx"))
+        record = Path(self.target.path) / f"{MIGRATED_PREFIX}{self.path.name}.json"
+        text = json.dumps(
+            {"packs": names, "refs": {r.decode(): t.decode() for r, t in tips.items()}}
+        )
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, record)
+        for name in names:
             os.replace(source / name, Path(self.target.pack_dir) / name)
+        return record
 
 
 class QuarantinedReceivePack(ReceivePackHandler):
@@ -248,6 +294,10 @@ class QuarantinedReceivePack(ReceivePackHandler):
                 "object too large" if e.key == "git.max_object_bytes" else "push too large",
                 f"push refused: {e} ({e.key} in hyperhive.toml)",
             ) from None
+        except OSError as e:
+            if (full := disk_full(e)) is None:
+                raise
+            raise Refused("disk full", f"push refused: {full}") from None
         except Exception as e:  # the client's bytes: failing to read them is a refusal
             log.warning("%s: unreadable pack refused: %r", self.repo.path, e)
             raise Refused("unreadable pack", f"push refused: unreadable pack: {e}") from None
@@ -329,8 +379,11 @@ class QuarantinedReceivePack(ReceivePackHandler):
                     refused = {c.ref: r for c in commands}
             if refused:
                 return self._report(commands, b"ok", refused)
-            q.migrate()
-        failed = self.rules.apply(commands, self.say)  # all or nothing
+            record = q.migrate({c.ref: c.new for c in commands if not c.deleting})
+        try:
+            failed = self.rules.apply(commands, self.say)  # all or nothing
+        finally:
+            record.unlink()  # settled: what the packs hold is referenced or harmless
         return self._report(commands, b"ok", failed, ATOMIC if failed else b"ok")
 
     def _pre_receive(self, commands: list[Command], q: Quarantine) -> None:

@@ -26,7 +26,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
-from hyperhive.errors import ConcurrentUpdate, HiveError
+from hyperhive.errors import ConcurrentUpdate, HiveError, disk_full
 from hyperhive.gitstore import refs, worktree
 from hyperhive.gitstore.receive import Command, Refused, is_ancestor
 from hyperhive.gitstore.repos import open_repo
@@ -178,9 +178,11 @@ class ConfigPush:
                 approval = Approvals(self.home, self.name).propose(
                     proposal.new.decode(), self.actor, self.reason
                 )
-            except HiveError as e:
+            except (HiveError, OSError) as e:
                 if main is not None:
                     self._move_back(main)
+                if isinstance(e, OSError) and (e := disk_full(e)) is None:
+                    raise
                 return {proposal.ref: Refused("refused", f"{proposal.ref.decode()}: {e}")}
         say(f"proposal {approval.target}: {self.review_url(approval)}")
         return {}
