@@ -96,11 +96,11 @@ def file_patches(
         patch = FilePatch(path, _name(o.path) if status != "added" else None, status, head)
         out.append(patch)
         sizes = [stored_size(store, x.sha) if x.sha else 0 for x in (o, n)]  # headers only
-        if left <= 0:
-            patch.skipped = "not diffed here: the page shows enough already"
-            continue
         if sum(sizes) > limits.blob_bytes:
             patch.skipped = f"not diffed here: {sum(sizes)} bytes of text is large"
+            continue
+        if left <= 0:
+            patch.skipped = "not diffed here: the page shows enough already"
             continue
         a = store[o.sha].as_raw_string() if o.sha else b""
         b = store[n.sha].as_raw_string() if n.sha else b""
