@@ -256,24 +256,29 @@ def test_the_checkout_writes_no_file_through_a_symlink(tmp_path):
     assert not (dest / "f").is_symlink() and (dest / "f").read_text() == "plain\n"
 
 
-def test_the_local_runtime_refuses_to_check_out_an_unsafe_tree(home, tmp_path):
+@pytest.mark.parametrize("shape", ["slash-name", "agent-nix-link"])
+def test_the_local_runtime_refuses_to_check_out_an_unsafe_tree(home, tmp_path, shape):
     """A commit written straight into the applied repo (no proposal checks): the deploy's
-    checkout refuses it, and nothing is written outside deployed.new/."""
+    checkout refuses it, nothing is written outside deployed.new/ and no host file is read
+    into the build log (which a failed tag carries to the agent)."""
     from hyperhive.agents import create_agent
 
     outside = tmp_path / "outside"
     outside.mkdir()
+    (outside / "secret.txt").write_text("top secret\n")
     runtime = LocalRuntime(home)
     create_agent(home, "victim", runtime, "operator")
     applied = home.applied_dir("victim")
     work = tmp_path / "w"
     ok_git(tmp_path, "clone", "-q", str(home.config_dir("victim")), str(work))
-    sha = hostile_commit(work, [("e", LINK, str(outside).encode()), ("e/pwned2", FILE, b"x")])
+    sha = hostile_commit(work, SHAPES[shape](outside))
     ok_git(work, "push", "-q", str(applied), f"{sha}:refs/heads/hostile")
+    log: list[str] = []
 
     with pytest.raises(BuildError, match="cannot be checked out"):
-        runtime.update("victim", sha, lambda line: None)
-    assert list(outside.iterdir()) == []
+        runtime.update("victim", sha, log.append)
+    assert not any("top secret" in line for line in log)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
     assert not home.deployed_dir("victim").with_name("deployed.new").exists()
     with pytest.raises(UnsafeTree):
         Approvals(home, "victim").propose(sha, "operator")

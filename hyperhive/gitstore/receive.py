@@ -294,11 +294,9 @@ class QuarantinedReceivePack(ReceivePackHandler):
                 "object too large" if e.key == "git.max_object_bytes" else "push too large",
                 f"push refused: {e} ({e.key} in hyperhive.toml)",
             ) from None
-        except OSError as e:
-            if (full := disk_full(e)) is None:
-                raise
-            raise Refused("disk full", f"push refused: {full}") from None
         except Exception as e:  # the client's bytes: failing to read them is a refusal
+            if full := disk_full(e):  # or the hive's disk: say which
+                raise Refused("disk full", f"push refused: {full}") from None
             log.warning("%s: unreadable pack refused: %r", self.repo.path, e)
             raise Refused("unreadable pack", f"push refused: unreadable pack: {e}") from None
 
@@ -348,6 +346,15 @@ class QuarantinedReceivePack(ReceivePackHandler):
 
     def _apply_pack(self, refs) -> list[tuple[bytes, bytes]]:
         commands = [Command(*r) for r in refs]
+        try:
+            return self._apply_commands(commands)
+        except OSError as e:  # the quarantine or the move of the packs: nothing moved
+            if (full := disk_full(e)) is None:
+                raise
+            refused = Refused("disk full", f"push refused: {full}")
+            return self._report(commands, b"ok", dict.fromkeys((c.ref for c in commands), refused))
+
+    def _apply_commands(self, commands: list[Command]) -> list[tuple[bytes, bytes]]:
         every = dict.fromkeys(c.ref for c in commands)
         try:
             raw_options = self._read_options()
