@@ -171,6 +171,9 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
     first = sorted(f for f in big_files(1, 10, False))[0]
     alone, _ = repeat(lambda: page(client, f"{path}?file={first}"), repeats)
     record("a", "", f"{scale}   one file alone: ?file={first}", alone)
+    alone_cpu = time.process_time()
+    alone_grown = peak_growth(lambda: page(client, f"{path}?file={first}"))
+    alone_cpu = time.process_time() - alone_cpu
 
     def patches() -> list:
         with open_repo(applied) as repo:
@@ -205,7 +208,8 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
         f"({sum(bool(f.skipped) for f in files)} file(s) listed, not diffed), "
         f"{len(html) // 1024} KiB of HTML (unified), {len(html_split) // 1024} KiB (split); "
         f"one GET: {cpu * 1000:.0f} ms of CPU, Python memory at its peak "
-        f"+{grown / 2**20:.1f} MiB"
+        f"+{grown / 2**20:.1f} MiB; {first} alone: +{alone_grown / 2**20:.1f} MiB at its "
+        f"peak ({alone_cpu * 1000:.0f} ms of CPU traced)"
     )
 
 

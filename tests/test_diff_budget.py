@@ -88,11 +88,13 @@ def test_budgets_per_file_page_and_line(tmp_path):
     files = {f"f{i}.txt": "".join(f"{i} {n} changed\n" for n in range(3000)) for i in range(4)}
     files["long.txt"] = "y" * 20_000 + "\n"
     files["zbig.txt"] = "".join(f"big {n}\n" for n in range(200_000))  # 2 MiB
+    files["zhuge.txt"] = "".join(f"huge {n}\n" for n in range(500_000))  # 5.7 MiB
     new = g.commit(files)
     with open_repo(g.path) as repo:
         patches = {p.path: p for p in file_patches(repo, old.encode(), new.encode())}
         alone = file_patches(repo, old.encode(), new.encode(), only="f0.txt")
         big = file_patches(repo, old.encode(), new.encode(), only="zbig.txt")
+        (huge,) = file_patches(repo, old.encode(), new.encode(), only="zhuge.txt")
         sha = repo[repo[new.encode()].tree][b"zbig.txt"][1]
         assert stored_size(repo.object_store, sha) == len(files["zbig.txt"])
     # each file shows 2,000 diff lines (of 6,000); the page 5,000 in all
@@ -106,6 +108,7 @@ def test_budgets_per_file_page_and_line(tmp_path):
     # alone, a file gets the page's budget
     assert len(alone) == 1 and alone[0].hidden == 1000 and alone[0].added == 3000
     assert big[0].added == 200_000 and big[0].hidden == 200_000 - 5000
+    assert "large" in huge.skipped and huge.added is None  # over 4 MiB: not even alone
     with open_repo(g.path) as repo:
         (long_line,) = file_patches(repo, old.encode(), new.encode(), only="long.txt")
     assert long_line.long_lines == 1

@@ -5,7 +5,8 @@ Budgets, as the big forges have them (`DiffLimits`): a file shows at most `file_
 diff lines and the rest is behind a "show" that loads that file alone (where the file's
 budget is the page's); all files together show at most `page_lines` (files after that
 are listed, not diffed); a line shows at most `line_chars` characters; a file whose two
-sides together are over `blob_bytes` is not diffed on a page of several files. The line
+sides together are over `blob_bytes` is not diffed on a page of several files, and one
+over `alone_bytes` not even alone (`git diff` in a clone shows it). The line
 diff is `linediff` (O(n log n)), so a file alone costs about its size, never more.
 """
 
@@ -31,10 +32,11 @@ class DiffLimits:
     page_lines: int = 5_000  # diff lines of all files on one page
     line_chars: int = 5_000  # characters of one line shown (the rest cut, marked …)
     blob_bytes: int = 1024 * 1024  # both sides of a file: larger is diffed only alone
+    alone_bytes: int = 4 * 1024 * 1024  # both sides of a file shown alone: larger, never
 
     def alone(self) -> "DiffLimits":
-        """The budget of a file shown alone: the page's."""
-        return DiffLimits(self.page_lines, self.page_lines, self.line_chars, 1 << 62)
+        """The budget of a file shown alone: the page's lines, `alone_bytes` of text."""
+        return DiffLimits(self.page_lines, self.page_lines, self.line_chars, self.alone_bytes)
 
 
 @dataclass
