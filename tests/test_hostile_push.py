@@ -324,3 +324,24 @@ def test_a_push_inflating_over_the_total_is_refused(hive, tmp_path):  # noqa: F8
     assert "git.max_push_inflated_bytes" in proc.stderr
     assert objects_of(config) == files
     ok_git(work, "push", "origin", "HEAD:main")  # within the default, it goes through
+
+
+def test_a_checkout_cut_by_a_crash_is_finished_by_the_next_push(hive, tmp_path):  # noqa: F811
+    """A switch recorded but cut half-way (some files of the new commit written, main not
+    moved): the next push finishes it instead of refusing a checkout with changes."""
+    name = agent(hive, "cutswitch")
+    work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
+    config = hive.home.config_dir(name)
+    main = git(config, "rev-parse", "main").strip()
+    sha = commit(work, {"half.md": "h\n", "agent.nix": "{ }\n"}, "next")
+    ok_git(work, "push", "origin", "HEAD:refs/for/main")  # its objects are in the repo now
+    (config / ".git" / worktree.JOURNAL).write_text(f"{main} {sha}\n")
+    (config / "half.md").write_text("h\n")  # what the cut switch wrote before the crash
+    assert git(config, "status", "--porcelain") != ""
+
+    ok_git(work, "push", "origin", "HEAD:main")
+
+    assert git(config, "rev-parse", "main").strip() == sha
+    assert git(config, "status", "--porcelain") == ""
+    assert (config / "agent.nix").read_text() == "{ }\n"
+    assert not (config / ".git" / worktree.JOURNAL).exists()

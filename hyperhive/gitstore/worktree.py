@@ -8,8 +8,8 @@ unlinked, never written through. So a tree — even one that slipped past
 
 `write_tree` fills an empty directory (the local runtime's `deployed.new/`); `switch`
 moves a clean checkout with its index from one commit to another (the config checkout
-that follows main), recorded in `.git/hyperhive-switch` while it runs so an interrupted
-switch is finished by the next one (`finish_interrupted`).
+that follows main), recorded in `.git/hyperhive-switch` while it runs so a switch a crash
+cut is finished by the next push or start (`finish_interrupted`).
 """
 
 import errno

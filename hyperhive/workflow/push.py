@@ -136,6 +136,9 @@ class ConfigPush:
                     "fetch first",
                     f"refs/heads/main moved to {short(current or refs.ZERO)}: fetch and push again",
                 )
+            with locked(push_lock(self.home, self.name), blocking=False) as free:
+                if free and self._follows_main(repo):  # a switch a crash cut: finish it
+                    worktree.finish_interrupted(repo, current)
             self._check_checkout(repo)
 
     def _check_checkout(self, repo: Repo) -> None:
