@@ -5,7 +5,7 @@ import random
 import subprocess
 
 import pytest
-from conftest import commit_config, git
+from conftest import commit_config, git, log_in
 from test_diffview import GitRepo
 
 from forge_ui import create_app
@@ -121,9 +121,7 @@ def test_the_review_page_of_a_huge_change_is_bounded_and_shows_a_file_alone(home
     body = "".join(f"  option{n} = {n};\n" for n in range(30_000))
     commit_config(home, "manager", {"agent.nix": "{\n" + body + "}\n", "x.md": "x\n"}, "huge")
     approval = Approvals(home, "manager").propose("HEAD", "manager")
-    client = create_app(Hive(home, runtime)).test_client()
-    with client.session_transaction() as s:
-        s["operator"], s["actor"] = True, "alice"
+    client = log_in(create_app(Hive(home, runtime)).test_client(), home)
 
     page = client.get(f"/review/manager/{approval.id}").get_data(as_text=True)
 
