@@ -3,7 +3,11 @@ CLI producing the same data from the same repo in the same run.
 
 (a) The review page `/review/<name>/<id>` of a proposal whose diff against the deployed
     commit is about D lines of `git diff` output (files of several types, changed every
-    few lines), unified and side by side; beside `git diff <deployed> <proposed>`.
+    few lines), at 1x, 10x and 50x D: unified, side by side and one file alone; beside
+    `git diff <deployed> <proposed>` (plain and coloured, as a klaus-like viewer would
+    show it). The page holds to its budgets (gitstore.diffs.DiffLimits: 2,000 diff lines
+    a file, 5,000 a page, 5,000 characters a line), so its time and the memory one GET
+    holds at its peak (tracemalloc) stay flat while git's grow with D.
 (b) The log page `/repos/<name>/config/log` of a config repo with C commits (written with
     `git fast-import`): page 1, a middle page and the last page; beside
     `git log -n 50 --skip=S` with a format carrying the same fields.
@@ -22,15 +26,17 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from transitions import GIT, ROWS, git, note, print_rows, record, run, say, timed
 
 from forge_ui import create_app
-from forge_ui.diffview import render_diff
+from forge_ui.diffview import render_patches
 from hyperhive import operator, sessions
 from hyperhive.agents import create_agent, init_hive
-from hyperhive.gitstore import browse, history
+from hyperhive.gitstore import browse
+from hyperhive.gitstore.diffs import file_patches
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.hive import Hive
 from hyperhive.home import Home
@@ -133,50 +139,77 @@ def build_review(home: Home, name: str, diff_lines: int) -> tuple[int, str, str,
     return proposal.id, deployed, new, len(text.splitlines())
 
 
-def review(home: Home, client, name: str, diff_lines: int, repeats: int) -> str:
+def peak_growth(fn) -> int:
+    """Bytes of Python memory a call holds at its peak beyond what was held before it
+    (tracemalloc; one untimed call, as tracing slows Python down)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: str) -> str:
     approval_id, base, new, lines = build_review(home, name, diff_lines)
     path = f"/review/{name}/{approval_id}"
     applied = home.applied_dir(name)
     git_diff = [GIT, f"--git-dir={applied}", "diff", base, new]
 
+    grown = peak_growth(lambda: page(client, path))
+    cpu = time.process_time()
+    page(client, path)
+    cpu = time.process_time() - cpu
     samples, html = repeat(lambda: page(client, path), repeats)
-    record("a", "ours", f"GET {path} (unified)", samples)
+    record("a", "ours", f"{scale} GET {path} (unified)", samples)
     split, html_split = repeat(lambda: page(client, path + "?view=split"), repeats)
-    record("a", "ours", f"GET {path}?view=split", split)
+    record("a", "ours", f"{scale} GET {path}?view=split", split)
+    first = sorted(f for f in big_files(1, 10, False))[0]
+    alone, _ = repeat(lambda: page(client, f"{path}?file={first}"), repeats)
+    record("a", "", f"{scale}   one file alone: ?file={first}", alone)
+    alone_cpu = time.process_time()
+    alone_grown = peak_growth(lambda: page(client, f"{path}?file={first}"))
+    alone_cpu = time.process_time() - alone_cpu
 
-    def dulwich_diff() -> bytes:
+    def patches() -> list:
         with open_repo(applied) as repo:
-            return history.diff(repo, base.encode(), new.encode())
+            return file_patches(repo, base.encode(), new.encode())
 
-    samples, raw = repeat(dulwich_diff, repeats)
-    record("a", "", "  its diff bytes: gitstore.history.diff (dulwich)", samples)
-    samples, files = repeat(lambda: render_diff(raw), repeats)
-    record("a", "", "  its parse + highlight: diffview.render_diff", samples)
+    samples, files = repeat(patches, repeats)
+    record("a", "", f"{scale}   its diffs: gitstore.diffs.file_patches (budgeted)", samples)
+    samples, rendered = repeat(lambda: render_patches(files), repeats)
+    record("a", "", f"{scale}   its parse + highlight: diffview.render_patches", samples)
     samples, text = repeat(lambda: run(git_diff), repeats)
-    record("a", "ref", "git diff <deployed> <proposed>", samples)
+    record("a", "ref", f"{scale} git diff <deployed> <proposed>", samples)
     samples, _ = repeat(lambda: run([*git_diff[:-2], "--color=always", base, new]), repeats)
-    record("a", "ref", "git diff --color=always (no syntax highlighting)", samples)
+    record("a", "ref", f"{scale} git diff --color=always (no syntax highlighting)", samples)
 
-    # Both sides show the same change: the same files with the same +/- counts.
+    # Both sides count the same change: the same files with the same +/- counts.
     theirs = {}
     for line in run([GIT, f"--git-dir={applied}", "diff", "--numstat", base, new]).splitlines():
         added, removed, path_ = line.split("\t")
         theirs[path_] = (int(added), int(removed))
-    ours = {f.path: (f.added, f.removed) for f in files}
-    if ours != theirs:
-        raise SystemExit(f"render_diff and git diff --numstat disagree:\n{ours}\n{theirs}")
-    for f in files:
+    ours = {f.path: (f.added, f.removed) for f in files if f.added is not None}
+    if any(theirs[p] != c for p, c in ours.items()) or set(theirs) != {f.path for f in files}:
+        raise SystemExit(f"file_patches and git diff --numstat disagree:\n{ours}\n{theirs}")
+    for f in rendered:
         for shown in (html, html_split):
             if f'data-path="{f.path}"' not in shown:
                 raise SystemExit(f"the review page does not show {f.path}")
-    say(f"  {len(files)} files: render_diff and `git diff --numstat` agree on every count")
-    plain = sum(not f.highlighted for f in files)
-    collapsed = sum(f.collapsed for f in files)
+    say(f"  {scale}: every file listed; the diffed ones counted as `git diff --numstat` does")
+    shown = sum(len(h.lines) for f in rendered for h in f.hunks)
     return (
-        f"{lines} lines of `git diff` in {len(files)} files (+{sum(a for a, _ in ours.values())} "
-        f"-{sum(r for _, r in ours.values())}); {len(text) // 1024} KiB of diff, "
+        f"{scale}: {lines} lines of `git diff` in {len(files)} files, "
+        f"{len(text) // 1024} KiB of diff; the page shows {shown} diff lines "
+        f"({sum(bool(f.skipped) for f in files)} file(s) listed, not diffed), "
         f"{len(html) // 1024} KiB of HTML (unified), {len(html_split) // 1024} KiB (split); "
-        f"{plain} file(s) over the highlight budget, {collapsed} collapsed"
+        f"one GET: {cpu * 1000:.0f} ms of CPU, Python memory at its peak "
+        f"+{grown / 2**20:.1f} MiB; {first} alone: +{alone_grown / 2**20:.1f} MiB at its "
+        f"peak ({alone_cpu * 1000:.0f} ms of CPU traced)"
     )
 
 
@@ -259,10 +292,13 @@ def table(facts: dict[str, str]) -> None:
     print_rows(titles)
     # (a): each page against plain `git diff`; (b): each page against its own `git log`.
     a_ours = [r for r in ROWS if r.section == "a" and r.who == "ours"]
-    a_ref = next(r for r in ROWS if r.section == "a" and r.who == "ref")
+    a_refs: dict = {}  # per scale: its first reference, plain `git diff`
+    for r in ROWS:
+        if r.section == "a" and r.who == "ref":
+            a_refs.setdefault(r.label.split()[0], r)
     b_ours = [r for r in ROWS if r.section == "b" and r.who == "ours"]
     b_ref = [r for r in ROWS if r.section == "b" and r.who == "ref"]
-    pairs = [("a", r, a_ref) for r in a_ours] + [
+    pairs = [("a", r, a_refs[r.label.split()[0]]) for r in a_ours] + [
         ("b", o, r) for o, r in zip(b_ours, b_ref, strict=True)
     ]
     label = max(len(o.label) for _, o, _ in pairs)
@@ -270,8 +306,9 @@ def table(facts: dict[str, str]) -> None:
         ratio = statistics.median(ours.samples) / statistics.median(ref.samples)
         say(f"ratio of medians, ours / reference: ({section}) {ours.label:<{label}} {ratio:6.1f}x")
     say("")
-    for section, text in facts.items():
-        note(f"({section}) {text}.")
+    for section, texts in facts.items():
+        for text in texts if isinstance(texts, list) else [texts]:
+            note(f"({section}) {text}.")
     note(
         "ours: Flask test client in-process (routing, session, git reads with dulwich, "
         "unidiff + pygments, Jinja); ref: one git CLI process, its start-up included. The "
@@ -281,13 +318,15 @@ def table(facts: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--diff-lines", type=int, default=5000, help="size of the diff (a)")
+    parser.add_argument(
+        "--diff-lines", type=int, default=8000, help="size of the diff (a) at 1x (then 10x, 50x)"
+    )
     parser.add_argument("--commits", type=int, default=10_000, help="history length (b)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.diff_lines, args.commits, args.repeats = 300, 300, 2
+        args.diff_lines, args.commits, args.repeats = 100, 300, 2
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     from forge_ui import browse as browse_view
@@ -303,8 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         home = Home(Path(tmp) / "hive")
         init_hive(home, LocalRuntime(home), "operator")
         client = client_for(home)
-        say(f"(a) a proposal with a ~{args.diff_lines}-line diff …")
-        facts["a"] = review(home, client, "bench-review", args.diff_lines, args.repeats)
+        facts["a"] = []
+        for scale in (1, 10, 50):
+            lines = args.diff_lines * scale
+            say(f"(a) {scale}x: a proposal with a ~{lines}-line diff …")
+            name = f"bench-review-{scale}x"
+            facts["a"].append(review(home, client, name, lines, args.repeats, f"{scale}x"))
         say(f"(b) a config repo with {args.commits} commits …")
         facts["b"] = log_pages(home, client, "bench-log", args.commits, args.repeats)
         gc.collect()  # close dulwich's pack files before the directory goes away

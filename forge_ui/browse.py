@@ -24,10 +24,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, BuildError
 
 from forge_ui import blobview, hive
-from forge_ui.diffview import render_diff
+from forge_ui.diffview import diff_page
 from hyperhive.errors import HiveError, UnknownCommit
 from hyperhive.gitstore import browse as git
-from hyperhive.gitstore import history
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.workflow import meta
@@ -298,7 +297,8 @@ def commit(repo: str, rev: str):
         sha = resolve_or_404(r, where, rev)
         view = git.commit_view(r, sha)
         parent = view.parents[0].encode() if view.parents else None
-        files = render_diff(history.diff(r, parent, sha))
+        only = request.args.get("file")
+        files = diff_page(r, parent, sha, only)
         return render(
             "browse_commit.html",
             where,
@@ -306,6 +306,7 @@ def commit(repo: str, rev: str):
             rev=rev,
             c=view,
             files=files,
+            only=only,
             view=request.args.get("view", "unified"),
             decorations=git.decorations(r).get(view.sha, []),
             title=f"{where.id}: commit {view.sha[:12]}",

@@ -29,6 +29,8 @@ from pygments.util import ClassNotFound
 from unidiff import PatchSet
 from unidiff.constants import LINE_TYPE_ADDED, LINE_TYPE_CONTEXT, LINE_TYPE_REMOVED
 
+from hyperhive.gitstore.diffs import DiffLimits, FilePatch, file_patches
+
 Status = Literal["added", "deleted", "modified", "renamed"]
 Kind = Literal["context", "add", "del"]
 
@@ -79,6 +81,9 @@ class FileDiff:
     hunks: list[Hunk] = field(default_factory=list)
     highlighted: bool = True  # False: over the highlight budget, shown as plain text
     note: str = ""  # e.g. a mode change, shown beside the header
+    hidden: int = 0  # diff lines over the budget, not rendered (gitstore.diffs)
+    long_lines: int = 0  # lines cut at the line budget
+    skipped: str = ""  # why the file was not diffed on this page
 
     @property
     def changed(self) -> int:
@@ -112,6 +117,65 @@ def render_diff(
             lit.add(i)
             left -= sizes[i]
     return [_file(pf, collapsed[i], i in lit) for i, pf in enumerate(patches)]
+
+
+def diff_page(repo, old: bytes | None, new: bytes, only: str | None = None) -> list[FileDiff]:
+    """What a page shows of the change from `old` to `new`: every file within the page's
+    budgets (gitstore.diffs.DiffLimits), or `only` that file with the page's budget."""
+    return render_patches(file_patches(repo, old, new, DiffLimits(), only=only or None))
+
+
+def render_patches(
+    patches: list[FilePatch],
+    *,
+    collapse_over: int = 400,
+    highlight_budget: int = HIGHLIGHT_BUDGET,
+) -> list[FileDiff]:
+    """render_diff for the budgeted per-file diffs of gitstore.diffs: each file's text is
+    at most what the page shows, its counts are the whole file's."""
+    files: list[FileDiff | None] = [None] * len(patches)
+    parsed = {}
+    for i, p in enumerate(patches):
+        if p.skipped or p.binary or p.added is None:
+            files[i] = FileDiff(
+                path=p.path,
+                old_path=p.old_path,
+                status=p.status,
+                binary=p.binary,
+                added=p.added or 0,
+                removed=p.removed or 0,
+                collapsed=False,
+                highlighted=False,
+                skipped=p.skipped,
+            )
+        else:
+            text = p.text.decode("utf-8", errors="replace")
+            parsed[i] = next(iter(PatchSet(text)), None)
+    left = highlight_budget
+    collapsed = {
+        i: p.added + p.removed > collapse_over for i, p in enumerate(patches) if i in parsed
+    }
+    for i in sorted(parsed, key=lambda i: collapsed[i]):
+        pf, p = parsed[i], patches[i]
+        size = _size(pf) if pf is not None else 0
+        lit = size <= left
+        left -= size if lit else 0
+        if pf is None:  # no content change (a mode change alone)
+            fd = FileDiff(p.path, p.old_path, p.status, False, 0, 0, False, highlighted=False)
+        else:
+            fd = _file(pf, collapsed[i], lit)
+            fd.path, fd.old_path = p.path, p.old_path
+        fd.added, fd.removed = p.added, p.removed
+        fd.hidden, fd.long_lines = p.hidden, p.long_lines
+        if not fd.note:
+            fd.note = _header_note(p.text)
+        files[i] = fd
+    return [f for f in files if f is not None]
+
+
+def _header_note(text: bytes) -> str:
+    m = re.search(rb"^old mode (\d+)\nnew mode (\d+)$", text, re.M)
+    return f"mode {m[1].decode()} → {m[2].decode()}" if m else ""
 
 
 _DULWICH_MODES = re.compile(r"^old file mode (\d+)\nnew file mode (\d+)$", re.M)

@@ -11,6 +11,7 @@ from hyperhive.errors import (
     BadInput,
     BadSettings,
     ConcurrentUpdate,
+    DiskFull,
     HiveError,
     IllegalTransition,
     InvalidName,
@@ -18,11 +19,14 @@ from hyperhive.errors import (
     UnknownAgent,
     UnknownApproval,
     UnknownCommit,
+    UnsafeTree,
+    disk_full,
 )
 
 STATUS = {  # the first class that matches wins
     BadSettings: 500,  # hyperhive.toml is broken: no request can fix that
     InvalidName: 400,
+    UnsafeTree: 400,
     BadInput: 400,
     UnknownAgent: 404,
     UnknownApproval: 404,
@@ -32,6 +36,7 @@ STATUS = {  # the first class that matches wins
     AgentExists: 409,
     ConcurrentUpdate: 409,
     NotInitialized: 503,
+    DiskFull: 507,  # WebDAV's Insufficient Storage: the request may succeed once space is freed
 }
 
 
@@ -49,6 +54,12 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HiveError)
     def hive_error(e: HiveError):
         return respond(status_of(e), str(e))
+
+    @app.errorhandler(OSError)
+    def os_error(e: OSError):
+        if (full := disk_full(e)) is None:
+            raise e  # any other failure stays a 500 with its traceback logged
+        return respond(507, str(full))
 
     @app.errorhandler(CSRFError)
     def csrf_error(e: CSRFError):

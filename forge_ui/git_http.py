@@ -32,7 +32,7 @@ from forge_ui.auth import git_identity
 from hyperhive.agents import MANAGER
 from hyperhive.daemon import gitsock
 from hyperhive.errors import HiveError
-from hyperhive.gitstore.receive import QuarantinedReceivePack
+from hyperhive.gitstore.receive import Limits, QuarantinedReceivePack
 from hyperhive.hive import Hive
 from hyperhive.names import AGENT_NAME_RE
 from hyperhive.settings import load_settings
@@ -88,10 +88,10 @@ class GitMount:
             return self.app(environ, start_response)
         try:
             target = self.resolve(environ)
-            max_bytes = self.max_push_bytes()
+            limits = self.limits()
         except Refusal as r:
             return self.refuse(r, start_response)
-        return self.serve(environ, start_response, target, max_bytes)
+        return self.serve(environ, start_response, target, limits)
 
     @staticmethod
     def refuse(r: "Refusal", start_response) -> list[bytes]:
@@ -101,11 +101,12 @@ class GitMount:
         start_response(r.status, headers + [("Content-Length", str(len(body)))] + r.headers)
         return [body]
 
-    def max_push_bytes(self) -> int:
+    def limits(self) -> Limits:
         try:  # read at each request: an edit of hyperhive.toml applies at once
-            return load_settings(self.hive.home).git.max_push_bytes
+            git = load_settings(self.hive.home).git
         except HiveError as e:
             raise Refusal("500 Internal Server Error", str(e)) from None
+        return Limits(git.max_push_bytes, git.max_object_bytes, git.max_push_inflated_bytes)
 
     def resolve(self, environ) -> Target:
         """The repo asked for, once the token may do what the request does with it."""
@@ -149,7 +150,7 @@ class GitMount:
                 )
         return Target(who, caller.actor, kind, name, path, match.start("rest"))
 
-    def serve(self, environ, start_response, target: Target, max_bytes: int):
+    def serve(self, environ, start_response, target: Target, limits: Limits):
         home = self.hive.home
         path = environ["PATH_INFO"]
         script = environ.get("SCRIPT_NAME", "")
@@ -165,12 +166,13 @@ class GitMount:
                 return f"{base}/review/{a.agent}/{a.id}"
 
             rules = ConfigPush(home, target.name, target.actor, review)
-            receive = partial(QuarantinedReceivePack, rules=rules, max_bytes=max_bytes)
+            receive = partial(QuarantinedReceivePack, rules=rules, limits=limits)
         repo = Repo(str(target.path))
         app = HTTPGitApplication(DictBackend({"/": repo}), handlers={b"git-receive-pack": receive})
         # the limit inside the unzipping (not dulwich's order): it bounds what a gzipped
         # body unzips to, which is what dulwich reads and keeps
-        chain = GunzipFilter(LimitedInputFilter(app, max_request_size=max_bytes + REQUEST_SLACK))
+        cap = limits.pack_bytes + REQUEST_SLACK
+        chain = GunzipFilter(LimitedInputFilter(app, max_request_size=cap))
         return ClosingIterator(protocol_errors(chain, inner, start_response), [repo.close])
 
 

@@ -5,7 +5,7 @@ from flask import Blueprint, Response, g, render_template, request
 from markupsafe import Markup
 
 from forge_ui import hive
-from forge_ui.diffview import render_diff
+from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
@@ -85,7 +85,8 @@ def approval(name: str, approval_id: int):
             title=f"{a.target} (pruned)",
         )
     base = diff_base(approvals, a)
-    files = render_diff(history.diff(repo, base.encode() if base else None, a.commit.encode()))
+    only = request.args.get("file")
+    files = diff_page(repo, base.encode() if base else None, a.commit.encode(), only)
     commit = history.commit_info(repo, a.commit.encode())
     return render_template(
         "review/approval.html",
@@ -93,6 +94,7 @@ def approval(name: str, approval_id: int):
         base=base,
         commit=commit,
         files=files,
+        only=only,
         view=request.args.get("view", "unified"),
         live=live_view(a),
         title=f"Review {a.target}",

@@ -16,7 +16,7 @@ from hyperhive.agents import create_agent, init_hive, list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.daemon import hostsock
-from hyperhive.errors import HiveError
+from hyperhive.errors import HiveError, disk_full
 from hyperhive.home import Home, default_home, restrict_umask
 from hyperhive.names import check_agent_name, parse_target
 from hyperhive.runtime import RUNTIMES, get_runtime
@@ -655,4 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HiveError as e:
         print(f"hyperhive: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if (full := disk_full(e)) is None:
+            raise
+        print(f"hyperhive: {full}", file=sys.stderr)
         return 1

@@ -1,5 +1,7 @@
 """Refusals: a request was understood and declined. The CLI exits 1 with the message."""
 
+import errno
+
 
 class HiveError(Exception):
     """Base of every refusal; the message is one line that says what happened."""
@@ -48,3 +50,20 @@ class IllegalTransition(HiveError):
 
 class ConcurrentUpdate(HiveError):
     """A compare-and-swap lost: a ref was not what the engine read under its lock."""
+
+
+class UnsafeTree(HiveError):
+    """A commit whose tree cannot be checked out safely (gitstore/treecheck.py)."""
+
+
+class DiskFull(HiveError):
+    """The disk (or the quota) holding the hive is full: what needed the space failed
+    whole (no half-written object is kept), and the operator has to free some."""
+
+
+def disk_full(e: BaseException) -> DiskFull | None:
+    """A DiskFull for an OSError that says the disk is full (ENOSPC, EDQUOT), else None."""
+    if not isinstance(e, OSError) or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f" writing {e.filename}" if e.filename else ""
+    return DiskFull(f"the hive's disk is full ({e.strerror}{where}): free space and try again")

@@ -54,10 +54,13 @@ class Telemetry:
 
 @dataclass(frozen=True)
 class Git:
-    max_push_bytes: int = 50 * 1024 * 1024  # a larger push is refused
+    max_push_bytes: int = 50 * 1024 * 1024  # a larger push (the pack as sent) is refused
+    max_object_bytes: int = 10 * 1024 * 1024  # a pushed object inflating to more is refused
+    max_push_inflated_bytes: int = 200 * 1024 * 1024  # a push's objects inflated, together
 
     def check(self) -> None:
-        _at_least("git.max_push_bytes", self.max_push_bytes, 1)
+        for f in dataclasses.fields(self):
+            _at_least(f"git.{f.name}", getattr(self, f.name), 1)
 
 
 @dataclass(frozen=True)

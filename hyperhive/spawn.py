@@ -45,7 +45,7 @@ from hyperhive.agents import (
     resolve_config_commit,
 )
 from hyperhive.errors import AgentExists, BadInput, IllegalTransition, UnknownAgent
-from hyperhive.gitstore import history, refs
+from hyperhive.gitstore import history, refs, worktree
 from hyperhive.gitstore.repos import copy_commit, init_worktree, open_repo
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name
@@ -134,7 +134,7 @@ def init_config(home: Home, name: str, actor: str) -> Path:
         else:
             copy_commit(open_repo(home.applied_dir(name)), repo, deployed.encode())
             refs.cas(repo, MAIN, None, deployed.encode())
-            repo.get_worktree().reset_index()
+            worktree.switch(repo, None, deployed.encode())  # never through a symlink
         home.state_dir(name).mkdir(exist_ok=True)
     return config
 

@@ -330,3 +330,15 @@ def test_a_corrupt_policy_file_is_an_error_not_unrestricted(home, runtime, worke
     policy_path(home).write_text("{not json")
     with pytest.raises(policy.PolicyError, match="is not JSON"):
         deployed_policy(home, NAME)
+
+
+def test_the_daemons_nix_path_is_not_readable_from_a_config(tmp_path, monkeypatch):
+    """Restricted evaluation allows the search path: NIX_PATH (NixOS sets nixos-config=…)
+    would let a config read host files into its policy, and so into the build log."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.nix").write_text('"top secret"\n')
+    monkeypatch.setenv("NIX_PATH", f"host={host}")
+    with pytest.raises(BuildError) as e:
+        extract(tmp_path, "{ ... }: { hyperhive.model = import <host/secret.nix>; }\n")
+    assert "top secret" not in str(e.value)

@@ -25,12 +25,15 @@ from hyperhive.daemon.scheduler import Scheduler
 from hyperhive.daemon.supervisor import Supervisor
 from hyperhive.daemon.worker import BuildWorker
 from hyperhive.errors import HiveError
+from hyperhive.gitstore import refs, worktree
 from hyperhive.gitstore.receive import Quarantine
+from hyperhive.gitstore.repos import open_repo, sweep_locks
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime import get_runtime
 from hyperhive.settings import Http, load_settings
 from hyperhive.workflow import notify, retention
+from hyperhive.workflow.approvals import MAIN
 from hyperhive.workflow.deploy import recover
 from hyperhive.workflow.lock import build_lock, locked
 
@@ -47,6 +50,17 @@ def recover_all(home: Home) -> None:
     for objects in home.root.glob("agents/*/config/.git/objects"):
         for path in Quarantine.sweep(objects):
             log.warning("removed %s, left by a push the last stop interrupted", path)
+        with open_repo(objects.parent.parent) as repo:  # a checkout cut while following main
+            if worktree.finish_interrupted(repo, refs.read(repo, MAIN)):
+                log.warning("%s: finished a checkout the last stop interrupted", repo.path)
+    git_dirs = [
+        home.meta_dir,
+        *home.root.glob("applied/*.git"),
+        *home.root.glob("agents/*/config/.git"),
+    ]
+    for git_dir in git_dirs:
+        for path in sweep_locks(git_dir):
+            log.warning("removed %s, a stale git lock (a write failed: a full disk?)", path)
     for name in home.agent_names():
         with locked(build_lock(home.applied_dir(name)), blocking=False) as free:
             if free:

@@ -1,17 +1,16 @@
 """Reading history (log, diffs) and writing commits and trees without a work tree."""
 
 import io
-import os
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dulwich.object_store import iter_tree_contents
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.patch import write_tree_diff
 from dulwich.repo import Repo
 
+from hyperhive.gitstore import worktree
 from hyperhive.gitstore.tags import identity
 
 
@@ -95,20 +94,6 @@ def write_commit(
 
 
 def checkout(repo: Repo, commit: bytes, dest: Path) -> list[str]:
-    """Write the tree of `commit` into the empty directory `dest`; return the paths written."""
-    written = []
-    for entry in iter_tree_contents(repo.object_store, repo[commit].tree):
-        rel = entry.path.decode()
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = repo[entry.sha].data
-        if stat.S_ISLNK(entry.mode):
-            os.symlink(data, target)
-        elif stat.S_ISREG(entry.mode):
-            target.write_bytes(data)
-            if entry.mode & 0o111:
-                target.chmod(0o755)
-        else:  # submodules are not part of an agent's config
-            continue
-        written.append(rel)
-    return written
+    """Write the tree of `commit` into the empty directory `dest`; return the paths written.
+    Never through a symlink; an unsafe tree (treecheck) raises UnsafeTree first."""
+    return worktree.write_tree(repo, commit, dest)

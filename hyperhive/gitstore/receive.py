@@ -16,6 +16,7 @@ moves refs. A push that is refused, too large or malformed leaves nothing behind
 quarantine is deleted whatever happens.
 """
 
+import json
 import logging
 import os
 import re
@@ -28,16 +29,19 @@ from pathlib import Path
 from typing import Protocol
 
 from dulwich.errors import GitProtocolError
-from dulwich.index import validate_path
-from dulwich.object_store import DiskObjectStore, PackInputTooLarge, iter_tree_contents
+from dulwich.object_store import DiskObjectStore, PackInputTooLarge
 from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree
 from dulwich.protocol import (
     CAPABILITY_PUSH_OPTIONS,
     CAPABILITY_SIDE_BAND_64K,
     SIDE_BAND_CHANNEL_PROGRESS,
 )
+from dulwich.repo import Repo
 from dulwich.server import ReceivePackHandler
 
+from hyperhive.errors import disk_full
+from hyperhive.gitstore import refs
+from hyperhive.gitstore.packscan import PackLimit, scan_pack
 from hyperhive.gitstore.refs import ZERO
 
 log = logging.getLogger("hyperhive.git")
@@ -89,8 +93,9 @@ class Rules(Protocol):
         """Extra environment for the repo's pre-receive hook."""
 
     def apply(self, commands: list[Command], say: Callable[[str], None]) -> dict[bytes, Refused]:
-        """Make the accepted updates (the pushed objects are in the repo now); the ones
-        that failed after all (a ref moved since the check), by ref."""
+        """Make the accepted updates (the pushed objects are in the repo now), all or
+        none: if one fails after all (a ref moved since the check), none is made, and the
+        failure is returned by ref (the others are reported as git's atomic failure)."""
 
 
 def is_ancestor(objects: DiskObjectStore, old: bytes, new: bytes) -> bool:
@@ -106,15 +111,31 @@ def is_ancestor(objects: DiskObjectStore, old: bytes, new: bytes) -> bool:
     return False
 
 
-def unsafe_path(objects: DiskObjectStore, commit: Commit) -> bytes | None:
-    """A path git refuses to check out (`.git`, `..`, …) in the commit's tree, if any."""
-    for entry in iter_tree_contents(objects, commit.tree):
-        if not validate_path(entry.path):
-            return entry.path
-    return None
+@dataclass(frozen=True)
+class Limits:
+    """What one push may hold (the [git] settings)."""
+
+    pack_bytes: int  # git.max_push_bytes: the pack as sent
+    object_bytes: int  # git.max_object_bytes: each object, inflated
+    inflated_bytes: int  # git.max_push_inflated_bytes: all of them, inflated
 
 
 QUARANTINE_PREFIX = "tmp_objdir-incoming-"
+MIGRATED_PREFIX = "hyperhive-migrated-"
+
+
+def _reached(git_dir: Path, tips: dict[str, str]) -> bool:
+    """Whether a ref of the repo is at or past the tip a push was to give it."""
+    repo = Repo(str(git_dir))
+    try:
+        for ref, tip in tips.items():
+            now = refs.read(repo, ref.encode())
+            known = now is not None and tip.encode() in repo.object_store
+            if known and is_ancestor(repo.object_store, tip.encode(), now):
+                return True
+        return False
+    finally:
+        repo.close()
 
 
 class Quarantine:
@@ -122,10 +143,26 @@ class Quarantine:
 
     @staticmethod
     def sweep(objects_dir: Path) -> list[Path]:
-        """Remove what pushes cut off by a killed daemon left behind; what was removed."""
+        """Remove what pushes cut off by a killed daemon left behind (call it before any
+        push is served); what was removed: quarantines, and the packs of a push killed
+        between moving its packs in and moving its refs (`migrate`'s record still there)
+        when no ref of the repo reaches any tip the push was to set."""
         left = sorted(objects_dir.glob(f"{QUARANTINE_PREFIX}*"))
         for path in left:
             shutil.rmtree(path, ignore_errors=True)
+        for record in sorted(objects_dir.glob(f"{MIGRATED_PREFIX}*.json")):
+            try:
+                data = json.loads(record.read_text())
+                packs, tips = list(data["packs"]), dict(data["refs"])
+            except (OSError, ValueError, KeyError, TypeError):
+                packs, tips = [], {}  # cut while written: nothing had moved yet
+            if packs and not _reached(objects_dir.parent, tips):
+                for name in packs:
+                    path = objects_dir / "pack" / Path(name).name
+                    if path.exists():
+                        path.unlink()
+                        left.append(path)
+            record.unlink()
         return left
 
     def __init__(self, target: DiskObjectStore):
@@ -144,8 +181,18 @@ class Quarantine:
         self.objects.close()
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def receive(self, read, read_some, max_bytes: int) -> None:
-        self.objects.add_thin_pack(read, read_some, max_input_size=max_bytes)
+    def receive(self, read, read_some, limits: "Limits") -> None:
+        """The pack, copied to a file and checked (packscan) before dulwich indexes it."""
+        with tempfile.TemporaryFile(dir=self.path) as f:
+            scan_pack(
+                read_some or read,
+                f,
+                max_bytes=limits.pack_bytes,
+                max_object=limits.object_bytes,
+                max_total=limits.inflated_bytes,
+            )
+            f.seek(0)
+            self.objects.add_thin_pack(f.read, None)
 
     def check_complete(self, tip: bytes) -> None:
         """Everything `tip` reaches is in the repo already or came with the push."""
@@ -169,13 +216,24 @@ class Quarantine:
             elif isinstance(obj, Tag):
                 todo.append(obj.object[1])
 
-    def migrate(self) -> None:
+    def migrate(self, tips: dict[bytes, bytes]) -> Path:
         """Move the received packs into the repo, each index after its pack: readers find
-        a pack by its index, so none sees a half-moved one."""
+        a pack by its index, so none sees a half-moved one. A record of the move (the
+        packs, and the tip each ref is to get) is written first and stays until the refs
+        have moved (`settled`): one a crash left is the next start's to sweep. Returns it."""
         self.objects.close()
         source = self.path / "pack"
-        for name in sorted(os.listdir(source), key=lambda n: n.endswith(".idx")):
+        names = sorted(os.listdir(source), key=lambda n: n.endswith(".idx"))
+        record = Path(self.target.path) / f"{MIGRATED_PREFIX}{self.path.name}.json"
+        text = json.dumps(
+            {"packs": names, "refs": {r.decode(): t.decode() for r, t in tips.items()}}
+        )
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, record)
+        for name in names:
             os.replace(source / name, Path(self.target.pack_dir) / name)
+        return record
 
 
 class QuarantinedReceivePack(ReceivePackHandler):
@@ -191,11 +249,11 @@ class QuarantinedReceivePack(ReceivePackHandler):
         advertise_refs: bool = False,
         *,
         rules: Rules,
-        max_bytes: int,
+        limits: Limits,
     ):
         super().__init__(backend, args, proto, stateless_rpc, advertise_refs)
         self.rules = rules
-        self.max_bytes = max_bytes
+        self.limits = limits
         self.options: list[str] = []  # the push options, once read and checked
         # dulwich runs the repo's hook files at its own points (pre-receive before the pack
         # has arrived); ours runs on the quarantine instead, as git does.
@@ -224,14 +282,21 @@ class QuarantinedReceivePack(ReceivePackHandler):
 
     def _receive(self, q: Quarantine) -> None:
         try:
-            q.receive(self.proto.read, getattr(self.proto, "recv", None), self.max_bytes)
+            q.receive(self.proto.read, getattr(self.proto, "recv", None), self.limits)
         except PackInputTooLarge:
             raise Refused(
                 "push too large",
-                f"push refused: the pack is larger than {self.max_bytes} bytes "
+                f"push refused: the pack is larger than {self.limits.pack_bytes} bytes "
                 "(git.max_push_bytes in hyperhive.toml)",
             ) from None
+        except PackLimit as e:
+            raise Refused(
+                "object too large" if e.key == "git.max_object_bytes" else "push too large",
+                f"push refused: {e} ({e.key} in hyperhive.toml)",
+            ) from None
         except Exception as e:  # the client's bytes: failing to read them is a refusal
+            if full := disk_full(e):  # or the hive's disk: say which
+                raise Refused("disk full", f"push refused: {full}") from None
             log.warning("%s: unreadable pack refused: %r", self.repo.path, e)
             raise Refused("unreadable pack", f"push refused: unreadable pack: {e}") from None
 
@@ -281,6 +346,15 @@ class QuarantinedReceivePack(ReceivePackHandler):
 
     def _apply_pack(self, refs) -> list[tuple[bytes, bytes]]:
         commands = [Command(*r) for r in refs]
+        try:
+            return self._apply_commands(commands)
+        except OSError as e:  # the quarantine or the move of the packs: nothing moved
+            if (full := disk_full(e)) is None:
+                raise
+            refused = Refused("disk full", f"push refused: {full}")
+            return self._report(commands, b"ok", dict.fromkeys((c.ref for c in commands), refused))
+
+    def _apply_commands(self, commands: list[Command]) -> list[tuple[bytes, bytes]]:
         every = dict.fromkeys(c.ref for c in commands)
         try:
             raw_options = self._read_options()
@@ -312,8 +386,12 @@ class QuarantinedReceivePack(ReceivePackHandler):
                     refused = {c.ref: r for c in commands}
             if refused:
                 return self._report(commands, b"ok", refused)
-            q.migrate()
-        return self._report(commands, b"ok", self.rules.apply(commands, self.say), b"ok")
+            record = q.migrate({c.ref: c.new for c in commands if not c.deleting})
+        try:
+            failed = self.rules.apply(commands, self.say)  # all or nothing
+        finally:
+            record.unlink()  # settled: what the packs hold is referenced or harmless
+        return self._report(commands, b"ok", failed, ATOMIC if failed else b"ok")
 
     def _pre_receive(self, commands: list[Command], q: Quarantine) -> None:
         control = self.repo.controldir()

@@ -1,5 +1,6 @@
 """Creating and opening repositories, resolving commits, moving objects between repos."""
 
+import time
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
@@ -64,3 +65,26 @@ def peel(repo: Repo, sha: bytes) -> bytes:
     while isinstance(obj, Tag):
         obj = repo[obj.object[1]]
     return obj.id
+
+
+STALE_LOCK_SECONDS = 60  # git's lock files live for one write: milliseconds
+
+
+def sweep_locks(git_dir: Path, min_age: float = STALE_LOCK_SECONDS) -> list[Path]:
+    """Remove git lock files (`objects/**/*.lock`, `refs/**/*.lock`, `packed-refs.lock`,
+    `index.lock`, `HEAD.lock`) older than `min_age` seconds: a writer that failed in the
+    middle (a full disk fails dulwich's flush before it can remove its lock) leaves one, and
+    every later write of that object or ref then fails. Never hyperhive's own flock files
+    (`hyperhive-*.lock`), which are not git's. Returns what was removed."""
+    now = time.time()
+    found = [*git_dir.glob("objects/**/*.lock"), *git_dir.glob("refs/**/*.lock")]
+    found += [git_dir / n for n in ("packed-refs.lock", "index.lock", "HEAD.lock")]
+    removed = []
+    for path in found:
+        try:
+            if now - path.lstat().st_mtime >= min_age and not path.name.startswith("hyperhive-"):
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed

@@ -25,7 +25,7 @@ import pwd
 import shutil
 from pathlib import Path
 
-from hyperhive.errors import UnknownAgent
+from hyperhive.errors import UnknownAgent, UnsafeTree
 from hyperhive.gitstore.history import checkout
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
@@ -58,7 +58,10 @@ class LocalRuntime:
         try:
             with record.staged(self.home, name, rev):
                 emit(f"checking out {rev} into {staging}")
-                files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), staging)
+                try:
+                    files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), staging)
+                except UnsafeTree as e:
+                    raise BuildError(str(e)) from None
                 emit(f"{len(files)} files")
                 self._validate(staging, files, emit)
                 policy.write_pending(self.home, name, policy.extract(staging, emit))

@@ -1,10 +1,12 @@
 """An agent's deployed policy: its `hyperhive.*` options, evaluated at deploy.
 
 On the local runtime the options are read from the config being deployed with
-`nix-instantiate --eval --strict --json` (restricted evaluation: the config can read only
-its own files), calling each module with stub arguments: `pkgs` and `config` hold nothing
-else than `config.hyperhive` (the merged result), `lib` has only `mkDefault`, `mkForce`,
-`mkOverride` and `mkIf` (priorities are ignored), and any other argument a module's
+`nix-instantiate --eval --strict --json` (restricted evaluation with the search path
+emptied but for the config itself: the config can read only its own files; the checkout
+refuses symlinks that leave it), calling each module with stub arguments: `pkgs` and
+`config` hold nothing else than `config.hyperhive` (the merged result), `lib` has only
+`mkDefault`, `mkForce`, `mkOverride` and `mkIf` (priorities are ignored), and any other
+argument a module's
 signature asks for (`modulesPath`, …) throws only if a `hyperhive.*` value uses it. So
 modules written `{ ... }:`, `{ config, pkgs, ... }:` or as plain attribute sets all work,
 and `pkgs.*` in unrelated options is never evaluated. Modules listed in `imports` are
@@ -178,6 +180,8 @@ def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
         proc = subprocess.run(
             argv,
             cwd=root,
+            # restricted evaluation reads the search path too: only the config's own (-I)
+            env={**os.environ, "NIX_PATH": ""},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=EVAL_TIMEOUT,

@@ -18,11 +18,13 @@ from hyperhive.errors import (
     UnknownAgent,
     UnknownApproval,
     UnknownCommit,
+    UnsafeTree,
 )
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
 from hyperhive.gitstore.repos import copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
+from hyperhive.gitstore.treecheck import unsafe_tree
 from hyperhive.home import Home
 from hyperhive.names import format_target
 from hyperhive.workflow import hooks, meta, notify
@@ -129,6 +131,12 @@ def history_json(home: Home, name: str) -> dict:
 
 
 T = TypeVar("T")
+
+
+def refuse_unsafe(repo: Repo, sha: bytes) -> None:
+    """A commit whose tree a checkout could turn into writes outside it is never proposed."""
+    if bad := unsafe_tree(repo.object_store, repo[sha].tree):
+        raise UnsafeTree(f"commit {sha.decode()[:12]} cannot be checked out safely: {bad}")
 
 
 def parse_tag_refs(tag_refs: Mapping[bytes, T]) -> dict[int, dict[State, T]]:
@@ -281,10 +289,12 @@ class Approvals:
             try:
                 source = open_repo(config)
                 sha = resolve_commit(source, commit_spec)
+                refuse_unsafe(source, sha)
                 copy_commit(source, repo, sha)
             except UnknownCommit:
                 try:
                     sha = resolve_commit(repo, commit_spec)
+                    refuse_unsafe(repo, sha)
                 except UnknownCommit:
                     raise UnknownCommit(
                         f"unknown commit {commit_spec!r}: not in {config} nor in {self.dir}"

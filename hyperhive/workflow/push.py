@@ -26,10 +26,11 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
-from hyperhive.errors import ConcurrentUpdate, HiveError
-from hyperhive.gitstore import refs
-from hyperhive.gitstore.receive import Command, Refused, is_ancestor, unsafe_path
+from hyperhive.errors import ConcurrentUpdate, HiveError, disk_full
+from hyperhive.gitstore import refs, worktree
+from hyperhive.gitstore.receive import Command, Refused, is_ancestor
 from hyperhive.gitstore.repos import open_repo
+from hyperhive.gitstore.treecheck import unsafe_tree
 from hyperhive.home import Home
 from hyperhive.workflow.approvals import MAIN, Approval, Approvals
 from hyperhive.workflow.lock import locked
@@ -108,10 +109,9 @@ class ConfigPush:
         commit = objects[command.new]
         if not isinstance(commit, Commit):
             raise Refused("not a commit", f"{ref}: {short(command.new)} is not a commit")
-        if bad := unsafe_path(objects, commit):
+        if bad := unsafe_tree(objects, commit.tree):
             raise Refused(
-                "unsafe path",
-                f"{ref}: {short(command.new)} has a path git refuses to check out: {bad!r}",
+                "unsafe tree", f"{ref}: {short(command.new)} cannot be checked out safely: {bad}"
             )
         if command.ref == FOR_MAIN:
             if not (self.home.applied_dir(self.name) / "HEAD").is_file():
@@ -136,6 +136,9 @@ class ConfigPush:
                     "fetch first",
                     f"refs/heads/main moved to {short(current or refs.ZERO)}: fetch and push again",
                 )
+            with locked(push_lock(self.home, self.name), blocking=False) as free:
+                if free and self._follows_main(repo):  # a switch a crash cut: finish it
+                    worktree.finish_interrupted(repo, current)
             self._check_checkout(repo)
 
     def _check_checkout(self, repo: Repo) -> None:
@@ -161,36 +164,73 @@ class ConfigPush:
     # -- applying: the pushed objects are in the repo ----------------------------------
 
     def apply(self, commands: list[Command], say: Callable[[str], None]) -> dict[bytes, Refused]:
-        failed: dict[bytes, Refused] = {}
-        for command in sorted(commands, key=lambda c: c.ref != MAIN):  # main first
+        """All or nothing, under the push lock: main moves first, with its checkout; if it
+        cannot, no proposal is made; if the proposal then fails, main and its checkout move
+        back. Two racing `git push --atomic` of main and refs/for/main: one wins whole."""
+        main = next((c for c in commands if c.ref == MAIN), None)
+        proposal = next((c for c in commands if c.ref == FOR_MAIN), None)
+        with locked(push_lock(self.home, self.name)):
+            if main is not None:
+                try:
+                    self._move_main(main)
+                except Refused as r:
+                    return {main.ref: r}
+            if proposal is None:
+                return {}
             try:
-                if command.ref == MAIN:
-                    self._move_main(command, say)
-                else:
-                    approval = Approvals(self.home, self.name).propose(
-                        command.new.decode(), self.actor, self.reason
-                    )
-                    say(f"proposal {approval.target}: {self.review_url(approval)}")
-            except Refused as r:
-                failed[command.ref] = r
-            except HiveError as e:
-                failed[command.ref] = Refused("refused", f"{command.ref.decode()}: {e}")
-        return failed
+                approval = Approvals(self.home, self.name).propose(
+                    proposal.new.decode(), self.actor, self.reason
+                )
+            except (HiveError, OSError) as e:
+                if main is not None:
+                    self._move_back(main)
+                if isinstance(e, OSError) and (e := disk_full(e)) is None:
+                    raise
+                return {proposal.ref: Refused("refused", f"{proposal.ref.decode()}: {e}")}
+        say(f"proposal {approval.target}: {self.review_url(approval)}")
+        return {}
 
-    def _move_main(self, command: Command, say: Callable[[str], None]) -> None:
-        with locked(push_lock(self.home, self.name)), open_repo(self.config) as repo:
-            self._check_checkout(repo)
-            old = None if command.old == refs.ZERO else command.old
+    def _move_main(self, command: Command) -> None:
+        """main from command.old to command.new with the checkout (when it has main checked
+        out): the files first, then the ref; if either fails, neither has moved."""
+        old = None if command.old == refs.ZERO else command.old
+        with open_repo(self.config) as repo:
+            follows = self._follows_main(repo)
+            if follows:
+                worktree.finish_interrupted(repo, refs.read(repo, MAIN))  # a crash mid-switch
+                self._check_checkout(repo)
+            if refs.read(repo, MAIN) != old:
+                raise Refused("fetch first", "refs/heads/main moved: fetch and push again")
+            if follows:
+                try:
+                    worktree.switch(repo, old, command.new)
+                except (OSError, HiveError) as e:
+                    log.exception("%s: the config checkout could not follow main", self.name)
+                    worktree.finish_interrupted(repo, old)  # back to what it was
+                    raise Refused(
+                        "checkout failed",
+                        f"refs/heads/main: the config checkout {self.config} cannot take "
+                        f"{short(command.new)} ({e}): main did not move",
+                    ) from None
             try:
                 refs.cas(repo, MAIN, old, command.new)
             except ConcurrentUpdate:
+                if follows:
+                    worktree.switch(repo, command.new, old)
                 raise Refused(
                     "fetch first", "refs/heads/main moved: fetch and push again"
                 ) from None
-            if not self._follows_main(repo):
-                return
-            try:  # index and files follow main, as a checkout of the pushed commit would
-                porcelain.reset(repo, "hard", command.new)
-            except Exception as e:  # main has moved: say so rather than fail the push
-                log.exception("%s: the config checkout could not follow main", self.name)
-                say(f"warning: main moved but the config checkout {self.config} did not: {e}")
+
+    def _move_back(self, command: Command) -> None:
+        """Undo `_move_main` (a later ref of the same push failed)."""
+        old = None if command.old == refs.ZERO else command.old
+        with open_repo(self.config) as repo:
+            try:
+                if old is None:
+                    refs.delete(repo, MAIN, command.new)
+                else:
+                    refs.cas(repo, MAIN, command.new, old)
+                if self._follows_main(repo):
+                    worktree.switch(repo, command.new, old)
+            except (OSError, HiveError):
+                log.exception("%s: main could not move back to %s", self.name, old)
