@@ -167,6 +167,9 @@ class Runtime(Protocol):
     # unasked exit through `watch`. False (nixos-container): the agents run on their own
     # (containers); the daemon watches their `status`.
     supervised: bool
+    # False: the agents run without their isolation (the local runtime with
+    # `[local] sandbox = false`); the forge shows a red warning.
+    sandboxed: bool
 
     def create(self, name: str) -> None:
         """Prepare a new agent (directories, container definition). Idempotent.
