@@ -7,7 +7,8 @@ its web terminal start inside one, built from the agent's policy and the hive's 
   program needs), the Python environment that runs `hyperhive` (the venv, its base
   interpreter, and the source tree of an editable install: all resolved, symlinks too) and
   the directory of the `claude` the policy names (resolved the same way);
-- read-write: the agent's state directory at `/state` and a fresh, private `/tmp`;
+- read-write: the agent's state directory at `/state` and a fresh, private `/tmp` (and
+  an empty `/run`); everything else, `/` itself included, is read-only;
 - the agent's run directory (`agent.sock`, `git.sock`) at `/run/hyperhive` and its deployed
   policy (`policy.json`, `extra-mcp.json`) at `/etc/hyperhive`, both read-only: the paths
   a container has, so the harness runs with its defaults;
@@ -209,7 +210,9 @@ class Sandbox:
         args += ["--ro-bind", str(self.run), str(RUN)]
         args += ["--ro-bind", str(self.etc), str(ETC)]
         args += ["--bind", str(self.state), str(STATE), "--chdir", str(STATE)]
-        return args
+        # bwrap's root is a tmpfs of its own: read-only too, so /etc, /usr's siblings and
+        # the rest take no writes (only /state, /tmp and /run do)
+        return [*args, "--remount-ro", "/"]
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` (in-sandbox paths) run inside this sandbox; with none, the command line
