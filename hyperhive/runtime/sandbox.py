@@ -41,7 +41,7 @@ ETC = Path("/etc/hyperhive")  # policy.json, extra-mcp.json
 PACKAGE = "bubblewrap"  # the Debian package that has bwrap
 ROOT_UID = 65534  # who an agent is inside when the daemon runs as root (nobody)
 PROBE_SECONDS = 10.0
-CHILD_SECONDS = 2.0  # a bwrap just started makes its pid 1 within this
+CHILD_SECONDS = 5.0  # a bwrap just started has its pid 1 and command within this
 
 # The parts of /etc a program needs: names, TLS, time, the dynamic linker, Debian's
 # alternatives (/usr/bin/awk is a link through /etc/alternatives), a login shell's files.
@@ -222,18 +222,34 @@ class Sandbox:
 
 def stop_group(pid: int) -> int:
     """The process group to ask to stop the command that `pid` runs: `pid`'s own, or
-    when `pid` is a bwrap of ours, that of the bwrap that is pid 1 inside (its
-    `--new-session` put the command in it; it ignores the signal, the command gets it).
-    Signalled itself, the outer bwrap just dies, and its sandbox is killed with it."""
+    when `pid` is a bwrap of ours, that of the bwrap that is pid 1 inside: `--new-session`
+    made it a session and group of its own, which the command it forks is in. Pid 1 of a
+    namespace ignores the signal, the command gets it. Signalled itself, the outer bwrap
+    would just die and its sandbox be killed with it.
+
+    A bwrap just started is waited for (up to CHILD_SECONDS) until its pid 1 leads its
+    group and has forked the command: a signal before would miss the command."""
     try:
         if Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap":
             return pid
     except OSError:
         return pid
     deadline = time.monotonic() + CHILD_SECONDS
-    while not (children := _children(pid)) and time.monotonic() < deadline:
-        time.sleep(0.01)  # just started: its pid 1 comes in a moment (or bwrap fails)
-    return children[0] if len(children) == 1 else pid
+    while True:
+        children = _children(pid)
+        if len(children) == 1 and _leads_its_group(children[0]) and _children(children[0]):
+            return children[0]
+        if time.monotonic() >= deadline:
+            return pid
+        time.sleep(0.01)
+
+
+def _leads_its_group(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return int(fields[2]) == pid
 
 
 def _children(pid: int) -> list[int]:
