@@ -239,6 +239,9 @@ class Harnesses:
             crashed = ours and self._names(name, proc.pid)
             if ours:
                 del self.running[name]
+                # under the lock: no start of the same command line in between (a stop
+                # did this itself)
+                sandbox.kill_leftovers(b"".join(os.fsencode(a) + b"\0" for a in proc.args))
             if crashed:
                 self.pid_file(name).unlink(missing_ok=True)
         _kill_group(proc.pid, signal.SIGKILL)  # what it left behind (a claude, MCP servers)
@@ -268,7 +271,9 @@ class Harnesses:
         self.pid_file(name).unlink(missing_ok=True)  # first: the exit is asked for
         if pid is None or (current is not None and current.proc.poll() is not None):
             return False
-        group = sandbox.stop_group(pid)  # in a sandbox: the harness's, not bwrap's
+        group, cmdline = sandbox.stop_group(pid), b""  # the harness's group, not bwrap's
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         _kill_group(group, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
         while (current.proc.poll() is None) if current is not None else _alive(pid):
@@ -281,6 +286,8 @@ class Harnesses:
         _kill_group(pid, signal.SIGKILL)
         if group != pid:  # the sandbox's pid 1, should bwrap have died before it could
             _kill_group(group, signal.SIGKILL)  # pass its own end on: the namespace ends
+        if cmdline:
+            sandbox.kill_leftovers(cmdline)
         if current is not None:
             current.proc.wait()
         log.info("%s: harness stopped", name)

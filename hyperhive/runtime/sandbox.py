@@ -26,6 +26,7 @@ command line, which every user of the host can read (an API key).
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -242,6 +243,20 @@ def stop_group(pid: int) -> int:
         if time.monotonic() >= deadline:
             return pid
         time.sleep(0.01)
+
+
+def kill_leftovers(cmdline: bytes) -> None:
+    """SIGKILL what is left of a sandbox whose bwrap died (killed right after its start)
+    before its pid 1 had armed --die-with-parent: that pid 1 runs bwrap's very command line
+    (`cmdline`, as /proc has it), and the namespace ends with it."""
+    if os.path.basename(cmdline.split(b"\0", 1)[0]) != b"bwrap":
+        return
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "cmdline").read_bytes() == cmdline:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
 
 
 def _leads_its_group(pid: int) -> bool:
