@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	scripts/system-deps run
 	$(BIN)/hyperhive up
 
 test: $(STAMP)

@@ -29,5 +29,9 @@ def answer(question_id: int):
 def index():
     sections = render_sections(state.collect(hive()))
     return render_template(
-        "dashboard.html", sections=sections, order=list(state.SECTIONS), title="Dashboard"
+        "dashboard.html",
+        sections=sections,
+        order=list(state.SECTIONS),
+        title="Dashboard",
+        runs_open=state.runs_open(hive()),
     )

@@ -4,7 +4,7 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, render_template, request
 from markupsafe import Markup
 
-from forge_ui import hive
+from forge_ui import hive, state
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
@@ -67,6 +67,7 @@ def agent(name: str):
         deployed=approvals.deployed_commit(),
         runtime=hive().runtime.status(name),
         title=f"{name}",
+        runs_open=state.runs_open(hive()),
     )
 
 

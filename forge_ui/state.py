@@ -21,6 +21,12 @@ log = logging.getLogger("hyperhive.forge")
 RECENT = 20
 
 
+def runs_open(hive: Hive) -> bool:
+    """The runtime runs the agents without their sandbox (`[local] sandbox = false`): the
+    dashboard and the agent pages say so in red."""
+    return getattr(hive.runtime, "sandboxed", True) is False
+
+
 def pending(hive: Hive) -> list[dict]:
     home = hive.home
     found = [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only=True)]

@@ -96,12 +96,23 @@ class Http:
 
 
 @dataclass(frozen=True)
+class Local:
+    # The local runtime runs each agent in a bubblewrap sandbox (runtime/sandbox.py);
+    # false runs them open, as the daemon's user with its view of the host.
+    sandbox: bool = True
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
 class Settings:
     retention: Retention = field(default_factory=Retention)
     telemetry: Telemetry = field(default_factory=Telemetry)
     git: Git = field(default_factory=Git)
     forge: Forge = field(default_factory=Forge)
     http: Http = field(default_factory=Http)
+    local: Local = field(default_factory=Local)
 
 
 def _at_least(key: str, value: int, low: int) -> None:
@@ -109,8 +120,15 @@ def _at_least(key: str, value: int, low: int) -> None:
         raise BadSettings(f"{key} must be at least {low}, not {value}")
 
 
+BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
 def _coerce(key: str, raw: object, kind: type, from_env: bool = False) -> object:
     """A TOML value (typed already) or an environment string as the field's type."""
+    if from_env and kind is bool:
+        if str(raw).lower() not in BOOLEANS:
+            raise BadSettings(f"{key} must be true or false, not {raw!r}")
+        return BOOLEANS[str(raw).lower()]
     if from_env and kind is int:
         try:
             return int(raw)

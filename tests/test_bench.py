@@ -96,3 +96,10 @@ def test_load_quick_run_prints_what_the_daemon_held_and_its_answers():
     assert "proposals made: 2 of 2" in out
     assert re.search(r"long-polls served: 16, refused at once: 34", out)
     assert re.search(r"daemon with 100 slow clients open .*: \d+ threads, \d+ open files", out)
+
+
+def test_sandbox_quick_run_prints_ours_and_reference():
+    out = quick("sandbox.py")
+    labels = ["harness start -> first claude exec", "recv reply -> claude exec", "/bin/true"]
+    assert_timed_rows(out, labels)
+    assert "sandboxed" in out and "open" in out

@@ -239,6 +239,16 @@ def test_agent_page(client):
     assert "<title>manager · hyperhive</title>" in page and "manager#1" in page
 
 
+def test_agents_running_unsandboxed_are_a_red_warning(client, home):
+    for path in ("/", "/agents/manager"):  # sandboxed, the default: nothing to say
+        assert "unsandboxed" not in client.get(path).get_data(as_text=True)
+    (home.root / "hyperhive.toml").write_text("[local]\nsandbox = false\n")
+    for path in ("/", "/agents/manager"):
+        page = client.get(path).get_data(as_text=True)
+        warning = re.search(r'<p class="error unsandboxed" role="alert">(.*?)</p>', page, re.S)
+        assert warning and "sandbox = false" in warning.group(1)
+
+
 def test_build_log_page_and_raw(client, home):
     Approvals(home, "manager").approve(1, "alice")
     page = client.get("/builds/manager/1").get_data(as_text=True)

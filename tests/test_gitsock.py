@@ -448,19 +448,24 @@ def test_the_local_harness_and_its_claude_get_the_git_remote(tmp_path, monkeypat
     try:
         run_cli(root, "approve", "manager#1", check=True)
         pid, env = harness_env(home)
+        # in its sandbox the state is at /state, as in a container
+        state = home.state_dir("manager")
+        token_file = tokens.state_file(home, "manager")
         expected = {
             "HYPERHIVE_GIT_URL": f"http://127.0.0.1:{daemons[0].port}/git",
-            "HYPERHIVE_TOKEN_FILE": str(tokens.state_file(home, "manager")),
+            "HYPERHIVE_TOKEN_FILE": str(Path("/state") / token_file.relative_to(state)),
         }
         assert env == expected
 
-        # a turn: the harness passes its environment on to claude (and its Bash tool)
+        # a turn: the harness passes its environment on to claude (and its Bash tool);
+        # the fake's records are in its HOME, the state (FAKE_CLAUDE_HOME stays outside)
         run_cli(root, "send", "operator", "manager", "hello", check=True)
-        (run,) = wait_for(lambda: fake_runs(tmp_path / "fake-claude"), what="a turn")
+        (run,) = wait_for(lambda: fake_runs(state / ".fake-claude"), what="a turn")
         assert {k: run["env"].get(k) for k in expected} == expected
+        assert run["cwd"] == "/state"
 
         # what the manager's prompt says to do with them works
-        token = Path(env["HYPERHIVE_TOKEN_FILE"]).read_text().strip()
+        token = token_file.read_text().strip()
         work = tmp_path / "clone"
         auth = f"http.extraHeader=Authorization: Bearer {token}"
         url = f"{env['HYPERHIVE_GIT_URL']}/manager/config.git"

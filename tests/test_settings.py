@@ -15,6 +15,7 @@ def test_defaults_without_a_file(tmp_path):
     assert (s.forge.session_hours, s.forge.idle_minutes, s.forge.proxy_hops) == (12, 60, 0)
     assert (s.http.header_seconds, s.http.body_seconds, s.http.io_seconds) == (10, 30, 60)
     assert (s.http.max_connections, s.http.websockets) == (4096, 32)
+    assert s.local.sandbox is True  # agents are sandboxed unless the operator says not
 
 
 def test_file_then_environment(tmp_path):
@@ -24,6 +25,14 @@ def test_file_then_environment(tmp_path):
     s = load_settings(Home(tmp_path), {"HYPERHIVE_RETENTION_FAILED_DAYS": "7"})
     assert s.retention.failed_days == 7  # the environment wins (the NixOS module's way)
     assert s.retention.prune_at == "23:05" and s.telemetry.stuck_minutes == 5
+
+
+def test_the_sandbox_switch_from_the_file_and_the_environment(tmp_path):
+    (tmp_path / "hyperhive.toml").write_text("[local]\nsandbox = false\n")
+    assert load_settings(Home(tmp_path), {}).local.sandbox is False
+    for value, expected in (("true", True), ("1", True), ("False", False), ("0", False)):
+        env = {"HYPERHIVE_LOCAL_SANDBOX": value}
+        assert load_settings(Home(tmp_path), env).local.sandbox is expected
 
 
 @pytest.mark.parametrize(
@@ -42,6 +51,8 @@ def test_file_then_environment(tmp_path):
         ("[forge]\nidle_minutes = 0\n", {}, "forge.idle_minutes must be at least 1"),
         ("[forge]\nsession_hours = 1\nidle_minutes = 61\n", {}, "within forge.session_hours"),
         ("", {"HYPERHIVE_FORGE_PROXY_HOPS": "-1"}, "forge.proxy_hops must be at least 0"),
+        ('[local]\nsandbox = "no"\n', {}, "local.sandbox must be bool"),
+        ("", {"HYPERHIVE_LOCAL_SANDBOX": "off"}, "HYPERHIVE_LOCAL_SANDBOX must be true or false"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, toml, env, message):

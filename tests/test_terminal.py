@@ -60,7 +60,38 @@ def proc_stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def test_local_shell_is_a_login_shell_in_the_state_dir(home: Home, runtime: LocalRuntime):
+# What a shell says of itself, in its own pid namespace (a sandbox's) and the namespace.
+WHOAMI = b"echo PID=$$ NS=$(readlink /proc/$$/ns/pid)\n"
+WHOAMI_RE = rb"PID=(\d+) NS=(\S+)\r\n"
+
+
+def host_pid(pid: int, ns: bytes | str) -> int:
+    """The host's pid of the process that is `pid` in pid namespace `ns` (pid:[inode])."""
+    ns = ns.decode() if isinstance(ns, bytes) else ns
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "ns" / "pid") != ns:
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        nspids = next(x for x in status.splitlines() if x.startswith("NSpid:")).split()
+        if int(nspids[-1]) == pid:
+            return int(proc.name)
+    raise AssertionError(f"no process {pid} in {ns}")
+
+
+def open_hive(home: Home) -> None:
+    """`[local] sandbox = false`: the agents run open (a test of what only that does)."""
+    (home.root / "hyperhive.toml").write_text("[local]\nsandbox = false\n")
+
+
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandbox", "open"])
+def test_local_shell_is_a_login_shell_in_the_state_dir(
+    home: Home, runtime: LocalRuntime, sandboxed: bool
+):
+    if not sandboxed:
+        open_hive(home)
     shell = runtime.shell("manager")
     try:
         assert shell.argv[0] == shutil.which("bash") and shell.argv[1:] == ["-l"]
@@ -68,14 +99,19 @@ def test_local_shell_is_a_login_shell_in_the_state_dir(home: Home, runtime: Loca
         m = read_until(shell.master, rb"T=(\S+) A=(\S+) L=(\S+)\r\n(.*)\r\n42\r\n")
         assert m.group(1, 2) == (b"xterm-256color", b"manager")
         assert b"utf-8" in m.group(3).lower().replace(b"utf8", b"utf-8")
-        assert Path(m.group(4).decode()) == home.state_dir("manager")
+        state_dir = Path("/state") if sandboxed else home.state_dir("manager")
+        assert Path(m.group(4).decode()) == state_dir
         # UTF-8 both ways: a two-byte character typed in is one character to the shell.
         os.write(shell.master, "printf %s é | wc -m\n".encode())
         read_until(shell.master, rb"\r\s*1\r\n")
         # A session of its own with the PTY as its controlling terminal, so job control
         # works and a hang-up reaches everything it started.
-        state, _, pgrp, session, tty_nr = proc_stat(shell.process.pid)[:5]
-        assert int(pgrp) == int(session) == shell.process.pid and int(tty_nr) != 0
+        os.write(shell.master, WHOAMI)
+        m = read_until(shell.master, WHOAMI_RE)
+        pid = host_pid(int(m.group(1)), m.group(2))
+        state, _, pgrp, session, tty_nr = proc_stat(pid)[:5]  # the host's pids
+        assert int(pgrp) == int(session) == pid and int(tty_nr) != 0
+        assert (pid == shell.process.pid) is not sandboxed  # a sandbox: bwrap's grandchild
         # Signals are as a fresh login has them: a pipe's writer dies quietly of SIGPIPE.
         os.write(shell.master, b"yes | head -n 1; echo PIPE=${PIPESTATUS[0]}\n")
         assert read_until(shell.master, rb"PIPE=(\d+)\r\n").group(1) == b"141"
@@ -88,8 +124,9 @@ def test_local_shell_is_a_login_shell_in_the_state_dir(home: Home, runtime: Loca
 
 def test_closing_the_shell_ends_its_background_jobs(runtime: LocalRuntime):
     shell = runtime.shell("manager")
-    os.write(shell.master, b"sleep 600 & echo BG=$!\n")
-    bg = int(read_until(shell.master, rb"BG=(\d+)\r\n").group(1))  # all its digits
+    os.write(shell.master, b"sleep 600 & echo BG=$! NS=$(readlink /proc/$$/ns/pid)\n")
+    m = read_until(shell.master, rb"BG=(\d+) NS=(\S+)\r\n")  # all its digits
+    bg = host_pid(int(m.group(1)), m.group(2))
     assert alive(bg)
     assert shell.close() != 0  # SIGHUP
     assert not alive(shell.process.pid)
@@ -110,7 +147,9 @@ def test_local_shell_refuses_unknown_and_destroyed_agents(home: Home, runtime: L
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 def test_local_shell_runs_as_the_owner_of_the_state_dir(home: Home, runtime: LocalRuntime):
     """As root, an agent whose state directory belongs to a user gets a shell as that
-    user (here `nobody`, whose home does not exist: HOME is the state directory)."""
+    user (here `nobody`, whose home does not exist: HOME is the state directory). Open
+    only: a sandboxed shell is its harness's identity (test_sandbox.py)."""
+    open_hive(home)
     state = home.state_dir("manager")
     os.chown(state, 65534, 65534)
     shell = runtime.shell("manager")
@@ -226,8 +265,11 @@ class Term:
         return m
 
     def pid(self) -> int:
-        self.send("echo PID=$$\n")
-        return int(self.until(rb"PID=(\d+)\r\n").group(1))
+        """The shell's pid on the host (in a sandbox it has its own pid namespace)."""
+        self.send(WHOAMI.decode())
+        m = self.until(WHOAMI_RE)
+        self.ns = m.group(2)
+        return host_pid(int(m.group(1)), self.ns)
 
     def close(self):
         self.ws.close()
@@ -323,7 +365,7 @@ def test_closing_the_socket_hangs_up_the_shell_and_its_jobs(daemon):
     t = Term(daemon)
     pid = t.pid()
     t.send("sleep 600 & echo BG=$!\n")
-    bg = int(t.until(rb"BG=(\d+)\r\n").group(1))
+    bg = host_pid(int(t.until(rb"BG=(\d+)\r\n").group(1)), t.ns)
     assert alive(pid) and alive(bg)
     t.close()
     wait_for(lambda: not alive(pid) and not alive(bg), what="the shell and its job to end")
@@ -343,6 +385,14 @@ def test_stopping_the_daemon_hangs_up_open_terminals(tmp_path: Path):
             d.proc.wait()
 
 
+def gunicorn_worker(daemon, pid: int) -> int:
+    """The ancestor of `pid` that is the daemon's worker (a sandbox's bwraps between)."""
+    while (parent := int(proc_stat(pid)[1])) != daemon.proc.pid:
+        assert parent > 1, "not a process of the daemon"
+        pid = parent
+    return pid
+
+
 def rss_kib(pid: int, field: str) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1))
@@ -354,7 +404,7 @@ def test_a_flood_is_held_to_the_window_until_acknowledged(daemon):
     waits in the kernel, blocked on the PTY); once the client acknowledges, all of it
     arrives. The daemon's peak RSS over the flood stays far below the flood's size."""
     t = Term(daemon)
-    worker = int(proc_stat(t.pid())[1])  # the shell's parent: the gunicorn worker
+    worker = gunicorn_worker(daemon, t.pid())
     # Reset the worker's peak RSS (VmHWM) to its current RSS, so the peak is the flood's.
     Path(f"/proc/{worker}/clear_refs").write_text("5")
     before = rss_kib(worker, "VmRSS")

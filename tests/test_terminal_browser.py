@@ -7,9 +7,18 @@ from pathlib import Path
 
 from test_browser import browser, daemon, session_state, shots, web  # noqa: F401
 from test_daemon import wait_for
-from test_terminal import alive
+from test_terminal import alive, host_pid
 
 TIMEOUT_MS = 15_000
+
+
+# The shell's pid and pid namespace (a sandbox's own), for host_pid.
+SHELL_PID = 'echo "PID=$$ NS=$(readlink /proc/$$/ns/pid);"'
+SHELL_PID_RE = r"^PID=(\d+) NS=(pid:\[\d+\]);$"
+
+
+def shell_pid(m) -> tuple[int, str]:
+    return int(m.group(1)), m.group(2)
 
 
 def screen(page) -> str:
@@ -54,8 +63,8 @@ def test_terminal_runs_commands_follows_resizes_and_hangs_up_on_close(web, daemo
     page.wait_for_selector(".xterm-helper-textarea")
     type_line(page, "echo $((6*7))")
     wait_screen(page, r"^42$")
-    type_line(page, 'echo "PID=$$;"')
-    pid = int(wait_screen(page, r"^PID=(\d+);$").group(1))
+    type_line(page, SHELL_PID)
+    pid = host_pid(*shell_pid(wait_screen(page, SHELL_PID_RE)))
     assert alive(pid)
     # Colours and UTF-8 reach the screen: a red, accented word.
     type_line(page, r"printf '\033[31mcaf\303\251\033[0m\n'")
@@ -94,8 +103,8 @@ def test_closing_the_terminal_then_opening_a_new_one(web, daemon, shots: Path): 
     page = web.open("/agents/manager")
     page.click("button:has-text('Open terminal')")
     page.wait_for_selector(".terminal-status.on")
-    type_line(page, 'echo "PID=$$;"')
-    first = int(wait_screen(page, r"^PID=(\d+);$").group(1))
+    type_line(page, SHELL_PID)
+    first = host_pid(*shell_pid(wait_screen(page, SHELL_PID_RE)))
     page.click("button:has-text('Close')")
     page.wait_for_selector(".terminal-status:has-text('closed')")
     wait_for(lambda: not alive(first), what="the first shell to end")

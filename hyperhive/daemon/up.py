@@ -268,12 +268,27 @@ class Server(BaseApplication):
         log.info("stopped")
 
 
+def require_sandbox(home: Home) -> None:
+    """The local runtime runs agents in their sandbox or not at all: a host where bwrap
+    is missing or cannot make its namespaces stops the start, before anything runs."""
+    from hyperhive.runtime import sandbox
+
+    try:
+        sandbox.check()
+    except sandbox.SandboxUnavailable as e:
+        raise sandbox.SandboxUnavailable(
+            sandbox.refusal(str(e), home.root / "hyperhive.toml")
+        ) from None
+
+
 def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    # a bad hyperhive.toml stops the start here, saying what is wrong
-    http = limits(load_settings(home).http, raise_fd_limit())
+    settings = load_settings(home)  # a bad hyperhive.toml stops the start here, saying why
+    http = limits(settings.http, raise_fd_limit())
+    if runtime_kind == "local" and settings.local.sandbox:
+        require_sandbox(home)
     runtime = get_runtime(runtime_kind, home)
     if init_hive(home, runtime, "operator"):
         log.info("initialized a new hive at %s with the manager agent", home.root)

@@ -28,8 +28,9 @@ class RuntimeCommandError(HiveError):
     """A runtime command outside a build (start, stop, destroy) failed: which one, how."""
 
 
-# Runs as the child of `Shell.spawn`, already leader of a new session, the PTY on 0/1/2:
-# takes the PTY as its controlling terminal, drops to the given ids, then execs the
+# Runs as the child of `Shell.spawn`, the PTY on 0/1/2: leads a new session (it does
+# already, unless a sandbox runs it: bwrap's pid 1 leads that one), takes the PTY as its
+# controlling terminal, drops to the given ids, then execs the
 # command. argv: uid gid groups path arg0 args... (uid "" = keep the ids). Python ignores
 # SIGPIPE and SIGXFSZ and an ignored signal stays ignored across exec: restore them (or
 # `yes | head` in the shell reports a broken pipe).
@@ -37,6 +38,8 @@ _LAUNCHER = """\
 import fcntl, os, signal, sys, termios
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+if os.getsid(0) != os.getpid():
+    os.setsid()
 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 uid, gid, groups, path, *argv = sys.argv[1:]
 if uid:
@@ -67,9 +70,12 @@ class Shell:
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike | None = None,
         user: tuple[int, int, Sequence[int]] | None = None,
+        wrap: Sequence[str] = (),
     ) -> "Shell":
         """Start `argv` on a new PTY, in `cwd`, as `user` = (uid, gid, groups) if given
-        (the caller must be root then).
+        (the caller must be root then); inside `wrap` if given, a command line that runs
+        the rest (a sandbox: the paths, `argv[0]` on the PATH of `env` and this
+        interpreter, must be the same inside it).
 
         Taking a controlling terminal needs setsid() then TIOCSCTTY in the child.
         subprocess does setsid() itself (start_new_session) but the ioctl would need
@@ -92,7 +98,7 @@ class Shell:
             if user is not None:
                 os.fchown(slave, user[0], -1)  # as login(1) does: the user owns its tty
             process = subprocess.Popen(
-                [*launcher, *ids, path, *argv],
+                [*wrap, *launcher, *ids, path, *argv],
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
@@ -161,6 +167,9 @@ class Runtime(Protocol):
     # unasked exit through `watch`. False (nixos-container): the agents run on their own
     # (containers); the daemon watches their `status`.
     supervised: bool
+    # False: the agents run without their isolation (the local runtime with
+    # `[local] sandbox = false`); the forge shows a red warning.
+    sandboxed: bool
 
     def create(self, name: str) -> None:
         """Prepare a new agent (directories, container definition). Idempotent.

@@ -16,8 +16,9 @@ subprocess of this process, at the deployed revision (a restart when it runs an 
 one); `stop` ends it. The daemon starts them (daemon/supervisor.py); `status` says
 `running` while the harness runs, `deployed` when it does not.
 
-`shell` is a login shell in the agent's state directory, as the agent's user where there
-is one (see `shell_account`).
+`shell` is a login shell in the agent's state directory: in its sandbox, as its harness
+sees the world (runtime/sandbox.py), or with the sandbox off as the agent's user where
+there is one (see `shell_account`).
 """
 
 import os
@@ -29,7 +30,7 @@ from hyperhive.errors import UnknownAgent, UnsafeTree
 from hyperhive.gitstore.history import checkout
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
-from hyperhive.runtime import policy, record
+from hyperhive.runtime import policy, record, sandbox
 from hyperhive.runtime.base import BuildError, Emit, RuntimeCommandError, Shell
 from hyperhive.runtime.local_harness import ExitHandler, Harnesses
 from hyperhive.runtime.stream import run_streamed
@@ -110,12 +111,19 @@ class LocalRuntime:
         state = "running" if self.harnesses.is_running(name) else "deployed"
         return {"state": state, "revision": revision}
 
+    @property
+    def sandboxed(self) -> bool:
+        """Whether agents run in their sandbox (`[local] sandbox`, read each time)."""
+        return self.harnesses.sandboxed()
+
     def start(self, name: str, emit: Emit | None = None) -> None:
         revision = record.deployed_revision(self.home, name)
         if self.home.is_destroyed(name) or revision is None:
             raise RuntimeCommandError(f"agent {name} is not deployed: nothing to start")
         try:
             started = self.harnesses.start(name, revision)
+        except sandbox.SandboxUnavailable as e:
+            raise RuntimeCommandError(f"{name} not started: {sandbox.refusal(str(e))}") from None
         except OSError as e:
             raise RuntimeCommandError(f"cannot start the harness of {name}: {e}") from None
         if started and emit is not None:
@@ -135,7 +143,9 @@ class LocalRuntime:
     def shell(self, name: str) -> Shell:
         """A login shell (bash, else sh) on a PTY, in the agent's state directory: where
         the agent works and what persists (a deploy swaps `deployed/` away from under a
-        shell's working directory), with TERM=xterm-256color and a UTF-8 locale."""
+        shell's working directory), with TERM=xterm-256color and a UTF-8 locale. In the
+        agent's sandbox (`[local] sandbox`, the default) it is the harness's: the same
+        mounts, namespaces and environment allow-list, its state at /state."""
         self.home.require_agent(name)
         if self.home.is_destroyed(name):
             raise UnknownAgent(f"agent {name} was destroyed (its state is kept): it has no shell")
@@ -145,19 +155,29 @@ class LocalRuntime:
         program = shutil.which("bash") or shutil.which("sh")
         if program is None:
             raise RuntimeCommandError("neither bash nor sh is on PATH: no shell to start")
-        user, account = shell_account(state)
         lang = os.environ.get("LANG", "")
-        env = {
-            "PATH": os.environ.get("PATH", os.defpath),
-            **account,
+        terminal = {
             "SHELL": program,
             "TERM": "xterm-256color",
             "COLORTERM": "truecolor",
             "LANG": lang if "utf-8" in lang.lower().replace("utf8", "utf-8") else "C.UTF-8",
-            "HYPERHIVE_AGENT": name,
         }
         try:
+            if self.sandboxed:
+                self.harnesses.write_etc(name)  # what it mounts at /etc/hyperhive
+                env = {**self.harnesses.env(name, sandboxed=True), **terminal}
+                wrap = self.harnesses.sandbox(name, env).command([])
+                return Shell.spawn([program, "-l"], env=env, cwd=state, wrap=wrap)
+            user, account = shell_account(state)
+            env = {
+                "PATH": os.environ.get("PATH", os.defpath),
+                **account,
+                **terminal,
+                "HYPERHIVE_AGENT": name,
+            }
             return Shell.spawn([program, "-l"], env=env, cwd=state, user=user)
+        except sandbox.SandboxUnavailable as e:
+            raise RuntimeCommandError(f"no shell for {name}: {sandbox.refusal(str(e))}") from None
         except OSError as e:
             raise RuntimeCommandError(f"cannot start a shell for {name}: {e}") from None
 

@@ -8,6 +8,14 @@ is recorded in `agents/<name>/harness.pid`: a stop from another process (`hyperh
 destroy` in the CLI) finds it there, and a stop removes the file before signalling, which
 is how the process that started the harness tells an exit it asked for from a crash.
 
+With `[local] sandbox` on (the default) the harness runs in a bubblewrap sandbox
+(runtime/sandbox.py) built at each start from the deployed policy: it sees its state at
+/state, its sockets at /run/hyperhive and its policy at /etc/hyperhive, as in a
+container, and gets those paths; harness.pid then holds bwrap's pid, whose command line
+names the agent's run directory. A stop asks the harness itself to end (through the
+process group of bwrap's pid 1, which --new-session gave it); bwrap ending any other way
+(killed, or its daemon gone: --die-with-parent) takes the whole sandbox with it.
+
 Before each start the deployed policy is written to `agents/<name>/etc/` as `policy.json`
 and `extra-mcp.json`, the shapes nix/lib.nix renders into `/etc/hyperhive/` of a container,
 so the harness reads the same files on both runtimes.
@@ -22,11 +30,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from hyperhive.home import Home
+from hyperhive.runtime import sandbox
 from hyperhive.runtime.policy import POLICY_KEYS, deployed_policy
+from hyperhive.settings import load_settings
 
 log = logging.getLogger("hyperhive.runtime.local")
 
@@ -36,6 +47,11 @@ MAX_LOG_BYTES = 16 << 20  # a start finding harness.log past this moves it to ha
 
 # (agent name, exit status) of a harness that exited without being asked to
 ExitHandler = Callable[[str, int], None]
+
+# bwrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that
+# forked it ends: harnesses are forked by this one thread, which lives as long as the
+# process, never by a request's or a job's.
+_launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-launcher")
 
 
 @dataclass
@@ -74,18 +90,37 @@ class Harnesses:
     def log_file(self, name: str) -> Path:
         return self.home.log_dir(name) / "harness.log"
 
-    def argv(self, name: str) -> list[str]:
+    def sandboxed(self) -> bool:
+        """`[local] sandbox` of hyperhive.toml, read at each start."""
+        return load_settings(self.home).local.sandbox
+
+    def sandbox(self, name: str, env: dict[str, str]) -> sandbox.Sandbox:
+        """The agent's sandbox as its deployed policy has it: the directory of the claude
+        it names (null: `claude` on the PATH of `env`)."""
+        claude = deployed_policy(self.home, name).get("claude") or "claude"
+        self.home.agent_socket(name).parent.mkdir(parents=True, exist_ok=True)
+        return sandbox.Sandbox(
+            name=name,
+            state=self.home.state_dir(name),
+            run=self.home.agent_socket(name).parent,
+            etc=self.etc_dir(name),
+            hidden=self.home.root,
+            programs=sandbox.program_paths(claude, env.get("PATH")),
+        )
+
+    def argv(self, name: str, sandboxed: bool = False) -> list[str]:
+        """The harness's command line, with the paths it sees (in a sandbox: a
+        container's)."""
         from hyperhive.harness.claude_config import hyperhive_command
 
+        socket = self.home.agent_socket(name)
+        paths = (socket, self.home.state_dir(name), self.etc_dir(name))
+        if sandboxed:
+            paths = (sandbox.RUN / socket.name, sandbox.STATE, sandbox.ETC)
         return [
             *hyperhive_command(),
             "harness",
-            "--socket",
-            str(self.home.agent_socket(name)),
-            "--state",
-            str(self.home.state_dir(name)),
-            "--etc",
-            str(self.etc_dir(name)),
+            *("--socket", str(paths[0]), "--state", str(paths[1]), "--etc", str(paths[2])),
             "--exit-with-parent",
         ]
 
@@ -104,27 +139,42 @@ class Harnesses:
             tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, etc / file)
 
-    def env(self, name: str) -> dict[str, str]:
-        """What the agent's harness adds to the daemon's environment."""
+    def env(self, name: str, sandboxed: bool = False) -> dict[str, str]:
+        """The harness's environment: the daemon's with the agent's variables added, or
+        in a sandbox only its allow-list (sandbox.sandbox_env) and those."""
         from hyperhive.tokens import state_file
 
         env = {"HYPERHIVE_AGENT": name}
         if self.git_url:
+            token = state_file(self.home, name).absolute()
+            if sandboxed:
+                token = sandbox.STATE / token.relative_to(self.home.state_dir(name).absolute())
             env["HYPERHIVE_GIT_URL"] = self.git_url
-            env["HYPERHIVE_TOKEN_FILE"] = str(state_file(self.home, name).absolute())
-        return env
+            env["HYPERHIVE_TOKEN_FILE"] = str(token)
+        return sandbox.sandbox_env(os.environ, env) if sandboxed else {**os.environ, **env}
+
+    def command(self, name: str) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that start the agent's harness."""
+        sandboxed = self.sandboxed()
+        env = self.env(name, sandboxed)
+        argv = self.argv(name, sandboxed)
+        if sandboxed:
+            argv = self.sandbox(name, env).command(argv)
+        return argv, env
 
     # -- the processes -----------------------------------------------------------------
 
     def recorded_pid(self, name: str) -> int | None:
-        """The pid in harness.pid if that process is alive and is this agent's harness."""
+        """The pid in harness.pid if that process is alive and is this agent's harness
+        (open: its socket is an argument; in a sandbox: bwrap's, its run directory is)."""
         try:
             pid = int(self.pid_file(name).read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
-        socket = str(self.home.agent_socket(name)).encode()
-        return pid if b"harness" in cmdline and socket in cmdline and _alive(pid) else None
+        socket = self.home.agent_socket(name)
+        ours = {str(socket).encode(), str(socket.parent).encode()}
+        return pid if b"harness" in cmdline and ours & set(cmdline) and _alive(pid) else None
 
     def is_running(self, name: str) -> bool:
         with self.lock:
@@ -154,6 +204,7 @@ class Harnesses:
                 )
                 self._stop_locked(name)
             self.write_etc(name)
+            argv, env = self.command(name)
             logfile = self.log_file(name)
             logfile.parent.mkdir(parents=True, exist_ok=True)
             _rotate(logfile)
@@ -161,15 +212,16 @@ class Harnesses:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S")
                 out.write(f"--- {stamp} harness of {name} starts at {revision}\n".encode())
                 out.flush()
-                proc = subprocess.Popen(
-                    self.argv(name),
+                proc = _launcher.submit(
+                    subprocess.Popen,
+                    argv,
                     cwd=self.home.state_dir(name),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, **self.env(name)},
+                    env=env,
                     start_new_session=True,
-                )
+                ).result()
             self.pid_file(name).write_text(f"{proc.pid}\n")
             self.running[name] = Running(proc, revision)
         threading.Thread(
@@ -187,6 +239,9 @@ class Harnesses:
             crashed = ours and self._names(name, proc.pid)
             if ours:
                 del self.running[name]
+                # under the lock: no start of the same command line in between (a stop
+                # did this itself)
+                sandbox.kill_leftovers(b"".join(os.fsencode(a) + b"\0" for a in proc.args))
             if crashed:
                 self.pid_file(name).unlink(missing_ok=True)
         _kill_group(proc.pid, signal.SIGKILL)  # what it left behind (a claude, MCP servers)
@@ -216,7 +271,10 @@ class Harnesses:
         self.pid_file(name).unlink(missing_ok=True)  # first: the exit is asked for
         if pid is None or (current is not None and current.proc.poll() is not None):
             return False
-        _kill_group(pid, signal.SIGTERM)
+        group, cmdline = sandbox.stop_group(pid), b""  # the harness's group, not bwrap's
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        _kill_group(group, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
         while (current.proc.poll() is None) if current is not None else _alive(pid):
             if time.monotonic() >= deadline:
@@ -226,6 +284,10 @@ class Harnesses:
                 break
             time.sleep(0.05)
         _kill_group(pid, signal.SIGKILL)
+        if group != pid:  # the sandbox's pid 1, should bwrap have died before it could
+            _kill_group(group, signal.SIGKILL)  # pass its own end on: the namespace ends
+        if cmdline:
+            sandbox.kill_leftovers(cmdline)
         if current is not None:
             current.proc.wait()
         log.info("%s: harness stopped", name)

@@ -94,6 +94,7 @@ def parse_status(output: str) -> str | None:
 
 class NixosContainerRuntime:
     supervised = False  # containers run on their own; the daemon polls their status
+    sandboxed = True  # each agent is a container
 
     def __init__(
         self,
