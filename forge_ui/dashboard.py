@@ -9,6 +9,8 @@ from hyperhive.workflow import notify
 
 bp = Blueprint("dashboard", __name__)
 
+BANNERS = ("alerts",)  # sections shown above the panels, each only when it has something
+
 
 def render_sections(data: dict) -> dict[str, str]:
     """Each section's HTML: the same partial serves the first render and live updates."""
@@ -29,5 +31,9 @@ def answer(question_id: int):
 def index():
     sections = render_sections(state.collect(hive()))
     return render_template(
-        "dashboard.html", sections=sections, order=list(state.SECTIONS), title="Dashboard"
+        "dashboard.html",
+        sections=sections,
+        banners=BANNERS,
+        order=[name for name in state.SECTIONS if name not in BANNERS],
+        title="Dashboard",
     )

@@ -48,3 +48,7 @@ class IllegalTransition(HiveError):
 
 class ConcurrentUpdate(HiveError):
     """A compare-and-swap lost: a ref was not what the engine read under its lock."""
+
+
+class UnknownMessage(HiveError):
+    pass

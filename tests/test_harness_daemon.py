@@ -187,7 +187,7 @@ def test_local_runtime_start_stop_and_crash_without_a_daemon(home, runtime):
         # stopped through the pid file (as a CLI destroy does): no crash for its parent
         other.watch(lambda name, status: exits.append((name, status)))
         LocalRuntime(home).stop("manager")
-        assert not _alive(second) and runtime.status("manager")["state"] == "deployed"
+        assert not _alive(second) and runtime.status("manager")["state"] == "stopped"
 
         runtime.start("manager")
         third = pid_of(home, "manager")

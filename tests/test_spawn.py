@@ -265,7 +265,7 @@ def test_concurrent_drafts_of_one_name_have_one_winner(home):
 def deployed_worker(home, runtime):
     a = spawn.spawn(home, "worker", runtime, "manager")
     Approvals(home, "worker").approve(a.id, "operator")  # the shipped hook deploys it
-    assert runtime.status("worker")["state"] == "deployed"
+    assert runtime.status("worker")["state"] == "stopped"
     return Approvals(home, "worker").deployed_commit()
 
 
