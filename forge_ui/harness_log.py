@@ -16,8 +16,10 @@ def path_of(name: str) -> Path:
     return hive().home.log_dir(name) / "harness.log"
 
 
-def tail(path: Path, size: int = TAIL_BYTES) -> tuple[str, int]:
-    """The log's last `size` bytes from a line start, and the offset it ends at."""
+def tail(path: Path, size: int | None = None) -> tuple[str, int]:
+    """The log's last `size` (TAIL_BYTES) bytes from a line start, and the offset it
+    ends at."""
+    size = TAIL_BYTES if size is None else size
     try:
         with path.open("rb") as f:
             end = f.seek(0, os.SEEK_END)
