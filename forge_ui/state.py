@@ -11,7 +11,7 @@ from forge_ui import charts
 from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
-from hyperhive.broker.health import Health
+from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.hive import Hive
 from hyperhive.workflow.approvals import Approvals
@@ -79,10 +79,9 @@ def alerts(hive: Hive) -> dict:
     """The dashboard's banner: the deployed agents whose claude cannot be found (checked
     by the daemon at its start and as it runs: daemon/supervisor.py)."""
     active = set(hive.home.agent_names())
-    problems = Health(hive.home).all()
     claude = [
         {"agent": name, "error": p["claude"]["error"], "since": p["claude"]["at"]}
-        for name, p in sorted(problems.items())
+        for name, p in sorted(problems(hive.home).items())
         if name in active and "claude" in p
     ]
     return {"claude": claude}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from dulwich.repo import Repo
 
-from hyperhive.broker.health import Health, derive
+from hyperhive.broker.health import derive
+from hyperhive.broker.health import problems as read_problems
 from hyperhive.errors import AgentExists, UnknownCommit
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import write_commit
@@ -185,7 +186,7 @@ def runtime_state(home: Home, name: str, runtime: Runtime, problems: dict | None
     (broker/health.py): `state` running, failing, crash-looping, stopped, … and `error`.
     `problems`: this agent's rows of `Health.all()`, read here when None."""
     if problems is None:
-        problems = Health(home).all().get(name, {})
+        problems = read_problems(home).get(name, {})
     return derive(runtime.status(name), problems)
 
 
@@ -207,5 +208,5 @@ def describe(home: Home, name: str, runtime: Runtime, problems: dict | None = No
 
 def list_agents(home: Home, runtime: Runtime) -> list[dict]:
     home.require()
-    problems = Health(home).all()
-    return [describe(home, n, runtime, problems.get(n, {})) for n in home.agent_names()]
+    found = read_problems(home)
+    return [describe(home, n, runtime, found.get(n, {})) for n in home.agent_names()]

@@ -422,3 +422,16 @@ def test_the_log_follower_reads_whole_lines_and_starts_over_after_a_rotation(tmp
     log.write_text("x" * (CHUNK + 10))  # a line longer than a chunk comes in pieces
     f = Follower(log, 0)
     assert len(f.read()[0]) == CHUNK and f.offset == CHUNK
+
+
+def test_listing_agents_reads_health_without_migrating_or_creating_hive_db(home, runtime):
+    from hyperhive.broker.health import problems
+
+    create_agent(home, "alice", runtime, "operator")
+    assert not db.db_path(home).exists()
+    assert [a["runtime"]["error"] for a in list_agents(home, runtime)] == [None, None]
+    assert not db.db_path(home).exists()  # a listing writes nothing
+    db.migrate(home, db.MIGRATIONS[:6])  # a hive.db from before the health table
+    assert problems(home) == {}
+    Health(home).set("alice", "start", "x")  # migrates
+    assert problems(home)["alice"]["start"]["error"] == "x"

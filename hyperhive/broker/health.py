@@ -21,9 +21,10 @@ just crashed), else the runtime's own (`running`, `stopped`, …), with `error`:
 in one line, None when there is nothing wrong.
 """
 
+import sqlite3
 import time
 
-from hyperhive.broker.db import connect, migrate
+from hyperhive.broker.db import connect, db_path, migrate
 from hyperhive.broker.messages import one_line
 from hyperhive.home import Home
 
@@ -89,21 +90,7 @@ class Health:
         return self.all().get(agent, {}).get(kind)
 
     def all(self) -> dict[str, dict[str, dict]]:
-        """agent → kind → {"error", "at", "count", "revision"}."""
-        conn = connect(self.home)
-        try:
-            rows = conn.execute("SELECT * FROM health ORDER BY agent, kind").fetchall()
-        finally:
-            conn.close()
-        out: dict[str, dict[str, dict]] = {}
-        for r in rows:
-            out.setdefault(r["agent"], {})[r["kind"]] = {
-                "error": r["error"],
-                "at": r["at"],
-                "count": r["count"],
-                "revision": r["revision"],
-            }
-        return out
+        return problems(self.home)
 
     def turn(self, agent: str, exit_class: object, error: object, exit_code: object) -> bool:
         """A turn report: a failure records its error, anything else ends the problem;
@@ -138,4 +125,29 @@ def derive(status: dict, problems: dict[str, dict] | None) -> dict:
     for kind in causes:
         if kind in problems and (kind != "crash" or crash):
             return {**out, "state": "failing", "error": problems[kind]["error"]}
+    return out
+
+
+def problems(home: Home) -> dict[str, dict[str, dict]]:
+    """agent → kind → {"error", "at", "count", "revision"}: a plain read, no migration
+    (each listing of the agents reads it); nothing when hive.db has no such table yet."""
+    if not db_path(home).exists():
+        return {}
+    conn = connect(home)
+    try:
+        rows = conn.execute("SELECT * FROM health ORDER BY agent, kind").fetchall()
+    except sqlite3.OperationalError as e:
+        if "no such table" not in str(e):
+            raise
+        return {}  # a hive.db no daemon of this version has opened yet
+    finally:
+        conn.close()
+    out: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        out.setdefault(r["agent"], {})[r["kind"]] = {
+            "error": r["error"],
+            "at": r["at"],
+            "count": r["count"],
+            "revision": r["revision"],
+        }
     return out
