@@ -286,8 +286,8 @@ def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive
             else None
         )
 
-    def agreed(expected: tuple) -> None:
-        wait_for(lambda: alice() == expected, what=f"alice {expected}")
+    def agreed(expected: tuple, timeout: float = 30.0) -> None:
+        wait_for(lambda: alice() == expected, timeout, what=f"alice {expected}")
 
     agreed(("failing", missing))
 
@@ -315,7 +315,7 @@ def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive
     wait_for(lambda: not daemon.get("/api/state")["alerts"]["claude"], what="the banner to go")
     agreed(("failing", "cannot run claude: [Errno 2] No such file or directory: 'claude'"))
     run_cli(root, "requeue", "alice", str(dead["id"]), check=True)
-    agreed(("running", None))  # a turn that works
+    agreed(("running", None), timeout=60)  # a whole turn that works, on a loaded machine too
     ran = [r["prompt"] for r in fake_runs(root.parent / "fake-claude")]
     assert any("hello 0" in p for p in ran)  # the dead letter got its turn
     assert json.loads(run_cli(root, "inbox", "alice", "--dead", "--json").stdout) == {
