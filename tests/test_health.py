@@ -9,7 +9,7 @@ import re
 import sqlite3
 
 import pytest
-from conftest import run_cli
+from conftest import log_in, run_cli
 from test_forge import PASSWORD
 from test_supervisor import StandIn, set_deployed
 
@@ -166,7 +166,7 @@ def test_dead_letters_are_listed_a_page_at_a_time(hive, broker):
 
 
 def test_messages_stored_before_the_dead_columns_are_alive(hive):
-    db.migrate(hive, db.MIGRATIONS[:6])
+    db.migrate(hive, db.MIGRATIONS[:7])
     conn = db.connect(hive)
     conn.execute(
         "INSERT INTO messages (sender, recipient, body, created_at) VALUES ('a', 'alice', 'x', 1)"
@@ -303,11 +303,7 @@ def client(hive):
     rt = Failing()
     rt.home = hive
     app = create_app(Hive(hive, rt))
-    c = app.test_client()
-    with c.session_transaction() as s:
-        s["operator"] = True
-        s["actor"] = "alice"
-    return c
+    return log_in(app.test_client(), hive, "alice")
 
 
 def csrf_of(page: str) -> str:
@@ -431,7 +427,7 @@ def test_listing_agents_reads_health_without_migrating_or_creating_hive_db(home,
     assert not db.db_path(home).exists()
     assert [a["runtime"]["error"] for a in list_agents(home, runtime)] == [None, None]
     assert not db.db_path(home).exists()  # a listing writes nothing
-    db.migrate(home, db.MIGRATIONS[:6])  # a hive.db from before the health table
+    db.migrate(home, db.MIGRATIONS[:7])  # a hive.db from before the health table
     assert problems(home) == {}
     Health(home).set("alice", "start", "x")  # migrates
     assert problems(home)["alice"]["start"]["error"] == "x"
