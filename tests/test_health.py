@@ -303,7 +303,7 @@ def client(hive):
     rt = Failing()
     rt.home = hive
     app = create_app(Hive(hive, rt))
-    return log_in(app.test_client(), hive, "alice")
+    return log_in(app.test_client(), hive, "ops")
 
 
 def csrf_of(page: str) -> str:

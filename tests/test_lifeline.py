@@ -139,3 +139,27 @@ def test_a_lifeline_that_is_no_pipe_is_refused(tmp_path):
             capture_output=True, text=True, timeout=60, pass_fds=(f.fileno(),),
         )  # fmt: skip
     assert proc.returncode == 2 and f"--lifeline {fd} is not a pipe" in proc.stderr
+
+
+def test_a_stop_landing_inside_a_log_call_is_not_swallowed():
+    """Regression: SIGTERM's Stop raised while the harness was writing a log line was
+    caught by logging (`emit` turns an Exception into a printed "Logging error") and the
+    harness went on, orphaned. Stop is a BaseException now, as KeyboardInterrupt."""
+    import io
+    import logging
+
+    from hyperhive.harness.loop import Stop
+
+    class Landing(io.StringIO):
+        def write(self, text):
+            raise Stop("SIGTERM")  # where the signal handler's raise would land
+
+    logger = logging.getLogger("hyperhive.test-stop")
+    handler = logging.StreamHandler(Landing())
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with pytest.raises(Stop):
+            logger.warning("no answer to whoami; retrying")
+    finally:
+        logger.removeHandler(handler)

@@ -62,8 +62,11 @@ READ_POLL = 0.5  # seconds between looks at a claude whose output is quiet
 DEFAULT_CLAUDE = "claude"  # on PATH, when the policy names none
 
 
-class Stop(Exception):
-    """SIGTERM or SIGINT: leave the loop (a running claude is stopped first)."""
+class Stop(BaseException):
+    """SIGTERM or SIGINT: leave the loop (a running claude is stopped first). Not an
+    Exception, as KeyboardInterrupt is not: raised by the signal handler wherever the
+    main thread is, it must not be swallowed there (logging's `emit` turns any Exception
+    into a printed "Logging error" and goes on, and the stop was lost)."""
 
 
 class PolicyUnreadable(HiveError):
