@@ -2,7 +2,7 @@
 
 from flask import Blueprint, g, jsonify, request
 
-from forge_ui import charts, hive, state
+from forge_ui import charts, dead, hive, state
 from hyperhive.errors import BadInput
 from hyperhive.workflow.approvals import Approvals, history_json
 
@@ -17,6 +17,18 @@ def get_state():
 @bp.get("/agents/<name>/history")
 def agent_history(name: str):
     return jsonify(history_json(hive().home, name))
+
+
+@bp.get("/agents/<name>/dead")
+def agent_dead(name: str):
+    """?limit=N (1-500, default 50)&before=ID: the agent's dead letters, newest first."""
+    return jsonify(dead.listing(name, request.args))
+
+
+@bp.post("/agents/<name>/dead/<int:message_id>/requeue")
+def requeue_dead(name: str, message_id: int):
+    json_body()
+    return jsonify(dead.requeue(name, message_id))
 
 
 @bp.get("/stats")

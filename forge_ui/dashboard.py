@@ -9,6 +9,8 @@ from hyperhive.workflow import notify
 
 bp = Blueprint("dashboard", __name__)
 
+BANNERS = ("alerts",)  # sections shown above the panels, each only when it has something
+
 
 def render_sections(data: dict) -> dict[str, str]:
     """Each section's HTML: the same partial serves the first render and live updates."""
@@ -31,7 +33,8 @@ def index():
     return render_template(
         "dashboard.html",
         sections=sections,
-        order=list(state.SECTIONS),
+        banners=BANNERS,
+        order=[name for name in state.SECTIONS if name not in BANNERS],
         title="Dashboard",
         runs_open=state.runs_open(hive()),
     )

@@ -19,6 +19,7 @@ from hyperhive.errors import (
     UnknownAgent,
     UnknownApproval,
     UnknownCommit,
+    UnknownMessage,
     UnsafeTree,
     disk_full,
 )
@@ -31,6 +32,7 @@ STATUS = {  # the first class that matches wins
     UnknownAgent: 404,
     UnknownApproval: 404,
     UnknownCommit: 404,
+    UnknownMessage: 404,
     AlreadyDecided: 409,
     IllegalTransition: 409,
     AgentExists: 409,

@@ -1,4 +1,5 @@
-"""Live updates over websockets (flask-sock): the dashboard, a review page, a build log.
+"""Live updates over websockets (flask-sock): the dashboard, a review page, a build log,
+an agent's harness log.
 
 Every socket follows the source of truth (refs, the log file) and uses the event bus
 only to wake up early: an event lost to a full queue, or a build running in another
@@ -12,7 +13,7 @@ import time
 from flask import Blueprint, request
 from flask_sock import Sock
 
-from forge_ui import charts, dashboard, hive, review, state
+from forge_ui import charts, dashboard, harness_log, hive, review, state
 from hyperhive.workflow.states import TERMINAL, State
 
 bp = Blueprint("live", __name__)
@@ -62,10 +63,13 @@ def dashboard_ws(ws):
 
 
 @bp.before_request
-def check_stats_query():
-    """A bad chart query is refused before the handshake, as a 400/404 the client sees."""
+def check_query():
+    """A bad chart query or an unknown agent is refused before the handshake, as a
+    400/404 the client sees."""
     if request.endpoint == "live.stats":
         charts.parse(hive(), request.args, time.time())
+    if request.endpoint == "live.harness":
+        hive().home.require_agent(request.view_args["name"])
 
 
 @sock.route("/ws/stats", bp=bp, endpoint="stats")
@@ -132,3 +136,20 @@ def build_ws(ws, name: str, approval_id: int):
                 return
             if not text:
                 sub.get(timeout=TICK)
+
+
+@sock.route("/ws/harness/<name>", bp=bp, endpoint="harness")
+def harness_ws(ws, name: str):
+    """Sends what `logs/<name>/harness.log` gains from `?offset=` on (`{"text", "reset",
+    "offset"}`: `reset` when the log started over, rotated by a harness start; `offset`
+    where the text ends, for a reconnect to go on from); looks every TICK, and
+    at once again while there is more to send. It never ends by itself: the harness
+    writes as long as it runs, and a restart goes on in the same log."""
+    offset = max(0, request.args.get("offset", 0, type=int))
+    follower = harness_log.Follower(harness_log.path_of(name), offset)
+    while ws.connected and not shutting_down.is_set():
+        text, reset = follower.read()
+        if text or reset:
+            send(ws, {"text": text, "reset": reset, "offset": follower.offset})
+        if len(text) < harness_log.CHUNK // 2:
+            time.sleep(TICK)

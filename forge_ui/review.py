@@ -1,12 +1,13 @@
 """An agent's page, the review page of one approval (diff, history, approve/deny with a
 confirm step) and build logs."""
 
-from flask import Blueprint, Response, g, render_template, request
+from flask import Blueprint, Response, g, render_template, request, send_file
 from markupsafe import Markup
 
-from forge_ui import hive, state
+from forge_ui import dead, harness_log, hive, state
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
+from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
 from hyperhive.workflow import hooks
@@ -60,15 +61,34 @@ def live_view(approval: Approval) -> dict:
 def agent(name: str):
     approvals = approvals_of(name)
     every = list(reversed(approvals.all(with_pruned=True)))
+    log_text, log_offset = harness_log.tail(harness_log.path_of(name))
     return render_template(
         "review/agent.html",
         name=name,
         approvals=every,
         deployed=approvals.deployed_commit(),
-        runtime=hive().runtime.status(name),
+        runtime=runtime_state(hive().home, name, hive().runtime),
+        dead=dead.listing(name, {"before": request.args.get("dead_before")}),
+        log_text=log_text,
+        log_offset=log_offset,
         title=f"{name}",
         runs_open=state.runs_open(hive()),
     )
+
+
+@bp.get("/agents/<name>/harness.log")
+def harness_log_raw(name: str):
+    """The whole harness log as plain text."""
+    hive().home.require_agent(name)
+    path = harness_log.path_of(name)
+    if path.exists():
+        response = send_file(path, mimetype="text/plain", max_age=0, conditional=False)
+    else:
+        response = Response(b"", mimetype="text/plain")
+    response.headers.update(
+        {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    )
+    return response
 
 
 @bp.get("/review/<name>/<int:approval_id>")

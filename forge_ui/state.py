@@ -11,6 +11,7 @@ from forge_ui import charts
 from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
+from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.hive import Hive
 from hyperhive.workflow.approvals import Approvals
@@ -19,6 +20,7 @@ from hyperhive.workflow.states import State
 log = logging.getLogger("hyperhive.forge")
 
 RECENT = 20
+DEAD_SHOWN = 20  # the dashboard's dead letters: the newest, the rest on each agent page
 
 
 def runs_open(hive: Hive) -> bool:
@@ -79,6 +81,26 @@ def inbox(hive: Hive) -> list[dict]:
     return broker(hive).recent_to(OPERATOR)
 
 
+def alerts(hive: Hive) -> dict:
+    """The dashboard's banner: the deployed agents whose claude cannot be found (checked
+    by the daemon at its start and as it runs: daemon/supervisor.py)."""
+    active = set(hive.home.agent_names())
+    claude = [
+        {"agent": name, "error": p["claude"]["error"], "since": p["claude"]["at"]}
+        for name, p in sorted(problems(hive.home).items())
+        if name in active and "claude" in p
+    ]
+    return {"claude": claude}
+
+
+def dead(hive: Hive) -> dict:
+    """Dead letters (messages given up after their failed turns): how many per agent and
+    the newest DEAD_SHOWN of them."""
+    b = broker(hive)
+    counts = b.dead_counts()
+    return {"total": sum(counts.values()), "counts": counts, "latest": b.dead_latest(DEAD_SHOWN)}
+
+
 def drafts(hive: Hive) -> list[dict]:
     return spawn.drafts(hive.home)
 
@@ -89,12 +111,14 @@ def kept(hive: Hive) -> list[dict]:
 
 # name -> loader; later issues add sections here (and a template in templates/dash/).
 SECTIONS: dict[str, Callable[[Hive], object]] = {
+    "alerts": alerts,  # a banner above the panels (dashboard.BANNERS), not a panel
     "agents": agents,
     "activity": charts.activity,
     "approvals": pending,
     "recent": recent,
     "questions": open_questions,
     "inbox": inbox,
+    "dead": dead,
     "drafts": drafts,
     "kept": kept,
 }

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from dulwich.repo import Repo
 
+from hyperhive.broker.health import derive
+from hyperhive.broker.health import problems as read_problems
 from hyperhive.errors import AgentExists, UnknownCommit
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import write_commit
@@ -179,7 +181,16 @@ def init_hive(home: Home, runtime: Runtime, actor: str) -> Approval | None:
     return create_agent(home, MANAGER, runtime, actor)
 
 
-def describe(home: Home, name: str, runtime: Runtime) -> dict:
+def runtime_state(home: Home, name: str, runtime: Runtime, problems: dict | None = None) -> dict:
+    """The runtime's `{"state", "revision"}` with what the daemon knows is wrong
+    (broker/health.py): `state` running, failing, crash-looping, stopped, … and `error`.
+    `problems`: this agent's rows of `Health.all()`, read here when None."""
+    if problems is None:
+        problems = read_problems(home).get(name, {})
+    return derive(runtime.status(name), problems)
+
+
+def describe(home: Home, name: str, runtime: Runtime, problems: dict | None = None) -> dict:
     approvals = Approvals(home, name)
     every = approvals.all()
     deployed = [a for a in every if a.state == "deployed"]
@@ -191,10 +202,11 @@ def describe(home: Home, name: str, runtime: Runtime) -> dict:
         "deployed_at": last.states["deployed"].time if last else None,
         "pending": [a.id for a in every if a.state == "proposal"],
         "building": [a.id for a in every if a.state in ("approved", "building")],
-        "runtime": runtime.status(name),
+        "runtime": runtime_state(home, name, runtime, problems),
     }
 
 
 def list_agents(home: Home, runtime: Runtime) -> list[dict]:
     home.require()
-    return [describe(home, n, runtime) for n in home.agent_names()]
+    found = read_problems(home)
+    return [describe(home, n, runtime, found.get(n, {})) for n in home.agent_names()]

@@ -356,12 +356,40 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_inbox(args: argparse.Namespace) -> int:
     if args.name != OPERATOR:
         args.home.require_agent(args.name)
+    if args.dead:
+        return _dead_letters(args)
+    if args.before is not None or args.limit is not None:
+        raise HiveError("--limit and --before page the dead letters: use them with --dead")
     messages = _broker(args.home).inbox(args.name)
     if args.json:
         emit_json(messages)
     else:
         for m in messages:
             print(_message_line(m))
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from hyperhive.broker.messages import DEAD_PAGE
+
+    limit = DEAD_PAGE if args.limit is None else args.limit
+    page = _broker(args.home).dead(args.name, limit, args.before)
+    if args.json:
+        emit_json(page)
+        return 0
+    for m in page["messages"]:
+        print(f"{_message_line(m)}\n        given up {when(int(m['dead_at']))}: {m['reason']}")
+    if page["next"] is not None:
+        print(f"(older: hyperhive inbox {args.name} --dead --before {page['next']})")
+    return 0
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    args.home.require_agent(args.name)
+    message = _broker(args.home).requeue_dead(args.name, args.id)
+    notify.wrote_messages(args.home)
+    notify.changed(args.home, args.name, "dead")
+    print(f"requeued #{message['id']} from {message['from']} into {args.name}'s inbox")
     return 0
 
 
@@ -405,7 +433,8 @@ def cmd_harness(args: argparse.Namespace) -> int:
         state=args.state,
         etc=args.etc,
         retry_seconds=args.retry_seconds,
-        exit_with_parent=args.exit_with_parent,
+        exit_with_parent=args.exit_with_parent or args.lifeline is not None,
+        lifeline=args.lifeline,
     )
     return main(config)
 
@@ -422,6 +451,26 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
     return value
+
+
+def fd_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 2 < int(text) < 2**31):
+        raise argparse.ArgumentTypeError(f"expected a file descriptor number above 2, not {text!r}")
+    return int(text)
+
+
+def page_size(text: str) -> int:
+    from hyperhive.broker.messages import MAX_DEAD_PAGE
+
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_DEAD_PAGE):
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_DEAD_PAGE}, not {text!r}")
+    return int(text)
+
+
+def message_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 2**63):
+        raise argparse.ArgumentTypeError(f"expected a message id (a positive number), not {text!r}")
+    return int(text)
 
 
 def port(text: str) -> int:
@@ -529,6 +578,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("inbox", cmd_inbox, "messages waiting for NAME (an agent or operator)")
     p.add_argument("name", type=recipient)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--dead",
+        action="store_true",
+        help="its dead letters instead: messages given up after their failed turns, newest "
+        "first (`hyperhive requeue NAME ID` hands one back)",
+    )
+    p.add_argument(
+        "--limit", type=page_size, metavar="N", help="with --dead: at most N (default 50)"
+    )
+    p.add_argument(
+        "--before", type=message_id, metavar="ID", help="with --dead: those older than #ID"
+    )
+
+    p = command("requeue", cmd_requeue, "hand dead letter ID back to agent NAME's inbox")
+    p.add_argument("name", type=agent_name)
+    p.add_argument("id", type=message_id)
 
     p = command("questions", cmd_questions, "questions waiting for the operator's answer")
     p.add_argument("--json", action="store_true")
@@ -640,6 +705,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-with-parent",
         action="store_true",
         help="end when the process that started it ends (the local runtime)",
+    )
+    p.add_argument(
+        "--lifeline",
+        type=fd_number,
+        metavar="FD",
+        help="with --exit-with-parent: an inherited pipe whose write end only the starter "
+        "holds; its end-of-file ends the harness, also when the starter died before it ran",
     )
     return parser
 

@@ -67,3 +67,7 @@ def disk_full(e: BaseException) -> DiskFull | None:
         return None
     where = f" writing {e.filename}" if e.filename else ""
     return DiskFull(f"the hive's disk is full ({e.strerror}{where}): free space and try again")
+
+
+class UnknownMessage(HiveError):
+    pass

@@ -7,6 +7,7 @@ can be spread over xdist workers. Screenshots of the dashboard and of a review p
 $HYPERHIVE_SCREENSHOTS when set, else to a pytest tmp dir.
 """
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -24,6 +25,7 @@ from conftest import commit_config, git, run_cli  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from test_daemon import Daemon  # noqa: E402
 
+from hyperhive.broker.messages import Broker  # noqa: E402
 from hyperhive.home import Home  # noqa: E402
 
 PASSWORD = "correct horse battery"
@@ -343,3 +345,31 @@ def test_pages_fit_the_window_with_the_longest_agent_name(browser, daemon, sessi
             assert wide <= width, f"{path} is {wide}px wide in a {width}px window"
     finally:
         context.close()
+
+
+def test_agent_page_follows_the_harness_log_and_requeues_a_dead_letter(web, daemon):
+    """The harness log grows on the page as the harness writes it; a dead letter's
+    Requeue button (a form with the CSRF token) hands it back to the inbox."""
+    home = Home(daemon.root)
+    run_cli(daemon.root, "agent", "create", "deadend", check=True)  # never deployed: no harness
+    sent = run_cli(daemon.root, "send", "operator", "deadend", "<i>lost?</i>", check=True)
+    message_id = int(sent.stdout.split("#")[1])
+    Broker(home).give_up("deadend", [message_id], "given up after 3 failed turns: no claude")
+    log = home.log_dir("deadend") / "harness.log"
+    log.write_text("".join(f"old line {i}\n" for i in range(3)))
+
+    page = web.open("/agents/deadend")
+    page.wait_for_selector("#harness-live.on")
+    assert page.inner_text("#harness-log").splitlines() == [f"old line {i}" for i in range(3)]
+    with log.open("a") as out:
+        out.write("turn failed (exit 127): cannot run claude\n")
+    page.wait_for_function(
+        "() => document.getElementById('harness-log').textContent.includes('cannot run claude')"
+    )
+    row = f"tr[data-dead='{message_id}']"
+    assert "<i>lost?</i>" in page.inner_text(row) and "no claude" in page.inner_text(row)
+    follow(page, f"{row} button:has-text('Requeue')")
+    assert page.url.endswith("/agents/deadend")
+    assert page.locator(row).count() == 0
+    inbox = json.loads(run_cli(daemon.root, "inbox", "deadend", "--json", check=True).stdout)
+    assert [m["id"] for m in inbox] == [message_id]

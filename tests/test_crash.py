@@ -197,7 +197,7 @@ def failed_tag(home: Home, approval_id: int) -> tuple[str, list[str]]:
 def assert_nothing_moved(home: Home, main: str, meta_log: str) -> None:
     assert main_ref(home) == main
     assert git(home.meta_dir, "log", "--format=%H") == meta_log
-    assert LocalRuntime(home).status(NAME) == {"state": "deployed", "revision": main}
+    assert LocalRuntime(home).status(NAME) == {"state": "stopped", "revision": main}
     assert not home.deployed_dir(NAME).with_name("deployed.new").exists()
 
 

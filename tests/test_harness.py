@@ -317,15 +317,45 @@ def test_an_invalid_policy_value_is_refused(tmp_path, policy, said):
     assert "policy.json is invalid: " in str(e.value) and said in str(e.value)
 
 
-def test_a_batch_given_up_at_the_start_is_dropped_and_told_once(tmp_path, caplog):
+def test_a_batch_given_up_at_the_start_is_dropped_and_told_once(tmp_path, caplog, fake_daemon):
     """A batch whose last allowed turn was cut short (a stop) is given up when the harness
-    starts again, and its file emptied: not told again at every loop."""
+    starts again: the daemon gets it as dead letters, then its file is emptied, so it is
+    not told again at every loop."""
     state, etc = harness_dirs(tmp_path)
-    h = Harness(Config(socket=tmp_path / "none.sock", state=state, etc=etc))
+    h = Harness(Config(socket=fake_daemon.sock.path, state=state, etc=etc))
     message = {"id": 7, "from": "bob", "body": "hi", "time": 1.0}
-    h.save_inflight([{"message": message, "attempts": MAX_ATTEMPTS}])
+    h.save_inflight([{"message": message, "attempts": MAX_ATTEMPTS, "error": "boom\nbang"}])
     assert h.load_inflight() == [] and h.load_inflight() == []
     assert caplog.text.count("giving up on message #7") == 1
+    assert json.loads((state / ".hyperhive" / "inflight.json").read_text()) == []
+    assert fake_daemon.dead == [([7], f"given up after {MAX_ATTEMPTS} failed turns: boom\nbang")]
+
+
+def test_dead_letters_wait_for_a_daemon_that_does_not_answer(tmp_path, short_dir):
+    """Given-up messages leave inflight.json only once the daemon has them: while it does
+    not answer they stay, and a stop then leaves them for the next start."""
+    state, etc = harness_dirs(tmp_path)
+    h = Harness(Config(socket=short_dir / "agent.sock", state=state, etc=etc))
+    item = {"message": {"id": 7, "from": "bob", "body": "hi", "time": 1.0}, "attempts": 3}
+    h.save_inflight([item])
+    daemon = FakeDaemon(short_dir / "agent.sock")
+    tries = []
+    real_call = h.call
+
+    def call(request, timeout=30.0):
+        tries.append(request["op"])
+        if len(tries) == 2:  # the daemon comes up after a first try that found none
+            daemon.sock.start()
+        return real_call(request, timeout)
+
+    h.call = call
+    try:
+        assert h.load_inflight() == []
+    finally:
+        daemon.stop()
+    assert tries == ["give_up", "give_up"] and daemon.dead == [
+        ([7], "given up after 3 failed turns")
+    ]
     assert json.loads((state / ".hyperhive" / "inflight.json").read_text()) == []
 
 
@@ -391,6 +421,7 @@ class FakeDaemon:
         self.sent: list[dict] = []
         self.acked: list[list[int]] = []
         self.reports: list[dict] = []
+        self.dead: list[tuple[list[int], str]] = []
         self.next_id = 1
         self.closing = False
         self.sock = HostSocket(path, self.handle, mode=0o600)
@@ -427,6 +458,11 @@ class FakeDaemon:
             return {"acked": len(request["ids"])}
         if op == "release":
             return {"released": 0}
+        if op == "give_up":
+            with self.cond:
+                self.dead.append((request["ids"], request["reason"]))
+                self.cond.notify_all()
+            return {"dead": len(request["ids"])}
         if op == "send":
             with self.cond:
                 self.sent.append({"to": request["to"], "body": request["body"]})
@@ -573,6 +609,9 @@ def test_a_batch_is_given_up_after_repeated_failures(tmp_path, fake_daemon, fake
     reports = fake_daemon.wait_reports(MAX_ATTEMPTS)
     assert [r["exit_code"] for r in reports] == [2] * MAX_ATTEMPTS
     wait_for(lambda: "giving up on message #1" in harness_log(tmp_path), what="giving up")
+    assert all(r["error"] for r in reports)  # the daemon's `failing`: why, in a line
+    (dead,) = wait_for(lambda: fake_daemon.dead, what="the dead letter")
+    assert dead[0] == [1] and dead[1].startswith(f"given up after {MAX_ATTEMPTS} failed turns: ")
     fake_daemon.deliver("fine now")
     last = fake_daemon.wait_reports(MAX_ATTEMPTS + 1)[-1]
     assert last["exit"] == "ok"

@@ -8,11 +8,12 @@ import json
 import os
 import signal
 import sqlite3
+from pathlib import Path
 
 import pytest
 from conftest import commit_config, git, run_cli
-from test_daemon import Daemon, wait_for
-from test_harness import claude_script
+from test_daemon import Daemon, bearer, wait_for, ws
+from test_harness import claude_script, fake_runs
 
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
@@ -187,7 +188,7 @@ def test_local_runtime_start_stop_and_crash_without_a_daemon(home, runtime):
         # stopped through the pid file (as a CLI destroy does): no crash for its parent
         other.watch(lambda name, status: exits.append((name, status)))
         LocalRuntime(home).stop("manager")
-        assert not _alive(second) and runtime.status("manager")["state"] == "deployed"
+        assert not _alive(second) and runtime.status("manager")["state"] == "stopped"
 
         runtime.start("manager")
         third = pid_of(home, "manager")
@@ -253,3 +254,83 @@ def test_a_harness_log_past_its_limit_is_rotated_at_the_next_start(home, runtime
         assert log.read_text().startswith("--- ") and "an old line" not in log.read_text()
     finally:
         runtime.stop("manager")
+
+
+def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive):
+    """The case an operator could not see: no `claude` on the daemon's PATH. `up` says so
+    at its start (its log, the dashboard's banner); the agent is `failing` with the cause
+    in the Agents table, /api/state and `agent list` alike; the harness log follows live;
+    the message its turns failed on is a dead letter, requeued once claude is installed.
+    And a daemon worker killed outright takes its harness with it (the lifeline)."""
+    root, start = hive
+    home = Home(root)
+    claude = root.parent / "bin" / "claude"
+    hidden = claude.rename(root.parent / "claude.hidden")  # nothing on PATH
+    run_cli(root, "approve", "alice#1", check=True)
+    daemon = start()
+    harness_log = home.log_dir("alice") / "harness.log"
+    wait_for(lambda: harness_log.exists() and "ready on" in harness_log.read_text(), what="alice")
+    missing = "its claude cannot be found: `claude` is not on the daemon's PATH"
+    assert f"alice: {missing}: its turns fail until it can" in daemon.log.read_text()
+    assert daemon.get("/api/state")["alerts"]["claude"][0]["agent"] == "alice"
+
+    def alice() -> tuple | None:
+        """alice's (state, error) when the CLI and the forge say the same (None while a
+        change lands between the two reads)."""
+        listed = json.loads(run_cli(root, "agent", "list", "--json", check=True).stdout)
+        from_api = {a["name"]: a["runtime"] for a in daemon.get("/api/state")["agents"]}
+        from_cli = {a["name"]: a["runtime"] for a in listed}
+        return (
+            (from_cli["alice"]["state"], from_cli["alice"]["error"])
+            if (from_cli == from_api)
+            else None
+        )
+
+    def agreed(expected: tuple, timeout: float = 30.0) -> None:
+        wait_for(lambda: alice() == expected, timeout, what=f"alice {expected}")
+
+    agreed(("failing", missing))
+
+    follow = ws(daemon, f"/ws/harness/alice?offset={harness_log.stat().st_size}",
+                Authorization=bearer(daemon))  # fmt: skip
+    try:
+        # three messages, a turn each (each new one wakes the harness): the first has
+        # then failed three turns and is given up
+        for n in range(3):
+            run_cli(root, "send", "operator", "alice", f"hello {n}", check=True)
+            wait_for(lambda n=n: failures(root) == n + 1, what=f"failed turn {n + 1}")
+        followed = ""
+        while "giving up on message" not in followed:
+            followed += json.loads(follow.receive(timeout=20))["text"]
+        assert "cannot run claude: [Errno 2] No such file or directory: 'claude'" in followed
+    finally:
+        follow.close()
+    (dead,) = json.loads(run_cli(root, "inbox", "alice", "--dead", "--json").stdout)["messages"]
+    assert dead["body"] == "hello 0" and dead["reason"].startswith(
+        "given up after 3 failed turns: cannot run claude: [Errno 2] No such file"
+    )
+    assert daemon.get("/api/state")["dead"]["counts"] == {"alice": 1}
+
+    hidden.rename(claude)  # installed: the supervisor's next sync sees it
+    wait_for(lambda: not daemon.get("/api/state")["alerts"]["claude"], what="the banner to go")
+    agreed(("failing", "cannot run claude: [Errno 2] No such file or directory: 'claude'"))
+    run_cli(root, "requeue", "alice", str(dead["id"]), check=True)
+    agreed(("running", None), timeout=60)  # a whole turn that works, on a loaded machine too
+    ran = [r["prompt"] for r in fake_runs(root.parent / "fake-claude")]
+    assert any("hello 0" in p for p in ran)  # the dead letter got its turn
+    assert json.loads(run_cli(root, "inbox", "alice", "--dead", "--json").stdout) == {
+        "messages": [],
+        "next": None,
+    }
+
+    # the daemon's worker killed outright: its harness does not outlive it
+    harness = pid_of(home, "alice")
+    worker = int(Path(f"/proc/{harness}/stat").read_text().rpartition(")")[2].split()[1])
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not _alive(harness), what="the harness of the killed worker to end")
+
+
+def failures(root) -> int:
+    with sqlite3.connect(root / "hive.db") as db:
+        query = "SELECT count(*) FROM stats WHERE agent = 'alice' AND key = 'turn.exit.failure'"
+        return db.execute(query).fetchone()[0]

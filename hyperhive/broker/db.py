@@ -95,6 +95,25 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX sessions_account ON sessions (account, created_at)",
     ],
+    [
+        # Dead letters (broker/messages.py): a message the harness gave up on after its
+        # failed turns keeps its row, marked dead with why, until a requeue.
+        "ALTER TABLE messages ADD COLUMN dead_at REAL",
+        "ALTER TABLE messages ADD COLUMN dead_reason TEXT",
+        "CREATE INDEX messages_dead ON messages (recipient, id) WHERE dead_at IS NOT NULL",
+        # What is wrong with each agent now (broker/health.py): one row per kind of
+        # problem (a failed turn, a harness that cannot start or keeps crashing, a claude
+        # that cannot be found), deleted when it is over.
+        """CREATE TABLE health (
+            agent TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            error TEXT NOT NULL,
+            at REAL NOT NULL,
+            count INTEGER NOT NULL DEFAULT 1,
+            revision TEXT,
+            PRIMARY KEY (agent, kind)
+        )""",
+    ],
 ]
 
 

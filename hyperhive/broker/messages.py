@@ -10,6 +10,10 @@ The harness's `recv` also *leases* what it takes: the message stays the harness'
 `ack`s it (after writing it to its inflight file), and `release` hands every unacknowledged
 one back to the inbox. A harness killed between the reply and its own record of it thus
 gets the messages again when it starts, instead of their being delivered to nobody.
+
+A message whose turns kept failing is not dropped: the harness `give_up`s it, which marks
+it dead (`dead_at`, `dead_reason`) and out of every inbox; `dead` lists them and
+`requeue_dead` hands one back to its recipient's inbox as it was (its id, so its place).
 """
 
 import json
@@ -17,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from hyperhive.broker.db import Pool, migrate
-from hyperhive.errors import BadInput, HiveError, UnknownAgent
+from hyperhive.broker.db import Pool, fits, migrate
+from hyperhive.errors import BadInput, HiveError, UnknownAgent, UnknownMessage
 from hyperhive.home import Home
 
 OPERATOR = "operator"
@@ -32,6 +36,9 @@ MAX_BATCH = 100  # messages per recv
 # A recv's messages as JSON (escaped: up to 6 bytes per body byte) stay under this, so
 # the reply fits the sockets' 1 MiB line (hostsock.MAX_LINE); one message always fits.
 MAX_BATCH_BYTES = 512 * 1024
+MAX_REASON = 500  # characters of a dead letter's reason
+DEAD_PAGE = 50  # dead letters listed at a time by default
+MAX_DEAD_PAGE = 500
 
 
 class PolicyRefused(HiveError):
@@ -49,6 +56,13 @@ def check_wait(wait_seconds: object) -> float:
     return min(float(wait_seconds), MAX_WAIT)
 
 
+def one_line(text: object, limit: int = MAX_REASON) -> str:
+    """`text` as one line of at most `limit` characters (whitespace runs become one
+    space, a cut ends in an ellipsis): what a table cell or a log line can show."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def row_to_message(row) -> dict:
     return {
         "id": row["id"],
@@ -57,6 +71,33 @@ def row_to_message(row) -> dict:
         "body": row["body"],
         "time": row["created_at"],
     }
+
+
+def row_to_dead(row) -> dict:
+    return {**row_to_message(row), "dead_at": row["dead_at"], "reason": row["dead_reason"]}
+
+
+def check_ids(op: str, message_ids: object) -> list[int]:
+    """A list of at most MAX_BATCH message ids (one recv's), or BadInput."""
+    if not isinstance(message_ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and fits(i) for i in message_ids
+    ):
+        raise BadInput(f"{op} needs a list of message ids, not {message_ids!r}")
+    if len(message_ids) > MAX_BATCH:
+        raise BadInput(f"{op} takes at most {MAX_BATCH} ids (one recv's)")
+    return message_ids
+
+
+def check_page(limit: object, before: object) -> tuple[int, int | None]:
+    """A page of a listing: at most `limit` (1 to MAX_DEAD_PAGE) rows with ids below
+    `before` (None: from the newest)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_DEAD_PAGE:
+        raise BadInput(f"limit must be 1 to {MAX_DEAD_PAGE}, not {limit!r}")
+    if before is not None and (
+        isinstance(before, bool) or not isinstance(before, int) or not 0 < before < 2**63
+    ):
+        raise BadInput(f"before must be a positive message id, not {before!r}")
+    return limit, before
 
 
 def _fitting(messages: list[dict]) -> list[dict]:
@@ -207,31 +248,115 @@ class Broker:
             ).fetchall()
         self.wake(r["recipient"] for r in names)
 
+    @staticmethod
+    def _require_mine(conn, name: str, message_ids: list[int]) -> None:
+        """Refuse ids that are not messages to `name` (a recipient never changes: the
+        check cannot go stale before the caller's update)."""
+        marks = ",".join("?" * len(message_ids))
+        mine = conn.execute(
+            f"SELECT id FROM messages WHERE recipient = ? AND id IN ({marks})",
+            (name, *message_ids),
+        )
+        if foreign := sorted(set(message_ids) - {r["id"] for r in mine}):
+            raise BadInput(f"not messages to {name}: {', '.join(f'#{i}' for i in foreign)}")
+
     def ack(self, name: str, message_ids: object) -> int:
         """End the leases of `name`'s messages `message_ids`; how many were still leased.
         Acknowledging twice is harmless (a retried ack whose reply was lost); an id that is
         not a message to `name` is refused, and then nothing is acknowledged."""
-        if not isinstance(message_ids, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in message_ids
-        ):
-            raise BadInput(f"ack needs a list of message ids, not {message_ids!r}")
-        if len(message_ids) > MAX_BATCH:
-            raise BadInput(f"ack takes at most {MAX_BATCH} ids (one recv's)")
+        message_ids = check_ids("ack", message_ids)
         if not message_ids:
             return 0
-        marks = ",".join("?" * len(message_ids))
         with self.db.connection() as conn:
-            # a message's recipient never changes: the check cannot go stale before the update
-            mine = conn.execute(
-                f"SELECT id FROM messages WHERE recipient = ? AND id IN ({marks})",
-                (name, *message_ids),
-            )
-            if foreign := sorted(set(message_ids) - {r["id"] for r in mine}):
-                raise BadInput(f"not messages to {name}: {', '.join(f'#{i}' for i in foreign)}")
+            self._require_mine(conn, name, message_ids)
             return conn.execute(
-                f"UPDATE messages SET leased = 0 WHERE leased = 1 AND id IN ({marks})",
+                f"UPDATE messages SET leased = 0 WHERE leased = 1 AND id IN "
+                f"({','.join('?' * len(message_ids))})",
                 message_ids,
             ).rowcount
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def give_up(self, name: str, message_ids: object, reason: object) -> int:
+        """Mark `name`'s messages `message_ids` dead (its harness gave up on them), with
+        `reason` in one line: out of the inbox, kept, listed by `dead`. How many were not
+        dead yet (a retried call marks nothing twice). An id that is not a message to
+        `name` is refused, and then nothing is marked."""
+        message_ids = check_ids("give_up", message_ids)
+        if not isinstance(reason, str) or not reason.strip():
+            raise BadInput("give_up needs a non-empty text `reason`")
+        if not message_ids:
+            return 0
+        with self.db.connection() as conn:
+            self._require_mine(conn, name, message_ids)
+            now = time.time()
+            return conn.execute(
+                f"UPDATE messages SET dead_at = ?, dead_reason = ?, leased = 0, "
+                f"delivered_at = coalesce(delivered_at, ?) "
+                f"WHERE dead_at IS NULL AND id IN ({','.join('?' * len(message_ids))})",
+                (now, one_line(reason), now, *message_ids),
+            ).rowcount
+
+    def dead(self, name: str, limit: object = DEAD_PAGE, before: object = None) -> dict:
+        """A page of `name`'s dead letters, newest first: `{"messages": at most `limit`,
+        with ids below `before` when given; "next": the `before` of the next page, None
+        on the last}`."""
+        limit, before = check_page(limit, before)
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE recipient = ? AND dead_at IS NOT NULL "
+                "AND id < ? ORDER BY id DESC LIMIT ?",
+                (name, 2**63 - 1 if before is None else before, limit + 1),
+            ).fetchall()
+        page = [row_to_dead(r) for r in rows[:limit]]
+        return {"messages": page, "next": page[-1]["id"] if len(rows) > limit else None}
+
+    def dead_counts(self) -> dict[str, int]:
+        """Dead letters per recipient that has any."""
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT recipient, count(*) AS n FROM messages INDEXED BY messages_dead "
+                "WHERE dead_at IS NOT NULL GROUP BY recipient"
+            ).fetchall()
+        return {r["recipient"]: r["n"] for r in rows}
+
+    def dead_latest(self, limit: int = DEAD_PAGE) -> list[dict]:
+        """The newest dead letters of every recipient, newest first."""
+        limit, _ = check_page(limit, None)
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM messages INDEXED BY messages_dead WHERE dead_at IS NOT NULL "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [row_to_dead(r) for r in rows]
+
+    def requeue_dead(self, name: str, message_id: object) -> dict:
+        """Hand dead letter `message_id` back to `name`'s inbox as it was (its id keeps
+        its place: it comes before what arrived since). The message; UnknownMessage when
+        `name` has no dead letter of that id."""
+        if isinstance(message_id, bool) or not isinstance(message_id, int):
+            raise BadInput(f"a message id is a number, not {message_id!r}")
+        with self.db.connection() as conn:
+            # one statement: the dead letter is `name`'s, and alive again, or nothing
+            # (fetchall: the statement, and so its write, ends before the connection goes back)
+            rows = (
+                conn.execute(
+                    "UPDATE messages SET delivered_at = NULL, leased = 0, dead_at = NULL, "
+                    "dead_reason = NULL WHERE id = ? AND recipient = ? AND dead_at IS NOT NULL "
+                    "RETURNING *",
+                    (message_id, name),
+                ).fetchall()
+                if fits(message_id)
+                else []
+            )
+        if not rows:
+            raise UnknownMessage(
+                f"{name} has no dead letter #{message_id}: "
+                f"`hyperhive inbox {name} --dead` lists them"
+            )
+        self.wake([name])
+        return row_to_message(rows[0])
 
     def release(self, name: str) -> int:
         """Hand every message leased to `name` and not acknowledged back to its inbox, in

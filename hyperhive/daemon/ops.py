@@ -3,7 +3,9 @@
 
 from collections.abc import Callable
 
+from hyperhive.agents import runtime_state
 from hyperhive.broker import questions
+from hyperhive.broker.health import Health
 from hyperhive.broker.messages import MANAGER, OPERATOR, Broker
 from hyperhive.broker.stats import Stats
 from hyperhive.daemon.worker import BuildWorker
@@ -28,8 +30,9 @@ MANAGER_TOOLS = [
 # Ops of the harness (hyperhive/harness/), not MCP tools: `whoami` does not list them and
 # `hyperhive mcp` does not serve them (nor `recv`'s `lease` flag). Any process on the
 # agent's socket may call them; a forged one only touches the agent's own telemetry or
-# messages (an early ack is a plain recv's delivery, a stray release a repeat).
-HARNESS_OPS = ["turn_report", "ack", "release"]
+# messages (an early ack is a plain recv's delivery, a stray release a repeat, a stray
+# give_up a dead letter the operator can requeue).
+HARNESS_OPS = ["turn_report", "ack", "release", "give_up"]
 
 Handler = Callable[[dict], dict]
 
@@ -53,6 +56,7 @@ class Ops:
     def __init__(self, hive: Hive, broker: Broker, worker: BuildWorker):
         self.hive, self.broker, self.worker = hive, broker, worker
         self.stats = Stats(hive.home)
+        self.health = Health(hive.home)
 
     def policy(self, name: str) -> dict:
         from hyperhive.runtime.policy import deployed_policy
@@ -100,6 +104,14 @@ class Ops:
         never recorded, so back to the inbox with it."""
         return {"released": self.broker.release(name)}
 
+    def op_give_up(self, name: str, request: dict) -> dict:
+        """The harness gave up on messages after their failed turns: dead letters, kept
+        for the operator to see and requeue."""
+        dead = self.broker.give_up(name, request.get("ids"), request.get("reason"))
+        if dead:
+            notify.changed(self.hive.home, name, "dead")
+        return {"dead": dead}
+
     def op_turn_report(self, name: str, request: dict) -> dict:
         """Store one turn's telemetry (broker/stats.py). The inbox depth is the broker's,
         counted now: what still waits after the turn."""
@@ -108,12 +120,20 @@ class Ops:
             raise BadInput("turn_report needs the turn's `report` object")
         depth, _ = self.broker.waiting([name])[name]
         rows = self.stats.record_turn(name, {**report, "inbox_depth": depth})
+        # the agent's health: a failed turn's error (one line) until a turn succeeds
+        if self.health.turn(name, report["exit"], report.get("error"), report.get("exit_code")):
+            notify.changed(self.hive.home, name, "health")
         return {"rows": rows}
 
     def op_list_peers(self, name: str, request: dict) -> dict:
+        home, problems = self.hive.home, self.health.all()
         peers = [
-            {"name": n, "role": role(n), "state": self.hive.runtime.status(n)["state"]}
-            for n in self.hive.home.agent_names()
+            {
+                "name": n,
+                "role": role(n),
+                "state": runtime_state(home, n, self.hive.runtime, problems.get(n, {}))["state"],
+            }
+            for n in home.agent_names()
             if n != name
         ]
         return {"peers": [*peers, {"name": OPERATOR, "role": "operator", "state": "human"}]}

@@ -14,6 +14,14 @@ Supervised runtimes (local: each agent is a harness subprocess of the daemon):
   one episode of crashes (ended by 10 min up or a new deploy) only the first and the
   third are told; the rest are logged, so a crash loop does not flood the manager.
 
+What it learns goes to the agents' health (broker/health.py), so the Agents table, `GET
+/api/state` and `hyperhive agent list` say `failing` or `crash-looping` with the cause: a
+harness that cannot start (`start`), a crash episode (`crash`, ended after 10 calm
+minutes, a new deploy or the daemon's stop), and whether the `claude` each agent's policy
+names can be found (`claude`: checked at the start, where every agent whose claude
+cannot be found is logged, and at each sync, so installing it clears the dashboard's
+banner without a restart).
+
 Other runtimes (nixos-container: containers run on their own, systemd restarts their
 harness unit): every `POLL_SECONDS` each deployed agent's status is compared with the last
 one seen; an agent that was `up` and is now down or gone, without a destroy, is a crash
@@ -27,10 +35,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from hyperhive.broker.health import Health
 from hyperhive.broker.messages import MANAGER, MAX_BODY, OPERATOR, SYSTEM, Broker
 from hyperhive.errors import HiveError
 from hyperhive.hive import Hive
 from hyperhive.runtime import record
+from hyperhive.runtime.policy import claude_problem, deployed_policy
 from hyperhive.workflow import notify
 
 log = logging.getLogger("hyperhive.daemon")
@@ -79,11 +89,19 @@ class Supervisor:
         self.crashes: dict[str, tuple[int, float, str | None]] = {}  # count, time, revision
         self.seen: dict[str, str] = {}  # unsupervised: the state each agent had last
         self.failing: dict[str, str] = {}  # the last start error of each agent, logged once
+        self.health = Health(hive.home)
 
     def start(self) -> None:
         """Start the deployed agents (supervised) or note their states (others)."""
         if self.supervised:
+            # what a daemon before this one knew of starts and crashes is not true now
+            self.health.clear(kind="start")
+            self.health.clear(kind="crash")
             self.runtime.watch(self.exited)
+            try:
+                self.check_claude(announce=True)
+            except Exception:
+                log.exception("checking the agents' claude failed")
         try:
             self.tick()
         except Exception:  # the scheduler's next tick tries again
@@ -102,6 +120,37 @@ class Supervisor:
                 except Exception:
                     log.exception("%s: stopping the agent failed", name)
             self.started.clear()
+        if self.supervised:  # stopped now, whatever they did before
+            self.health.clear(kind="start")
+            self.health.clear(kind="crash")
+
+    def _changed(self, name: str, changed: bool) -> None:
+        """Tell the forge when an agent's health changed."""
+        if changed:
+            notify.changed(self.hive.home, name, "health")
+
+    def check_claude(self, announce: bool = False) -> None:
+        """Record, per deployed agent, whether the claude its policy names can be found
+        (on the daemon's PATH, which its harness inherits); log a change, or with
+        `announce` (the daemon's start) every agent whose claude cannot be found."""
+        deployed = self.deployed()
+        for name in sorted(deployed):
+            try:
+                problem = claude_problem(deployed_policy(self.hive.home, name).get("claude"))
+            except HiveError as e:
+                problem = f"its policy cannot be read: {e}"
+            if problem is None:
+                if self.health.clear(name, "claude"):
+                    log.info("%s: its claude can be found now", name)
+                    self._changed(name, True)
+                continue
+            changed = self.health.set(name, "claude", problem)
+            if changed or announce:
+                log.error("%s: %s: its turns fail until it can", name, problem)
+            self._changed(name, changed)
+        for name, problems in self.health.all().items():
+            if name not in deployed and self.health.clear(name):  # destroyed, undeployed
+                self._changed(name, bool(problems))
 
     def tick(self) -> None:
         if self.supervised:
@@ -132,16 +181,29 @@ class Supervisor:
                     self.runtime.start(name)
                     self.started.add(name)
                     self.failing.pop(name, None)
+                    self._changed(name, self.health.clear(name, "start"))
                 except HiveError as e:
                     if self.failing.get(name) != str(e):  # not again every few seconds
                         log.error("%s: %s", name, e)
                     self.failing[name] = str(e)
+                    self._changed(name, self.health.set(name, "start", str(e)))
             for name in sorted(self.started - set(deployed)):
                 try:
                     self.runtime.stop(name)
                 except HiveError as e:
                     log.error("%s: %s", name, e)
                 self.started.discard(name)
+            self._calm(deployed)
+        self.check_claude()
+
+    def _calm(self, deployed: dict[str, str]) -> None:
+        """End the crash episodes that are over: 10 minutes without a crash, or the
+        agent deployed anew (or not at all) since."""
+        now = time.time()
+        for name, (_, at, revision) in list(self.crashes.items()):
+            if now - at > CALM_SECONDS or deployed.get(name) != revision:
+                del self.crashes[name]
+                self._changed(name, self.health.clear(name, "crash"))
 
     def _waiting(self, name: str, revision: str) -> bool:
         """The agent crashed lately and waits out its backoff (not after a new deploy)."""
@@ -168,6 +230,13 @@ class Supervisor:
             stopping = self.stopping.is_set()
         what = f"The harness of agent {name} exited unexpectedly ({exit_text(status)})"
         then = "" if stopping else f"; it is restarted in {self._delay(count):.0f} s"
+        if not stopping:
+            self._changed(
+                name,
+                self.health.set(
+                    name, "crash", self.crash_line(name, status, count), count, revision
+                ),
+            )
         if count == 1:
             self.tell(name, f"{what}{then}.")
         elif count == TELL_AGAIN_AT:
@@ -178,6 +247,17 @@ class Supervisor:
             )
         else:  # each message costs its reader a turn: a crash loop is told twice, not forever
             log.error("%s: %s (crash %d in a row, not told again)", name, what, count)
+
+    def crash_line(self, name: str, status: int, count: int) -> str:
+        """The crash in one line: how it exited, how often, and its log's last line."""
+        line = f"the harness exited unexpectedly ({exit_text(status)})"
+        if count > 1:
+            line += f", {count} times in a row"
+        try:
+            last = next((x for x in reversed(self.runtime.log_tail(name, 5)) if x.strip()), "")
+        except Exception:
+            last = ""
+        return f"{line}; its log ends: {last.strip()}" if last else line
 
     # -- other runtimes -----------------------------------------------------------------
 

@@ -8,7 +8,9 @@
   also asks after a recv that failed, hands them back to the inbox, and a message the
   file already holds (the stop came before the ack) is not added twice. A batch whose
   turn failed is handed again with the next turn (or after `retry_seconds`), at most
-  `MAX_ATTEMPTS` turns in all; then it is given up, with an error in the log.
+  `MAX_ATTEMPTS` turns in all; then it is given up: the daemon marks it dead (`give_up`,
+  with the last error), where the operator sees it and can requeue it; it leaves
+  inflight.json only once the daemon has it.
 - A turn: `claude -p --output-format stream-json --verbose --mcp-config <file>
   --strict-mcp-config --allowedTools … --append-system-prompt <prompt + notes>
   [--model M] [--resume SESSION]`, the prompt on stdin (a batch may be larger than one
@@ -44,11 +46,13 @@ from hyperhive.harness import notes
 from hyperhive.harness.claude_config import allowed_tools, load_extras, render_claude_config
 from hyperhive.harness.events import Run, party_class, short
 from hyperhive.harness.prompt import system_prompt, turn_prompt
+from hyperhive.runtime import lifeline
 from hyperhive.runtime.policy import claude_path, notes_compact_bytes
 
 log = logging.getLogger("hyperhive.harness")
 
 MAX_ATTEMPTS = 3  # turns a message is handed to before it is given up
+GIVE_UP_BATCH = 100  # ids per give_up call (the broker's MAX_BATCH)
 RECV_MARGIN = 30.0  # a recv's socket read outlasts its wait by this much
 CALL_TIMEOUT = 30.0
 MAX_BACKOFF = 30.0  # seconds between tries to reach a daemon that does not answer
@@ -58,8 +62,11 @@ READ_POLL = 0.5  # seconds between looks at a claude whose output is quiet
 DEFAULT_CLAUDE = "claude"  # on PATH, when the policy names none
 
 
-class Stop(Exception):
-    """SIGTERM or SIGINT: leave the loop (a running claude is stopped first)."""
+class Stop(BaseException):
+    """SIGTERM or SIGINT: leave the loop (a running claude is stopped first). Not an
+    Exception, as KeyboardInterrupt is not: raised by the signal handler wherever the
+    main thread is, it must not be swallowed there (logging's `emit` turns any Exception
+    into a printed "Logging error" and goes on, and the stop was lost)."""
 
 
 class PolicyUnreadable(HiveError):
@@ -76,6 +83,7 @@ class Config:
     turn_timeout: float = 3600.0  # a claude run is killed after this
     linger_seconds: float = 30.0  # a claude still running this long after its result is stopped
     exit_with_parent: bool = False  # the local runtime's harness ends with its daemon
+    lifeline: int | None = None  # a pipe's read end whose write end only the starter holds
 
 
 @dataclass
@@ -89,6 +97,7 @@ class Turn:
     sent: Counter = field(default_factory=Counter)
     received: Counter = field(default_factory=Counter)
     cost: float | None = None
+    error: str | None = None  # why it failed, for the report (one line is kept)
 
     def add(self, run: Run) -> None:
         self.tools.update(run.tools)
@@ -203,16 +212,38 @@ class Harness:
     def save_inflight(self, items: list[dict]) -> None:
         self._write("inflight.json", json.dumps(items))
 
-    @staticmethod
-    def give_up(items: list[dict]) -> None:
-        for i in items:
-            m = i["message"]
-            log.error(
-                "giving up on message #%s from %s after %d failed turns (it stays in hive.db)",
-                m.get("id"),
-                m.get("from"),
-                i.get("attempts"),
+    def give_up(self, items: list[dict]) -> None:
+        """Hand messages tried MAX_ATTEMPTS times to the daemon as dead letters (the
+        operator sees and can requeue them), retried until it answers: the caller drops
+        them from inflight.json only after this returns. A refusal (the ids are not this
+        agent's: nothing to keep) is logged, and they are dropped."""
+        for start in range(0, len(items), GIVE_UP_BATCH):
+            chunk = items[start : start + GIVE_UP_BATCH]
+            for i in chunk:
+                m = i["message"]
+                log.error(
+                    "giving up on message #%s from %s after %d failed turns: a dead letter",
+                    m.get("id"),
+                    m.get("from"),
+                    i.get("attempts"),
+                )
+            errors = [i["error"] for i in chunk if i.get("error")]
+            reason = f"given up after {MAX_ATTEMPTS} failed turns" + (
+                f": {errors[-1]}" if errors else ""
             )
+            request = {"op": "give_up", "ids": [i["message"]["id"] for i in chunk]}
+            delay = 1.0
+            while True:
+                try:
+                    self.call({**request, "reason": reason})
+                    break
+                except HiveError as e:  # the daemon answered no
+                    log.error("the daemon refused the dead letters: %s", e)
+                    break
+                except (hostsock.DaemonUnavailable, OSError, ValueError) as e:
+                    log.warning("give_up not answered (%s); retrying in %.0f s", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
 
     # -- the agent's policy ----------------------------------------------------------------
 
@@ -386,7 +417,7 @@ class Harness:
             policy = self.policy()
         except PolicyUnreadable as e:
             log.error("%s: no turn runs", e)
-            turn.exit = "failure"
+            turn.exit, turn.error = "failure", str(e)
             return turn
         turn.policy = policy
         args = self.turn_args(policy)
@@ -404,6 +435,8 @@ class Harness:
         elif not run.succeeded(code):
             turn.exit = "failure"
             log.error("turn failed (exit %d): %s", code, run.error_text()[:500])
+        if turn.exit == "failure":
+            turn.error = run.error_text()[:500] or f"claude exited {code}"
         turn.exit_code = code
         return turn
 
@@ -434,6 +467,9 @@ class Harness:
                 turn.received[party_class(i["message"].get("from"))] += 1
                 i["counted"] = True
         if turn.exit == "failure":
+            for i in items:
+                i["error"] = turn.error
+            self.save_inflight(items)  # a stop during give_up leaves them, with the error
             keep = [i for i in items if i["attempts"] < MAX_ATTEMPTS]
             self.give_up([i for i in items if i not in keep])
             self.save_inflight(keep)
@@ -450,6 +486,8 @@ class Harness:
         }
         if turn.cost is not None:
             report["cost_usd"] = round(turn.cost, 6)
+        if turn.error:
+            report["error"] = turn.error
         log.info("turn %s in %.1f s", turn.exit, report["duration"])
         self.report(report)
         if turn.policy is not None:
@@ -511,8 +549,11 @@ class Harness:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         if self.c.exit_with_parent:
-            watch = threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True)
-            watch.start()
+            try:
+                lifeline.follow(self.c.lifeline, _parent_gone)
+            except (ValueError, OSError) as e:
+                log.error("%s: not starting", e)
+                return 2
         self.c.state.mkdir(parents=True, exist_ok=True)
         try:
             self.loop()
@@ -523,10 +564,9 @@ class Harness:
         return 0
 
 
-def _watch_parent(parent: int) -> None:
-    """The local runtime's harness ends with the daemon that started it, even a killed one."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
+def _parent_gone() -> None:
+    """The local runtime's harness ends with the daemon that started it, even a killed one
+    (runtime/lifeline.py)."""
     log.warning("the daemon that started this harness is gone")
     os.kill(os.getpid(), signal.SIGTERM)
 

@@ -51,7 +51,8 @@ DESCRIPTIONS = {
     ),
     "list_peers": (
         "List who you can address with `send`: every other agent with its role and its "
-        "container state (for example running or stopped), and `operator`, the human. "
+        "state (running, failing: its turns fail, crash-looping, stopped, …), and "
+        "`operator`, the human. "
         "Your policy may still restrict whom you may message (see `whoami`). "
         'Returns {"peers": [{"name", "role", "state"}]}.'
     ),

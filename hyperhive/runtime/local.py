@@ -14,7 +14,8 @@ never called. `destroy` stops the harness and removes the deployed checkout,
 `start` runs the agent's harness (`hyperhive harness`, runtime/local_harness.py) as a
 subprocess of this process, at the deployed revision (a restart when it runs an older
 one); `stop` ends it. The daemon starts them (daemon/supervisor.py); `status` says
-`running` while the harness runs, `deployed` when it does not.
+`running` while the harness runs, `stopped` when it does not (agents.runtime_state adds
+what the daemon knows is wrong: `failing`, `crash-looping`).
 
 `shell` is a login shell in the agent's state directory: in its sandbox, as its harness
 sees the world (runtime/sandbox.py), or with the sandbox off as the agent's user where
@@ -108,7 +109,7 @@ class LocalRuntime:
         revision = record.deployed_revision(self.home, name)
         if not self.home.deployed_dir(name).is_dir() or revision is None:
             return {"state": "not deployed", "revision": None}
-        state = "running" if self.harnesses.is_running(name) else "deployed"
+        state = "running" if self.harnesses.is_running(name) else "stopped"
         return {"state": state, "revision": revision}
 
     @property

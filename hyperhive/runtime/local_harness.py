@@ -3,7 +3,8 @@
 Each runs in its own session (so its process group, `claude` and the MCP servers under
 it, is stopped as one), in the agent's state directory, its output appended to
 `logs/<name>/harness.log` (moved to `harness.log.1` by a start that finds it over 16
-MiB), with `--exit-with-parent` so it never outlives the daemon that started it. Its pid
+MiB), with `--exit-with-parent --lifeline FD` (runtime/lifeline.py) so it never outlives
+the daemon that started it, not even one that died before it ran. Its pid
 is recorded in `agents/<name>/harness.pid`: a stop from another process (`hyperhive agent
 destroy` in the CLI) finds it there, and a stop removes the file before signalling, which
 is how the process that started the harness tells an exit it asked for from a crash.
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperhive.home import Home
-from hyperhive.runtime import sandbox
+from hyperhive.runtime import lifeline, sandbox
 from hyperhive.runtime.policy import POLICY_KEYS, deployed_policy
 from hyperhive.settings import load_settings
 
@@ -122,6 +123,8 @@ class Harnesses:
             "harness",
             *("--socket", str(paths[0]), "--state", str(paths[1]), "--etc", str(paths[2])),
             "--exit-with-parent",
+            "--lifeline",
+            str(lifeline.read_end()),
         ]
 
     def write_etc(self, name: str) -> None:
@@ -221,6 +224,7 @@ class Harnesses:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
+                    pass_fds=(lifeline.read_end(),),
                 ).result()
             self.pid_file(name).write_text(f"{proc.pid}\n")
             self.running[name] = Running(proc, revision)

@@ -281,6 +281,25 @@ def claude_path(value: object) -> str | None:
     return value
 
 
+def claude_problem(value: object, path: str | None = None) -> str | None:
+    """Why the `claude` that `hyperhive.claude` names cannot be run by a harness with
+    `path` as PATH (None: this process's), or None when it can be found: what the
+    harness will run, checked before any turn needs it."""
+    try:
+        claude = claude_path(value)
+    except ValueError as e:
+        return str(e)
+    if claude is None:
+        if shutil.which("claude", path=path) is None:
+            return "its claude cannot be found: `claude` is not on the daemon's PATH"
+        return None
+    if not os.path.isfile(claude):
+        return f"its claude cannot be found: {claude} does not exist"
+    if not os.access(claude, os.X_OK):
+        return f"its claude cannot be run: {claude} is not executable"
+    return None
+
+
 def notes_compact_bytes(value: object) -> int | None:
     """`hyperhive.notesCompactBytes`: null (the harness's default) or a positive integer."""
     if value is None:
