@@ -158,20 +158,35 @@ def sse_events(answer: Answer, model: str) -> list[tuple[str, dict]]:
     """The stream of one answer, event by event, as the API sends it."""
     start = {**_message(answer, model), "content": [], "stop_reason": None}
     start["usage"] = _usage(output=1)
-    events: list[tuple[str, dict]] = [("message_start", {"type": "message_start", "message": start})]
+    events: list[tuple[str, dict]] = [
+        ("message_start", {"type": "message_start", "message": start})
+    ]
     for i, block in enumerate(answer.blocks):
         if block["type"] == "text":
             opening = {"type": "text", "text": ""}
             text = block["text"]
-            deltas = [{"type": "text_delta", "text": text[j : j + 20]} for j in range(0, len(text), 20)]
+            deltas = [
+                {"type": "text_delta", "text": text[j : j + 20]} for j in range(0, len(text), 20)
+            ]
         else:
             opening = {**block, "input": {}}
             raw = json.dumps(block["input"])
-            deltas = [{"type": "input_json_delta", "partial_json": raw[j : j + 20]} for j in range(0, len(raw), 20)]
-        events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": opening}))
+            deltas = [
+                {"type": "input_json_delta", "partial_json": raw[j : j + 20]}
+                for j in range(0, len(raw), 20)
+            ]
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": i, "content_block": opening},
+            )
+        )
         if i == 0:
             events.append(("ping", {"type": "ping"}))
-        events += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
+        events += [
+            ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d})
+            for d in deltas
+        ]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
     events.append(
         (
@@ -207,7 +222,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.standin.log(self.command, self.path, None)
-        self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": "not here"}})
+        self._send_json(
+            404, {"type": "error", "error": {"type": "not_found_error", "message": "not here"}}
+        )
 
     def do_HEAD(self) -> None:
         self.server.standin.log(self.command, self.path, None)
@@ -218,7 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         if length > MAX_BODY:
-            self._send_json(413, {"type": "error", "error": {"type": "request_too_large", "message": "too large"}})
+            self._send_json(
+                413,
+                {"type": "error", "error": {"type": "request_too_large", "message": "too large"}},
+            )
             return
         raw = self.rfile.read(length)
         try:
@@ -226,19 +246,28 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         path = self.path.split("?")[0]
-        self.server.standin.log(self.command, self.path, body)
+        self.entry = self.server.standin.log(self.command, self.path, body)
         if not isinstance(body, dict):
-            self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "body is not JSON"}})
+            self._send_json(
+                400,
+                {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "body is not JSON"},
+                },
+            )
         elif path == "/v1/messages/count_tokens":
             self._send_json(200, {"input_tokens": INPUT_TOKENS})
         elif path == "/v1/messages":
             self._messages(body)
         else:
-            self._send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
+            self._send_json(
+                404, {"type": "error", "error": {"type": "not_found_error", "message": path}}
+            )
 
     def _messages(self, body: dict) -> None:
         answer = decide(body, self.server.standin.overflow)
         model = str(body.get("model") or MODEL)
+        self.entry["status"] = answer.error[0] if answer.error else 200
         if answer.error:
             status, kind, text = answer.error
             self._send_json(status, {"type": "error", "error": {"type": kind, "message": text}})
@@ -278,13 +307,21 @@ class StandIn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def log(self, method: str, path: str, body: dict | None) -> None:
+    def log(self, method: str, path: str, body: dict | None) -> dict:
+        entry = {"method": method, "path": path, "body": body, "time": time.time(), "status": None}
         with self._lock:
-            self.requests.append({"method": method, "path": path, "body": body, "time": time.time()})
+            self.requests.append(entry)
+        return entry
 
-    def messages_requests(self) -> list[dict]:
+    def messages_requests(self, status: int | None = None) -> list[dict]:
+        """The bodies of the `/v1/messages` requests (those answered `status`)."""
         with self._lock:
-            return [r["body"] for r in self.requests if r["path"].split("?")[0] == "/v1/messages"]
+            return [
+                r["body"]
+                for r in self.requests
+                if r["path"].split("?")[0] == "/v1/messages"
+                and (status is None or r["status"] == status)
+            ]
 
     def __enter__(self) -> "StandIn":
         self._thread.start()
