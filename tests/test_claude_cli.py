@@ -87,7 +87,7 @@ def run_cli_turn(claude: Path, state: Path, standin: StandIn, prompt: str, polic
     return events, run
 
 
-ECHO = {"command": sys.executable, "args": [str(ECHO_MCP)], "allowedTools": ["echo"]}
+ECHO = {"command": sys.executable, "args": ["-I", str(ECHO_MCP)], "allowedTools": ["echo"]}
 
 
 def test_the_tools_the_harness_names_exist_and_mcp_tools_come_up_front(claude, standin, tmp_path):
@@ -174,7 +174,7 @@ AGENT_NIX = """\
   hyperhive.allowedBash = [ "echo *" ];
   hyperhive.extraMcpServers.echo = {
     command = "%s";
-    args = [ "%s" ];
+    args = [ "-I" "%s" ];
     allowedTools = [ "echo" ];
   };
 }

@@ -36,6 +36,7 @@ from hyperhive.harness.claude_config import (
     permission_args,
     render_claude_config,
 )
+from hyperhive.harness.events import Run
 from hyperhive.harness.loop import MAX_ATTEMPTS, Config, Harness, PolicyUnreadable
 from hyperhive.harness.notes import DEFAULT_COMPACT_BYTES
 from hyperhive.harness.prompt import system_prompt, turn_prompt
@@ -200,6 +201,98 @@ def test_permissions_deny_by_default_and_scope_the_editors_to_the_state():
     env = claude_env(STATE, {"PATH": "/bin"})
     assert env == {"PATH": "/bin", "CLAUDE_CONFIG_DIR": "/state/.claude",
                    "ENABLE_TOOL_SEARCH": "false"}  # fmt: skip
+
+
+# -- reading the CLI's events ---------------------------------------------------------------
+
+
+def fold(*events: dict) -> Run:
+    run = Run()
+    for e in events:
+        run.feed(json.dumps(e))
+    return run
+
+
+def use(use_id: str, name: str, parent: str | None = None, **args) -> dict:
+    block = {"type": "tool_use", "id": use_id, "name": name, "input": args}
+    message = {"role": "assistant", "content": [block]}
+    return {"type": "assistant", "message": message, "parent_tool_use_id": parent,
+            "session_id": "s1"}  # fmt: skip
+
+
+def result_event(cost: float | None, total: float, **more) -> dict:
+    usage = {"m": {"costUSD": cost}} if cost is not None else None
+    event = {"type": "result", "subtype": "success", "is_error": False, "result": "Done.",
+             "session_id": "s1", "total_cost_usd": total,
+             "terminal_reason": "completed"}  # fmt: skip
+    if usage is not None:
+        event["model_usage_since_last_result"] = usage
+    return {**event, **more}
+
+
+def test_sub_agent_events_and_a_second_result_are_counted_apart():
+    """Events with a parent_tool_use_id are the sub-agent's; a background task may add
+    a second init and result: each result's own cost counts once."""
+    run = fold(
+        {"type": "system", "subtype": "init", "session_id": "s1", "tools": []},
+        use("t1", "Agent"),
+        use("t2", "Bash", parent="t1", command="ls"),
+        use("t3", "Bash", command="rm -rf /"),
+        {
+            "type": "system",
+            "subtype": "permission_denied",
+            "tool_name": "Bash",
+            "tool_use_id": "t3",
+            "message": "denied",
+        },  # fmt: skip
+        result_event(0.01, 0.05, permission_denials=[{"tool_name": "Bash", "tool_use_id": "t3"}]),
+        {"type": "system", "subtype": "init", "session_id": "s2-background", "tools": []},
+        result_event(0.02, 0.07),
+    )
+    assert run.session_id == "s1" and len(run.inits) == 2 and len(run.results) == 2
+    assert run.tools == {"Agent": 1} and run.subagent_tools == {"Bash": 1}
+    assert run.denials == {"Bash": 1}  # told twice, one denial
+    assert run.cost() == pytest.approx(0.03)  # not the session's cumulative 0.07
+
+
+def test_cost_without_usage_since_the_last_result_is_the_growth_of_the_total():
+    assert fold(result_event(None, 0.5)).cost(0.3) == pytest.approx(0.2)
+    assert fold(result_event(None, 0.5)).cost() == pytest.approx(0.5)  # a new session
+
+
+def test_compaction_and_failure_signals():
+    failed = fold(
+        {"type": "system", "subtype": "status", "status": "compacting"},
+        {
+            "type": "system",
+            "subtype": "status",
+            "compact_result": "failed",
+            "compact_error": "exhausted",
+        },  # fmt: skip
+        result_event(
+            None,
+            0.0,
+            is_error=True,
+            result="Prompt is too long",
+            terminal_reason="prompt_too_long",
+            api_error_status=400,
+        ),  # fmt: skip
+    )
+    assert not failed.succeeded(1) and failed.context_full()
+    assert failed.compacted() is False and not failed.auto_compacted()
+    assert failed.failure_reason() == "prompt_too_long, API 400: Prompt is too long"
+    auto = fold(
+        {"type": "system", "subtype": "status", "compact_result": "success"},
+        {
+            "type": "system",
+            "subtype": "compact_boundary",
+            "compact_metadata": {"trigger": "auto"},
+        },  # fmt: skip
+        result_event(0.01, 0.02),
+    )
+    assert auto.succeeded(0) and auto.auto_compacted() and auto.compacted()
+    # "Not enough messages to compact": no compaction event, so no compaction
+    assert fold(result_event(0.0, 0.0, result="")).compacted() is None
 
 
 # -- the prompt ---------------------------------------------------------------------------

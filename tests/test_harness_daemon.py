@@ -85,6 +85,7 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
         "model": None,
         "claude": None,  # `claude` on the daemon's PATH: the fake
         "notesCompactBytes": None,
+        "allowSubagents": None,  # not set: the harness reads it as false
     }
 
     # turn_report is the harness's op, no MCP tool; a bad report is refused whole
