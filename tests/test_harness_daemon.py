@@ -117,6 +117,7 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
         "inbox.depth": 0,
         "notes.bytes": 0,
         "turn.cost_usd": 0.0123,
+        "turn.denials": 0,
     }
     assert stats["turn.duration"] > 0
     with sqlite3.connect(root / "hive.db") as db:  # the harness acknowledged what it ran
