@@ -177,6 +177,11 @@ AGENT_NIX = """\
     args = [ "-I" "%s" ];
     allowedTools = [ "echo" ];
   };
+  hyperhive.extraMcpServers.locked = {
+    command = "%s";
+    args = [ "-I" "%s" ];
+    allowedTools = [ ];
+  };
 }
 """
 
@@ -194,7 +199,8 @@ def hive(tmp_path, monkeypatch, claude, standin):
     for name in ("alice", "bob"):
         run_cli(root, "agent", "create", name, check=True)
     home = Home(root)
-    commit_config(home, "alice", {"agent.nix": AGENT_NIX % (sys.executable, ECHO_MCP)}, "tools")
+    agent_nix = AGENT_NIX % ((sys.executable, ECHO_MCP) * 2)
+    commit_config(home, "alice", {"agent.nix": agent_nix}, "two extra servers")
     run_cli(root, "propose", "alice", check=True)
     run_cli(root, "deny", "alice#1", "--reason", "superseded", check=True)
     daemon = Daemon(root).start()
@@ -245,6 +251,7 @@ def test_turns_of_a_deployed_agent_through_the_real_cli(hive, standin):
         call("Write", file_path=str(outside), content="out"),
         call("mcp__echo__echo", text="hi"),
         call("mcp__echo__touch", path=str(state / "by-mcp")),
+        call("mcp__locked__echo", text="no"),  # a server none of whose tools is allowed
         "api: bloat",  # later turns of this session are "prompt is too long"
     ]), 1)  # fmt: skip
     bob = json.loads(run_cli(root, "inbox", "bob", "--json", check=True).stdout)
@@ -252,9 +259,9 @@ def test_turns_of_a_deployed_agent_through_the_real_cli(hive, standin):
     assert (state / "in.txt").read_text() == "in" and not outside.exists()
     assert not (state / "by-bash").exists() and not (state / "by-mcp").exists()
     assert first["turn.exit.ok"] == 1 and first["sent.peer"] == 1
-    assert first["turn.denials"] == 3
-    assert (first["denial.Bash"], first["denial.Write"], first["denial.mcp__echo__touch"]) == (
-        1, 1, 1)  # fmt: skip
+    assert first["turn.denials"] == 4
+    denied = ("Bash", "Write", "mcp__echo__touch", "mcp__locked__echo")
+    assert [first[f"denial.{tool}"] for tool in denied] == [1, 1, 1, 1]
     assert first["turn.tool_calls"] == 5  # denied calls are no tool calls
     paid = len(standin.messages_requests(status=200))  # a refused request costs nothing
     assert first["turn.cost_usd"] == pytest.approx(paid * COST_PER_REQUEST)
@@ -294,7 +301,7 @@ def test_turns_of_a_deployed_agent_through_the_real_cli(hive, standin):
 
     # the denials in /api/stats
     stats = daemon.get("/api/stats?agent=alice&keys=denials,exit,cost_usd")
-    assert stats["summary"]["denials"] == 3
-    assert stats["summary"]["denial"] == {"Bash": 1, "Write": 1, "mcp__echo__touch": 1}
-    assert sum(stats["series"]["denials"]) == 3
+    assert stats["summary"]["denials"] == 4
+    assert stats["summary"]["denial"] == dict.fromkeys(denied, 1)
+    assert sum(stats["series"]["denials"]) == 4
     assert stats["summary"]["exit"] == {"ok": 2, "compact-retry": 2, "failure": 0}
