@@ -114,6 +114,38 @@ def test_the_tools_the_harness_names_exist_and_mcp_tools_come_up_front(claude, s
     assert (state / ".claude").is_dir()  # CLAUDE_CONFIG_DIR: its config in its state
     assert run.cost() == pytest.approx(2 * COST_PER_REQUEST)
 
+    # tests/fake_claude.py, run the same way, emits what the real CLI does (a subset)
+    fake_args = [
+        sys.executable,
+        str(Path(__file__).parent / "fake_claude.py"),
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        *permission_args("agent", {"echo": ECHO}, {"allowSubagents": True}, state),
+        "--mcp-config",
+        json.dumps({"mcpServers": {"echo": {**ECHO, "env": {}}}}),
+    ]
+    env = {**os.environ, "FAKE_CLAUDE_HOME": str(tmp_path / "fake")}
+    prompt = 'go\nfake: call echo.echo {"text": "hi"}\n'
+    out = subprocess.run(fake_args, input=prompt, capture_output=True, text=True, env=env,
+                         timeout=60, check=True)  # fmt: skip
+    fake = [json.loads(line) for line in out.stdout.splitlines()]
+
+    def one(evs: list[dict], kind: str, subtype: str | None = None) -> dict:
+        found = [e for e in evs if e["type"] == kind and e.get("subtype", subtype) == subtype]
+        return found[0] if kind == "system" else found[-1]
+
+    for kind, subtype in (("system", "init"), ("result", "success"), ("assistant", None)):
+        real, faked = one(events, kind, subtype), one(fake, kind, subtype)
+        assert set(faked) <= set(real), (kind, set(faked) - set(real))
+    harness_reads = {"terminal_reason", "api_error_status", "model_usage_since_last_result",
+                     "permission_denials", "total_cost_usd", "is_error", "session_id"}  # fmt: skip
+    assert harness_reads <= set(one(fake, "result", "success")) & set(
+        one(events, "result", "success")
+    )
+    assert set(one(fake, "system", "init")["tools"]) <= tools
+
 
 def test_every_permission_rule_fires(claude, standin, tmp_path):
     state = tmp_path / "state"
