@@ -557,7 +557,7 @@ class FakeDaemon:
             return {"peers": []}
         raise ValueError(f"unexpected op {op!r}")
 
-    def wait_reports(self, n: int, timeout: float = 60) -> list[dict]:
+    def wait_reports(self, n: int, timeout: float = 120) -> list[dict]:
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.reports) >= n, timeout), self.reports
             return list(self.reports)
