@@ -235,7 +235,14 @@ def hive(tmp_path, monkeypatch, claude, standin):
     commit_config(home, "alice", {"agent.nix": agent_nix}, "two extra servers")
     run_cli(root, "propose", "alice", check=True)
     run_cli(root, "deny", "alice#1", "--reason", "superseded", check=True)
-    daemon = Daemon(root).start()
+    daemon = Daemon(root)
+    try:
+        daemon.start()
+    except BaseException:  # it may have started and not said so in time: leave none behind
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            os.killpg(daemon.proc.pid, signal.SIGKILL)
+            daemon.proc.wait()
+        raise
     yield root, daemon
     if daemon.proc.poll() is None:
         daemon.stop()
