@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The pinned Claude Code CLI the real-CLI tests run (tests/claude-cli/: package.json with
+# the exact version and npm's lockfile), installed into an ignored cache directory.
+CLAUDE_CLI := .cache/claude-code
+CLAUDE_STAMP := $(CLAUDE_CLI)/.installed
 
-.PHONY: run test lint bench vendor clean
+.PHONY: run test lint bench vendor clean claude-cli
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +23,19 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/system-deps
+	$(MAKE) --no-print-directory claude-cli
 	$(BIN)/pytest -n 2 -q
+
+# npm ci from the lockfile; the package's postinstall links its platform binary (an
+# optional dependency per platform) over bin/claude.exe, so it runs offline afterwards.
+claude-cli: $(CLAUDE_STAMP)
+
+$(CLAUDE_STAMP): tests/claude-cli/package.json tests/claude-cli/package-lock.json
+	mkdir -p $(CLAUDE_CLI)
+	cp tests/claude-cli/package.json tests/claude-cli/package-lock.json $(CLAUDE_CLI)/
+	cd $(CLAUDE_CLI) && npm ci --no-audit --no-fund --loglevel=error
+	$(CLAUDE_CLI)/node_modules/.bin/claude --version
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,4 +50,4 @@ vendor: $(STAMP)
 	$(BIN)/python -m forge_ui.vendor
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cache

@@ -4,7 +4,8 @@
 # `agent` user that runs `claude`, and the harness service.
 #
 # The option names and types are the ones hyperhive/runtime/policy.py accepts on the local
-# runtime: allowedRecipients, allowedBash, model, claude, notesCompactBytes, extraMcpServers.
+# runtime: allowedRecipients, allowedBash, model, claude, notesCompactBytes, allowSubagents,
+# extraMcpServers.
 # `hyperhive.name` and `hyperhive.package` are set by hyperhive (the meta flake), never by an
 # agent.nix; `claudePackage` exists only here (the local runtime evaluates no packages).
 {
@@ -132,6 +133,15 @@ in
       description = ''
         When /state/notes.md grows past this many bytes, a short secondary `claude` session
         compacts it (the old version stays beside it as `notes.md.<UTC time>.bak`).
+      '';
+    };
+
+    allowSubagents = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Whether the agent's `claude` may start sub-agents (its `Agent` and `Workflow`
+        tools). Off, they are disallowed: the CLI would run them without asking.
       '';
     };
   };

@@ -100,13 +100,15 @@ rec {
 
   # null means unrestricted for allowedRecipients and allowedBash; model, claude (the
   # executable's absolute path) and notesCompactBytes null = the harness's default (the
-  # CLI's model, `claude` on PATH, 32 KiB). Keys: hyperhive/runtime/policy.py POLICY_KEYS.
+  # CLI's model, `claude` on PATH, 32 KiB); allowSubagents defaults to false. Keys:
+  # hyperhive/runtime/policy.py POLICY_KEYS.
   renderPolicy = cfg: {
     allowedRecipients = cfg.allowedRecipients or null;
     allowedBash = cfg.allowedBash or null;
     model = cfg.model or null;
     claude = cfg.claude or null;
     notesCompactBytes = cfg.notesCompactBytes or null;
+    allowSubagents = cfg.allowSubagents or false;
   };
 
   # What the host stores with a deploy (hyperhive/runtime/policy.py's normalized shape):

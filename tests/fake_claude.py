@@ -1,16 +1,21 @@
-"""A fake `claude` CLI for the harness tests: it behaves like the real one where the
+"""A fake `claude` CLI for the harness tests: it behaves like the real one (the pinned
+2.1.328, tests/claude-cli/, whose events tests/test_claude_cli.py checks) where the
 harness can tell.
 
 It reads the real CLI's flags (`-p`, `--output-format stream-json` which needs
 `--verbose`, `--mcp-config` (a file or inline JSON), `--strict-mcp-config`,
-`--allowedTools`, `--append-system-prompt`, `--model`, `--resume`), takes the prompt from
-the argument or stdin, starts every MCP server of the config for real (mcp 2.x stdio
-client: initialize, list_tools), and writes stream-json line by line, flushed: `system`
-init, `assistant` text and `tool_use`, `user` tool_result, `result` with usage, cost,
-duration and the session id. Sessions live in `$FAKE_CLAUDE_HOME/sessions/`; an unknown
-`--resume` fails as the real CLI does. Every run is appended to
-`$FAKE_CLAUDE_HOME/runs.jsonl` (argv, prompt, cwd, the `HYPERHIVE_*` environment, exit
-code) for the tests to inspect.
+`--allowedTools`, `--disallowedTools`, `--permission-mode`, `--setting-sources`,
+`--append-system-prompt`, `--model`, `--resume`), takes the prompt from the argument or
+stdin, starts every MCP server of the config for real (mcp 2.x stdio client: initialize,
+list_tools), and writes stream-json line by line, flushed: `system` init, `assistant`
+text and `tool_use`, `user` tool_result, `system`/`permission_denied` for a refused call,
+the compaction events (`system`/`status` with `compact_result`, `compact_boundary`), and
+`result` with usage, the cumulative `total_cost_usd` of the session and the run's own
+`model_usage_since_last_result`, `terminal_reason`, `api_error_status`,
+`permission_denials`, duration and the session id. Sessions live in
+`$FAKE_CLAUDE_HOME/sessions/`; an unknown `--resume` fails as the real CLI does. Every
+run is appended to `$FAKE_CLAUDE_HOME/runs.jsonl` (argv, prompt, cwd, the `HYPERHIVE_*`
+and `CLAUDE_*` environment, exit code) for the tests to inspect.
 With `FAKE_CLAUDE_MCP=lazy` the servers start only when the prompt calls a tool (tests
 of the loop alone, where a second or two per run buys nothing).
 
@@ -21,13 +26,21 @@ What it does is driven by lines of the prompt:
                                    allow-list lacks is refused as the real CLI refuses it
 - `fake: fail <code>`              fail with that exit code
 - `fake: fail-once <token> <code>` fail only the first time the token is seen
-- `fake: context-full`             "Prompt is too long" unless the session was compacted
-- `fake: context-full-always`      "Prompt is too long", always
-- `fake: context-full-resumed`     "Prompt is too long" whenever a session is resumed (one
-                                   its compaction could not shrink)
+- `fake: context-full`             the API's "prompt is too long", which the CLI answers by
+                                   compacting by itself (`trigger: auto`), then goes on
+- `fake: context-full-always`      "prompt is too long" and the CLI's own compaction
+                                   fails: the run fails (`terminal_reason`
+                                   `prompt_too_long`, `api_error_status` 400, exit 1)
+- `fake: context-full-resumed`     as `context-full-always` whenever a session is resumed
+- `fake: context-full-manual`      "prompt is too long" for a resumed session, with no
+                                   compaction of the CLI's own (as with auto-compaction
+                                   off), until a `/compact`
 - `fake: sleep-once <token> <s>`  sleep that long, the first time the token is seen
 - `fake: grow-notes <bytes>`       append that many bytes to ./notes.md
-- `/compact` (the whole prompt)    compact the resumed session
+- `/compact` (the whole prompt)    compact the resumed session; with
+                                   $FAKE_CLAUDE_SESSION_COMPACT `fail` it fails as the real
+                                   one does: exit 0, no error, "Compaction failed · …"
+                                   and `compact_result: failed`
 - a `<notes>…</notes>` block       a notes compaction: answer with shortened notes, or
                                    fail when $FAKE_CLAUDE_COMPACT is `fail` (`empty`:
                                    answer nothing)
@@ -44,10 +57,26 @@ from pathlib import Path
 
 import anyio
 
-VARIADIC = {"--allowedTools", "--allowed-tools", "--mcp-config"}
-VALUED = {"--output-format", "--append-system-prompt", "--model", "--resume"}
+VARIADIC = {
+    "--allowedTools",
+    "--allowed-tools",
+    "--disallowedTools",
+    "--disallowed-tools",
+    "--mcp-config",
+}
+VALUED = {
+    "--output-format",
+    "--append-system-prompt",
+    "--model",
+    "--resume",
+    "--permission-mode",
+    "--setting-sources",
+}
 FLAGS = {"-p", "--print", "--verbose", "--strict-mcp-config"}
-BUILTIN_TOOLS = ["Bash", "Read", "Write", "Edit", "Glob", "Grep", "LS", "TodoWrite", "Task"]
+# what the pinned CLI's init lists (less its scheduling, worktree and messaging tools)
+BUILTIN_TOOLS = ["Task", "Bash", "Edit", "NotebookEdit", "Read", "WebFetch", "WebSearch", "Write"]
+COST = 0.0123  # every run's own cost
+COMPACT_FAILED = "Compaction failed · conversation could not be reduced below the context limit"
 
 HOME = Path(os.environ.get("FAKE_CLAUDE_HOME") or Path.home() / ".fake-claude")
 MODEL = "claude-fake-1"
@@ -64,7 +93,10 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in FLAGS:
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and eq and name in VALUED:  # --setting-sources=
+            opts[name] = value
+        elif arg in FLAGS:
             opts[arg] = True
         elif arg in VALUED:
             if i + 1 >= len(argv):
@@ -107,7 +139,7 @@ def session_file(sid: str) -> Path:
 
 def load_session(sid: str | None) -> tuple[str, dict]:
     if sid is None:
-        return str(uuid.uuid4()), {"turns": 0, "compacted": False}
+        return str(uuid.uuid4()), {"turns": 0, "compacted": False, "cost": 0.0}
     path = session_file(sid)
     if not path.exists():
         die(f"No conversation found with session ID: {sid}")
@@ -158,6 +190,9 @@ def message(sid: str, content: list[dict], role: str = "assistant") -> dict:
     }
 
 
+DENIALS: list[dict] = []  # this run's, for its result
+
+
 def result(
     sid: str,
     started: float,
@@ -165,7 +200,16 @@ def result(
     error: bool = False,
     turns: int = 1,
     subtype: str | None = None,
+    terminal: str | None = None,
+    status: int | None = None,
+    cost: float = COST,
 ) -> dict:
+    """The result event; `cost` is the run's own, added to the session's total."""
+    data = json.loads(session_file(sid).read_text()) if session_file(sid).exists() else {}
+    total = data.get("cost", 0.0) + cost
+    if data:
+        save_session(sid, {**data, "cost": total})
+    usage = {"inputTokens": 120, "outputTokens": 34, "costUSD": cost}
     return {
         "type": "result",
         "subtype": subtype or ("success" if not error else "error_during_execution"),
@@ -174,17 +218,52 @@ def result(
         "duration_api_ms": 42,
         "num_turns": turns,
         "result": text,
+        "stop_reason": None if error else "end_turn",
         "session_id": sid,
-        "total_cost_usd": 0.0123,
+        "total_cost_usd": round(total, 6),  # cumulative over the session, as the CLI's
         "usage": {
             "input_tokens": 120,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
             "output_tokens": 34,
         },
-        "permission_denials": [],
+        "modelUsage": {MODEL: {**usage, "costUSD": round(total, 6)}},
+        "model_usage_since_last_result": {MODEL: usage} if cost else {},
+        "permission_denials": list(DENIALS),
+        "terminal_reason": (terminal or None)
+        if terminal is not None
+        else (None if error else "completed"),
+        "api_error_status": status,
         "uuid": str(uuid.uuid4()),
     }
+
+
+def system(sid: str, subtype: str, **fields) -> dict:
+    return {"type": "system", "subtype": subtype, **fields, "session_id": sid,
+            "uuid": str(uuid.uuid4())}  # fmt: skip
+
+
+def compaction(sid: str, ok: bool, trigger: str) -> None:
+    """The events of a compaction, as the CLI writes them."""
+    emit(system(sid, "status", status="compacting"))
+    if ok:
+        emit(system(sid, "status", status=None, compact_result="success"))
+        meta = {"trigger": trigger, "pre_tokens": 190000, "post_tokens": 4000}
+        emit(system(sid, "compact_boundary", compact_metadata=meta))
+    else:
+        emit(
+            system(
+                sid, "status", status=None, compact_result="failed", compact_error=COMPACT_FAILED
+            )
+        )
+
+
+def too_long(sid: str, started: float) -> dict:
+    """The result of a run the API refused as too long, after the CLI's own compaction
+    failed: a `success` subtype that is an error."""
+    emit(message(sid, [{"type": "text", "text": "Prompt is too long"}]))
+    return result(sid, started, "Prompt is too long", error=True, subtype="success",
+                  terminal="prompt_too_long", status=400, cost=0.0)  # fmt: skip
 
 
 async def start_servers(stack: AsyncExitStack, servers: dict) -> tuple[dict, list[dict]]:
@@ -224,34 +303,48 @@ async def turn(opts: dict, prompt: str) -> int:
     sid, data = load_session(opts.get("--resume"))
     RUN["session"] = sid
     allow = opts.get("--allowedTools", []) + opts.get("--allowed-tools", [])
+    deny = opts.get("--disallowedTools", []) + opts.get("--disallowed-tools", [])
+    mode = opts.get("--permission-mode", "default")
     directives = re.findall(r"^fake: (\S+) ?(.*)$", prompt, re.MULTILINE)
     servers = mcp_servers(opts.get("--mcp-config", []))
     if os.environ.get("FAKE_CLAUDE_MCP") == "lazy" and not any(v == "call" for v, _ in directives):
         servers = {}  # a test of the loop alone: spare the servers' start-up
     async with AsyncExitStack() as stack:
         sessions, statuses = await start_servers(stack, servers)
-        tools = BUILTIN_TOOLS + [f"mcp__{k}__{t}" for k, (_, ts) in sessions.items() for t in ts]
+        builtin = [t for t in BUILTIN_TOOLS if not (t == "Task" and "Agent" in deny)]
+        tools = builtin + [f"mcp__{k}__{t}" for k, (_, ts) in sessions.items() for t in ts]
+        if prompt.strip() == "/compact" and opts.get("--resume"):
+            # the real CLI compacts before its init
+            ok = os.environ.get("FAKE_CLAUDE_SESSION_COMPACT") != "fail"
+            compaction(sid, ok, "manual")
         emit(
-            {
-                "type": "system",
-                "subtype": "init",
-                "cwd": os.getcwd(),
-                "session_id": sid,
-                "tools": tools,
-                "mcp_servers": statuses,
-                "model": opts.get("--model") or MODEL,
-                "permissionMode": "default",
-                "apiKeySource": "none",
-                "uuid": str(uuid.uuid4()),
-            }
+            system(
+                sid,
+                "init",
+                cwd=os.getcwd(),
+                tools=tools,
+                mcp_servers=statuses,
+                model=opts.get("--model") or MODEL,
+                permissionMode=mode,
+                apiKeySource="none",
+                claude_code_version="2.1.328",
+            )
         )
         data["turns"] += 1
         save_session(sid, data)
 
         if prompt.strip() == "/compact":
+            if not opts.get("--resume"):
+                emit(message(sid, [{"type": "text", "text": "Error: No messages to compact"}]))
+                emit(result(sid, started, "", turns=0, terminal="", cost=0.0))
+                return 0
+            if os.environ.get("FAKE_CLAUDE_SESSION_COMPACT") == "fail":
+                emit(message(sid, [{"type": "text", "text": COMPACT_FAILED}]))
+                emit(result(sid, started, COMPACT_FAILED, turns=0, terminal="", cost=0.0))
+                return 0
             data["compacted"] = True
             save_session(sid, data)
-            emit(result(sid, started, "Compacted the conversation."))
+            emit(result(sid, started, "", turns=0, terminal=""))
             return 0
 
         notes = re.search(r"<notes>\n(.*)\n</notes>", prompt, re.DOTALL)
@@ -269,15 +362,17 @@ async def turn(opts: dict, prompt: str) -> int:
         emit(message(sid, [{"type": "text", "text": f"Working on {len(directives)} things."}]))
         n = 0
         for verb, rest in directives:
-            if (
-                verb == "context-full-always"
-                or (verb == "context-full" and not data["compacted"])
-                or (verb == "context-full-resumed" and opts.get("--resume"))
-            ):
-                # as the real CLI says it: the API's refusal as the assistant's text, then
-                # a result of subtype success that is an error
-                emit(message(sid, [{"type": "text", "text": "Prompt is too long"}]))
-                emit(result(sid, started, "Prompt is too long", error=True, subtype="success"))
+            resumed = bool(opts.get("--resume"))
+            if verb == "context-full" and not data["compacted"]:
+                compaction(sid, True, "auto")  # the CLI's own, and it goes on
+                data["compacted"] = True
+                save_session(sid, data)
+            if verb == "context-full-always" or (verb == "context-full-resumed" and resumed):
+                compaction(sid, False, "auto")
+                emit(too_long(sid, started))
+                return 1
+            if verb == "context-full-manual" and resumed and not data["compacted"]:
+                emit(too_long(sid, started))
                 return 1
             if verb == "fail":
                 emit(result(sid, started, f"failing with {rest}", error=True))
@@ -312,11 +407,21 @@ async def turn(opts: dict, prompt: str) -> int:
                         [{"type": "tool_use", "id": use_id, "name": name, "input": arguments}],
                     )
                 )
-                if not allowed(name, allow):
+                if not allowed(name, allow) or name in deny:
                     text, is_error = (
-                        f"Claude requested permissions to use {name}, but you haven't "
+                        (
+                            f"Permission to use {name} has been denied because Claude Code "
+                            "is running in don't ask mode."
+                        )
+                        if mode == "dontAsk"
+                        else f"Claude requested permissions to use {name}, but you haven't "
                         "granted it yet.",
                         True,
+                    )
+                    emit(system(sid, "permission_denied", tool_name=name, tool_use_id=use_id,
+                                message=text))  # fmt: skip
+                    DENIALS.append(
+                        {"tool_name": name, "tool_use_id": use_id, "tool_input": arguments}
                     )
                 elif server not in sessions:
                     text, is_error = f"No such tool available: {name}", True
@@ -339,7 +444,11 @@ async def turn(opts: dict, prompt: str) -> int:
 def main() -> int:
     opts, positional = parse(sys.argv[1:])
     prompt = " ".join(positional) if positional else sys.stdin.read()
-    hive_env = {k: v for k, v in os.environ.items() if k.startswith("HYPERHIVE_")}
+    hive_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("HYPERHIVE_", "CLAUDE_")) or k == "ENABLE_TOOL_SEARCH"
+    }
     RUN.update(argv=sys.argv[1:], prompt=prompt, cwd=os.getcwd(), env=hive_env)
     if not (opts.get("-p") or opts.get("--print")):
         die("this fake claude only runs with -p")

@@ -30,9 +30,13 @@ from hyperhive.harness.claude_config import (
     allowed_mcp_tools,
     allowed_tools,
     bash_tools,
+    claude_env,
+    edit_rule,
     load_extras,
+    permission_args,
     render_claude_config,
 )
+from hyperhive.harness.events import Run
 from hyperhive.harness.loop import MAX_ATTEMPTS, Config, Harness, PolicyUnreadable
 from hyperhive.harness.notes import DEFAULT_COMPACT_BYTES
 from hyperhive.harness.prompt import system_prompt, turn_prompt
@@ -41,6 +45,7 @@ FAKE_CLAUDE = Path(__file__).parent / "fake_claude.py"
 SOCKET = "/run/hyperhive/agent.sock"
 CMD = ["hyperhive"]
 HYPERHIVE_TOOLS = [f"mcp__hyperhive__{t}" for t in AGENT_TOOLS]
+STATE = Path("/state")
 
 
 def claude_script(directory: Path, name: str = "claude", before: str = "") -> Path:
@@ -77,8 +82,9 @@ def test_no_extras(tmp_path, caplog):
         }
     }
     assert allowed_mcp_tools("agent", extras) == HYPERHIVE_TOOLS
-    assert allowed_tools("agent", extras, {"allowedBash": None}) == [
+    assert allowed_tools("agent", extras, {"allowedBash": None}, STATE) == [
         *CLAUDE_TOOLS,
+        "Edit(//state/**)",
         "Bash",
         *HYPERHIVE_TOOLS,
     ]
@@ -172,10 +178,121 @@ def test_bash_patterns_replace_the_blanket_permission():
     assert bash_tools(None) == ["Bash"]
     assert bash_tools(["git *", "nix build .*"]) == ["Bash(git *)", "Bash(nix build .*)"]
     assert bash_tools([]) == []
-    tools = allowed_tools("agent", {}, {"allowedBash": ["git *", "nix build .*"]})
+    tools = allowed_tools("agent", {}, {"allowedBash": ["git *", "nix build .*"]}, STATE)
     assert "Bash" not in tools
-    assert tools[len(CLAUDE_TOOLS) : len(CLAUDE_TOOLS) + 2] == ["Bash(git *)", "Bash(nix build .*)"]
-    assert "Bash" in allowed_tools("agent", {}, {})  # no allowedBash key: back-compatible
+    n = len(CLAUDE_TOOLS) + 1
+    assert tools[n : n + 2] == ["Bash(git *)", "Bash(nix build .*)"]
+    assert "Bash" in allowed_tools("agent", {}, {}, STATE)  # no allowedBash key: back-compatible
+
+
+def test_permissions_deny_by_default_and_scope_the_editors_to_the_state():
+    assert edit_rule(Path("/var/lib/hyperhive/agents/a/state")) == (
+        "Edit(//var/lib/hyperhive/agents/a/state/**)"  # `//`: an absolute path
+    )
+    args = permission_args("agent", {}, {"allowedBash": []}, STATE)
+    assert args[:3] == ["--permission-mode", "dontAsk", "--setting-sources="]
+    allowed = args[args.index("--allowedTools") + 1 : args.index("--disallowedTools")]
+    assert allowed == [*CLAUDE_TOOLS, "Edit(//state/**)", *HYPERHIVE_TOOLS]
+    assert not {"Write", "Edit", "NotebookEdit", "Agent"} & set(allowed)  # no blanket editor
+    assert args[args.index("--disallowedTools") + 1 :] == ["Agent", "Workflow"]
+    # sub-agents only when the policy allows them
+    args = permission_args("agent", {}, {"allowSubagents": True}, STATE)
+    assert "--disallowedTools" not in args and "Agent" in args
+    env = claude_env(STATE, {"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "CLAUDE_CONFIG_DIR": "/state/.claude",
+                   "ENABLE_TOOL_SEARCH": "false"}  # fmt: skip
+
+
+# -- reading the CLI's events ---------------------------------------------------------------
+
+
+def fold(*events: dict) -> Run:
+    run = Run()
+    for e in events:
+        run.feed(json.dumps(e))
+    return run
+
+
+def use(use_id: str, name: str, parent: str | None = None, **args) -> dict:
+    block = {"type": "tool_use", "id": use_id, "name": name, "input": args}
+    message = {"role": "assistant", "content": [block]}
+    return {"type": "assistant", "message": message, "parent_tool_use_id": parent,
+            "session_id": "s1"}  # fmt: skip
+
+
+def result_event(cost: float | None, total: float, **more) -> dict:
+    usage = {"m": {"costUSD": cost}} if cost is not None else None
+    event = {"type": "result", "subtype": "success", "is_error": False, "result": "Done.",
+             "session_id": "s1", "total_cost_usd": total,
+             "terminal_reason": "completed"}  # fmt: skip
+    if usage is not None:
+        event["model_usage_since_last_result"] = usage
+    return {**event, **more}
+
+
+def test_sub_agent_events_and_a_second_result_are_counted_apart():
+    """Events with a parent_tool_use_id are the sub-agent's; a background task may add
+    a second init and result: each result's own cost counts once."""
+    run = fold(
+        {"type": "system", "subtype": "init", "session_id": "s1", "tools": []},
+        use("t1", "Agent"),
+        use("t2", "Bash", parent="t1", command="ls"),
+        use("t3", "Bash", command="rm -rf /"),
+        {
+            "type": "system",
+            "subtype": "permission_denied",
+            "tool_name": "Bash",
+            "tool_use_id": "t3",
+            "message": "denied",
+        },  # fmt: skip
+        result_event(0.01, 0.05, permission_denials=[{"tool_name": "Bash", "tool_use_id": "t3"}]),
+        {"type": "system", "subtype": "init", "session_id": "s2-background", "tools": []},
+        result_event(0.02, 0.07),
+    )
+    assert run.session_id == "s1" and len(run.inits) == 2 and len(run.results) == 2
+    assert run.tools == {"Agent": 1} and run.subagent_tools == {"Bash": 1}
+    assert run.denials == {"Bash": 1}  # told twice, one denial
+    assert run.cost() == pytest.approx(0.03)  # not the session's cumulative 0.07
+
+
+def test_cost_without_usage_since_the_last_result_is_the_growth_of_the_total():
+    assert fold(result_event(None, 0.5)).cost(0.3) == pytest.approx(0.2)
+    assert fold(result_event(None, 0.5)).cost() == pytest.approx(0.5)  # a new session
+
+
+def test_compaction_and_failure_signals():
+    failed = fold(
+        {"type": "system", "subtype": "status", "status": "compacting"},
+        {
+            "type": "system",
+            "subtype": "status",
+            "compact_result": "failed",
+            "compact_error": "exhausted",
+        },  # fmt: skip
+        result_event(
+            None,
+            0.0,
+            is_error=True,
+            result="Prompt is too long",
+            terminal_reason="prompt_too_long",
+            api_error_status=400,
+        ),  # fmt: skip
+    )
+    assert not failed.succeeded(1) and failed.context_full()
+    assert failed.compacted() is False and not failed.auto_compacted()
+    assert failed.failure_reason() == "prompt_too_long, API 400: Prompt is too long"
+    auto = fold(
+        {"type": "system", "subtype": "status", "compact_result": "success"},
+        {
+            "type": "system",
+            "subtype": "compact_boundary",
+            "compact_metadata": {"trigger": "auto"},
+        },  # fmt: skip
+        result_event(0.01, 0.02),
+    )
+    assert auto.succeeded(0) and auto.auto_compacted() and auto.compacted()
+    # "Not enough messages to compact": no compaction event, so no compaction
+    assert fold(result_event(0.0, 0.0, result="")).compacted() is None
 
 
 # -- the prompt ---------------------------------------------------------------------------
@@ -476,7 +593,7 @@ class FakeDaemon:
             return {"peers": []}
         raise ValueError(f"unexpected op {op!r}")
 
-    def wait_reports(self, n: int, timeout: float = 60) -> list[dict]:
+    def wait_reports(self, n: int, timeout: float = 120) -> list[dict]:
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.reports) >= n, timeout), self.reports
             return list(self.reports)
@@ -564,8 +681,12 @@ def test_a_turn_sends_through_the_real_mcp_server_and_is_reported(
         "--socket",
         str(fake_daemon.sock.path),
     ]
-    tools = argv[argv.index("--allowedTools") + 1 : argv.index("--append-system-prompt")]
-    assert tools == [*CLAUDE_TOOLS, "Bash(git *)", *HYPERHIVE_TOOLS]
+    tools = argv[argv.index("--allowedTools") + 1 : argv.index("--disallowedTools")]
+    assert tools == [*CLAUDE_TOOLS, f"Edit(//{str(state).strip('/')}/**)", "Bash(git *)",
+                     *HYPERHIVE_TOOLS]  # fmt: skip
+    assert argv[argv.index("--permission-mode") + 1] == "dontAsk"
+    assert run["env"]["CLAUDE_CONFIG_DIR"] == str(state / ".claude")
+    assert run["env"]["ENABLE_TOOL_SEARCH"] == "false"
     assert "--resume" not in argv and run["cwd"] == str(state)
     assert "message #1 from operator" in run["prompt"]
     # the session goes on in the next turn
@@ -583,8 +704,10 @@ def test_a_tool_outside_the_allow_list_is_refused(tmp_path, fake_daemon, fake_en
     harness(extras={"other": {"command": "true", "allowedTools": ["read"]}}, mcp=True)
     fake_daemon.deliver("fake: call other.write {}")
     (report,) = fake_daemon.wait_reports(1)
-    assert report["exit"] == "ok" and report["tools"] == {"mcp__other__write": 1}
-    assert "haven't granted it" in harness_log(tmp_path)
+    # a denied call is a denial, not a tool call
+    assert report["exit"] == "ok" and report["tools"] == {}
+    assert report["denials"] == {"mcp__other__write": 1}
+    assert "denied mcp__other__write: Permission to use" in harness_log(tmp_path)
     assert "MCP server other is failed" in harness_log(tmp_path)  # `true` is no server
 
 
@@ -618,7 +741,9 @@ def test_a_batch_is_given_up_after_repeated_failures(tmp_path, fake_daemon, fake
     assert "fake: fail" not in fake_runs(fake_env)[-1]["prompt"]
 
 
-def test_context_full_compacts_and_retries_once(tmp_path, fake_daemon, fake_env, harness):
+def test_the_clis_own_compaction_is_a_compact_retry(tmp_path, fake_daemon, fake_env, harness):
+    """The CLI compacts by itself after a "prompt is too long" and goes on: the turn is a
+    compact-retry, and the harness compacts nothing more."""
     harness()
     fake_daemon.deliver("remember this")
     fake_daemon.wait_reports(1)
@@ -626,14 +751,55 @@ def test_context_full_compacts_and_retries_once(tmp_path, fake_daemon, fake_env,
     report = fake_daemon.wait_reports(2)[1]
     assert (report["exit"], report["exit_code"]) == ("compact-retry", 0)
     runs = fake_runs(fake_env)
+    assert len(runs) == 2 and runs[1]["prompt"] != "/compact"
+    assert "claude compacted the conversation" in harness_log(tmp_path)
+
+
+def test_context_full_without_the_clis_compaction_compacts_and_retries_once(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    harness()
+    fake_daemon.deliver("remember this")
+    fake_daemon.wait_reports(1)
+    fake_daemon.deliver("fake: context-full-manual")
+    report = fake_daemon.wait_reports(2)[1]
+    assert (report["exit"], report["exit_code"]) == ("compact-retry", 0)
+    runs = fake_runs(fake_env)
     session = runs[0]["session"]
     assert [(r["prompt"] == "/compact", r["exit"]) for r in runs[1:]] == [
-        (False, 1),  # Prompt is too long
+        (False, 1),  # prompt is too long
         (True, 0),  # /compact on the session
         (False, 0),  # the retry
     ]
     assert all(r["argv"][r["argv"].index("--resume") + 1] == session for r in runs[1:])
-    assert "the context is full" in harness_log(tmp_path)
+    compact = runs[2]["argv"]  # no MCP server, no settings file, no tool
+    assert "--strict-mcp-config" in compact and "--allowedTools" not in compact
+    assert json.loads(compact[compact.index("--mcp-config") + 1]) == {"mcpServers": {}}
+    assert compact[compact.index("--permission-mode") + 1] == "dontAsk"
+    assert "the context is full: compacting" in harness_log(tmp_path)
+    assert f"session {session} compacted" in harness_log(tmp_path)
+
+
+def test_a_failed_compact_is_read_from_its_events_and_the_retry_starts_afresh(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    """A failed `/compact` ends 0 with is_error false ("Compaction failed · …"): its
+    `compact_result` tells, and the retry runs in a new session."""
+    harness(env={"FAKE_CLAUDE_SESSION_COMPACT": "fail"})
+    fake_daemon.deliver("remember this")
+    fake_daemon.wait_reports(1)
+    fake_daemon.deliver("fake: context-full-manual")
+    report = fake_daemon.wait_reports(2)[1]
+    assert (report["exit"], report["exit_code"]) == ("compact-retry", 0)
+    runs = fake_runs(fake_env)
+    assert [(r["prompt"] == "/compact", r["exit"]) for r in runs[1:]] == [
+        (False, 1),
+        (True, 0),  # it "succeeded" ...
+        (False, 0),  # ... but the retry is a fresh session
+    ]
+    assert "--resume" not in runs[3]["argv"]
+    assert "could not compact the session: Compaction failed" in harness_log(tmp_path)
+    assert f"session {runs[0]['session']} compacted" not in harness_log(tmp_path)
 
 
 def test_context_still_full_after_compaction_is_a_failure(tmp_path, fake_daemon, fake_env, harness):
@@ -642,28 +808,28 @@ def test_context_still_full_after_compaction_is_a_failure(tmp_path, fake_daemon,
     (report,) = fake_daemon.wait_reports(1)
     assert (report["exit"], report["exit_code"]) == ("failure", 1)
     runs = fake_runs(fake_env)
-    session = runs[0]["session"]  # the failed run's session is the one compacted
-    assert [(r["prompt"] == "/compact", r["exit"]) for r in runs] == [
-        (False, 1),
-        (True, 0),
-        (False, 1),
-    ]
-    assert [r["argv"][r["argv"].index("--resume") + 1] for r in runs[1:]] == [session] * 2
+    # the CLI tried its own compaction: never compacted twice, the retry is a new session
+    assert [(r["prompt"] == "/compact", r["exit"]) for r in runs] == [(False, 1), (False, 1)]
+    assert all("--resume" not in r["argv"] for r in runs)
+    log = harness_log(tmp_path)
+    assert "claude's own compaction did not help" in log
+    assert "claude: prompt_too_long, API 400: Prompt is too long" in log
 
 
-def test_a_session_compaction_cannot_shrink_is_left_for_a_new_one(
+def test_a_session_the_cli_cannot_compact_is_left_for_a_new_one(
     tmp_path, fake_daemon, fake_env, harness
 ):
-    """A session still too long after its compaction (the real CLI can wedge so) is not
-    resumed again: the batch's next try starts a new session instead of failing forever."""
+    """A resumed session too long for the CLI's own compaction is not resumed again:
+    the turn's retry starts a new session instead of failing forever."""
     harness("--retry-seconds", "0.1")
     fake_daemon.deliver("remember this")
     fake_daemon.wait_reports(1)
     fake_daemon.deliver("fake: context-full-resumed")
-    reports = fake_daemon.wait_reports(3)
-    assert [(r["exit"], r["exit_code"]) for r in reports] == [("ok", 0), ("failure", 1), ("ok", 0)]
-    last = fake_runs(fake_env)[-1]
-    assert "--resume" not in last["argv"] and "handed to you before" in last["prompt"]
+    reports = fake_daemon.wait_reports(2)
+    assert [(r["exit"], r["exit_code"]) for r in reports] == [("ok", 0), ("compact-retry", 0)]
+    runs = fake_runs(fake_env)
+    assert [r["exit"] for r in runs] == [0, 1, 0]
+    assert "--resume" not in runs[-1]["argv"] and runs[-1]["session"] != runs[0]["session"]
 
 
 def test_a_session_claude_lost_is_started_afresh(tmp_path, fake_daemon, fake_env, harness):

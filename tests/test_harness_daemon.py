@@ -86,6 +86,7 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
         "model": None,
         "claude": None,  # `claude` on the daemon's PATH: the fake
         "notesCompactBytes": None,
+        "allowSubagents": None,  # not set: the harness reads it as false
     }
 
     # turn_report is the harness's op, no MCP tool; a bad report is refused whole
@@ -117,6 +118,7 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
         "inbox.depth": 0,
         "notes.bytes": 0,
         "turn.cost_usd": 0.0123,
+        "turn.denials": 0,
     }
     assert stats["turn.duration"] > 0
     with sqlite3.connect(root / "hive.db") as db:  # the harness acknowledged what it ran

@@ -161,6 +161,7 @@ def test_policy_recipients_null_is_unrestricted():
         "model": None,
         "claude": None,
         "notesCompactBytes": None,
+        "allowSubagents": False,
     }
     assert lib("l.renderPolicy { }") == {
         "allowedRecipients": None,
@@ -168,6 +169,7 @@ def test_policy_recipients_null_is_unrestricted():
         "model": None,
         "claude": None,
         "notesCompactBytes": None,
+        "allowSubagents": False,
     }
     # the keys the local runtime writes for its harness (runtime/local_harness.py)
     assert list(lib("builtins.attrNames (l.renderPolicy { })")) == sorted(POLICY_KEYS)
@@ -177,7 +179,7 @@ def test_policy_recipients_list_bash_and_model():
     policy = lib(
         'l.renderPolicy { allowedRecipients = [ "manager" "operator" ]; '
         'allowedBash = [ "git *" ]; model = "claude-opus-4"; extraMcpServers = { }; '
-        'claude = "/opt/claude/bin/claude"; notesCompactBytes = 4096; }'
+        'claude = "/opt/claude/bin/claude"; notesCompactBytes = 4096; allowSubagents = true; }'
     )
     assert policy == {
         "allowedRecipients": ["manager", "operator"],
@@ -185,6 +187,7 @@ def test_policy_recipients_list_bash_and_model():
         "model": "claude-opus-4",
         "claude": "/opt/claude/bin/claude",
         "notesCompactBytes": 4096,
+        "allowSubagents": True,
     }
 
 
@@ -198,6 +201,7 @@ def test_deployed_policy_adds_the_servers():
         "model": None,
         "claude": None,
         "notesCompactBytes": None,
+        "allowSubagents": False,
         "extraMcpServers": {"s": {"command": "c", "args": [], "env": {}, "allowedTools": ["*"]}},
     }
 
@@ -313,6 +317,7 @@ def test_harness_options_agree_with_the_local_runtime():
     assert options["model"] == {"name": "nullOr", "of": {"name": "str"}}
     assert options["claude"] == {"name": "nullOr", "of": {"name": "strMatching", "re": "/.+"}}
     assert options["notesCompactBytes"] == {"name": "ints.positive"}
+    assert options["allowSubagents"] == {"name": "bool"}
     assert options["name"] == {"name": "strMatching", "re": "[a-z][a-z0-9-]{0,30}"}
     servers = options["extraMcpServers"]
     assert servers["name"] == "attrsOf" and servers["of"]["name"] == "submodule"
@@ -338,6 +343,7 @@ def test_harness_option_defaults():
         # the package's executable, by absolute path: what the harness runs
         "claude": "/nix/store/stub-claude-code/bin/claude",
         "notesCompactBytes": DEFAULT_COMPACT_BYTES,  # the harness's own default
+        "allowSubagents": False,  # no sub-agents unless the config says so
     }
 
 
@@ -350,6 +356,7 @@ CFG = {
     "model": "claude-opus-4",
     "claude": "/nix/store/stub-claude-code/bin/claude",
     "notesCompactBytes": 65536,
+    "allowSubagents": False,
     "extraMcpServers": {
         "search": {"command": "/bin/search", "args": [], "env": {}, "allowedTools": ["*"]},
         "hyperhive": {"command": "/bin/shadow", "args": ["x"], "env": {}, "allowedTools": ["t"]},
@@ -366,6 +373,7 @@ def test_harness_writes_the_etc_files():
         "model": "claude-opus-4",
         "claude": "/nix/store/stub-claude-code/bin/claude",
         "notesCompactBytes": 65536,
+        "allowSubagents": False,
     }
     policy = json.loads(etc["hyperhive/policy.json"]["text"])
     assert normalize(policy) == policy  # what the harness reads passes the host's checks
@@ -567,6 +575,7 @@ in {{
         "model": None,
         "claude": None,  # the stub nixosSystem fills in no option defaults
         "notesCompactBytes": None,
+        "allowSubagents": False,
         "extraMcpServers": {},
     }
     assert got["hyperhive"]["policies"]["manager"]["allowedRecipients"] is None

@@ -105,6 +105,10 @@ def test_claude_and_the_notes_threshold(tmp_path):
         tmp_path, "{ ... }: { hyperhive = { claude = null; notesCompactBytes = null; }; }"
     )
     assert nulls == {"allowedRecipients": None, "claude": None, "notesCompactBytes": None}
+    assert extract(tmp_path, "{ ... }: { hyperhive.allowSubagents = true; }") == {
+        "allowedRecipients": None,
+        "allowSubagents": True,
+    }
 
 
 def test_imports_are_followed_and_merged(tmp_path):
@@ -178,6 +182,10 @@ def test_conflicting_definitions_fail(tmp_path):
         (
             "{ ... }: { hyperhive.notesCompactBytes = 1.5; }\n",
             "hyperhive.notesCompactBytes must be a positive integer (bytes), not 1.5",
+        ),
+        (
+            '{ ... }: { hyperhive.allowSubagents = "yes"; }\n',
+            'hyperhive.allowSubagents must be true or false, not "yes"',
         ),
     ],
 )
@@ -317,6 +325,7 @@ def test_the_harness_files_carry_claude_and_the_notes_threshold(home, runtime, w
         "model": None,
         "claude": "/bin/sh",
         "notesCompactBytes": 4096,
+        "allowSubagents": None,  # not set: the harness reads it as false
     }
     assert json.loads((etc / "extra-mcp.json").read_text()) == {}
     bad = ship(home, runtime, worker, '{ ... }: { hyperhive.claude = "./claude"; }\n')

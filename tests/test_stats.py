@@ -328,6 +328,25 @@ def test_series_over_an_hour(home):
     assert [v for v in hive["series"]["approvals_pending"] if v is not None] == [2, 5]
 
 
+def test_permission_denials_are_rows_and_a_series_group(home):
+    stats = Stats(home)
+    denied = report(tools={"Write": 1}, denials={"Bash": 2, "Write": 1})
+    stats.record_turn("manager", denied, ts=T0 - 600)
+    stats.record_turn("manager", report(denials={}), ts=T0 - 300)  # none, counted as 0
+    stats.record_turn("manager", report(), ts=T0 - 200)  # an older harness: no key
+    conn = sqlite3.connect(db_path(home))
+    rows = dict(conn.execute("SELECT key, value FROM stats WHERE ts = ?", (T0 - 600,)))
+    assert rows["turn.denials"] == 3 and rows["denial.Bash"] == 2 and rows["denial.Write"] == 1
+    assert rows["turn.tool_calls"] == 1  # a denial is no tool call
+    out = series(stats, SETTINGS, "manager", T0 - HOUR, ["denials"], now=T0)
+    assert out["summary"] == {"denials": 3, "denial": {"Bash": 2, "Write": 1}}
+    i = (HOUR - 600) // 60
+    assert out["series"]["denials"][i] == 3 and sum(out["series"]["denials"]) == 3
+    assert out["series"]["denial.Bash"][i] == 2
+    with pytest.raises(BadInput, match="`denials` must be an object"):
+        stats.record_turn("manager", report(denials=["Bash"]))
+
+
 def test_series_steps_and_levels(home):
     stats = crafted(home)
     assert series(stats, SETTINGS, "manager", T0 - DAY, now=T0)["step"] == 300

@@ -20,7 +20,8 @@ const hiveCharts = (() => {
     { id: "inbox", title: "Inbox depth (max per bucket)", series: [["inbox_depth", "depth"]] },
     { id: "idle", title: "Minutes since the last turn", series: [["since_last_turn", "minutes"]],
       scale: 1 / 60 },
-    { id: "tools", title: "Tool calls per bucket, by tool", tools: true, series: [] },
+    { id: "tools", title: "Tool calls per bucket, by tool", prefix: "tool.", series: [] },
+    { id: "denials", title: "Permission denials per bucket, by tool", prefix: "denial.", series: [] },
     { id: "notes", title: "Notes size (bytes)", series: [["notes_bytes", "bytes"]] },
     { id: "cost", title: "Cost per bucket (USD)", series: [["cost_usd", "USD"]] },
   ];
@@ -48,14 +49,16 @@ const hiveCharts = (() => {
 
   function summary(el, data) {
     const s = data.summary;
-    const tools = Object.entries(s.tool || {}).sort((a, b) => b[1] - a[1])
+    const byCount = (counts) => Object.entries(counts || {}).sort((a, b) => b[1] - a[1])
       .map(([name, n]) => `${name} ${n}`).join(", ") || "-";
+    const tools = byCount(s.tool);
     const items = [
       ["turns", fmt(s.turns, 0)], ["last turn", ago(s.since_last_turn)],
       ["inbox now", fmt(s.inbox_depth, 0)], ["inbox max", fmt(s.inbox_depth_max, 0)],
       ["duration p50", `${fmt(s["duration.p50"])} s`], ["p95", `${fmt(s["duration.p95"])} s`],
       ["tool calls/turn", fmt(s.tool_calls_per_turn)], ["failures", fmt(s.exit && s.exit.failure, 0)],
       ["notes", `${fmt(s.notes_bytes, 0)} B`], ["cost", `$${fmt(s.cost_usd, 2)}`], ["tools", tools],
+      ["denied", `${fmt(s.denials, 0)}${s.denials ? ` (${byCount(s.denial)})` : ""}`],
     ];
     el.replaceChildren(...items.map(([label, value]) => {
       const span = document.createElement("span");
@@ -68,9 +71,9 @@ const hiveCharts = (() => {
   }
 
   function seriesOf(panel, data) {
-    if (!panel.tools) return panel.series;
-    return Object.keys(data.series).filter((k) => k.startsWith("tool.")).sort()
-      .map((k) => [k, k.slice("tool.".length)]);
+    if (!panel.prefix) return panel.series;
+    return Object.keys(data.series).filter((k) => k.startsWith(panel.prefix)).sort()
+      .map((k) => [k, k.slice(panel.prefix.length)]);
   }
 
   function options(panel, names, width) {

@@ -43,6 +43,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "since_last_turn": ("turn",),
     "notes_bytes": ("notes.bytes",),
     "cost_usd": ("turn.cost_usd",),
+    "denials": ("turn.denials", "denial."),
 }
 
 
@@ -246,6 +247,15 @@ class Computer:
 
     def g_notes_bytes(self) -> None:
         self._gauge("notes_bytes", "notes.bytes")
+
+    def g_denials(self) -> None:
+        # tool calls Claude Code's permission rules refused: the total and per tool
+        self.series["denials"] = self.column("turn.denials", "total", 0.0)
+        self.summary["denials"] = self.total("turn.denials")
+        tools = sorted(k for k in self.by_key if k.startswith("denial."))
+        for key in tools:
+            self.series[key] = self.column(key, "total", 0.0)
+        self.summary["denial"] = {k[len("denial.") :]: self.total(k) for k in tools}
 
     def g_cost_usd(self) -> None:
         self.series["cost_usd"] = self.column("turn.cost_usd", "total", 0.0)

@@ -3,7 +3,8 @@
 The harness reports every turn (`turn_report` on its agent socket); `turn_rows` checks
 the report and turns it into rows, one per series, all at the turn's end time. The
 daemon's sampler adds hive-wide series under the agent `""`. Counts per class (tools,
-recipients) become one key each (`tool.<name>`, `sent.<class>`), so every series is a plain
+permission denials, recipients) become one key each (`tool.<name>`, `denial.<tool>`,
+`sent.<class>`), so every series is a plain
 number over time.
 
 A row is a bucket: `span` seconds from `ts` (0 for a raw sample) holding `n` samples whose
@@ -92,6 +93,8 @@ def turn_rows(report: dict, known_tools: frozenset[str] = frozenset()) -> list[t
     if exit_class not in EXIT_CLASSES:
         raise BadInput(f"turn report: `exit` must be one of {EXIT_CLASSES}, not {exit_class!r}")
     tools = cap_tools(_counts(report, "tools", None), known_tools)
+    # denied calls by tool: as many names at most as a report's tools
+    denials = cap_tools(_counts(report, "denials", None))
     sent = _counts(report, "sent", RECIPIENT_CLASSES)
     received = _counts(report, "received", RECIPIENT_CLASSES)
     rows = [
@@ -106,7 +109,10 @@ def turn_rows(report: dict, known_tools: frozenset[str] = frozenset()) -> list[t
     ]
     if "cost_usd" in report:
         rows.append(("turn.cost_usd", _number(report, "cost_usd")))
+    if "denials" in report:
+        rows.append(("turn.denials", sum(denials.values())))
     rows += [(f"tool.{name}", n) for name, n in sorted(tools.items())]
+    rows += [(f"denial.{name}", n) for name, n in sorted(denials.items())]
     rows += [(f"sent.{cls}", n) for cls, n in sorted(sent.items())]
     rows += [(f"received.{cls}", n) for cls, n in sorted(received.items())]
     return rows

@@ -1,15 +1,31 @@
-"""What one `claude` turn may use: the `--mcp-config` it gets and its `--allowedTools`.
+"""What one `claude` turn may use: the `--mcp-config` it gets, its permission flags and
+its environment.
 
 The MCP config holds the built-in `hyperhive` server (`hyperhive mcp --socket …`) and the
 agent's extra servers from `extra-mcp.json` (`hyperhive.extraMcpServers`, rendered by
-nix/lib.nix on NixOS and by the local runtime from the deployed policy). The allow-list is
-Claude Code's own file tools, Bash (blanket, or one `Bash(<pattern>)` per
-`hyperhive.allowedBash` pattern), the hyperhive tools of the agent's flavour and the
-extra servers' tools.
+nix/lib.nix on NixOS and by the local runtime from the deployed policy).
+
+Claude Code's permissions are a second layer inside the runtime's wall, checked against
+the pinned CLI by tests/test_claude_cli.py:
+
+- `--permission-mode dontAsk`: whatever no rule allows is denied (not the `-p` default,
+  which lets read-only commands and more through);
+- `--setting-sources=` (none): no user, project or local settings file is read, so the
+  agent cannot widen its own rules by writing `<state>/.claude/settings*.json`;
+- `--allowedTools`: `Read`, one `Edit(//<state>/**)` rule (gitignore-style; it covers
+  every built-in file editor: Write, Edit, NotebookEdit), the web tools, Bash (blanket,
+  or one `Bash(<pattern>)` per `hyperhive.allowedBash` pattern), the hyperhive tools of
+  the agent's flavour and the extra servers' tools;
+- `--disallowedTools Agent Workflow` unless `hyperhive.allowSubagents`: the CLI runs
+  sub-agents without asking, in any mode;
+- environment: `CLAUDE_CONFIG_DIR=<state>/.claude` (its config and transcripts stay in
+  its state) and `ENABLE_TOOL_SEARCH=false` (MCP tools are offered up front, not behind
+  a ToolSearch round trip).
 """
 
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -20,21 +36,14 @@ from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
 log = logging.getLogger("hyperhive.harness")
 
 BUILTIN = "hyperhive"  # the built-in server's key; an extra under it is dropped
-# Claude Code's own tools besides Bash: files, search, todo list, sub-agents, the web.
-CLAUDE_TOOLS = (
-    "Read",
-    "Write",
-    "Edit",
-    "MultiEdit",
-    "Glob",
-    "Grep",
-    "LS",
-    "NotebookEdit",
-    "TodoWrite",
-    "Task",
-    "WebFetch",
-    "WebSearch",
-)
+# Claude Code's own tools an agent may use besides Bash and editing its state: reading
+# (anywhere: the runtime's wall decides what there is to read) and the web. Names as the
+# pinned CLI's `system/init` lists them (a test checks they exist).
+CLAUDE_TOOLS = ("Read", "WebFetch", "WebSearch")
+# The tools that start sub-agents: `Agent` (`Task` in the init event's list) and
+# `Workflow`, which orchestrates them.
+SUBAGENT_TOOLS = ("Agent", "Workflow")
+PERMISSION_MODE = "dontAsk"
 # Claude Code names a server's tools mcp__<key>__<tool>: a key outside this would not parse.
 SERVER_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -143,10 +152,36 @@ def bash_tools(allowed_bash: list[str] | None) -> list[str]:
     return [f"Bash({p})" for p in allowed_bash]
 
 
-def allowed_tools(flavor: str, extras: dict[str, dict], policy: dict) -> list[str]:
+def edit_rule(state: Path | str) -> str:
+    """The rule letting the file editors write under `state` and nowhere else: Claude
+    Code writes an absolute path `//path` (a single `/` is relative to the settings)."""
+    return f"Edit(//{str(state).strip('/')}/**)"
+
+
+def allowed_tools(flavor: str, extras: dict[str, dict], policy: dict, state: Path) -> list[str]:
     """The whole `--allowedTools` list of a turn."""
     return [
         *CLAUDE_TOOLS,
+        edit_rule(state),
         *bash_tools(policy.get("allowedBash")),
+        *(["Agent"] if policy.get("allowSubagents") else []),
         *allowed_mcp_tools(flavor, extras),
     ]
+
+
+def permission_args(flavor: str, extras: dict[str, dict], policy: dict, state: Path) -> list[str]:
+    """The permission flags of a turn (see the module's docstring)."""
+    args = ["--permission-mode", PERMISSION_MODE, "--setting-sources="]
+    args += ["--allowedTools", *allowed_tools(flavor, extras, policy, state)]
+    if not policy.get("allowSubagents"):
+        args += ["--disallowedTools", *SUBAGENT_TOOLS]
+    return args
+
+
+def claude_env(state: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment claude runs with: the harness's, plus its own config directory in
+    the agent's state and MCP tools offered up front."""
+    env = dict(os.environ if base is None else base)
+    env["CLAUDE_CONFIG_DIR"] = str(state / ".claude")
+    env["ENABLE_TOOL_SEARCH"] = "false"
+    return env

@@ -11,17 +11,24 @@
   `MAX_ATTEMPTS` turns in all; then it is given up: the daemon marks it dead (`give_up`,
   with the last error), where the operator sees it and can requeue it; it leaves
   inflight.json only once the daemon has it.
-- A turn: `claude -p --output-format stream-json --verbose --mcp-config <file>
-  --strict-mcp-config --allowedTools … --append-system-prompt <prompt + notes>
-  [--model M] [--resume SESSION]`, the prompt on stdin (a batch may be larger than one
-  argument may be). The session id is kept in `<state>/.hyperhive/session`, so each turn
+- A turn: `claude -p --output-format stream-json --verbose [--model M]
+  --permission-mode dontAsk --setting-sources= --mcp-config <file> --strict-mcp-config
+  --allowedTools … [--disallowedTools Agent Workflow] --append-system-prompt <prompt +
+  notes> [--resume SESSION]` (claude_config.py says why each), the prompt on stdin (a
+  batch may be larger than one argument may be), `CLAUDE_CONFIG_DIR=<state>/.claude`.
+  The session id is kept in `<state>/.hyperhive/session`, so each turn
   continues the conversation. `claude` is the policy's (`hyperhive.claude`, an absolute
   path; null: `claude` on PATH), read with the rest of `policy.json` at every turn.
-- A run that fails because the context is full is retried once after compaction (`/compact`
-  on the session; if that fails, a fresh session): exit class `compact-retry` when the
-  retry succeeds; a session still too long after that is dropped (the next turn starts a
-  new one). A session claude no longer knows is forgotten and the turn rerun fresh.
-  Any other failure is class `failure` with claude's exit code; the loop goes on.
+- The CLI compacts a conversation by itself after a "prompt is too long": a run that
+  did so and succeeded is class `compact-retry`. A run that still fails because the
+  context is full is retried once: in a fresh session when the CLI already tried to
+  compact it (it is never compacted twice), else after a `/compact` of the session,
+  judged by the CLI's `compact_result` (a fresh session when that fails); exit class
+  `compact-retry` when the retry succeeds; a session still too long after that is
+  dropped (the next turn starts a new one). A session claude no longer knows is
+  forgotten and the turn rerun fresh. Any other failure is class `failure` with
+  claude's exit code and its reason (`terminal_reason`, the API's status) in the log;
+  the loop goes on.
 - After every turn: a `turn_report` to the daemon (telemetry), then notes compaction
   when `notes.md` is over the policy's `notesCompactBytes` (notes.py).
 """
@@ -43,11 +50,17 @@ from pathlib import Path
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
 from hyperhive.harness import notes
-from hyperhive.harness.claude_config import allowed_tools, load_extras, render_claude_config
+from hyperhive.harness.claude_config import (
+    PERMISSION_MODE,
+    claude_env,
+    load_extras,
+    permission_args,
+    render_claude_config,
+)
 from hyperhive.harness.events import Run, party_class, short
 from hyperhive.harness.prompt import system_prompt, turn_prompt
 from hyperhive.runtime import lifeline
-from hyperhive.runtime.policy import claude_path, notes_compact_bytes
+from hyperhive.runtime.policy import allow_subagents, claude_path, notes_compact_bytes
 
 log = logging.getLogger("hyperhive.harness")
 
@@ -93,17 +106,21 @@ class Turn:
     exit: str = "ok"
     exit_code: int | None = None
     policy: dict | None = None  # the policy the turn ran with; None: unreadable, no turn
-    tools: Counter = field(default_factory=Counter)
+    tools: Counter = field(default_factory=Counter)  # the agent's own calls, not denied
+    subagent_tools: Counter = field(default_factory=Counter)  # its sub-agents' calls
+    denials: Counter = field(default_factory=Counter)  # calls the permissions refused
     sent: Counter = field(default_factory=Counter)
     received: Counter = field(default_factory=Counter)
     cost: float | None = None
     error: str | None = None  # why it failed, for the report (one line is kept)
 
-    def add(self, run: Run) -> None:
+    def add(self, run: Run, cost: float | None) -> None:
         self.tools.update(run.tools)
+        self.subagent_tools.update(run.subagent_tools)
+        self.denials.update(run.denials)
         self.sent.update(run.sent)
         self.received.update(run.received)
-        if (cost := run.cost()) is not None:
+        if cost is not None:
             self.cost = (self.cost or 0.0) + cost
 
 
@@ -194,6 +211,22 @@ class Harness:
     def forget_session(self) -> None:
         (self.dir / "session").unlink(missing_ok=True)
 
+    def session_cost(self, session: str | None) -> float | None:
+        """What `session` had cost by its last run, as the CLI counts it (cumulative):
+        only needed for a CLI whose results lack `model_usage_since_last_result`."""
+        try:
+            saved = json.loads((self.dir / "session-cost").read_text())
+            return float(saved["total"]) if saved.get("session") == session else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def run_cost(self, run: Run, session: str | None) -> float | None:
+        """The run's own cost; the session's total is kept for the next run's."""
+        cost = run.cost(self.session_cost(session) if session else None)
+        if run.session_id and (total := run.session_cost()) is not None:
+            self._write("session-cost", json.dumps({"session": run.session_id, "total": total}))
+        return cost
+
     def load_inflight(self) -> list[dict]:
         """The messages of the last batch not yet done; those tried too often are given up."""
         try:
@@ -260,6 +293,7 @@ class Harness:
         try:
             claude_path(policy.get("claude"))
             notes_compact_bytes(policy.get("notesCompactBytes"))
+            allow_subagents(policy.get("allowSubagents"))
         except ValueError as e:
             raise PolicyUnreadable(f"the agent's policy {path} is invalid: {e}") from None
         return policy
@@ -272,6 +306,18 @@ class Harness:
         if policy.get("model"):
             args += ["--model", str(policy["model"])]
         return args
+
+    def bare_args(self, policy: dict) -> list[str]:
+        """A run with no MCP server and no tool allowed: a `/compact`, a notes compaction."""
+        return [
+            *self.base_args(policy),
+            "--permission-mode",
+            PERMISSION_MODE,
+            "--setting-sources=",
+            "--mcp-config",
+            json.dumps({"mcpServers": {}}),
+            "--strict-mcp-config",
+        ]
 
     def run_claude(self, args: list[str], prompt: str) -> tuple[int, Run]:
         """Run claude with `prompt` on stdin, folding its output as it arrives. It stays in
@@ -286,6 +332,7 @@ class Harness:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                env=claude_env(self.c.state),
             )
         except OSError as e:
             log.error("cannot run %s: %s", args[0], e)
@@ -375,11 +422,10 @@ class Harness:
         prompt = system_prompt(role, notes.read(self.notes_path), self.notes_path, sorted(extras))
         return [
             *self.base_args(policy),
+            *permission_args(role, extras, policy, self.c.state),
             "--mcp-config",
             str(self.dir / "mcp.json"),
             "--strict-mcp-config",
-            "--allowedTools",
-            *allowed_tools(role, extras, policy),
             "--append-system-prompt",
             prompt,
         ]
@@ -388,28 +434,32 @@ class Harness:
         """One claude run of the turn, continuing the session when there is one."""
         session = self.session()
         code, run = self.run_claude([*args, "--resume", session] if session else args, prompt)
-        turn.add(run)
+        turn.add(run, self.run_cost(run, session))
         if session and not run.succeeded(code) and run.no_session():
             log.warning("claude no longer knows session %s: starting a new one", session)
             self.forget_session()
             code, run = self.run_claude(args, prompt)
-            turn.add(run)
+            turn.add(run, self.run_cost(run, None))
         self.save_session(run.session_id)
         return code, run
 
-    def compact_session(self, policy: dict) -> None:
-        """Compact the session's context; if that fails, start the next run afresh."""
+    def compact_session(self, policy: dict, turn: Turn) -> bool:
+        """`/compact` the session (no MCP server, no tool); if that fails, the next run
+        starts afresh. Success is the CLI's `compact_result`: a failed compaction still
+        ends 0 with `is_error` false ("Compaction failed · …", "Not enough messages")."""
         session = self.session()
         if session:
-            code, run = self.run_claude(
-                [*self.base_args(policy), "--resume", session], COMPACT_PROMPT
-            )
-            if run.succeeded(code):
+            args = [*self.bare_args(policy), "--resume", session]
+            code, run = self.run_claude(args, COMPACT_PROMPT)
+            turn.add(run, self.run_cost(run, session))
+            if run.succeeded(code) and run.compacted():
                 self.save_session(run.session_id)
                 log.info("session %s compacted", run.session_id or session)
-                return
-        log.warning("could not compact the session: the retry starts a new one")
+                return True
+            log.warning("could not compact the session: %s", run.failure_reason())
+        log.warning("the retry starts a new session")
         self.forget_session()
+        return False
 
     def turn(self, messages: list[dict], retried: set[int]) -> Turn:
         turn = Turn()
@@ -423,9 +473,18 @@ class Harness:
         args = self.turn_args(policy)
         prompt = turn_prompt(messages, retried)
         code, run = self.attempt(args, prompt, turn)
-        if not run.succeeded(code) and run.context_full():
-            log.warning("the context is full: compacting and retrying the turn once")
-            self.compact_session(policy)
+        if run.succeeded(code) and run.auto_compacted():
+            turn.exit = "compact-retry"  # the CLI compacted by itself and went on
+        elif not run.succeeded(code) and run.context_full():
+            if run.compactions:  # never compact twice what the CLI just compacted
+                log.warning(
+                    "the context is full and claude's own compaction did not help: "
+                    "retrying the turn once in a new session"
+                )
+                self.forget_session()
+            else:
+                log.warning("the context is full: compacting and retrying the turn once")
+                self.compact_session(policy, turn)
             code, run = self.attempt(args, prompt, turn)
             turn.exit = "compact-retry" if run.succeeded(code) else "failure"
             if not run.succeeded(code) and run.context_full():
@@ -434,9 +493,9 @@ class Harness:
                 self.forget_session()
         elif not run.succeeded(code):
             turn.exit = "failure"
-            log.error("turn failed (exit %d): %s", code, run.error_text()[:500])
+            log.error("turn failed (exit %d): %s", code, run.failure_reason())
         if turn.exit == "failure":
-            turn.error = run.error_text()[:500] or f"claude exited {code}"
+            turn.error = run.failure_reason()[:500] or f"claude exited {code}"
         turn.exit_code = code
         return turn
 
@@ -480,15 +539,23 @@ class Harness:
             "exit": turn.exit,
             "exit_code": turn.exit_code,
             "tools": dict(turn.tools),
+            "denials": dict(turn.denials),
             "sent": dict(turn.sent),
             "received": dict(turn.received),
             "notes_bytes": notes.size(self.notes_path),
         }
+        if turn.subagent_tools:
+            report["subagent_tools"] = dict(turn.subagent_tools)
         if turn.cost is not None:
             report["cost_usd"] = round(turn.cost, 6)
         if turn.error:
             report["error"] = turn.error
-        log.info("turn %s in %.1f s", turn.exit, report["duration"])
+        log.info(
+            "turn %s in %.1f s%s",
+            turn.exit,
+            report["duration"],
+            f"; denied: {dict(turn.denials)}" if turn.denials else "",
+        )
         self.report(report)
         if turn.policy is not None:
             self.maybe_compact_notes(turn.policy)
@@ -498,12 +565,7 @@ class Harness:
         if (size := notes.size(self.notes_path)) <= limit:
             return
         log.info("notes are %d bytes (over %d): compacting", size, limit)
-        args = [
-            *self.base_args(policy),
-            "--mcp-config",
-            json.dumps({"mcpServers": {}}),
-            "--strict-mcp-config",
-        ]
+        args = self.bare_args(policy)
 
         def session(prompt: str) -> str | None:
             code, run = self.run_claude(args, prompt)

@@ -43,7 +43,14 @@ POLICY_FILE = "policy.json"
 DEFAULT_POLICY: dict = {"allowedRecipients": None}
 # The keys of /etc/hyperhive/policy.json (nix/lib.nix renderPolicy), then the MCP servers
 # (extra-mcp.json): together the agent-settable `hyperhive.*` options.
-POLICY_KEYS = ("allowedRecipients", "allowedBash", "model", "claude", "notesCompactBytes")
+POLICY_KEYS = (
+    "allowedRecipients",
+    "allowedBash",
+    "model",
+    "claude",
+    "notesCompactBytes",
+    "allowSubagents",
+)
 KNOWN_OPTIONS = (*POLICY_KEYS, "extraMcpServers")
 EVAL_TIMEOUT = 120
 OPERATOR = "operator"
@@ -261,6 +268,11 @@ def normalize(raw: object) -> dict:
                 policy[key] = check(raw[key])
             except ValueError as e:
                 raise BuildError(str(e)) from None
+    if "allowSubagents" in raw:
+        try:
+            policy["allowSubagents"] = allow_subagents(raw["allowSubagents"])
+        except ValueError as e:
+            raise BuildError(str(e)) from None
     if "extraMcpServers" in raw:
         policy["extraMcpServers"] = _mcp_servers(raw["extraMcpServers"])
     return policy
@@ -309,6 +321,16 @@ def notes_compact_bytes(value: object) -> int | None:
             "hyperhive.notesCompactBytes must be a positive integer (bytes), "
             f"not {json.dumps(value)}"
         )
+    return value
+
+
+def allow_subagents(value: object) -> bool:
+    """`hyperhive.allowSubagents`: whether claude may start sub-agents (`Agent`); null
+    (an older policy.json) is false."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValueError(f"hyperhive.allowSubagents must be true or false, not {json.dumps(value)}")
     return value
 
 
