@@ -60,10 +60,11 @@ def test_meta_flake_pins_evaluate(home, tmp_path):
         '(import ./flake.nix).inputs."agent-manager".url',
         cwd=checkout,
     )
-    assert (
-        json.loads(url)
-        == f"git+file://{home.applied_dir('manager')}?ref=main&rev={pins['manager']['rev']}"
-    )
+    rev = pins["manager"]["rev"]
+    pinned = f"refs/hyperhive/pins/{rev}"
+    assert json.loads(url) == f"git+file://{home.applied_dir('manager')}?ref={pinned}&rev={rev}"
+    # the ref the input names exists and is the revision itself (what Nix < 2.20 fetches)
+    assert git(home.applied_dir("manager"), "rev-parse", pinned).strip() == rev
 
 
 def test_render_flake_quotes_every_name(home):

@@ -607,7 +607,7 @@ RENDERED_FLAKE = """# Written by hyperhive on every deploy: the deployed revisio
       flake = false;
     };
     "agent-coder" = {
-      url = "git+file:///var/lib/hyperhive/applied/coder.git?ref=main&rev=@REV@";
+      url = "git+file:///var/lib/hyperhive/applied/coder.git?ref=refs/hyperhive/pins/@REV@&rev=@REV@";
       flake = false;
     };
   };

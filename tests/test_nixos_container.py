@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import fake_program, git
+from conftest import commit_config, fake_program, git
 
 from hyperhive.home import Home
 from hyperhive.runtime import RUNTIMES, ownership
@@ -571,3 +571,62 @@ def test_a_deploy_really_gives_the_state_to_the_mapped_agent_user(quiet: Home, f
     assert (home.agent_dir(NAME).stat().st_uid, home.agent_dir(NAME).stat().st_gid) == (0, 0)
     log = home.build_log(NAME, approval_id).read_text()
     assert f"state: 3 paths owned by {BASE + 1000}:{BASE + 100} (3 changed)" in log
+
+
+# -- the candidate flake, fetched by the real nix -------------------------------------------
+
+# nixpkgs as the meta flake uses it: `lib.nixosSystem`, here returning the agent's
+# hyperhive.* options from its agent.nix (the second module) without evaluating NixOS.
+STUB_NIXPKGS_FLAKE = """{
+  outputs = _: {
+    lib.nixosSystem = args: {
+      config.hyperhive = (import (builtins.elemAt args.modules 1) { }).hyperhive or { };
+    };
+  };
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("nix") is None, reason="needs nix")
+def test_the_real_nix_fetches_a_candidate_that_is_not_on_main(
+    quiet: Home, tmp_path: Path, monkeypatch
+):
+    """The candidate's agent revision is on no branch yet (main moves after the deploy):
+    `ref=main&rev=<it>` fails with Nix before 2.20 ("Cannot find Git revision"). The flake
+    the runtime writes is evaluated by the installed nix, offline, through the agent's
+    agent.nix at that revision."""
+    home = quiet
+    stub = tmp_path / "nixpkgs"
+    stub.mkdir()
+    (stub / "flake.nix").write_text(STUB_NIXPKGS_FLAKE)
+    source = tmp_path / "hyperhive-src"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "nix", source / "nix")
+    monkeypatch.setenv("HYPERHIVE_SOURCE", str(source))
+    monkeypatch.setenv("HYPERHIVE_NIXPKGS", str(stub))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nix's git cache: fresh
+    commit_config(home, NAME, {"agent.nix": '{ ... }: { hyperhive.model = "candidate"; }\n'}, "m")
+    approval_id, rev = approved(home)
+    applied = home.applied_dir(NAME)
+    assert git(applied, "branch", "--contains", rev).strip() == ""  # not on main: no main yet
+
+    rt = NixosContainerRuntime(home)
+    lines: list[str] = []
+    url = rt.candidate_flake(NAME, rev, lines.append)
+    assert url == flake_url(home)
+    assert git(applied, "rev-parse", f"refs/hyperhive/pins/{rev}").strip() == rev
+    # the policy evaluation the build runs, with the real nix: agent.nix at `rev`
+    assert rt.nix_eval(url, NAME, lines.append)["model"] == "candidate"
+    env = {**os.environ, "NIX_CONFIG": "experimental-features = nix-command flakes"}
+    meta_json = subprocess.run(
+        ["nix", "flake", "metadata", "--json", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    ).stdout
+    locked = json.loads(meta_json)["locks"]["nodes"][f"agent-{NAME}"]["locked"]
+    assert (locked["rev"], locked["ref"]) == (rev, f"refs/hyperhive/pins/{rev}")
+    # the candidate commit carries its own lock (main's inputs kept, this one added)
+    lock = json.loads(git(home.meta_dir, "show", f"refs/hyperhive/build/{NAME}:flake.lock"))
+    assert lock["nodes"][f"agent-{NAME}"]["locked"]["rev"] == rev

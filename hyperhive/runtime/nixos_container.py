@@ -9,9 +9,13 @@ The container is `h-<name>` (longer names: see `container_name`, as nix/lib.nix)
 1. Meta candidate. The meta repo's main pins every agent's *deployed* revision and moves
    only after a successful deploy (workflow/deploy.py), so the revision being built is
    not on main yet. The build commits a candidate to `refs/hyperhive/build/<name>` in
-   meta.git: main's tree with this agent pinned at `rev` (flake.nix re-rendered by
-   `workflow.meta.render_flake`, `hyperhive.json` updated, the previous flake.lock kept
-   so inputs already locked are not bumped). Everything is built from that exact commit:
+   meta.git: main's tree with this agent pinned at `rev` (`workflow.meta.tree_files`:
+   flake.nix re-rendered, `hyperhive.json` updated, flake.lock relocked from main's so
+   inputs already locked are not bumped). Every agent input is fetched by a ref that
+   points at its revision (`refs/hyperhive/pins/<rev>` in the applied repo, written
+   first), and the meta flake by the build ref, which points at the candidate: Nix
+   before 2.20 fetches a ref and finds the rev in it, later ones fetch the rev. Everything
+   is built from that exact commit:
    `git+file://<home>/meta.git?ref=refs/hyperhive/build/<name>&rev=<sha>#<name>`.
 2. Policy. `nix eval --json <flake>#hyperhive.policies.<name>` (nix/meta-flake.nix: the
    agent's `config.hyperhive` in the stored shape), checked by `policy.normalize` and
@@ -226,10 +230,10 @@ class NixosContainerRuntime:
         }
         pins = json.loads(files[meta.PINS_FILE])["agents"]
         pins[name] = {**pins.get(name, {}), "rev": rev}
-        files[meta.PINS_FILE] = (
-            json.dumps({"agents": pins}, indent=2, sort_keys=True) + "\n"
-        ).encode()
-        files["flake.nix"] = meta.render_flake(self.home, pins, meta.nixos_inputs()).encode()
+        try:  # flake.nix, hyperhive.json and the lock, which keeps what main had locked
+            files.update(meta.tree_files(self.home, pins, files.get("flake.lock")))
+        except KeyError:
+            raise BuildError(f"{rev} is not a commit of {name}'s applied repo") from None
         message = f"build {name} {rev[:12]}\n\nAgent: {name}\nRevision: {rev}\n"
         commit = write_commit(repo, files, message, ACTOR, [head])
         ref = (BUILD_REF + name).encode()
