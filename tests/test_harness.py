@@ -389,6 +389,7 @@ class FakeDaemon:
         self.cond = threading.Condition()
         self.inbox: list[list[dict]] = []
         self.sent: list[dict] = []
+        self.refuse: set[str] = set()  # bodies whose send is refused
         self.acked: list[list[int]] = []
         self.reports: list[dict] = []
         self.next_id = 1
@@ -428,6 +429,8 @@ class FakeDaemon:
         if op == "release":
             return {"released": 0}
         if op == "send":
+            if request["body"] in self.refuse:  # as the broker refuses one under a policy
+                raise HiveError(f"{self.me['name']} may not send to {request['to']}")
             with self.cond:
                 self.sent.append({"to": request["to"], "body": request["body"]})
                 return {"id": 1000 + len(self.sent)}
@@ -893,3 +896,27 @@ def test_a_policy_that_names_an_old_claude_later_runs_no_turn(
     assert (report["exit"], report["exit_code"]) == ("failure", None)
     assert fake_runs(fake_env) == []
     assert f"{old} is Claude Code 1.9.0; the harness needs 2.1.0" in harness_log(tmp_path)
+
+
+def test_the_vm_tests_fake_claude_answers_through_the_harness(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    """nix/tests/fake-claude.py (the claude of the NixOS VM test) against the real harness
+    and the real `hyperhive mcp`: a pong to the operator per ping, the refusal to the
+    manager when the policy forbids it, and a turn the harness reports as ok."""
+    vm_fake = Path(__file__).resolve().parent.parent / "nix" / "tests" / "fake-claude.py"
+    claude = tmp_path / "vm-bin" / "claude"
+    claude.parent.mkdir()
+    claude.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{vm_fake}" "$@"\n')
+    claude.chmod(0o755)
+    harness(policy={"claude": str(claude)})
+    fake_daemon.refuse.add("pong-2")
+    fake_daemon.deliver("ping-1 and ping-2")
+    (report,) = fake_daemon.wait_reports(1)
+    assert report["exit"] == "ok"
+    pong, refusal = fake_daemon.sent
+    assert pong == {"to": "operator", "body": "pong-1"}
+    assert refusal["to"] == "manager"
+    assert refusal["body"].startswith("refused pong-2: ")
+    assert "may not send to operator" in refusal["body"]
+    assert "is Claude Code 2.1.328" in harness_log(tmp_path)
