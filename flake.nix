@@ -3,7 +3,9 @@
 {
   description = "hyperhive: a swarm of Claude Code agents on NixOS, changed only through git";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+  # The oldest NixOS release hyperhive supports (docs/nixos.md): its Python set has what the
+  # wheels of nix/pypi.nix need (pydantic >= 2.12 for mcp 2.x).
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
   outputs =
     { self, nixpkgs }:
@@ -25,6 +27,14 @@
       packages = forAll (pkgs: {
         default = pkgs.callPackage ./nix/package.nix { };
         hyperhive = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+        claude-code = pkgs.callPackage ./nix/claude-code.nix { };
       });
+
+      # The NixOS VM test (needs KVM): nix build .#checks.x86_64-linux.hive -L
+      checks.x86_64-linux.hive = import ./nix/tests/hive.nix {
+        pkgs = nixpkgs.legacyPackages.x86_64-linux;
+        inherit nixpkgs;
+        module = self.nixosModules.default;
+      };
     };
 }

@@ -25,9 +25,11 @@ by `agents/<name>/destroyed` (JSON: time, actor, last deployed commit) and is no
 an active agent (`Home.agent_names`).
 """
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,6 +90,91 @@ def require_draft(home: Home, name: str) -> Path:
     if not is_repo(home.config_dir(name)):
         raise UnknownAgent(f"no draft {name!r}: create one with spawn_draft")
     return home.config_dir(name)
+
+
+# -- a draft's initial state (`draft_write_state`) ----------------------------------------
+
+# one file the manager writes: its text travels JSON-escaped in one request line of the
+# agent socket (hostsock.MAX_LINE, 1 MiB), so a quarter of that
+MAX_STATE_FILE_BYTES = 256 * 1024
+MAX_DRAFT_STATE_BYTES = 16 * 1024 * 1024  # everything in a draft's state directory
+MAX_STATE_PATH = 255  # characters of a relative path
+MAX_STATE_DEPTH = 8  # directories deep
+# Files of the state that hyperhive or the runtime own: the agent's git token, the
+# credentials its harness unit reads as an EnvironmentFile, the harness's own records.
+RESERVED_STATE = ("hyperhive-token", "hyperhive.env", ".hyperhive")
+
+
+def _state_parts(path: str) -> list[str]:
+    """The components of a path relative to a state directory, refused unless plain."""
+    if not isinstance(path, str) or not path:
+        raise BadInput("`path` must be a non-empty path relative to the draft's state")
+    if len(path) > MAX_STATE_PATH or "\0" in path or "\\" in path:
+        raise BadInput(f"bad state path {path[:80]!r}: at most {MAX_STATE_PATH} characters")
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise BadInput(f"bad state path {path!r}: relative, no '.', '..' or empty parts")
+    if len(parts) > MAX_STATE_DEPTH:
+        raise BadInput(f"bad state path {path!r}: at most {MAX_STATE_DEPTH} levels deep")
+    if parts[0] in RESERVED_STATE:
+        raise BadInput(f"{parts[0]} in the state belongs to hyperhive: not written")
+    return parts
+
+
+def _state_size(state: Path, skip: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(state):  # never follows symlinks
+        for f in files:
+            p = Path(dirpath) / f
+            if p != skip:
+                with contextlib.suppress(OSError):
+                    total += p.lstat().st_size
+    return total
+
+
+def write_draft_state(home: Home, name: str, path: str, content: str) -> dict:
+    """Write one file of draft `name`'s initial state (agents/<name>/state/<path>), which
+    the agent finds at /state/<path> once it runs: its notes.md, a brief, data. Only a
+    draft's: a running agent's state is its own. `path` is relative, without '.', '..' or
+    a symlink anywhere (a symlink in the state is refused, not followed); at most
+    MAX_STATE_FILE_BYTES of UTF-8 per file, MAX_DRAFT_STATE_BYTES in all. The file is
+    replaced whole (atomically). Returns `{"name", "path", "bytes"}`."""
+    require_draft(home, name)
+    parts = _state_parts(path)
+    if not isinstance(content, str):
+        raise BadInput("`content` must be a string (the file's text)")
+    data = content.encode()
+    if len(data) > MAX_STATE_FILE_BYTES:
+        raise BadInput(
+            f"{path}: {len(data)} bytes; one state file holds at most {MAX_STATE_FILE_BYTES}"
+        )
+    state = home.state_dir(name)
+    state.mkdir(exist_ok=True)
+    if state.is_symlink():
+        raise BadInput(f"{name}'s state directory is a symlink: not written")
+    here = state
+    for part in parts[:-1]:
+        here = here / part
+        with contextlib.suppress(FileExistsError):
+            here.mkdir()
+        if here.is_symlink() or not here.is_dir():
+            raise BadInput(f"{'/'.join(parts)}: {here.relative_to(state)} is not a directory")
+    target = here / parts[-1]
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise BadInput(f"{path} exists and is not a plain file: not written")
+    if _state_size(state, target) + len(data) > MAX_DRAFT_STATE_BYTES:
+        raise BadInput(f"{name}'s state would pass {MAX_DRAFT_STATE_BYTES} bytes: not written")
+    fd, tmp = tempfile.mkstemp(dir=here, prefix=f".{parts[-1]}.")  # never follows a link
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return {"name": name, "path": "/".join(parts), "bytes": len(data)}
 
 
 def spawn_commit(home: Home, name: str, commit_ref: str, runtime: Runtime, actor: str) -> Approval:

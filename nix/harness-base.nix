@@ -70,9 +70,15 @@ in
 
     claudePackage = mkOption {
       type = types.package;
-      default = pkgs.claude-code;
-      defaultText = lib.literalExpression "pkgs.claude-code";
-      description = "The `claude` CLI the harness drives.";
+      default = pkgs.callPackage ./claude-code.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage <hyperhive>/nix/claude-code.nix { }";
+      example = lib.literalExpression "pkgs.claude-code";
+      description = ''
+        The `claude` CLI the harness drives: by default the Claude Code version hyperhive is
+        tested with (nix/claude-code.nix). Another package must be Claude Code
+        ${hlib.minClaudeVersion} or newer: the build asserts it from the package's version,
+        the harness checks `claude --version` when it starts and refuses an older one.
+      '';
     };
 
     extraMcpServers = mkOption {
@@ -148,6 +154,12 @@ in
 
   config = {
     assertions = [
+      {
+        assertion = hlib.claudeSupported (lib.getVersion cfg.claudePackage);
+        message =
+          "hyperhive.claudePackage: ${lib.getName cfg.claudePackage} ${lib.getVersion cfg.claudePackage}"
+          + " is older than Claude Code ${hlib.minClaudeVersion}, the oldest the harness supports";
+      }
       {
         assertion = hlib.invalidRecipients cfg.allowedRecipients == [ ];
         message =

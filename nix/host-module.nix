@@ -168,13 +168,15 @@ in
       after = [ "network.target" ] ++ optional containers "systemd-machined.service";
       wants = optional containers "systemd-machined.service";
       # /run/current-system/sw: the host's own nixos-container (configured with the host's
-      # container directories), machinectl and systemctl.
+      # container directories), machinectl and systemctl; util-linux: the terminal's
+      # nsenter into a container's namespaces.
       path = [
         cfg.package
         config.nix.package
         pkgs.git
         pkgs.bash
         pkgs.coreutils
+        pkgs.util-linux
       ]
       ++ optionals containers [ "/run/current-system/sw" ];
       environment = {

@@ -57,6 +57,15 @@ rec {
   etcDir = "/etc/hyperhive";
   builtinServer = "hyperhive"; # the harness's own MCP server key (an extra with it is dropped)
 
+  # The oldest Claude Code the harness drives (hyperhive/harness/claude_version.py
+  # MIN_VERSION, which the harness checks against `claude --version` at its start). A
+  # package version that is not a version (empty: a hand-made wrapper) is left to that check.
+  minClaudeVersion = "2.1.0";
+  claudeSupported =
+    version:
+    match "[0-9]+(\\.[0-9]+)*.*" version == null
+    || builtins.compareVersions version minClaudeVersion >= 0;
+
   # Container of an agent: "h-<name>" when that fits nixos-container's 11 characters
   # (names up to 9 characters). Longer names become "h_" + their first 4 characters + the
   # first 5 hex digits of sha256(name): still 11 characters, and never equal to a short

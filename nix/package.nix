@@ -1,17 +1,46 @@
 # hyperhive as a Nix package: `pkgs.callPackage ./nix/package.nix { }`.
 #
+# Its Python dependencies are the exact versions pyproject.toml pins, built from their
+# PyPI wheels (nix/pypi.nix: URL and hash of each), and the rest from nixpkgs. Nothing is
+# relaxed: the runtime-deps check fails the build when a nixpkgs package is older than a
+# wheel requires, and the imports check runs every module a container or the host starts.
+#
 # The files hyperhive ships beside its Python package (hooks/, nix/, prompts/ — see
 # hyperhive/resources.py, which finds them one directory above the `hyperhive` package) are
 # copied next to it in site-packages, so the installed package finds them the same way the
 # editable checkout does.
 {
   lib,
+  fetchurl,
   python3Packages,
 }:
 let
   hlib = import ./lib.nix;
+  py = python3Packages;
+  pins = import ./pypi.nix;
+
+  # One pinned wheel (pure Python: py3-none-any), its dependencies taken from the other
+  # pins first, then from nixpkgs.
+  wheel =
+    pname: pin:
+    py.buildPythonPackage {
+      inherit pname;
+      inherit (pin) version;
+      format = "wheel";
+      src = fetchurl { inherit (pin) url hash; };
+      dependencies = map (d: fromPypi.${d} or py.${d}) pin.dependencies;
+      pythonImportsCheck = pin.imports;
+      # httpx2 asks for idna >= 3.18 for one call hyperhive never makes (`idna.decode(...,
+      # display=True)` in URL.host, an HTTP client's display of an IDN host: hyperhive's
+      # MCP server is stdio). Overriding idna in the package set would rebuild anyio,
+      # starlette and their test suites; an older nixpkgs idna is accepted for httpx2 only.
+      pythonRelaxDeps = lib.optionals (
+        pname == "httpx2" && lib.versionOlder py.idna.version "3.18"
+      ) [ "idna" ];
+    };
+  fromPypi = builtins.mapAttrs wheel pins;
 in
-python3Packages.buildPythonApplication {
+py.buildPythonApplication {
   pname = "hyperhive";
   version = "0.1.0";
   pyproject = true;
@@ -22,9 +51,11 @@ python3Packages.buildPythonApplication {
     filter = hlib.sourceFilter;
   };
 
-  build-system = [ python3Packages.setuptools ];
+  build-system = [ py.setuptools ];
 
-  dependencies = with python3Packages; [
+  # pyproject.toml's dependencies, each the pinned wheel (tests/test_packaging.py checks
+  # that every one of them is in nix/pypi.nix at the version pyproject.toml pins).
+  dependencies = with fromPypi; [
     apscheduler
     dulwich
     flask
@@ -36,17 +67,26 @@ python3Packages.buildPythonApplication {
     unidiff
   ];
 
-  # nixpkgs carries its own versions of these; the pins in pyproject.toml are what CI tests.
-  pythonRelaxDeps = true;
-
   postInstall = ''
-    site=$out/${python3Packages.python.sitePackages}
+    site=$out/${py.python.sitePackages}
     cp -r hooks nix prompts "$site"/
     chmod +x "$site"/hooks/* || true
   '';
 
+  # What the host (`hyperhive up`, the forge) and each container (`hyperhive harness`,
+  # `hyperhive mcp`) import: a missing or too old dependency fails here, not on a host.
+  pythonImportsCheck = [
+    "hyperhive.cli"
+    "hyperhive.mcp.server"
+    "hyperhive.harness.loop"
+    "hyperhive.daemon.up"
+    "forge_ui"
+  ];
+
   # The test suite needs git fixtures, nix-instantiate and Chromium: it runs in CI, not here.
   doCheck = false;
+
+  passthru.pythonDeps = fromPypi;
 
   meta = {
     description = "Run a swarm of AI coding agents in containers, every config change reviewed and deployed through git";

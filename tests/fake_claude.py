@@ -441,7 +441,15 @@ async def turn(opts: dict, prompt: str) -> int:
         return 0
 
 
+# What `--version` answers (the real CLI: "2.1.3 (Claude Code)"); tests of the harness's
+# version check set $FAKE_CLAUDE_VERSION.
+VERSION = "2.1.328"
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--version"]:
+        print(f"{os.environ.get('FAKE_CLAUDE_VERSION', VERSION)} (Claude Code)")
+        return 0
     opts, positional = parse(sys.argv[1:])
     prompt = " ".join(positional) if positional else sys.stdin.read()
     hive_env = {

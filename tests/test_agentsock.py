@@ -237,3 +237,19 @@ def test_a_socket_caps_its_connections_and_closes_idle_ones(tmp_path):
         for s in held:
             s.close()
         server.stop()
+
+
+def test_the_manager_drafts_an_agent_and_writes_its_initial_state(daemon):
+    draft = call(daemon, "manager", op="request_spawn_draft", name="scout")
+    assert draft == {"ok": True, "name": "scout", "remote": "scout/config.git"}  # no host path
+    wrote = call(
+        daemon, "manager", op="draft_write_state", name="scout", path="notes.md", content="hi\n"
+    )
+    assert wrote == {"ok": True, "name": "scout", "path": "notes.md", "bytes": 3}
+    assert (daemon.root / "agents" / "scout" / "state" / "notes.md").read_text() == "hi\n"
+    with pytest.raises(HiveError, match="'..'"):
+        call(daemon, "manager", op="draft_write_state", name="scout", path="../x", content="")
+    with pytest.raises(HiveError, match="manager-only; this socket belongs to alice"):
+        call(daemon, "alice", op="draft_write_state", name="scout", path="n", content="x")
+    again = call(daemon, "manager", op="request_init_config", name="scout")
+    assert again == {"ok": True, "name": "scout", "remote": "scout/config.git"}

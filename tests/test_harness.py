@@ -536,6 +536,7 @@ class FakeDaemon:
         self.cond = threading.Condition()
         self.inbox: list[list[dict]] = []
         self.sent: list[dict] = []
+        self.refuse: set[str] = set()  # bodies whose send is refused
         self.acked: list[list[int]] = []
         self.reports: list[dict] = []
         self.dead: list[tuple[list[int], str]] = []
@@ -581,6 +582,8 @@ class FakeDaemon:
                 self.cond.notify_all()
             return {"dead": len(request["ids"])}
         if op == "send":
+            if request["body"] in self.refuse:  # as the broker refuses one under a policy
+                raise HiveError(f"{self.me['name']} may not send to {request['to']}")
             with self.cond:
                 self.sent.append({"to": request["to"], "body": request["body"]})
                 return {"id": 1000 + len(self.sent)}
@@ -863,7 +866,10 @@ def test_an_unreadable_policy_runs_no_turn(tmp_path, fake_daemon, fake_env, harn
 
 def test_the_policy_names_the_claude_that_runs(tmp_path, fake_daemon, fake_env, harness):
     ran = tmp_path / "ran"
-    custom = claude_script(tmp_path / "opt" / "claude-2" / "bin", before=f'echo "$0" >> {ran}\n')
+    custom = claude_script(
+        tmp_path / "opt" / "claude-2" / "bin",
+        before=f'[ "$1" = --version ] || echo "$0" >> {ran}\n',
+    )
     harness(policy={"claude": str(custom)})
     fake_daemon.deliver("hello")
     (report,) = fake_daemon.wait_reports(1)
@@ -875,7 +881,9 @@ def test_without_a_claude_in_the_policy_the_one_on_path_runs(
     tmp_path, fake_daemon, fake_env, harness
 ):
     ran = tmp_path / "ran"
-    on_path = claude_script(tmp_path / "path-bin", before=f'echo "$0" >> {ran}\n')
+    on_path = claude_script(
+        tmp_path / "path-bin", before=f'[ "$1" = --version ] || echo "$0" >> {ran}\n'
+    )
     harness(policy={"claude": None}, env={"PATH": f"{on_path.parent}:{os.environ['PATH']}"})
     fake_daemon.deliver("hello")
     (report,) = fake_daemon.wait_reports(1)
@@ -1065,3 +1073,55 @@ def test_a_recv_reply_lost_is_released_before_the_next_recv(tmp_path, broker_dae
     (run,) = fake_runs(fake_env)
     assert f"message #{mid} from operator" in run["prompt"]
     assert d.rows() == [(mid, 1, 0)]
+
+
+def test_a_claude_older_than_supported_is_refused_at_the_start(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    proc, _ = harness(env={"FAKE_CLAUDE_VERSION": "1.0.128"})
+    assert proc.wait(30) == 3
+    log = harness_log(tmp_path)
+    assert "refusing to start: " in log
+    assert "is Claude Code 1.0.128; the harness needs 2.1.0 or newer" in log
+    assert fake_runs(fake_env) == [] and fake_daemon.reports == []
+
+
+def test_a_policy_that_names_an_old_claude_later_runs_no_turn(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    old = claude_script(
+        tmp_path / "old" / "bin", before="FAKE_CLAUDE_VERSION=1.9.0; export FAKE_CLAUDE_VERSION\n"
+    )
+    harness("--retry-seconds", "60")
+    wait_for(lambda: "is Claude Code 2.1.328" in harness_log(tmp_path), what="the start check")
+    policy = json.loads((tmp_path / "etc" / "policy.json").read_text())
+    (tmp_path / "etc" / "policy.json").write_text(json.dumps({**policy, "claude": str(old)}))
+    fake_daemon.deliver("hello")
+    (report,) = fake_daemon.wait_reports(1)
+    assert (report["exit"], report["exit_code"]) == ("failure", None)
+    assert fake_runs(fake_env) == []
+    assert f"{old} is Claude Code 1.9.0; the harness needs 2.1.0" in harness_log(tmp_path)
+
+
+def test_the_vm_tests_fake_claude_answers_through_the_harness(
+    tmp_path, fake_daemon, fake_env, harness
+):
+    """nix/tests/fake-claude.py (the claude of the NixOS VM test) against the real harness
+    and the real `hyperhive mcp`: a pong to the operator per ping, the refusal to the
+    manager when the policy forbids it, and a turn the harness reports as ok."""
+    vm_fake = Path(__file__).resolve().parent.parent / "nix" / "tests" / "fake-claude.py"
+    claude = tmp_path / "vm-bin" / "claude"
+    claude.parent.mkdir()
+    claude.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{vm_fake}" "$@"\n')
+    claude.chmod(0o755)
+    harness(policy={"claude": str(claude)})
+    fake_daemon.refuse.add("pong-2")
+    fake_daemon.deliver("ping-1 and ping-2")
+    (report,) = fake_daemon.wait_reports(1)
+    assert report["exit"] == "ok"
+    pong, refusal = fake_daemon.sent
+    assert pong == {"to": "operator", "body": "pong-1"}
+    assert refusal["to"] == "manager"
+    assert refusal["body"].startswith("refused pong-2: ")
+    assert "may not send to operator" in refusal["body"]
+    assert "is Claude Code 2.1.328" in harness_log(tmp_path)

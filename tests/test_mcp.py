@@ -29,6 +29,7 @@ MANAGER_TOOLS = [
     "request_spawn",
     "request_spawn_draft",
     "request_spawn_commit",
+    "draft_write_state",
     "approvals",
     "agent_history",
 ]

@@ -60,10 +60,11 @@ def test_meta_flake_pins_evaluate(home, tmp_path):
         '(import ./flake.nix).inputs."agent-manager".url',
         cwd=checkout,
     )
-    assert (
-        json.loads(url)
-        == f"git+file://{home.applied_dir('manager')}?ref=main&rev={pins['manager']['rev']}"
-    )
+    rev = pins["manager"]["rev"]
+    pinned = f"refs/hyperhive/pins/{rev}"
+    assert json.loads(url) == f"git+file://{home.applied_dir('manager')}?ref={pinned}&rev={rev}"
+    # the ref the input names exists and is the revision itself (what Nix < 2.20 fetches)
+    assert git(home.applied_dir("manager"), "rev-parse", pinned).strip() == rev
 
 
 def test_render_flake_quotes_every_name(home):
@@ -119,3 +120,84 @@ def test_meta_flake_is_locked_and_relocked_without_bumping(home, tmp_path, runti
         check=True,
         capture_output=True,
     )
+
+
+# -- the NixOS VM test (nix/tests/hive.nix): it needs KVM and nixpkgs, so here it is
+# evaluated against stubs: its script must compile, its agent.nix files parse, and what the
+# VM gets in its store must be there.
+
+HIVE_TEST_STUBS = """
+let
+  drv = name: {
+    outPath = "/nix/store/stub-${name}";
+    inherit name;
+    inputDerivation = "/nix/store/stub-${name}-inputs";
+  };
+  pkgs = {
+    lib = {
+      concatMapStringsSep = sep: f: l: builtins.concatStringsSep sep (map f l);
+      concatMap = f: l: builtins.concatLists (map f l);
+      mkForce = x: x;
+    };
+    stdenv = drv "stdenv" // { hostPlatform.system = "x86_64-linux"; };
+    callPackage = p: _: { passthru.pythonDeps.mcp = drv "mcp"; };
+    python3.withPackages = f: drv "python-${(builtins.head (f { })).name}";
+    writeScriptBin = name: text: drv "${name}-script" // { inherit text; };
+    writeText = name: text: drv "${name}-${builtins.hashString "sha1" text}" // { inherit text; };
+    runCommand = name: env: cmd: drv "${name}-${builtins.hashString "sha1" cmd}";
+    testers.runNixOSTest = test: test;
+  } // builtins.listToAttrs (map (n: { name = n; value = drv n; })
+    [ "git" "jq" "perl" "stdenvNoCC" "emptyDirectory" ]);
+  nixpkgs.lib.nixosSystem = args: {
+    config.system.build = {
+      toplevel = drv "toplevel-${builtins.hashString "sha1" (builtins.toJSON args.modules)}";
+      etc = drv "etc";
+    };
+  };
+  test = import @HIVE@ { inherit pkgs nixpkgs; module = "/stub/module.nix"; };
+  host = test.nodes.host { inherit (pkgs) lib; inherit pkgs; };
+in {
+  inherit (test) name testScript;
+  imports = host.imports;
+  enable = host.services.hyperhive.enable;
+  paths = map toString host.virtualisation.additionalPaths;
+  before = test.passthru.before.text;
+  after = test.passthru.after.text;
+  claude = test.passthru.fakeClaude.text;
+  nix = host.nix.settings;
+}
+"""
+
+
+def test_the_vm_test_evaluates_and_its_script_compiles(tmp_path):
+    hive = ROOT / "nix" / "tests" / "hive.nix"
+    got = json.loads(
+        nix("--eval", "--strict", "--json", "-E", HIVE_TEST_STUBS.replace("@HIVE@", str(hive)))
+    )
+    assert (got["name"], got["imports"], got["enable"]) == (
+        "hyperhive",
+        ["/stub/module.nix"],
+        True,
+    )
+    compile(got["testScript"], "testScript", "exec")  # the driver's Python
+    script = got["testScript"]
+    assert "nixos-container run h-worker -- cat /etc/hyperhive/policy.json" in script
+    # both agent.nix versions parse, name the fake claude and differ in the policy only
+    for which, recipients in (("before", '[ "operator" "manager" ]'), ("after", '[ "manager" ]')):
+        (tmp_path / f"{which}.nix").write_text(got[which])
+        nix("--parse", str(tmp_path / f"{which}.nix"))
+        assert f"hyperhive.allowedRecipients = {recipients};" in got[which]
+        assert 'hyperhive.claude = "/nix/store/stub-claude-script/bin/claude";' in got[which]
+    # the fake claude is this file, run by a Python with the pinned mcp
+    fake = (ROOT / "nix" / "tests" / "fake-claude.py").read_text()
+    assert got["claude"].startswith("#!/nix/store/stub-python-mcp/bin/python3\n")
+    assert fake.strip() in got["claude"]
+    # offline: the containers' closures (two configs, distinct) and builders are in the store
+    tops = [p for p in got["paths"] if p.startswith("/nix/store/stub-toplevel-")]
+    assert len(set(tops)) == 4 and "/nix/store/stub-claude-script" in got["paths"]
+    assert got["nix"] == {"substituters": [], "flake-registry": ""}
+
+
+def test_the_flake_exposes_the_vm_test():
+    text = (ROOT / "flake.nix").read_text()
+    assert "checks.x86_64-linux.hive = import ./nix/tests/hive.nix {" in text

@@ -54,6 +54,7 @@ in {
   mkIf = c: x: if c then x else { };
   literalExpression = text: { _type = "literalExpression"; inherit text; };
   getName = p: p.pname or p;
+  getVersion = p: p.version or (builtins.parseDrvName (baseNameOf (toString p))).version;
   optional = c: x: if c then [ x ] else [ ];
   optionals = c: xs: if c then xs else [ ];
   optionalAttrs = c: a: if c then a else { };
@@ -66,6 +67,7 @@ STUB_PKGS = """{
   git = "/nix/store/stub-git";
   bash = "/nix/store/stub-bash";
   coreutils = "/nix/store/stub-coreutils";
+  util-linux = "/nix/store/stub-util-linux";
   path = "/nix/store/stub-nixpkgs";
   stdenv.hostPlatform.system = "x86_64-linux";
 }"""
@@ -405,9 +407,27 @@ def test_harness_user_git_identity_and_service():
 
 def test_harness_asserts_recipient_names():
     ok = harness(CFG, "map (a: a.assertion) m.config.assertions")
-    assert ok == [True]
+    assert ok == [True, True]
     bad = harness({**CFG, "allowedRecipients": ["Nope"]}, "m.config.assertions")
-    assert bad[0]["assertion"] is False and "Nope" in bad[0]["message"]
+    assert bad[1]["assertion"] is False and "Nope" in bad[1]["message"]
+
+
+def test_harness_asserts_a_supported_claude_package():
+    def claude(version: str) -> dict:
+        package = {"pname": "claude-code", "version": version, "outPath": "/nix/store/c"}
+        return harness({**CFG, "claudePackage": package}, "builtins.head m.config.assertions")
+
+    assert claude("2.1.328")["assertion"] is True
+    assert claude("2.1.0")["assertion"] is True
+    old = claude("1.0.128")
+    assert old["assertion"] is False
+    assert old["message"] == (
+        "hyperhive.claudePackage: claude-code 1.0.128 is older than Claude Code 2.1.0, "
+        "the oldest the harness supports"
+    )
+    # the default is nix/claude-code.nix
+    default = harness({}, "m.options.hyperhive.claudePackage.default")
+    assert default == "/nix/store/stub-claude-code.nix"
 
 
 # -- host-module.nix with a stub lib ------------------------------------------------------
@@ -616,7 +636,7 @@ RENDERED_FLAKE = """# Written by hyperhive on every deploy: the deployed revisio
       flake = false;
     };
     "agent-coder" = {
-      url = "git+file:///var/lib/hyperhive/applied/coder.git?ref=main&rev=@REV@";
+      url = "git+file:///var/lib/hyperhive/applied/coder.git?ref=refs/hyperhive/pins/@REV@&rev=@REV@";
       flake = false;
     };
   };

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import fake_program, git
+from conftest import commit_config, fake_program, git
 
 from hyperhive.home import Home
 from hyperhive.runtime import RUNTIMES, ownership
@@ -534,24 +534,138 @@ def read_until(fd: int, text: bytes, timeout: float = 10.0) -> bytes:
     return out
 
 
-def test_shell_is_root_login_on_a_pty(home: Home, fake: Fake):
+# A stand-in for util-linux nsenter that behaves as the real one towards a container:
+# options as nsenter(1) spells them; --target must be a running process (here one of
+# $FAKE_PROC); --setuid/--setgid are ids in the entered user namespace, so on the host they
+# are <the leader's uid_map base> + id with --user and the bare ids without (host uid 0 is
+# host root); --root takes the leader's root (here $FAKE_ROOT, entered with bwrap, the
+# ids set inside a new user namespace). The host ids it runs as go to $FAKE_NC/host-ids.
+FAKE_NSENTER = r"""
+target= user= root= uid=0 gid=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -t|--target) target=$2; shift 2 ;;
+    --target=*) target=${1#*=}; shift ;;
+    -U|--user) user=1; shift ;;
+    -m|--mount|-u|--uts|-i|--ipc|-n|--net|-p|--pid|-C|--cgroup|-w|--wd) shift ;;
+    -r|--root) root=1; shift ;;
+    -S|--setuid) uid=$2; shift 2 ;;
+    --setuid=*) uid=${1#*=}; shift ;;
+    -G|--setgid) gid=$2; shift 2 ;;
+    --setgid=*) gid=${1#*=}; shift ;;
+    --) shift; break ;;
+    *) echo "nsenter: unrecognized option '$1'" >&2; exit 1 ;;
+    esac
+done
+[ -n "$target" ] || { echo "nsenter: no target PID specified for --target" >&2; exit 1; }
+[ -r "$FAKE_PROC/$target/uid_map" ] || {
+    echo "nsenter: cannot open /proc/$target/ns/user: No such file or directory" >&2; exit 1; }
+base=0
+[ -n "$user" ] && base=$(awk '$1 == 0 { print $2 }' "$FAKE_PROC/$target/uid_map")
+echo "$((base + uid)) $((base + gid))" > "$FAKE_NC/host-ids"
+[ -n "$root" ] || exec "$@"
+exec bwrap --bind "$FAKE_ROOT" / --ro-bind /usr /usr --proc /proc --dev /dev \
+    --unshare-user --uid "$uid" --gid "$gid" -- "$@"
+"""
+
+
+@pytest.fixture
+def container_root(tmp_path: Path, fake: Fake, monkeypatch) -> Path:
+    """A running h-manager for the fake nsenter: leader 4242 with its uid_map, a root
+    with the container's paths (/run/current-system/sw/bin, /state, /home/agent)."""
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "uid_map").write_text(f"         0     {BASE}      65536\n")
+    root = tmp_path / "container-root"
+    sw = root / "run" / "current-system" / "sw" / "bin"
+    sw.mkdir(parents=True)
+    for tool in ("env", "bash", "id"):
+        (sw / tool).symlink_to(shutil.which(tool))
+    for d in ("state", "home/agent", "usr"):
+        (root / d).mkdir(parents=True)
+    for link in ("bin", "lib", "lib64", "sbin"):
+        if Path("/" + link).is_symlink():  # merged /usr: /bin -> usr/bin
+            (root / link).symlink_to(os.readlink("/" + link))
+    fake_program(tmp_path / "bin", "nsenter", FAKE_NSENTER)
+    fake_program(tmp_path / "bin", "machinectl", "echo Leader=4242\n")
+    monkeypatch.setenv("FAKE_PROC", str(proc))
+    monkeypatch.setenv("FAKE_ROOT", str(root))
+    return root
+
+
+SHELL_ARGV = [
+    "nsenter",
+    "--target=4242",
+    "--user",
+    "--mount",
+    "--uts",
+    "--ipc",
+    "--net",
+    "--pid",
+    "--root",
+    "--wd",
+    "--setuid=1000",
+    "--setgid=100",
+    "--",
+    "/run/current-system/sw/bin/env",
+    "-i",
+    "-C",
+    "/state",
+    "HOME=/home/agent",
+    "USER=agent",
+    "LOGNAME=agent",
+    "SHELL=/run/current-system/sw/bin/bash",
+    "PATH=/run/wrappers/bin:/run/current-system/sw/bin",
+    "TERM=xterm-256color",
+    "COLORTERM=truecolor",
+    "LANG=C.UTF-8",
+    f"HYPERHIVE_AGENT={NAME}",
+    "/run/current-system/sw/bin/bash",
+    "--login",
+]
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="the fake nsenter enters with bwrap")
+def test_the_shell_is_the_agent_user_inside_the_user_namespace(
+    home: Home, fake: Fake, container_root: Path
+):
     shell = make_runtime(home, fake, Recorder()).shell(NAME)
     try:
-        assert shell.argv == ["nixos-container", "root-login", CONTAINER]
-        assert b"tty: /dev/pts/" in read_until(shell.master, b"\n")
+        assert shell.argv == SHELL_ARGV
         shell.resize(40, 120)
-        os.write(shell.master, b"hello\n")
-        assert b"got: hello" in read_until(shell.master, b"got: hello")
-        assert shell.process.wait(10) == 0
+        os.write(shell.master, b'echo "ids=$(id -u):$(id -g) $(pwd) $HOME $HYPERHIVE_AGENT"\n')
+        out = read_until(shell.master, b" manager\r\n")
+        assert b"ids=1000:100 /state /home/agent manager" in out
+        os.write(shell.master, b"exit 3\n")
+        assert shell.process.wait(10) == 3
     finally:
         shell.close()
-    assert fake.calls() == [["root-login", CONTAINER]]
+    # on the host it is the agent's mapped ids, the ones its /state is chowned to
+    assert (fake.root / "host-ids").read_text().split() == [str(BASE + 1000), str(BASE + 100)]
+    assert fake.calls() == []  # not nixos-container root-login
 
 
-def test_closing_a_shell_hangs_it_up(home: Home, fake: Fake):
+def test_without_the_user_namespace_the_fake_is_host_root(
+    home: Home, fake: Fake, container_root: Path
+):
+    # the fake is faithful: what root-login's nsenter (no --user) would run as
+    argv = [a for a in SHELL_ARGV if a not in ("--user", "--setuid=1000", "--setgid=100")]
+    argv[argv.index("--root")] = "--mount"
+    out = subprocess.run(argv[:-2] + ["/bin/true"], capture_output=True, text=True)
+    assert (fake.root / "host-ids").read_text().split() == ["0", "0"]
+    assert out.returncode != 0  # the container's env is not the host's
+
+
+def test_closing_a_shell_hangs_it_up(home: Home, fake: Fake, container_root: Path):
     shell = make_runtime(home, fake, Recorder()).shell(NAME)
-    read_until(shell.master, b"tty:")
-    assert shell.close() != 0  # it was waiting for input: SIGHUP ended it
+    read_until(shell.master, b"$")  # bash's prompt: it waits for input
+    assert shell.close() != 0  # SIGHUP ended it
+
+
+def test_no_shell_for_a_container_that_is_down(home: Home, fake: Fake, tmp_path: Path):
+    fake_program(tmp_path / "bin", "machinectl", "echo 'No machine h-manager known' >&2; exit 1\n")
+    with pytest.raises(RuntimeCommandError, match="cannot find the leader of h-manager"):
+        make_runtime(home, fake, Recorder()).shell(NAME)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -571,3 +685,62 @@ def test_a_deploy_really_gives_the_state_to_the_mapped_agent_user(quiet: Home, f
     assert (home.agent_dir(NAME).stat().st_uid, home.agent_dir(NAME).stat().st_gid) == (0, 0)
     log = home.build_log(NAME, approval_id).read_text()
     assert f"state: 3 paths owned by {BASE + 1000}:{BASE + 100} (3 changed)" in log
+
+
+# -- the candidate flake, fetched by the real nix -------------------------------------------
+
+# nixpkgs as the meta flake uses it: `lib.nixosSystem`, here returning the agent's
+# hyperhive.* options from its agent.nix (the second module) without evaluating NixOS.
+STUB_NIXPKGS_FLAKE = """{
+  outputs = _: {
+    lib.nixosSystem = args: {
+      config.hyperhive = (import (builtins.elemAt args.modules 1) { }).hyperhive or { };
+    };
+  };
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("nix") is None, reason="needs nix")
+def test_the_real_nix_fetches_a_candidate_that_is_not_on_main(
+    quiet: Home, tmp_path: Path, monkeypatch
+):
+    """The candidate's agent revision is on no branch yet (main moves after the deploy):
+    `ref=main&rev=<it>` fails with Nix before 2.20 ("Cannot find Git revision"). The flake
+    the runtime writes is evaluated by the installed nix, offline, through the agent's
+    agent.nix at that revision."""
+    home = quiet
+    stub = tmp_path / "nixpkgs"
+    stub.mkdir()
+    (stub / "flake.nix").write_text(STUB_NIXPKGS_FLAKE)
+    source = tmp_path / "hyperhive-src"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "nix", source / "nix")
+    monkeypatch.setenv("HYPERHIVE_SOURCE", str(source))
+    monkeypatch.setenv("HYPERHIVE_NIXPKGS", str(stub))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nix's git cache: fresh
+    commit_config(home, NAME, {"agent.nix": '{ ... }: { hyperhive.model = "candidate"; }\n'}, "m")
+    approval_id, rev = approved(home)
+    applied = home.applied_dir(NAME)
+    assert git(applied, "branch", "--contains", rev).strip() == ""  # not on main: no main yet
+
+    rt = NixosContainerRuntime(home)
+    lines: list[str] = []
+    url = rt.candidate_flake(NAME, rev, lines.append)
+    assert url == flake_url(home)
+    assert git(applied, "rev-parse", f"refs/hyperhive/pins/{rev}").strip() == rev
+    # the policy evaluation the build runs, with the real nix: agent.nix at `rev`
+    assert rt.nix_eval(url, NAME, lines.append)["model"] == "candidate"
+    env = {**os.environ, "NIX_CONFIG": "experimental-features = nix-command flakes"}
+    meta_json = subprocess.run(
+        ["nix", "flake", "metadata", "--json", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    ).stdout
+    locked = json.loads(meta_json)["locks"]["nodes"][f"agent-{NAME}"]["locked"]
+    assert (locked["rev"], locked["ref"]) == (rev, f"refs/hyperhive/pins/{rev}")
+    # the candidate commit carries its own lock (main's inputs kept, this one added)
+    lock = json.loads(git(home.meta_dir, "show", f"refs/hyperhive/build/{NAME}:flake.lock"))
+    assert lock["nodes"][f"agent-{NAME}"]["locked"]["rev"] == rev

@@ -1,9 +1,16 @@
 """The wheel (what nix/package.nix installs) carries every file the forge serves."""
 
+import importlib
+import importlib.metadata
+import json
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,3 +38,182 @@ def test_the_wheel_has_every_template_and_static_file(tmp_path):
     }
     assert wanted, "no forge files found: the test would check nothing"
     assert wanted <= shipped, sorted(wanted - shipped)
+
+
+# -- nix/pypi.nix: the wheels nix/package.nix builds ----------------------------------------
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def nix_eval(expr: str) -> object:
+    out = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "--expr", expr],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+PINS: dict = nix_eval(f"import {ROOT / 'nix' / 'pypi.nix'}")
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def requirements(dist: str) -> list[Requirement]:
+    """The runtime requirements of an installed distribution (markers of this Python)."""
+    found = []
+    for line in importlib.metadata.requires(dist) or []:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            found.append(req)
+    return found
+
+
+def test_every_pyproject_pin_is_built_by_nix_at_the_same_version():
+    assert PROJECT["dependencies"], "no dependencies read: the test would check nothing"
+    for line in PROJECT["dependencies"]:
+        req = Requirement(line)
+        spec = list(req.specifier)
+        # an exact pin, so what CI tests is what the NixOS package runs
+        assert len(spec) == 1 and spec[0].operator == "==", f"{line}: pin it with =="
+        pin = PINS.get(canonical(req.name))
+        assert pin is not None, f"{req.name} is not in nix/pypi.nix"
+        assert pin["version"] == spec[0].version, f"{req.name}: nix/pypi.nix has {pin['version']}"
+        assert importlib.metadata.version(req.name) == pin["version"]  # what the venv runs
+
+
+def test_every_nix_pin_is_needed_and_satisfies_who_needs_it():
+    direct = {canonical(Requirement(line).name) for line in PROJECT["dependencies"]}
+    needed: dict[str, list[Requirement]] = {}
+    for name in PINS:
+        for req in requirements(name):
+            needed.setdefault(canonical(req.name), []).append(req)
+    for name, pin in PINS.items():
+        # a transitive pin: some pinned wheel requires it, at a version this one satisfies
+        assert name in direct or name in needed, f"nix/pypi.nix pins {name}, which nothing needs"
+        for req in needed.get(name, []):
+            assert req.specifier.contains(pin["version"]), f"{name} {pin['version']}: {req}"
+        assert pin["url"].startswith("https://files.pythonhosted.org/packages/")
+        assert pin["url"].endswith(f"-{pin['version']}-py3-none-any.whl")
+        assert re.fullmatch(r"sha256-[A-Za-z0-9+/]{43}=", pin["hash"])
+
+
+def test_every_pin_lists_the_requirements_of_its_wheel():
+    # pyjwt[crypto]: the extra's requirement is named beside it
+    extras = {"pyjwt": {"cryptography"}}
+    for name, pin in PINS.items():
+        declared = {canonical(d) for d in pin["dependencies"]}
+        for req in requirements(name):
+            wanted = {canonical(req.name)} | {
+                e for x in req.extras for e in extras.get(canonical(req.name), set()) if x
+            }
+            assert wanted <= declared, f"{name} needs {req}; nix/pypi.nix lists {declared}"
+
+
+# What nix/package.nix takes from nixpkgs (python3Packages attributes), for the stub below.
+NIXPKGS_PYTHON = [
+    "anyio",
+    "blinker",
+    "click",
+    "cryptography",
+    "h11",
+    "idna",
+    "itsdangerous",
+    "jinja2",
+    "jsonschema",
+    "markupsafe",
+    "opentelemetry-api",
+    "pydantic",
+    "pyjwt",
+    "python-multipart",
+    "simple-websocket",
+    "sse-starlette",
+    "starlette",
+    "truststore",
+    "typing-extensions",
+    "typing-inspection",
+    "tzlocal",
+    "urllib3",
+    "uvicorn",
+    "werkzeug",
+    "wtforms",
+]
+
+
+def evaluate_package(idna: str) -> dict:
+    """nix/package.nix called with a stub nixpkgs: every build function returns its
+    arguments, so the evaluation shows what the package is made of."""
+    stubs = " ".join(
+        f'"{n}" = {{ pname = "nixpkgs-{n}"; version = "0"; }};' for n in NIXPKGS_PYTHON
+    )
+    expr = f"""
+      let
+        lib = {{
+          optionals = c: l: if c then l else [ ];
+          versionOlder = a: b: builtins.compareVersions a b < 0;
+          platforms.linux = [ "x86_64-linux" ];
+        }};
+        py = {{ {stubs} }} // {{
+          idna = {{ pname = "nixpkgs-idna"; version = "{idna}"; }};
+          buildPythonPackage = a: a;
+          buildPythonApplication = a: a;
+          setuptools = {{ }};
+          python.sitePackages = "lib/python3.12/site-packages";
+        }};
+        pkg = import {ROOT / "nix" / "package.nix"} {{
+          inherit lib;
+          fetchurl = a: a;
+          python3Packages = py;
+        }};
+        wheel = w: {{
+          inherit (w) pname version format pythonImportsCheck pythonRelaxDeps;
+          url = w.src.url;
+          deps = map (d: d.pname) w.dependencies;
+        }};
+      in {{
+        deps = map wheel pkg.dependencies;
+        all = builtins.mapAttrs (_: wheel) pkg.passthru.pythonDeps;
+        imports = pkg.pythonImportsCheck;
+        relax = pkg.pythonRelaxDeps or null;
+      }}
+    """
+    return nix_eval(expr)
+
+
+def test_the_package_builds_every_pin_and_checks_the_modules_hosts_run():
+    pkg = evaluate_package("3.10")
+    assert pkg["relax"] is None  # nothing of hyperhive's own requirements is relaxed
+    direct = sorted(canonical(Requirement(line).name) for line in PROJECT["dependencies"])
+    assert sorted(w["pname"] for w in pkg["deps"]) == direct
+    assert sorted(pkg["all"]) == sorted(PINS)
+    for name, w in pkg["all"].items():
+        assert (w["version"], w["url"], w["format"]) == (
+            PINS[name]["version"],
+            PINS[name]["url"],
+            "wheel",
+        )
+        # a dependency is the pinned wheel when there is one, else nixpkgs'
+        for dep, built in zip(PINS[name]["dependencies"], w["deps"], strict=True):
+            assert built == (dep if dep in PINS else f"nixpkgs-{dep}")
+        assert w["pythonImportsCheck"] == PINS[name]["imports"]
+    assert {
+        "hyperhive.mcp.server",
+        "hyperhive.harness.loop",
+        "hyperhive.daemon.up",
+        "forge_ui",
+    } <= set(pkg["imports"])
+    # only httpx2, only for idna, only when nixpkgs' is older than it asks (see package.nix)
+    assert pkg["all"]["httpx2"]["pythonRelaxDeps"] == ["idna"]
+    assert all(w["pythonRelaxDeps"] == [] for n, w in pkg["all"].items() if n != "httpx2")
+    assert evaluate_package("3.20")["all"]["httpx2"]["pythonRelaxDeps"] == []
+
+
+def test_the_checked_modules_import():
+    # nix/package.nix's pythonImportsCheck and the wheels' `imports`, against the venv
+    modules = [
+        *evaluate_package("3.20")["imports"],
+        *(m for p in PINS.values() for m in p["imports"]),
+    ]
+    subprocess.run([sys.executable, "-c", f"import {', '.join(modules)}"], check=True, timeout=60)

@@ -452,3 +452,76 @@ def test_a_kept_agent_takes_no_proposals(home, runtime):
     with pytest.raises(UnknownAgent, match="was destroyed"):
         Approvals(home, "gone").propose("HEAD", "manager")
     assert git(home.applied_dir("gone"), "for-each-ref") == before
+
+
+# -- a draft's initial state --------------------------------------------------------------
+
+
+def test_draft_write_state_writes_under_the_drafts_state(home):
+    spawn.spawn_draft(home, "scout", "manager")
+    state = home.state_dir("scout")
+    got = spawn.write_draft_state(home, "scout", "notes.md", "# scout\nfind things\n")
+    assert got == {"name": "scout", "path": "notes.md", "bytes": 20}
+    assert (state / "notes.md").read_text() == "# scout\nfind things\n"
+    spawn.write_draft_state(home, "scout", "brief/deep/task.md", "é" * 10)
+    assert (state / "brief" / "deep" / "task.md").read_text() == "é" * 10
+    spawn.write_draft_state(home, "scout", "notes.md", "replaced\n")  # whole, atomically
+    assert (state / "notes.md").read_text() == "replaced\n"
+    assert sorted(p.name for p in state.iterdir()) == ["brief", "notes.md"]  # no temp files
+
+
+@pytest.mark.parametrize(
+    "path, said",
+    [
+        ("", "non-empty path"),
+        ("/etc/passwd", "relative"),
+        ("../manager/state/notes.md", "'..'"),
+        ("a/../../x", "'..'"),
+        ("a//b", "empty parts"),
+        ("./notes.md", "'.'"),
+        ("a\\b", "bad state path"),
+        ("x" * 256, "at most 255"),
+        ("/".join("d" * 9), "at most 8 levels"),
+        ("hyperhive-token", "belongs to hyperhive"),
+        ("hyperhive.env", "belongs to hyperhive"),
+        (".hyperhive/session", "belongs to hyperhive"),
+    ],
+)
+def test_draft_write_state_refuses_paths_out_of_the_state(home, path, said):
+    spawn.spawn_draft(home, "scout", "manager")
+    with pytest.raises(BadInput, match=re.escape(said)):
+        spawn.write_draft_state(home, "scout", path, "x")
+    assert list(home.state_dir("scout").iterdir()) == []
+
+
+def test_draft_write_state_never_follows_a_symlink(home, tmp_path):
+    spawn.spawn_draft(home, "scout", "manager")
+    state = home.state_dir("scout")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (state / "link").symlink_to(outside)
+    (state / "notes.md").symlink_to(outside / "victim")
+    with pytest.raises(BadInput, match="link is not a directory"):
+        spawn.write_draft_state(home, "scout", "link/x.md", "x")
+    with pytest.raises(BadInput, match="not a plain file"):
+        spawn.write_draft_state(home, "scout", "notes.md", "x")
+    assert list(outside.iterdir()) == []
+
+
+def test_draft_write_state_limits_sizes_and_drafts_only(home, monkeypatch):
+    spawn.spawn_draft(home, "scout", "manager")
+    limit = spawn.MAX_STATE_FILE_BYTES
+    spawn.write_draft_state(home, "scout", "big", "x" * limit)
+    with pytest.raises(BadInput, match=f"{limit + 1} bytes; one state file holds at most"):
+        spawn.write_draft_state(home, "scout", "bigger", "x" * (limit + 1))
+    monkeypatch.setattr(spawn, "MAX_DRAFT_STATE_BYTES", limit + 10)
+    spawn.write_draft_state(home, "scout", "big", "y" * limit)  # a replaced file counts once
+    with pytest.raises(BadInput, match="state would pass"):
+        spawn.write_draft_state(home, "scout", "more", "x" * 11)
+    with pytest.raises(BadInput, match="content"):
+        spawn.write_draft_state(home, "scout", "n", None)
+    # an agent's state is its own; an unknown name has none
+    with pytest.raises(AgentExists, match="request_apply_commit"):
+        spawn.write_draft_state(home, "manager", "notes.md", "x")
+    with pytest.raises(UnknownAgent, match="no draft 'ghost'"):
+        spawn.write_draft_state(home, "ghost", "notes.md", "x")

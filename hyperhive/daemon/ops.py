@@ -24,6 +24,7 @@ MANAGER_TOOLS = [
     "request_spawn",
     "request_spawn_draft",
     "request_spawn_commit",
+    "draft_write_state",
     "approvals",
     "agent_history",
 ]
@@ -143,20 +144,30 @@ class Ops:
         notify.changed(self.hive.home, name, "question")
         return {"id": qid}
 
+    # A config repo is reached over the git remote (`$HYPERHIVE_GIT_URL/<remote>`), the
+    # same from the manager's container and from a local harness: host paths are not.
+
     def op_request_init_config(self, name: str, request: dict) -> dict:
         from hyperhive import spawn
 
         target = check_agent_name(_str(request, "name"))
-        path = spawn.init_config(self.hive.home, target, name)
-        return {"name": target, "config": str(path)}
+        spawn.init_config(self.hive.home, target, name)
+        return {"name": target, "remote": f"{target}/config.git"}
 
     def op_request_spawn_draft(self, name: str, request: dict) -> dict:
         from hyperhive import spawn
 
         target = check_agent_name(_str(request, "name"))
-        path = spawn.spawn_draft(self.hive.home, target, name)
+        spawn.spawn_draft(self.hive.home, target, name)
         notify.changed(self.hive.home, target, "draft")
-        return {"name": target, "config": str(path)}
+        return {"name": target, "remote": f"{target}/config.git"}
+
+    def op_draft_write_state(self, name: str, request: dict) -> dict:
+        from hyperhive import spawn
+
+        target = check_agent_name(_str(request, "name"))
+        content = request.get("content")
+        return spawn.write_draft_state(self.hive.home, target, _str(request, "path"), content)
 
     def op_request_spawn(self, name: str, request: dict) -> dict:
         from hyperhive import spawn

@@ -49,7 +49,7 @@ from pathlib import Path
 
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
-from hyperhive.harness import notes
+from hyperhive.harness import claude_version, notes
 from hyperhive.harness.claude_config import (
     PERMISSION_MODE,
     claude_env,
@@ -70,6 +70,7 @@ RECV_MARGIN = 30.0  # a recv's socket read outlasts its wait by this much
 CALL_TIMEOUT = 30.0
 MAX_BACKOFF = 30.0  # seconds between tries to reach a daemon that does not answer
 COMPACT_PROMPT = "/compact"
+EXIT_UNSUPPORTED_CLAUDE = 3  # the harness's own exit when it refuses the policy's claude
 EXIT_CANNOT_RUN = 127  # the exit code reported when claude could not be started
 READ_POLL = 0.5  # seconds between looks at a claude whose output is quiet
 DEFAULT_CLAUDE = "claude"  # on PATH, when the policy names none
@@ -131,6 +132,17 @@ class Harness:
         self.notes_path = config.state / notes.NOTES_FILE
         self.me: dict = {}
         self.proc: subprocess.Popen | None = None
+        self.supported: dict[str, str] = {}  # claude executable -> its supported version
+
+    def check_claude(self, policy: dict) -> str:
+        """The version of the policy's claude, once per executable (a store path, or a
+        name on PATH, is one CLI); UnsupportedClaude when it is older than the harness
+        supports (claude_version.MIN_VERSION) or says no version."""
+        claude = policy.get("claude") or DEFAULT_CLAUDE
+        if claude not in self.supported:
+            self.supported[claude] = claude_version.require_supported(claude)
+            log.info("%s is Claude Code %s", claude, self.supported[claude])
+        return self.supported[claude]
 
     # -- the daemon ---------------------------------------------------------------------
 
@@ -465,7 +477,8 @@ class Harness:
         turn = Turn()
         try:
             policy = self.policy()
-        except PolicyUnreadable as e:
+            self.check_claude(policy)  # the policy may name another claude since the start
+        except (PolicyUnreadable, claude_version.UnsupportedClaude) as e:
             log.error("%s: no turn runs", e)
             turn.exit, turn.error = "failure", str(e)
             return turn
@@ -617,6 +630,13 @@ class Harness:
                 log.error("%s: not starting", e)
                 return 2
         self.c.state.mkdir(parents=True, exist_ok=True)
+        try:  # refused at the start: a claude the harness does not support never runs
+            self.check_claude(self.policy())
+        except PolicyUnreadable as e:
+            log.warning("%s (checked again at each turn)", e)
+        except claude_version.UnsupportedClaude as e:
+            log.error("refusing to start: %s", e)
+            return EXIT_UNSUPPORTED_CLAUDE
         try:
             self.loop()
         except Stop as e:

@@ -67,13 +67,14 @@ DESCRIPTIONS = {
         'Returns {"id": <question id>}.'
     ),
     "request_init_config": (
-        "Get the path of agent `name`'s config repo (agents/<name>/config: a git checkout "
-        "with agent.nix at its top) so you can edit and commit there; for a name that has "
-        "no agent yet, it first creates a draft config repo from the default template "
-        "(as request_spawn_draft does). Nothing is deployed and no approval is created: "
-        "after committing, submit the commit with request_apply_commit (an existing agent) "
-        "or request_spawn_commit (a new one). "
-        'Returns {"name", "config": <path>}.'
+        "Make sure agent `name` has a config repo and get its git remote: for a name that "
+        "has no agent yet, it first creates a draft from the default template (as "
+        "request_spawn_draft does). The repo is not a path you can open: clone "
+        "`$HYPERHIVE_GIT_URL/<remote>` with your token ($HYPERHIVE_TOKEN_FILE), commit, "
+        "and push (see your instructions' Git section). Nothing is deployed and no approval "
+        "is created: submit a commit with request_apply_commit (an existing agent) or "
+        "request_spawn_commit (a draft). "
+        'Returns {"name", "remote": "<name>/config.git"}.'
     ),
     "request_apply_commit": (
         "Submit a commit of agent `name`'s config repo for the operator's approval (commit: "
@@ -95,11 +96,15 @@ DESCRIPTIONS = {
     ),
     "request_spawn_draft": (
         "Start a new agent `name` as a draft: creates its config repo (a first commit from "
-        "the default template) and its state directory, with no container and no approval. "
-        "Edit agent.nix and the notes in the returned path, commit, then submit the commit "
-        "with request_spawn_commit(name, commit_ref). "
+        "the default template) and an empty state directory, with no container and no "
+        "approval. Its config is reached like any agent's, over the git remote: clone "
+        "`$HYPERHIVE_GIT_URL/<remote>` with your token, edit agent.nix, commit and push to "
+        "its main (a draft takes no refs/for/main). Its initial state (the notes.md and "
+        "files the agent finds in /state when it starts) is written with "
+        "draft_write_state(name, path, content); no host path is reachable from here. Then "
+        "submit a commit with request_spawn_commit(name, commit_ref). "
         f"Names: {NAME_RULE}. "
-        'Returns {"name", "config": <path of the config repo>}.'
+        'Returns {"name", "remote": "<name>/config.git"}.'
     ),
     "request_spawn_commit": (
         "Submit a commit of a drafted agent's config repo (see request_spawn_draft) for "
@@ -107,6 +112,17 @@ DESCRIPTIONS = {
         "as HEAD). This creates an approval NAME#ID that the operator must approve; the "
         "agent's container is created from that commit only after approval and a "
         'successful deploy. Returns {"approval": "NAME#ID"}.'
+    ),
+    "draft_write_state": (
+        "Write one file of a draft's initial state (see request_spawn_draft): `path` is "
+        "relative to the state directory the agent sees as /state (e.g. `notes.md`, "
+        "`brief/task.md`; missing directories are made), without '.', '..', a leading "
+        "'/' or a symlink on the way, at most 8 levels and 255 characters; "
+        "`hyperhive-token`, `hyperhive.env` and `.hyperhive` are refused (hyperhive owns "
+        "them). `content` is the whole text of the file (UTF-8, at most 256 KiB; 16 MiB for "
+        "the whole state), which replaces any earlier one. Only a draft: once the agent "
+        "exists its state is its own. "
+        'Returns {"name", "path", "bytes"}.'
     ),
     "approvals": (
         "List the approvals waiting for the operator's decision, across all agents: each "
@@ -199,6 +215,14 @@ def tool_functions(forward: Forward) -> dict[str, Callable]:
         request = {"op": "request_spawn_commit", "name": name, "commit_ref": commit_ref}
         return await call(request)
 
+    async def draft_write_state(
+        name: AgentName,
+        path: Annotated[str, Field(description="relative to the draft's /state, e.g. notes.md")],
+        content: Annotated[str, Field(description="the file's whole text (at most 256 KiB)")],
+    ) -> str:
+        request = {"op": "draft_write_state", "name": name, "path": path, "content": content}
+        return await call(request)
+
     async def approvals() -> str:
         return await call({"op": "approvals"})
 
@@ -216,6 +240,7 @@ def tool_functions(forward: Forward) -> dict[str, Callable]:
         request_spawn,
         request_spawn_draft,
         request_spawn_commit,
+        draft_write_state,
         approvals,
         agent_history,
     ]

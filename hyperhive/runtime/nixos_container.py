@@ -9,9 +9,13 @@ The container is `h-<name>` (longer names: see `container_name`, as nix/lib.nix)
 1. Meta candidate. The meta repo's main pins every agent's *deployed* revision and moves
    only after a successful deploy (workflow/deploy.py), so the revision being built is
    not on main yet. The build commits a candidate to `refs/hyperhive/build/<name>` in
-   meta.git: main's tree with this agent pinned at `rev` (flake.nix re-rendered by
-   `workflow.meta.render_flake`, `hyperhive.json` updated, the previous flake.lock kept
-   so inputs already locked are not bumped). Everything is built from that exact commit:
+   meta.git: main's tree with this agent pinned at `rev` (`workflow.meta.tree_files`:
+   flake.nix re-rendered, `hyperhive.json` updated, flake.lock relocked from main's so
+   inputs already locked are not bumped). Every agent input is fetched by a ref that
+   points at its revision (`refs/hyperhive/pins/<rev>` in the applied repo, written
+   first), and the meta flake by the build ref, which points at the candidate: Nix
+   before 2.20 fetches a ref and finds the rev in it, later ones fetch the rev. Everything
+   is built from that exact commit:
    `git+file://<home>/meta.git?ref=refs/hyperhive/build/<name>&rev=<sha>#<name>`.
 2. Policy. `nix eval --json <flake>#hyperhive.policies.<name>` (nix/meta-flake.nix: the
    agent's `config.hyperhive` in the stored shape), checked by `policy.normalize` and
@@ -65,6 +69,8 @@ STATE_MOUNT = "/state"  # nix/lib.nix stateDir
 SOCKET_MOUNT = "/run/hyperhive"  # the directory of nix/lib.nix agentSocket
 AGENT_UID = 1000  # the `agent` user inside the container (nix/lib.nix agentUid)
 AGENT_GID = 100  # its primary group, `users` (nix/lib.nix agentGid)
+AGENT_USER = "agent"  # nix/lib.nix agentUser
+CONTAINER_BIN = "/run/current-system/sw/bin"  # inside the container
 CONF_DIRS = (Path("/etc/nixos-containers"), Path("/etc/containers"))
 POLICY_ATTR = "hyperhive.policies.{name}"
 NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes"]
@@ -102,6 +108,7 @@ class NixosContainerRuntime:
         *,
         program: str = "nixos-container",
         nix: str = "nix",
+        nsenter: str = "nsenter",
         policy_eval: PolicyEval | None = None,
         uid_base: UidBase | None = None,
         chown: Chowner = ownership.apply,
@@ -113,6 +120,7 @@ class NixosContainerRuntime:
         self.home = home
         self.program = program
         self.nix = nix
+        self.nsenter = nsenter
         self.policy_eval = policy_eval or self.nix_eval
         self.uid_base = uid_base or self.leader_uid_base
         self.chown = chown
@@ -191,8 +199,53 @@ class NixosContainerRuntime:
         return said or [f"(no log: `{' '.join(argv)}` exited {proc.returncode})"]
 
     def shell(self, name: str) -> Shell:
-        """`nixos-container root-login h-<name>` on a PTY."""
-        return Shell.spawn([self.program, "root-login", container_name(name)])
+        """A login shell of the container's `agent` user on a PTY (`shell_argv`)."""
+        if self.home.is_destroyed(name):
+            raise RuntimeCommandError(f"agent {name} was destroyed: it has no container")
+        return Shell.spawn(self.shell_argv(name))
+
+    def shell_argv(self, name: str) -> list[str]:
+        """nsenter into every namespace of the running container's leader, its USER
+        namespace included, as the agent's ids there (1000:100, on the host the picked
+        base + those): the shell can do what the agent can and its files belong to the
+        agent. `nixos-container root-login` is nsenter without --user (older nixpkgs) or
+        `systemd-run --machine` as root: either way root, host root with the former.
+
+        `--root`/`--wd` without a value take the leader's (the container's /); the
+        container's own env then clears the host environment and goes to /state."""
+        container = container_name(name)
+        leader = self.leader(container)
+        agent = AGENT_USER
+        return [
+            self.nsenter,
+            f"--target={leader}",
+            "--user",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--pid",
+            "--root",
+            "--wd",
+            f"--setuid={self.agent_uid}",
+            f"--setgid={self.agent_gid}",
+            "--",
+            f"{CONTAINER_BIN}/env",
+            "-i",
+            "-C",
+            STATE_MOUNT,
+            f"HOME=/home/{agent}",
+            f"USER={agent}",
+            f"LOGNAME={agent}",
+            f"SHELL={CONTAINER_BIN}/bash",
+            f"PATH=/run/wrappers/bin:{CONTAINER_BIN}",
+            "TERM=xterm-256color",
+            "COLORTERM=truecolor",
+            "LANG=C.UTF-8",
+            f"HYPERHIVE_AGENT={name}",
+            f"{CONTAINER_BIN}/bash",
+            "--login",
+        ]
 
     # -- the steps ------------------------------------------------------------------------
 
@@ -227,10 +280,10 @@ class NixosContainerRuntime:
         }
         pins = json.loads(files[meta.PINS_FILE])["agents"]
         pins[name] = {**pins.get(name, {}), "rev": rev}
-        files[meta.PINS_FILE] = (
-            json.dumps({"agents": pins}, indent=2, sort_keys=True) + "\n"
-        ).encode()
-        files["flake.nix"] = meta.render_flake(self.home, pins, meta.nixos_inputs()).encode()
+        try:  # flake.nix, hyperhive.json and the lock, which keeps what main had locked
+            files.update(meta.tree_files(self.home, pins, files.get("flake.lock")))
+        except KeyError:
+            raise BuildError(f"{rev} is not a commit of {name}'s applied repo") from None
         message = f"build {name} {rev[:12]}\n\nAgent: {name}\nRevision: {rev}\n"
         commit = write_commit(repo, files, message, ACTOR, [head])
         ref = (BUILD_REF + name).encode()
@@ -328,23 +381,32 @@ class NixosContainerRuntime:
         for key, value in settings.items():
             emit(f"{path.name}: {key}={value}")
 
-    def leader_uid_base(self, container: str) -> int:
-        """The host uid of the running container's uid 0, from its leader's uid_map."""
+    def leader(self, container: str) -> int:
+        """The pid of the running container's init (`machinectl show -p Leader`, as
+        nixos-container itself finds it); RuntimeCommandError when it does not run."""
         machinectl = shutil.which("machinectl") or "machinectl"
-        proc = subprocess.run(
-            [machinectl, "show", container, "-p", "Leader"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        argv = [machinectl, "show", container, "-p", "Leader"]
+        try:
+            proc = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise RuntimeCommandError(f"cannot find the leader of {container}: {e}") from None
         match = re.search(r"^Leader=(\d+)$", proc.stdout, re.M)
         if proc.returncode != 0 or not match:
-            raise BuildError(
-                f"cannot find the leader of {container} (machinectl exited {proc.returncode}: "
-                f"{proc.stderr.strip() or proc.stdout.strip()})"
+            raise RuntimeCommandError(
+                f"cannot find the leader of {container} (is it up? machinectl exited "
+                f"{proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()})"
             )
-        uid_map = self.proc / match.group(1) / "uid_map"
+        return int(match.group(1))
+
+    def leader_uid_base(self, container: str) -> int:
+        """The host uid of the running container's uid 0, from its leader's uid_map."""
+        try:
+            leader = self.leader(container)
+        except RuntimeCommandError as e:
+            raise BuildError(str(e)) from None
+        uid_map = self.proc / str(leader) / "uid_map"
         try:
             return ownership.base_from_id_map(uid_map.read_text())
         except (OSError, ownership.OwnershipError) as e:

@@ -4,6 +4,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +34,12 @@ MAIN = b"refs/heads/main"
 # records are found without walking every deploy.
 PRUNED_REF = b"refs/hyperhive/pruned"
 PINS_FILE = "hyperhive.json"
+# In each applied repo, one ref per revision the meta flake pins: the agent's input is
+# `git+file://<applied>?ref=refs/hyperhive/pins/<rev>&rev=<rev>`. A Nix before 2.20
+# fetches only the ref and then looks for the rev in it ("Cannot find Git revision … in
+# ref"), and the revision being built is not on main yet (nor is there a main on a first
+# deploy); a ref pointing at the revision itself works with every Nix.
+PIN_REF = "refs/hyperhive/pins/"
 LOCK_TIMEOUT = 300  # seconds: locking fetches each new revision from its applied repo
 ACTOR = "hyperhive"
 
@@ -55,12 +62,37 @@ def nixos_inputs() -> NixosInputs | None:
     return NixosInputs(source, nixpkgs, os.environ.get("HYPERHIVE_SYSTEM") or "x86_64-linux")
 
 
+def pin_ref(rev: str) -> str:
+    """The ref of the applied repo that the meta flake fetches `rev` by."""
+    if not re.fullmatch(r"[0-9a-f]{40}", rev):
+        raise ValueError(f"not a commit id: {rev!r}")
+    return PIN_REF + rev
+
+
+def agent_input_url(home: Home, name: str, rev: str) -> str:
+    """The meta flake's input of agent `name` at `rev` (see PIN_REF)."""
+    return f"git+file://{home.applied_dir(name)}?ref={pin_ref(rev)}&rev={rev}"
+
+
+def write_pin_refs(home: Home, pins: dict[str, dict]) -> None:
+    """Create the applied repos' pin refs that the flake of `pins` fetches (a pin ref is
+    never moved: it names its commit). Refs are kept after the pin changes, so the
+    inputs of every earlier meta commit stay fetchable."""
+    for name, pin in sorted(pins.items()):
+        rev = pin["rev"]
+        ref = pin_ref(rev).encode()
+        with open_repo(home.applied_dir(name)) as repo:
+            if refs.read(repo, ref) is None:
+                repo[rev.encode()]  # KeyError: the revision is not in the applied repo
+                refs.create(repo, ref, rev.encode())
+
+
 def render_flake(home: Home, pins: dict[str, dict], nixos: NixosInputs | None = None) -> str:
     """flake.nix pinning each agent's applied repo at its deployed revision; on a NixOS
     host its outputs are nix/meta-flake.nix's `nixosConfigurations.<name>`."""
     inputs = "".join(
         f'    "agent-{name}" = {{\n'
-        f'      url = "git+file://{home.applied_dir(name)}?ref=main&rev={pin["rev"]}";\n'
+        f'      url = "{agent_input_url(home, name, pin["rev"])}";\n'
         f"      flake = false;\n"
         f"    }};\n"
         for name, pin in sorted(pins.items())
@@ -130,8 +162,10 @@ class LockError(Exception):
     pass
 
 
-def _files(home: Home, pins: dict[str, dict], previous_lock: bytes | None) -> dict[str, bytes]:
-    """The meta tree: flake.nix, its lock (when nix can make it) and the pins."""
+def tree_files(home: Home, pins: dict[str, dict], previous_lock: bytes | None) -> dict[str, bytes]:
+    """The meta tree: flake.nix, its lock (when nix can make it) and the pins. The pin refs
+    its inputs name are created first (`write_pin_refs`)."""
+    write_pin_refs(home, pins)
     flake = render_flake(home, pins, nixos_inputs()).encode()
     files = {
         "flake.nix": flake,
@@ -157,7 +191,7 @@ def _read(repo: Repo, head: bytes, path: str) -> bytes | None:
 
 def init(home: Home) -> None:
     repo = init_bare(home.meta_dir)
-    commit = write_commit(repo, _files(home, {}, None), "init hive\n", ACTOR, [])
+    commit = write_commit(repo, tree_files(home, {}, None), "init hive\n", ACTOR, [])
     refs.cas(repo, MAIN, None, commit)
 
 
@@ -197,7 +231,7 @@ def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
             f"deploy {target} {rev[:12]}\n\n"
             f"Agent: {name}\nApproval: {approval_id}\nRevision: {rev}\n"
         )
-        files = _files(home, current, _read(repo, head, "flake.lock"))
+        files = tree_files(home, current, _read(repo, head, "flake.lock"))
         commit = write_commit(repo, files, message, ACTOR, [head], when=now)
         refs.cas(repo, MAIN, head, commit)
     return commit
@@ -214,7 +248,7 @@ def record_destroy(home: Home, name: str) -> bytes:
         was = f"Revision: {dropped['rev']}\n" if dropped else "Revision: none (never deployed)\n"
         message = f"destroy {name}\n\nAgent: {name}\n{was}"
         commit = write_commit(
-            repo, _files(home, current, _read(repo, head, "flake.lock")), message, ACTOR, [head]
+            repo, tree_files(home, current, _read(repo, head, "flake.lock")), message, ACTOR, [head]
         )
         refs.cas(repo, MAIN, head, commit)
     return commit
