@@ -21,7 +21,7 @@ from hyperhive.gitstore.repos import init_bare, init_worktree, open_repo, resolv
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name, check_new_agent_name
 from hyperhive.resources import NIX_DIR
-from hyperhive.runtime.base import Runtime
+from hyperhive.runtime.base import LOCAL_HOST, Runtime
 from hyperhive.workflow import hooks, meta
 from hyperhive.workflow.approvals import Approval, Approvals
 
@@ -191,7 +191,7 @@ def describe(home: Home, name: str, runtime: Runtime) -> dict:
         "deployed_at": last.states["deployed"].time if last else None,
         "pending": [a.id for a in every if a.state == "proposal"],
         "building": [a.id for a in every if a.state in ("approved", "building")],
-        "runtime": runtime.status(name),
+        "runtime": {"host": LOCAL_HOST, **runtime.status(name)},
     }
 
 
