@@ -860,3 +860,14 @@ def test_a_recv_reply_lost_is_released_before_the_next_recv(tmp_path, broker_dae
     (run,) = fake_runs(fake_env)
     assert f"message #{mid} from operator" in run["prompt"]
     assert d.rows() == [(mid, 1, 0)]
+
+
+def test_a_harness_whose_daemon_died_before_it_started_exits(tmp_path, fake_daemon, harness):
+    """--exit-with-parent watches the daemon named in HYPERHIVE_PARENT_PID: one that died
+    while the harness was still starting had already left it to another parent, and the
+    harness waited for it forever (bench/swarm.py: 45 left behind)."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    proc, _ = harness("--exit-with-parent", env={"HYPERHIVE_PARENT_PID": str(gone.pid)})
+    assert proc.wait(timeout=60) == 0
+    assert "the daemon that started this harness is gone" in harness_log(tmp_path)

@@ -510,17 +510,27 @@ class Harness:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        if self.c.exit_with_parent:
-            watch = threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True)
-            watch.start()
-        self.c.state.mkdir(parents=True, exist_ok=True)
         try:
+            if self.c.exit_with_parent:
+                watch = threading.Thread(target=_watch_parent, args=(_parent(),), daemon=True)
+                watch.start()
+            self.c.state.mkdir(parents=True, exist_ok=True)
             self.loop()
         except Stop as e:
             log.info("stopping (%s)", e)
             if self.proc is not None:
                 self._end(self.proc)
         return 0
+
+
+def _parent() -> int:
+    """The daemon that started this harness: named in the environment by the local
+    runtime, since a daemon that died while this process was still starting has already
+    left it to another parent (bench/swarm.py left 45 harnesses so, waiting forever)."""
+    try:
+        return int(os.environ["HYPERHIVE_PARENT_PID"])
+    except (KeyError, ValueError):
+        return os.getppid()
 
 
 def _watch_parent(parent: int) -> None:

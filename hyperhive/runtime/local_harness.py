@@ -108,7 +108,8 @@ class Harnesses:
         """What the agent's harness adds to the daemon's environment."""
         from hyperhive.tokens import state_file
 
-        env = {"HYPERHIVE_AGENT": name}
+        # the harness's --exit-with-parent watches this process, even if it dies first
+        env = {"HYPERHIVE_AGENT": name, "HYPERHIVE_PARENT_PID": str(os.getpid())}
         if self.git_url:
             env["HYPERHIVE_GIT_URL"] = self.git_url
             env["HYPERHIVE_TOKEN_FILE"] = str(state_file(self.home, name).absolute())
