@@ -214,3 +214,19 @@ def test_the_daemons_stop_signals_every_harness_before_it_waits_for_one(
     assert not done.is_alive()
     assert sorted(p.name for p in marks.iterdir()) == names
     assert not any(runtime.harnesses.is_running(n) for n in names) and not sup.started
+
+
+def test_the_daemon_does_not_wait_for_its_agents_to_start(home, worker):
+    """`start(wait=False)`: the first start of every agent runs on its own thread, so the
+    daemon serves meanwhile; a stop in the middle stops what was started."""
+    sup, rt, broker = make(home, supervised=True)
+    release = threading.Event()
+    started = rt.start
+    rt.start = lambda name, emit=None: release.wait(30) and started(name)
+    sup.start(wait=False)
+    assert sup.starter.is_alive() and rt.calls == []  # still starting: start() returned
+    release.set()
+    sup.starter.join(timeout=30)
+    assert rt.calls == [("start", "worker")] and sup.started == {"worker"}
+    sup.stop()
+    assert rt.calls[-1] == ("stop", "worker")

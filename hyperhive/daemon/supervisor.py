@@ -79,11 +79,22 @@ class Supervisor:
         self.crashes: dict[str, tuple[int, float, str | None]] = {}  # count, time, revision
         self.seen: dict[str, str] = {}  # unsupervised: the state each agent had last
         self.failing: dict[str, str] = {}  # the last start error of each agent, logged once
+        self.starter: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start the deployed agents (supervised) or note their states (others)."""
+    def start(self, wait: bool = True) -> None:
+        """Start the deployed agents (supervised) or note their states (others); with
+        `wait=False` on a thread of its own, so the daemon serves while they start (200
+        harnesses, one after the other, kept `hyperhive up` from answering for over a
+        minute in bench/swarm.py)."""
         if self.supervised:
             self.runtime.watch(self.exited)
+        if wait:
+            self._first_tick()
+        else:
+            self.starter = threading.Thread(target=self._first_tick, name="agents-start")
+            self.starter.start()
+
+    def _first_tick(self) -> None:
         try:
             self.tick()
         except Exception:  # the scheduler's next tick tries again
@@ -136,6 +147,8 @@ class Supervisor:
                 return
             deployed = self.deployed()
             for name, revision in sorted(deployed.items()):
+                if self.stopping.is_set():  # a stop during the first start: let it have them
+                    break
                 if self._waiting(name, revision):
                     continue
                 try:
