@@ -285,7 +285,7 @@ class Probes:
                 if not ready.wait(60):
                     raise SystemExit("the probe's recv was never woken")
                 self.add("wakeup", got[0] - t0)
-                self.stop.wait(0.2)
+                self.stop.wait(0.5)  # its sends are load too: a few a second at most
         finally:
             reader.close()
             writer.close()
@@ -320,7 +320,7 @@ class Probes:
         while not self.stop.is_set():
             for key, path in paths:
                 self.add(key, self.get(path))
-            self.stop.wait(0.5)
+            self.stop.wait(1.0)
 
     def get(self, path: str) -> float:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
@@ -545,6 +545,23 @@ def run_size(root: Path, n: int, args: argparse.Namespace, out: dict) -> None:
     out["logs"] = log_counts(texts)
 
 
+def kill_strays(root: Path) -> int:
+    """Kill every process still running from the bench's temporary directory (only ours
+    have it on their command line); how many there were."""
+    mark, killed = str(root).encode(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if mark not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                continue
+            os.kill(int(entry), signal.SIGKILL)
+            killed += 1
+        except (OSError, ProcessLookupError):
+            continue
+    return killed
+
+
 def reap(pids: set[int], timeout: float = 15.0) -> int:
     """Wait for the harnesses to be gone with their daemon; kill any left (counted)."""
     deadline = time.monotonic() + timeout
@@ -752,14 +769,19 @@ def main(argv: list[str] | None = None) -> int:
         spawn_draft(home, PROBE, "operator")  # the probe: an agent that never runs
         spawn_commit(home, PROBE, "HEAD", LocalRuntime(home), "operator")
         have = 0
-        for n in sizes:
-            names = ([MANAGER] if have == 0 else []) + [worker(i) for i in range(have + 1, n + 1)]
-            say(f"N={n}: deploying {len(names)} more agents …")
-            took = grow(home, names, claude, args.lock_meta)
-            say(f"  deployed in {took:.1f} s; starting the daemon …")
-            have = n
-            results[n] = {}
-            run_size(root, n, args, results[n])
+        try:
+            for n in sizes:
+                names = [MANAGER] if have == 0 else []
+                names += [worker(i) for i in range(have + 1, n + 1)]
+                say(f"N={n}: deploying {len(names)} more agents …")
+                took = grow(home, names, claude, args.lock_meta)
+                say(f"  deployed in {took:.1f} s; starting the daemon …")
+                have = n
+                results[n] = {}
+                run_size(root, n, args, results[n])
+        finally:
+            if strays := kill_strays(root):
+                say(f"killed {strays} processes left running from {root}")
     report(sizes, results, args)
     say(f"\nsandbox: {sandbox}")
     note(
