@@ -745,6 +745,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lock-meta", action="store_true", help="run `nix flake lock` at each setup deploy"
     )
+    parser.add_argument(
+        "--tmp",
+        help="where the temporary hive and the claude wrapper go (default: the system's "
+        "temporary directory; a sandbox with a private /tmp needs a path it binds)",
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -755,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--agents: sizes from 1 to 999")
     started = time.perf_counter()
     results: dict[int, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="hyperhive-swarm-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hyperhive-swarm-", dir=args.tmp) as tmp:
         root = Path(tmp)
         home = Home(root / "hive")
         claude = claude_wrapper(root / "bin")
