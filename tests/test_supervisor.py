@@ -186,13 +186,15 @@ def test_the_daemons_stop_signals_every_harness_before_it_waits_for_one(
     for name in names:
         create_agent(home, name, runtime, "operator")
         set_deployed(home, name, "r1")
-    marks, go = tmp_path / "marks", tmp_path / "go"
+    marks, ready, go = tmp_path / "marks", tmp_path / "ready", tmp_path / "go"
     marks.mkdir()
+    ready.mkdir()
     script = tmp_path / "slow-harness"
     script.write_text(
         "#!/bin/sh\n"
         f"trap 'touch {marks}/$HYPERHIVE_AGENT; while [ ! -e {go} ]; do sleep 0.05; done;"
         " exit 0' TERM\n"
+        f"touch {ready}/$HYPERHIVE_AGENT\n"  # the trap is set: a SIGTERM now is caught
         "while :; do sleep 0.05; done\n"
     )
     script.chmod(0o755)
@@ -202,6 +204,10 @@ def test_the_daemons_stop_signals_every_harness_before_it_waits_for_one(
     sup = Supervisor(Hive(home, runtime), Broker(home))
     sup.sync()
     assert sorted(sup.started) == names and all(runtime.harnesses.is_running(n) for n in names)
+    deadline = time.monotonic() + 30
+    while len(list(ready.iterdir())) < 3:
+        assert time.monotonic() < deadline, sorted(ready.iterdir())
+        time.sleep(0.02)
 
     done = threading.Thread(target=sup.stop)
     done.start()
