@@ -23,7 +23,7 @@ from hyperhive.gitstore.repos import init_bare, init_worktree, open_repo, resolv
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name, check_new_agent_name
 from hyperhive.resources import NIX_DIR
-from hyperhive.runtime.base import Runtime
+from hyperhive.runtime.base import LOCAL_HOST, Runtime
 from hyperhive.workflow import hooks, meta
 from hyperhive.workflow.approvals import Approval, Approvals
 
@@ -202,7 +202,7 @@ def describe(home: Home, name: str, runtime: Runtime, problems: dict | None = No
         "deployed_at": last.states["deployed"].time if last else None,
         "pending": [a.id for a in every if a.state == "proposal"],
         "building": [a.id for a in every if a.state in ("approved", "building")],
-        "runtime": runtime_state(home, name, runtime, problems),
+        "runtime": {"host": LOCAL_HOST, **runtime_state(home, name, runtime, problems)},
     }
 
 

@@ -15,7 +15,8 @@ the compaction events (`system`/`status` with `compact_result`, `compact_boundar
 `permission_denials`, duration and the session id. Sessions live in
 `$FAKE_CLAUDE_HOME/sessions/`; an unknown `--resume` fails as the real CLI does. Every
 run is appended to `$FAKE_CLAUDE_HOME/runs.jsonl` (argv, prompt, cwd, the `HYPERHIVE_*`
-and `CLAUDE_*` environment, exit code) for the tests to inspect.
+and `CLAUDE_*` environment, exit code, `started`: the unix time it began) for the tests
+and bench/swarm.py to inspect.
 With `FAKE_CLAUDE_MCP=lazy` the servers start only when the prompt calls a tool (tests
 of the loop alone, where a second or two per run buys nothing).
 
@@ -56,6 +57,8 @@ from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
 import anyio
+
+STARTED = time.time()  # before any work: a turn's start, as the harness sees it (bench/swarm.py)
 
 VARIADIC = {
     "--allowedTools",
@@ -457,7 +460,7 @@ def main() -> int:
         for k, v in os.environ.items()
         if k.startswith(("HYPERHIVE_", "CLAUDE_")) or k == "ENABLE_TOOL_SEARCH"
     }
-    RUN.update(argv=sys.argv[1:], prompt=prompt, cwd=os.getcwd(), env=hive_env)
+    RUN.update(argv=sys.argv[1:], prompt=prompt, cwd=os.getcwd(), env=hive_env, started=STARTED)
     if not (opts.get("-p") or opts.get("--print")):
         die("this fake claude only runs with -p")
     if opts.get("--output-format") == "stream-json" and not opts.get("--verbose"):

@@ -5,6 +5,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -253,3 +254,26 @@ def test_the_manager_drafts_an_agent_and_writes_its_initial_state(daemon):
         call(daemon, "alice", op="draft_write_state", name="scout", path="n", content="x")
     again = call(daemon, "manager", op="request_init_config", name="scout")
     assert again == {"ok": True, "name": "scout", "remote": "scout/config.git"}
+
+
+def switches(thread: threading.Thread) -> int:
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    (line,) = [x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches:")]
+    return int(line.split()[1])
+
+
+def test_an_idle_socket_sleeps_in_accept_and_stops_at_once(tmp_path):
+    """One socket per agent: an idle one must cost nothing (a poll loop woke each one 20
+    times a second), and stopping it must not wait for a poll either."""
+    server = hostsock.HostSocket(tmp_path / "idle.sock", lambda request: {"pong": True})
+    server.start()
+    try:
+        assert hostsock.call(server.path, {"op": "ping"})["pong"]
+        before = switches(server.acceptor)
+        time.sleep(0.3)  # what is measured is that nothing happens meanwhile
+        assert switches(server.acceptor) - before == 0
+        assert hostsock.call(server.path, {"op": "ping"})["pong"]  # still serving
+    finally:
+        server.stop()
+    # woken by the stop: a thread left in accept would outlive stop's join
+    assert not server.acceptor.is_alive() and not server.path.exists()

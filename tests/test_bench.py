@@ -103,3 +103,26 @@ def test_sandbox_quick_run_prints_ours_and_reference():
     labels = ["harness start -> first claude exec", "recv reply -> claude exec", "/bin/true"]
     assert_timed_rows(out, labels)
     assert "sandboxed" in out and "open" in out
+
+
+def test_swarm_quick_run_prints_the_daemon_under_load_beside_its_references():
+    out = quick("swarm.py")
+    labels = ["messages/s delivered", "send -> recv wake-up p50", "same probe, idle hive p50"]
+    labels += ["turn start p50", "GET /api/state p50", "GET /login p50", "sqlite INSERT into"]
+    labels += ["same INSERT, scratch db p50", "daemon RSS", "daemon open fds", "fd limit"]
+    rows = [r for r in out.splitlines() if r.startswith("  ours") or r.startswith("  ref")]
+    for label in labels:
+        assert [r for r in rows if label in r], f"no row with {label!r} in:\n{out}"
+    assert "sandbox: " in out
+    assert not re.search(r"probe \w+ failed", out), out
+
+    def cells(label: str) -> list[str]:
+        (line,) = [r for r in out.splitlines() if label in r]
+        return line.replace(",", " ").split()
+
+    # the swarm really ran: tasks became turns, none failed, all was delivered, and the
+    # daemon took every harness with it
+    tasks, turns, failed = (int(x) for x in cells("tasks injected, turns run, failed")[-3:])
+    assert tasks > 0 and turns > 0 and failed == 0, out
+    assert cells("backlog after drain")[-3] == "0", out
+    assert cells("harnesses left after the stop")[-1] == "0", out

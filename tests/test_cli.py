@@ -84,7 +84,8 @@ def test_full_cycle(hive):
     agents = {a["name"]: a for a in json.loads(run_cli(hive, "agent", "list", "--json").stdout)}
     assert agents["coder"]["deployed_commit"] == commit
     assert agents["coder"]["deployed_approval"] == 2
-    assert agents["coder"]["runtime"] == {"state": "stopped", "revision": commit, "error": None}
+    runtime = {"host": "local", "state": "stopped", "revision": commit, "error": None}
+    assert agents["coder"]["runtime"] == runtime
     assert (hive / "agents" / "coder" / "deployed" / "agent.nix").read_text() == ("{ ... }: { }\n")
 
     # One meta commit per deploy, pinning every deployed agent.

@@ -328,6 +328,12 @@ def test_api_history_matches_the_cli_shape(client, home):
     assert a["hooks"] and all(h["exit"] == 0 for h in a["hooks"])
 
 
+def test_api_state_names_the_host_each_agent_runs_on(client):
+    """The seam for more than one host (docs/multi-host.md): every agent runs here."""
+    agents = client.get("/api/state").get_json()["agents"]
+    assert agents and {a["runtime"]["host"] for a in agents} == {"local"}
+
+
 def test_api_state_reports_a_section_that_failed_to_load(client, monkeypatch):
     def broken(hive):
         raise RuntimeError("disk on fire")

@@ -1,6 +1,9 @@
 """The daemon's supervisor with stand-in runtimes: crash reports from `system` (a name no
 agent may take), the restart backoff, the status poll of unsupervised runtimes."""
 
+import threading
+import time
+
 import pytest
 from conftest import run_cli
 
@@ -168,3 +171,68 @@ def test_the_broker_names_are_no_agent_names(home, runtime, name):
     proc = run_cli(home.root, "agent", "create", name)
     assert proc.returncode == 1 and "reserved" in proc.stderr
     assert not home.agent_dir(name).exists()
+
+
+def test_the_daemons_stop_signals_every_harness_before_it_waits_for_one(
+    home, runtime, tmp_path, monkeypatch
+):
+    """Harnesses that take their time to exit (a turn winding down) are stopped together:
+    one by one, 200 of them outlasted the daemon's graceful stop. Each of these exits
+    only once every one of them has been told to (a stop one by one would wait 10 s on
+    the first, then kill it)."""
+    from hyperhive.runtime import local_harness
+
+    names = ["h1", "h2", "h3"]
+    for name in names:
+        create_agent(home, name, runtime, "operator")
+        set_deployed(home, name, "r1")
+    marks, ready, go = tmp_path / "marks", tmp_path / "ready", tmp_path / "go"
+    marks.mkdir()
+    ready.mkdir()
+    script = tmp_path / "slow-harness"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"trap 'touch {marks}/$HYPERHIVE_AGENT; while [ ! -e {go} ]; do sleep 0.05; done;"
+        " exit 0' TERM\n"
+        f"touch {ready}/$HYPERHIVE_AGENT\n"  # the trap is set: a SIGTERM now is caught
+        "while :; do sleep 0.05; done\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setattr(local_harness.Harnesses, "argv", lambda self, name: [str(script)])
+    monkeypatch.setattr(local_harness.Harnesses, "write_etc", lambda self, name: None)
+    monkeypatch.setattr(local_harness, "STOP_SECONDS", 60.0)
+    sup = Supervisor(Hive(home, runtime), Broker(home))
+    sup.sync()
+    assert sorted(sup.started) == names and all(runtime.harnesses.is_running(n) for n in names)
+    deadline = time.monotonic() + 30
+    while len(list(ready.iterdir())) < 3:
+        assert time.monotonic() < deadline, sorted(ready.iterdir())
+        time.sleep(0.02)
+
+    done = threading.Thread(target=sup.stop)
+    done.start()
+    deadline = time.monotonic() + 30
+    while len(list(marks.iterdir())) < 3:  # every harness was told before any exits
+        assert time.monotonic() < deadline, sorted(marks.iterdir())
+        time.sleep(0.02)
+    go.touch()
+    done.join(timeout=30)
+    assert not done.is_alive()
+    assert sorted(p.name for p in marks.iterdir()) == names
+    assert not any(runtime.harnesses.is_running(n) for n in names) and not sup.started
+
+
+def test_the_daemon_does_not_wait_for_its_agents_to_start(home, worker):
+    """`start(wait=False)`: the first start of every agent runs on its own thread, so the
+    daemon serves meanwhile; a stop in the middle stops what was started."""
+    sup, rt, broker = make(home, supervised=True)
+    release = threading.Event()
+    started = rt.start
+    rt.start = lambda name, emit=None: release.wait(30) and started(name)
+    sup.start(wait=False)
+    assert sup.starter.is_alive() and rt.calls == []  # still starting: start() returned
+    release.set()
+    sup.starter.join(timeout=30)
+    assert rt.calls == [("start", "worker")] and sup.started == {"worker"}
+    sup.stop()
+    assert rt.calls[-1] == ("stop", "worker")

@@ -96,6 +96,8 @@ class HostSocket:
         self.server: socketserver.ThreadingUnixStreamServer | None = None
         self.sessions: set = set()
         self.sessions_lock = threading.Lock()
+        self.closing = threading.Event()
+        self.acceptor: threading.Thread | None = None
 
     def check_free(self) -> None:
         """Refuse if a live daemon answers on the path; remove a dead one's socket file."""
@@ -187,16 +189,40 @@ class HostSocket:
             self.server = Server(str(self.path), Session)
         finally:
             os.umask(old_umask)
-        # A short poll interval: stopping waits for it, once per socket.
-        threading.Thread(
-            target=self.server.serve_forever, args=(0.05,), name=self.path.name, daemon=True
-        ).start()
+        self.closing.clear()
+        # A blocking accept, not serve_forever's poll: that woke every socket's thread 20
+        # times a second, and with one socket per agent an idle daemon of 200 agents spent
+        # half a core on it (bench/swarm.py). `stop` wakes the accept by shutting it down.
+        self.acceptor = threading.Thread(target=self._accept, name=self.path.name, daemon=True)
+        self.acceptor.start()
+
+    def _accept(self) -> None:
+        server, told = self.server, 0.0
+        while not self.closing.is_set():
+            try:
+                request, address = server.get_request()
+            except OSError as e:
+                if not self.closing.is_set():  # fds run out, say: try again, slowly
+                    if time.monotonic() - told > 60:  # and say so once a minute
+                        log.warning("%s: accept failed: %s", self.path, e)
+                        told = time.monotonic()
+                    self.closing.wait(0.5)
+                continue
+            try:
+                server.process_request(request, address)  # a thread per connection
+            except Exception:
+                server.handle_error(request, address)
+                server.shutdown_request(request)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, let every open connection finish the request it is in (its reply
         written, or handed to `unsent`), then close them all."""
         if self.server:
-            self.server.shutdown()
+            self.closing.set()
+            with contextlib.suppress(OSError):
+                self.server.socket.shutdown(socket.SHUT_RDWR)  # wakes the accept
+            if self.acceptor is not None:
+                self.acceptor.join(timeout)
             self.server.server_close()
             self.path.unlink(missing_ok=True)
             with self.sessions_lock:

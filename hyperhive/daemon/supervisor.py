@@ -90,9 +90,13 @@ class Supervisor:
         self.seen: dict[str, str] = {}  # unsupervised: the state each agent had last
         self.failing: dict[str, str] = {}  # the last start error of each agent, logged once
         self.health = Health(hive.home)
+        self.starter: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start the deployed agents (supervised) or note their states (others)."""
+    def start(self, wait: bool = True) -> None:
+        """Start the deployed agents (supervised) or note their states (others); with
+        `wait=False` on a thread of its own, so the daemon serves while they start (200
+        harnesses, one after the other, kept `hyperhive up` from answering for over a
+        minute in bench/swarm.py)."""
         if self.supervised:
             # what a daemon before this one knew of starts and crashes is not true now
             self.health.clear(kind="start")
@@ -102,6 +106,13 @@ class Supervisor:
                 self.check_claude(announce=True)
             except Exception:
                 log.exception("checking the agents' claude failed")
+        if wait:
+            self._first_tick()
+        else:
+            self.starter = threading.Thread(target=self._first_tick, name="agents-start")
+            self.starter.start()
+
+    def _first_tick(self) -> None:
         try:
             self.tick()
         except Exception:  # the scheduler's next tick tries again
@@ -112,17 +123,33 @@ class Supervisor:
         return [("agents", SYNC_SECONDS if self.supervised else POLL_SECONDS, self.tick)]
 
     def stop(self) -> None:
+        """Stop every agent this daemon started: all at once where the runtime can (one
+        by one, 200 harnesses outlasted the daemon's graceful stop), else in turn."""
         self.stopping.set()
         with self.lock:
-            for name in sorted(self.started):
-                try:
-                    self.runtime.stop(name)
-                except Exception:
-                    log.exception("%s: stopping the agent failed", name)
+            names = sorted(self.started)
             self.started.clear()
+            if not self._stop_together(names):
+                for name in names:
+                    try:
+                        self.runtime.stop(name)
+                    except Exception:
+                        log.exception("%s: stopping the agent failed", name)
         if self.supervised:  # stopped now, whatever they did before
             self.health.clear(kind="start")
             self.health.clear(kind="crash")
+
+    def _stop_together(self, names: list[str]) -> bool:
+        """Stop `names` at once where the runtime can; False when it cannot."""
+        stop_many = getattr(self.runtime, "stop_many", None)
+        if stop_many is None:
+            return False
+        try:
+            stop_many(names)
+            return True
+        except Exception:
+            log.exception("stopping the agents together failed: one by one")
+            return False
 
     def _changed(self, name: str, changed: bool) -> None:
         """Tell the forge when an agent's health changed."""
@@ -175,6 +202,8 @@ class Supervisor:
                 return
             deployed = self.deployed()
             for name, revision in sorted(deployed.items()):
+                if self.stopping.is_set():  # a stop during the first start: let it have them
+                    break
                 if self._waiting(name, revision):
                     continue
                 try:

@@ -138,7 +138,7 @@ class Services:
         self.git.sync()
         notify.set_publisher(self.hive.bus.publish)
         self.watcher.start()
-        self.supervisor.start()
+        self.supervisor.start(wait=False)  # the forge answers while the agents start
         for target in self.worker.resume():
             log.info("%s: resuming a build queued before the last stop", target)
         stamp = prune_stamp(self.hive.home)

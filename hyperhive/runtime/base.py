@@ -24,6 +24,11 @@ class BuildError(Exception):
     """The build of an agent's config failed; the message says why in one line."""
 
 
+# The host an agent runs on, as its status names it. Every runtime today runs its agents
+# on the daemon's host; a placement across hosts (docs/multi-host.md) names the others.
+LOCAL_HOST = "local"
+
+
 class RuntimeCommandError(HiveError):
     """A runtime command outside a build (start, stop, destroy) failed: which one, how."""
 
@@ -190,7 +195,9 @@ class Runtime(Protocol):
         Idempotent: destroying an agent that was never deployed does nothing."""
 
     def status(self, name: str) -> dict:
-        """`{"state": ..., "revision": ...}` as the runtime sees the agent now."""
+        """`{"state": ..., "revision": ...}` as the runtime sees the agent now, and
+        `"host"` where it runs when that is not this host (listings default it to
+        LOCAL_HOST)."""
 
     def start(self, name: str, emit: Emit | None = None) -> None:
         """Run the deployed agent: its harness (local: a `hyperhive harness` subprocess;

@@ -134,6 +134,10 @@ class LocalRuntime:
         if self.harnesses.stop(name) and emit is not None:
             emit(f"harness of {name} stopped")
 
+    def stop_many(self, names: list[str]) -> list[str]:
+        """Stop these agents' harnesses together (the daemon's stop); those that ran."""
+        return self.harnesses.stop_many(names)
+
     def watch(self, on_exit: ExitHandler) -> None:
         """`on_exit(name, status)` is called when a harness exits unasked."""
         self.harnesses.on_exit = on_exit

@@ -297,6 +297,39 @@ class Harnesses:
         log.info("%s: harness stopped", name)
         return True
 
+    def stop_many(self, names: list[str]) -> list[str]:
+        """Stop these agents' harnesses together: SIGTERM to every one, then one wait for
+        all of them (SIGKILL after STOP_SECONDS). One by one, a daemon's stop with 200
+        agents took longer than its graceful timeout (bench/swarm.py). Those that ran."""
+        with self.lock:
+            stopping, others = {}, []
+            for name in names:
+                current = self.running.get(name)
+                if current is None:
+                    others.append(name)  # recorded by another process, if at all
+                    continue
+                del self.running[name]
+                self.pid_file(name).unlink(missing_ok=True)  # first: the exit is asked for
+                if current.proc.poll() is None:
+                    stopping[name] = current.proc
+            for name in others:
+                if self._stop_locked(name):
+                    stopping[name] = None
+            for proc in filter(None, stopping.values()):
+                _kill_group(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_SECONDS
+            ours = {name: proc for name, proc in stopping.items() if proc is not None}
+            for name, proc in ours.items():
+                try:
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("%s: the harness ignored SIGTERM: killing it", name)
+            for name, proc in ours.items():
+                _kill_group(proc.pid, signal.SIGKILL)  # what it left behind too
+                proc.wait()
+                log.info("%s: harness stopped", name)
+        return sorted(stopping)
+
     def tail(self, name: str, lines: int = 40) -> list[str]:
         """The last lines of the agent's harness log."""
         try:
