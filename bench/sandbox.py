@@ -44,6 +44,7 @@ from hyperhive.workflow.deploy import deploy
 
 NAME = "manager"
 CLAUDE = """#!/bin/sh
+[ "$1" = --version ] && { echo '2.1.328 (Claude Code)'; exit 0; }
 date +%s%N >> ./claude-exec.log
 echo '{"type":"result","subtype":"success","is_error":false,"result":"ok","session_id":"s"}'
 """

@@ -172,7 +172,7 @@ def test_every_permission_rule_fires(claude, standin, tmp_path):
         call("Bash", command="echo allowed"),
         call("Bash", command=f"touch {state}/by-bash"),
         call("Agent", description="sub", prompt="api: say sub", subagent_type="general-purpose"),
-        call("mcp__echo__touch", path=str(state / "by-mcp")),
+        call("mcp__echo__touch", path="/state/by-mcp"),
         call("Write", file_path=str(state / ".claude" / "settings.json"), content="{}"),
     ])  # fmt: skip
     policy = {"allowedBash": ["echo *"]}
@@ -285,11 +285,11 @@ def test_turns_of_a_deployed_agent_through_the_real_cli(hive, standin):
         call("mcp__hyperhive__send", to="bob", body="hello bob"),
         call("mcp__hyperhive__recv", wait_seconds=0),
         call("Bash", command="echo allowed"),
-        call("Bash", command=f"touch {state}/by-bash"),
-        call("Write", file_path=str(state / "in.txt"), content="in"),
+        call("Bash", command="touch /state/by-bash"),  # the paths the sandboxed agent sees
+        call("Write", file_path="/state/in.txt", content="in"),
         call("Write", file_path=str(outside), content="out"),
         call("mcp__echo__echo", text="hi"),
-        call("mcp__echo__touch", path=str(state / "by-mcp")),
+        call("mcp__echo__touch", path="/state/by-mcp"),
         call("mcp__locked__echo", text="no"),  # a server none of whose tools is allowed
         "api: bloat",  # later turns of this session are "prompt is too long"
     ]), 1)  # fmt: skip

@@ -318,8 +318,13 @@ def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive
     agreed(("failing", "cannot run claude: [Errno 2] No such file or directory: 'claude'"))
     run_cli(root, "requeue", "alice", str(dead["id"]), check=True)
     agreed(("running", None), timeout=60)  # a whole turn that works, on a loaded machine too
-    ran = [r["prompt"] for r in fake_runs(root.parent / "fake-claude")]
-    assert any("hello 0" in p for p in ran)  # the dead letter got its turn
+    # sandboxed, the fake keeps its records in its HOME, the agent's state
+    records = root / "agents" / "alice" / "state" / ".fake-claude"
+
+    def ran_dead_letter() -> bool:  # its turn may follow the one that made alice running
+        return any("hello 0" in r["prompt"] for r in fake_runs(records))
+
+    wait_for(ran_dead_letter, 60, what="the dead letter's turn")
     assert json.loads(run_cli(root, "inbox", "alice", "--dead", "--json").stdout) == {
         "messages": [],
         "next": None,

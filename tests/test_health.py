@@ -74,7 +74,7 @@ def test_the_state_says_what_is_true(state, problems, expected):
 def test_health_rows_are_one_line_and_keep_their_time_while_unchanged(hive, monkeypatch):
     health = Health(hive)
     agents = {a["name"]: a["runtime"] for a in list_agents(hive, StandIn(True))}
-    assert agents["alice"] == {"state": "up", "revision": "r", "error": None}
+    assert agents["alice"] == {"host": "local", "state": "up", "revision": "r", "error": None}
     assert health.set("alice", "claude", "its claude\n  cannot be found") is True
     first = health.get("claude", "alice")
     assert first["error"] == "its claude cannot be found"

@@ -31,7 +31,8 @@ def probe_claude(directory: Path, spec: dict, report: str) -> Path:
     what the sandbox mounts of it), writing `report` in the state, then is the fake."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "spec.json").write_text(json.dumps(spec))
-    run = f'"{sys.executable}" "{PROBE}" "$(cat "$(dirname "$0")/spec.json")" /state/{report}\n'
+    probe = f'"{sys.executable}" "{PROBE}" "$(cat "$(dirname "$0")/spec.json")" /state/{report}'
+    run = f'[ "$1" = --version ] || {probe}\n'  # a turn's run, not the harness's version check
     return claude_script(directory, before=run)
 
 
@@ -309,7 +310,7 @@ def test_a_start_without_bwrap_starts_nothing(home, runtime, monkeypatch, tmp_pa
     with pytest.raises(RuntimeCommandError, match="no shell for manager: cannot sandbox"):
         runtime.shell("manager")
     assert not (home.agent_dir("manager") / "harness.pid").exists()
-    assert runtime.status("manager")["state"] == "deployed"
+    assert runtime.status("manager")["state"] == "stopped"
     # the switch: open, as the operator chose
     (home.root / "hyperhive.toml").write_text("[local]\nsandbox = false\n")
     assert not runtime.sandboxed

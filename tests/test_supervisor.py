@@ -198,7 +198,8 @@ def test_the_daemons_stop_signals_every_harness_before_it_waits_for_one(
         "while :; do sleep 0.05; done\n"
     )
     script.chmod(0o755)
-    monkeypatch.setattr(local_harness.Harnesses, "argv", lambda self, name: [str(script)])
+    monkeypatch.setattr(local_harness.Harnesses, "sandboxed", lambda self: False)
+    monkeypatch.setattr(local_harness.Harnesses, "argv", lambda self, name, sb=False: [str(script)])
     monkeypatch.setattr(local_harness.Harnesses, "write_etc", lambda self, name: None)
     monkeypatch.setattr(local_harness, "STOP_SECONDS", 60.0)
     sup = Supervisor(Hive(home, runtime), Broker(home))

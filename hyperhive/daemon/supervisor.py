@@ -156,6 +156,20 @@ class Supervisor:
         if changed:
             notify.changed(self.hive.home, name, "health")
 
+    def _restart_sandboxed(self, name: str) -> None:
+        """A sandbox mounts the directory of the claude found when it was made: one made
+        while the claude could not be found cannot see it, so the harness starts anew."""
+        if not (self.supervised and getattr(self.runtime, "sandboxed", False)):
+            return
+        with self.lock:
+            if name not in self.started or self.stopping.is_set():
+                return
+            try:
+                self.runtime.stop(name)
+                self.runtime.start(name)
+            except HiveError as e:
+                log.error("%s: restarting it with its claude failed: %s", name, e)
+
     def check_claude(self, announce: bool = False) -> None:
         """Record, per deployed agent, whether the claude its policy names can be found
         (on the daemon's PATH, which its harness inherits); log a change, or with
@@ -170,6 +184,7 @@ class Supervisor:
                 if self.health.clear(name, "claude"):
                     log.info("%s: its claude can be found now", name)
                     self._changed(name, True)
+                    self._restart_sandboxed(name)
                 continue
             changed = self.health.set(name, "claude", problem)
             if changed or announce:

@@ -21,6 +21,10 @@ class UnsupportedClaude(HiveError):
     pass
 
 
+class ClaudeNotRunnable(UnsupportedClaude):
+    """`claude --version` could not run at all (not installed yet, not executable)."""
+
+
 def parse_version(output: str) -> tuple[int, int, int] | None:
     """The version `claude --version` printed ("2.1.3 (Claude Code)"), from its first line
     that has one."""
@@ -64,7 +68,9 @@ def require_supported(claude: str, timeout: float = TIMEOUT) -> str:
             errors="replace",
             timeout=timeout,
         )
-    except (OSError, subprocess.TimeoutExpired) as e:
+    except OSError as e:
+        raise ClaudeNotRunnable(f"cannot run `{claude} --version`: {e}") from None
+    except subprocess.TimeoutExpired as e:
         raise UnsupportedClaude(f"cannot run `{claude} --version`: {e}") from None
     if proc.returncode != 0:
         said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or [""]

@@ -134,13 +134,19 @@ class Harness:
         self.proc: subprocess.Popen | None = None
         self.supported: dict[str, str] = {}  # claude executable -> its supported version
 
-    def check_claude(self, policy: dict) -> str:
+    def check_claude(self, policy: dict) -> str | None:
         """The version of the policy's claude, once per executable (a store path, or a
         name on PATH, is one CLI); UnsupportedClaude when it is older than the harness
-        supports (claude_version.MIN_VERSION) or says no version."""
+        supports (claude_version.MIN_VERSION) or says no version. None when it cannot run
+        at all: its turn then fails as a claude that cannot start does (the agent shows
+        `failing`, its messages end as dead letters), and it is checked again next time."""
         claude = policy.get("claude") or DEFAULT_CLAUDE
         if claude not in self.supported:
-            self.supported[claude] = claude_version.require_supported(claude)
+            try:
+                self.supported[claude] = claude_version.require_supported(claude)
+            except claude_version.ClaudeNotRunnable as e:
+                log.warning("%s", e)
+                return None
             log.info("%s is Claude Code %s", claude, self.supported[claude])
         return self.supported[claude]
 
