@@ -12,12 +12,10 @@ reads the row at every request, so the CLI's changes hold at the next request.
 
 import hashlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from hyperhive.broker.db import connect, migrate
+from hyperhive.broker.db import connect_migrated as _db
 from hyperhive.home import Home
 from hyperhive.settings import Forge
 
@@ -33,19 +31,6 @@ class Lifetime:
     @classmethod
     def of(cls, forge: Forge) -> "Lifetime":
         return cls(absolute=forge.session_hours * 3600.0, idle=forge.idle_minutes * 60.0)
-
-
-_migrated: set[Path] = set()
-_migrating = threading.Lock()
-
-
-def _db(home: Home):
-    home.require()
-    with _migrating:
-        if home.root not in _migrated:
-            migrate(home)
-            _migrated.add(home.root)
-    return connect(home)
 
 
 def _digest(session_id: str) -> str:

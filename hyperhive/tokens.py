@@ -15,13 +15,13 @@ import os
 import secrets
 import stat
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from hyperhive import operator
-from hyperhive.broker.db import connect, fits, migrate
+from hyperhive.broker.db import connect_migrated as _db
+from hyperhive.broker.db import fits
 from hyperhive.errors import BadInput, HiveError
 from hyperhive.home import Home
 from hyperhive.runtime.ownership import state_owner
@@ -34,20 +34,6 @@ MAX_READ = 4096  # a token file is one short line
 
 class UnknownToken(HiveError):
     pass
-
-
-_migrated: set[Path] = set()
-_migrating = threading.Lock()
-
-
-def _db(home: Home):
-    """A connection to hive.db with the tokens table present (migrated once per process)."""
-    home.require()
-    with _migrating:
-        if home.root not in _migrated:
-            migrate(home)
-            _migrated.add(home.root)
-    return connect(home)
 
 
 def digest(token: str) -> str:

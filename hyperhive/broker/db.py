@@ -182,6 +182,21 @@ class Pool:
             conn.close()
 
 
+_migrated: set[Path] = set()
+_migrating = threading.Lock()
+
+
+def connect_migrated(home: Home) -> sqlite3.Connection:
+    """A connection to an initialized hive's hive.db, its schema brought up to date once
+    per process (for the short-lived readers outside the broker: tokens, sessions)."""
+    home.require()
+    with _migrating:
+        if home.root not in _migrated:
+            migrate(home)
+            _migrated.add(home.root)
+    return connect(home)
+
+
 def migrate(home: Home, migrations: list[list[str]] | None = None) -> int:
     """Bring the schema up to date, one migration per transaction; the new version."""
     steps = MIGRATIONS if migrations is None else migrations
