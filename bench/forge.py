@@ -29,7 +29,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from transitions import GIT, ROWS, git, note, print_rows, record, run, say, timed
+from transitions import GIT, ROWS, fast_import, git, note, print_rows, record, run, say, timed
 
 from forge_ui import create_app
 from forge_ui.diffview import render_patches
@@ -214,34 +214,6 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
 
 
 # -- (b) the log page of a long history -----------------------------------------------------
-
-
-def fast_import(config: Path, commits: int) -> None:
-    """`commits` commits on main of a config repo, one small file changed in each, with a
-    subject, a body and a trailer, one minute apart and ending a minute ago."""
-    git_dir = config / ".git"
-    head = git(git_dir, "rev-parse", "refs/heads/main").strip()
-    start = int(time.time()) - 60 * (commits + 1)
-    chunks = []
-    for i in range(1, commits + 1):
-        when = start + 60 * i
-        message = (
-            f"change {i}: tweak the prompt notes\n\nA longer explanation of change {i}.\n\n"
-            f"Reason: benchmark history {i}\n"
-        ).encode()
-        data = f"# history\n\nrevision {i}\n".encode()
-        chunks.append(
-            b"commit refs/heads/main\n"
-            + f"author manager <manager@hyperhive> {when} +0000\n".encode()
-            + f"committer manager <manager@hyperhive> {when} +0000\n".encode()
-            + f"data {len(message)}\n".encode()
-            + message
-            + (f"from {head}\n".encode() if i == 1 else b"")
-            + f"M 100644 inline notes/history.md\ndata {len(data)}\n".encode()
-            + data
-            + b"\n"
-        )
-    git(git_dir, "fast-import", "--quiet", stdin=b"".join(chunks))
 
 
 def log_pages(home: Home, client, name: str, commits: int, repeats: int) -> str:
