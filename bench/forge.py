@@ -245,6 +245,12 @@ def log_pages(home: Home, client, name: str, commits: int, repeats: int) -> str:
         ours = re.findall(rf'href="/repos/{name}/config/commit/([0-9a-f]{{40}})"', html)
         if ours != theirs:
             raise SystemExit(f"page {n}: the log page and git log list different commits")
+        if n > 1:  # reached by "older →": the previous page's cursor (one commit: linear)
+            cursor = f"/repos/{name}/config/log?page={n}&after={theirs[0]}"
+            samples, html = repeat(lambda p=cursor: page(client, p), repeats)
+            record("b", "ours", f"GET …?page={n}&after=<cursor> (the pager's link)", samples)
+            if re.findall(rf'href="/repos/{name}/config/commit/([0-9a-f]{{40}})"', html) != ours:
+                raise SystemExit(f"page {n}: the cursor page lists other commits")
     say(f"  pages {pages}: both sides list the same commits in the same order")
     packs = len(list((config / ".git" / "objects" / "pack").glob("*.pack")))
     return (
@@ -268,10 +274,15 @@ def table(facts: dict[str, str]) -> None:
     for r in ROWS:
         if r.section == "a" and r.who == "ref":
             a_refs.setdefault(r.label.split()[0], r)
+    b_refs = {  # by page: `git log --skip` of that page
+        int(re.search(r"--skip=(\d+)", r.label)[1]) // PER_PAGE + 1: r
+        for r in ROWS
+        if r.section == "b" and r.who == "ref"
+    }
     b_ours = [r for r in ROWS if r.section == "b" and r.who == "ours"]
-    b_ref = [r for r in ROWS if r.section == "b" and r.who == "ref"]
     pairs = [("a", r, a_refs[r.label.split()[0]]) for r in a_ours] + [
-        ("b", o, r) for o, r in zip(b_ours, b_ref, strict=True)
+        ("b", o, b_refs[int(m[1]) if (m := re.search(r"page=(\d+)", o.label)) else 1])
+        for o in b_ours
     ]
     label = max(len(o.label) for _, o, _ in pairs)
     for section, ours, ref in pairs:
