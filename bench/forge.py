@@ -29,7 +29,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from transitions import GIT, ROWS, git, note, print_rows, record, run, say, timed
+from transitions import GIT, ROWS, fast_import, git, note, print_rows, record, run, say, timed
 
 from forge_ui import create_app
 from forge_ui.diffview import render_patches
@@ -216,34 +216,6 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
 # -- (b) the log page of a long history -----------------------------------------------------
 
 
-def fast_import(config: Path, commits: int) -> None:
-    """`commits` commits on main of a config repo, one small file changed in each, with a
-    subject, a body and a trailer, one minute apart and ending a minute ago."""
-    git_dir = config / ".git"
-    head = git(git_dir, "rev-parse", "refs/heads/main").strip()
-    start = int(time.time()) - 60 * (commits + 1)
-    chunks = []
-    for i in range(1, commits + 1):
-        when = start + 60 * i
-        message = (
-            f"change {i}: tweak the prompt notes\n\nA longer explanation of change {i}.\n\n"
-            f"Reason: benchmark history {i}\n"
-        ).encode()
-        data = f"# history\n\nrevision {i}\n".encode()
-        chunks.append(
-            b"commit refs/heads/main\n"
-            + f"author manager <manager@hyperhive> {when} +0000\n".encode()
-            + f"committer manager <manager@hyperhive> {when} +0000\n".encode()
-            + f"data {len(message)}\n".encode()
-            + message
-            + (f"from {head}\n".encode() if i == 1 else b"")
-            + f"M 100644 inline notes/history.md\ndata {len(data)}\n".encode()
-            + data
-            + b"\n"
-        )
-    git(git_dir, "fast-import", "--quiet", stdin=b"".join(chunks))
-
-
 def log_pages(home: Home, client, name: str, commits: int, repeats: int) -> str:
     runtime = LocalRuntime(home)
     create_agent(home, name, runtime, "operator")
@@ -273,6 +245,12 @@ def log_pages(home: Home, client, name: str, commits: int, repeats: int) -> str:
         ours = re.findall(rf'href="/repos/{name}/config/commit/([0-9a-f]{{40}})"', html)
         if ours != theirs:
             raise SystemExit(f"page {n}: the log page and git log list different commits")
+        if n > 1:  # reached by "older →": the previous page's cursor (one commit: linear)
+            cursor = f"/repos/{name}/config/log?page={n}&after={theirs[0]}"
+            samples, html = repeat(lambda p=cursor: page(client, p), repeats)
+            record("b", "ours", f"GET …?page={n}&after=<cursor> (the pager's link)", samples)
+            if re.findall(rf'href="/repos/{name}/config/commit/([0-9a-f]{{40}})"', html) != ours:
+                raise SystemExit(f"page {n}: the cursor page lists other commits")
     say(f"  pages {pages}: both sides list the same commits in the same order")
     packs = len(list((config / ".git" / "objects" / "pack").glob("*.pack")))
     return (
@@ -296,10 +274,15 @@ def table(facts: dict[str, str]) -> None:
     for r in ROWS:
         if r.section == "a" and r.who == "ref":
             a_refs.setdefault(r.label.split()[0], r)
+    b_refs = {  # by page: `git log --skip` of that page
+        int(re.search(r"--skip=(\d+)", r.label)[1]) // PER_PAGE + 1: r
+        for r in ROWS
+        if r.section == "b" and r.who == "ref"
+    }
     b_ours = [r for r in ROWS if r.section == "b" and r.who == "ours"]
-    b_ref = [r for r in ROWS if r.section == "b" and r.who == "ref"]
     pairs = [("a", r, a_refs[r.label.split()[0]]) for r in a_ours] + [
-        ("b", o, r) for o, r in zip(b_ours, b_ref, strict=True)
+        ("b", o, b_refs[int(m[1]) if (m := re.search(r"page=(\d+)", o.label)) else 1])
+        for o in b_ours
     ]
     label = max(len(o.label) for _, o, _ in pairs)
     for section, ours, ref in pairs:

@@ -136,6 +136,39 @@ def note(text: str) -> None:
     say(textwrap.fill(text, width=100, subsequent_indent="    "))
 
 
+def du(path: Path) -> int:
+    """Bytes in the files under `path` (what the repo costs on disk, block rounding aside)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def fast_import(config: Path, commits: int) -> None:
+    """`commits` commits on main of a config repo, one small file changed in each, with a
+    subject, a body and a trailer, one minute apart and ending a minute ago."""
+    git_dir = config / ".git"
+    head = git(git_dir, "rev-parse", "refs/heads/main").strip()
+    start = int(time.time()) - 60 * (commits + 1)
+    chunks = []
+    for i in range(1, commits + 1):
+        when = start + 60 * i
+        message = (
+            f"change {i}: tweak the prompt notes\n\nA longer explanation of change {i}.\n\n"
+            f"Reason: benchmark history {i}\n"
+        ).encode()
+        data = f"# history\n\nrevision {i}\n".encode()
+        chunks.append(
+            b"commit refs/heads/main\n"
+            + f"author manager <manager@hyperhive> {when} +0000\n".encode()
+            + f"committer manager <manager@hyperhive> {when} +0000\n".encode()
+            + f"data {len(message)}\n".encode()
+            + message
+            + (f"from {head}\n".encode() if i == 1 else b"")
+            + f"M 100644 inline notes/history.md\ndata {len(data)}\n".encode()
+            + data
+            + b"\n"
+        )
+    git(git_dir, "fast-import", "--quiet", stdin=b"".join(chunks))
+
+
 # -- (a) cycles ----------------------------------------------------------------------------
 
 
@@ -485,11 +518,49 @@ def print_profile(profiler: cProfile.Profile, what: str) -> None:
 # -- report ----------------------------------------------------------------------------------
 
 
+# -- (c) proposing a commit with a long history ------------------------------------------
+
+
+def long_history(root: Path, sizes: list[int]) -> list[str]:
+    """For each size N: a new agent whose config gets N commits (`git fast-import`), then
+    `propose HEAD` (which copies the history into the applied repo) beside `git fetch` of
+    the same commit into an empty bare repo. Both must end with the same commits."""
+    lines = []
+    for n in sizes:
+        home = Home(root / f"hive-c{n}")
+        init_hive(home, LocalRuntime(home), "operator")
+        create_agent(home, "history", LocalRuntime(home), "operator")
+        config = home.config_dir("history")
+        fast_import(config, n)
+        applied = home.applied_dir("history")
+        before = du(applied)
+        approvals = Approvals(home, "history")
+        t_ours, approval = timed(lambda a=approvals: a.propose("HEAD", "manager"))
+        ref = root / f"fetch-{n}.git"
+        git(ref, "init", "-q", "--bare")
+        fetch = (ref, "fetch", "-q", str(config), "refs/heads/main")
+        t_ref, _ = timed(lambda f=fetch: git(*f))
+        ours = int(git(applied, "rev-list", "--count", approval.commit))
+        theirs = int(git(ref, "rev-list", "--count", "FETCH_HEAD"))
+        if ours != theirs:
+            raise SystemExit(f"propose copied {ours} commits, git fetch {theirs}")
+        record("c", "ours", f"propose, history of {n} commits", [t_ours])
+        record("c", "ref", f"git fetch, history of {n} commits", [t_ref])
+        lines.append(
+            f"(c) {n} commits: propose {t_ours:.2f} s, +{(du(applied) - before) / 2**20:.1f} MiB "
+            f"on disk; git fetch {t_ref:.2f} s, {du(ref) / 2**20:.1f} MiB; "
+            f"ratio {t_ours / t_ref:.1f}x"
+        )
+        gc.collect()  # close dulwich's pack files before the directory goes away
+    return lines
+
+
 def table(args: argparse.Namespace, pending: int) -> None:
     titles = {
         "a": "(a) one proposal -> approved -> building -> deployed cycle, local runtime",
         "b": f"(b) list pending approvals: {args.agents} agents x {args.tags} tags "
         f"({pending} pending)",
+        "c": "(c) propose a commit whose history is new to the applied repo",
     }
     print_rows(titles)
 
@@ -535,11 +606,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=50, help="agents for the listing (b)")
     parser.add_argument("--tags", type=int, default=200, help="tags per agent (b)")
     parser.add_argument("--repeats", type=int, default=5, help="listing repetitions (b)")
+    parser.add_argument(
+        "--history", default="1000,10000,50000", help="(c) commits of history, comma-separated"
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--profile", action="store_true", help="print cProfile top entries")
     args = parser.parse_args(argv)
     if args.quick:
         args.cycles, args.cli_cycles, args.agents, args.tags, args.repeats = 3, 1, 3, 20, 2
+        args.history = "20,200,1000"
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     say(
@@ -570,7 +645,11 @@ def main(argv: list[str] | None = None) -> int:
         listing(home_b, args.repeats, args.profile)
         pending = len(engine_pending_ids(home_b))
         gc.collect()  # close dulwich's pack files before the directory goes away
+        say(f"(c) proposing histories of {args.history} commits …")
+        grown = long_history(root, [int(n) for n in args.history.split(",")])
     table(args, pending)
+    for line in grown:
+        say(line)
     say(f"total wall time {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -14,6 +14,7 @@ like `deployed/3` never mixes with a path):
 Everything is read from git objects with dulwich; a path is looked up in trees only.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,15 +243,29 @@ def deployed_now(home: Home, repo: Repo, head: bytes) -> list[Deployed]:
     return rows
 
 
+def cursor_arg() -> list[bytes] | None:
+    """`after=SHA[,SHA…]`: where the previous log page's walk stopped (see `log_page`)."""
+    raw = request.args.get("after")
+    if raw is None:
+        return None
+    shas = raw.split(",")
+    if len(shas) > git.CURSOR_MAX or not all(re.fullmatch("[0-9a-f]{40}", s) for s in shas):
+        abort(400, description=f"invalid cursor {raw[:100]!r}")
+    return [s.encode() for s in shas]
+
+
 @bp.get("/repos/<hiverepo:repo>/log")
 def log(repo: str):
     rev = rev_arg()
     page = request.args.get("page", 1, type=int)
     if page < 1:
         abort(400, description=f"invalid page {request.args.get('page')!r}")
+    after = cursor_arg()
     where, r = opened(repo)
     with r:
         start = git.head(r) if rev == "HEAD" else resolve_or_404(r, where, rev)
+        if after and not all(git.is_commit(r, sha) for sha in after):
+            abort(400, description="invalid cursor: not commits of this repository")
         if start is None:
             return render(
                 "browse_log.html",
@@ -265,7 +280,7 @@ def log(repo: str):
                 empty=True,
                 title=f"{where.id}: log",
             )
-        result = git.log_page(r, start, skip=(page - 1) * PER_PAGE, limit=PER_PAGE)
+        result = git.log_page(r, start, skip=(page - 1) * PER_PAGE, limit=PER_PAGE, after=after)
         deploys = None
         if where.kind == META and page == 1 and rev == "HEAD":
             deploys = deployed_now(hive().home, r, start)
@@ -278,6 +293,7 @@ def log(repo: str):
             start=start.decode(),
             commits=result.commits,
             has_more=result.has_more,
+            cursor=",".join(sha.decode() for sha in result.cursor) if result.cursor else None,
             decorations=git.decorations(r),
             deploys=deploys,
             since_search=SINCE_SEARCH,

@@ -25,7 +25,7 @@ def stats_of(h: Hive) -> Stats:
     """One Stats per app: its constructor migrates hive.db, which takes the write lock."""
     app = current_app._get_current_object()
     if "stats" not in app.extensions:
-        app.extensions["stats"] = Stats(h.home)
+        app.extensions["stats"] = Stats(h.home, h.broker.db if h.broker else None)
     return app.extensions["stats"]
 
 

@@ -1,6 +1,7 @@
 """The repo browser through Flask's test client, checked against the git CLI."""
 
 import html
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -136,9 +137,9 @@ def test_log_pages_match_git_log(client, home: Home):
     expected = git(config, "log", "--format=%H", "main").split()
     assert len(expected) == 131
 
-    seen = []
-    for page in (1, 2, 3):
-        r = client.get(f"/repos/manager/config/log?page={page}")
+    seen, url = [], "/repos/manager/config/log"
+    for page in (1, 2, 3):  # following the pager's links, as a reader does
+        r = client.get(url)
         assert r.status_code == 200
         shas = commit_links(r, "manager/config")
         seen.extend(shas)
@@ -146,9 +147,15 @@ def test_log_pages_match_git_log(client, home: Home):
         assert ('rel="next"' in body) == (page < 3)
         assert ('rel="prev"' in body) == (page > 1)
         if page == 2:
-            assert "/repos/manager/config/log?page=3" in body
             assert 'href="/repos/manager/config/log"' in body  # prev of page 2 is page 1
+        if page < 3:
+            url = html.unescape(re.search(r'<a rel="next" href="([^"]+)"', body)[1])
+            assert f"page={page + 1}" in url and f"after={expected[50 * page]}" in url
     assert seen == expected
+    assert (
+        commit_links(client.get("/repos/manager/config/log?page=3"), "manager/config")
+        == (expected[100:])
+    )  # a page number alone still works: it skips
     assert title(client.get("/repos/manager/config/log?page=2")) == (
         "manager/config: log (page 2) · hyperhive"
     )
@@ -156,6 +163,14 @@ def test_log_pages_match_git_log(client, home: Home):
     r = client.get("/repos/manager/config/log?page=9")
     assert r.status_code == 200 and "no commits on page 9" in text(r)
     assert client.get("/repos/manager/config/log?page=0").status_code == 400
+    for bad in (
+        "xyz",
+        "0" * 40,
+        ",".join([expected[0]] * 17),
+        git(config, "rev-parse", "main^{tree}"),
+    ):
+        r = client.get("/repos/manager/config/log", query_string={"after": bad.strip()})
+        assert r.status_code == 400, bad
 
 
 def test_log_from_a_revision(client, home: Home):
@@ -192,6 +207,48 @@ def test_page_one_reads_about_one_page_of_commits(home: Home):
     assert [c.sha for c in deep.commits] == expected[:50] and deep.has_more
     last = browse.log_page(repo, browse.resolve(repo, "HEAD"), skip=2000, limit=50)
     assert [c.sha for c in last.commits] == expected[50:] and not last.has_more
+    repo.close()
+
+
+def test_log_cursors_page_a_merged_history_as_git_log_does(home: Home, tmp_path: Path):
+    """Branches and merges: each next page resumes from the previous page's cursor (the
+    walk's frontier), reads about a page of commits, and the pages add up to `git log`."""
+    work = tmp_path / "merges"
+    work.mkdir()
+    clock = iter(range(1_700_000_000, 1_800_000_000, 7))
+
+    def at(*args: str) -> None:  # git with the next date and a fixed identity
+        when = f"{next(clock)} +0000"
+        env = {**os.environ, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+        ident = ["-c", "user.name=t", "-c", "user.email=t@x"]
+        subprocess.run(["git", *ident, *args], cwd=work, env=env, check=True, capture_output=True)
+
+    git(work, "init", "-q", "-b", "main")
+    (work / "f").write_text("root")
+    at("add", "f")
+    at("commit", "-qm", "root")
+    for b in range(4):  # four branches interleaved in time, each merged back
+        at("branch", f"b{b}")
+        for i in range(5):
+            at("checkout", "-q", f"b{b}" if i % 2 else "main")
+            (work / f"f{b}{i % 2}").write_text(f"{b}.{i}")
+            at("add", ".")
+            at("commit", "-qm", f"{b}.{i}")
+        at("checkout", "-q", "main")
+        at("merge", "-q", "--no-ff", "-m", f"merge {b}", f"b{b}")
+    expected = git(work, "log", "--format=%H", "main").split()
+    repo = Repo(str(work))
+    head = browse.resolve(repo, "HEAD")
+    seen, after, widest = [], None, 0
+    while True:
+        page = browse.log_page(repo, head, limit=4, after=after)
+        seen.extend(c.sha for c in page.commits)
+        if not page.has_more:
+            break
+        assert page.cursor, "a cursor for every page of this history"
+        after, widest = page.cursor, max(widest, len(page.cursor))
+    assert seen == expected
+    assert widest > 1  # some page ended with two lines of history open
     repo.close()
 
 

@@ -13,6 +13,7 @@ from unidiff import PatchSet
 from hyperhive.errors import ConcurrentUpdate, UnknownCommit
 from hyperhive.gitstore import history, refs
 from hyperhive.gitstore.repos import (
+    LOOSE_MAX,
     copy_commit,
     init_bare,
     init_worktree,
@@ -361,6 +362,27 @@ def test_copy_commit_brings_the_whole_history_into_a_bare_repo(history_repo, bar
     assert git(dst_path, "log", "--format=%H", commits[2]).split() == commits[2::-1]
     git(dst_path, "diff", "--name-only", commits[0], commits[2])
     copy_commit(src, dst, commits[2].encode())  # a second copy is a no-op
+
+
+def test_copy_commit_of_a_long_history_writes_one_pack_git_reads(worktree, bare):
+    """Past LOOSE_MAX objects the copy is one pack (a fetch's shape), not a file each."""
+    _, src_path = worktree
+    commits = LOOSE_MAX  # each brings a commit, a tree and a blob
+    stream = b"".join(
+        b"commit refs/heads/main\ncommitter t <t@x> %d +0000\ndata 3\nc%d\n"
+        % (1_700_000_000 + i, i % 10)
+        + b"M 100644 inline f.txt\ndata %d\n%s\n" % (len(str(i)), str(i).encode())
+        for i in range(commits)
+    )
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=src_path, input=stream, check=True)
+    head = git(src_path, "rev-parse", "main").strip()
+    dst, dst_path = bare
+    copy_commit(Repo(str(src_path)), dst, head.encode())
+    assert len(list((dst_path / "objects" / "pack").glob("*.pack"))) == 1
+    assert not [p for p in (dst_path / "objects").glob("??/*")], "no loose object"
+    git(dst_path, "fsck", "--full", "--no-dangling", "--strict", head)
+    assert int(git(dst_path, "rev-list", "--count", head)) == commits
+    assert git(dst_path, "cat-file", "-p", f"{head}:f.txt").strip() == str(commits - 1)
 
 
 # -- history ---------------------------------------------------------------------------

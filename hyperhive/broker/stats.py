@@ -17,11 +17,12 @@ value))`, `max(coalesce(hi, value))` and never need to know a row's level.
 
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Iterable
-from contextlib import closing
+from contextlib import AbstractContextManager
 
-from hyperhive.broker.db import connect, migrate
+from hyperhive.broker.db import Pool, migrate
 from hyperhive.errors import BadInput
 from hyperhive.home import Home
 from hyperhive.settings import Telemetry
@@ -123,9 +124,11 @@ def _floor(ts: float, step: int) -> int:
 
 
 class Stats:
-    def __init__(self, home: Home):
+    def __init__(self, home: Home, pool: Pool | None = None):
+        """`pool`: the open connections to share (the broker's, in the daemon)."""
         self.home = home
         migrate(home)
+        self.db = pool or Pool(home)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -137,13 +140,10 @@ class Stats:
 
     def record_many(self, rows: Iterable[tuple[str, float, str, float]]) -> None:
         """Store raw `(agent, ts, key, value)` rows in one transaction (no event)."""
-        conn = connect(self.home)
-        try:
+        with self.db.connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("INSERT INTO stats (agent, ts, key, value) VALUES (?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
-        finally:
-            conn.close()
 
     def record_turn(self, agent: str, report: dict, ts: float | None = None) -> int:
         """Check and store one turn report; the number of rows written."""
@@ -161,8 +161,7 @@ class Stats:
         (its INSERT and DELETE see the same rows), so a crash or a second run at once
         never counts a sample twice or loses one. The rows changed per step."""
         now = time.time() if now is None else now
-        conn = connect(self.home)
-        try:
+        with self.db.connection() as conn:
             return {
                 "minute": self._merge(
                     conn, 0, MINUTE, _floor(now - settings.raw_hours * HOUR, MINUTE)
@@ -172,8 +171,6 @@ class Stats:
                 ),
                 "dropped": self._drop(conn, HOUR, _floor(now - settings.hour_days * DAY, HOUR)),
             }
-        finally:
-            conn.close()
 
     # The roll-up reads rows by level and age. INDEXED BY: with statistics the planner may
     # otherwise prefer a skip-scan of stats_series; and a missing index fails loudly.
@@ -278,6 +275,6 @@ class Stats:
             ).fetchone()
             return dict(row) if row else None
 
-    def reading(self) -> closing:
-        """A connection closed after the `with` block (autocommit: a statement each)."""
-        return closing(connect(self.home))
+    def reading(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A connection lent for the `with` block (autocommit: a statement each)."""
+        return self.db.connection()

@@ -56,7 +56,7 @@ def _str(request: dict, key: str) -> str:
 class Ops:
     def __init__(self, hive: Hive, broker: Broker, worker: BuildWorker):
         self.hive, self.broker, self.worker = hive, broker, worker
-        self.stats = Stats(hive.home)
+        self.stats = Stats(hive.home, broker.db)
         self.health = Health(hive.home)
 
     def policy(self, name: str) -> dict:

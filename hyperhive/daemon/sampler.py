@@ -32,7 +32,7 @@ def stuck_agents(stats: Stats) -> dict[str, dict]:
 class Sampler:
     def __init__(self, hive: Hive, broker: Broker, settings: Telemetry):
         self.hive, self.broker, self.settings = hive, broker, settings
-        self.stats = Stats(hive.home)
+        self.stats = Stats(hive.home, broker.db)
 
     def jobs(self) -> list[tuple[str, int, Callable[[], object]]]:
         """(name, period in seconds, function) of each job, for the daemon's scheduler."""

@@ -31,6 +31,15 @@ class UnknownPath(LookupError):
 # ---------------------------------------------------------------------------- revisions
 
 
+def is_commit(repo: Repo, sha: bytes) -> bool:
+    """Whether `sha` (40 hex digits) names a commit of `repo`."""
+    try:
+        type_num, _ = repo.object_store.get_raw(sha)
+    except KeyError:
+        return False
+    return type_num == Commit.type_num
+
+
 def valid_rev(rev: str) -> bool:
     """A sha (full or abbreviated), `HEAD`, or a name git would accept as a ref."""
     if not rev or len(rev) > MAX_REV_LEN or rev.startswith("-"):
@@ -269,30 +278,50 @@ def _header(raw: bytes) -> tuple[list[bytes], int]:
     return parents, when
 
 
-def walk_raw(repo: Repo, start: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(sha, raw commit) of the commits reachable from `start`, newest commit time first
-    (git log's default order).
+class Walk:
+    """The commits reachable from some starts, newest commit time first (git log's
+    default order), as (sha, raw commit).
 
     Lazy: the first page of a long history reads only about a page of commits. Reads raw
-    objects and only their headers, which is about twice as fast as parsing each commit."""
-    store = repo.object_store
-    _, raw = store.get_raw(start)
-    queue = [(-_header(raw)[1], 0, start, raw)]
-    seen = {start}
-    counter = 1  # tie-breaker: equal times come out in the order they were found
-    while queue:
-        _, _, sha, raw = heapq.heappop(queue)
-        yield sha, raw
-        for parent in _header(raw)[0]:
-            if parent in seen:
-                continue
-            seen.add(parent)
-            try:
-                _, parent_raw = store.get_raw(parent)
-            except KeyError:  # a shallow or damaged history: stop at the hole
-                continue
-            heapq.heappush(queue, (-_header(parent_raw)[1], counter, parent, parent_raw))
-            counter += 1
+    objects and only their headers, which is about twice as fast as parsing each commit.
+    `frontier` is where the walk stands: resuming a walk from it goes on with the same
+    commits, so a log page can link to the next at the cost of a page, not of the skip."""
+
+    def __init__(self, repo: Repo, starts: list[bytes]):
+        self.store = repo.object_store
+        self.queue: list[tuple[int, int, bytes, bytes]] = []
+        self.seen: set[bytes] = set()
+        self.counter = 0  # tie-breaker: equal times come out in the order they were found
+        for sha in starts:
+            self._push(sha)
+
+    def _push(self, sha: bytes) -> None:
+        if sha in self.seen:
+            return
+        self.seen.add(sha)
+        try:
+            _, raw = self.store.get_raw(sha)
+        except KeyError:  # a shallow or damaged history: stop at the hole
+            return
+        heapq.heappush(self.queue, (-_header(raw)[1], self.counter, sha, raw))
+        self.counter += 1
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        while self.queue:
+            _, _, sha, raw = heapq.heappop(self.queue)
+            yield sha, raw
+            for parent in _header(raw)[0]:  # after the yield: see `frontier`
+                self._push(parent)
+
+    def frontier(self, last: bytes) -> list[bytes]:
+        """Where the walk stands once `last` (the commit it just yielded) is put back:
+        resuming from these commits yields `last` and then the rest of this walk."""
+        return [last, *(sha for *_, sha, _ in sorted(self.queue))]
+
+
+def walk_raw(repo: Repo, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(sha, raw commit) of the commits reachable from `start`, in `Walk` order."""
+    return iter(Walk(repo, [start]))
 
 
 def walk(repo: Repo, start: bytes) -> Iterator[bytes]:
@@ -306,28 +335,45 @@ def raw_trailers(raw: bytes) -> list[tuple[str, str]]:
     return [(t.key, t.value) for t in parse_trailers(raw.partition(b"\n\n")[2])[1]]
 
 
+# A cursor names the walk's frontier; a history merging many branches at once can have a
+# long one, and a URL must stay short: past this, the next page is found by skipping.
+CURSOR_MAX = 16
+
+
 @dataclass(frozen=True)
 class LogPage:
     commits: list[CommitView]
     skip: int
     limit: int
     has_more: bool
+    cursor: list[bytes] | None = None  # where the next page starts, when short enough
 
 
-def log_page(repo: Repo, start: bytes, skip: int = 0, limit: int = 50) -> LogPage:
-    """`limit` commits after the first `skip` of the walk from `start`."""
+def log_page(
+    repo: Repo,
+    start: bytes,
+    skip: int = 0,
+    limit: int = 50,
+    after: list[bytes] | None = None,
+) -> LogPage:
+    """`limit` commits after the first `skip` of the walk from `start`; or, given a cursor
+    (`after`: a previous page's `cursor`), the `limit` commits from there, without walking
+    what came before."""
     if skip < 0 or limit < 1:
         raise ValueError("skip must be >= 0 and limit >= 1")
+    walker = Walk(repo, after if after else [start])
     commits: list[CommitView] = []
-    has_more = False
-    for i, sha in enumerate(walk(repo, start)):
-        if i < skip:
+    has_more, frontier = False, []
+    for i, (sha, _) in enumerate(walker):
+        if not after and i < skip:
             continue
         if len(commits) == limit:
             has_more = True
+            frontier = walker.frontier(sha)
             break
         commits.append(commit_view(repo, sha))
-    return LogPage(commits=commits, skip=skip, limit=limit, has_more=has_more)
+    cursor = frontier if has_more and len(frontier) <= CURSOR_MAX else None
+    return LogPage(commits=commits, skip=skip, limit=limit, has_more=has_more, cursor=cursor)
 
 
 # ---------------------------------------------------------------------------- refs

@@ -1,11 +1,13 @@
 """Creating and opening repositories, resolving commits, moving objects between repos."""
 
+import stat
 import time
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
 from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree
 from dulwich.objectspec import parse_commit
+from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
 from hyperhive.errors import UnknownCommit
@@ -41,23 +43,47 @@ def resolve_commit(repo: Repo, spec: str) -> bytes:
     return obj.id
 
 
-def copy_commit(src: Repo, dst: Repo, commit: bytes) -> None:
-    """Copy `commit` and everything it reaches that `dst` lacks, as loose objects.
+# A proposal brings a handful of new objects: they stay loose. Past this many (a history
+# arriving at once) they are written as one pack, as `git fetch` does: thousands of loose
+# files cost a create, write and rename each.
+LOOSE_MAX = 256
 
-    A fetch would write one pack per proposal, and every later object lookup in `dst`
-    searches all of its packs before the loose objects: lookups slow down as history grows.
-    """
+
+def copy_commit(src: Repo, dst: Repo, commit: bytes) -> None:
+    """Copy `commit` and everything it reaches that `dst` lacks: loose when few, else as
+    one pack (few packs keep lookups fast: each searches every pack before loose objects).
+    Blobs are copied raw, never parsed."""
+    missing: list[bytes] = []
+    seen: set[bytes] = set()
     todo = [commit]
     while todo:
         sha = todo.pop()
-        if sha in dst.object_store:
+        if sha in seen or sha in dst.object_store:
             continue  # present objects bring what they reach with them
+        seen.add(sha)
+        missing.append(sha)
         obj = src[sha]
         if isinstance(obj, Commit):
             todo.extend([obj.tree, *obj.parents])
         elif isinstance(obj, Tree):
-            todo.extend(entry.sha for entry in obj.iteritems() if not S_ISGITLINK(entry.mode))
-        dst.object_store.add_object(obj)
+            for entry in obj.iteritems():
+                if S_ISGITLINK(entry.mode):
+                    continue
+                if stat.S_ISDIR(entry.mode):
+                    todo.append(entry.sha)
+                elif entry.sha not in seen and entry.sha not in dst.object_store:
+                    seen.add(entry.sha)
+                    missing.append(entry.sha)
+    if len(missing) <= LOOSE_MAX:
+        for sha in missing:
+            dst.object_store.add_object(src[sha])
+        return
+    dst.object_store.add_pack_data(len(missing), (_raw(src, sha) for sha in missing))
+
+
+def _raw(repo: Repo, sha: bytes) -> UnpackedObject:
+    type_num, data = repo.object_store.get_raw(sha)
+    return UnpackedObject(type_num, sha=sha, decomp_chunks=[data])
 
 
 def peel(repo: Repo, sha: bytes) -> bytes:
