@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from test_daemon import Daemon, wait_for
+from support.daemon import Daemon
+from support.hive import run_cli
+from support.wait import wait_for
 
 from hyperhive.daemon import hostsock
 from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
@@ -269,9 +270,17 @@ def test_an_idle_socket_sleeps_in_accept_and_stops_at_once(tmp_path):
     server.start()
     try:
         assert hostsock.call(server.path, {"op": "ping"})["pong"]
-        before = switches(server.acceptor)
-        time.sleep(0.3)  # what is measured is that nothing happens meanwhile
-        assert switches(server.acceptor) - before == 0
+        # What is measured is that nothing wakes the acceptor in a quiet window. Right after
+        # the ping it may still be handing the connection over (a busy machine delays it):
+        # one quiet window of a few is the proof, where a poll loop wakes in every one.
+        windows = []
+        for _ in range(5):
+            before = switches(server.acceptor)
+            time.sleep(0.3)
+            windows.append(switches(server.acceptor) - before)
+            if windows[-1] == 0:
+                break
+        assert windows[-1] == 0, f"the idle acceptor woke in every window: {windows}"
         assert hostsock.call(server.path, {"op": "ping"})["pong"]  # still serving
     finally:
         server.stop()

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_daemon import Daemon, wait_for
+from support.daemon import Daemon
+from support.wait import wait_for
 
 from hyperhive.agents import create_agent, init_hive
 from hyperhive.home import Home

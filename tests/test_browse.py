@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, git, log_in
 from dulwich.repo import Repo
+from support.hive import commit_config, git, log_in
 
 from forge_ui import blobview, create_app
 from hyperhive.gitstore import browse

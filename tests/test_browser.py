@@ -8,125 +8,26 @@ $HYPERHIVE_SCREENSHOTS when set, else to a pytest tmp dir.
 """
 
 import json
-import os
-import signal
-from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page
+from support.browser import (  # noqa: F401
+    PASSWORD,
+    TIMEOUT_MS,
+    browser,
+    daemon,
+    follow,
+    log_in,
+    session_state,
+    shots,
+    web,
+)
+from support.hive import commit_config, git, run_cli
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"{CHROMIUM} is missing: the browser tests need Debian's chromium (.ci/run installs it)",
-        allow_module_level=True,
-    )
+from hyperhive.broker.messages import Broker
+from hyperhive.home import Home
 
-from conftest import commit_config, git, run_cli  # noqa: E402
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
-from test_daemon import Daemon  # noqa: E402
-
-from hyperhive.broker.messages import Broker  # noqa: E402
-from hyperhive.home import Home  # noqa: E402
-
-PASSWORD = "correct horse battery"
-TIMEOUT_MS = 15_000
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCRIPT = "<script>alert(1)</script>\n<img src=x onerror=alert(2)>\n"
-
-
-# -- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("browser") / "hive").start()
-    try:
-        run_cli(d.root, "operator", "set-password", "--password-stdin", input=PASSWORD, check=True)
-        run_cli(d.root, "operator", "add", "alice", "--password-stdin", input=PASSWORD, check=True)
-        d.url = f"http://127.0.0.1:{d.port}"
-        yield d
-    finally:
-        if d.proc.poll() is None:
-            os.killpg(d.proc.pid, signal.SIGKILL)
-            d.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def log_in(page: Page, password: str = PASSWORD, account: str = "alice") -> None:
-    page.fill('input[name="account"]', account)
-    page.fill('input[name="password"]', password)
-    follow(page, "button:has-text('Log in')")
-
-
-@pytest.fixture(scope="module")
-def session_state(browser, daemon):
-    """Log in once through the login page; later contexts start with that session."""
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.goto(f"{daemon.url}/")
-        assert "/login" in page.url
-        log_in(page)
-        page.wait_for_url(f"{daemon.url}/")
-        return context.storage_state()
-    finally:
-        context.close()
-
-
-class Browsing:
-    """A logged-in browser context; records uncaught JS errors of every page it opens,
-    and whatever the page's Content-Security-Policy refused (a script, a style, a
-    connection the forge's own pages need)."""
-
-    def __init__(self, context, daemon):
-        self.context = context
-        self.daemon = daemon
-        self.js_errors: list[str] = []
-        context.set_default_timeout(TIMEOUT_MS)
-        context.on("page", self._watch)
-
-    def _watch(self, page: Page) -> None:
-        page.on("pageerror", lambda e: self.js_errors.append(f"{page.url}: {e}"))
-        page.on("console", lambda m: self._console(page, m))
-
-    def _console(self, page: Page, message) -> None:
-        if message.type == "error" and "Content Security Policy" in message.text:
-            self.js_errors.append(f"{page.url}: {message.text}")
-
-    def open(self, path: str) -> Page:
-        page = self.context.new_page()
-        page.goto(self.daemon.url + path)
-        return page
-
-
-@pytest.fixture
-def web(browser, daemon, session_state):
-    context = browser.new_context(
-        storage_state=session_state, viewport={"width": 1400, "height": 900}
-    )
-    b = Browsing(context, daemon)
-    try:
-        yield b
-    finally:
-        context.close()
-    assert b.js_errors == []
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    where = os.environ.get("HYPERHIVE_SCREENSHOTS")
-    path = Path(where) if where else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -156,12 +57,6 @@ def mark(page: Page) -> None:
 
 def still_marked(page: Page) -> bool:
     return page.evaluate("window.__marker") == 1
-
-
-def follow(page: Page, selector: str) -> None:
-    """Click something that loads a new page (a link, a form's button) and wait for it."""
-    with page.expect_navigation():
-        page.click(selector)
 
 
 def live(page: Page) -> None:

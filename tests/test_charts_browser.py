@@ -5,8 +5,8 @@ browser for this module). Turns reach the daemon as the harness sends them: a
 
 import time
 
-from test_browser import browser, daemon, session_state, web  # noqa: F401
-from test_daemon import wait_for
+from support.browser import browser, daemon, session_state, web  # noqa: F401
+from support.wait import wait_for
 
 from hyperhive.broker.stats import Stats
 from hyperhive.daemon import hostsock
@@ -24,7 +24,7 @@ REPORT = {
 }
 
 
-def turn_report(daemon, **change) -> None:  # noqa: F811
+def turn_report(daemon, **change) -> None:
     sock = Home(daemon.root).agent_socket("manager")
     wait_for(sock.exists, what="the manager's socket")
     reply = hostsock.call(sock, {"op": "turn_report", "report": {**REPORT, **change}}, timeout=30)
@@ -36,7 +36,7 @@ def plotted(page, panel: str) -> list:
     return page.evaluate(f"hiveCharts.plots[{panel!r}] ? hiveCharts.plots[{panel!r}].data : null")
 
 
-def test_charts_render_the_turns_and_follow_new_ones(web, daemon):  # noqa: F811
+def test_charts_render_the_turns_and_follow_new_ones(web, daemon):
     # Earlier turns, written straight into hive.db (no event: the page's first load reads them).
     Stats(Home(daemon.root)).record_turn("manager", {**REPORT, "inbox_depth": 2}, time.time() - 900)
     turn_report(daemon, duration=40, exit="failure")

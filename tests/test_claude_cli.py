@@ -13,7 +13,6 @@ and without a working compaction, per-turn cost and the denials in /api/stats.
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import pytest
 from anthropic_standin import StandIn
-from conftest import commit_config, run_cli
-from test_daemon import Daemon, wait_for
+from support.daemon import Daemon
+from support.hive import commit_config, run_cli
+from support.wait import wait_for
 
 from hyperhive.harness.claude_config import (
     CLAUDE_TOOLS,
@@ -235,19 +235,11 @@ def hive(tmp_path, monkeypatch, claude, standin):
     commit_config(home, "alice", {"agent.nix": agent_nix}, "two extra servers")
     run_cli(root, "propose", "alice", check=True)
     run_cli(root, "deny", "alice#1", "--reason", "superseded", check=True)
-    daemon = Daemon(root)
-    try:
-        daemon.start()
-    except BaseException:  # it may have started and not said so in time: leave none behind
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            os.killpg(daemon.proc.pid, signal.SIGKILL)
-            daemon.proc.wait()
-        raise
+    daemon = Daemon(root).start()
     yield root, daemon
     if daemon.proc.poll() is None:
         daemon.stop()
-    if daemon.proc.poll() is None:
-        os.killpg(daemon.proc.pid, signal.SIGKILL)
+    daemon.kill()
 
 
 def turn_rows(root: Path) -> list[dict]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import fake_claude
 import pytest
-from conftest import fake_program
+from support.hive import fake_program
 
 from hyperhive.harness.claude_version import (
     MIN_VERSION,

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import commit_config, git, run_cli
+from support.hive import commit_config, git, run_cli
 
 from hyperhive.home import Home
 

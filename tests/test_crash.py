@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HYPERHIVE, commit_config, fake_program, git, run_cli
+from support.hive import HYPERHIVE, commit_config, fake_program, git, run_cli
 
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime

@@ -4,19 +4,16 @@ recovery at start and a clean stop."""
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import simple_websocket
-from conftest import HYPERHIVE, git, run_cli
+from support.daemon import Daemon, bearer, ws
+from support.hive import HYPERHIVE, git, run_cli
+from support.wait import wait_for
 
-from hyperhive import operator
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
 from hyperhive.home import Home
@@ -24,64 +21,11 @@ from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.states import State
 
 
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Daemon:
-    def __init__(self, root: Path):
-        self.root = root
-        self.log = root.parent / "daemon.log"
-        self.proc = None
-        self.port = None
-
-    def start(self):
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("a")
-        offset = out.tell()  # the log is shared by successive daemons of one test
-        self.proc = subprocess.Popen(
-            [HYPERHIVE, "up", "--home", str(self.root), "--port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HYPERHIVE_HOME": str(self.root)},
-            start_new_session=True,
-        )
-        match = wait_for(
-            lambda: (
-                re.search(r"http://127\.0\.0\.1:(\d+)/", self.log.read_text()[offset:])
-                or (self.proc.poll() is not None and "exited")
-            ),
-            what="the daemon to listen",
-        )
-        assert match != "exited", self.log.read_text()
-        self.port = int(match.group(1))
-        return self
-
-    def get(self, path):
-        token = operator.token(Home(self.root))
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {token}"}
-        )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
-
-
 @pytest.fixture
 def daemon(tmp_path):
     d = Daemon(tmp_path / "hive").start()
     yield d
-    if d.proc.poll() is None:
-        os.killpg(d.proc.pid, signal.SIGKILL)
-        d.proc.wait()
+    d.kill()
 
 
 def test_up_initializes_a_new_home_and_serves_state(daemon):
@@ -214,14 +158,6 @@ def test_deploy_without_daemon_builds_in_process(tmp_path):
     proc = run_cli(root, "deploy", "manager#1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("deployed manager#1 ")
-
-
-def ws(daemon, path, **headers):
-    return simple_websocket.Client.connect(f"ws://127.0.0.1:{daemon.port}{path}", headers=headers)
-
-
-def bearer(daemon) -> str:
-    return f"Bearer {operator.token(Home(daemon.root))}"
 
 
 def test_websockets_need_auth_and_the_same_origin(daemon):

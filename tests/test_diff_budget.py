@@ -5,8 +5,8 @@ import random
 import subprocess
 
 import pytest
-from conftest import commit_config, git, log_in
-from test_diffview import GitRepo
+from support.gitcli import GitRepo
+from support.hive import commit_config, git, log_in
 
 from forge_ui import create_app
 from forge_ui.diffview import diff_page

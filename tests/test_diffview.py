@@ -4,65 +4,19 @@ dulwich as the review page does), parsed, highlighted and rendered through _diff
 import difflib
 import html
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from dulwich.repo import Repo
 from flask import Flask, render_template_string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.gitcli import GitRepo
 
 import forge_ui
 from forge_ui.diffview import FileDiff, render_diff
-from hyperhive.gitstore import history
 
 TAG = re.compile(r"<[^>]+>")
-
-
-class GitRepo:
-    """A scratch repository committed to with the git CLI."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.mkdir()
-        self.git("init", "-q", "-b", "main")
-
-    def git(self, *args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-            cwd=self.path,
-            check=True,
-            capture_output=True,
-        ).stdout.decode()
-
-    def commit(self, files: dict[str, str | bytes | None], message: str = "c") -> str:
-        """Write (str/bytes) or delete (None) files, commit everything, return the sha."""
-        for rel, content in files.items():
-            p = self.path / rel
-            if content is None:
-                p.unlink()
-                continue
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, str):
-                content = content.encode()
-            p.write_bytes(content)
-        self.git("add", "-A")
-        self.git("commit", "-q", "--allow-empty", "-m", message)
-        return self.git("rev-parse", "HEAD").strip()
-
-    def diff(self, old: str | None, new: str) -> bytes:
-        """What the review page renders: dulwich's diff of two commits."""
-        with Repo(str(self.path)) as repo:
-            return history.diff(repo, old.encode() if old else None, new.encode())
-
-    def numstat(self, old: str, new: str, *extra: str) -> dict[str, tuple[int, int]]:
-        out = {}
-        for line in self.git("diff", "--numstat", *extra, old, new).splitlines():
-            added, removed, path = line.split("\t")
-            out[path] = (-1, -1) if added == "-" else (int(added), int(removed))
-        return out
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 import re
 
 import pytest
-from conftest import commit_config, git, log_in
+from support.hive import PASSWORD, commit_config, git, log_in
 
 from forge_ui import create_app, state
 from hyperhive import operator
 from hyperhive.hive import Hive
 from hyperhive.workflow.approvals import Approvals
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture

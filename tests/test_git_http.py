@@ -6,15 +6,14 @@ import base64
 import gzip
 import http.client
 import os
-import signal
-import subprocess
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
-from conftest import git, run_cli
-from test_daemon import Daemon
+from support.daemon import Daemon
+from support.gitcli import ZERO, commit, objects_of, ok_git, pack_between, refs_of, run_git
+from support.hive import git, run_cli
+from support.remote import agent, clone, hive, url  # noqa: F401
 
 from forge_ui import create_app
 from forge_ui.auth import git_identity
@@ -22,96 +21,9 @@ from hyperhive import operator, tokens
 from hyperhive.agents import create_agent
 from hyperhive.errors import BadInput, HiveError, UnknownAgent
 from hyperhive.hive import Hive
-from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.spawn import destroy, spawn_draft
 from hyperhive.workflow.approvals import Approvals
-
-ZERO = "0" * 40
-GIT_ENV = {
-    **os.environ,
-    "GIT_TERMINAL_PROMPT": "0",  # a refused credential fails instead of prompting
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "manager",
-    "GIT_AUTHOR_EMAIL": "manager@hyperhive",
-    "GIT_COMMITTER_NAME": "manager",
-    "GIT_COMMITTER_EMAIL": "manager@hyperhive",
-}
-
-
-def run_git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, timeout=60
-    )
-
-
-def ok_git(cwd: Path, *args: str) -> str:
-    proc = run_git(cwd, *args)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout + proc.stderr
-
-
-def commit(work: Path, files: dict[str, bytes | str], message: str) -> str:
-    for rel, content in files.items():
-        path = work / rel
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    ok_git(work, "add", "-A")
-    ok_git(work, "commit", "-q", "-m", message)
-    return ok_git(work, "rev-parse", "HEAD").strip()
-
-
-def pack_between(work: Path, old: str, new: str) -> bytes:
-    """The pack `git push` would send for old..new, made by the git CLI."""
-    return subprocess.run(
-        ["git", "pack-objects", "--stdout", "--revs"],
-        cwd=work,
-        input=f"{new}\n^{old}\n".encode(),
-        capture_output=True,
-        check=True,
-    ).stdout
-
-
-def refs_of(repo: Path) -> dict[str, str]:
-    lines = git(repo, "for-each-ref", "--format=%(objectname) %(refname)").splitlines()
-    return {ref: sha for sha, ref in (line.split() for line in lines)}
-
-
-def objects_of(repo: Path) -> list[str]:
-    """Every file under the repo's objects directory: a refused push adds none."""
-    objects = repo / ".git" / "objects" if (repo / ".git").is_dir() else repo / "objects"
-    return sorted(str(p.relative_to(objects)) for p in objects.rglob("*"))
-
-
-@pytest.fixture(scope="module")
-def hive(tmp_path_factory):
-    """One daemon for the module; each test works on its own agents or clones."""
-    d = Daemon(tmp_path_factory.mktemp("git") / "hive").start()
-    d.home = Home(d.root)
-    d.operator = operator.token(d.home)
-    d.manager = tokens.state_file(d.home, "manager").read_text().strip()
-    yield d
-    if d.proc.poll() is None:
-        os.killpg(d.proc.pid, signal.SIGKILL)
-        d.proc.wait()
-
-
-def url(hive, repo: str, token: str | None = None) -> str:
-    auth = f"x:{token}@" if token else ""
-    return f"http://{auth}127.0.0.1:{hive.port}/git/{repo}"
-
-
-def agent(hive, name: str) -> str:
-    create_agent(hive.home, name, LocalRuntime(hive.home), "operator")
-    (hive.home.applied_dir(name) / "hooks" / "post-receive").unlink()  # no deploys here
-    return name
-
-
-def clone(hive, tmp_path: Path, repo: str, token: str) -> Path:
-    work = tmp_path / repo.replace("/", "-")
-    ok_git(tmp_path, "clone", "-q", url(hive, repo, token), str(work))
-    return work
-
 
 # -- the stock git client against the daemon ---------------------------------------------
 
@@ -618,9 +530,7 @@ def test_a_token_path_the_manager_blocked_does_not_stop_the_daemon(home):
         assert "cannot write the manager's git token" in d.log.read_text()
         assert d.stop() == 0
     finally:
-        if d.proc.poll() is None:
-            os.killpg(d.proc.pid, signal.SIGKILL)
-            d.proc.wait()
+        d.kill()
 
 
 def basic(secret: str, user: str = "anyone") -> dict:

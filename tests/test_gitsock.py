@@ -8,7 +8,6 @@ import contextlib
 import http.client
 import os
 import shutil
-import signal
 import socket
 import socketserver
 import subprocess
@@ -18,11 +17,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import git, run_cli
-from test_daemon import Daemon, wait_for
-from test_git_http import commit, ok_git, run_git
-from test_harness import claude_script, fake_runs
-from test_nixlib import STUB_LIB, STUB_PKGS, nix_eval, nix_str
+from support.claude import claude_script, fake_runs
+from support.daemon import Daemon
+from support.gitcli import commit, ok_git, run_git
+from support.hive import git, run_cli
+from support.nix import STUB_LIB, STUB_PKGS, nix_eval, nix_str
+from support.wait import wait_for
 
 from hyperhive import operator, tokens
 from hyperhive.daemon import gitsock
@@ -263,9 +263,7 @@ def hive(tmp_path_factory):
     d.home = Home(d.root)
     d.manager = tokens.state_file(d.home, "manager").read_text().strip()
     yield d
-    if d.proc.poll() is None:
-        os.killpg(d.proc.pid, signal.SIGKILL)
-        d.proc.wait()
+    d.kill()
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import git
 from dulwich.repo import Repo
+from support.hive import git
 from unidiff import PatchSet
 
 from hyperhive.errors import ConcurrentUpdate, UnknownCommit

@@ -19,8 +19,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import HYPERHIVE, run_cli
-from test_daemon import wait_for
+from support.claude import claude_script, fake_runs
+from support.hive import HYPERHIVE, run_cli
+from support.wait import wait_for
 
 from hyperhive.daemon.hostsock import HostSocket
 from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
@@ -41,26 +42,10 @@ from hyperhive.harness.loop import MAX_ATTEMPTS, Config, Harness, PolicyUnreadab
 from hyperhive.harness.notes import DEFAULT_COMPACT_BYTES
 from hyperhive.harness.prompt import system_prompt, turn_prompt
 
-FAKE_CLAUDE = Path(__file__).parent / "fake_claude.py"
 SOCKET = "/run/hyperhive/agent.sock"
 CMD = ["hyperhive"]
 HYPERHIVE_TOOLS = [f"mcp__hyperhive__{t}" for t in AGENT_TOOLS]
 STATE = Path("/state")
-
-
-def claude_script(directory: Path, name: str = "claude", before: str = "") -> Path:
-    """An executable `claude` that runs the fake with this interpreter (after the shell
-    lines `before`)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text(f'#!/bin/sh\n{before}exec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
-    path.chmod(0o755)
-    return path
-
-
-def fake_runs(fake_home: Path) -> list[dict]:
-    path = fake_home / "runs.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 # -- --mcp-config and --allowedTools ------------------------------------------------------

@@ -11,9 +11,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, git, run_cli
-from test_daemon import Daemon, bearer, wait_for, ws
-from test_harness import claude_script, fake_runs
+from support.claude import claude_script, fake_runs
+from support.daemon import Daemon, bearer, ws
+from support.hive import commit_config, git, run_cli
+from support.wait import wait_for
 
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
@@ -61,9 +62,7 @@ def hive(tmp_path, monkeypatch):
 
     yield root, start
     for d in daemons:
-        if d.proc.poll() is None:
-            os.killpg(d.proc.pid, signal.SIGKILL)
-            d.proc.wait()
+        d.kill()
 
 
 def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):

@@ -9,9 +9,8 @@ import re
 import sqlite3
 
 import pytest
-from conftest import log_in, run_cli
-from test_forge import PASSWORD
-from test_supervisor import StandIn, set_deployed
+from support.hive import PASSWORD, log_in, run_cli
+from support.runtimes import StandIn, set_deployed
 
 from forge_ui import create_app
 from hyperhive import operator

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, git, run_cli
+from support.hive import commit_config, git, run_cli
 
 from hyperhive.errors import AlreadyDecided
 from hyperhive.home import Home

@@ -8,20 +8,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import git
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
-from test_daemon import wait_for
-from test_git_http import (  # noqa: F401
-    agent,
-    clone,
-    commit,
-    hive,
-    objects_of,
-    ok_git,
-    refs_of,
-    run_git,
-)
+from support.gitcli import commit, objects_of, ok_git, refs_of, run_git
+from support.hive import git
+from support.remote import agent, clone, hive  # noqa: F401
+from support.wait import wait_for
 
 from hyperhive.errors import UnsafeTree
 from hyperhive.gitstore import worktree
@@ -93,7 +85,7 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_an_unsafe_tree_is_refused_and_nothing_moves(hive, tmp_path, shape):  # noqa: F811
+def test_an_unsafe_tree_is_refused_and_nothing_moves(hive, tmp_path, shape):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("top secret\n")
@@ -123,7 +115,7 @@ def test_an_unsafe_tree_is_refused_and_nothing_moves(hive, tmp_path, shape):  # 
     assert (config / "notes.md").read_text() == "fine\n"
 
 
-def test_a_symlink_inside_the_tree_is_kept_as_a_symlink(hive, tmp_path):  # noqa: F811
+def test_a_symlink_inside_the_tree_is_kept_as_a_symlink(hive, tmp_path):
     name = agent(hive, "linked")
     work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
     sha = hostile_commit(
@@ -141,7 +133,7 @@ def test_a_symlink_inside_the_tree_is_kept_as_a_symlink(hive, tmp_path):  # noqa
     assert git(config, "status", "--porcelain") == ""
 
 
-def test_a_checkout_that_cannot_follow_keeps_main_where_it_was(hive, tmp_path):  # noqa: F811
+def test_a_checkout_that_cannot_follow_keeps_main_where_it_was(hive, tmp_path):
     """The filesystem refuses a name (over 255 bytes): main does not move, the checkout is
     as it was, and the next push goes through — nothing is wedged."""
     name = agent(hive, "unwritable")
@@ -164,7 +156,7 @@ def test_a_checkout_that_cannot_follow_keeps_main_where_it_was(hive, tmp_path): 
     assert git(config, "rev-parse", "main").strip() == good
 
 
-def test_racing_atomic_pushes_one_wins_whole(hive, tmp_path):  # noqa: F811
+def test_racing_atomic_pushes_one_wins_whole(hive, tmp_path):
     """Two `git push --atomic HEAD:main HEAD:refs/for/main` from the same main: the loser
     gets neither main nor a proposal."""
     name = agent(hive, "racing")
@@ -289,7 +281,7 @@ def test_the_local_runtime_refuses_to_check_out_an_unsafe_tree(home, tmp_path, s
 # -- what a push inflates to ----------------------------------------------------------
 
 
-def test_an_object_inflating_over_the_limit_is_refused(hive, tmp_path):  # noqa: F811
+def test_an_object_inflating_over_the_limit_is_refused(hive, tmp_path):
     """20 MiB of text is a pack of a few KiB; git.max_object_bytes (10 MiB) refuses it."""
     name = agent(hive, "inflated")
     work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
@@ -307,7 +299,7 @@ def test_an_object_inflating_over_the_limit_is_refused(hive, tmp_path):  # noqa:
     assert Approvals(hive.home, name).states().keys() == {1}
 
 
-def test_a_push_inflating_over_the_total_is_refused(hive, tmp_path):  # noqa: F811
+def test_a_push_inflating_over_the_total_is_refused(hive, tmp_path):
     name = agent(hive, "inflated-total")
     work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
     config = hive.home.config_dir(name)
@@ -326,7 +318,7 @@ def test_a_push_inflating_over_the_total_is_refused(hive, tmp_path):  # noqa: F8
     ok_git(work, "push", "origin", "HEAD:main")  # within the default, it goes through
 
 
-def test_a_checkout_cut_by_a_crash_is_finished_by_the_next_push(hive, tmp_path):  # noqa: F811
+def test_a_checkout_cut_by_a_crash_is_finished_by_the_next_push(hive, tmp_path):
     """A switch recorded but cut half-way (some files of the new commit written, main not
     moved): the next push finishes it instead of refusing a checkout with changes."""
     name = agent(hive, "cutswitch")

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import git
-from test_daemon import Daemon, wait_for
-from test_git_http import GIT_ENV, commit, ok_git
+from support.daemon import Daemon
+from support.gitcli import GIT_ENV, commit, ok_git
+from support.hive import git
+from support.wait import wait_for
 
 from hyperhive import operator
 from hyperhive.agents import create_agent
@@ -52,9 +53,7 @@ def test_a_push_killed_between_its_packs_and_its_refs_leaves_no_pack(tmp_path):
             d.proc.wait()
         push.communicate(timeout=30)
     finally:
-        if d.proc.poll() is None:
-            os.killpg(d.proc.pid, signal.SIGKILL)
-            d.proc.wait()
+        d.kill()
     packs = json.loads(record.read_text())["packs"]
     assert packs and all((objects / "pack" / p).exists() for p in packs)
 

@@ -10,8 +10,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import HYPERHIVE
-from test_daemon import wait_for
+from support.hive import HYPERHIVE
+from support.wait import wait_for
 
 from hyperhive.runtime.local_harness import _alive
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import HYPERHIVE, run_cli
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.server.mcpserver.exceptions import ToolError
-from test_daemon import Daemon, wait_for
+from support.daemon import Daemon
+from support.hive import HYPERHIVE, run_cli
+from support.wait import wait_for
 
 from hyperhive.errors import HiveError
 from hyperhive.mcp.server import build_server, forwarder

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import git
+from support.hive import git
 
 from hyperhive.resources import ROOT
 from hyperhive.workflow import meta
@@ -88,7 +88,7 @@ def test_render_flake_quotes_every_name(home):
 
 
 def test_meta_flake_is_locked_and_relocked_without_bumping(home, tmp_path, runtime):
-    from conftest import commit_config
+    from support.hive import commit_config
 
     from hyperhive.agents import create_agent
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, fake_program, git
+from support.hive import commit_config, fake_program, git
 
 from hyperhive.home import Home
 from hyperhive.runtime import RUNTIMES, ownership

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import git, run_cli
+from support.hive import git, run_cli
 from werkzeug.security import generate_password_hash
 
 from forge_ui import create_app

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, git, run_cli
+from support.hive import commit_config, git, run_cli
 
 from hyperhive import spawn
 from hyperhive.broker.messages import Broker, PolicyRefused

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import commit_config, fake_program, git
+from support.hive import commit_config, fake_program, git
 
 from hyperhive.home import Home
 

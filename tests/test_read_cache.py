@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from conftest import commit_config
+from support.hive import commit_config
 
 from hyperhive.gitstore import cache, refs, tags
 from hyperhive.home import Home

@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SHORT_STATES, commit_config, git, log_in, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.daemon import Daemon
+from support.hive import SHORT_STATES, commit_config, git, log_in, run_cli
+from support.nix import host, nix_eval
+from support.wait import wait_for
 
 from forge_ui import create_app
 from forge_ui.filters import utc
@@ -575,8 +578,6 @@ def test_forge_shows_pruned_approvals(hive: Home, runtime: LocalRuntime, client)
 
 
 def test_the_daemon_schedules_the_daily_prune(tmp_path: Path, monkeypatch):
-    from test_daemon import Daemon, wait_for
-
     monkeypatch.setenv("HYPERHIVE_RETENTION_PRUNE_AT", "04:15")
     daemon = Daemon(tmp_path / "hive").start()
     try:
@@ -615,8 +616,6 @@ def test_the_daily_job_prunes_with_the_settings_of_the_moment(hive: Home, caplog
 
 
 def test_nixos_options_agree_with_the_settings(tmp_path: Path):
-    from test_nixlib import host, nix_eval
-
     from hyperhive.errors import BadInput
 
     options = host({}, "m.options.services.hyperhive.retention", tmp_path)

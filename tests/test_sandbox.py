@@ -6,15 +6,15 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, run_cli
-from test_daemon import Daemon, wait_for
-from test_harness import claude_script
-from test_terminal import read_until
+from support.claude import claude_script
+from support.daemon import Daemon
+from support.hive import commit_config, run_cli
+from support.procs import read_until
+from support.wait import wait_for
 
 from hyperhive.home import Home
 from hyperhive.runtime import sandbox
@@ -74,9 +74,7 @@ def hive(tmp_path, monkeypatch):
     daemons = []
     yield home, bindir, daemons
     for d in daemons:
-        if d.proc.poll() is None:
-            os.killpg(d.proc.pid, signal.SIGKILL)
-            d.proc.wait()
+        d.kill()
 
 
 def test_an_agent_sees_its_state_and_sockets_and_nothing_else(hive, tmp_path):

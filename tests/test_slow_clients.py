@@ -2,14 +2,12 @@
 wait in its event loop, not in the threads that serve requests, and are cut at deadlines."""
 
 import contextlib
-import os
-import signal
 import socket
 import urllib.request
 
 import pytest
 import simple_websocket
-from test_daemon import Daemon, bearer
+from support.daemon import Daemon, bearer
 
 from hyperhive.daemon import up
 from hyperhive.settings import Http
@@ -26,9 +24,7 @@ def daemon(tmp_path_factory):
     )
     d = Daemon(root).start()
     yield d
-    if d.proc.poll() is None:
-        os.killpg(d.proc.pid, signal.SIGKILL)
-        d.proc.wait()
+    d.kill()
 
 
 def connect(daemon, data: bytes = b"") -> socket.socket:

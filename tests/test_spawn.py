@@ -6,7 +6,7 @@ import re
 import threading
 
 import pytest
-from conftest import commit_config, git, log_in, run_cli
+from support.hive import commit_config, git, log_in, run_cli
 
 from forge_ui import create_app
 from hyperhive import operator, spawn

@@ -1,7 +1,7 @@
 """The pure state table of DESIGN.md: which tag may follow which."""
 
 import pytest
-from conftest import SHORT_STATES
+from support.hive import SHORT_STATES
 
 from hyperhive.workflow.approvals import parse_tag_refs
 from hyperhive.workflow.states import (

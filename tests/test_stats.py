@@ -9,11 +9,12 @@ import threading
 import time
 
 import pytest
-from conftest import log_in, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_daemon import Daemon, wait_for
-from test_harness import claude_script
+from support.claude import claude_script
+from support.daemon import Daemon
+from support.hive import log_in, run_cli
+from support.wait import wait_for
 
 from forge_ui import create_app
 from hyperhive import operator

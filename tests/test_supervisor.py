@@ -5,7 +5,8 @@ import threading
 import time
 
 import pytest
-from conftest import run_cli
+from support.hive import run_cli
+from support.runtimes import StandIn, set_deployed
 
 from hyperhive.agents import create_agent
 from hyperhive.broker.messages import MAX_BODY, Broker
@@ -14,35 +15,6 @@ from hyperhive.daemon.supervisor import Supervisor, crash_body
 from hyperhive.errors import InvalidName
 from hyperhive.hive import Hive
 from hyperhive.runtime import record
-
-
-class StandIn:
-    """A runtime that records what the supervisor asks of it."""
-
-    def __init__(self, supervised: bool):
-        self.supervised = supervised
-        self.states: dict[str, str] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.on_exit = None
-
-    def watch(self, on_exit):
-        self.on_exit = on_exit
-
-    def start(self, name, emit=None):
-        self.calls.append(("start", name))
-
-    def stop(self, name, emit=None):
-        self.calls.append(("stop", name))
-
-    def status(self, name):
-        return {"state": self.states.get(name, "up"), "revision": "r"}
-
-    def log_tail(self, name, lines=40):
-        return [f"{name} line {i}" for i in range(3)]
-
-
-def set_deployed(home, name, rev):
-    record.revision_file(home, name).write_text(rev + "\n")
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ fixtures: their own daemon and browser for this module)."""
 import re
 from pathlib import Path
 
-from test_browser import browser, daemon, session_state, shots, web  # noqa: F401
-from test_daemon import wait_for
-from test_terminal import alive, host_pid
+from support.browser import browser, daemon, session_state, shots, web  # noqa: F401
+from support.procs import alive, host_pid
+from support.wait import wait_for
 
 TIMEOUT_MS = 15_000
 
@@ -56,7 +56,7 @@ def stty_size(page, mark: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def test_terminal_runs_commands_follows_resizes_and_hangs_up_on_close(web, daemon):  # noqa: F811
+def test_terminal_runs_commands_follows_resizes_and_hangs_up_on_close(web, daemon):
     page = web.open("/agents/manager")
     page.click("button:has-text('Open terminal')")
     page.wait_for_selector(".terminal-status.on")
@@ -99,7 +99,7 @@ def test_terminal_runs_commands_follows_resizes_and_hangs_up_on_close(web, daemo
     wait_for(lambda: not alive(pid), what="the shell to end when its page closed")
 
 
-def test_closing_the_terminal_then_opening_a_new_one(web, daemon, shots: Path):  # noqa: F811
+def test_closing_the_terminal_then_opening_a_new_one(web, daemon, shots: Path):
     page = web.open("/agents/manager")
     page.click("button:has-text('Open terminal')")
     page.wait_for_selector(".terminal-status.on")
@@ -117,7 +117,7 @@ def test_closing_the_terminal_then_opening_a_new_one(web, daemon, shots: Path): 
     page.screenshot(path=str(shots / "terminal.png"))
 
 
-def test_a_paste_over_the_message_limit_arrives_whole(web, daemon):  # noqa: F811
+def test_a_paste_over_the_message_limit_arrives_whole(web, daemon):
     """terminal.js sends input in pieces: a paste bigger than the server's message limit
     (forge_ui.live.MAX_MESSAGE) reaches the shell instead of closing the socket."""
     page = web.open("/agents/manager")

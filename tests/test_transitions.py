@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import SHORT_STATES, commit_config, git, run_cli
+from support.hive import SHORT_STATES, commit_config, git, run_cli
 
 from hyperhive.agents import create_agent
 from hyperhive.errors import (

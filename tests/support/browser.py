@@ -1,0 +1,122 @@
+"""The forge in a real browser: headless Chromium (Debian's) driven by Playwright against
+a real daemon. The fixtures (`daemon`, `browser`, `session_state`, `web`, `shots`) are
+imported by the browser test modules: one daemon and one browser per module."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        f"{CHROMIUM} is missing: the browser tests need Debian's chromium (.ci/run installs it)",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
+
+from .daemon import Daemon  # noqa: E402
+from .hive import PASSWORD, run_cli  # noqa: E402
+
+TIMEOUT_MS = 15_000
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+# -- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("browser") / "hive").start()
+    try:
+        run_cli(d.root, "operator", "set-password", "--password-stdin", input=PASSWORD, check=True)
+        run_cli(d.root, "operator", "add", "alice", "--password-stdin", input=PASSWORD, check=True)
+        d.url = f"http://127.0.0.1:{d.port}"
+        yield d
+    finally:
+        d.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def log_in(page: Page, password: str = PASSWORD, account: str = "alice") -> None:
+    page.fill('input[name="account"]', account)
+    page.fill('input[name="password"]', password)
+    follow(page, "button:has-text('Log in')")
+
+
+@pytest.fixture(scope="module")
+def session_state(browser, daemon):
+    """Log in once through the login page; later contexts start with that session."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{daemon.url}/")
+        assert "/login" in page.url
+        log_in(page)
+        page.wait_for_url(f"{daemon.url}/")
+        return context.storage_state()
+    finally:
+        context.close()
+
+
+class Browsing:
+    """A logged-in browser context; records uncaught JS errors of every page it opens,
+    and whatever the page's Content-Security-Policy refused (a script, a style, a
+    connection the forge's own pages need)."""
+
+    def __init__(self, context, daemon):
+        self.context = context
+        self.daemon = daemon
+        self.js_errors: list[str] = []
+        context.set_default_timeout(TIMEOUT_MS)
+        context.on("page", self._watch)
+
+    def _watch(self, page: Page) -> None:
+        page.on("pageerror", lambda e: self.js_errors.append(f"{page.url}: {e}"))
+        page.on("console", lambda m: self._console(page, m))
+
+    def _console(self, page: Page, message) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.js_errors.append(f"{page.url}: {message.text}")
+
+    def open(self, path: str) -> Page:
+        page = self.context.new_page()
+        page.goto(self.daemon.url + path)
+        return page
+
+
+@pytest.fixture
+def web(browser, daemon, session_state):
+    context = browser.new_context(
+        storage_state=session_state, viewport={"width": 1400, "height": 900}
+    )
+    b = Browsing(context, daemon)
+    try:
+        yield b
+    finally:
+        context.close()
+    assert b.js_errors == []
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    where = os.environ.get("HYPERHIVE_SCREENSHOTS")
+    path = Path(where) if where else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def follow(page: Page, selector: str) -> None:
+    """Click something that loads a new page (a link, a form's button) and wait for it."""
+    with page.expect_navigation():
+        page.click(selector)
