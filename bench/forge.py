@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.diff_lines, args.commits, args.repeats = 100, 300, 2
+        args.diff_lines, args.commits, args.repeats = 20, 150, 1
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     from forge_ui import browse as browse_view

@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print cProfile top entries")
     args = parser.parse_args(argv)
     if args.quick:
-        args.cycles, args.cli_cycles, args.agents, args.tags, args.repeats = 3, 1, 3, 20, 2
+        args.cycles, args.cli_cycles, args.agents, args.tags, args.repeats = 2, 1, 3, 20, 1
         args.history = "20,200,1000"
     if GIT is None:
         parser.error("the git CLI is needed for the references")
