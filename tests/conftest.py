@@ -24,3 +24,32 @@ def home(tmp_path: Path) -> Home:
 @pytest.fixture
 def runtime(home: Home) -> LocalRuntime:
     return LocalRuntime(home)
+
+
+# The longest tests, first: xdist hands tests out in collection order, so a long test
+# collected last would run alone on one worker while the other has nothing left to do.
+# (Measured with `pytest --durations`; a prefix is a module or a test.)
+LONGEST_FIRST = (
+    "tests/test_harness_daemon.py::test_an_agent_whose_claude_cannot_start",
+    "tests/test_harness_daemon.py::test_a_message_runs_a_turn",
+    "tests/test_bench.py",
+    "tests/test_sandbox.py::test_an_agent_sees_its_state",
+    "tests/test_claude_cli.py",
+    "tests/test_stats.py::test_rollup_keeps",
+    "tests/test_operator_auth.py::test_the_cli_ends_sessions",
+    "tests/test_gitsock.py::test_the_local_harness",
+    "tests/test_stats.py::test_a_fake_claude_turn",
+    "tests/test_retention.py::test_property",
+    "tests/test_harness.py::test_a_turn_sends_through",
+    "tests/test_daemon.py::test_start_recovers",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next(
+            (i for i, p in enumerate(LONGEST_FIRST) if item.nodeid.startswith(p)),
+            len(LONGEST_FIRST),
+        )
+
+    items.sort(key=rank)  # stable: the rest keep their order

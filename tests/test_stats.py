@@ -152,10 +152,11 @@ def levels(home) -> dict[int, int]:
 
 def test_rollup_keeps_every_hourly_count_sum_min_and_max(home):
     stats = Stats(home)
-    # 20 days of turns, two agents, one turn every 7 minutes with varying values.
+    # 20 days of turns, two agents, one turn every 23 minutes (two or three an hour) with
+    # varying values.
     stats.record_many(
-        (agent, T0 - 20 * DAY + i * 7 * 60 + 13, key, value)
-        for i in range(20 * 24 * 60 // 7)
+        (agent, T0 - 20 * DAY + i * 23 * 60 + 13, key, value)
+        for i in range(20 * 24 * 60 // 23)
         for agent in ("manager", "worker")
         for key, value in turn_rows(report(duration=i % 97 / 4, inbox_depth=i % 5))
     )
