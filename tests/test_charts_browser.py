@@ -12,7 +12,7 @@ from hyperhive.broker.stats import Stats
 from hyperhive.daemon import hostsock
 from hyperhive.home import Home
 
-TIMEOUT = 15.0
+TIMEOUT = 30.0
 REPORT = {
     "duration": 12.5,
     "exit": "ok",

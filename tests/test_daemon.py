@@ -172,11 +172,11 @@ def test_websockets_need_auth_and_the_same_origin(daemon):
 def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
     client = ws(daemon, "/ws/dashboard", Authorization=bearer(daemon))
     try:
-        first = json.loads(client.receive(timeout=10))
+        first = json.loads(client.receive(timeout=30))
         assert 'data-target="manager#1"' in first["sections"]["approvals"]
         assert "manager#2" not in first["sections"]["approvals"]
         run_cli(daemon.root, "propose", "manager", "--reason", "again", check=True)
-        update = json.loads(client.receive(timeout=10))
+        update = json.loads(client.receive(timeout=30))
         assert 'data-target="manager#2"' in update["sections"]["approvals"]
     finally:
         client.close()

@@ -81,7 +81,7 @@ def test_closing_the_shell_ends_its_background_jobs(runtime: LocalRuntime):
     assert alive(bg)
     assert shell.close() != 0  # SIGHUP
     assert not alive(shell.process.pid)
-    wait_for(lambda: not alive(bg), timeout=10, what="the background job to end")
+    wait_for(lambda: not alive(bg), timeout=30, what="the background job to end")
 
 
 def test_local_shell_refuses_unknown_and_destroyed_agents(home: Home, runtime: LocalRuntime):
@@ -205,7 +205,7 @@ class Term:
             self.control.append(json.loads(m))
         return m
 
-    def until(self, pattern: bytes, timeout: float = 10.0) -> re.Match:
+    def until(self, pattern: bytes, timeout: float = 30.0) -> re.Match:
         deadline = time.monotonic() + timeout
         while not (m := re.search(pattern, self.out)):
             left = deadline - time.monotonic()
@@ -270,7 +270,7 @@ def test_input_resize_and_exit(daemon):
     while t.message() is not None and {"exit": 7} not in t.control:
         pass
     assert {"exit": 7} in t.control
-    wait_for(lambda: not t.ws.connected, timeout=10, what="the server to close the socket")
+    wait_for(lambda: not t.ws.connected, timeout=30, what="the server to close the socket")
 
 
 def test_bad_control_messages_are_reported_and_the_terminal_goes_on(daemon):
@@ -286,7 +286,7 @@ def test_bad_control_messages_are_reported_and_the_terminal_goes_on(daemon):
             ("[1, 2]", "expected"),
         ):
             t.ws.send(bad)
-            wait_for(lambda: t.message(0.2) or t.control, timeout=10, what=bad)
+            wait_for(lambda: t.message(0.2) or t.control, timeout=30, what=bad)
             assert says in t.control.pop()["error"]
         t.send("echo still $((1+1))\n")
         t.until(rb"still 2")
@@ -363,7 +363,7 @@ def test_a_flood_is_held_to_the_window_until_acknowledged(daemon):
     received = len(t.out) - t.out.index(b"START\n") - len(b"START\n")  # of the flood, acked
 
     def frame() -> bytes:
-        while not isinstance(m := t.ws.receive(timeout=10), bytes):
+        while not isinstance(m := t.ws.receive(timeout=30), bytes):
             assert m is not None, "the flood stalled"
         return m
 

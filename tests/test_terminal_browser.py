@@ -9,7 +9,7 @@ from support.browser import browser, daemon, session_state, shots, web  # noqa: 
 from support.procs import alive, host_pid
 from support.wait import wait_for
 
-TIMEOUT_MS = 15_000
+TIMEOUT_MS = 30_000
 
 
 # The shell's pid and pid namespace (a sandbox's own), for host_pid.

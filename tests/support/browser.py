@@ -19,7 +19,7 @@ from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from .daemon import Daemon  # noqa: E402
 from .hive import PASSWORD, run_cli  # noqa: E402
 
-TIMEOUT_MS = 15_000
+TIMEOUT_MS = 30_000
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 
-def read_until(fd: int, pattern: bytes, timeout: float = 10.0) -> re.Match:
+def read_until(fd: int, pattern: bytes, timeout: float = 30.0) -> re.Match:
     out = b""
     deadline = time.monotonic() + timeout
     while not (m := re.search(pattern, out)):
