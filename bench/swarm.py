@@ -753,8 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.agents, args.rate, args.seconds = "2", 1.0, 2.0
-        args.idle_seconds, args.drain = 0.5, 30.0
+        args.agents, args.rate, args.seconds = "3", 1.0, 2.0
+        args.idle_seconds, args.drain = 1.0, 30.0
     sizes = sorted({int(s) for s in args.agents.split(",")})
     if not sizes or sizes[0] < 1 or sizes[-1] > 999:
         raise SystemExit("--agents: sizes from 1 to 999")

@@ -1,8 +1,6 @@
 """Fixtures for every test module (a real hive home on disk, its local runtime) and the
 run-wide check that no process the tests started is left. Helpers live in tests/support/."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,25 +11,6 @@ from hyperhive.runtime.local import LocalRuntime
 
 # The check that no process the tests started outlives the run; pytester for its own test.
 pytest_plugins = ["support.leftovers", "pytester"]
-
-# The tests' files on a tmpfs when the machine has one with room: the suite writes thousands
-# of small git and sqlite files, and their fsyncs on a disk shared with other work cost
-# more than the tests themselves. What the tests prove does not hang on a disk (a killed
-# process's writes are in the page cache either way). Set TMPDIR to choose another place.
-SHM, SHM_ROOM = "/dev/shm", 4 * 2**30
-
-
-def _tmpfs_with_room(path: str) -> bool:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return False
-    return os.access(path, os.W_OK) and st.f_bavail * st.f_frsize >= SHM_ROOM
-
-
-if "TMPDIR" not in os.environ and _tmpfs_with_room(SHM):
-    os.environ["TMPDIR"] = SHM  # for pytest's tmp_path and every process the tests start
-    tempfile.tempdir = None  # gettempdir() looks again
 
 
 @pytest.fixture
