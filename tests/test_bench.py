@@ -59,7 +59,9 @@ def test_forge_quick_run_prints_pages_and_git_references():
     labels += ["?page=", "git log -n 50 --skip="]
     assert_timed_rows(out, labels)
     assert "both sides list the same commits in the same order" in out
-    assert out.count("ratio of medians") == 9  # unified and split at 1x/10x/50x, 3 log pages
+    # unified and split at 1x/10x/50x, 3 log pages, and pages 2 and 3 by their cursor link
+    assert out.count("ratio of medians") == 11
+    assert "&after=<cursor> (the pager's link)" in out
     for scale in ("1x", "10x", "50x"):
         assert f"  {scale}: every file listed" in out
 
