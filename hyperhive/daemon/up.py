@@ -96,9 +96,8 @@ class Services:
         # Every part gets the home that carries the hive's bus (wire/notify.py publishes
         # on it), the runtime too.
         home = dataclasses.replace(home, bus=EventBus())
-        self.hive = Hive(home, get_runtime(runtime_kind, home), bus=home.bus)
-        if stopping is not None:
-            self.hive.stopping = stopping
+        runtime = get_runtime(runtime_kind, home)
+        self.hive = Hive(home, runtime, bus=home.bus, stopping=stopping or threading.Event())
         if isinstance(self.hive.runtime, LocalRuntime):  # its harnesses run on this host
             self.hive.runtime.harnesses.git_url = git_url(http)
         self.worker = BuildWorker(home, self.hive.runtime)
