@@ -8,14 +8,20 @@ import pytest
 from hyperhive.daemon.ops import Ops
 from hyperhive.errors import HiveError
 from hyperhive.hive import Hive
+from hyperhive.home import Home
 from hyperhive.wire.ops import AGENT, HOST, MANAGER, OPS, TABLE, lookup, tools_for
 
 
-@pytest.fixture
-def ops(home, monkeypatch) -> Ops:
-    ops = Ops(Hive(home, runtime=None), None, None)
-    monkeypatch.setattr(ops, "handler", lambda op: lambda caller, request: {"by": (op, caller)})
-    return ops
+class Recorded(Ops):
+    def handler(self, name: str):
+        return lambda caller, request: {"by": (name, caller)}
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory) -> Ops:
+    home = Home(tmp_path_factory.mktemp("ops") / "hive")  # the dispatch reads nothing of it
+    home.root.mkdir()
+    return Recorded(Hive(home, runtime=None), None, None)
 
 
 def test_every_row_has_a_handler_and_every_handler_a_row():

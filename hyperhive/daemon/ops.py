@@ -17,7 +17,7 @@ from hyperhive.hive import Hive
 from hyperhive.names import check_agent_name
 from hyperhive.policy import deployed_policy
 from hyperhive.wire import notify
-from hyperhive.wire.ops import HOST, ROLES, lookup, tools_for
+from hyperhive.wire.ops import AGENTS, HOST, ROLES, lookup, tools_for
 from hyperhive.workflow.approvals import Approvals, history_json
 
 Handler = Callable[[dict], dict]
@@ -58,10 +58,11 @@ class Ops:
 
         def handle(request: dict) -> dict:
             op = lookup(request.get("op"))
-            if op is None or HOST in op.callers and len(op.callers) == 1:
+            agents = op.callers & AGENTS if op else set()
+            if not agents:  # none, or the host's: an agent's socket does not know it
                 raise HiveError(f"unknown op {request.get('op')!r}")
-            if caller not in op.callers:
-                only = "/".join(r for r in ROLES if r in op.callers and r != HOST)
+            if caller not in agents:
+                only = "/".join(r for r in ROLES if r in agents)
                 raise HiveError(f"{op.name} is {only}-only; this socket belongs to {name}")
             return self.handler(op.name)(name, request)
 
