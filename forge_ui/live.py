@@ -26,15 +26,14 @@ STATS_DEBOUNCE = 1.0  # a busy agent's charts redraw at most about once a second
 LOG_CHUNK = 64 * 1024
 CLOSE_WAIT = 10.0
 
+# Bytes of one message from a client at most; a bigger one closes the socket (1009).
+# static/terminal.js sends input in pieces well below it.
+MAX_MESSAGE = 1024 * 1024
+
 
 def stopping() -> bool:
     """The daemon is stopping (`Hive.stopping`): open sockets end so the server can exit."""
     return hive().stopping.is_set()
-
-
-# Bytes of one message from a client at most; a bigger one closes the socket (1009).
-# static/terminal.js sends input in pieces well below it.
-MAX_MESSAGE = 1024 * 1024
 
 
 def send(ws, payload: dict) -> None:
