@@ -3,6 +3,9 @@ each with its `op_<name>` handler and refuses it on a socket whose caller the ro
 not name, whatever the op. In process: the handlers are replaced by a recorder, so this
 checks the dispatch alone (the ops themselves are tested over real sockets elsewhere)."""
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from hyperhive.daemon.ops import Ops
@@ -68,3 +71,22 @@ def test_whoami_lists_the_tools_of_the_callers_role():
     assert set(tools_for(AGENT)) < set(tools_for(MANAGER))
     assert tools_for(HOST) == []
     assert not {"turn_report", "ack", "release", "give_up", "ping"} & set(tools_for(MANAGER))
+
+
+def test_every_request_the_package_sends_names_a_row_with_its_arguments():
+    """The clients (CLI, harness, MCP identity, notify, the socket's own ping) spell
+    requests as dict literals: each names an op of the table, with arguments it has."""
+    root = Path(__file__).resolve().parents[1]
+    sent = []
+    for path in sorted([*root.glob("hyperhive/**/*.py"), *root.glob("forge_ui/**/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Dict):
+                continue
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+            op = dict(zip(keys, node.values, strict=False)).get("op")
+            if isinstance(op, ast.Constant) and isinstance(op.value, str):
+                sent.append((path.name, op.value, [k for k in keys if k != "op"]))
+    assert {op for _, op, _ in sent} >= {"whoami", "recv", "ack", "turn_report", "deploy"}
+    for where, op, args in sent:
+        assert op in OPS, f"{where} sends {op!r}, which the table does not have"
+        assert set(args) <= {a.name for a in OPS[op].args}, f"{where}: {op} {args}"
