@@ -155,11 +155,12 @@ def test_a_new_agent_gets_a_socket(daemon):
 def test_a_socket_follows_the_owner_of_its_agents_state(home):
     """A user-namespaced container's harness runs as its `agent` user, which owns the
     state once the runtime chowned it: the 0600 socket must be that user's too."""
+    from hyperhive.broker.messages import Broker
     from hyperhive.daemon.agentsock import AgentSockets
     from hyperhive.daemon.ops import Ops
     from hyperhive.hive import Hive
 
-    sockets = AgentSockets(home, Ops(Hive(home, runtime=None), None, None))
+    sockets = AgentSockets(home, Ops(Hive(home, runtime=None), Broker(home), None))
     try:
         sockets.sync()
         path = home.agent_socket("manager")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hyperhive.broker.messages import Broker
 from hyperhive.daemon.ops import Ops
 from hyperhive.errors import HiveError
 from hyperhive.hive import Hive
@@ -21,10 +22,12 @@ class Recorded(Ops):
 
 
 @pytest.fixture(scope="module")
-def ops(tmp_path_factory) -> Ops:
+def ops(tmp_path_factory):
     home = Home(tmp_path_factory.mktemp("ops") / "hive")  # the dispatch reads nothing of it
     home.root.mkdir()
-    return Recorded(Hive(home, runtime=None), None, None)
+    broker = Broker(home)
+    yield Recorded(Hive(home, runtime=None), broker, None)
+    broker.close()
 
 
 def test_every_row_has_a_handler_and_every_handler_a_row():
