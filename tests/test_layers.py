@@ -122,18 +122,27 @@ def _walk(node, module, is_package, known, local, typing_only) -> list[Import]:
             names = [
                 f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in child.names
             ]
-        else:
+        elif isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
+            # an import is a statement: expressions hold none, so they are not walked
             inner_local = local or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
-            inner_typing = typing_only or (
-                isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test)
-            )
+            inner_typing = typing_only or (isinstance(child, ast.If) and _type_checking(child))
             found += _walk(child, module, is_package, known, inner_local, inner_typing)
+            continue
+        else:
             continue
         for name in names:
             target = _resolve(name, known) if name.split(".")[0] in PACKAGES else None
             if target is not None and target != module:
                 found.append(Import(module, target, child.lineno, local, typing_only))
     return found
+
+
+def _type_checking(node: ast.If) -> bool:
+    """`if TYPE_CHECKING:` or `if typing.TYPE_CHECKING:`."""
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _parents(module: str, known: dict[str, Path]) -> list[str]:
