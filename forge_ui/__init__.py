@@ -1,10 +1,27 @@
-"""The forge web UI: a Flask app factory over one hive."""
+"""The forge web UI: a Flask app factory over one hive (its views reach it with
+`context.hive()`)."""
 
 from datetime import timedelta
 
-from flask import Flask, current_app
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from forge_ui import (
+    api,
+    auth,
+    browse,
+    dashboard,
+    dead,
+    errors,
+    filters,
+    git_http,
+    headers,
+    live,
+    review,
+    spawn_views,
+    terminal,
+)
+from forge_ui.context import hive
 from hyperhive import operator
 from hyperhive.daemon.httpworker import PREREAD_BYTES
 from hyperhive.hive import Hive
@@ -18,22 +35,6 @@ MAX_CONTENT_LENGTH = PREREAD_BYTES
 
 
 def create_app(hive: Hive) -> Flask:
-    from forge_ui import (
-        api,
-        auth,
-        browse,
-        dashboard,
-        dead,
-        errors,
-        filters,
-        git_http,
-        headers,
-        live,
-        review,
-        spawn_views,
-        terminal,
-    )
-
     forge = load_settings(hive.home).forge  # read at start
     app = Flask(__name__)
     app.config.update(
@@ -66,5 +67,4 @@ def create_app(hive: Hive) -> Flask:
     return app
 
 
-def hive() -> Hive:
-    return current_app.extensions["hive"]
+__all__ = ["create_app", "hive"]

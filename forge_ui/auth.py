@@ -36,7 +36,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Request
 
-from forge_ui import hive
+from forge_ui.context import hive
 from forge_ui.throttle import Busy, LoginThrottle
 from hyperhive import operator, sessions, tokens
 from hyperhive.home import Home

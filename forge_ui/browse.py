@@ -24,7 +24,8 @@ from flask import url_for as flask_url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, BuildError
 
-from forge_ui import blobview, hive
+from forge_ui import blobview
+from forge_ui.context import hive
 from forge_ui.diffview import diff_page
 from hyperhive.errors import HiveError, UnknownCommit
 from hyperhive.gitstore import browse as git

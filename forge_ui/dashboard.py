@@ -3,9 +3,10 @@
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
-from forge_ui import hive, state
+from forge_ui import state
+from forge_ui.context import hive
 from hyperhive.broker import questions
-from hyperhive.workflow import notify
+from hyperhive.wire import notify
 
 bp = Blueprint("dashboard", __name__)
 

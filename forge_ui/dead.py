@@ -3,11 +3,12 @@ page's dead-letter tables), and what the JSON API shares with it."""
 
 from flask import Blueprint, redirect, request
 
-from forge_ui import hive, state
+from forge_ui import state
 from forge_ui.auth import safe_next
+from forge_ui.context import hive
 from hyperhive.broker.messages import DEAD_PAGE
 from hyperhive.errors import BadInput
-from hyperhive.workflow import notify
+from hyperhive.wire import notify
 
 bp = Blueprint("dead", __name__)
 

@@ -30,7 +30,6 @@ from werkzeug.wsgi import ClosingIterator, get_host
 
 from forge_ui.auth import git_identity
 from hyperhive.agents import MANAGER
-from hyperhive.daemon import gitsock
 from hyperhive.errors import HiveError
 from hyperhive.gitstore.receive import Limits, QuarantinedReceivePack
 from hyperhive.hive import Hive
@@ -80,7 +79,7 @@ class GitMount:
 
     def __call__(self, environ, start_response):
         if not environ.get("PATH_INFO", "").startswith(PREFIX):
-            if gitsock.forwarded(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")):
+            if self.hive.forwarded(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")):
                 return self.refuse(
                     Refusal("403 Forbidden", "an agent's git socket serves the git remote only"),
                     start_response,

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from forge_ui import hive
+from forge_ui.context import hive
 
 TAIL_BYTES = 64 * 1024  # what the page starts with
 CHUNK = 64 * 1024  # what one websocket message carries at most

@@ -7,20 +7,17 @@ process, is caught up at the next wake-up at the latest.
 """
 
 import json
-import threading
 import time
 
 from flask import Blueprint, request
 from flask_sock import Sock
 
-from forge_ui import charts, dashboard, harness_log, hive, review, state
+from forge_ui import charts, dashboard, harness_log, review, state
+from forge_ui.context import hive
 from hyperhive.workflow.states import TERMINAL, State
 
 bp = Blueprint("live", __name__)
 sock = Sock()
-
-# Set when the daemon is stopping, so open sockets end and the server can exit.
-shutting_down = threading.Event()
 
 TICK = 1.0  # seconds between checks of the source of truth
 REFRESH = 30.0  # the dashboard re-renders this often anyway, so ages stay right
@@ -28,9 +25,15 @@ DEBOUNCE = 0.1  # a burst of events (a deploy writes several tags) renders once
 STATS_DEBOUNCE = 1.0  # a busy agent's charts redraw at most about once a second
 LOG_CHUNK = 64 * 1024
 CLOSE_WAIT = 10.0
+
 # Bytes of one message from a client at most; a bigger one closes the socket (1009).
 # static/terminal.js sends input in pieces well below it.
 MAX_MESSAGE = 1024 * 1024
+
+
+def stopping() -> bool:
+    """The daemon is stopping (`Hive.stopping`): open sockets end so the server can exit."""
+    return hive().stopping.is_set()
 
 
 def send(ws, payload: dict) -> None:
@@ -48,7 +51,7 @@ def dashboard_ws(ws):
     with hive().bus.subscribe("state") as sub:
         last = None
         refreshed = 0.0
-        while ws.connected and not shutting_down.is_set():
+        while ws.connected and not stopping():
             now = time.monotonic()
             woke = sub.get(timeout=TICK)
             if woke is not None:
@@ -79,11 +82,11 @@ def stats_ws(ws):
     every REFRESH seconds anyway, so ages move and a lost event only delays an update."""
     agent = request.args.get("agent")
     with hive().bus.subscribe("stats") as sub:
-        while ws.connected and not shutting_down.is_set():
+        while ws.connected and not stopping():
             send(ws, charts.payload(hive(), request.args))
             deadline = time.monotonic() + REFRESH
             while (left := deadline - time.monotonic()) > 0 and ws.connected:
-                if shutting_down.is_set():
+                if stopping():
                     return
                 event = sub.get(timeout=min(left, TICK))
                 if event is not None and event[1].get("agent") in (agent, ""):
@@ -96,7 +99,7 @@ def approval_ws(ws, name: str, approval_id: int):
     approvals = review.approvals_of(name)
     with hive().bus.subscribe("state") as sub:
         last = None
-        while ws.connected and not shutting_down.is_set():
+        while ws.connected and not stopping():
             view = review.live_view(approvals.get(approval_id, with_pruned=True))
             if view != last:
                 send(ws, view)
@@ -115,7 +118,7 @@ def build_ws(ws, name: str, approval_id: int):
     topics = ("state", f"log:{name}:{approval_id}")
     with hive().bus.subscribe(*topics) as sub:
         last_state = None
-        while ws.connected and not shutting_down.is_set():
+        while ws.connected and not stopping():
             a = approvals.get(approval_id)
             text = ""
             if path.exists():
@@ -147,7 +150,7 @@ def harness_ws(ws, name: str):
     writes as long as it runs, and a restart goes on in the same log."""
     offset = max(0, request.args.get("offset", 0, type=int))
     follower = harness_log.Follower(harness_log.path_of(name), offset)
-    while ws.connected and not shutting_down.is_set():
+    while ws.connected and not stopping():
         text, reset = follower.read()
         if text or reset:
             send(ws, {"text": text, "reset": reset, "offset": follower.offset})

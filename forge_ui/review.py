@@ -4,7 +4,8 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, render_template, request, send_file
 from markupsafe import Markup
 
-from forge_ui import dead, harness_log, hive, state
+from forge_ui import dead, harness_log, state
+from forge_ui.context import hive
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
 from hyperhive.agents import runtime_state

@@ -4,7 +4,7 @@ opens. Refusals (a bad or taken name) go through the HiveError handler."""
 
 from flask import Blueprint, g, redirect, request, url_for
 
-from forge_ui import hive
+from forge_ui.context import hive
 from hyperhive.spawn import spawn
 
 bp = Blueprint("spawn", __name__)

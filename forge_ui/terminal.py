@@ -32,7 +32,8 @@ import threading
 from flask import Blueprint, g, request
 from simple_websocket import ConnectionClosed
 
-from forge_ui import auth, hive, live
+from forge_ui import auth, live
+from forge_ui.context import hive
 from hyperhive.errors import HiveError, UnknownAgent
 from hyperhive.runtime.base import Shell
 
@@ -70,7 +71,7 @@ def terminal_ws(ws, name: str):
         return
     log.info("%s: terminal opened by %s (pid %d)", name, g.actor, shell.process.pid)
     try:
-        relay = Relay(ws, shell, auth.still_allowed())
+        relay = Relay(ws, shell, auth.still_allowed(), hive().stopping)
     except BaseException:  # no pipe for it (out of fds): the shell must not outlive the page
         shell.close()
         raise
@@ -87,9 +88,12 @@ class Relay:
     """Copies the PTY's output to the socket (this thread, flow-controlled) and the
     socket's input to the PTY (a helper thread), until either side ends."""
 
-    def __init__(self, ws, shell: Shell, allowed=lambda: True):
+    def __init__(
+        self, ws, shell: Shell, allowed=lambda: True, stopping: threading.Event | None = None
+    ):
         self.ws, self.shell = ws, shell
         self.allowed = allowed  # False once the session or token that opened it ended
+        self.stopping = stopping or threading.Event()  # the daemon's stop (Hive.stopping)
         self.unacked = 0  # output bytes sent and not yet acknowledged
         self.window = threading.Condition()
         self.send_lock = threading.Lock()  # one frame at a time from our two threads
@@ -133,7 +137,7 @@ class Relay:
         return (
             not self.done.is_set()
             and self.ws.connected
-            and not live.shutting_down.is_set()
+            and not self.stopping.is_set()
             and self.allowed()
         )
 

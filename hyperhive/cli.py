@@ -15,13 +15,14 @@ from hyperhive import operator, sessions, tokens
 from hyperhive.agents import create_agent, init_hive, list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.messages import OPERATOR, Broker
-from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError, disk_full
 from hyperhive.home import Home, default_home, restrict_umask
 from hyperhive.names import check_agent_name, parse_target
-from hyperhive.runtime import RUNTIMES, get_runtime
+from hyperhive.runtime.kinds import RUNTIMES, get_runtime
 from hyperhive.settings import load_settings
-from hyperhive.workflow import hooks, notify
+from hyperhive.wire import notify
+from hyperhive.wire.protocol import DaemonUnavailable, call
+from hyperhive.workflow import hooks
 from hyperhive.workflow.approvals import Approval, Approvals, history_json, when
 from hyperhive.workflow.deploy import deploy
 
@@ -147,8 +148,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if not args.here:
         request = {"op": "deploy", "agent": name, "id": approval_id}
         try:
-            reply = hostsock.call(args.home.host_socket, request)
-        except hostsock.DaemonUnavailable:
+            reply = call(args.home.host_socket, request)
+        except DaemonUnavailable:
             pass  # no daemon: build in this process
         else:
             print(f"queued {name}#{approval_id} on the daemon ({reply['ahead']} ahead)")
@@ -334,7 +335,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def _broker(home: Home) -> Broker:
-    from hyperhive.runtime.policy import deployed_policy
+    from hyperhive.policy import deployed_policy
 
     home.require()
     return Broker(home, lambda name: deployed_policy(home, name))
@@ -414,9 +415,10 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from forge_ui import create_app
     from hyperhive.daemon.up import serve
 
-    return serve(args.home, args.runtime, args.bind, args.port)
+    return serve(args.home, args.runtime, args.bind, args.port, create_app)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:

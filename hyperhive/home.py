@@ -1,11 +1,12 @@
 """Where the hive's state lives on disk (DESIGN.md, "State on disk")."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hyperhive.errors import InvalidName, NotInitialized, UnknownAgent
 from hyperhive.names import check_agent_name
+from hyperhive.wire.events import EventBus
 
 # What every hyperhive process masks off what it creates: other users get nothing of a hive
 # (hive.db, logs, agents' state, tokens), its group never writes. NixOS's unit sets the same.
@@ -28,6 +29,9 @@ def default_home() -> Path:
 @dataclass(frozen=True)
 class Home:
     root: Path
+    # The daemon's event bus, in the daemon's process only (`Hive` hands out a home that
+    # carries its bus): wire/notify.py publishes on it there, and asks host.sock elsewhere.
+    bus: EventBus | None = field(default=None, compare=False, repr=False)
 
     def close_to_others(self) -> bool:
         """Take other users' access to the home's top directory away (a home made before

@@ -52,7 +52,8 @@ from hyperhive.gitstore.repos import copy_commit, init_worktree, open_repo
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name
 from hyperhive.runtime.base import Runtime
-from hyperhive.workflow import meta, notify
+from hyperhive.wire import notify
+from hyperhive.workflow import meta
 from hyperhive.workflow.approvals import MAIN, Approval, Approvals
 from hyperhive.workflow.deploy import recover
 from hyperhive.workflow.lock import build_lock, locked
@@ -95,7 +96,7 @@ def require_draft(home: Home, name: str) -> Path:
 # -- a draft's initial state (`draft_write_state`) ----------------------------------------
 
 # one file the manager writes: its text travels JSON-escaped in one request line of the
-# agent socket (hostsock.MAX_LINE, 1 MiB), so a quarter of that
+# agent socket (wire.protocol.MAX_LINE, 1 MiB), so a quarter of that
 MAX_STATE_FILE_BYTES = 256 * 1024
 MAX_DRAFT_STATE_BYTES = 16 * 1024 * 1024  # everything in a draft's state directory
 MAX_STATE_PATH = 255  # characters of a relative path

@@ -13,8 +13,8 @@ from support.hive import run_cli
 from support.wait import wait_for
 
 from hyperhive.daemon import hostsock
-from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
 from hyperhive.errors import HiveError
+from hyperhive.wire.ops import OPS, tools_for
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,10 @@ def call(daemon, agent, **request):
 def test_sockets_are_private_and_say_who_you_are(daemon):
     assert sock(daemon, "alice").stat().st_mode & 0o777 == 0o600
     me = call(daemon, "alice", op="whoami")
-    assert (me["name"], me["role"], me["tools"]) == ("alice", "agent", AGENT_TOOLS)
+    assert (me["name"], me["role"], me["tools"]) == ("alice", "agent", tools_for("agent"))
     assert me["policy"]["allowedRecipients"] is None
     boss = call(daemon, "manager", op="whoami")
-    assert (boss["role"], boss["tools"]) == ("manager", MANAGER_TOOLS)
+    assert (boss["role"], boss["tools"]) == ("manager", tools_for("manager"))
 
 
 def test_manager_tools_are_refused_on_an_agent_socket(daemon):
@@ -179,8 +179,7 @@ def test_the_harness_leases_acks_and_releases_over_the_socket(daemon):
     """The harness's ops: a leased recv whose reply was read but never acknowledged (the
     harness died before writing it down) is handed back by `release`; an MCP-style recv
     leases nothing. None of them is an MCP tool."""
-    from hyperhive.daemon.ops import HARNESS_OPS
-
+    HARNESS_OPS = [op.name for op in OPS.values() if "agent" in op.callers and not op.tool]
     assert {"ack", "release"} <= set(HARNESS_OPS)
     assert not set(HARNESS_OPS) & set(call(daemon, "alice", op="whoami")["tools"])
     while call(daemon, "alice", op="recv")["messages"]:  # what other tests left

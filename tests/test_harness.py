@@ -24,7 +24,6 @@ from support.hive import HYPERHIVE, run_cli
 from support.wait import wait_for
 
 from hyperhive.daemon.hostsock import HostSocket
-from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
 from hyperhive.errors import HiveError
 from hyperhive.harness.claude_config import (
     CLAUDE_TOOLS,
@@ -41,9 +40,11 @@ from hyperhive.harness.events import Run
 from hyperhive.harness.loop import MAX_ATTEMPTS, Config, Harness, PolicyUnreadable
 from hyperhive.harness.notes import DEFAULT_COMPACT_BYTES
 from hyperhive.harness.prompt import system_prompt, turn_prompt
+from hyperhive.wire.ops import tools_for
 
 SOCKET = "/run/hyperhive/agent.sock"
 CMD = ["hyperhive"]
+AGENT_TOOLS, MANAGER_TOOLS = tools_for("agent"), tools_for("manager")  # the operation table
 HYPERHIVE_TOOLS = [f"mcp__hyperhive__{t}" for t in AGENT_TOOLS]
 STATE = Path("/state")
 

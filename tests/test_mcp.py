@@ -20,20 +20,9 @@ from support.wait import wait_for
 from hyperhive.errors import HiveError
 from hyperhive.mcp.server import build_server, forwarder
 from hyperhive.mcp.tools import DESCRIPTIONS, recv_timeout, tool_functions
+from hyperhive.wire.ops import OPS, TABLE, tools_for
 
-AGENT_TOOLS = ["send", "recv", "whoami", "list_peers"]
-MANAGER_TOOLS = [
-    *AGENT_TOOLS,
-    "ask_operator",
-    "request_init_config",
-    "request_apply_commit",
-    "request_spawn",
-    "request_spawn_draft",
-    "request_spawn_commit",
-    "draft_write_state",
-    "approvals",
-    "agent_history",
-]
+AGENT_TOOLS, MANAGER_TOOLS = tools_for("agent"), tools_for("manager")  # the operation table
 REFUSAL = "unknown recipient 'nobody': `list_peers` shows who can be reached"
 
 
@@ -131,11 +120,30 @@ def over_stdio(socket_path: Path, body):
 # -- in process -------------------------------------------------------------------------
 
 
-def test_every_daemon_tool_has_a_function_and_a_description():
-    from hyperhive.daemon.ops import MANAGER_TOOLS as DAEMON_TOOLS
+def test_every_tool_of_the_table_has_a_function_and_a_description():
+    tool_ops = [op.name for op in TABLE if op.tool]
+    assert list(tool_functions(None)) == list(DESCRIPTIONS) == tool_ops == MANAGER_TOOLS
+    assert set(AGENT_TOOLS) < set(MANAGER_TOOLS)
 
-    assert sorted(tool_functions(None)) == sorted(DESCRIPTIONS) == sorted(DAEMON_TOOLS)
-    assert DAEMON_TOOLS == MANAGER_TOOLS
+
+def test_each_tools_schema_and_annotations_are_its_table_row(manager_fake):
+    """The input schema lists exactly the row's arguments the model sees (the harness's
+    `lease` flag is not one), required as the row says, described in its words."""
+
+    async def body(client):
+        return (await client.list_tools()).tools
+
+    for t in in_process(build_server(manager_fake.path), "auto", body):
+        op = OPS[t.name]
+        seen = [a for a in op.args if a.tool]
+        properties = t.input_schema.get("properties", {})
+        assert list(properties) == [a.name for a in seen], t.name
+        assert t.input_schema.get("required", []) == [a.name for a in seen if a.required]
+        for a in seen:
+            assert properties[a.name]["description"] == a.description
+        assert t.description == op.description
+        assert bool(t.annotations and t.annotations.read_only_hint) == op.read_only, t.name
+    assert "lease" in [a.name for a in OPS["recv"].args]
 
 
 def test_a_tool_this_side_does_not_know_is_left_out(manager_fake):

@@ -12,9 +12,9 @@ import pytest
 from support.nix import STUB_LIB, STUB_PKGS, NixError, host, nix_eval, nix_str
 
 from hyperhive.harness.notes import DEFAULT_COMPACT_BYTES
+from hyperhive.policy import KNOWN_OPTIONS, POLICY_KEYS, normalize
 from hyperhive.resources import NIX_DIR, ROOT
 from hyperhive.runtime.nixos_container import AGENT_GID, AGENT_UID
-from hyperhive.runtime.policy import KNOWN_OPTIONS, POLICY_KEYS, normalize
 
 SHIPPED = [
     NIX_DIR / "lib.nix",

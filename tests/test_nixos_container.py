@@ -2,6 +2,7 @@
 the real one: builds print lines with pauses, a broken config fails the build, every
 call's argv is recorded."""
 
+import dataclasses
 import json
 import os
 import select
@@ -15,15 +16,17 @@ import pytest
 from support.hive import commit_config, fake_program, git
 
 from hyperhive.home import Home
-from hyperhive.runtime import RUNTIMES, ownership
+from hyperhive.policy import deployed_policy
+from hyperhive.runtime import ownership
 from hyperhive.runtime.base import BuildError, RuntimeCommandError
+from hyperhive.runtime.kinds import RUNTIMES
 from hyperhive.runtime.nixos_container import (
     NixosContainerRuntime,
     container_name,
     parse_status,
 )
-from hyperhive.runtime.policy import deployed_policy
-from hyperhive.workflow import meta, notify
+from hyperhive.wire.events import EventBus
+from hyperhive.workflow import meta
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
 
@@ -316,11 +319,9 @@ def test_a_stopped_container_is_started_by_the_update(quiet: Home, fake: Fake):
 
 
 def test_output_is_streamed_before_the_build_exits(quiet: Home, fake: Fake):
-    home = quiet
+    home = dataclasses.replace(quiet, bus=EventBus())  # as in the daemon (Hive)
     approval_id, _ = approved(home)
     fake.flag("gate")
-    published: list[tuple[str, str]] = []
-    notify.set_publisher(lambda topic, data: published.append((topic, data)))
     result: list = []
     thread = threading.Thread(
         target=lambda: result.append(
@@ -328,20 +329,22 @@ def test_output_is_streamed_before_the_build_exits(quiet: Home, fake: Fake):
         )
     )
     first = f"building the system configuration of {CONTAINER}..."
-    try:
-        thread.start()
-        log_path = home.build_log(NAME, approval_id)
-        wait_for(lambda: log_path.exists() and first in log_path.read_text(), "the first line")
-        # the fake still waits for its release: the line came while the build runs
-        assert thread.is_alive() and not fake.root.joinpath("release").exists()
-        assert (f"log:{NAME}:{approval_id}", first) in published
-        assert "built /nix/store" not in log_path.read_text()
-        fake.flag("release")
-        thread.join(30)
-    finally:
-        fake.flag("release")
-        thread.join(30)
-        notify.set_publisher(None)
+    topic = f"log:{NAME}:{approval_id}"
+    with home.bus.subscribe(topic) as sub:
+        try:
+            thread.start()
+            log_path = home.build_log(NAME, approval_id)
+            wait_for(lambda: log_path.exists() and first in log_path.read_text(), "the first line")
+            # the fake still waits for its release: the line came while the build runs
+            assert thread.is_alive() and not fake.root.joinpath("release").exists()
+            while (event := sub.get(timeout=10)) != (topic, first):
+                assert event is not None, "the first line was not published"
+            assert "built /nix/store" not in log_path.read_text()
+            fake.flag("release")
+            thread.join(30)
+        finally:
+            fake.flag("release")
+            thread.join(30)
     assert result[0].state == "deployed"
     assert f"built /nix/store/aaaa-nixos-system-{CONTAINER}" in log_path.read_text()
 

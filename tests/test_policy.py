@@ -12,10 +12,10 @@ from support.hive import commit_config, git, run_cli
 
 from hyperhive import spawn
 from hyperhive.broker.messages import Broker, PolicyRefused
+from hyperhive.policy import PolicyError, deployed_policy
 from hyperhive.runtime import policy
 from hyperhive.runtime.base import BuildError
 from hyperhive.runtime.local_harness import Harnesses
-from hyperhive.runtime.policy import deployed_policy
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
 
@@ -337,7 +337,7 @@ def test_the_harness_files_carry_claude_and_the_notes_threshold(home, runtime, w
 def test_a_corrupt_policy_file_is_an_error_not_unrestricted(home, runtime, worker):
     ship(home, runtime, worker, '{ ... }: { hyperhive.allowedRecipients = [ "manager" ]; }\n')
     policy_path(home).write_text("{not json")
-    with pytest.raises(policy.PolicyError, match="is not JSON"):
+    with pytest.raises(PolicyError, match="is not JSON"):
         deployed_policy(home, NAME)
 
 

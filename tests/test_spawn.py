@@ -13,7 +13,7 @@ from hyperhive import operator, spawn
 from hyperhive.agents import initial_agent_nix
 from hyperhive.errors import AgentExists, BadInput, InvalidName, UnknownAgent, UnknownCommit
 from hyperhive.hive import Hive
-from hyperhive.runtime.policy import deployed_policy
+from hyperhive.policy import deployed_policy
 from hyperhive.workflow import meta
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy

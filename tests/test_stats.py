@@ -2,6 +2,7 @@
 roll-up, the named series, GET /api/stats and /ws/stats, the sampler and stuck-agent
 detection, the dashboard's activity section."""
 
+import dataclasses
 import math
 import os
 import sqlite3
@@ -23,13 +24,12 @@ from hyperhive.broker.db import db_path
 from hyperhive.broker.messages import MANAGER, OPERATOR, SYSTEM, Broker
 from hyperhive.broker.series import GROUPS, percentile, series
 from hyperhive.broker.stats import DAY, HOUR, MAX_TOOL_SERIES, MAX_TOOLS, Stats, turn_rows
-from hyperhive.daemon.events import EventBus
 from hyperhive.daemon.sampler import Sampler, stuck_agents
 from hyperhive.errors import BadInput
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.settings import Telemetry, load_settings
-from hyperhive.workflow import notify
+from hyperhive.wire.events import EventBus
 
 REPORT = {
     "duration": 12.5,
@@ -123,14 +123,13 @@ def test_tool_names_are_capped_per_report_and_per_agent(home):
 
 
 def test_recording_publishes_a_stats_event_inside_the_daemon(home):
-    bus = EventBus()
-    notify.set_publisher(bus.publish)
-    try:
-        with bus.subscribe("stats") as sub:
-            Stats(home).record_turn("manager", REPORT)
-            assert sub.get(timeout=5) == ("stats", {"agent": "manager"})
-    finally:
-        notify.set_publisher(None)
+    bus = EventBus()  # the daemon's home carries its bus (Hive)
+    with bus.subscribe("stats") as sub:
+        Stats(dataclasses.replace(home, bus=bus)).record_turn("manager", REPORT)
+        assert sub.get(timeout=5) == ("stats", {"agent": "manager"})
+    with bus.subscribe("stats") as sub:  # elsewhere (no bus) nobody is told
+        Stats(home).record_turn("manager", REPORT)
+        assert sub.get(timeout=0) is None
 
 
 # -- roll-up -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from hyperhive.broker.db import Pool, migrate
 from hyperhive.errors import BadInput
 from hyperhive.home import Home
 from hyperhive.settings import Telemetry
-from hyperhive.workflow import notify
+from hyperhive.wire import notify
 
 EXIT_CLASSES = ("ok", "compact-retry", "failure")
 RECIPIENT_CLASSES = ("peer", "operator", "manager", "system")
@@ -136,7 +136,7 @@ class Stats:
         """Store rows for one moment in one transaction."""
         at = time.time() if ts is None else ts
         self.record_many([(agent, at, key, value) for key, value in rows])
-        notify.stats_recorded(agent)
+        notify.stats_recorded(self.home, agent)
 
     def record_many(self, rows: Iterable[tuple[str, float, str, float]]) -> None:
         """Store raw `(agent, ts, key, value)` rows in one transaction (no event)."""

@@ -34,21 +34,31 @@ CONNECT_SECONDS = 10.0
 Address = tuple[str, int]
 
 
-# The daemon-side (source) addresses of forwarded connections: the web app refuses them
-# everything but /git/ (forge_ui/git_http.py), so a container reaches the git remote
-# through its socket, not the forge's pages, API or login form.
-_forwarded: set[Address] = set()
-_forwarded_lock = threading.Lock()
+class Forwarded:
+    """The daemon-side (source) addresses of forwarded connections (a field of the Hive):
+    the web app refuses them everything but /git/ (forge_ui/git_http.py), so a container
+    reaches the git remote through its socket, not the forge's pages, API or login form."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._addresses: set[Address] = set()
 
-def forwarded(host: str | None, port: str | int | None) -> bool:
-    """Whether a request from `host`:`port` came through an agent's git socket."""
-    try:
-        address = (host or "", int(port or 0))
-    except ValueError:
-        return False
-    with _forwarded_lock:
-        return address in _forwarded
+    def add(self, address: Address) -> None:
+        with self._lock:
+            self._addresses.add(address)
+
+    def discard(self, address: Address) -> None:
+        with self._lock:
+            self._addresses.discard(address)
+
+    def __call__(self, host: str | None, port: str | int | None) -> bool:
+        """Whether a request from `host`:`port` came through an agent's git socket."""
+        try:
+            address = (host or "", int(port or 0))
+        except ValueError:
+            return False
+        with self._lock:
+            return address in self._addresses
 
 
 def git_socket(home: Home, name: str) -> Path:
@@ -69,10 +79,12 @@ def git_url(address: Address) -> str:
 
 
 class GitSocket:
-    """A unix socket at `path` whose connections are forwarded to the TCP `target`."""
+    """A unix socket at `path` whose connections are forwarded to the TCP `target`; their
+    daemon-side addresses are kept in `forwarded` while they are open."""
 
-    def __init__(self, path: Path, target: Address):
+    def __init__(self, path: Path, target: Address, forwarded: Forwarded | None = None):
         self.path, self.target = path, target
+        self.forwarded = forwarded if forwarded is not None else Forwarded()
         self.listener: socket.socket | None = None
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.stopping = threading.Event()
@@ -139,8 +151,7 @@ class GitSocket:
                 log.warning("%s: cannot reach the daemon at %s: %s", self.path, self.target, e)
                 return
             source = upstream.getsockname()[:2]
-            with _forwarded_lock:  # before the first byte reaches the daemon
-                _forwarded.add(source)
+            self.forwarded.add(source)  # before the first byte reaches the daemon
             with self.lock:
                 if self.stopping.is_set():
                     return
@@ -156,8 +167,7 @@ class GitSocket:
             with self.lock:
                 self.open.pop(client, None)
             if source is not None:
-                with _forwarded_lock:
-                    _forwarded.discard(source)
+                self.forwarded.discard(source)
             for s in (client, upstream):
                 if s is not None:
                     s.close()
@@ -213,12 +223,13 @@ class GitSockets(PerAgentSockets[GitSocket]):
 
     kind = "git socket"
 
-    def __init__(self, home: Home, target: Address):
+    def __init__(self, home: Home, target: Address, forwarded: Forwarded | None = None):
         super().__init__(home)
         self.target = target
+        self.forwarded = forwarded if forwarded is not None else Forwarded()
 
     def _start(self, name: str, owner: tuple[int, int] | None) -> GitSocket:
-        sock = GitSocket(git_socket(self.home, name), self.target)
+        sock = GitSocket(git_socket(self.home, name), self.target, self.forwarded)
         sock.start(owner)
         log.info("%s: git remote on %s", name, sock.path)
         return sock

@@ -2,7 +2,8 @@
 
 Only the hive's owner (and the admin group, mode 0660) can connect to host.sock, so a
 request there is the operator's; each agent's socket (0600) speaks for that agent alone.
-The ops are in hyperhive/daemon/ops.py.
+The ops are in hyperhive/daemon/ops.py; the client half of the protocol (`call`) is
+hyperhive/wire/protocol.py.
 
 Bounded: each socket serves at most `max_connections` at once (one thread each; one more
 is answered `{"ok": false}` and closed), and a connection that sends no complete line for
@@ -21,39 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hyperhive.errors import HiveError
+from hyperhive.wire.protocol import MAX_LINE, DaemonUnavailable, call
 
 log = logging.getLogger("hyperhive.daemon")
 
 Handler = Callable[[dict], dict]
-MAX_LINE = 1 << 20
 IDLE_SECONDS = 60.0  # every client sends its line at once; a long-poll waits in the op
 HOST_CONNECTIONS = 64  # the CLI and the hooks
 AGENT_CONNECTIONS = 16  # a harness and its claude's MCP server; a recv holds one each
-
-
-class DaemonUnavailable(Exception):
-    """No daemon answers on the socket (none running, or a stale socket file)."""
-
-
-def call(path: Path, request: dict, timeout: float = 10.0) -> dict:
-    """Send one request and return the reply; raise HiveError if the daemon refused it."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError) as e:
-        sock.close()
-        raise DaemonUnavailable(str(e)) from e
-    with sock, sock.makefile("rwb") as f:
-        f.write(json.dumps(request).encode() + b"\n")
-        f.flush()
-        line = f.readline(MAX_LINE)
-    if not line:
-        raise DaemonUnavailable("the daemon closed the connection without a reply")
-    reply = json.loads(line)
-    if not reply.get("ok"):
-        raise HiveError(reply.get("error", "the daemon refused the request"))
-    return reply
 
 
 def _answer(handler: Handler, line: bytes) -> dict:

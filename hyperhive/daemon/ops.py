@@ -1,8 +1,11 @@
-"""What each socket may ask. The socket a request arrives on is the caller's identity:
-`run/agents/<name>/agent.sock` speaks for `<name>`, `run/host.sock` for the operator."""
+"""What each socket may ask, answered. The socket a request arrives on is the caller's
+identity: `run/agents/<name>/agent.sock` speaks for `<name>`, `run/host.sock` for the
+operator. Which ops there are and who may call each is the operation table
+(hyperhive/wire/ops.py); each op is answered by the `op_<name>` method here."""
 
 from collections.abc import Callable
 
+from hyperhive import spawn
 from hyperhive.agents import runtime_state
 from hyperhive.broker import questions
 from hyperhive.broker.health import Health
@@ -12,28 +15,10 @@ from hyperhive.daemon.worker import BuildWorker
 from hyperhive.errors import BadInput, HiveError
 from hyperhive.hive import Hive
 from hyperhive.names import check_agent_name
-from hyperhive.workflow import notify
+from hyperhive.policy import deployed_policy
+from hyperhive.wire import notify
+from hyperhive.wire.ops import AGENTS, HOST, ROLES, lookup, tools_for
 from hyperhive.workflow.approvals import Approvals, history_json
-
-AGENT_TOOLS = ["send", "recv", "whoami", "list_peers"]
-MANAGER_TOOLS = [
-    *AGENT_TOOLS,
-    "ask_operator",
-    "request_init_config",
-    "request_apply_commit",
-    "request_spawn",
-    "request_spawn_draft",
-    "request_spawn_commit",
-    "draft_write_state",
-    "approvals",
-    "agent_history",
-]
-# Ops of the harness (hyperhive/harness/), not MCP tools: `whoami` does not list them and
-# `hyperhive mcp` does not serve them (nor `recv`'s `lease` flag). Any process on the
-# agent's socket may call them; a forged one only touches the agent's own telemetry or
-# messages (an early ack is a plain recv's delivery, a stray release a repeat, a stray
-# give_up a dead letter the operator can requeue).
-HARNESS_OPS = ["turn_report", "ack", "release", "give_up"]
 
 Handler = Callable[[dict], dict]
 
@@ -43,7 +28,7 @@ def role(name: str) -> str:
 
 
 def tools(name: str) -> list[str]:
-    return MANAGER_TOOLS if name == MANAGER else AGENT_TOOLS
+    return tools_for(role(name))
 
 
 def _str(request: dict, key: str) -> str:
@@ -60,22 +45,26 @@ class Ops:
         self.health = Health(hive.home)
 
     def policy(self, name: str) -> dict:
-        from hyperhive.runtime.policy import deployed_policy
-
         return deployed_policy(self.hive.home, name)
+
+    def handler(self, name: str) -> Callable[[str, dict], dict]:
+        """The `op_<name>` method answering op `name` (a test checks the table has one)."""
+        return getattr(self, f"op_{name}")
 
     # -- agent sockets -----------------------------------------------------------------
 
     def for_agent(self, name: str) -> Handler:
+        caller = role(name)
+
         def handle(request: dict) -> dict:
-            op = request.get("op")
-            if op in HARNESS_OPS:
-                return getattr(self, f"op_{op}")(name, request)
-            if op not in MANAGER_TOOLS:
-                raise HiveError(f"unknown op {op!r}")
-            if op not in tools(name):
-                raise HiveError(f"{op} is manager-only; this socket belongs to {name}")
-            return getattr(self, f"op_{op}")(name, request)
+            op = lookup(request.get("op"))
+            agents = op.callers & AGENTS if op else set()
+            if not agents:  # none, or the host's: an agent's socket does not know it
+                raise HiveError(f"unknown op {request.get('op')!r}")
+            if caller not in agents:
+                only = "/".join(r for r in ROLES if r in agents)
+                raise HiveError(f"{op.name} is {only}-only; this socket belongs to {name}")
+            return self.handler(op.name)(name, request)
 
         return handle
 
@@ -148,37 +137,27 @@ class Ops:
     # same from the manager's container and from a local harness: host paths are not.
 
     def op_request_init_config(self, name: str, request: dict) -> dict:
-        from hyperhive import spawn
-
         target = check_agent_name(_str(request, "name"))
         spawn.init_config(self.hive.home, target, name)
         return {"name": target, "remote": f"{target}/config.git"}
 
     def op_request_spawn_draft(self, name: str, request: dict) -> dict:
-        from hyperhive import spawn
-
         target = check_agent_name(_str(request, "name"))
         spawn.spawn_draft(self.hive.home, target, name)
         notify.changed(self.hive.home, target, "draft")
         return {"name": target, "remote": f"{target}/config.git"}
 
     def op_draft_write_state(self, name: str, request: dict) -> dict:
-        from hyperhive import spawn
-
         target = check_agent_name(_str(request, "name"))
         content = request.get("content")
         return spawn.write_draft_state(self.hive.home, target, _str(request, "path"), content)
 
     def op_request_spawn(self, name: str, request: dict) -> dict:
-        from hyperhive import spawn
-
         target = check_agent_name(_str(request, "name"))
         a = spawn.spawn(self.hive.home, target, self.hive.runtime, name)
         return {"approval": a.target}
 
     def op_request_spawn_commit(self, name: str, request: dict) -> dict:
-        from hyperhive import spawn
-
         target = check_agent_name(_str(request, "name"))
         commit = _str(request, "commit_ref")
         a = spawn.spawn_commit(self.hive.home, target, commit, self.hive.runtime, name)
@@ -200,21 +179,26 @@ class Ops:
     # -- the host socket (the operator, the CLI) ----------------------------------------
 
     def for_host(self, request: dict) -> dict:
-        op = request.get("op")
-        if op == "ping":
-            return {}
-        if op == "changed":
-            self.hive.bus.publish(
-                "state", {"agent": request.get("agent"), "ref": request.get("ref")}
-            )
-            return {}
-        if op == "wake":  # another process wrote to hive.db
-            self.broker.wake()
-            self.hive.bus.publish("state", {"ref": "message"})
-            return {}
-        if op == "deploy":
-            name, approval_id = request.get("agent"), request.get("id")
-            if not isinstance(approval_id, int) or isinstance(approval_id, bool):
-                raise HiveError(f"deploy needs an integer id, not {approval_id!r}")
-            return {"ahead": self.worker.submit(check_agent_name(name), approval_id)}
-        raise HiveError(f"unknown op {op!r}")
+        op = lookup(request.get("op"))
+        if op is None or HOST not in op.callers:
+            raise HiveError(f"unknown op {request.get('op')!r}")
+        return self.handler(op.name)(OPERATOR, request)
+
+    def op_ping(self, caller: str, request: dict) -> dict:
+        return {}
+
+    def op_changed(self, caller: str, request: dict) -> dict:
+        self.hive.bus.publish("state", {"agent": request.get("agent"), "ref": request.get("ref")})
+        return {}
+
+    def op_wake(self, caller: str, request: dict) -> dict:
+        """Another process wrote to hive.db."""
+        self.broker.wake()
+        self.hive.bus.publish("state", {"ref": "message"})
+        return {}
+
+    def op_deploy(self, caller: str, request: dict) -> dict:
+        name, approval_id = request.get("agent"), request.get("id")
+        if not isinstance(approval_id, int) or isinstance(approval_id, bool):
+            raise HiveError(f"deploy needs an integer id, not {approval_id!r}")
+        return {"ahead": self.worker.submit(check_agent_name(name), approval_id)}

@@ -17,7 +17,7 @@ from hyperhive.broker.messages import MANAGER, OPERATOR, SYSTEM, Broker
 from hyperhive.broker.stats import Stats
 from hyperhive.hive import Hive
 from hyperhive.settings import Telemetry
-from hyperhive.workflow import notify
+from hyperhive.wire import notify
 from hyperhive.workflow.approvals import Approvals
 
 log = logging.getLogger("hyperhive.telemetry")
@@ -66,7 +66,7 @@ class Sampler:
         newly, episodes = self.update_stuck(names, waiting, now)
         rows.append(("", now, "agents.stuck", float(episodes)))
         self.stats.record_many(rows)
-        notify.stats_recorded("")
+        notify.stats_recorded(self.hive.home, "")
         return newly
 
     # -- stuck agents ------------------------------------------------------------------

@@ -39,9 +39,9 @@ from hyperhive.broker.health import Health
 from hyperhive.broker.messages import MANAGER, MAX_BODY, OPERATOR, SYSTEM, Broker
 from hyperhive.errors import HiveError
 from hyperhive.hive import Hive
+from hyperhive.policy import claude_problem, deployed_policy
 from hyperhive.runtime import record
-from hyperhive.runtime.policy import claude_problem, deployed_policy
-from hyperhive.workflow import notify
+from hyperhive.wire import notify
 
 log = logging.getLogger("hyperhive.daemon")
 

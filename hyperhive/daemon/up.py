@@ -1,12 +1,14 @@
 """`hyperhive up`: recover, then serve the forge with gunicorn (one gthread worker process,
 so the web app, the event bus, the build worker and the host socket share one process)
-until SIGINT or SIGTERM."""
+until SIGINT or SIGTERM. The web app is made by the factory the caller passes (cli.py:
+forge_ui.create_app): the daemon does not import its faces."""
 
 import dataclasses
 import logging
 import resource
 import signal
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -30,9 +32,13 @@ from hyperhive.gitstore.receive import Quarantine
 from hyperhive.gitstore.repos import open_repo, sweep_locks
 from hyperhive.hive import Hive
 from hyperhive.home import Home
-from hyperhive.runtime import get_runtime
+from hyperhive.policy import deployed_policy
+from hyperhive.runtime import sandbox
+from hyperhive.runtime.kinds import get_runtime
+from hyperhive.runtime.local import LocalRuntime
 from hyperhive.settings import Http, load_settings
-from hyperhive.workflow import notify, retention
+from hyperhive.wire.events import EventBus
+from hyperhive.workflow import retention
 from hyperhive.workflow.approvals import MAIN
 from hyperhive.workflow.deploy import recover
 from hyperhive.workflow.lock import build_lock, locked
@@ -41,6 +47,8 @@ log = logging.getLogger("hyperhive.daemon")
 
 THREADS = 48  # for requests; each open websocket holds one more (http.websockets of them)
 GRACEFUL_SECONDS = 30  # how long a stop waits for running builds before they are killed
+
+AppFactory = Callable[[Hive], Callable]  # the web app (a WSGI callable) of a hive
 
 
 def recover_all(home: Home) -> None:
@@ -82,11 +90,14 @@ def prune_stamp(home: Home) -> Path:
 class Services:
     """What runs beside the web app in the worker process."""
 
-    def __init__(self, home: Home, runtime_kind: str, http: Address):
-        from hyperhive.runtime.local import LocalRuntime
-        from hyperhive.runtime.policy import deployed_policy
-
-        self.hive = Hive(home, get_runtime(runtime_kind, home))
+    def __init__(
+        self, home: Home, runtime_kind: str, http: Address, stopping: threading.Event | None = None
+    ):
+        # Every part gets the home that carries the hive's bus (wire/notify.py publishes
+        # on it), the runtime too.
+        home = dataclasses.replace(home, bus=EventBus())
+        runtime = get_runtime(runtime_kind, home)
+        self.hive = Hive(home, runtime, bus=home.bus, stopping=stopping or threading.Event())
         if isinstance(self.hive.runtime, LocalRuntime):  # its harnesses run on this host
             self.hive.runtime.harnesses.git_url = git_url(http)
         self.worker = BuildWorker(home, self.hive.runtime)
@@ -95,7 +106,8 @@ class Services:
         self.ops = Ops(self.hive, self.hive.broker, self.worker)
         self.sock = HostSocket(home.host_socket, self.ops.for_host)
         self.agents = AgentSockets(home, self.ops)
-        self.git = GitSockets(home, http)  # containers reach the git remote through these
+        # containers reach the git remote through these
+        self.git = GitSockets(home, http, self.hive.forwarded)
         self.watcher = threading.Thread(target=self._follow, name="agent-sockets", daemon=True)
         self.scheduler = Scheduler()
         self.settings = load_settings(home)  # as of the start (prune reads its own)
@@ -105,10 +117,8 @@ class Services:
     def _follow(self) -> None:
         """Agents come and go through the workflow: keep their sockets in step, and run
         each deployed agent at its deployed revision (a deploy restarts it)."""
-        from forge_ui import live
-
         with self.hive.bus.subscribe("state") as sub:
-            while not live.shutting_down.is_set():
+            while not self.hive.stopping.is_set():
                 event = sub.get(timeout=1.0)
                 if event is None or (_is_message(event[1]) and not sub.overflowed):
                     continue  # a message changes no agent; a lost event may have
@@ -136,7 +146,6 @@ class Services:
         self.sock.start()
         self.agents.sync()
         self.git.sync()
-        notify.set_publisher(self.hive.bus.publish)
         self.watcher.start()
         self.supervisor.start(wait=False)  # the forge answers while the agents start
         for target in self.worker.resume():
@@ -153,9 +162,7 @@ class Services:
         self.scheduler.start()
 
     def stop(self) -> None:
-        from forge_ui import live
-
-        live.shutting_down.set()
+        self.hive.stopping.set()
         self.scheduler.stop()
         self.supervisor.stop()  # the harnesses first: their recv hands messages back
         self.hive.broker.close()
@@ -163,7 +170,6 @@ class Services:
         self.agents.stop()
         self.git.stop()
         self.worker.stop()
-        notify.set_publisher(None)
 
 
 def raise_fd_limit() -> int:
@@ -187,8 +193,18 @@ def limits(http: Http, fd_limit: int) -> Http:
 
 
 class Server(BaseApplication):
-    def __init__(self, home: Home, runtime_kind: str, bind: str, port: int, http: Http):
+    def __init__(
+        self,
+        home: Home,
+        runtime_kind: str,
+        bind: str,
+        port: int,
+        http: Http,
+        app_factory: AppFactory,
+    ):
         self.home, self.runtime_kind = home, runtime_kind
+        self.app_factory = app_factory
+        self.stopping = threading.Event()  # the daemon's stop flag, the Hive's `stopping`
         self.limits = http
         self.address = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
         self.services: Services | None = None
@@ -218,12 +234,10 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from forge_ui import create_app
-
-        self.services = Services(self.home, self.runtime_kind, self.http)
+        self.services = Services(self.home, self.runtime_kind, self.http, self.stopping)
         # The app first: its imports (pygments' lazy lexer table among them) are not safe
         # to run while the services' threads import the same modules.
-        app = create_app(self.services.hive)
+        app = self.app_factory(self.services.hive)
         self.services.start()
         return app
 
@@ -247,20 +261,16 @@ class Server(BaseApplication):
             "or the token `hyperhive operator token` prints"
         )
         # gunicorn's own SIGTERM handler only stops accepting; open websockets must end too.
-        from forge_ui import live
-
         graceful = signal.getsignal(signal.SIGTERM)
 
         def on_term(signum, frame):
-            live.shutting_down.set()
+            self.stopping.set()
             graceful(signum, frame)
 
         signal.signal(signal.SIGTERM, on_term)
 
     def worker_int(self, worker) -> None:
-        from forge_ui import live
-
-        live.shutting_down.set()
+        self.stopping.set()
 
     def worker_exit(self, server, worker) -> None:
         if self.services:
@@ -271,8 +281,6 @@ class Server(BaseApplication):
 def require_sandbox(home: Home) -> None:
     """The local runtime runs agents in their sandbox or not at all: a host where bwrap
     is missing or cannot make its namespaces stops the start, before anything runs."""
-    from hyperhive.runtime import sandbox
-
     try:
         sandbox.check()
     except sandbox.SandboxUnavailable as e:
@@ -281,7 +289,7 @@ def require_sandbox(home: Home) -> None:
         ) from None
 
 
-def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
+def serve(home: Home, runtime_kind: str, bind: str, port: int, app_factory: AppFactory) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
@@ -304,5 +312,5 @@ def serve(home: Home, runtime_kind: str, bind: str, port: int) -> int:
     if home.host_socket.exists():
         HostSocket(home.host_socket, lambda r: {}).check_free()
     recover_all(home)
-    Server(home, runtime_kind, bind, port, http).run()
+    Server(home, runtime_kind, bind, port, http, app_factory).run()
     return 0

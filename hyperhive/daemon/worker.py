@@ -8,7 +8,7 @@ import threading
 from hyperhive.errors import HiveError, IllegalTransition
 from hyperhive.home import Home
 from hyperhive.runtime.base import Runtime
-from hyperhive.workflow import notify
+from hyperhive.wire import notify
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State

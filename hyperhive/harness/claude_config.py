@@ -27,11 +27,10 @@ import json
 import logging
 import os
 import re
-import shutil
-import sys
 from pathlib import Path
 
-from hyperhive.daemon.ops import AGENT_TOOLS, MANAGER_TOOLS
+from hyperhive.resources import hyperhive_command
+from hyperhive.wire.ops import tools_for
 
 log = logging.getLogger("hyperhive.harness")
 
@@ -46,16 +45,6 @@ SUBAGENT_TOOLS = ("Agent", "Workflow")
 PERMISSION_MODE = "dontAsk"
 # Claude Code names a server's tools mcp__<key>__<tool>: a key outside this would not parse.
 SERVER_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def hyperhive_command() -> list[str]:
-    """How to run this hyperhive: the console script beside this interpreter (a venv),
-    else `hyperhive` on PATH (a container), else `python -m hyperhive`."""
-    beside = Path(sys.executable).parent / "hyperhive"
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("hyperhive")
-    return [found] if found else [sys.executable, "-m", "hyperhive"]
 
 
 def _server(key: str, raw: object) -> dict:
@@ -131,8 +120,7 @@ def allowed_mcp_tools(flavor: str, extras: dict[str, dict]) -> list[str]:
     `mcp__<key>__*` (allowedTools `["*"]`, the default) or `mcp__<key>__<tool>` each."""
     if flavor not in ("agent", "manager"):
         raise ValueError(f"unknown flavour {flavor!r}: agent or manager")
-    own = MANAGER_TOOLS if flavor == "manager" else AGENT_TOOLS
-    tools = [f"mcp__{BUILTIN}__{t}" for t in own]
+    tools = [f"mcp__{BUILTIN}__{t}" for t in tools_for(flavor)]
     for key, server in extras.items():
         if key == BUILTIN:
             continue

@@ -47,7 +47,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
 from hyperhive.harness import claude_version, notes
 from hyperhive.harness.claude_config import (
@@ -59,8 +58,9 @@ from hyperhive.harness.claude_config import (
 )
 from hyperhive.harness.events import Run, party_class, short
 from hyperhive.harness.prompt import system_prompt, turn_prompt
+from hyperhive.policy import allow_subagents, claude_path, notes_compact_bytes
 from hyperhive.runtime import lifeline
-from hyperhive.runtime.policy import allow_subagents, claude_path, notes_compact_bytes
+from hyperhive.wire.protocol import DaemonUnavailable, call
 
 log = logging.getLogger("hyperhive.harness")
 
@@ -153,7 +153,7 @@ class Harness:
     # -- the daemon ---------------------------------------------------------------------
 
     def call(self, request: dict, timeout: float = CALL_TIMEOUT) -> dict:
-        return hostsock.call(self.c.socket, request, timeout=timeout)
+        return call(self.c.socket, request, timeout=timeout)
 
     def call_until_answered(self, request: dict) -> dict:
         """`request`, tried until the daemon answers (it may start after the harness, or
@@ -162,7 +162,7 @@ class Harness:
         while True:
             try:
                 return self.call(request)
-            except (hostsock.DaemonUnavailable, HiveError, OSError, ValueError) as e:
+            except (DaemonUnavailable, HiveError, OSError, ValueError) as e:
                 log.warning(
                     "no answer to %s on %s (%s); retrying in %.0f s",
                     request["op"],
@@ -206,7 +206,7 @@ class Harness:
     def report(self, report: dict) -> None:
         try:
             self.call({"op": "turn_report", "report": report})
-        except (hostsock.DaemonUnavailable, HiveError, OSError, ValueError) as e:
+        except (DaemonUnavailable, HiveError, OSError, ValueError) as e:
             log.warning("turn report not stored: %s", e)
 
     # -- state kept across restarts -------------------------------------------------------
@@ -291,7 +291,7 @@ class Harness:
                 except HiveError as e:  # the daemon answered no
                     log.error("the daemon refused the dead letters: %s", e)
                     break
-                except (hostsock.DaemonUnavailable, OSError, ValueError) as e:
+                except (DaemonUnavailable, OSError, ValueError) as e:
                     log.warning("give_up not answered (%s); retrying in %.0f s", e, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -613,7 +613,7 @@ class Harness:
                     self.release()
                     released = True
                 new = self.recv(wait)
-            except (hostsock.DaemonUnavailable, HiveError, OSError, ValueError) as e:
+            except (DaemonUnavailable, HiveError, OSError, ValueError) as e:
                 log.warning("recv failed (%s); retrying in %.0f s", e, delay)
                 released = False
                 time.sleep(delay)

@@ -4,8 +4,8 @@ the second or two that importing `mcp` takes."""
 
 from pathlib import Path
 
-from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError
+from hyperhive.wire.protocol import DaemonUnavailable, call
 
 WHOAMI_TIMEOUT = 10.0
 
@@ -13,8 +13,8 @@ WHOAMI_TIMEOUT = 10.0
 def whoami(path: Path) -> dict:
     """Ask the daemon who this socket speaks for; HiveError (one line) if it can't say."""
     try:
-        reply = hostsock.call(path, {"op": "whoami"}, timeout=WHOAMI_TIMEOUT)
-    except hostsock.DaemonUnavailable as e:
+        reply = call(path, {"op": "whoami"}, timeout=WHOAMI_TIMEOUT)
+    except DaemonUnavailable as e:
         raise HiveError(f"no hive daemon answers on {path}: {e}") from None
     except HiveError as e:
         raise HiveError(f"the hive daemon refused whoami on {path}: {e}") from None

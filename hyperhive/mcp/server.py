@@ -18,12 +18,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 from hyperhive.mcp.identity import whoami
-from hyperhive.mcp.tools import DESCRIPTIONS, Forward, tool_functions
+from hyperhive.mcp.tools import Forward, tool_functions
+from hyperhive.wire.ops import OPS
 
 log = logging.getLogger("hyperhive.mcp")
 
 MAX_REPLY = 64 << 20  # a recv may return many messages of up to 64 KiB each
-READ_ONLY = {"whoami", "list_peers", "approvals", "agent_history"}
 
 
 def forwarder(path: Path) -> Forward:
@@ -82,8 +82,8 @@ def build_server(path: Path, me: dict | None = None) -> MCPServer:
         server.add_tool(
             functions[tool],
             name=tool,
-            description=DESCRIPTIONS[tool],
-            annotations=ToolAnnotations(read_only_hint=True) if tool in READ_ONLY else None,
+            description=OPS[tool].description,
+            annotations=ToolAnnotations(read_only_hint=True) if OPS[tool].read_only else None,
             structured_output=False,
         )
     return server

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperhive.home import Home
+from hyperhive.policy import POLICY_KEYS, deployed_policy
+from hyperhive.resources import hyperhive_command
 from hyperhive.runtime import lifeline, sandbox
-from hyperhive.runtime.policy import POLICY_KEYS, deployed_policy
 from hyperhive.settings import load_settings
+from hyperhive.tokens import state_file
 
 log = logging.getLogger("hyperhive.runtime.local")
 
@@ -112,8 +114,6 @@ class Harnesses:
     def argv(self, name: str, sandboxed: bool = False) -> list[str]:
         """The harness's command line, with the paths it sees (in a sandbox: a
         container's)."""
-        from hyperhive.harness.claude_config import hyperhive_command
-
         socket = self.home.agent_socket(name)
         paths = (socket, self.home.state_dir(name), self.etc_dir(name))
         if sandboxed:
@@ -145,8 +145,6 @@ class Harnesses:
     def env(self, name: str, sandboxed: bool = False) -> dict[str, str]:
         """The harness's environment: the daemon's with the agent's variables added, or
         in a sandbox only its allow-list (sandbox.sandbox_env) and those."""
-        from hyperhive.tokens import state_file
-
         env = {"HYPERHIVE_AGENT": name}
         if self.git_url:
             token = state_file(self.home, name).absolute()

@@ -57,6 +57,7 @@ from hyperhive.names import check_agent_name
 from hyperhive.runtime import ownership, policy, record
 from hyperhive.runtime.base import BuildError, Emit, RuntimeCommandError, Shell
 from hyperhive.runtime.stream import run_streamed
+from hyperhive.workflow import meta
 
 log = logging.getLogger("hyperhive.runtime.nixos")
 
@@ -270,8 +271,6 @@ class NixosContainerRuntime:
     def candidate_flake(self, name: str, rev: str, emit: Emit) -> str:
         """Commit meta's main tree with `name` pinned at `rev` to refs/hyperhive/build/<name>
         and return the flake URL of that exact commit (see the module docstring)."""
-        from hyperhive.workflow import meta  # workflow.meta imports the runtime package
-
         repo = open_repo(self.home.meta_dir)
         head = repo.refs[meta.MAIN]
         files = {

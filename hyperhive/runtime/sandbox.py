@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hyperhive import resources
 from hyperhive.errors import HiveError
 
 STATE = Path("/state")  # where the agent's state is inside, as in a container
@@ -135,8 +136,6 @@ def python_paths() -> list[Path]:
     """What the running `hyperhive` needs to run again: the interpreter's prefixes (a venv
     and its base), the resolved interpreter, and the source tree of an editable install
     (the package and prompts/ beside it)."""
-    from hyperhive import resources
-
     found = [Path(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)]
     found += [Path(sys.executable).parent, Path(os.path.realpath(sys.executable)).parent]
     found.append(resources.ROOT)

@@ -27,7 +27,8 @@ from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
 from hyperhive.gitstore.treecheck import unsafe_tree
 from hyperhive.home import Home
 from hyperhive.names import format_target
-from hyperhive.workflow import hooks, meta, notify
+from hyperhive.wire import notify
+from hyperhive.workflow import hooks, meta
 from hyperhive.workflow.lock import locked, transition_lock
 from hyperhive.workflow.states import (
     COMPETITOR,

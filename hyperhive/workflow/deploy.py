@@ -12,7 +12,8 @@ from hyperhive.gitstore import refs
 from hyperhive.home import Home
 from hyperhive.names import format_target
 from hyperhive.runtime.base import BuildError, Runtime
-from hyperhive.workflow import meta, notify
+from hyperhive.wire import notify
+from hyperhive.workflow import meta
 from hyperhive.workflow.approvals import MAIN, Approval, Approvals
 from hyperhive.workflow.lock import build_lock, locked
 from hyperhive.workflow.states import TERMINAL, State
@@ -27,9 +28,9 @@ class BuildLog:
     """Writes each line to `logs/<name>/<id>.log` (flushed at once) and to logging,
     keeping the last lines for the `failed/<id>` tag."""
 
-    def __init__(self, path: Path, name: str, approval_id: int):
+    def __init__(self, home: Home, path: Path, name: str, approval_id: int):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.name, self.id = name, approval_id
+        self.home, self.name, self.id = home, name, approval_id
         self.target = format_target(name, approval_id)
         self.file = path.open("a", buffering=1)
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -38,7 +39,7 @@ class BuildLog:
         self.tail.append(text)
         self.file.write(text + "\n")
         log.info("%s: %s", self.target, text)
-        notify.build_line(self.name, self.id, text)
+        notify.build_line(self.home, self.name, self.id, text)
 
     def close(self) -> None:
         self.file.close()
@@ -97,7 +98,7 @@ def deploy(home: Home, name: str, approval_id: int, runtime: Runtime) -> Approva
         approval = approvals.transition(
             approval_id, State.BUILDING, ACTOR, {"Build-Log": str(log_path)}
         )
-        build = BuildLog(log_path, name, approval_id)
+        build = BuildLog(home, log_path, name, approval_id)
         started = time.monotonic()
         reason = None
         try:

@@ -24,7 +24,7 @@ from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import init_bare, open_repo
 from hyperhive.home import Home
 from hyperhive.names import format_target
-from hyperhive.runtime.policy import deployed_policy
+from hyperhive.policy import deployed_policy
 from hyperhive.workflow.lock import locked, transition_lock
 
 log = logging.getLogger("hyperhive.meta")

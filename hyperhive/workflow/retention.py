@@ -38,7 +38,8 @@ from hyperhive.gitstore import refs
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.gitstore.tags import read_tag
 from hyperhive.home import Home
-from hyperhive.workflow import meta, notify
+from hyperhive.wire import notify
+from hyperhive.workflow import meta
 from hyperhive.workflow.approvals import LAST_ID_REF, parse_tag_refs
 from hyperhive.workflow.lock import locked, transition_lock
 from hyperhive.workflow.states import ORDER, TERMINAL, State

@@ -1,0 +1,36 @@
+"""The sockets' protocol, client half: one JSON object per line each way, `{"op": …}` out,
+`{"ok": true, …}` or `{"ok": false, "error": …}` back. The server half is
+hyperhive/daemon/hostsock.py."""
+
+import json
+import socket
+from pathlib import Path
+
+from hyperhive.errors import HiveError
+
+MAX_LINE = 1 << 20  # a request or reply line, either way
+
+
+class DaemonUnavailable(Exception):
+    """No daemon answers on the socket (none running, or a stale socket file)."""
+
+
+def call(path: Path | str, request: dict, timeout: float = 10.0) -> dict:
+    """Send one request and return the reply; raise HiveError if the daemon refused it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        sock.close()
+        raise DaemonUnavailable(str(e)) from e
+    with sock, sock.makefile("rwb") as f:
+        f.write(json.dumps(request).encode() + b"\n")
+        f.flush()
+        line = f.readline(MAX_LINE)
+    if not line:
+        raise DaemonUnavailable("the daemon closed the connection without a reply")
+    reply = json.loads(line)
+    if not reply.get("ok"):
+        raise HiveError(reply.get("error", "the daemon refused the request"))
+    return reply
