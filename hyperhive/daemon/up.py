@@ -105,7 +105,7 @@ class Services:
     def _follow(self) -> None:
         """Agents come and go through the workflow: keep their sockets in step, and run
         each deployed agent at its deployed revision (a deploy restarts it)."""
-        from forge_ui import live
+        from forge_ui.views import live
 
         with self.hive.bus.subscribe("state") as sub:
             while not live.shutting_down.is_set():
@@ -153,7 +153,7 @@ class Services:
         self.scheduler.start()
 
     def stop(self) -> None:
-        from forge_ui import live
+        from forge_ui.views import live
 
         live.shutting_down.set()
         self.scheduler.stop()
@@ -247,7 +247,7 @@ class Server(BaseApplication):
             "or the token `hyperhive operator token` prints"
         )
         # gunicorn's own SIGTERM handler only stops accepting; open websockets must end too.
-        from forge_ui import live
+        from forge_ui.views import live
 
         graceful = signal.getsignal(signal.SIGTERM)
 
@@ -258,7 +258,7 @@ class Server(BaseApplication):
         signal.signal(signal.SIGTERM, on_term)
 
     def worker_int(self, worker) -> None:
-        from forge_ui import live
+        from forge_ui.views import live
 
         live.shutting_down.set()
 

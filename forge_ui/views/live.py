@@ -13,7 +13,8 @@ import time
 from flask import Blueprint, request
 from flask_sock import Sock
 
-from forge_ui import charts, dashboard, harness_log, hive, review, state
+from forge_ui import charts, harness_log, hive, state
+from forge_ui.views import dashboard, review
 from hyperhive.workflow.states import TERMINAL, State
 
 bp = Blueprint("live", __name__)

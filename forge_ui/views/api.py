@@ -2,7 +2,8 @@
 
 from flask import Blueprint, g, jsonify, request
 
-from forge_ui import charts, dead, hive, state
+from forge_ui import charts, hive, state
+from forge_ui.views import dead
 from hyperhive.errors import BadInput
 from hyperhive.workflow.approvals import Approvals, history_json
 

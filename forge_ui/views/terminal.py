@@ -32,7 +32,8 @@ import threading
 from flask import Blueprint, g, request
 from simple_websocket import ConnectionClosed
 
-from forge_ui import auth, hive, live
+from forge_ui import auth, hive
+from forge_ui.views import live
 from hyperhive.errors import HiveError, UnknownAgent
 from hyperhive.runtime.base import Shell
 

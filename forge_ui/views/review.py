@@ -4,9 +4,10 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, render_template, request, send_file
 from markupsafe import Markup
 
-from forge_ui import dead, harness_log, hive, state
+from forge_ui import harness_log, hive, state
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
+from forge_ui.views import dead
 from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
