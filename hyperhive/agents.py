@@ -124,8 +124,8 @@ def create_config(home: Home, name: str, actor: str, creation: Creation) -> Path
     """Claim `agents/<name>` and create the config repo (first commit: the template)
     and the state directory in it."""
     creation.claim(home.agent_dir(name), f"agent {name!r} already exists")
-    config = init_worktree(home.config_dir(name))
-    initial_commit(config, name, actor)
+    with init_worktree(home.config_dir(name)) as config:
+        initial_commit(config, name, actor)
     home.state_dir(name).mkdir(exist_ok=True)
     return home.config_dir(name)
 
@@ -134,7 +134,7 @@ def create_applied(home: Home, name: str, runtime: Runtime, creation: Creation) 
     """Claim `applied/<name>.git`, create it with the hooks, and let the runtime prepare
     the agent (Runtime.create: nothing runs before the first deploy)."""
     applied = creation.claim(home.applied_dir(name), f"agent {name!r} already exists")
-    init_bare(applied)
+    init_bare(applied).close()
     hooks.install(applied)
     creation.made_if_missing(home.log_dir(name))  # the proposal's hook run writes there
     creation.undo.append(lambda: runtime.destroy(name))
@@ -145,7 +145,8 @@ def resolve_config_commit(home: Home, name: str, commit_ref: str) -> str:
     """The full sha of `commit_ref` in the agent's config repo, or UnknownCommit."""
     config = home.config_dir(name)
     try:
-        return resolve_commit(open_repo(config), commit_ref).decode()
+        with open_repo(config) as repo:
+            return resolve_commit(repo, commit_ref).decode()
     except UnknownCommit:
         raise UnknownCommit(
             f"unknown commit {commit_ref!r} in {name}'s config repo {config}"

@@ -46,7 +46,12 @@ from hyperhive.agents import (
     propose_first,
     resolve_config_commit,
 )
-from hyperhive.errors import AgentExists, BadInput, IllegalTransition, UnknownAgent
+from hyperhive.errors import (
+    AgentExists,
+    AlreadyDestroyed,
+    BadInput,
+    UnknownAgent,
+)
 from hyperhive.gitstore import history, refs, worktree
 from hyperhive.gitstore.repos import copy_commit, init_worktree, open_repo
 from hyperhive.home import Home
@@ -58,10 +63,6 @@ from hyperhive.workflow.deploy import recover
 from hyperhive.workflow.lock import build_lock, locked
 
 DESTROY_REASON = "agent destroyed"
-
-
-class AlreadyDestroyed(IllegalTransition):
-    pass
 
 
 # -- spawning ----------------------------------------------------------------------------
@@ -215,13 +216,14 @@ def init_config(home: Home, name: str, actor: str) -> Path:
     deployed = Approvals(home, name).deployed_commit()
     with Creation() as creation:
         creation.claim(config, f"{config} already exists")
-        repo = init_worktree(config)
-        if deployed is None:
-            initial_commit(repo, name, actor)
-        else:
-            copy_commit(open_repo(home.applied_dir(name)), repo, deployed.encode())
-            refs.cas(repo, MAIN, None, deployed.encode())
-            worktree.switch(repo, None, deployed.encode())  # never through a symlink
+        with init_worktree(config) as repo:
+            if deployed is None:
+                initial_commit(repo, name, actor)
+            else:
+                with open_repo(home.applied_dir(name)) as applied:
+                    copy_commit(applied, repo, deployed.encode())
+                refs.cas(repo, MAIN, None, deployed.encode())
+                worktree.switch(repo, None, deployed.encode())  # never through a symlink
         home.state_dir(name).mkdir(exist_ok=True)
     return config
 
@@ -244,11 +246,11 @@ def _dirs(home: Home) -> list[str]:
 
 
 def _latest(config: Path) -> dict:
-    repo = open_repo(config)
-    head = refs.read(repo, MAIN)
-    if head is None:
-        return {"commit": None, "subject": None, "author": None, "time": None}
-    info = history.commit_info(repo, head)
+    with open_repo(config) as repo:
+        head = refs.read(repo, MAIN)
+        if head is None:
+            return {"commit": None, "subject": None, "author": None, "time": None}
+        info = history.commit_info(repo, head)
     return {"commit": info.sha, "subject": info.subject, "author": info.author, "time": info.time}
 
 

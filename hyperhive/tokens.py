@@ -22,7 +22,7 @@ from pathlib import Path
 from hyperhive import operator
 from hyperhive.broker.db import connect_migrated as _db
 from hyperhive.broker.db import fits
-from hyperhive.errors import BadInput, HiveError
+from hyperhive.errors import BadInput, HiveError, UnknownToken
 from hyperhive.home import Home
 from hyperhive.runtime.ownership import state_owner
 
@@ -30,10 +30,6 @@ OPERATOR = "operator"
 PREFIX = "hht_"  # recognisable in a leaked log line or a secret scanner
 STATE_FILE = "hyperhive-token"
 MAX_READ = 4096  # a token file is one short line
-
-
-class UnknownToken(HiveError):
-    pass
 
 
 def digest(token: str) -> str:

@@ -16,9 +16,8 @@ from test_daemon import Daemon, bearer, wait_for, ws
 from test_harness import claude_script, fake_runs
 
 from hyperhive.daemon import hostsock
-from hyperhive.errors import HiveError
+from hyperhive.errors import HiveError, RuntimeCommandError
 from hyperhive.home import Home
-from hyperhive.runtime.base import RuntimeCommandError
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.runtime.local_harness import _alive
 from hyperhive.workflow.approvals import Approvals

@@ -223,7 +223,7 @@ class Failing(StandIn):
     def start(self, name, emit=None):
         super().start(name, emit)
         if self.refuse:
-            from hyperhive.runtime.base import RuntimeCommandError
+            from hyperhive.errors import RuntimeCommandError
 
             raise RuntimeCommandError(self.refuse)
 

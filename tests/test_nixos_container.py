@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import commit_config, fake_program, git
 
+from hyperhive.errors import RuntimeCommandError
 from hyperhive.home import Home
 from hyperhive.runtime import RUNTIMES, ownership
-from hyperhive.runtime.base import BuildError, RuntimeCommandError
+from hyperhive.runtime.base import BuildError
 from hyperhive.runtime.nixos_container import (
     NixosContainerRuntime,
     container_name,

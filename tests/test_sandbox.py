@@ -16,9 +16,9 @@ from test_daemon import Daemon, wait_for
 from test_harness import claude_script
 from test_terminal import read_until
 
+from hyperhive.errors import RuntimeCommandError
 from hyperhive.home import Home
 from hyperhive.runtime import sandbox
-from hyperhive.runtime.base import RuntimeCommandError
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy

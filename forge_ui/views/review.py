@@ -96,31 +96,31 @@ def harness_log_raw(name: str):
 def approval(name: str, approval_id: int):
     approvals = approvals_of(name)
     a = approvals.get(approval_id, with_pruned=True)
-    repo = approvals.repo()
-    if a.pruned_on:
+    with approvals.repo() as repo:
+        if a.pruned_on:
+            return render_template(
+                "review/pruned.html",
+                a=a,
+                approval=a,
+                runs=hook_runs(a),
+                commit_kept=a.commit.encode() in repo,
+                title=f"{a.target} (pruned)",
+            )
+        base = diff_base(approvals, a)
+        only = request.args.get("file")
+        files = diff_page(repo, base.encode() if base else None, a.commit.encode(), only)
+        commit = history.commit_info(repo, a.commit.encode())
         return render_template(
-            "review/pruned.html",
+            "review/approval.html",
             a=a,
-            approval=a,
-            runs=hook_runs(a),
-            commit_kept=a.commit.encode() in repo,
-            title=f"{a.target} (pruned)",
+            base=base,
+            commit=commit,
+            files=files,
+            only=only,
+            view=request.args.get("view", "unified"),
+            live=live_view(a),
+            title=f"Review {a.target}",
         )
-    base = diff_base(approvals, a)
-    only = request.args.get("file")
-    files = diff_page(repo, base.encode() if base else None, a.commit.encode(), only)
-    commit = history.commit_info(repo, a.commit.encode())
-    return render_template(
-        "review/approval.html",
-        a=a,
-        base=base,
-        commit=commit,
-        files=files,
-        only=only,
-        view=request.args.get("view", "unified"),
-        live=live_view(a),
-        title=f"Review {a.target}",
-    )
 
 
 def decide(name: str, approval_id: int, action: str):

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from hyperhive.broker.db import Pool, fits, migrate
-from hyperhive.errors import BadInput, HiveError, UnknownAgent, UnknownMessage
+from hyperhive.errors import BadInput, PolicyRefused, UnknownAgent, UnknownMessage
 from hyperhive.home import Home
 
 OPERATOR = "operator"
@@ -39,10 +39,6 @@ MAX_BATCH_BYTES = 512 * 1024
 MAX_REASON = 500  # characters of a dead letter's reason
 DEAD_PAGE = 50  # dead letters listed at a time by default
 MAX_DEAD_PAGE = 500
-
-
-class PolicyRefused(HiveError):
-    pass
 
 
 def check_wait(wait_seconds: object) -> float:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hyperhive.errors import HiveError
-
 Emit = Callable[[str], None]
 
 
@@ -27,10 +25,6 @@ class BuildError(Exception):
 # The host an agent runs on, as its status names it. Every runtime today runs its agents
 # on the daemon's host; a placement across hosts (docs/multi-host.md) names the others.
 LOCAL_HOST = "local"
-
-
-class RuntimeCommandError(HiveError):
-    """A runtime command outside a build (start, stop, destroy) failed: which one, how."""
 
 
 # Runs as the child of `Shell.spawn`, the PTY on 0/1/2: leads a new session (it does

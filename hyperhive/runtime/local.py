@@ -27,12 +27,12 @@ import pwd
 import shutil
 from pathlib import Path
 
-from hyperhive.errors import UnknownAgent, UnsafeTree
+from hyperhive.errors import RuntimeCommandError, UnknownAgent, UnsafeTree
 from hyperhive.gitstore.history import checkout
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.runtime import policy, record, sandbox
-from hyperhive.runtime.base import BuildError, Emit, RuntimeCommandError, Shell
+from hyperhive.runtime.base import BuildError, Emit, Shell
 from hyperhive.runtime.local_harness import ExitHandler, Harnesses
 from hyperhive.runtime.stream import run_streamed
 
@@ -61,7 +61,8 @@ class LocalRuntime:
             with record.staged(self.home, name, rev):
                 emit(f"checking out {rev} into {staging}")
                 try:
-                    files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), staging)
+                    with open_repo(self.home.applied_dir(name)) as repo:
+                        files = checkout(repo, rev.encode(), staging)
                 except UnsafeTree as e:
                     raise BuildError(str(e)) from None
                 emit(f"{len(files)} files")

@@ -49,13 +49,14 @@ from pathlib import Path
 
 from dulwich.object_store import iter_tree_contents
 
+from hyperhive.errors import RuntimeCommandError
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name
 from hyperhive.runtime import ownership, policy, record
-from hyperhive.runtime.base import BuildError, Emit, RuntimeCommandError, Shell
+from hyperhive.runtime.base import BuildError, Emit, Shell
 from hyperhive.runtime.stream import run_streamed
 
 log = logging.getLogger("hyperhive.runtime.nixos")
@@ -272,22 +273,22 @@ class NixosContainerRuntime:
         and return the flake URL of that exact commit (see the module docstring)."""
         from hyperhive.workflow import meta  # workflow.meta imports the runtime package
 
-        repo = open_repo(self.home.meta_dir)
-        head = repo.refs[meta.MAIN]
-        files = {
-            entry.path.decode(): repo[entry.sha].data
-            for entry in iter_tree_contents(repo.object_store, repo[head].tree)
-        }
-        pins = json.loads(files[meta.PINS_FILE])["agents"]
-        pins[name] = {**pins.get(name, {}), "rev": rev}
-        try:  # flake.nix, hyperhive.json and the lock, which keeps what main had locked
-            files.update(meta.tree_files(self.home, pins, files.get("flake.lock")))
-        except KeyError:
-            raise BuildError(f"{rev} is not a commit of {name}'s applied repo") from None
-        message = f"build {name} {rev[:12]}\n\nAgent: {name}\nRevision: {rev}\n"
-        commit = write_commit(repo, files, message, ACTOR, [head])
-        ref = (BUILD_REF + name).encode()
-        refs.cas(repo, ref, refs.read(repo, ref), commit)
+        with open_repo(self.home.meta_dir) as repo:
+            head = repo.refs[meta.MAIN]
+            files = {
+                entry.path.decode(): repo[entry.sha].data
+                for entry in iter_tree_contents(repo.object_store, repo[head].tree)
+            }
+            pins = json.loads(files[meta.PINS_FILE])["agents"]
+            pins[name] = {**pins.get(name, {}), "rev": rev}
+            try:  # flake.nix, hyperhive.json and the lock, which keeps what main had locked
+                files.update(meta.tree_files(self.home, pins, files.get("flake.lock")))
+            except KeyError:
+                raise BuildError(f"{rev} is not a commit of {name}'s applied repo") from None
+            message = f"build {name} {rev[:12]}\n\nAgent: {name}\nRevision: {rev}\n"
+            commit = write_commit(repo, files, message, ACTOR, [head])
+            ref = (BUILD_REF + name).encode()
+            refs.cas(repo, ref, refs.read(repo, ref), commit)
         url = (
             f"git+file://{self.home.meta_dir.resolve()}?ref={BUILD_REF}{name}&rev={commit.decode()}"
         )

@@ -34,7 +34,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from hyperhive.errors import HiveError
+from hyperhive.errors import HiveError, PolicyError
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name
 from hyperhive.runtime.base import BuildError, Emit
@@ -117,10 +117,6 @@ let
 in
 policy
 """
-
-
-class PolicyError(HiveError):
-    """A deployed policy file that cannot be read: sends are refused, never unrestricted."""
 
 
 def policy_file(home: Home, name: str) -> Path:

@@ -76,13 +76,13 @@ def _reconcile(home: Home, approvals: Approvals) -> None:
         return
     last_id = max(deployed, key=lambda i: (deployed[i].time, i))
     commit = deployed[last_id].target
-    repo = approvals.repo()
-    main = refs.read(repo, MAIN)
-    if main != commit.encode():
-        log.warning(
-            "%s#%d: main is not at the last deployed commit; moving it", approvals.name, last_id
-        )
-        refs.cas(repo, MAIN, main, commit.encode())
+    with approvals.repo() as repo:
+        main = refs.read(repo, MAIN)
+        if main != commit.encode():
+            log.warning(
+                "%s#%d: main is not at the last deployed commit; moving it", approvals.name, last_id
+            )
+            refs.cas(repo, MAIN, main, commit.encode())
     if meta.pins(home).get(approvals.name, {}).get("rev") != commit:
         meta.record_deploy(home, approvals.name, last_id, commit)
 
