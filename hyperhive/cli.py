@@ -24,6 +24,7 @@ from hyperhive.settings import load_settings
 from hyperhive.workflow import hooks, notify
 from hyperhive.workflow.approvals import Approval, Approvals, history_json, when
 from hyperhive.workflow.deploy import deploy
+from hyperhive.workflow.states import State
 
 DEFAULT_RUNTIME = os.environ.get("HYPERHIVE_RUNTIME") or "local"
 
@@ -154,10 +155,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             print(f"queued {name}#{approval_id} on the daemon ({reply['ahead']} ahead)")
             return 0
     approval = deploy(args.home, name, approval_id, get_runtime(args.runtime, args.home))
-    if approval.state == "deployed":
+    if approval.state == State.DEPLOYED:
         print(f"deployed {approval.target} {approval.commit}")
         return 0
-    reason = approval.states["failed"].trailers.get("Reason", "")
+    reason = approval.states[State.FAILED].trailers.get("Reason", "")
     print(f"{approval.target} failed: {reason}", file=sys.stderr)
     return 1
 

@@ -39,6 +39,7 @@ from hyperhive.agents import (
     Creation,
     check_new,
     check_not_agent,
+    check_not_kept,
     create_agent,
     create_config,
     initial_commit,
@@ -47,7 +48,6 @@ from hyperhive.agents import (
     resolve_config_commit,
 )
 from hyperhive.errors import (
-    AgentExists,
     AlreadyDestroyed,
     BadInput,
     UnknownAgent,
@@ -200,13 +200,7 @@ def init_config(home: Home, name: str, actor: str) -> Path:
       yet), checked out;
     - a kept (destroyed) agent: refused (AgentExists) — purge it to reuse the name.
     """
-    check_agent_name(name)
-    home.require()
-    if home.is_destroyed(name):
-        raise AgentExists(
-            f"agent {name!r} was destroyed and its state kept: "
-            f"`hyperhive agent destroy {name} --purge` frees the name"
-        )
+    check_not_kept(home, name)
     config = home.config_dir(name)
     if is_repo(config):
         return config

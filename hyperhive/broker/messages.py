@@ -24,12 +24,8 @@ from collections.abc import Callable, Iterable
 from hyperhive.broker.db import Pool, fits, migrate
 from hyperhive.errors import BadInput, PolicyRefused, UnknownAgent, UnknownMessage
 from hyperhive.home import Home
+from hyperhive.names import MANAGER, OPERATOR, SYSTEM  # SYSTEM: crash and stuck notices
 
-OPERATOR = "operator"
-MANAGER = "manager"
-# The hive itself as a sender (crash and stuck notices): a reserved name, never an
-# agent (names.RESERVED_NAMES), and nobody can send to it.
-SYSTEM = "system"
 MAX_WAIT = 180.0
 MAX_BODY = 64 * 1024
 MAX_BATCH = 100  # messages per recv

@@ -11,8 +11,7 @@ from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
 from hyperhive.errors import NotARepository, UnknownCommit
-
-DEFAULT_BRANCH = b"main"
+from hyperhive.gitstore.refs import DEFAULT_BRANCH
 
 
 def init_bare(path: Path) -> Repo:

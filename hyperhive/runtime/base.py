@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from hyperhive.home import Home
+
 Emit = Callable[[str], None]
 
 
@@ -158,6 +160,25 @@ def session_groups(sid: int) -> set[int]:
         if int(fields[3]) == sid:
             groups.add(int(fields[2]))
     return groups
+
+
+class AgentDirs:
+    """What the runtimes share: an agent's state directory, and the refusal to deploy an
+    agent marked destroyed (its state is kept, it never runs again)."""
+
+    home: Home
+
+    def create(self, name: str) -> None:
+        self.home.state_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def begin_update(self, name: str) -> None:
+        """The first step of every `update`: BuildError for a destroyed agent, else
+        `create` (an update may come before any create, after a crash)."""
+        if self.home.is_destroyed(name):
+            raise BuildError(
+                f"agent {name} was destroyed (its state is kept): it is not deployed again"
+            )
+        self.create(name)
 
 
 class Runtime(Protocol):

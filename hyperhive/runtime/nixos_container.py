@@ -54,9 +54,9 @@ from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
-from hyperhive.names import check_agent_name
+from hyperhive.names import ENGINE, check_agent_name
 from hyperhive.runtime import ownership, policy, record
-from hyperhive.runtime.base import BuildError, Emit, Shell
+from hyperhive.runtime.base import AgentDirs, BuildError, Emit, Shell
 from hyperhive.runtime.stream import run_streamed
 
 log = logging.getLogger("hyperhive.runtime.nixos")
@@ -65,7 +65,7 @@ PREFIX = "h-"
 # nixos-container refuses longer names (the host side veth is `ve-<container>`).
 MAX_CONTAINER_NAME = 11
 BUILD_REF = "refs/hyperhive/build/"
-ACTOR = "hyperhive"
+ACTOR = ENGINE
 STATE_MOUNT = "/state"  # nix/lib.nix stateDir
 SOCKET_MOUNT = "/run/hyperhive"  # the directory of nix/lib.nix agentSocket
 AGENT_UID = 1000  # the `agent` user inside the container (nix/lib.nix agentUid)
@@ -99,7 +99,7 @@ def parse_status(output: str) -> str | None:
     return word if word in ("up", "down") else None
 
 
-class NixosContainerRuntime:
+class NixosContainerRuntime(AgentDirs):
     supervised = False  # containers run on their own; the daemon polls their status
     sandboxed = True  # each agent is a container
 
@@ -131,16 +131,9 @@ class NixosContainerRuntime:
 
     # -- the Runtime interface ------------------------------------------------------------
 
-    def create(self, name: str) -> None:
-        self.home.state_dir(name).mkdir(parents=True, exist_ok=True)
-
     def update(self, name: str, rev: str, emit: Emit) -> None:
-        if self.home.is_destroyed(name):
-            raise BuildError(
-                f"agent {name} was destroyed (its state is kept): it is not deployed again"
-            )
+        self.begin_update(name)
         container = container_name(name)
-        self.create(name)
         try:
             with record.staged(self.home, name, rev):
                 flake = self.candidate_flake(name, rev, emit)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from hyperhive.errors import HiveError, PolicyError
 from hyperhive.home import Home
-from hyperhive.names import check_agent_name
+from hyperhive.names import OPERATOR, check_agent_name
 from hyperhive.runtime.base import BuildError, Emit
 
 POLICY_FILE = "policy.json"
@@ -53,7 +53,6 @@ POLICY_KEYS = (
 )
 KNOWN_OPTIONS = (*POLICY_KEYS, "extraMcpServers")
 EVAL_TIMEOUT = 120
-OPERATOR = "operator"
 
 # An attribute named hyperhive: `hyperhive.x`, `hyperhive = …`, `"hyperhive".x`, `config.hyperhive`.
 DECLARES_RE = re.compile(r"""(?<![\w'-])"?hyperhive"?\s*(?:\.|=(?!=))""")

@@ -23,6 +23,7 @@ from hyperhive.errors import (
 )
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
+from hyperhive.gitstore.refs import MAIN
 from hyperhive.gitstore.repos import LazyRepo, copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
 from hyperhive.gitstore.treecheck import unsafe_tree
@@ -42,7 +43,6 @@ from hyperhive.workflow.states import (
 
 # Highest id ever handed out, as a blob, so ids are not reused after tags are pruned.
 LAST_ID_REF = b"refs/hyperhive/last-id"
-MAIN = b"refs/heads/main"
 
 
 def when(ts: int) -> str:

@@ -10,7 +10,7 @@ from dulwich.repo import Repo
 
 from hyperhive.gitstore import refs
 from hyperhive.home import Home
-from hyperhive.names import format_target
+from hyperhive.names import ENGINE, format_target
 from hyperhive.runtime.base import BuildError, Runtime
 from hyperhive.workflow import meta, notify
 from hyperhive.workflow.approvals import MAIN, Approval, Approvals
@@ -19,7 +19,7 @@ from hyperhive.workflow.states import TERMINAL, State
 
 log = logging.getLogger("hyperhive.build")
 
-ACTOR = "hyperhive"
+ACTOR = ENGINE
 TAIL_LINES = 50
 
 

@@ -21,15 +21,15 @@ from dulwich.trailers import Trailer, format_trailers, parse_trailers
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import log as commit_log
 from hyperhive.gitstore.history import write_commit
+from hyperhive.gitstore.refs import MAIN
 from hyperhive.gitstore.repos import init_bare, open_repo
 from hyperhive.home import Home
-from hyperhive.names import format_target
+from hyperhive.names import ENGINE, format_target
 from hyperhive.runtime.policy import deployed_policy
 from hyperhive.workflow.lock import locked, transition_lock
 
 log = logging.getLogger("hyperhive.meta")
 
-MAIN = b"refs/heads/main"
 # The newest prune record; each record names the one before (`Previous-Prune:`), so the
 # records are found without walking every deploy.
 PRUNED_REF = b"refs/hyperhive/pruned"
@@ -41,7 +41,7 @@ PINS_FILE = "hyperhive.json"
 # deploy); a ref pointing at the revision itself works with every Nix.
 PIN_REF = "refs/hyperhive/pins/"
 LOCK_TIMEOUT = 300  # seconds: locking fetches each new revision from its applied repo
-ACTOR = "hyperhive"
+ACTOR = ENGINE
 
 
 @dataclass(frozen=True)
