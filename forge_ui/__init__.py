@@ -19,7 +19,7 @@ MAX_CONTENT_LENGTH = PREREAD_BYTES
 
 def create_app(hive: Hive) -> Flask:
     from forge_ui import auth, errors, filters, git_http, headers
-    from forge_ui.views import api, browse, dashboard, dead, live, review, spawn, terminal
+    from forge_ui.views import api, browse, dashboard, dead, live, login, review, spawn, terminal
 
     forge = load_settings(hive.home).forge  # read at start
     app = Flask(__name__)
@@ -42,7 +42,7 @@ def create_app(hive: Hive) -> Flask:
     filters.init_app(app)
     headers.init_app(app)
     live.sock.init_app(app)
-    for module in (auth, dashboard, dead, review, browse, api, live, spawn, terminal):
+    for module in (login, dashboard, dead, review, browse, api, live, spawn, terminal):
         app.register_blueprint(module.bp)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say
         n = forge.proxy_hops
