@@ -7,7 +7,7 @@ import inspect
 from pathlib import Path
 
 import pytest
-from conftest import log_in
+from support.hive import log_in
 
 from forge_ui import create_app
 from hyperhive import errors, operator

@@ -6,8 +6,8 @@ opened."""
 import traceback
 
 import pytest
-from conftest import commit_config, log_in
 from dulwich.repo import Repo
+from support.hive import commit_config, log_in
 
 from forge_ui import create_app
 from hyperhive import operator
