@@ -58,7 +58,12 @@ def _sum(node: Node) -> None:
 def _fold(node: Node) -> Node:
     while node.file is None and len(node.children) == 1 and node.children[0].file is None:
         only = node.children[0]
-        node = Node(f"{node.name}/{only.name}", children=only.children, added=node.added, removed=node.removed)
+        node = Node(
+            f"{node.name}/{only.name}",
+            children=only.children,
+            added=node.added,
+            removed=node.removed,
+        )
     node.children = [_fold(c) for c in node.children]
     return node
 

@@ -31,7 +31,9 @@ def _check(path: str, key: str) -> None:
         raise BadInput(f"a viewed mark needs a path of 1 to {MAX_PATH} characters")
     old, sep, new = key.partition("..")
     for side in (old, new):
-        if not sep or not (side == "-" or (len(side) == 40 and all(c in "0123456789abcdef" for c in side))):
+        if not sep or not (
+            side == "-" or (len(side) == 40 and all(c in "0123456789abcdef" for c in side))
+        ):
             raise BadInput(f"bad sides {key!r}: OLD..NEW, each a blob id or '-'")
 
 

@@ -82,7 +82,9 @@ def text_of(markup: str) -> str:
 
 def render_partial(files: list[FileDiff], view: str) -> str:
     here = Path(forge_ui.__file__).parent
-    app = Flask(__name__, template_folder=str(here / "templates"), static_folder=str(here / "static"))
+    app = Flask(
+        __name__, template_folder=str(here / "templates"), static_folder=str(here / "static")
+    )
     difftree.init_app(app)  # the partial's globals: file tree, viewed marks, gaps
     with app.test_request_context():
         return render_template_string('{% include "_diff.html" %}', files=files, view=view)

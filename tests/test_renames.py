@@ -42,14 +42,14 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def ours(root: Path, a: str, b: str, limits=renames.RenameLimits()) -> list[str]:
+def ours(root: Path, a: str, b: str, limits: renames.RenameLimits | None = None) -> list[str]:
     """Our pairs in `git diff --name-status` form."""
     with Repo(str(root)) as repo:
         changes = list(
             tree_changes(repo.object_store, repo[a.encode()].tree, repo[b.encode()].tree)
         )
         out = []
-        for p in renames.detect(repo.object_store, changes, limits):
+        for p in renames.detect(repo.object_store, changes, limits or renames.RenameLimits()):
             code = {"added": "A", "deleted": "D", "modified": "M"}.get(p.status)
             if code:
                 out.append(f"{code}\t{(p.new or p.old).path.decode()}")
