@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from dulwich.diff_tree import TreeChange
 from dulwich.objects import TreeEntry
 
+from hyperhive.gitstore.cache import LRU
 from hyperhive.gitstore.packscan import stored_size
 
 MAX_SCORE = 60_000  # git's scale of similarity
@@ -40,13 +41,17 @@ CANDIDATES = 4  # git's NUM_CANDIDATE_PER_DST
 HASHBASE = 107_927
 # git hashes spans of a line, its LF included, or of 64 bytes of a longer one
 _SPAN = re.compile(rb"[^\n]{0,63}\n|[^\n]{1,64}")
+_HIGH = [c << 32 for c in range(256)]
+# A blob's spans never change: a page viewed again (or the next proposal of the same
+# files) hashes nothing it hashed before. Each holds a few thousand entries at most.
+_spans: LRU[bytes, dict[int, int]] = LRU(512)
 
 
 @dataclass(frozen=True)
 class RenameLimits:
     files: int = 400  # sources x destinations over files**2: no scoring (git's -l)
     blob_bytes: int = 512 * 1024  # a larger blob is never scored (exact matches still count)
-    total_bytes: int = 8 * 1024 * 1024  # blobs read for scoring, all of them together
+    total_bytes: int = 4 * 1024 * 1024  # blobs read for scoring, all of them together
 
 
 @dataclass
@@ -91,12 +96,13 @@ def spans(data: bytes) -> dict[int, int]:
 
 
 def _hash(chunk: bytes) -> int:
-    a1 = a2 = 0
-    for c in chunk:
-        old = a1
-        a1 = (((a1 << 7) ^ (a2 >> 25)) + c) & 0xFFFFFFFF
-        a2 = ((a2 << 7) ^ (old >> 25)) & 0xFFFFFFFF
-    return ((a1 + a2 * 0x61) & 0xFFFFFFFF) % HASHBASE
+    """git's span hash. Its two 32-bit accumulators, shifted 7 and fed each other's top 7
+    bits, are one 64-bit word rotated left by 7 (accum1 the high half); a byte is added
+    to the high half, its carry out of the word dropped as C's unsigned int drops it."""
+    x = 0
+    for c in chunk:  # bits past 64 of the shift go with the mask after the add
+        x = (((x << 7) | (x >> 57)) + _HIGH[c]) & 0xFFFFFFFFFFFFFFFF
+    return (((x >> 32) + (x & 0xFFFFFFFF) * 0x61) & 0xFFFFFFFF) % HASHBASE
 
 
 def similarity(src: dict[int, int], dst: dict[int, int], src_size: int, dst_size: int) -> int:
@@ -186,25 +192,40 @@ def _scored(store, srcs: list[_Src], dsts: list[_Dst], limits: RenameLimits) -> 
     }
     if sum(sizes[sha] for sha in wanted) > limits.total_bytes:
         return
-    hashed: dict[bytes, dict[int, int]] = {}
 
     def spans_of(e: TreeEntry) -> dict[int, int]:
-        if e.sha not in hashed:
-            hashed[e.sha] = spans(store[e.sha].as_raw_string())
-        return hashed[e.sha]
+        found = _spans.get(e.sha)
+        if found is None:
+            found = spans(store[e.sha].as_raw_string())
+            _spans.put(e.sha, found)
+        return found
 
-    # mx: per destination (in path order) its best CANDIDATES (score, name_score, src)
+    # Shared bytes of each destination with every source at once, through an index of the
+    # sources' spans: only pairs that share a span cost anything (a pair sharing nothing
+    # scores 0, and a pair under MIN_SCORE is never taken, nor keeps a better one out).
+    index: dict[int, list[tuple[int, int]]] = {}
+    for i in src_ok:
+        for h, n in spans_of(srcs[i].entry).items():
+            index.setdefault(h, []).append((i, n))
+    # mx: per destination (in path order) its best CANDIDATES
     mx: list[tuple[int, int, int, int]] = []  # score, name score, dst order, src
     for k, d in enumerate(dst_ok):
+        b = size(d.entry)
+        copied: dict[int, int] = {}
+        for h, n in spans_of(d.entry).items():
+            for i, m in index.get(h, ()):
+                copied[i] = copied.get(i, 0) + (n if n < m else m)
         best: list[tuple[int, int, int] | None] = [None] * CANDIDATES
-        for i in src_ok:
-            s = srcs[i]
-            a, b = size(s.entry), size(d.entry)
-            if not _sizes_allow(a, b):
+        for i in src_ok:  # in source order: git's tie-breaking depends on it
+            if i not in copied:
                 continue
-            score = similarity(spans_of(s.entry), spans_of(d.entry), a, b)
-            this = (score, _basename_same(s.entry.path, d.entry.path), i)
-            _record_if_better(best, this)
+            a = size(srcs[i].entry)
+            if not _sizes_allow(a, b) or not b:
+                continue
+            score = copied[i] * MAX_SCORE // max(a, b)
+            if score < MIN_SCORE:
+                continue
+            _record_if_better(best, (score, _basename_same(srcs[i].entry.path, d.entry.path), i))
         mx += [(c[0], c[1], k, c[2]) for c in best if c is not None]
     # git's stable sort: by score, then name score, both descending; ties keep mx order
     order = sorted(range(len(mx)), key=lambda n: (-mx[n][0], -mx[n][1], n))
