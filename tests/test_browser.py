@@ -386,7 +386,7 @@ def commit_removing(daemon, remove: list[str], files: dict[str, str], message: s
     return commit_config(Home(daemon.root), "manager", files, message)
 
 
-def test_expand_context_and_a_rename_in_both_views(web, daemon):
+def test_expand_context_and_a_rename_in_both_views(web, daemon, shots):
     lines = [f"row {n} of the long file\n" for n in range(1, 121)]
     commit_config(
         Home(daemon.root),
@@ -431,9 +431,10 @@ def test_expand_context_and_a_rename_in_both_views(web, daemon):
             ".dataset.end === '7'"
         )
         assert top.get_attribute("data-start") == "1"
+        page.screenshot(path=str(shots / f"expanded-{view}.png"), full_page=True)
 
 
-def test_file_tree_viewed_marks_and_keys(web, daemon):
+def test_file_tree_viewed_marks_and_keys(web, daemon, shots):
     target = change_and_propose(
         daemon, "treekeys", {f"tree/t-{n}.md": f"# {n}\n" + "text\n" * 40 for n in ("a", "b", "c")}
     )
@@ -464,6 +465,7 @@ def test_file_tree_viewed_marks_and_keys(web, daemon):
     # ? shows the key help, Escape hides it
     again.keyboard.press("?")
     assert again.locator("#key-help").is_visible()
+    again.screenshot(path=str(shots / "review-tree.png"))
     again.keyboard.press("Escape")
     assert not again.locator("#key-help").is_visible()
     # Ctrl+Enter in the reason box submits it: the deny confirm step
