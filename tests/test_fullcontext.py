@@ -278,3 +278,13 @@ def test_the_file_tree_folds_single_directories_and_sums_counts():
     assert (a.added, a.removed) == (9, 7)
     assert [c.name for c in a.children] == ["b/c", "z.md"]
     assert [(c.name, c.index) for c in a.children[0].children] == [("x.py", 1), ("y.py", 2)]
+
+
+def test_images_are_known_by_their_bytes_never_their_names():
+    assert blobparts.image_type(png(1, (0, 0, 0))) == "image/png"
+    assert blobparts.image_type(b"\xff\xd8\xff\xe0\0\x10JFIF") == "image/jpeg"
+    assert blobparts.image_type(b"GIF89a\x01\0\x01\0") == "image/gif"
+    assert blobparts.image_type(b"GIF87a\x01\0\x01\0") == "image/gif"
+    assert blobparts.image_type(b"RIFF\x24\0\0\0WEBPVP8 ") == "image/webp"
+    for other in (b"<svg onload=alert(1)/>", b"RIFF\x24\0\0\0WAVEfmt ", b"\x89PNX", b""):
+        assert blobparts.image_type(other) is None
