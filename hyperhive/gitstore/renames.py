@@ -134,8 +134,7 @@ def detect(store, changes: list[TreeChange], limits: RenameLimits = RenameLimits
             pairs.append(Pair(None, c.new, "added"))
         else:
             pairs.append(Pair(c.old, c.new, "modified"))
-            if c.old.sha != c.new.sha:
-                srcs.append(_Src(c.old, deleted=False))
+            srcs.append(_Src(c.old, deleted=False))  # git -C registers every modified file
     if not srcs or not dsts:
         return pairs
     _exact(srcs, dsts)
