@@ -13,7 +13,7 @@ from dulwich.objects import Blob
 from flask import Blueprint, Response, abort, render_template, request
 
 from forge_ui.browse import opened
-from forge_ui.diffview import Line, _html, _lex_lines, _lexer
+from forge_ui.diffview import context_lines
 from hyperhive.errors import BadInput
 from hyperhive.gitstore import blobparts
 from hyperhive.gitstore.packscan import stored_size
@@ -46,12 +46,7 @@ def lines(repo: str, blob: str):
             texts, total = blobparts.blob_lines(r.object_store, sha, start, end)
         except KeyError:
             abort(404, description=f"no blob {blob} in {repo}")
-    clean = [t.decode("utf-8", errors="replace").rstrip("\r\n") for t in texts]
-    tokens = _lex_lines(clean, _lexer(path.rsplit("/", 1)[-1] or "x.txt")) if clean else []
-    rows = [
-        Line("context", old + k, start + k, _html(tokens[k] or [("", text)], []))
-        for k, text in enumerate(clean)
-    ]
+    rows = context_lines(path, texts, old, start)
     body = render_template(
         "_context_rows.html", rows=rows, split=request.args.get("view") == "split"
     )

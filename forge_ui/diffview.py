@@ -196,6 +196,17 @@ def _sides(fd: FileDiff, p: FilePatch) -> FileDiff:
     return fd
 
 
+def context_lines(path: str, texts: list[bytes], old_start: int, new_start: int) -> list[Line]:
+    """Unchanged lines loaded to expand a diff's context (forge_ui.blobparts), highlighted
+    as the diff's lines are: lexed as one block with the lexer of `path`'s name."""
+    clean = [_clean(t.decode("utf-8", errors="replace")) for t in texts]
+    tokens = _lex_lines(clean, _lexer(path.rsplit("/", 1)[-1] or "x.txt")) if clean else []
+    return [
+        Line("context", old_start + k, new_start + k, _html(tokens[k] or [("", text)], []))
+        for k, text in enumerate(clean)
+    ]
+
+
 def _header_note(text: bytes) -> str:
     m = re.search(rb"^old mode (\d+)\nnew mode (\d+)$", text, re.M)
     return f"mode {m[1].decode()} → {m[2].decode()}" if m else ""
