@@ -11,9 +11,10 @@ CLI producing the same data from the same repo in the same run.
 (b) The log page `/repos/<name>/config/log` of a config repo with C commits (written with
     `git fast-import`): page 1, a middle page and the last page; beside
     `git log -n 50 --skip=S` with a format carrying the same fields.
-(c) The review page of a proposal that moves R files to another directory with a one-line
-    edit each, deletes R/4 and adds R/4 (R at 1x, 10x, 50x): rename and copy detection
-    (gitstore.renames) cold (no blob hashed yet) and warm, and the page; beside
+(c) A change that moves R files to another directory with a one-line edit each, deletes
+    R/4 and adds R/4 (R at 1x, 10x, 50x): rename and copy detection (gitstore.renames)
+    cold (no blob hashed yet) and warm, and its commit page (the review page's diff, no
+    deploy needed); beside
     `git diff -M -C --name-status`. Past the detection's bound (sources x destinations
     over 400^2) the page shows deletions and additions, as `git diff -M -C -l400` does;
     the script checks that both name the same statuses and similarities.
@@ -222,41 +223,45 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
 # -- (c) renames on the review page ---------------------------------------------------------
 
 
-def build_renames(home: Home, name: str, files: int) -> tuple[int, str, str]:
-    """Deploy `files` files, then propose moving 3/4 of them (one line edited in each),
-    deleting the rest and adding as many new ones; the proposal id, deployed, proposed."""
-    runtime = LocalRuntime(home)
-    create_agent(home, name, runtime, "operator")
-    (home.applied_dir(name) / "hooks" / "post-receive").unlink()
-    approvals = Approvals(home, name)
+def build_renames(home: Home, name: str, files: int, prefix: str) -> tuple[str, str]:
+    """In agent `name`'s config repo (made if missing), a commit of `files` files under
+    `prefix`, then one that moves 3/4 of them (one line edited in each), deletes the rest
+    and adds as many new ones; the two commits."""
+    if not home.config_dir(name).exists():
+        create_agent(home, name, LocalRuntime(home), "operator")
     config = home.config_dir(name)
-    base = big_files(100, files, changed=False)
-    commit_files(config, base, "base config")
-    first = approvals.propose("HEAD", "manager")
-    approvals.approve(first.id, "operator")
-    if deploy(home, name, first.id, runtime).state != State.DEPLOYED:
-        raise SystemExit(f"the base config of {name} did not deploy")
+    base = {f"{prefix}/{rel}": body for rel, body in big_files(100, files, changed=False).items()}
+    old = commit_files(config, base, "base config")
     paths = sorted(base)
     moved, gone = paths[: files * 3 // 4], paths[files * 3 // 4 :]
     for rel in moved + gone:
         (config / rel).unlink()
-    change = {f"moved/{rel}": base[rel].replace(b"original", b"edited", 1) for rel in moved}
+    change = {
+        rel.replace(f"{prefix}/", f"{prefix}/moved/", 1): base[rel].replace(
+            b"original", b"edited", 1
+        )
+        for rel in moved
+    }
     fresh = big_files(60, len(gone), changed=True)
     change.update(
-        {f"fresh/{rel}": body.replace(b"item", b"fresh item") for rel, body in fresh.items()}
+        {
+            f"{prefix}/fresh/{rel}": body.replace(b"item", b"fresh item")
+            for rel, body in fresh.items()
+        }
     )
-    new = commit_files(config, change, "move things around")
-    return approvals.propose("HEAD", "manager").id, approvals.deployed_commit(), new
+    return old, commit_files(config, change, "move things around")
 
 
 def renames_review(home: Home, client, name: str, files: int, repeats: int, scale: str) -> str:
-    approval_id, base, new = build_renames(home, name, files)
-    path = f"/review/{name}/{approval_id}"
-    applied = home.applied_dir(name)
+    base, new = build_renames(home, name, files, f"s{scale}")
+    # The commit page: the review page's diff machinery (diffview.diff_page) on the same
+    # two commits, without deploying a base first.
+    path = f"/repos/{name}/config/commit/{new}"
+    git_dir = home.config_dir(name) / ".git"
     limit = renames.RenameLimits().files
 
     def detect() -> list:
-        with open_repo(applied) as repo:
+        with open_repo(git_dir.parent) as repo:
             return file_patches(repo, base.encode(), new.encode())
 
     cold = []
@@ -268,8 +273,8 @@ def renames_review(home: Home, client, name: str, files: int, repeats: int, scal
     samples, found = repeat(detect, repeats)
     record("c", "", f"{scale}   the same, blobs hashed before (a page seen again)", samples)
     samples, _ = repeat(lambda: page(client, path), repeats)
-    record("c", "", f"{scale}   GET {path}", samples)
-    cmd = [GIT, f"--git-dir={applied}", "diff", "-M", "-C", "--name-status"]
+    record("c", "", f"{scale}   GET /repos/{name}/config/commit/<sha>", samples)
+    cmd = [GIT, f"--git-dir={git_dir}", "diff", "-M", "-C", "--name-status"]
     samples, theirs = repeat(lambda: run([*cmd, base, new]), repeats)
     record("c", "ref", f"{scale} git diff -M -C --name-status", samples)
     samples, _ = repeat(lambda: run([*cmd[:-1], base, new]), repeats)
@@ -348,7 +353,7 @@ def table(facts: dict[str, str]) -> None:
     titles = {
         "a": "(a) review page of a big diff",
         "b": "(b) log page of a long history",
-        "c": "(c) review page of a change that moves files",
+        "c": "(c) renames: a change that moves files around",
     }
     print_rows(titles)
     # (a): each page against plain `git diff`; (b): each page against its own `git log`.
@@ -426,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         facts["c"] = []
         for scale in (1, 10, 50):
             say(f"(c) {scale}x: a proposal that moves {args.files * scale} files around …")
-            name = f"bench-renames-{scale}x"
+            name = "bench-renames"
             facts["c"].append(
                 renames_review(home, client, name, args.files * scale, args.repeats, f"{scale}x")
             )

@@ -444,10 +444,11 @@ def test_file_tree_viewed_marks_and_keys(web, daemon, shots):
         item = tree.locator(f"li.tree-file:has-text('t-{n}.md')")
         assert "+41" in item.inner_text()
     section = page.locator('.file[data-path="tree/t-b.md"]')
-    section.locator(".viewed-box").check()
+    with page.expect_response(lambda r: r.url.endswith("/viewed")) as saved:
+        section.locator(".viewed-box").check()
+    assert saved.value.ok  # the mark is kept on the server
     page.wait_for_selector('.file-tree li.viewed:has-text("t-b.md")')
     assert not section.locator(".file-body").is_visible()
-    page.wait_for_load_state("networkidle")  # the mark is saved
     again = web.open(review_path(target))
     assert again.locator('.file[data-path="tree/t-b.md"]').get_attribute("class") == "file viewed"
     assert again.locator('.file[data-path="tree/t-b.md"] .viewed-box').is_checked()
