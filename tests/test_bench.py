@@ -59,9 +59,12 @@ def test_forge_quick_run_prints_pages_and_git_references():
     labels += ["?page=", "git log -n 50 --skip="]
     assert_timed_rows(out, labels)
     assert "both sides list the same commits in the same order" in out
-    assert out.count("ratio of medians") == 9  # unified and split at 1x/10x/50x, 3 log pages
+    # unified and split at 1x/10x/50x, 3 log pages, rename detection at 1x/10x/50x
+    assert out.count("ratio of medians") == 12
+    assert_timed_rows(out, ["renames cold", "git diff -M -C --name-status"])
     for scale in ("1x", "10x", "50x"):
         assert f"  {scale}: every file listed" in out
+        assert f"  {scale}: statuses and similarities as `git diff -M -C -l400`" in out
 
 
 def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference():
