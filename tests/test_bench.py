@@ -59,8 +59,9 @@ def test_forge_quick_run_prints_pages_and_git_references():
     labels += ["?page=", "git log -n 50 --skip="]
     assert_timed_rows(out, labels)
     assert "both sides list the same commits in the same order" in out
-    # unified and split at 1x/10x/50x, 3 log pages, rename detection at 1x/10x/50x
-    assert out.count("ratio of medians") == 12
+    # unified and split at 1x/10x/50x; 3 log pages and 2 pager links; renames at 1x/10x/50x
+    assert out.count("ratio of medians") == 14
+    assert out.count("ratio of medians, ours / reference: (c)") == 3
     assert_timed_rows(out, ["renames cold", "git diff -M -C --name-status"])
     for scale in ("1x", "10x", "50x"):
         assert f"  {scale}: every file listed" in out
