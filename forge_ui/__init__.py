@@ -9,9 +9,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from forge_ui import (
     api,
     auth,
+    blobparts,
     browse,
     dashboard,
     dead,
+    difftree,
     errors,
     filters,
     git_http,
@@ -58,6 +60,8 @@ def create_app(hive: Hive) -> Flask:
     live.sock.init_app(app)
     for module in (auth, dashboard, dead, review, browse, api, live, spawn_views, terminal):
         app.register_blueprint(module.bp)
+    app.register_blueprint(blobparts.bp)  # after browse: its rules use browse's converter
+    difftree.init_app(app)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say
         n = forge.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
