@@ -11,6 +11,13 @@ CLI producing the same data from the same repo in the same run.
 (b) The log page `/repos/<name>/config/log` of a config repo with C commits (written with
     `git fast-import`): page 1, a middle page and the last page; beside
     `git log -n 50 --skip=S` with a format carrying the same fields.
+(c) A change that moves R files to another directory with a one-line edit each, deletes
+    R/4 and adds R/4 (R at 1x, 10x, 50x): rename and copy detection (gitstore.renames)
+    cold (no blob hashed yet) and warm, and its commit page (the review page's diff, no
+    deploy needed); beside
+    `git diff -M -C --name-status`. Past the detection's bound (sources x destinations
+    over 400^2) the page shows deletions and additions, as `git diff -M -C -l400` does;
+    the script checks that both name the same statuses and similarities.
 
 Pages are rendered in-process through Flask's test client with a logged-in session, so
 the figures are the app's own time (routing, git reads, diff parsing and highlighting,
@@ -35,7 +42,7 @@ from forge_ui import create_app
 from forge_ui.diffview import render_patches
 from hyperhive import operator, sessions
 from hyperhive.agents import create_agent, init_hive
-from hyperhive.gitstore import browse
+from hyperhive.gitstore import browse, renames
 from hyperhive.gitstore.diffs import file_patches
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.hive import Hive
@@ -213,6 +220,86 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
     )
 
 
+# -- (c) renames on the review page ---------------------------------------------------------
+
+
+def build_renames(home: Home, name: str, files: int, prefix: str) -> tuple[str, str]:
+    """In agent `name`'s config repo (made if missing), a commit of `files` files under
+    `prefix`, then one that moves 3/4 of them (one line edited in each), deletes the rest
+    and adds as many new ones; the two commits."""
+    if not home.config_dir(name).exists():
+        create_agent(home, name, LocalRuntime(home), "operator")
+    config = home.config_dir(name)
+    base = {f"{prefix}/{rel}": body for rel, body in big_files(100, files, changed=False).items()}
+    old = commit_files(config, base, "base config")
+    paths = sorted(base)
+    moved, gone = paths[: files * 3 // 4], paths[files * 3 // 4 :]
+    for rel in moved + gone:
+        (config / rel).unlink()
+    change = {
+        rel.replace(f"{prefix}/", f"{prefix}/moved/", 1): base[rel].replace(
+            b"original", b"edited", 1
+        )
+        for rel in moved
+    }
+    fresh = big_files(60, len(gone), changed=True)
+    change.update(
+        {
+            f"{prefix}/fresh/{rel}": body.replace(b"item", b"fresh item")
+            for rel, body in fresh.items()
+        }
+    )
+    return old, commit_files(config, change, "move things around")
+
+
+def renames_review(home: Home, client, name: str, files: int, repeats: int, scale: str) -> str:
+    base, new = build_renames(home, name, files, f"s{scale}")
+    # The commit page: the review page's diff machinery (diffview.diff_page) on the same
+    # two commits, without deploying a base first.
+    path = f"/repos/{name}/config/commit/{new}"
+    git_dir = home.config_dir(name) / ".git"
+    limit = renames.RenameLimits().files
+
+    def detect() -> list:
+        with open_repo(git_dir.parent) as repo:
+            return file_patches(repo, base.encode(), new.encode())
+
+    cold = []
+    for _ in range(repeats):
+        renames._spans = renames.LRU(renames._spans.size)  # nothing hashed yet
+        t, found = timed(detect)
+        cold.append(t)
+    record("c", "ours", f"{scale} gitstore.diffs.file_patches, renames cold", cold)
+    samples, found = repeat(detect, repeats)
+    record("c", "", f"{scale}   the same, blobs hashed before (a page seen again)", samples)
+    samples, _ = repeat(lambda: page(client, path), repeats)
+    record("c", "", f"{scale}   GET /repos/{name}/config/commit/<sha>", samples)
+    cmd = [GIT, f"--git-dir={git_dir}", "diff", "-M", "-C", "--name-status"]
+    samples, theirs = repeat(lambda: run([*cmd, base, new]), repeats)
+    record("c", "ref", f"{scale} git diff -M -C --name-status", samples)
+    samples, _ = repeat(lambda: run([*cmd[:-1], base, new]), repeats)
+    record("c", "", f"{scale}   git diff -M -C (the patch)", samples)
+
+    ours = []
+    for f in found:
+        code = {"added": "A", "deleted": "D", "modified": "M"}.get(f.status)
+        if code:
+            ours.append(f"{code}\t{f.path if f.status != 'deleted' else f.old_path}")
+        else:
+            ours.append(f"{f.status[0].upper()}{f.similarity:03d}\t{f.old_path}\t{f.path}")
+    bounded = run([*cmd, f"-l{limit}", base, new]).splitlines()
+    if sorted(ours) != sorted(bounded):
+        raise SystemExit(f"renames and git diff -M -C -l{limit} disagree:\n{ours}\n{bounded}")
+    detected = sum(f.status in ("renamed", "copied") for f in found)
+    git_detected = sum(line[0] in "RC" for line in theirs.splitlines())
+    say(f"  {scale}: statuses and similarities as `git diff -M -C -l{limit}` names them")
+    return (
+        f"{scale}: {files} files, {len(found)} listed; renames/copies found: ours {detected}, "
+        f"git (default limit) {git_detected}"
+        + ("" if detected == git_detected else f" (past our bound of {limit}^2 pairs)")
+    )
+
+
 # -- (b) the log page of a long history -----------------------------------------------------
 
 
@@ -266,6 +353,7 @@ def table(facts: dict[str, str]) -> None:
     titles = {
         "a": "(a) review page of a big diff",
         "b": "(b) log page of a long history",
+        "c": "(c) renames: a change that moves files around",
     }
     print_rows(titles)
     # (a): each page against plain `git diff`; (b): each page against its own `git log`.
@@ -280,10 +368,16 @@ def table(facts: dict[str, str]) -> None:
         if r.section == "b" and r.who == "ref"
     }
     b_ours = [r for r in ROWS if r.section == "b" and r.who == "ours"]
-    pairs = [("a", r, a_refs[r.label.split()[0]]) for r in a_ours] + [
-        ("b", o, b_refs[int(m[1]) if (m := re.search(r"page=(\d+)", o.label)) else 1])
-        for o in b_ours
-    ]
+    c_ours = [r for r in ROWS if r.section == "c" and r.who == "ours"]
+    c_ref = [r for r in ROWS if r.section == "c" and r.who == "ref"]
+    pairs = (
+        [("a", r, a_refs[r.label.split()[0]]) for r in a_ours]
+        + [
+            ("b", o, b_refs[int(m[1]) if (m := re.search(r"page=(\d+)", o.label)) else 1])
+            for o in b_ours
+        ]
+        + [("c", o, r) for o, r in zip(c_ours, c_ref, strict=True)]
+    )
     label = max(len(o.label) for _, o, _ in pairs)
     for section, ours, ref in pairs:
         ratio = statistics.median(ours.samples) / statistics.median(ref.samples)
@@ -305,11 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         "--diff-lines", type=int, default=8000, help="size of the diff (a) at 1x (then 10x, 50x)"
     )
     parser.add_argument("--commits", type=int, default=10_000, help="history length (b)")
+    parser.add_argument("--files", type=int, default=20, help="files moved etc. (c) at 1x")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.diff_lines, args.commits, args.repeats = 20, 150, 1
+        args.diff_lines, args.commits, args.repeats, args.files = 20, 150, 1, 2
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     from forge_ui.views import browse as browse_view
@@ -333,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
             facts["a"].append(review(home, client, name, lines, args.repeats, f"{scale}x"))
         say(f"(b) a config repo with {args.commits} commits …")
         facts["b"] = log_pages(home, client, "bench-log", args.commits, args.repeats)
+        facts["c"] = []
+        for scale in (1, 10, 50):
+            say(f"(c) {scale}x: a proposal that moves {args.files * scale} files around …")
+            name = "bench-renames"
+            facts["c"].append(
+                renames_review(home, client, name, args.files * scale, args.repeats, f"{scale}x")
+            )
         gc.collect()  # close dulwich's pack files before the directory goes away
     table(facts)
     say(f"total wall time {time.perf_counter() - started:.1f} s")

@@ -6,9 +6,21 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from forge_ui import auth, errors, filters, git_http, headers
+from forge_ui import auth, difftree, errors, filters, git_http, headers
 from forge_ui.context import hive
-from forge_ui.views import api, browse, dashboard, dead, live, login, review, spawn, terminal
+from forge_ui.views import (
+    api,
+    blobparts,
+    browse,
+    dashboard,
+    dead,
+    live,
+    login,
+    review,
+    spawn,
+    terminal,
+    viewed,
+)
 from hyperhive import operator
 from hyperhive.daemon.httpworker import PREREAD_BYTES
 from hyperhive.hive import Hive
@@ -43,8 +55,10 @@ def create_app(hive: Hive) -> Flask:
     filters.init_app(app)
     headers.init_app(app)
     live.sock.init_app(app)
-    for module in (login, dashboard, dead, review, browse, api, live, spawn, terminal):
+    views = (login, dashboard, dead, review, browse, blobparts, viewed, api, live, spawn, terminal)
+    for module in views:  # blobparts after browse: its rules use browse's converter
         app.register_blueprint(module.bp)
+    difftree.init_app(app)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say
         n = forge.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)

@@ -31,7 +31,7 @@ from unidiff.constants import LINE_TYPE_ADDED, LINE_TYPE_CONTEXT, LINE_TYPE_REMO
 
 from hyperhive.gitstore.diffs import DiffLimits, FilePatch, file_patches
 
-Status = Literal["added", "deleted", "modified", "renamed"]
+Status = Literal["added", "deleted", "modified", "renamed", "copied"]
 Kind = Literal["context", "add", "del"]
 
 # Beyond these, work that grows faster than linearly is skipped: intra-line diffing of a
@@ -67,6 +67,10 @@ class Hunk:
     header: str
     lines: list[Line] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
+    old_start: int = 0  # the hunk's first line on each side, and how many (its @@ header)
+    old_len: int = 0
+    new_start: int = 0
+    new_len: int = 0
 
 
 @dataclass
@@ -84,6 +88,14 @@ class FileDiff:
     hidden: int = 0  # diff lines over the budget, not rendered (gitstore.diffs)
     long_lines: int = 0  # lines cut at the line budget
     skipped: str = ""  # why the file was not diffed on this page
+    similarity: int | None = None  # percent, for a renamed or copied file
+    old_sha: str | None = None  # the two sides' blobs (hex), for context and images
+    new_sha: str | None = None
+    old_size: int = 0
+    new_size: int = 0
+    new_lines: int | None = None  # lines of the new side (for context after the last hunk)
+    old_image: str | None = None  # an image side's MIME type (shown before/after)
+    new_image: str | None = None
 
     @property
     def changed(self) -> int:
@@ -137,16 +149,19 @@ def render_patches(
     parsed = {}
     for i, p in enumerate(patches):
         if p.skipped or p.binary or p.added is None:
-            files[i] = FileDiff(
-                path=p.path,
-                old_path=p.old_path,
-                status=p.status,
-                binary=p.binary,
-                added=p.added or 0,
-                removed=p.removed or 0,
-                collapsed=False,
-                highlighted=False,
-                skipped=p.skipped,
+            files[i] = _sides(
+                FileDiff(
+                    path=p.path,
+                    old_path=p.old_path,
+                    status=p.status,
+                    binary=p.binary,
+                    added=p.added or 0,
+                    removed=p.removed or 0,
+                    collapsed=False,
+                    highlighted=False,
+                    skipped=p.skipped,
+                ),
+                p,
             )
         else:
             text = p.text.decode("utf-8", errors="replace")
@@ -164,13 +179,32 @@ def render_patches(
             fd = FileDiff(p.path, p.old_path, p.status, False, 0, 0, False, highlighted=False)
         else:
             fd = _file(pf, collapsed[i], lit)
-            fd.path, fd.old_path = p.path, p.old_path
+            fd.path, fd.old_path, fd.status = p.path, p.old_path, p.status
         fd.added, fd.removed = p.added, p.removed
         fd.hidden, fd.long_lines = p.hidden, p.long_lines
         if not fd.note:
             fd.note = _header_note(p.text)
-        files[i] = fd
+        files[i] = _sides(fd, p)
     return [f for f in files if f is not None]
+
+
+def _sides(fd: FileDiff, p: FilePatch) -> FileDiff:
+    """What the page needs of the two blobs beyond the diff text."""
+    fd.status, fd.similarity = p.status, p.similarity
+    fd.old_sha, fd.new_sha, fd.old_size, fd.new_size = p.old_sha, p.new_sha, p.old_size, p.new_size
+    fd.new_lines, fd.old_image, fd.new_image = p.new_lines, p.old_image, p.new_image
+    return fd
+
+
+def context_lines(path: str, texts: list[bytes], old_start: int, new_start: int) -> list[Line]:
+    """Unchanged lines loaded to expand a diff's context (forge_ui.views.blobparts), highlighted
+    as the diff's lines are: lexed as one block with the lexer of `path`'s name."""
+    clean = [_clean(t.decode("utf-8", errors="replace")) for t in texts]
+    tokens = _lex_lines(clean, _lexer(path.rsplit("/", 1)[-1] or "x.txt")) if clean else []
+    return [
+        Line("context", old_start + k, new_start + k, _html(tokens[k] or [("", text)], []))
+        for k, text in enumerate(clean)
+    ]
 
 
 def _header_note(text: bytes) -> str:
@@ -314,7 +348,15 @@ def _hunk(h, lexer: Lexer | None) -> Hunk:
         )
         for i in range(len(kinds))
     ]
-    return Hunk(header=header, lines=lines, rows=_rows(lines, kinds))
+    return Hunk(
+        header=header,
+        lines=lines,
+        rows=_rows(lines, kinds),
+        old_start=h.source_start,
+        old_len=h.source_length,
+        new_start=h.target_start,
+        new_len=h.target_length,
+    )
 
 
 def _runs(kinds: list[Kind]):

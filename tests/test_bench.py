@@ -59,11 +59,15 @@ def test_forge_quick_run_prints_pages_and_git_references():
     labels += ["?page=", "git log -n 50 --skip="]
     assert_timed_rows(out, labels)
     assert "both sides list the same commits in the same order" in out
-    # unified and split at 1x/10x/50x, 3 log pages, and pages 2 and 3 by their cursor link
-    assert out.count("ratio of medians") == 11
+    # unified and split at 1x/10x/50x, 3 log pages, pages 2 and 3 by their cursor link;
+    # renames at 1x/10x/50x
+    assert out.count("ratio of medians") == 14
     assert "&after=<cursor> (the pager's link)" in out
+    assert out.count("ratio of medians, ours / reference: (c)") == 3
+    assert_timed_rows(out, ["renames cold", "git diff -M -C --name-status"])
     for scale in ("1x", "10x", "50x"):
         assert f"  {scale}: every file listed" in out
+        assert f"  {scale}: statuses and similarities as `git diff -M -C -l400`" in out
 
 
 def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference():

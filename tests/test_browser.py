@@ -268,3 +268,104 @@ def test_agent_page_follows_the_harness_log_and_requeues_a_dead_letter(web, daem
     assert page.locator(row).count() == 0
     inbox = json.loads(run_cli(daemon.root, "inbox", "deadend", "--json", check=True).stdout)
     assert [m["id"] for m in inbox] == [message_id]
+
+
+# -- the change in full context (issue 17) -----------------------------------------------
+
+
+def commit_removing(daemon, remove: list[str], files: dict[str, str], message: str) -> str:
+    """Commit to the manager's config repo with the git CLI, removing `remove`; its sha."""
+    config = Home(daemon.root).config_dir("manager")
+    for rel in remove:
+        git(config, "rm", "-q", rel)
+    return commit_config(Home(daemon.root), "manager", files, message)
+
+
+def test_expand_context_and_a_rename_in_both_views(web, daemon, shots):
+    lines = [f"row {n} of the long file\n" for n in range(1, 121)]
+    commit_config(
+        Home(daemon.root),
+        "manager",
+        {"ctx/long.txt": "".join(lines), "ctx/old.txt": "".join(lines[:40])},
+        "ctx base",
+    )
+    edited = lines[:30] + ["row 31 CHANGED\n"] + lines[31:90] + ["row 91 CHANGED\n"] + lines[91:]
+    moved = lines[:39] + ["the last row, renamed\n"]
+    sha = commit_removing(
+        daemon,
+        ["ctx/old.txt"],
+        {"ctx/long.txt": "".join(edited), "ctx/new.txt": "".join(moved)},
+        "ctx edit",
+    )
+    for view in ("unified", "split"):
+        page = web.open(f"/repos/manager/config/commit/{sha}?view={view}")
+        renamed = page.locator('.file[data-path="ctx/new.txt"] .file-header')
+        assert "renamed 9" in renamed.locator(".fstat").inner_text()  # R97%-ish, as git says
+        assert "ctx/old.txt → ctx/new.txt" in renamed.inner_text()
+        assert page.locator('.file[data-path="ctx/old.txt"]').count() == 0
+        long = page.locator('.file[data-path="ctx/long.txt"]')
+        shown = long.locator("tr.ctx").count()
+        # between the hunks: rows 35..87 unchanged (three of context on each side)
+        between = long.locator("tr.expand").nth(1)
+        assert between.get_attribute("data-start") == "35"
+        between.locator(".expand-all").click()
+        page.wait_for_function(
+            "n => document.querySelectorAll('.file[data-path=\"ctx/long.txt\"] tr.ctx').length > n",
+            arg=shown,
+        )
+        added = long.locator("tr.ctx.expanded")
+        assert added.count() == 87 - 35 + 1
+        assert added.first.locator("td.code").count() == (2 if view == "split" else 1)
+        assert added.first.locator("td.code").first.inner_text() == "row 35 of the long file"
+        assert long.locator("tr.expand").count() == 2  # above the first hunk, below the last
+        # ↑ 20 above the first hunk: rows 8..27
+        top = long.locator("tr.expand").first
+        top.locator(".expand-up").click()
+        page.wait_for_function(
+            "() => document.querySelector('.file[data-path=\"ctx/long.txt\"] tr.expand')"
+            ".dataset.end === '7'"
+        )
+        assert top.get_attribute("data-start") == "1"
+        page.screenshot(path=str(shots / f"expanded-{view}.png"), full_page=True)
+
+
+def test_file_tree_viewed_marks_and_keys(web, daemon, shots):
+    target = change_and_propose(
+        daemon, "treekeys", {f"tree/t-{n}.md": f"# {n}\n" + "text\n" * 40 for n in ("a", "b", "c")}
+    )
+    page = web.open(review_path(target))
+    tree = page.locator(".file-tree")
+    for n in ("a", "b", "c"):
+        item = tree.locator(f"li.tree-file:has-text('t-{n}.md')")
+        assert "+41" in item.inner_text()
+    section = page.locator('.file[data-path="tree/t-b.md"]')
+    with page.expect_response(lambda r: r.url.endswith("/viewed")) as saved:
+        section.locator(".viewed-box").check()
+    assert saved.value.ok  # the mark is kept on the server
+    page.wait_for_selector('.file-tree li.viewed:has-text("t-b.md")')
+    assert not section.locator(".file-body").is_visible()
+    again = web.open(review_path(target))
+    assert again.locator('.file[data-path="tree/t-b.md"]').get_attribute("class") == "file viewed"
+    assert again.locator('.file[data-path="tree/t-b.md"] .viewed-box').is_checked()
+    assert "1 of" in again.locator(".tree-viewed").inner_text()
+    # n/p: next/previous hunk of the files shown (b.md is folded: skipped)
+    again.keyboard.press("n")
+    first = again.eval_on_selector("tr.current-hunk", "e => e.closest('.file').dataset.path")
+    again.keyboard.press("n")
+    second = again.eval_on_selector("tr.current-hunk", "e => e.closest('.file').dataset.path")
+    assert first != second and "tree/t-b.md" not in (first, second)
+    again.keyboard.press("p")
+    assert (
+        again.eval_on_selector("tr.current-hunk", "e => e.closest('.file').dataset.path") == first
+    )
+    # ? shows the key help, Escape hides it
+    again.keyboard.press("?")
+    assert again.locator("#key-help").is_visible()
+    again.screenshot(path=str(shots / "review-tree.png"))
+    again.keyboard.press("Escape")
+    assert not again.locator("#key-help").is_visible()
+    # Ctrl+Enter in the reason box submits it: the deny confirm step
+    again.fill("#reason", "not this one")
+    with again.expect_navigation():
+        again.press("#reason", "Control+Enter")
+    assert again.title() == f"deny {target}? · hyperhive"

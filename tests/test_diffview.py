@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from support.gitcli import GitRepo
 
 import forge_ui
+from forge_ui import difftree
 from forge_ui.diffview import FileDiff, render_diff
 
 TAG = re.compile(r"<[^>]+>")
@@ -34,7 +35,11 @@ def text_of(markup: str) -> str:
 
 
 def render_partial(files: list[FileDiff], view: str) -> str:
-    app = Flask(__name__, template_folder=str(Path(forge_ui.__file__).parent / "templates"))
+    here = Path(forge_ui.__file__).parent
+    app = Flask(
+        __name__, template_folder=str(here / "templates"), static_folder=str(here / "static")
+    )
+    difftree.init_app(app)  # the partial's globals: file tree, viewed marks, gaps
     with app.test_request_context():
         return render_template_string('{% include "_diff.html" %}', files=files, view=view)
 
@@ -340,11 +345,12 @@ def test_partial_renders_both_views(repo):
     unified = render_partial(files, "unified")
     split = render_partial(files, "split")
     for page in (unified, split):
-        assert '<nav class="diff-files panel">' in page
+        assert '<nav class="diff-files file-tree panel"' in page
         assert '3 files changed <span class="plus">+2</span>' in " ".join(page.split())
         for i, f in enumerate(files, 1):
-            assert f'<a href="#file-{i}">{f.path}</a>' in page
-            assert f'<section class="file" id="file-{i}" data-path="{f.path}">' in page
+            assert f'<a class="path" href="#file-{i}">{f.path}</a>' in page
+            assert f'<li class="tree-file" data-file="file-{i}"><a href="#file-{i}"' in page
+            assert f'<section class="file" id="file-{i}" data-path="{f.path}"' in page
         assert 'class="fstat fstat-deleted">deleted<' in page
         assert '<span class="k">return</span>' in page
         assert '<tr class="ctx">' in page

@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "hyperhive.spawn",
             "hyperhive.tokens",
             "hyperhive.sessions",
+            "hyperhive.viewed",
             "hyperhive.operator",
             "hyperhive.broker",
             "hyperhive.runtime.base",

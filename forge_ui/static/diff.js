@@ -1,5 +1,5 @@
-// hyperhive forge: diff pages. j/n next file, k/p previous file; ?view= links keep the
-// rest of the URL. Works on any page with `.file` sections (the _diff.html partial).
+// hyperhive forge: diff pages. j next file, k previous file; ?view= links keep the
+// rest of the URL. (n/p, hunks, are difftree.js's.) Works on any page with `.file` sections (the _diff.html partial).
 "use strict";
 (() => {
   if (window.hiveDiff) return; // loaded twice: bind once
@@ -36,8 +36,8 @@
     if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
     if (t && (t.isContentEditable || (t.closest && t.closest("input, textarea, select")))) return;
-    if (e.key === "j" || e.key === "n") go(1);
-    else if (e.key === "k" || e.key === "p") go(-1);
+    if (e.key === "j") go(1);
+    else if (e.key === "k") go(-1);
     else return;
     e.preventDefault();
   });

@@ -334,6 +334,7 @@ def commit(repo: str, rev: str):
             files=files,
             only=only,
             view=request.args.get("view", "unified"),
+            diff_repo=where.id,  # where _diff.html loads context and images from
             decorations=git.decorations(r).get(view.sha, []),
             title=f"{where.id}: commit {view.sha[:12]}",
         )

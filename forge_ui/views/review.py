@@ -119,6 +119,7 @@ def approval(name: str, approval_id: int):
             files=files,
             only=only,
             view=request.args.get("view", "unified"),
+            diff_repo=f"{name}/applied",  # where _diff.html loads context and images from
             live=live_view(a),
             title=f"Review {a.target}",
         )

@@ -114,6 +114,18 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (agent, kind)
         )""",
     ],
+    [
+        # Files an operator marked viewed on a diff page (hyperhive/viewed.py), by the
+        # blob ids of the file's two sides: a file that changes has new ids, no mark.
+        """CREATE TABLE viewed (
+            account TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sides TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (account, path, sides)
+        )""",
+        "CREATE INDEX viewed_at ON viewed (account, at)",
+    ],
 ]
 
 

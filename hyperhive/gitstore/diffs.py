@@ -10,17 +10,19 @@ over `alone_bytes` not even alone (`git diff` in a clone shows it). The line
 diff is `linediff` (O(n log n)), so a file alone costs about its size, never more.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from dulwich.diff_tree import tree_changes
 from dulwich.objects import S_ISGITLINK, TreeEntry
 from dulwich.repo import Repo
 
-from hyperhive.gitstore import linediff
+from hyperhive.gitstore import linediff, renames
+from hyperhive.gitstore.blobparts import image_type
 from hyperhive.gitstore.packscan import stored_size
+from hyperhive.gitstore.renames import RenameLimits
 
-Status = Literal["added", "deleted", "modified"]
+Status = Literal["added", "deleted", "modified", "renamed", "copied"]
 NO_EOL = b"\\ No newline at end of file\n"
 ELLIPSIS = "\u2026".encode()
 NONE = TreeEntry(None, None, None)  # the side of an added or deleted file that is not there
@@ -33,10 +35,16 @@ class DiffLimits:
     line_chars: int = 5_000  # characters of one line shown (the rest cut, marked …)
     blob_bytes: int = 1024 * 1024  # both sides of a file: larger is diffed only alone
     alone_bytes: int = 4 * 1024 * 1024  # both sides of a file shown alone: larger, never
+    renames: RenameLimits = RenameLimits()  # what rename and copy detection may read
 
     def alone(self) -> "DiffLimits":
         """The budget of a file shown alone: the page's lines, `alone_bytes` of text."""
-        return DiffLimits(self.page_lines, self.page_lines, self.line_chars, self.alone_bytes)
+        return replace(
+            self,
+            file_lines=self.page_lines,
+            blob_bytes=self.alone_bytes,
+            alone_bytes=self.alone_bytes,
+        )
 
 
 @dataclass
@@ -51,6 +59,14 @@ class FilePatch:
     hidden: int = 0  # diff lines not shown (over the file's or the page's budget)
     long_lines: int = 0  # lines shown cut at line_chars
     skipped: str = ""  # why it was not diffed on this page
+    similarity: int | None = None  # percent, for a renamed or copied file
+    old_sha: str | None = None  # the blobs of the two sides (hex), None where none
+    new_sha: str | None = None
+    old_size: int = 0
+    new_size: int = 0
+    new_lines: int | None = None  # lines of the new side, when it was read (for context)
+    old_image: str | None = None  # a binary side's image type (blobparts.image_type)
+    new_image: str | None = None
 
 
 def _name(path: bytes | None) -> str | None:
@@ -84,20 +100,30 @@ def file_patches(
         limits = limits.alone()
     left = limits.page_lines
     out = []
-    for change in tree_changes(store, old_tree, repo[new].tree):
-        o, n = change.old or NONE, change.new or NONE
-        if (o.mode is not None and S_ISGITLINK(o.mode)) or (
-            n.mode is not None and S_ISGITLINK(n.mode)
-        ):
-            continue
+    changes = [
+        c
+        for c in tree_changes(store, old_tree, repo[new].tree)
+        if not any(
+            e is not None and e.mode is not None and S_ISGITLINK(e.mode) for e in (c.old, c.new)
+        )
+    ]
+    for pair in renames.detect(store, changes, limits.renames):
+        o, n = pair.old or NONE, pair.new or NONE
         path = _name(n.path or o.path) or ""
         if only is not None and path != only:
             continue
-        status: Status = "added" if o.path is None else "deleted" if n.path is None else "modified"
-        head = _header(o, n, status)
+        status: Status = pair.status  # type: ignore[assignment]
+        head = _header(o, n, status, pair.similarity)
         patch = FilePatch(path, _name(o.path) if status != "added" else None, status, head)
+        patch.similarity = pair.similarity
         out.append(patch)
         sizes = [stored_size(store, x.sha) if x.sha else 0 for x in (o, n)]  # headers only
+        patch.old_sha = o.sha.decode() if o.sha else None
+        patch.new_sha = n.sha.decode() if n.sha else None
+        patch.old_size, patch.new_size = sizes
+        if o.sha is not None and o.sha == n.sha:
+            patch.added = patch.removed = 0  # an exact rename or copy, or a mode change
+            continue
         if sum(sizes) > limits.blob_bytes:
             patch.skipped = f"not diffed here: {sum(sizes)} bytes of text is large"
             continue
@@ -108,18 +134,22 @@ def file_patches(
         b = store[n.sha].as_raw_string() if n.sha else b""
         if _is_binary(a) or _is_binary(b):
             patch.binary = True
+            patch.old_image, patch.new_image = image_type(a), image_type(b)
             patch.text += b"Binary files %s and %s differ\n" % (
                 b"a/" + o.path if o.path else b"/dev/null",
                 b"b/" + n.path if n.path else b"/dev/null",
             )
             continue
         budget = min(limits.file_lines, left)
-        shown = _hunks(patch, a.splitlines(True), b.splitlines(True), budget, limits.line_chars)
+        b_lines = b.splitlines(True)
+        patch.new_lines = len(b_lines)
+        shown = _hunks(patch, a.splitlines(True), b_lines, budget, limits.line_chars)
         left -= shown
     return out
 
 
-def _header(o, n, status: Status) -> bytes:
+def _header(o, n, status: Status, similarity: int | None = None) -> bytes:
+    """git's extended header lines, in git's order."""
     path = n.path or o.path
     lines = [b"diff --git a/%s b/%s" % (o.path or path, n.path or path)]
     if status == "added":
@@ -128,8 +158,17 @@ def _header(o, n, status: Status) -> bytes:
         lines.append(b"deleted file mode %o" % o.mode)
     elif o.mode != n.mode:
         lines += [b"old mode %o" % o.mode, b"new mode %o" % n.mode]
+    if status in ("renamed", "copied"):
+        word = b"rename" if status == "renamed" else b"copy"
+        lines += [
+            b"similarity index %d%%" % (similarity or 0),
+            b"%s from %s" % (word, o.path),
+            b"%s to %s" % (word, n.path),
+        ]
+    if o.sha is not None and o.sha == n.sha:
+        return b"\n".join(lines) + b"\n"  # git writes no index line without a change
     index = b"index %s..%s" % ((o.sha or b"0" * 40)[:7], (n.sha or b"0" * 40)[:7])
-    if status == "modified" and o.mode == n.mode:
+    if status not in ("added", "deleted") and o.mode == n.mode:
         index += b" %o" % n.mode
     lines.append(index)
     return b"\n".join(lines) + b"\n"
@@ -144,7 +183,7 @@ def _hunks(patch: FilePatch, a: list[bytes], b: list[bytes], budget: int, chars:
     groups = linediff.grouped(codes)
     if not groups:
         return 0
-    old_name = b"a/" + patch.old_path.encode() if patch.old_path else b"/dev/null"
+    old_name = b"a/" + patch.old_path.encode() if patch.old_path is not None else b"/dev/null"
     new_name = b"b/" + patch.path.encode() if patch.status != "deleted" else b"/dev/null"
     parts = [patch.text, b"--- %s\n+++ %s\n" % (old_name, new_name)]
     shown = total = 0
