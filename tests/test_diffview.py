@@ -16,6 +16,7 @@ from support.gitcli import GitRepo
 import forge_ui
 from forge_ui import difftree
 from forge_ui.diffview import FileDiff, render_diff
+from forge_ui.views import viewed
 
 TAG = re.compile(r"<[^>]+>")
 
@@ -40,6 +41,7 @@ def render_partial(files: list[FileDiff], view: str) -> str:
         __name__, template_folder=str(here / "templates"), static_folder=str(here / "static")
     )
     difftree.init_app(app)  # the partial's globals: file tree, viewed marks, gaps
+    app.register_blueprint(viewed.bp)  # the file tree's mark URL
     with app.test_request_context():
         return render_template_string('{% include "_diff.html" %}', files=files, view=view)
 
