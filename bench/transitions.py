@@ -15,6 +15,7 @@ thing. Run: .venv/bin/python bench/transitions.py [--quick] (see bench/README.md
 
 import argparse
 import cProfile
+import dataclasses
 import gc
 import io
 import os
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hyperhive import operator
 from hyperhive.agents import create_agent, init_hive
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import write_commit
@@ -199,9 +201,15 @@ def new_config_commit(config_dir: Path, revision: int) -> bytes:
 
 def cycles_in_process(home: Home, name: str, count: int, profile: bool) -> None:
     runtime = LocalRuntime(home)
-    # The cycle is measured in-process: without the shipped hook, approve does not spawn
-    # `hyperhive deploy`; deploy() is called explicitly below.
-    (home.applied_dir(name) / "hooks" / "post-receive").unlink()
+    # As in the daemon: the shipped hook stays, and an approval is queued on the build
+    # worker (here a list) without a hook process; deploy() is what the worker then runs.
+    queued: list[int] = []
+
+    def submit(_name: str, approval_id: int) -> int:
+        queued.append(approval_id)
+        return 0
+
+    home = dataclasses.replace(home, deploys=submit)
     approvals = Approvals(home, name)
     phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
     totals: list[float] = []
@@ -215,7 +223,7 @@ def cycles_in_process(home: Home, name: str, count: int, profile: bool) -> None:
         t_depl, result = timed(lambda p=proposal: deploy(home, name, p.id, runtime))
         if profiler:
             profiler.disable()
-        if result.state != State.DEPLOYED:
+        if result.state != State.DEPLOYED or queued[-1] != proposal.id:
             raise SystemExit(f"{result.target} ended {result.state}: {result.states}")
         if i:
             phases["propose"].append(t_prop)
@@ -235,6 +243,28 @@ def cycles_in_process(home: Home, name: str, count: int, profile: bool) -> None:
     say(f"  after {count + 1} cycles the applied repo holds {tags} tags and {packs} packs")
     if profiler:
         print_profile(profiler, f"in-process cycles ({count})")
+    approve_through_api(home, name, runtime, min(count, 20), queued)
+
+
+def approve_through_api(home: Home, name: str, runtime, count: int, queued: list[int]) -> None:
+    """`POST /api/approvals/NAME/ID/approve` as the daemon serves it: the tag is written
+    and the build queued in the daemon's process (before, the hook started a
+    `hyperhive deploy` process for it: see `import hyperhive.cli` among the references)."""
+    from forge import client_for
+
+    client = client_for(home)
+    auth = {"Authorization": f"Bearer {operator.token(home)}"}  # an API client's way
+    samples = []
+    for i in range(count):
+        new_config_commit(home.config_dir(name), 5000 + i)
+        proposal = Approvals(home, name).propose("HEAD", "manager")
+        path = f"/api/approvals/{name}/{proposal.id}/approve"
+        elapsed, r = timed(lambda p=path: client.post(p, headers=auth))
+        if r.status_code != 200 or queued[-1] != proposal.id:
+            raise SystemExit(f"approve through the API answered {r.status_code}: {r.data[:200]}")
+        samples.append(elapsed)
+        deploy(home, name, proposal.id, runtime)
+    record("a", "ours", "approve through the forge API (build queued, no process)", samples)
 
 
 def cycles_cli(home: Home, name: str, count: int) -> None:

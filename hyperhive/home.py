@@ -1,6 +1,7 @@
 """Where the hive's state lives on disk (DESIGN.md, "State on disk")."""
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,10 @@ class Home:
     # The daemon's event bus, in the daemon's process only (`Hive` hands out a home that
     # carries its bus): wire/notify.py publishes on it there, and asks host.sock elsewhere.
     bus: EventBus | None = field(default=None, compare=False, repr=False)
+    # The daemon's build queue (`submit(name, id)` -> builds ahead), in the daemon's
+    # process only: an approval written there is queued without a hook process
+    # (workflow/hooks.py), as the shipped hook's `hyperhive deploy` would queue it.
+    deploys: Callable[[str, int], int] | None = field(default=None, compare=False, repr=False)
 
     def close_to_others(self) -> bool:
         """Take other users' access to the home's top directory away (a home made before

@@ -2,18 +2,20 @@
 runs with git's stdin (`<old> <new> <ref>` lines); a failing hook is recorded, never
 rolls the tag back; the shipped hook turns approved/<id> into a deploy."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from support.hive import commit_config, git, run_cli
 
-from hyperhive.errors import AlreadyDecided
+from hyperhive.errors import AlreadyDecided, ShuttingDown
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.workflow import hooks
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
+from hyperhive.workflow.states import State
 
 NAME = "manager"
 ZERO = "0" * 40
@@ -260,3 +262,73 @@ def test_the_shipped_hook_reports_a_failed_deploy(home: Home):
     }
     (hook,) = [h for h in hook_runs if h["exit"]]
     assert any("failed" in line for line in hook["tail"])
+
+
+# -- the shipped hook's effect, had without its process --------------------------------------
+
+
+def no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, fail the test if a process is started."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a hook process was started: {args[0]}")
+
+    monkeypatch.setattr(hooks.subprocess, "Popen", refuse)
+
+
+def test_tags_that_are_not_approvals_start_no_hook_process(home: Home, monkeypatch):
+    commit_config(home, NAME, {"agent.nix": "{ }\n"}, "another")
+    no_process(monkeypatch)
+    approvals = Approvals(home, NAME)
+    approvals.propose("HEAD", "manager")
+    approvals.deny(2, "alice", "not now")
+    runs = hooks.runs(home, NAME)
+    assert [(r.refs, r.exit, r.tail) for r in runs[-2:]] == [
+        (["refs/tags/proposal/2"], 0, []),
+        (["refs/tags/denied/2"], 0, []),
+    ]
+
+
+def test_in_the_daemon_an_approval_is_queued_without_a_process(home: Home, monkeypatch):
+    no_process(monkeypatch)
+    queued = []
+
+    def submit(name: str, approval_id: int) -> int:
+        queued.append((name, approval_id))
+        return 3
+
+    daemon_home = dataclasses.replace(home, deploys=submit)
+    Approvals(daemon_home, NAME).approve(1, "alice")
+    assert queued == [(NAME, 1)]
+    run = hooks.runs(home, NAME)[-1]
+    assert (run.refs, run.exit, run.tail) == (
+        ["refs/tags/approved/1"],
+        0,
+        ["queued manager#1 on the daemon (3 ahead)"],
+    )
+
+
+def test_a_refused_queueing_is_the_hook_failing(home: Home, monkeypatch):
+    no_process(monkeypatch)
+    def submit(name: str, approval_id: int) -> int:
+        raise ShuttingDown("the daemon is stopping; the build resumes at its next start")
+
+    Approvals(dataclasses.replace(home, deploys=submit), NAME).approve(1, "alice")
+    run = hooks.runs(home, NAME)[-1]
+    assert (run.exit, run.tail) == (
+        1,
+        ["hyperhive: the daemon is stopping; the build resumes at its next start"],
+    )
+    assert Approvals(home, NAME).get(1).state == State.APPROVED  # the tag stays
+
+
+def test_a_hook_the_operator_changed_always_runs(home: Home):
+    shipped = hook_path(home).read_text()
+    install_hook(home, shipped.replace("set -u\n", "set -u\necho custom hook ran\n"))
+    queued = []
+    daemon_home = dataclasses.replace(home, deploys=lambda *a: queued.append(a) or 0)
+    approvals = Approvals(daemon_home, NAME)
+    commit_config(home, NAME, {"agent.nix": "{ }\n"}, "another")
+    approvals.propose("HEAD", "manager")
+    assert hooks.runs(home, NAME)[-1].tail == ["custom hook ran"]
+    assert queued == []

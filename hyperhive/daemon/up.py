@@ -97,10 +97,13 @@ class Services:
         # on it), the runtime too.
         home = dataclasses.replace(home, bus=EventBus())
         runtime = get_runtime(runtime_kind, home)
+        self.worker = BuildWorker(home, runtime)
+        # An approval written in this process is queued on the worker directly, without
+        # a hook process (workflow/hooks.py).
+        home = dataclasses.replace(home, deploys=self.worker.submit)
         self.hive = Hive(home, runtime, bus=home.bus, stopping=stopping or threading.Event())
         if isinstance(self.hive.runtime, LocalRuntime):  # its harnesses run on this host
             self.hive.runtime.harnesses.git_url = git_url(http)
-        self.worker = BuildWorker(home, self.hive.runtime)
         self.hive.builds = self.worker.status
         self.hive.broker = Broker(home, lambda name: deployed_policy(home, name))
         self.ops = Ops(self.hive, self.hive.broker, self.worker)

@@ -1,5 +1,12 @@
 """Installing and running git hooks in the applied repos, with git's own contract.
 
+The shipped `post-receive` (hooks/post-receive) acts only on `refs/tags/approved/<id>`,
+by running `hyperhive deploy`, which queues the build on the daemon. While a repo's hook
+is still that file, its effect is had without starting it: a tag that is not an approval
+needs nothing, and in the daemon's own process an approval is queued on its build worker
+directly (`Home.deploys`). Only an approval written elsewhere (the CLI) runs the hook.
+A hook the operator changed is always run as it is.
+
 A hook that fails is logged and recorded in `logs/<name>/hooks.jsonl` (which the
 approval's history reads); it never rolls back the tag that triggered it.
 """
@@ -13,8 +20,10 @@ import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
+from hyperhive.errors import HiveError
 from hyperhive.home import Home
 from hyperhive.resources import HOOKS_DIR
 
@@ -71,10 +80,18 @@ def run_post_receive(
     hook = repo_dir / "hooks" / "post-receive"
     if not os.access(hook, os.X_OK):
         return None
-    stdin = b"".join(b"%s %s %s\n" % u for u in updates)
     ref_names = [u[2].decode() for u in updates]
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
     started = time.time()
+    approved = [r for r in ref_names if r.startswith(APPROVED_PREFIX)]
+    if is_shipped(hook) and (not approved or home.deploys is not None):
+        code, lines = _shipped_in_process(home, name, approved)
+        return _record(
+            home,
+            name,
+            HookRun("post-receive", ref_names, code, int(started), time.time() - started, lines),
+        )
+    stdin = b"".join(b"%s %s %s\n" % u for u in updates)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
         proc = subprocess.Popen(
             [str(hook)],
@@ -99,13 +116,49 @@ def run_post_receive(
             log.info("%s: hook: %s", name, line)
         code = proc.wait()
     run = HookRun("post-receive", ref_names, code, int(started), time.time() - started, list(tail))
-    if code != 0:
-        log.error("%s: post-receive exited %d for %s", name, code, " ".join(ref_names))
+    return _record(home, name, run)
+
+
+def _record(home: Home, name: str, run: HookRun) -> HookRun:
+    if run.exit != 0:
+        log.error("%s: post-receive exited %d for %s", name, run.exit, " ".join(run.refs))
     path = history_file(home, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps(asdict(run)) + "\n")
     return run
+
+
+APPROVED_PREFIX = "refs/tags/approved/"
+
+
+@cache
+def _shipped_hook() -> bytes:
+    return (HOOKS_DIR / "post-receive").read_bytes()
+
+
+def is_shipped(hook: Path) -> bool:
+    """Whether `hook` is byte for byte the post-receive this installation ships."""
+    try:
+        return hook.read_bytes() == _shipped_hook()
+    except OSError:
+        return False
+
+
+def _shipped_in_process(home: Home, name: str, approved: list[str]) -> tuple[int, list[str]]:
+    """What the shipped hook would do and print, done here: each approval queued on the
+    daemon's build worker (the output and exit status of its `hyperhive deploy`)."""
+    code, lines = 0, []
+    for ref in approved:
+        target = f"{name}#{ref.removeprefix(APPROVED_PREFIX)}"
+        try:
+            ahead = home.deploys(name, int(ref.removeprefix(APPROVED_PREFIX)))
+        except (HiveError, ValueError) as e:
+            code = 1
+            lines.append(f"hyperhive: {e}")  # as the CLI says it
+        else:
+            lines.append(f"queued {target} on the daemon ({ahead} ahead)")
+    return code, lines[-TAIL_LINES:]
 
 
 def concerns(run: HookRun, approval_id: int) -> bool:
