@@ -6,7 +6,7 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from forge_ui import auth, difftree, errors, filters, git_http, headers
+from forge_ui import auth, difftree, errors, filters, git_http, headers, state
 from forge_ui.context import hive
 from forge_ui.views import (
     api,
@@ -50,6 +50,7 @@ def create_app(hive: Hive) -> Flask:
         SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": live.MAX_MESSAGE},
     )
     app.extensions["hive"] = hive
+    app.extensions["state"] = state.Latest(hive)  # what open dashboards show, loaded once
     auth.init_app(app, Lifetime.of(forge))
     errors.init_app(app)
     filters.init_app(app)

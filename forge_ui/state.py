@@ -5,6 +5,8 @@ its cause and logged, never shown as an empty list that would hide the failure.
 """
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 from forge_ui import charts
@@ -136,3 +138,29 @@ def collect(hive: Hive, only: list[str] | None = None) -> dict:
             result[name] = None
             result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}"})
     return result
+
+
+class Latest:
+    """The newest `collect` of the hive, shared by its open dashboards: after a change (an
+    event on the bus's `state` topic) the first dashboard to ask loads the state, and the
+    others woken by the same change reuse that load instead of each doing it again."""
+
+    def __init__(self, hive: Hive):
+        self.hive = hive
+        self._lock = threading.Lock()
+        self._data: dict | None = None
+        self._seen = -1  # the `state` events published when the load started
+        self._at = 0.0
+
+    def get(self, max_age: float) -> dict:
+        """A load made after every `state` event published before this call, at most
+        `max_age` seconds old (what no event announces, such as ages, moves too)."""
+        wanted = self.hive.bus.published("state")
+        with self._lock:
+            fresh = time.monotonic() - self._at <= max_age
+            if self._data is None or self._seen < wanted or not fresh:
+                # read before loading: an event published during the load is not in it
+                self._seen = self.hive.bus.published("state")
+                self._at = time.monotonic()
+                self._data = collect(self.hive)
+            return self._data

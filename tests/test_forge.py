@@ -1,6 +1,8 @@
 """The forge through Flask's test client: auth, CSRF, every page and the JSON API."""
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from support.hive import PASSWORD, commit_config, git, log_in
@@ -388,3 +390,30 @@ def test_the_login_page_and_the_api_carry_the_headers_too(anon):
     for r in (anon.get("/login"), anon.get("/api/state")):
         assert r.headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_open_dashboards_share_one_load_of_the_state(home, runtime, monkeypatch):
+    hive = Hive(home, runtime)
+    loads = []
+    monkeypatch.setitem(state.SECTIONS, "agents", lambda h: loads.append(1) or ["row"])
+    latest = state.Latest(hive)
+    hive.bus.publish("state", {"agent": "manager", "ref": "refs/tags/proposal/1"})
+    barrier = threading.Barrier(8)
+
+    def dashboard() -> dict:  # eight dashboards woken by the same event
+        barrier.wait()
+        return latest.get(max_age=60)
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(lambda _: dashboard(), range(8)))
+    assert len(loads) == 1 and all(s["agents"] == ["row"] for s in seen)
+    assert latest.get(max_age=60) is seen[0]  # nothing changed since
+
+    hive.bus.publish("state", {"agent": "manager", "ref": "refs/tags/approved/1"})
+    latest.get(max_age=60)
+    assert len(loads) == 2  # a change since the load: loaded again
+    latest.get(max_age=0)
+    assert len(loads) == 3  # too old for the caller: loaded again
+    hive.bus.publish("stats", {"agent": "manager"})
+    latest.get(max_age=60)
+    assert len(loads) == 3  # other topics are not the dashboard's state

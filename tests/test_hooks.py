@@ -310,6 +310,7 @@ def test_in_the_daemon_an_approval_is_queued_without_a_process(home: Home, monke
 
 def test_a_refused_queueing_is_the_hook_failing(home: Home, monkeypatch):
     no_process(monkeypatch)
+
     def submit(name: str, approval_id: int) -> int:
         raise ShuttingDown("the daemon is stopping; the build resumes at its next start")
 

@@ -9,7 +9,7 @@ process, is caught up at the next wake-up at the latest.
 import json
 import time
 
-from flask import Blueprint, request
+from flask import Blueprint, current_app, request
 from flask_sock import Sock
 
 from forge_ui import charts, harness_log, state
@@ -49,6 +49,7 @@ def drain(sub, seconds: float) -> None:
 
 @sock.route("/ws/dashboard", bp=bp)
 def dashboard_ws(ws):
+    latest: state.Latest = current_app.extensions["state"]  # shared by every dashboard
     with hive().bus.subscribe("state") as sub:
         last = None
         refreshed = 0.0
@@ -59,7 +60,7 @@ def dashboard_ws(ws):
                 drain(sub, DEBOUNCE)
             if woke is None and last is not None and now - refreshed < REFRESH:
                 continue
-            sections = dashboard.render_sections(state.collect(hive()))
+            sections = dashboard.render_sections(latest.get(max_age=TICK))
             changed = {k: v for k, v in sections.items() if last is None or last.get(k) != v}
             if changed:
                 send(ws, {"sections": changed})

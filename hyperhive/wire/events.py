@@ -27,6 +27,7 @@ class EventBus:
     def __init__(self):
         self._lock = threading.Lock()
         self._subs: list[Subscription] = []
+        self._published: dict[str, int] = {}
 
     @contextmanager
     def subscribe(self, *topics: str) -> Iterator[Subscription]:
@@ -39,8 +40,14 @@ class EventBus:
             with self._lock:
                 self._subs.remove(sub)
 
+    def published(self, topic: str) -> int:
+        """How many events of `topic` were published so far: what a reader caches a
+        view of the source of truth under, so it can tell whether a change came since."""
+        return self._published.get(topic, 0)
+
     def publish(self, topic: str, data: object = None) -> None:
         with self._lock:
+            self._published[topic] = self._published.get(topic, 0) + 1
             subs = [s for s in self._subs if topic in s.topics]
         for sub in subs:
             try:
