@@ -19,6 +19,7 @@ from hyperhive.gitstore.repos import (
     init_worktree,
     open_repo,
     peel,
+    read_object,
     resolve_commit,
 )
 from hyperhive.gitstore.tags import read_tag, write_tag
@@ -512,3 +513,41 @@ def test_checkout_writes_the_tree_with_modes_and_links(worktree, tmp_path):
     assert os.readlink(dest / "link") == "run.sh"
     assert (dest / "run.sh").stat().st_mode & stat.S_IXUSR
     assert not (dest / "plain").stat().st_mode & stat.S_IXUSR
+
+
+def test_read_object_reads_loose_and_packed_objects_as_dulwich_does(history_repo):
+    repo, path, commits = history_repo
+    git(path, "tag", "-a", "-m", "a tag\n\nKey: value", "t1", commits[0])
+    ids = [
+        git(path, "rev-parse", spec).strip()
+        for spec in ("t1", commits[1], f"{commits[1]}^{{tree}}", f"{commits[1]}:a.txt")
+    ]
+
+    def same(sha: str) -> None:
+        ours, theirs = read_object(repo, sha.encode()), repo[sha.encode()]
+        assert (type(ours), ours.id, ours.as_raw_string()) == (
+            type(theirs),
+            theirs.id,
+            theirs.as_raw_string(),
+        )
+
+    for sha in ids:  # loose, as the git CLI wrote them
+        assert (path / ".git" / "objects" / sha[:2] / sha[2:]).is_file()
+        same(sha)
+    git(path, "repack", "-a", "-d", "-q")
+    git(path, "prune-packed")
+    for sha in ids:  # packed
+        assert not (path / ".git" / "objects" / sha[:2] / sha[2:]).exists()
+        same(sha)
+
+
+def test_read_object_of_a_corrupt_loose_object_fails_as_dulwich_does(history_repo):
+    repo, path, commits = history_repo
+    loose = path / ".git" / "objects" / commits[0][:2] / commits[0][2:]
+    loose.chmod(0o644)
+    loose.write_bytes(b"not zlib at all")
+    with pytest.raises(Exception) as ours:
+        read_object(repo, commits[0].encode())
+    with pytest.raises(Exception) as theirs:
+        repo[commits[0].encode()]  # noqa: B018
+    assert type(ours.value) is type(theirs.value)

@@ -10,6 +10,7 @@ from dulwich.trailers import Trailer, format_trailers, parse_trailers
 
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
+from hyperhive.gitstore.repos import read_object
 
 
 def identity(actor: str) -> bytes:
@@ -75,7 +76,7 @@ def read_tag(repo: Repo | Callable[[], Repo], ref: bytes, sha: bytes) -> TagInfo
 
 
 def _parse_tag(repo: Repo, ref: bytes, sha: bytes) -> TagInfo:
-    tag = repo[sha]
+    tag = read_object(repo, sha)
     if not isinstance(tag, Tag):
         # A lightweight tag someone pushed by hand: report it without trailers.
         return TagInfo(ref.decode(), sha.decode(), sha.decode(), "?", 0, "", "", {})
