@@ -78,8 +78,10 @@ DESCRIPTIONS = {
     ),
     "request_apply_commit": (
         "Submit a commit of agent `name`'s config repo for the operator's approval (commit: "
-        "a sha or ref in agents/<name>/config, such as HEAD after you commit; an earlier "
-        "deployed commit rolls back). This creates an approval NAME#ID that the operator "
+        "a sha or ref in agents/<name>/config, such as HEAD after you commit). An ancestor "
+        "of the deployed commit (an earlier deploy) rolls back: set rollback=true to say "
+        "you mean it. A commit whose tree is the deployed one's or a pending proposal's is "
+        'refused ("no new changes"). This creates an approval NAME#ID that the operator "
         "must approve; nothing is deployed until then. Once approved, the agent's container "
         "is rebuilt from that commit. The operator may deny it with a reason: "
         "`agent_history` shows it, and a failed build's log tail. "
@@ -197,8 +199,14 @@ def tool_functions(forward: Forward) -> dict[str, Callable]:
     async def request_apply_commit(
         name: AgentName,
         commit: Annotated[str, Field(description="a commit sha or ref of its config repo")],
+        rollback: Annotated[
+            bool, Field(description="true: the commit is an earlier one, going back is meant")
+        ] = False,
     ) -> str:
-        return await call({"op": "request_apply_commit", "name": name, "commit": commit})
+        request = {"op": "request_apply_commit", "name": name, "commit": commit}
+        if rollback:
+            request["rollback"] = True
+        return await call(request)
 
     async def request_spawn(name: AgentName) -> str:
         return await call({"op": "request_spawn", "name": name})

@@ -36,7 +36,7 @@ from dulwich.repo import Repo
 from hyperhive.errors import BadInput, ConcurrentUpdate, HiveError
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.repos import open_repo
-from hyperhive.gitstore.tags import read_tag
+from hyperhive.gitstore.tags import raw_tag, read_tag
 from hyperhive.home import Home
 from hyperhive.workflow import meta, notify
 from hyperhive.workflow.approvals import LAST_ID_REF, parse_tag_refs
@@ -155,7 +155,11 @@ def _plan_repo(
         picked = {}
         for t in doomed:
             sha, info = tags[t]
-            picked[TAGS + t.encode()] = (sha, meta.PrunedTag(name, t, info.target, info.time))
+            # The whole tag object goes into the record: who, when and why outlive the tag.
+            kept = meta.PrunedTag(
+                name, t, info.target, info.time, sha=sha.decode(), raw=raw_tag(repo, sha)
+            )
+            picked[TAGS + t.encode()] = (sha, kept)
         return picked
 
 
