@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SHORT_STATES, commit_config, git, log_in, run_cli
+from conftest import SHORT_STATES, commit_config, fresh_commit, git, log_in, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -364,7 +364,11 @@ def test_the_audit_survives_retention_whole(hive: Home, runtime):
         raw = "".join(line[2:] + "\n" for line in quoted)
         made = subprocess.run(
             ["git", "hash-object", "-t", "tag", "--stdin"],
-            input=raw, capture_output=True, text=True, check=True, cwd=hive.meta_dir,
+            input=raw,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=hive.meta_dir,
         ).stdout.strip()
         assert (agent, made) == ("manager", sha)
     trailers = git(hive.meta_dir, "log", "-1", "--format=%(trailers:key=Pruned)", "main")
@@ -516,7 +520,7 @@ def test_prune_while_another_thread_runs_transitions(hive: Home):
         try:
             for n in range(24):
                 final = [OK, F, D, P, A, B][n % 6]
-                i = approvals.propose("HEAD", "driver").id
+                i = approvals.propose(fresh_commit(hive, "manager"), "driver").id
                 for s in PATHS[final][1:]:
                     approvals.transition(i, s, "driver", {"Reason": "r"} if s is D else None)
                 driven[i] = final
@@ -599,7 +603,7 @@ def test_property_final_states_survive_and_ids_stay_unique(case):
         assert recorded == {
             (r.removeprefix("refs/tags/"), config_head(home, "manager")) for r in doomed
         }
-        new = [approvals.propose("HEAD", "operator").id for _ in range(2)]
+        new = [approvals.propose(fresh_commit(home, "manager"), "o").id for _ in range(2)]
         assert new == [max(made) + 1, max(made) + 2]
 
 
@@ -639,8 +643,8 @@ def test_forge_shows_pruned_approvals(hive: Home, runtime: LocalRuntime, client)
 
     page = client.get(f"/review/manager/{second}").get_data(as_text=True)
     assert page.count("tag pruned on") == 3  # proposal, approved, building
-    assert page.count("<td>operator</td>") == 4  # who: kept whole by the record
-    assert f"against deployed <a href=\"/repos/manager/applied/commit/{first}\"" in page
+    assert page.count("<td>operator</td>") == 2  # proposed, approved: kept by the record
+    assert f'against deployed <a href="/repos/manager/applied/commit/{first}"' in page
     assert "notes.md" in page and "agent.nix" not in page  # the diff against #1
 
     api = client.get("/api/agents/manager/history").get_json()

@@ -81,7 +81,7 @@ DESCRIPTIONS = {
         "a sha or ref in agents/<name>/config, such as HEAD after you commit). An ancestor "
         "of the deployed commit (an earlier deploy) rolls back: set rollback=true to say "
         "you mean it. A commit whose tree is the deployed one's or a pending proposal's is "
-        'refused ("no new changes"). This creates an approval NAME#ID that the operator "
+        'refused ("no new changes"). This creates an approval NAME#ID that the operator '
         "must approve; nothing is deployed until then. Once approved, the agent's container "
         "is rebuilt from that commit. The operator may deny it with a reason: "
         "`agent_history` shows it, and a failed build's log tail. "

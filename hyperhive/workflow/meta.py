@@ -432,6 +432,30 @@ def pruned_tags(home: Home, name: str) -> dict[str, PrunedTag]:
     return dict(_by_agent(str(home.meta_dir), head).get(name, {})) if head else {}
 
 
+DEPLOY_SEARCH = 2000  # meta commits looked through for a deploy's pin, newest first
+
+
+@functools.lru_cache(maxsize=256)
+def _deploy_commit(meta_dir: str, head: bytes, name: str, approval_id: int) -> str | None:
+    with open_repo(Path(meta_dir)) as repo:
+        for entry in repo.get_walker(include=[head], max_entries=DEPLOY_SEARCH):
+            c = entry.commit
+            if not c.message.startswith(b"deploy "):
+                continue
+            found = {t.key: t.value for t in parse_trailers(c.message)[1]}
+            if found.get("Agent") == name and found.get("Approval") == str(approval_id):
+                return c.id.decode()
+    return None
+
+
+def deploy_commit(home: Home, name: str, approval_id: int) -> str | None:
+    """The meta commit that pinned deploy `name#approval_id` (among the newest
+    DEPLOY_SEARCH commits of meta's main; None if it is not there)."""
+    with open_repo(home.meta_dir) as repo:
+        head = refs.read(repo, MAIN)
+    return _deploy_commit(str(home.meta_dir), head, name, approval_id) if head else None
+
+
 # -- the meta log --------------------------------------------------------------------------
 
 

@@ -10,9 +10,9 @@ hyperhive.gitstore.receive; forge_ui/git_http.py decides who may push at all).
 - Anything else — another ref, a deletion, a force-push — is refused.
 - Push options: `-o reason=TEXT` is the proposal's reason (as `hyperhive propose
   --reason` records it); `-o rollback` says a proposal of an ancestor of the deployed
-  commit means to go back (`propose --rollback`). Any other option is refused, as Gerrit does, rather than ignored:
-  a typo must not drop what the pusher meant to say; so is a reason without a push to
-  refs/for/main, or one given twice.
+  commit means to go back (`propose --rollback`). Any other option is refused, as Gerrit
+  does, rather than ignored: a typo must not drop what the pusher meant to say; so is a
+  reason or a rollback without a push to refs/for/main, or a reason given twice.
 
 The repo's own `hooks/pre-receive` (git's contract) runs after these rules pass: that is
 where an operator adds checks of their own.
