@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HYPERHIVE, commit_config, fake_program, git, run_cli
+from conftest import HYPERHIVE, commit_config, fake_program, fresh_commit, git, run_cli
 
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
@@ -61,11 +61,10 @@ def quiet(home: Home) -> Home:
 
 
 def approved(home: Home, files: dict[str, str] | None = None, message: str = "change") -> int:
-    """Propose (a commit of `files`, or HEAD) and approve it; its id."""
+    """Propose (a commit of `files`, or something new on HEAD) and approve it; its id."""
     approvals = Approvals(home, NAME)
-    if files:
-        commit_config(home, NAME, files, message)
-    approval_id = approvals.propose("HEAD", "manager").id
+    commit = commit_config(home, NAME, files, message) if files else fresh_commit(home, NAME)
+    approval_id = approvals.propose(commit, "manager").id
     approvals.approve(approval_id, "operator")
     return approval_id
 
