@@ -162,7 +162,9 @@ def test_redeploying_the_interrupted_id_ends_it_and_refuses(quiet: Home, tmp_pat
     assert "\nReason: interrupted\n" in failed
     assert main_ref(home) is None
     # a new proposal of the same commit is the way to try again
-    again = approved(home)
+    approvals = Approvals(home, NAME)
+    again = approvals.propose(approvals.get(first).commit, "manager").id
+    approvals.approve(again, "operator")
     assert again == first + 1
     assert run_cli(home.root, "deploy", "--here", f"{NAME}#{again}").returncode == 0
     assert main_ref(home) == Approvals(home, NAME).get(first).commit

@@ -447,6 +447,7 @@ def test_rollback_to_a_commit_only_the_applied_repo_still_has(
     missing = subprocess.run(["git", "cat-file", "-e", gone], cwd=config)
     assert missing.returncode != 0
 
+    approvals.deny(1, "alice", "superseded")  # else #3 would have #1's tree: nothing new
     approvals.propose("HEAD", "manager", rollback=True)  # #3: back to the first config
     approvals.approve(3, "alice")
     assert deploy(home, NAME, 3, runtime).state is OK
