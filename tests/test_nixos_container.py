@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import commit_config, fake_program, git
+from conftest import commit_config, fake_program, fresh_commit, git
 
 from hyperhive.home import Home
 from hyperhive.runtime import RUNTIMES, ownership
@@ -160,7 +160,7 @@ def quiet(home: Home) -> Home:
 
 def approved(home: Home) -> tuple[int, str]:
     approvals = Approvals(home, NAME)
-    approval = approvals.propose("HEAD", "manager")
+    approval = approvals.propose(fresh_commit(home, NAME), "manager")  # something new
     approvals.approve(approval.id, "operator")
     return approval.id, approval.commit
 
