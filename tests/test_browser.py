@@ -226,7 +226,7 @@ def test_propose_appears_live_then_review_approve_and_deploy(web, daemon, shots)
     main.wait_for_selector("#state.state-deployed")
     assert "deployed in" in main.inner_text("#log")
     assert main.get_attribute("#build-link", "href") == f"/builds/{target.replace('#', '/')}"
-    assert "by alice" in main.inner_text("#decided")
+    assert "approved by alice on " in " ".join(main.text_content("#decided").split())
     main.reload()  # a GET: the browser asks nothing, the page is the same
     assert main.title() == f"{target} approved · hyperhive"
 
@@ -271,11 +271,11 @@ def test_review_buttons_follow_a_deny_from_another_process(web, daemon):
     assert page.locator("#approve").is_enabled() and page.locator("#reason").is_enabled()
 
     run_cli(daemon.root, "deny", target, "--reason", "x", check=True)
-    page.wait_for_selector("#approve:disabled")
+    page.wait_for_selector("#approve:disabled", state="attached")
     assert page.locator("#deny").is_disabled() and page.locator("#reason").is_disabled()
     # A decided approval hides its controls and says who decided, when and why.
     assert page.locator("#actions").is_hidden()
-    decided = page.inner_text("#decided")
+    decided = " ".join(page.text_content("#decided").split())
     assert decided.startswith("denied by operator on ") and decided.endswith(": x")
     # Reloading a confirm step (a GET) after the decision: the step, then a clear refusal.
     step = web.open(review_path(target) + "/approve")

@@ -104,8 +104,10 @@ const hiveCharts = (() => {
     };
   }
 
-  // Whether any series of the panel has a value in the window.
-  const hasData = (data, names) => names.some(([n]) => (data.series[n] || []).some((v) => v != null));
+  // Whether any series of the panel has something in the window: a value other than none
+  // or zero (a count of nothing, an empty inbox all along, is no data to plot).
+  const hasData = (data, names) =>
+    names.some(([n]) => (data.series[n] || []).some((v) => v != null && v !== 0));
 
   function draw(root, data) {
     last = data;
