@@ -42,7 +42,7 @@ def test_deny_redirects_to_a_done_page_and_the_review_says_who_decided(client, h
     denied = Approvals(home, "manager").get(1).states["denied"]
     page = client.get("/review/manager/1").get_data(as_text=True)
     assert '<div class="actions panel" id="actions" hidden>' in page
-    assert f'on {utc(denied.time)}</span>: <span class="decided-why">too &lt;broad&gt;' in page
+    assert f'on {utc(denied.time)}:</span> <span class="decided-why">too &lt;broad&gt;' in page
     # Reloading a step of a decision already taken: the refusal, never a bare 405.
     for path in ("/review/manager/1/approve", "/review/manager/1/deny"):
         r = client.get(path)
