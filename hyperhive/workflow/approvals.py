@@ -46,6 +46,7 @@ from hyperhive.workflow.states import (
 # Highest id ever handed out, as a blob, so ids are not reused after tags are pruned.
 LAST_ID_REF = b"refs/hyperhive/last-id"
 MAIN = b"refs/heads/main"
+AHEAD_WALK = 5000  # commits a pushed proposal may be ahead of HEAD for propose's warning
 
 
 def when(ts: int) -> str:
@@ -283,7 +284,11 @@ class Approvals:
             ahead = []
             for a in self.all(pending_only=True):
                 sha = a.commit.encode()
-                if sha != head and sha in config and is_ancestor(config.object_store, head, sha):
+                if sha == head or sha not in config:
+                    continue
+                # Walk back from the proposal at most AHEAD_WALK commits looking for HEAD.
+                walker = config.get_walker(include=[sha], max_entries=AHEAD_WALK)
+                if any(entry.commit.id == head for entry in walker):
                     ahead.append(a)
             return ahead
 
@@ -377,7 +382,13 @@ class Approvals:
                     f"no new changes: {sha.decode()[:12]} has the tree of "
                     f"{format_target(self.name, i)} ({target[:12]}, {current(set(shas))})"
                 )
-        back = deployed is not None and is_ancestor(repo.object_store, sha, deployed)
+        # A fast-forward (the usual proposal) cannot roll back: its walk stops at the
+        # deployed commit, where the other would walk the whole history.
+        back = (
+            deployed is not None
+            and not is_ancestor(repo.object_store, deployed, sha)
+            and is_ancestor(repo.object_store, sha, deployed)
+        )
         if back and not rollback:
             raise RollbackNotSaid(
                 f"{sha.decode()[:12]} is an ancestor of the deployed commit "
