@@ -549,7 +549,7 @@ def test_the_repo_pre_receive_hook_sees_the_push_and_can_refuse_it(hive, tmp_pat
     assert run_git(config, "cat-file", "-e", bad).returncode != 0
 
     ok_git(work, "rm", "-q", "secret.txt")
-    ok_git(work, "commit", "-q", "-m", "fixed")
+    commit(work, {"notes.md": "no secret here\n"}, "fixed")  # something new: not #1's tree
     out = ok_git(work, "push", "-o", "reason=no secret", "origin", "HEAD:refs/for/main")
     assert "remote: options: 1 reason=no secret" in out  # git's hook contract
     assert f"remote: proposal {name}#2" in out
