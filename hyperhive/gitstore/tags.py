@@ -82,11 +82,6 @@ def _parse_tag(repo: Repo, ref: bytes, sha: bytes) -> TagInfo:
     return _info(ref, tag)
 
 
-def raw_tag(repo: Repo, sha: bytes) -> bytes:
-    """The tag object `sha` as git stores it (what `git cat-file tag` prints)."""
-    return repo[sha].as_raw_string()
-
-
 def parse_raw_tag(ref: bytes, sha: bytes, raw: bytes) -> TagInfo | None:
     """The tag whose object text is `raw` (a copy kept elsewhere, such as a prune
     record), parsed once per process; None unless the text hashes to `sha` exactly."""

@@ -36,7 +36,7 @@ from dulwich.repo import Repo
 from hyperhive.errors import BadInput, ConcurrentUpdate, HiveError
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.repos import open_repo
-from hyperhive.gitstore.tags import raw_tag, read_tag
+from hyperhive.gitstore.tags import read_tag
 from hyperhive.home import Home
 from hyperhive.workflow import meta, notify
 from hyperhive.workflow.approvals import LAST_ID_REF, parse_tag_refs
@@ -140,10 +140,12 @@ def _plan_repo(
     ):
         if not dry_run:
             _rewrite_packed(repo, {})
-        tags = {}
+        tags, objects = {}, {}
         for rest, sha in refs.under(repo, TAGS).items():
-            if isinstance(repo[sha], Tag):  # lightweight tags were not written by hyperhive
+            obj = repo[sha]
+            if isinstance(obj, Tag):  # lightweight tags were not written by hyperhive
                 tags[rest.decode()] = (sha, read_tag(repo, TAGS + rest, sha))
+                objects[sha] = obj
         doomed = plan({t: info.time for t, (_, info) in tags.items()}, now, failed_days)
         last = refs.read(repo, LAST_ID_REF)
         counted = int(repo[last].data) if last else 0
@@ -156,9 +158,8 @@ def _plan_repo(
         for t in doomed:
             sha, info = tags[t]
             # The whole tag object goes into the record: who, when and why outlive the tag.
-            kept = meta.PrunedTag(
-                name, t, info.target, info.time, sha=sha.decode(), raw=raw_tag(repo, sha)
-            )
+            raw = objects[sha].as_raw_string()
+            kept = meta.PrunedTag(name, t, info.target, info.time, sha=sha.decode(), raw=raw)
             picked[TAGS + t.encode()] = (sha, kept)
         return picked
 
