@@ -45,7 +45,7 @@ from hyperhive.names import AGENT_NAME_RE
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
 
-PUBLIC = {"auth.login", "static"}
+PUBLIC = {"auth.login", "static", "look.favicon"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 WRONG = "wrong account, password or token"
 

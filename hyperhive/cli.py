@@ -95,7 +95,16 @@ def cmd_agent_list(args: argparse.Namespace) -> int:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
-    approval = Approvals(args.home, args.name).propose(args.commit, actor(), args.reason)
+    approvals = Approvals(args.home, args.name)
+    if args.commit is None:  # HEAD: say so if a push proposed something newer than it
+        for a in approvals.pending_ahead_of_head():
+            print(
+                f"warning: HEAD of {args.name}'s config repo is behind {a.target} "
+                f"({a.commit[:12]}, pushed over git): `git pull` it first, or propose "
+                f"{a.commit[:12]}",
+                file=sys.stderr,
+            )
+    approval = approvals.propose(args.commit or "HEAD", actor(), args.reason, args.rollback)
     print(approval.target)
     return 0
 
@@ -172,12 +181,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     for a in approvals:
         if a.pruned_on:
             print(f"{a.target}  pruned on {when(a.pruned_on)}, final state {a.state}")
-            continue
-        print(f"{a.target}  {a.state}  {a.commit[:12]}")
-        for state, gone in a.pruned_history():
+        else:
+            print(f"{a.target}  {a.state}  {a.commit[:12]}")
+        for state, gone in a.pruned_history():  # records older than their tag copies
             print(f"  {state:<9} {when(gone.tagged)}  pruned on {when(gone.pruned)}")
         for state, tag in a.history():
             extra = "  ".join(f"{k}: {v}" for k, v in tag.trailers.items() if k != "Actor")
+            if gone := a.pruned.get(state):
+                extra += f"  (tag pruned on {when(gone.pruned)})"
             print(f"  {state:<9} {when(tag.time)}  {tag.actor:<10} {extra}")
         for r in runs:
             if r.exit and hooks.concerns(r, a.id):
@@ -545,8 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("propose", cmd_propose, "submit a commit of an agent's config for approval")
     p.add_argument("name", type=agent_name)
-    p.add_argument("commit", nargs="?", default="HEAD", help="default: HEAD of its config repo")
+    p.add_argument("commit", nargs="?", help="default: HEAD of its config repo")
     p.add_argument("--reason", help="why, recorded in the proposal tag")
+    p.add_argument(
+        "--rollback",
+        action="store_true",
+        help="the commit is an ancestor of the deployed one: going back is meant",
+    )
 
     p = command("approvals", cmd_approvals, "list pending approvals (--all: every approval)")
     p.add_argument("--all", action="store_true")

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import simple_websocket
 from support.daemon import Daemon, bearer, ws
-from support.hive import HYPERHIVE, git, run_cli
+from support.hive import HYPERHIVE, fresh_commit, git, run_cli
 from support.wait import wait_for
 
 from hyperhive.daemon import hostsock
@@ -123,7 +123,7 @@ def test_start_recovers_interrupted_builds_and_resumes_queued_ones(tmp_path):
     approvals.approve(1, "operator")
     approvals.transition(1, State.BUILDING, "hyperhive")
     # manager#2: approved but never started (the daemon stopped with it queued).
-    approvals.propose("HEAD", "operator")
+    approvals.propose(fresh_commit(home, "manager"), "operator")
     approvals.approve(2, "operator")
 
     daemon = Daemon(root).start()

@@ -145,7 +145,8 @@ def test_state_changes_need_the_csrf_token(client, home):
 def test_no_state_change_over_get(client, home):
     before = tags(home)
     for path in ("/review/manager/1/approve", "/review/manager/1/deny"):
-        assert client.get(path).status_code == 405
+        r = client.get(path)  # a reload of the confirm step: the confirm step again
+        assert r.status_code == 200 and b"Yes, " in r.data
     assert client.get("/api/approvals/manager/1/approve").status_code == 405
     assert tags(home) == before
 
@@ -157,6 +158,8 @@ def test_approve_needs_a_confirm_step(client, home):
     assert r.status_code == 200 and b"Yes, approve manager#1" in r.data
     assert "refs/tags/approved/1" not in tags(home)
     r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
+    assert r.status_code == 303 and r.headers["Location"] == "/review/manager/1/done"
+    r = client.get(r.headers["Location"])
     assert r.status_code == 200 and b"manager#1</span> approved" in r.data
     assert "Actor: alice" in git(home.applied_dir("manager"), "cat-file", "-p", "approved/1")
     # A second approve of the same id is refused with who decided it.
@@ -172,7 +175,7 @@ def test_deny_needs_a_reason_and_a_confirm_step(client, home):
     assert r.status_code == 200 and b"Yes, deny manager#1" in r.data
     assert "refs/tags/denied/1" not in tags(home)
     data = {"csrf_token": token, "reason": "too broad", "confirm": "yes"}
-    assert client.post("/review/manager/1/deny", data=data).status_code == 200
+    assert client.post("/review/manager/1/deny", data=data).status_code == 303
     assert "Reason: too broad" in git(home.applied_dir("manager"), "cat-file", "-p", "denied/1")
     r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
     assert r.status_code == 409 and b"already denied by alice" in r.data

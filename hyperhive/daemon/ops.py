@@ -165,7 +165,14 @@ class Ops:
 
     def op_request_apply_commit(self, name: str, request: dict) -> dict:
         target = check_agent_name(_str(request, "name"))
-        a = Approvals(self.hive.home, target).propose(_str(request, "commit"), name)
+        rollback = request.get("rollback")  # the MCP tool sends null when left out
+        if rollback is None:
+            rollback = False
+        if not isinstance(rollback, bool):
+            raise HiveError("`rollback` must be true or false")
+        a = Approvals(self.hive.home, target).propose(
+            _str(request, "commit"), name, rollback=rollback
+        )
         return {"approval": a.target}
 
     def op_approvals(self, name: str, request: dict) -> dict:

@@ -161,13 +161,24 @@ TABLE = (
         "request_apply_commit",
         MANAGER_ONLY,
         "Submit a commit of agent `name`'s config repo for the operator's approval (commit: "
-        "a sha or ref in agents/<name>/config, such as HEAD after you commit; an earlier "
-        "deployed commit rolls back). This creates an approval NAME#ID that the operator "
+        "a sha or ref in agents/<name>/config, such as HEAD after you commit). An ancestor "
+        "of the deployed commit (an earlier deploy) rolls back: set rollback=true to say "
+        "you mean it. A commit whose tree is the deployed one's or a pending proposal's is "
+        'refused ("no new changes"). This creates an approval NAME#ID that the operator '
         "must approve; nothing is deployed until then. Once approved, the agent's container "
         "is rebuilt from that commit. The operator may deny it with a reason: "
         "`agent_history` shows it, and a failed build's log tail. "
         'Returns {"approval": "NAME#ID"}.',
-        args=(NAME, Arg("commit", str, "a commit sha or ref of its config repo")),
+        args=(
+            NAME,
+            Arg("commit", str, "a commit sha or ref of its config repo"),
+            Arg(
+                "rollback",
+                bool,
+                "true: the commit is an earlier one, going back is meant",
+                required=False,
+            ),
+        ),
     ),
     Op(
         "request_spawn",

@@ -15,6 +15,8 @@ from hyperhive.errors import (
     AlreadyDecided,
     BadInput,
     IllegalTransition,
+    NoNewChanges,
+    RollbackNotSaid,
     UnknownAgent,
     UnknownApproval,
     UnknownCommit,
@@ -22,6 +24,7 @@ from hyperhive.errors import (
 )
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
+from hyperhive.gitstore.receive import is_ancestor
 from hyperhive.gitstore.repos import copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
 from hyperhive.gitstore.treecheck import unsafe_tree
@@ -35,6 +38,7 @@ from hyperhive.workflow.states import (
     DECISIONS,
     ORDER,
     PREDECESSOR,
+    TERMINAL,
     State,
     current,
     tag_ref,
@@ -43,6 +47,7 @@ from hyperhive.workflow.states import (
 # Highest id ever handed out, as a blob, so ids are not reused after tags are pruned.
 LAST_ID_REF = b"refs/hyperhive/last-id"
 MAIN = b"refs/heads/main"
+AHEAD_WALK = 5000  # commits a pushed proposal may be ahead of HEAD for propose's warning
 
 
 def when(ts: int) -> str:
@@ -53,6 +58,7 @@ def when(ts: int) -> str:
 class Approval:
     agent: str
     id: int
+    # Every state's tag: the tags that exist and (with_pruned) those a prune record kept.
     states: dict[State, TagInfo]
     # Tags retention removed, from the meta repo's prune records (read with_pruned only).
     pruned: dict[State, meta.PrunedTag] = field(default_factory=dict)
@@ -61,6 +67,11 @@ class Approval:
     @property
     def target(self) -> str:
         return format_target(self.agent, self.id)
+
+    @property
+    def live(self) -> set[State]:
+        """The states whose tags still exist."""
+        return set(self.states) - set(self.pruned)
 
     @cached_property
     def state(self) -> State:
@@ -80,15 +91,17 @@ class Approval:
     @property
     def pruned_on(self) -> int | None:
         """When retention removed its last tag; None while any tag is left."""
-        return None if self.states else max(t.pruned for t in self.pruned.values())
+        return None if self.live else max(t.pruned for t in self.pruned.values())
 
     def history(self) -> list[tuple[State, TagInfo]]:
         """The states it went through, in state-machine order."""
         return sorted(self.states.items(), key=lambda kv: ORDER.index(kv[0]))
 
     def pruned_history(self) -> list[tuple[State, meta.PrunedTag]]:
-        """The states whose tags retention removed, in state-machine order."""
-        return sorted(self.pruned.items(), key=lambda kv: ORDER.index(kv[0]))
+        """The states whose tags retention removed and whose record kept no copy of them
+        (records written before they did), in state-machine order."""
+        lost = ((s, t) for s, t in self.pruned.items() if s not in self.states)
+        return sorted(lost, key=lambda kv: ORDER.index(kv[0]))
 
     def describe(self, state: State) -> str:
         tag = self.states[state]
@@ -112,6 +125,7 @@ class Approval:
                     "tag": t.ref,
                     "trailers": t.trailers,
                     "body": t.body,
+                    "pruned_on": self.pruned[s].pruned if s in self.pruned else None,
                 }
                 for s, t in self.history()
             ],
@@ -235,7 +249,8 @@ class Approvals:
             gone = {s: t for s, t in tags.items() if s not in approval.states}
             if not gone:
                 continue
-            approval = replace(approval, pruned=gone)
+            kept = {s: info for s, t in gone.items() if (info := t.info()) is not None}
+            approval = replace(approval, states={**approval.states, **kept}, pruned=gone)
             subject = ""
             if State.PROPOSAL not in approval.states:
                 try:
@@ -258,6 +273,26 @@ class Approvals:
         sha = refs.listing(self.dir, b"refs/heads/", dict).get(b"main")
         return sha.decode() if sha else None
 
+    def pending_ahead_of_head(self) -> list[Approval]:
+        """The pending proposals whose commit is a descendant of the config checkout's
+        HEAD (a push to refs/for/main that the checkout never got): proposing HEAD then
+        is most likely a mistake."""
+        with open_repo(self.home.config_dir(self.name)) as config:
+            try:
+                head = config.head()
+            except KeyError:
+                return []
+            ahead = []
+            for a in self.all(pending_only=True):
+                sha = a.commit.encode()
+                if sha == head or sha not in config:
+                    continue
+                # Walk back from the proposal at most AHEAD_WALK commits looking for HEAD.
+                walker = config.get_walker(include=[sha], max_entries=AHEAD_WALK)
+                if any(entry.commit.id == head for entry in walker):
+                    ahead.append(a)
+            return ahead
+
     @staticmethod
     def _deployed(repo: Repo) -> str | None:
         sha = refs.read(repo, MAIN)
@@ -275,9 +310,13 @@ class Approvals:
         refs.cas(repo, LAST_ID_REF, last, blob.id)
         return new_id
 
-    def propose(self, commit_spec: str, actor: str, reason: str | None = None) -> Approval:
+    def propose(
+        self, commit_spec: str, actor: str, reason: str | None = None, rollback: bool = False
+    ) -> Approval:
         """Propose a commit of the agent's config repo (or one already in the applied repo,
-        such as an earlier deployed commit for a rollback)."""
+        such as an earlier deployed commit for a rollback). A commit with nothing new to
+        review is refused (`NoNewChanges`); one that rolls back must say so (`rollback`),
+        and its proposal names the deploy it returns to (`Rollback: NAME#ID`)."""
         if self.home.is_destroyed(self.name):
             raise UnknownAgent(
                 f"agent {self.name!r} was destroyed (its repos are kept): nothing to deploy to"
@@ -301,6 +340,7 @@ class Approvals:
                         f"unknown commit {commit_spec!r}: not in {config} nor in {self.dir}"
                     ) from None
             subject = repo[sha].message.decode(errors="replace").split("\n", 1)[0]
+            returns_to = self._check_new(repo, sha, rollback)
             approval_id = self._next_id(repo)
             ref = tag_ref(State.PROPOSAL, approval_id)
             tag = write_tag(
@@ -309,12 +349,66 @@ class Approvals:
                 sha,
                 actor,
                 f"proposal {format_target(self.name, approval_id)}",
-                {"Subject": subject, "Reason": reason, "Base": self._deployed(repo)},
+                {
+                    "Subject": subject,
+                    "Reason": reason,
+                    "Base": self._deployed(repo),
+                    "Rollback": returns_to,
+                },
             )
             if tag is None:  # only a writer bypassing the lock and the id counter gets here
                 raise IllegalTransition(f"cannot propose: {ref.decode()} already exists")
         self._written(tag, ref)
         return self.get(approval_id)
+
+    def _check_new(self, repo: Repo, sha: bytes, rollback: bool) -> str | None:
+        """Refuse a proposal with nothing new (its tree is the deployed commit's or that of
+        an approval still on its way) and a rollback not said to be one; for a rollback,
+        the approval that deployed the commit (`NAME#ID`, or `-` if none did). Under the
+        transition lock."""
+        tree = repo[sha].tree
+        deployed = refs.read(repo, MAIN)
+        if deployed is not None and repo[deployed].tree == tree:
+            raise NoNewChanges(
+                f"no new changes: {sha.decode()[:12]} has the tree of the deployed commit "
+                f"{deployed.decode()[:12]}"
+            )
+        tags = self._tag_shas(repo)
+        for i, shas in sorted(tags.items()):
+            if TERMINAL & shas.keys() or State.PROPOSAL not in shas:
+                continue
+            target = read_tag(repo, tag_ref(State.PROPOSAL, i), shas[State.PROPOSAL]).target
+            if repo[target.encode()].tree == tree:
+                raise NoNewChanges(
+                    f"no new changes: {sha.decode()[:12]} has the tree of "
+                    f"{format_target(self.name, i)} ({target[:12]}, {current(set(shas))})"
+                )
+        # A fast-forward (the usual proposal) cannot roll back: its walk stops at the
+        # deployed commit, where the other would walk the whole history.
+        back = (
+            deployed is not None
+            and not is_ancestor(repo.object_store, deployed, sha)
+            and is_ancestor(repo.object_store, sha, deployed)
+        )
+        if back and not rollback:
+            raise RollbackNotSaid(
+                f"{sha.decode()[:12]} is an ancestor of the deployed commit "
+                f"{deployed.decode()[:12]}: proposing it rolls back; say so with --rollback "
+                "(a push: -o rollback)"
+            )
+        if rollback and not back:
+            raise RollbackNotSaid(
+                f"{sha.decode()[:12]} is not an ancestor of the deployed commit: not a rollback"
+            )
+        if not back:
+            return None
+        deploys = [
+            (read_tag(repo, tag_ref(State.DEPLOYED, i), shas[State.DEPLOYED]), i)
+            for i, shas in tags.items()
+            if State.DEPLOYED in shas
+        ]
+        found = [(t.time, i) for t, i in deploys if t.target == sha.decode()]
+        return format_target(self.name, max(found)[1]) if found else "-"
 
     def _written(self, tag: bytes, ref: bytes) -> None:
         notify.changed(self.home, self.name, ref.decode())

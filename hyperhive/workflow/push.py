@@ -9,9 +9,10 @@ hyperhive.gitstore.receive; forge_ui/git_http.py decides who may push at all).
   checkout with uncommitted changes refuses the push rather than lose them.
 - Anything else — another ref, a deletion, a force-push — is refused.
 - Push options: `-o reason=TEXT` is the proposal's reason (as `hyperhive propose
-  --reason` records it). Any other option is refused, as Gerrit does, rather than ignored:
-  a typo must not drop what the pusher meant to say; so is a reason without a push to
-  refs/for/main, or one given twice.
+  --reason` records it); `-o rollback` says a proposal of an ancestor of the deployed
+  commit means to go back (`propose --rollback`). Any other option is refused, as Gerrit
+  does, rather than ignored: a typo must not drop what the pusher meant to say; so is a
+  reason or a rollback without a push to refs/for/main, or a reason given twice.
 
 The repo's own `hooks/pre-receive` (git's contract) runs after these rules pass: that is
 where an operator adds checks of their own.
@@ -39,7 +40,11 @@ log = logging.getLogger("hyperhive.git")
 
 FOR_MAIN = b"refs/for/main"
 REASON = "reason"
-OPTIONS_HELP = "the option this remote knows is reason=TEXT (why, recorded in the proposal)"
+ROLLBACK = "rollback"  # -o rollback: the proposal goes back to an ancestor of the deployed
+OPTIONS_HELP = (
+    "the options this remote knows are reason=TEXT (why, recorded in the proposal) "
+    "and rollback (the proposal goes back to an earlier commit)"
+)
 
 
 def push_lock(home: Home, name: str):
@@ -61,6 +66,7 @@ class ConfigPush:
         self.review_url = review_url
         self.config = home.config_dir(name)
         self.reason: str | None = None  # -o reason=…
+        self.rollback = False  # -o rollback
 
     def hook_env(self) -> dict[str, str]:
         return {
@@ -75,6 +81,15 @@ class ConfigPush:
         for option in options:
             key, eq, value = option.partition("=")
             shown = option if len(option) <= 60 else option[:60] + "…"
+            if option == ROLLBACK:
+                if not any(c.ref == FOR_MAIN for c in commands):
+                    raise Refused(
+                        "rollback without proposal",
+                        "push refused: push option rollback is a proposal's: push to "
+                        "refs/for/main with it",
+                    )
+                self.rollback = True
+                continue
             if key != REASON or not eq:
                 raise Refused(
                     "unknown push option", f"push refused: push option {shown!r}: {OPTIONS_HELP}"
@@ -179,7 +194,7 @@ class ConfigPush:
                 return {}
             try:
                 approval = Approvals(self.home, self.name).propose(
-                    proposal.new.decode(), self.actor, self.reason
+                    proposal.new.decode(), self.actor, self.reason, self.rollback
                 )
             except (HiveError, OSError) as e:
                 if main is not None:
