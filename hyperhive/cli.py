@@ -22,7 +22,7 @@ from hyperhive.names import check_agent_name, parse_target
 from hyperhive.runtime import RUNTIMES, get_runtime
 from hyperhive.settings import load_settings
 from hyperhive.workflow import hooks, notify
-from hyperhive.workflow.approvals import Approval, Approvals, history_json, when
+from hyperhive.workflow.approvals import Approval, Approvals, follows_id, history_json, when
 from hyperhive.workflow.deploy import deploy
 
 DEFAULT_RUNTIME = os.environ.get("HYPERHIVE_RUNTIME") or "local"
@@ -94,7 +94,8 @@ def cmd_agent_list(args: argparse.Namespace) -> int:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
-    approval = Approvals(args.home, args.name).propose(args.commit, actor(), args.reason)
+    follows = follows_id(args.name, args.follows)
+    approval = Approvals(args.home, args.name).propose(args.commit, actor(), args.reason, follows)
     print(approval.target)
     return 0
 
@@ -545,6 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", type=agent_name)
     p.add_argument("commit", nargs="?", default="HEAD", help="default: HEAD of its config repo")
     p.add_argument("--reason", help="why, recorded in the proposal tag")
+    p.add_argument(
+        "--follows",
+        metavar="NAME#ID",
+        help="the approval this one answers (its comments, its denial): `Follows:` trailer",
+    )
 
     p = command("approvals", cmd_approvals, "list pending approvals (--all: every approval)")
     p.add_argument("--all", action="store_true")

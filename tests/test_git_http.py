@@ -148,13 +148,22 @@ def test_a_push_option_reason_is_the_proposals_reason(hive, tmp_path):
     sha = commit(work, {"notes.md": "why\n"}, "explain")
 
     out = ok_git(
-        work, "push", "-o", "reason=pin  the model: cheaper", "origin", "HEAD:refs/for/main"
+        work,
+        "push",
+        "-o",
+        "reason=pin  the model: cheaper",
+        "-o",
+        "follows=1",
+        "origin",
+        "HEAD:refs/for/main",
     )
 
     assert f"remote: proposal {name}#2: " in out
     applied = hive.home.applied_dir(name)
     trailers = git(applied, "for-each-ref", "--format=%(contents:trailers)", "refs/tags/proposal/2")
     assert "Actor: manager" in trailers and "Reason: pin the model: cheaper" in trailers
+    assert f"Follows: {name}#1" in trailers  # -o follows=ID: the approval it answers
+    assert Approvals(hive.home, name).get(2).follows == 1
     assert git(applied, "rev-parse", "proposal/2^{commit}").strip() == sha
     assert Approvals(hive.home, name).get(2).states["proposal"].trailers["Reason"] == (
         "pin the model: cheaper"
@@ -173,10 +182,10 @@ def test_a_push_option_reason_is_the_proposals_reason(hive, tmp_path):
         (
             ["topic=speed"],
             "refs/for/main",
-            "push option 'topic=speed': the option this remote knows is reason=TEXT",
+            "push option 'topic=speed': the options this remote knows are reason=TEXT",
             "unknown push option",
         ),
-        (["reason"], "refs/for/main", "push option 'reason': the option", "unknown push option"),
+        (["reason"], "refs/for/main", "push option 'reason': the options", "unknown push option"),
         (["reason= "], "refs/for/main", "push option reason= needs a text", "empty reason"),
         (
             ["reason=a", "reason=b"],
@@ -196,8 +205,20 @@ def test_a_push_option_reason_is_the_proposals_reason(hive, tmp_path):
             "more than 32 push options",
             "too many push options",
         ),
+        (["follows=x"], "refs/for/main", "push option follows=: follows must be", "bad follows"),
+        (["follows=1"], "main", "push option follows= is a proposal's", "follows without proposal"),
     ],
-    ids=["too-long", "unknown", "no-value", "empty", "twice", "not-a-proposal", "too-many"],
+    ids=[
+        "too-long",
+        "unknown",
+        "no-value",
+        "empty",
+        "twice",
+        "not-a-proposal",
+        "too-many",
+        "bad-follows",
+        "follows-not-a-proposal",
+    ],
 )
 def test_bad_push_options_refuse_the_push_and_write_nothing(
     hive, tmp_path, request, options, ref, said, status

@@ -32,6 +32,7 @@ MANAGER_TOOLS = [
     "draft_write_state",
     "approvals",
     "agent_history",
+    "review_reply",
 ]
 REFUSAL = "unknown recipient 'nobody': `list_peers` shows who can be reached"
 

@@ -11,9 +11,9 @@ from hyperhive.broker.stats import Stats
 from hyperhive.daemon.worker import BuildWorker
 from hyperhive.errors import BadInput, HiveError
 from hyperhive.hive import Hive
-from hyperhive.names import check_agent_name
-from hyperhive.workflow import notify
-from hyperhive.workflow.approvals import Approvals, history_json
+from hyperhive.names import check_agent_name, format_target, parse_target
+from hyperhive.workflow import comments, notify
+from hyperhive.workflow.approvals import Approvals, follows_id, history_json
 
 AGENT_TOOLS = ["send", "recv", "whoami", "list_peers"]
 MANAGER_TOOLS = [
@@ -27,6 +27,7 @@ MANAGER_TOOLS = [
     "draft_write_state",
     "approvals",
     "agent_history",
+    "review_reply",
 ]
 # Ops of the harness (hyperhive/harness/), not MCP tools: `whoami` does not list them and
 # `hyperhive mcp` does not serve them (nor `recv`'s `lease` flag). Any process on the
@@ -186,8 +187,23 @@ class Ops:
 
     def op_request_apply_commit(self, name: str, request: dict) -> dict:
         target = check_agent_name(_str(request, "name"))
-        a = Approvals(self.hive.home, target).propose(_str(request, "commit"), name)
+        follows = follows_id(target, request.get("follows"))
+        a = Approvals(self.hive.home, target).propose(
+            _str(request, "commit"), name, follows=follows
+        )
         return {"approval": a.target}
+
+    def op_review_reply(self, name: str, request: dict) -> dict:
+        """The manager answers one of the operator's review comments (workflow/comments)."""
+        agent, approval_id = parse_target(_str(request, "approval"))
+        number = request.get("comment")
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise BadInput(f"comment must be a comment's number, not {number!r}")
+        c = comments.add(
+            self.hive.home, agent, approval_id, name, request.get("text"), reply_to=number
+        )
+        notify.changed(self.hive.home, agent, comments.ref_of(approval_id).decode())
+        return {"approval": format_target(agent, approval_id), "comment": c.number}
 
     def op_approvals(self, name: str, request: dict) -> dict:
         home = self.hive.home

@@ -82,7 +82,9 @@ DESCRIPTIONS = {
         "deployed commit rolls back). This creates an approval NAME#ID that the operator "
         "must approve; nothing is deployed until then. Once approved, the agent's container "
         "is rebuilt from that commit. The operator may deny it with a reason: "
-        "`agent_history` shows it, and a failed build's log tail. "
+        "`agent_history` shows it, and a failed build's log tail. When the commit answers "
+        "an earlier approval (its review comments, its denial), give `follows` as that "
+        "NAME#ID: the operator then sees what changed since it. "
         'Returns {"approval": "NAME#ID"}.'
     ),
     "request_spawn": (
@@ -137,6 +139,16 @@ DESCRIPTIONS = {
         "when and why. A denial's reason and a failed build's log tail are here: read them "
         "before proposing again. "
         'Returns {"agent", "approvals": [...]}.'
+    ),
+    "review_reply": (
+        "Reply to one of the operator's review comments on an approval. Comments reach you "
+        "as a message whose first line is `review_comments: NAME#ID`; each comment there "
+        "has a number (`--- comment N by …`), the file and line it is about, the quoted code "
+        "and its text. `approval` is that NAME#ID, `comment` the number, `text` your answer "
+        "(at most 4000 characters). The reply shows under the comment on the review page "
+        "and is kept in git with the conversation. To change the config as asked, commit and "
+        "propose again with `follows` set to NAME#ID (request_apply_commit). "
+        'Returns {"approval", "comment": <your reply\'s number>}.'
     ),
 }
 
@@ -197,8 +209,15 @@ def tool_functions(forward: Forward) -> dict[str, Callable]:
     async def request_apply_commit(
         name: AgentName,
         commit: Annotated[str, Field(description="a commit sha or ref of its config repo")],
+        follows: Annotated[
+            str | None,
+            Field(description="optional: the NAME#ID this proposal answers (its comments)"),
+        ] = None,
     ) -> str:
-        return await call({"op": "request_apply_commit", "name": name, "commit": commit})
+        request = {"op": "request_apply_commit", "name": name, "commit": commit}
+        if follows:
+            request["follows"] = follows
+        return await call(request)
 
     async def request_spawn(name: AgentName) -> str:
         return await call({"op": "request_spawn", "name": name})
@@ -229,6 +248,14 @@ def tool_functions(forward: Forward) -> dict[str, Callable]:
     async def agent_history(name: AgentName) -> str:
         return await call({"op": "agent_history", "name": name})
 
+    async def review_reply(
+        approval: Annotated[str, Field(description="the approval, NAME#ID")],
+        comment: Annotated[int, Field(description="the number of the comment answered")],
+        text: Annotated[str, Field(description="the reply")],
+    ) -> str:
+        request = {"op": "review_reply", "approval": approval, "comment": comment, "text": text}
+        return await call(request)
+
     functions = [
         send,
         recv,
@@ -243,5 +270,6 @@ def tool_functions(forward: Forward) -> dict[str, Callable]:
         draft_write_state,
         approvals,
         agent_history,
+        review_reply,
     ]
     return {f.__name__: f for f in functions}
