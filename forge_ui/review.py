@@ -4,7 +4,7 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, render_template, request, send_file
 from markupsafe import Markup
 
-from forge_ui import dead, harness_log, hive, state
+from forge_ui import comments, dead, followup, harness_log, hive, state
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
 from hyperhive.agents import runtime_state
@@ -103,11 +103,14 @@ def approval(name: str, approval_id: int):
             approval=a,
             runs=hook_runs(a),
             commit_kept=a.commit.encode() in repo,
+            talk=comments.talk(a, None, writable=False),
             title=f"{a.target} (pruned)",
         )
     base = diff_base(approvals, a)
+    follow = followup.of(approvals, a, request.args.get("diff"))
+    old = follow.old(base)
     only = request.args.get("file")
-    files = diff_page(repo, base.encode() if base else None, a.commit.encode(), only)
+    files = diff_page(repo, old.encode() if old else None, a.commit.encode(), only)
     commit = history.commit_info(repo, a.commit.encode())
     return render_template(
         "review/approval.html",
@@ -118,6 +121,8 @@ def approval(name: str, approval_id: int):
         only=only,
         view=request.args.get("view", "unified"),
         live=live_view(a),
+        follow=follow,
+        talk=comments.talk(a, old),
         title=f"Review {a.target}",
     )
 
@@ -146,6 +151,8 @@ def decide(name: str, approval_id: int, action: str):
             error=str(e),
             title=f"{action} {a.target}?",
         ), 409
+    if action == "deny":  # the denial is written: its comments go to the manager with it
+        comments.after_deny(a, reason, request.form.get(comments.KEEP))
     return render_template(
         "review/done.html",
         a=a,

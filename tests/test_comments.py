@@ -14,7 +14,9 @@ from hyperhive.workflow import comments
 from hyperhive.workflow.approvals import Approvals, follows_id
 from hyperhive.workflow.comments import Anchor, Links
 
-CODE = "{ pkgs, ... }:\n{\n  services.nginx.enable = true;\n  networking.firewall.enable = false;\n}\n"
+CODE = (
+    "{ pkgs, ... }:\n{\n  services.nginx.enable = true;\n  networking.firewall.enable = false;\n}\n"
+)
 LINKS = Links("http://forge.test/review/manager/2")
 
 
@@ -154,7 +156,7 @@ def test_a_message_past_the_size_limit_carries_what_fits_and_the_rest_waits(home
     assert [c.number for c in carried] == [1] and len(text.encode()) <= 5000
     assert text.endswith("(2 more comments did not fit in this message: " + LINKS.review + ")")
     # A real send with the broker's 64 KiB: 17 comments of 4000 characters do not fit
-    for i in range(14):
+    for _ in range(14):
         comments.add(home, "manager", 2, "alice", "z" * 4000)
     broker = Broker(home)
     first = comments.send(home, broker, "manager", 2, "alice", LINKS)
