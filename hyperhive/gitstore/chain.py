@@ -60,14 +60,3 @@ def record(repo: Repo, sha: bytes) -> Record:
         _records.put(sha, found)
     return found
 
-
-def walk(repo: Repo, tip: bytes | None, limit: int) -> list[Record]:
-    """The records from the first to `tip`, at most `limit` of them (the newest)."""
-    out: list[Record] = []
-    sha = tip
-    while sha is not None and len(out) < limit:
-        r = record(repo, sha)
-        out.append(r)
-        sha = r.parent.encode() if r.parent else None
-    out.reverse()
-    return out

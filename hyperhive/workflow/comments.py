@@ -221,51 +221,65 @@ _reviews: LRU[tuple[str, str], Review] = LRU(256)
 
 
 def _build(repo, name: str, approval_id: int, tip: bytes | None) -> Review:
-    review = Review(name, approval_id, tip.decode() if tip else None)
+    """The conversation up to `tip`: the nearest one built before (an append's parent,
+    usually) extended by the records after it, so an append costs one record, not the
+    whole chain again. Shared: never change what it returns."""
     if tip is None:
-        return review
-    cached = _reviews.get((str(repo.path), tip.decode()))
-    if cached is not None:
-        return cached
-    sent_in: dict[int, int] = {}
-    for r in chain.walk(repo, tip, 2 * MAX_ENTRIES + 2):
-        body, t = _parse(r.message)
-        if t.get("Kind") == "sent":
-            numbers = tuple(int(n) for n in t.get("Sent", "").split() if n.isdigit())
-            d = Delivery(
-                len(review.deliveries) + 1,
-                r.sha,
-                t.get("Actor", r.actor),
-                r.time,
-                numbers,
-                _int(t.get("Message")),
-                t.get("Denied") == "yes",
-            )
-            review.deliveries.append(d)
-            for n in numbers:
-                sent_in.setdefault(n, d.number)
-        elif t.get("Kind") == "comment" and (number := _int(t.get("Comment"))):
-            anchor = Anchor(
-                path=_text(t.get("Path")),
-                side=t.get("Side"),
-                line=_int(t.get("Line")),
-                commit=t.get("Commit"),
-                quote=_text(t.get("Quote")) or "",
-            )
-            review.comments.append(
-                Comment(
-                    number,
-                    r.sha,
-                    t.get("Actor", r.actor),
-                    r.time,
-                    body,
-                    anchor,
-                    _int(t.get("In-Reply-To")),
-                )
-            )
-    review.comments = [replace(c, sent=sent_in.get(c.number)) for c in review.comments]
-    _reviews.put((str(repo.path), tip.decode()), review)
+        return Review(name, approval_id, None)
+    key = str(repo.path)
+    found = _reviews.get((key, tip.decode()))
+    if found is not None:
+        return found
+    newer: list[chain.Record] = []
+    sha: bytes | None = tip
+    base = None
+    while sha is not None and len(newer) <= 2 * MAX_ENTRIES + 2:
+        base = _reviews.get((key, sha.decode()))
+        if base is not None:
+            break
+        r = chain.record(repo, sha)
+        newer.append(r)
+        sha = r.parent.encode() if r.parent else None
+    review = Review(name, approval_id, tip.decode())
+    if base is not None:
+        review.comments, review.deliveries = list(base.comments), list(base.deliveries)
+    for r in reversed(newer):
+        _apply(review, r)
+    _reviews.put((key, tip.decode()), review)
     return review
+
+
+def _apply(review: Review, r: chain.Record) -> None:
+    """Add one record of the chain to `review`."""
+    body, t = _parse(r.message)
+    if t.get("Kind") == "sent":
+        numbers = tuple(int(n) for n in t.get("Sent", "").split() if n.isdigit())
+        d = Delivery(
+            len(review.deliveries) + 1,
+            r.sha,
+            t.get("Actor", r.actor),
+            r.time,
+            numbers,
+            _int(t.get("Message")),
+            t.get("Denied") == "yes",
+        )
+        review.deliveries.append(d)
+        marked = set(numbers)
+        review.comments = [
+            replace(c, sent=d.number) if c.number in marked and c.sent is None else c
+            for c in review.comments
+        ]
+    elif t.get("Kind") == "comment" and (number := _int(t.get("Comment"))):
+        anchor = Anchor(
+            path=_text(t.get("Path")),
+            side=t.get("Side"),
+            line=_int(t.get("Line")),
+            commit=t.get("Commit"),
+            quote=_text(t.get("Quote")) or "",
+        )
+        actor = t.get("Actor", r.actor)
+        reply_to = _int(t.get("In-Reply-To"))
+        review.comments.append(Comment(number, r.sha, actor, r.time, body, anchor, reply_to))
 
 
 def read(home: Home, name: str, approval_id: int) -> Review:
