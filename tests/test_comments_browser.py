@@ -16,6 +16,7 @@ from test_browser import (  # noqa: F401
     follow,
     review_path,
     session_state,
+    shots,
     web,
 )
 from test_mcp import over_stdio, text
@@ -29,7 +30,7 @@ def write(page, selector: str, words: str) -> None:
     follow(page, f"{selector} button:not(.cancel)")
 
 
-def test_comment_reply_send_and_the_manager_reads_and_answers_over_mcp(web, daemon):  # noqa: F811
+def test_comment_reply_send_and_the_manager_reads_and_answers_over_mcp(web, daemon, shots):  # noqa: F811
     target = change_and_propose(daemon, "cmt")
     path = review_path(target)
     page = web.open(path)
@@ -94,6 +95,7 @@ def test_comment_reply_send_and_the_manager_reads_and_answers_over_mcp(web, daem
     page.reload()
     answer = page.locator("#thread-1 .comment.from-manager")
     assert "+1 is what the spec says." in answer.inner_text()
+    page.screenshot(path=str(shots / "review-comments.png"), full_page=True)
 
 
 def test_a_follow_up_shows_follows_and_its_interdiff(web, daemon):  # noqa: F811

@@ -3,6 +3,7 @@
 the interdiff of a follow-up."""
 
 import re
+import time
 
 import pytest
 from conftest import commit_config, git, log_in
@@ -156,3 +157,23 @@ def test_a_follow_up_shows_what_it_follows_and_the_interdiff(client, home):
     assert re.search(
         r'followed up by <a class="mono" href="/review/manager/3">manager#3</a>', earlier
     )
+
+
+def test_comments_outlive_the_pruning_of_the_approvals_tags(client, home):
+    from hyperhive.workflow import retention
+
+    post(client, "/review/manager/2/comments", {"text": "kept for the audit"})
+    post(client, "/review/manager/2/deny", {"reason": "no", "confirm": "yes"})
+    report = retention.prune(home, 1, now=time.time() + 3 * 86400)
+    assert {t.tag for t in report.removed} == {"proposal/2", "denied/2"}
+
+    page = client.get("/review/manager/2").get_data(as_text=True)
+    assert 'id="pruned"' in page and "kept for the audit" in page
+    assert "change-comment" not in page and 'details class="reply"' not in page  # read-only
+    log = git(home.applied_dir("manager"), "log", "--format=%s", "refs/hyperhive/review/2")
+    assert log.split("\n")[:2] == [
+        "sent comments 1 of manager#2 to manager",
+        "comment 1 on manager#2: the whole change",
+    ]
+    r = post(client, "/review/manager/2/comments", {"text": "too late"})
+    assert r.status_code == 404  # a pruned approval takes no more comments
