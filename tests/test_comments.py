@@ -176,6 +176,11 @@ def test_review_reply_is_the_managers_only(home, proposal, runtime):
     assert reply == {"approval": "manager#2", "comment": 2}
     (c1, c2) = comments.read(home, "manager", 2).comments
     assert (c2.actor, c2.reply_to, c2.text, c2.anchor) == ("manager", 1, "Because.", c1.anchor)
+    (told,) = broker.recv("operator")  # the dashboard's inbox shows the answer
+    assert told["from"] == "manager" and told["body"] == (
+        "review_reply: manager#2\ncomment 2, a reply to comment 1 on agent.nix line 3 (new)"
+        "\n\nBecause."
+    )
     with pytest.raises(BadInput, match="comment must be a comment's number"):
         ops.for_agent("manager")({"op": "review_reply", "approval": "manager#2", "text": "x"})
     run_cli(home.root, "agent", "create", "alice", check=True)

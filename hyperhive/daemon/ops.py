@@ -202,8 +202,16 @@ class Ops:
         c = comments.add(
             self.hive.home, agent, approval_id, name, request.get("text"), reply_to=number
         )
+        target = format_target(agent, approval_id)
+        # the operator's inbox (the dashboard) shows the answer without a look at the page
+        self.broker.send(
+            name,
+            OPERATOR,
+            f"review_reply: {target}\ncomment {c.number}, a reply to comment {number} on "
+            f"{c.anchor.describe()}\n\n{c.text}",
+        )
         notify.changed(self.hive.home, agent, comments.ref_of(approval_id).decode())
-        return {"approval": format_target(agent, approval_id), "comment": c.number}
+        return {"approval": target, "comment": c.number}
 
     def op_approvals(self, name: str, request: dict) -> dict:
         home = self.hive.home

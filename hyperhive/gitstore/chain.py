@@ -59,4 +59,3 @@ def record(repo: Repo, sha: bytes) -> Record:
         )
         _records.put(sha, found)
     return found
-

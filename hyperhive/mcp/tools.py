@@ -145,9 +145,10 @@ DESCRIPTIONS = {
         "as a message whose first line is `review_comments: NAME#ID`; each comment there "
         "has a number (`--- comment N by …`), the file and line it is about, the quoted code "
         "and its text. `approval` is that NAME#ID, `comment` the number, `text` your answer "
-        "(at most 4000 characters). The reply shows under the comment on the review page "
-        "and is kept in git with the conversation. To change the config as asked, commit and "
-        "propose again with `follows` set to NAME#ID (request_apply_commit). "
+        "(at most 4000 characters). The reply shows under the comment on the review page, "
+        "is kept in git with the conversation and reaches the operator's inbox. To change "
+        "the config as asked, commit and propose again with `follows` set to NAME#ID "
+        "(request_apply_commit). "
         'Returns {"approval", "comment": <your reply\'s number>}.'
     ),
 }
