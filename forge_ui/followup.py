@@ -5,6 +5,7 @@ later ones follow it, and the interdiff, the change since the followed proposal'
 from dataclasses import dataclass, field
 
 from hyperhive.errors import HiveError
+from hyperhive.workflow import comments
 from hyperhive.workflow.approvals import Approval, Approvals
 
 INTERDIFF = "interdiff"
@@ -17,6 +18,7 @@ class FollowUp:
     commit_kept: bool = False  # the followed commit is still in the applied repo
     followed_by: list[Approval] = field(default_factory=list)
     interdiff: bool = False  # the page shows the interdiff
+    comments: int = 0  # of the followed approval's conversation
 
     def old(self, base: str | None) -> str | None:
         """The commit the page's diff starts from."""
@@ -33,4 +35,5 @@ def of(approvals: Approvals, a: Approval, mode: str | None) -> FollowUp:
         return FollowUp(a.follows, followed_by=followed_by)
     with approvals.repo() as repo:
         kept = follows.commit.encode() in repo.object_store
-    return FollowUp(a.follows, follows, kept, followed_by, kept and mode == INTERDIFF)
+    said = len(comments.read(approvals.home, a.agent, a.follows).comments)
+    return FollowUp(a.follows, follows, kept, followed_by, kept and mode == INTERDIFF, said)

@@ -2,13 +2,15 @@
 `hyperhive up` as a real process (test_browser's fixtures: their own daemon and browser
 for this module, where no manager is deployed, so no harness takes the manager's
 messages): write on a line in both views, on a file and on the change, reply, send; the
-manager reads them with its MCP `recv` (a `hyperhive mcp` subprocess) and answers with
-`review_reply`; then the follow-up's interdiff."""
+manager reads them with its MCP `recv` (a `hyperhive mcp` subprocess), answers with
+`review_reply` and proposes a follow-up (`request_apply_commit` with `follows`); then the
+follow-up's page and its interdiff. One test: one daemon and browser, wherever xdist
+puts it."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import commit_config, run_cli
+from conftest import commit_config
 from test_browser import (  # noqa: F401
     browser,
     change_and_propose,
@@ -30,7 +32,7 @@ def write(page, selector: str, words: str) -> None:
     follow(page, f"{selector} button:not(.cancel)")
 
 
-def test_comment_reply_send_and_the_manager_reads_and_answers_over_mcp(web, daemon, shots):  # noqa: F811
+def test_comment_reply_send_the_manager_answers_over_mcp_and_follows_up(web, daemon, shots):  # noqa: F811
     target = change_and_propose(daemon, "cmt")
     path = review_path(target)
     page = web.open(path)
@@ -71,16 +73,21 @@ def test_comment_reply_send_and_the_manager_reads_and_answers_over_mcp(web, daem
     assert page.locator(".badge.unsent").count() == 0
     assert page.locator(".badge.sent").count() == 5
 
+    # The manager: reads them, answers comment 1, and proposes a change that follows up
     sock = Home(daemon.root).agent_socket("manager")
+    files = {"tools/cmt.py": 'def cmt(x):\n    """Check cmt."""\n    return x + 2\n'}
+    fix = commit_config(Home(daemon.root), "manager", files, "cmt: +2 as asked")
 
     async def manager(session):
         got = json.loads(text(await session.call_tool("recv", {})))
         answer = {"approval": target, "comment": 1, "text": "+1 is what the spec says."}
         replied = json.loads(text(await session.call_tool("review_reply", answer)))
-        return got, replied
+        again = {"name": "manager", "commit": fix, "follows": target}
+        proposed = json.loads(text(await session.call_tool("request_apply_commit", again)))
+        return got, replied, proposed["approval"]
 
     with ThreadPoolExecutor(1) as pool:  # Playwright's loop holds this thread
-        got, replied = pool.submit(over_stdio, sock, manager).result()
+        got, replied, later = pool.submit(over_stdio, sock, manager).result()
     (m,) = got["messages"]
     body = m["body"]
     assert m["from"] == "operator" and body.startswith(f"review_comments: {target}\n")
@@ -95,24 +102,17 @@ def test_comment_reply_send_and_the_manager_reads_and_answers_over_mcp(web, daem
     page.reload()
     answer = page.locator("#thread-1 .comment.from-manager")
     assert "+1 is what the spec says." in answer.inner_text()
+    assert page.inner_text("#followed-by").startswith(f"followed up by {later}")
     page.screenshot(path=str(shots / "review-comments.png"), full_page=True)
 
-
-def test_a_follow_up_shows_follows_and_its_interdiff(web, daemon):  # noqa: F811
-    first = change_and_propose(daemon, "fol")
-    files = {"tools/fol.py": 'def fol(x):\n    """Check fol."""\n    return x + 2\n'}
-    commit_config(Home(daemon.root), "manager", files, "fol: +2")
-    later = run_cli(daemon.root, "propose", "manager", "--follows", first, check=True)
-    target = later.stdout.strip()
-
-    page = web.open(review_path(target))
-    assert page.inner_text("#followup").startswith(f"follows {first}")
-    assert page.locator('.file[data-path="notes/fol.md"]').count() == 1  # against deployed
+    # The follow-up: what it follows, then the interdiff (like Gerrit's patch sets)
+    follow(page, f"#followed-by a[href='{review_path(later)}']")
+    assert page.inner_text("#followup").startswith(f"follows {target}")
+    assert page.locator('.file[data-path="notes/cmt.md"]').count() == 1  # against deployed
     follow(page, "#diff-interdiff")
     assert page.locator("#interdiff-note").is_visible()
     assert page.locator(".diff .file").count() == 1  # only what changed since
-    tool = page.locator('.file[data-path="tools/fol.py"]')
+    tool = page.locator('.file[data-path="tools/cmt.py"]')
     assert tool.locator("tr.del").inner_text().strip().endswith("return x + 1")
     assert tool.locator("tr.add").inner_text().strip().endswith("return x + 2")
-    follow(page, f"#followup a[href='{review_path(first)}']")
-    assert page.inner_text("#followed-by").startswith(f"followed up by {target}")
+    assert page.inner_text("#followed-comments") == "6 comments"  # the conversation answered
