@@ -96,7 +96,7 @@ def app_anon(client, home, runtime):
 
 
 def test_send_delivers_them_and_the_page_says_sent(client, home):
-    post(client, "/review/manager/2/comments", {"text": "whole change"})
+    post(client, "/review/manager/2/comments", {"text": "whole change <script>alert(1)</script>"})
     r = post(client, "/review/manager/2/comments/send", {})
     assert r.status_code == 302 and r.headers["Location"].endswith("#comments")
     (m,) = Broker(home).recv("manager")
@@ -104,6 +104,8 @@ def test_send_delivers_them_and_the_page_says_sent(client, home):
     assert "review: http://localhost/review/manager/2\n" in m["body"]
     page = client.get("/review/manager/2").get_data(as_text=True)
     assert '<span class="badge sent">sent</span>' in page and "send-comments" not in page
+    assert "whole change &lt;script&gt;alert(1)&lt;/script&gt;" in page  # text, never markup
+    assert "<script>alert(1)" not in page
 
 
 def test_a_denial_carries_the_unsent_comments_unless_kept(client, home):
