@@ -37,6 +37,11 @@ def talk(a: Approval, old: str | None, writable: bool = True) -> Talk:
     return Talk(comments.read(hive().home, a.agent, a.id), old, a.commit, writable)
 
 
+def tip(a: Approval) -> str | None:
+    """The conversation's newest record: what the live review page compares."""
+    return comments.read(hive().home, a.agent, a.id).tip
+
+
 def review_commits(approvals: Approvals, a: Approval) -> set[str]:
     """The commits a comment of `a` may point into: its own, the deployed one it is
     compared with (now, and when proposed) and the one it follows up."""

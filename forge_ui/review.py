@@ -54,6 +54,7 @@ def live_view(approval: Approval) -> dict:
         "history": Markup(
             render_template("review/_history.html", approval=approval, runs=hook_runs(approval))
         ),
+        "comments": comments.tip(approval),
     }
 
 

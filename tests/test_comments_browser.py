@@ -16,6 +16,7 @@ from test_browser import (  # noqa: F401
     change_and_propose,
     daemon,
     follow,
+    live,
     review_path,
     session_state,
     shots,
@@ -86,6 +87,7 @@ def test_comment_reply_send_the_manager_answers_over_mcp_and_follows_up(web, dae
         proposed = json.loads(text(await session.call_tool("request_apply_commit", again)))
         return got, replied, proposed["approval"]
 
+    live(page)  # the page follows the conversation
     with ThreadPoolExecutor(1) as pool:  # Playwright's loop holds this thread
         got, replied, later = pool.submit(over_stdio, sock, manager).result()
     (m,) = got["messages"]
@@ -99,7 +101,8 @@ def test_comment_reply_send_the_manager_answers_over_mcp_and_follows_up(web, dae
     assert "--- comment 5 by alice: tools/cmt.py line 3 (new)" in body
     assert replied == {"approval": target, "comment": 6}
 
-    page.reload()
+    page.wait_for_selector("#comments-changed:not([hidden])")  # told live, not reloaded
+    follow(page, "#comments-reload")
     answer = page.locator("#thread-1 .comment.from-manager")
     assert "+1 is what the spec says." in answer.inner_text()
     assert page.inner_text("#followed-by").startswith(f"followed up by {later}")

@@ -2,11 +2,24 @@
 // beside its line (or its file's header) in the diff when the diff on the page shows that
 // line of that commit; the others stay in the list under it. A click on a line number opens
 // a comment form for that line; a file's "comment" button one for the whole file.
+// The review page's live handler calls hiveComments.live(msg).
 "use strict";
 (() => {
   const box = document.getElementById("comments");
   if (!box || window.hiveComments) return;
-  window.hiveComments = true;
+  // The review page's live updates carry the conversation's newest record: a new comment
+  // or reply (the manager's, another operator's) shows a notice, never a reload that
+  // would lose a comment being written.
+  window.hiveComments = {
+    live: (msg) => {
+      if (msg.comments === undefined || (msg.comments || "") === box.dataset.tip) return;
+      document.getElementById("comments-changed").hidden = false;
+    },
+  };
+  document.getElementById("comments-reload").addEventListener("click", (e) => {
+    e.preventDefault();
+    location.reload();
+  });
   const commits = { old: box.dataset.old, new: box.dataset.new };
   const template = document.getElementById("comment-form-template");
 
