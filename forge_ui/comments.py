@@ -73,9 +73,12 @@ def write(name: str, approval_id: int, fields) -> comments.Comment:
     a = approvals.get(approval_id)
     reply_to = _line(fields.get("reply_to"))
     anchor = None
-    if reply_to is None and fields.get("path"):
+    if reply_to is None and any(fields.get(k) for k in ("path", "side", "line")):
         anchor = Anchor(
-            fields.get("path"), fields.get("side"), _line(fields.get("line")), fields.get("commit")
+            fields.get("path") or None,
+            fields.get("side") or None,
+            _line(fields.get("line")),
+            fields.get("commit"),
         )
     c = comments.add(
         hive().home,

@@ -83,6 +83,12 @@ def test_writing_needs_the_csrf_token_or_an_operator_token(client, home, app_ano
         headers={"X-CSRFToken": csrf(client)},
     )
     assert r.status_code == 400 and "at most 4000 characters" in r.get_json()["error"]
+    r = client.post(
+        "/api/approvals/manager/2/comments",
+        json={"text": "which file?", "line": 3},
+        headers={"X-CSRFToken": csrf(client)},
+    )
+    assert r.status_code == 400 and "needs the file's path" in r.get_json()["error"]
     listed = app_anon.get(
         "/api/approvals/manager/2/comments",
         headers={"Authorization": f"Bearer {operator.token(home)}"},
