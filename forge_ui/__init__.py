@@ -10,6 +10,7 @@ from forge_ui import (
     api,
     auth,
     browse,
+    comments,
     dashboard,
     dead,
     errors,
@@ -57,7 +58,19 @@ def create_app(hive: Hive) -> Flask:
     filters.init_app(app)
     headers.init_app(app)
     live.sock.init_app(app)
-    for module in (auth, dashboard, dead, review, browse, api, live, look, spawn_views, terminal):
+    for module in (
+        auth,
+        dashboard,
+        dead,
+        review,
+        comments,
+        browse,
+        api,
+        live,
+        look,
+        spawn_views,
+        terminal,
+    ):
         app.register_blueprint(module.bp)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say
         n = forge.proxy_hops

@@ -4,7 +4,7 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, redirect, render_template, request, send_file, url_for
 from markupsafe import Markup
 
-from forge_ui import dead, decided, harness_log, state
+from forge_ui import comments, dead, decided, followup, harness_log, state
 from forge_ui.context import hive
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
@@ -56,6 +56,7 @@ def live_view(approval: Approval) -> dict:
         "history": Markup(
             render_template("review/_history.html", approval=approval, runs=hook_runs(approval))
         ),
+        "comments": comments.tip(approval),
     }
 
 
@@ -105,11 +106,14 @@ def approval(name: str, approval_id: int):
             approval=a,
             runs=hook_runs(a),
             commit_kept=a.commit.encode() in repo,
+            talk=comments.talk(a, None, writable=False),
             title=f"{a.target} (pruned)",
         )
     base = diff_base(approvals, a)
+    follow = followup.of(approvals, a, request.args.get("diff"))
+    old = follow.old(base)
     only = request.args.get("file")
-    files = diff_page(repo, base.encode() if base else None, a.commit.encode(), only)
+    files = diff_page(repo, old.encode() if old else None, a.commit.encode(), only)
     commit = history.commit_info(repo, a.commit.encode())
     return render_template(
         "review/approval.html",
@@ -121,6 +125,8 @@ def approval(name: str, approval_id: int):
         only=only,
         view=request.args.get("view", "unified"),
         live=live_view(a),
+        follow=follow,
+        talk=comments.talk(a, old),
         title=f"Review {a.target}",
     )
 
@@ -153,6 +159,8 @@ def decide(name: str, approval_id: int, action: str):
             error=str(e),
             title=f"{action} {a.target}?",
         ), 409
+    if action == "deny":  # the denial is written: its comments go to the manager with it
+        comments.after_deny(a, reason, request.form.get(comments.KEEP))
     # Post/redirect/get: reloading the page that says it is done asks nothing again.
     return redirect(url_for("review.done", name=name, approval_id=approval_id), code=303)
 

@@ -23,7 +23,7 @@ from hyperhive.settings import load_settings
 from hyperhive.wire import notify
 from hyperhive.wire.protocol import DaemonUnavailable, call
 from hyperhive.workflow import hooks
-from hyperhive.workflow.approvals import Approval, Approvals, history_json, when
+from hyperhive.workflow.approvals import Approval, Approvals, follows_id, history_json, when
 from hyperhive.workflow.deploy import deploy
 
 DEFAULT_RUNTIME = os.environ.get("HYPERHIVE_RUNTIME") or "local"
@@ -95,6 +95,7 @@ def cmd_agent_list(args: argparse.Namespace) -> int:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
+    follows = follows_id(args.name, args.follows)
     approvals = Approvals(args.home, args.name)
     if args.commit is None:  # HEAD: say so if a push proposed something newer than it
         for a in approvals.pending_ahead_of_head():
@@ -104,7 +105,9 @@ def cmd_propose(args: argparse.Namespace) -> int:
                 f"{a.commit[:12]}",
                 file=sys.stderr,
             )
-    approval = approvals.propose(args.commit or "HEAD", actor(), args.reason, args.rollback)
+    approval = approvals.propose(
+        args.commit or "HEAD", actor(), args.reason, rollback=args.rollback, follows=follows
+    )
     print(approval.target)
     return 0
 
@@ -562,6 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rollback",
         action="store_true",
         help="the commit is an ancestor of the deployed one: going back is meant",
+    )
+    p.add_argument(
+        "--follows",
+        metavar="NAME#ID",
+        help="the approval this one answers (its comments, its denial): `Follows:` trailer",
     )
 
     p = command("approvals", cmd_approvals, "list pending approvals (--all: every approval)")

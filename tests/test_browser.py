@@ -15,9 +15,12 @@ from support.browser import (  # noqa: F401
     PASSWORD,
     TIMEOUT_MS,
     browser,
+    change_and_propose,
     daemon,
     follow,
+    live,
     log_in,
+    review_path,
     session_state,
     shots,
     web,
@@ -33,23 +36,6 @@ SCRIPT = "<script>alert(1)</script>\n<img src=x onerror=alert(2)>\n"
 # -- helpers -----------------------------------------------------------------------------
 
 
-def change_and_propose(daemon, tag: str, files: dict[str, str] | None = None) -> str:
-    """Commit with the git CLI in the manager's config repo, `hyperhive propose` it as a
-    subprocess; returns the new target, e.g. `manager#4`."""
-    files = files or {
-        f"tools/{tag}.py": f'def {tag}(x):\n    """Check {tag}."""\n    return x + 1\n',
-        f"notes/{tag}.md": f"# {tag}\n\nA note about {tag}.\n",
-    }
-    commit_config(Home(daemon.root), "manager", files, f"{tag}: a change to review")
-    proc = run_cli(daemon.root, "propose", "manager", "--reason", f"test {tag}", check=True)
-    return proc.stdout.strip()
-
-
-def review_path(target: str) -> str:
-    name, _, approval_id = target.partition("#")
-    return f"/review/{name}/{approval_id}"
-
-
 def mark(page: Page) -> None:
     """A value that survives only as long as the page is not reloaded or navigated."""
     page.evaluate("window.__marker = 1")
@@ -57,11 +43,6 @@ def mark(page: Page) -> None:
 
 def still_marked(page: Page) -> bool:
     return page.evaluate("window.__marker") == 1
-
-
-def live(page: Page) -> None:
-    """Wait until the page's websocket is open (forge.js lights the live dot)."""
-    page.wait_for_selector("#live.on")
 
 
 # -- tests -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from support.hive import PASSWORD, commit_config, git, log_in
+from support.hive import PASSWORD, commit_config, csrf, git, log_in
 
 from forge_ui import create_app, state
 from hyperhive import operator
@@ -27,11 +27,6 @@ def client(app, home):
     c = app.test_client()
     log_in(c, home, "alice")
     return c
-
-
-def csrf(client, path="/") -> str:
-    page = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
 
 
 def tags(home, name="manager") -> list[str]:

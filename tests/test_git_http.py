@@ -60,13 +60,22 @@ def test_a_push_option_reason_is_the_proposals_reason(hive, tmp_path):
     sha = commit(work, {"notes.md": "why\n"}, "explain")
 
     out = ok_git(
-        work, "push", "-o", "reason=pin  the model: cheaper", "origin", "HEAD:refs/for/main"
+        work,
+        "push",
+        "-o",
+        "reason=pin  the model: cheaper",
+        "-o",
+        "follows=1",
+        "origin",
+        "HEAD:refs/for/main",
     )
 
     assert f"remote: proposal {name}#2: " in out
     applied = hive.home.applied_dir(name)
     trailers = git(applied, "for-each-ref", "--format=%(contents:trailers)", "refs/tags/proposal/2")
     assert "Actor: manager" in trailers and "Reason: pin the model: cheaper" in trailers
+    assert f"Follows: {name}#1" in trailers  # -o follows=ID: the approval it answers
+    assert Approvals(hive.home, name).get(2).follows == 1
     assert git(applied, "rev-parse", "proposal/2^{commit}").strip() == sha
     assert Approvals(hive.home, name).get(2).states["proposal"].trailers["Reason"] == (
         "pin the model: cheaper"
@@ -99,10 +108,13 @@ def test_a_push_with_nothing_new_or_an_unsaid_rollback_is_refused(hive, tmp_path
     ok_git(work, "reset", "-q", "--hard", first)
     proc = run_git(work, "push", "origin", "HEAD:refs/for/main")
     assert proc.returncode != 0 and "say so with --rollback (a push: -o rollback)" in proc.stderr
-    out = ok_git(work, "push", "-o", "rollback", "origin", "HEAD:refs/for/main")
+    # A rollback that answers #2 (what went wrong with it) says both.
+    out = ok_git(work, "push", "-o", "rollback", "-o", "follows=2", "origin", "HEAD:refs/for/main")
     assert f"remote: proposal {name}#3: " in out
     tag = git(hive.home.applied_dir(name), "cat-file", "-p", "proposal/3")
-    assert f"Rollback: {name}#1" in tag and "Actor: manager" in tag
+    assert f"Rollback: {name}#1" in tag and f"Follows: {name}#2" in tag
+    assert "Actor: manager" in tag
+    assert approvals.get(3).follows == 2
 
 
 @pytest.mark.parametrize(
@@ -146,6 +158,8 @@ def test_a_push_with_nothing_new_or_an_unsaid_rollback_is_refused(hive, tmp_path
             "more than 32 push options",
             "too many push options",
         ),
+        (["follows=x"], "refs/for/main", "push option follows=: follows must be", "bad follows"),
+        (["follows=1"], "main", "push option follows= is a proposal's", "follows without proposal"),
     ],
     ids=[
         "too-long",
@@ -156,6 +170,8 @@ def test_a_push_with_nothing_new_or_an_unsaid_rollback_is_refused(hive, tmp_path
         "twice",
         "not-a-proposal",
         "too-many",
+        "bad-follows",
+        "follows-not-a-proposal",
     ],
 )
 def test_bad_push_options_refuse_the_push_and_write_nothing(

@@ -81,12 +81,15 @@ def test_a_rollback_must_say_so_and_its_review_names_the_deploy(home: Home, runt
     with pytest.raises(RollbackNotSaid, match="not an ancestor of the deployed commit"):
         approvals.propose(fresh_commit(home, "manager"), "manager", rollback=True)
 
-    proc = run_cli(home.root, "propose", "manager", first, "--rollback", check=True)
+    # A rollback that is also a follow-up of the deploy it undoes: both trailers.
+    proc = run_cli(
+        home.root, "propose", "manager", first, "--rollback", "--follows", f"#{second}", check=True
+    )
     back = approvals.get(int(proc.stdout.strip().partition("#")[2]))
-    assert back.commit == first
+    assert back.commit == first and back.follows == second
     assert back.states["proposal"].trailers["Rollback"] == "manager#1"
     tag = git(home.applied_dir("manager"), "cat-file", "-p", f"proposal/{back.id}")
-    assert "Rollback: manager#1" in tag
+    assert "Rollback: manager#1" in tag and f"Follows: manager#{second}" in tag
 
     client = create_app(Hive(home, runtime)).test_client()
     log_in(client, home)
@@ -94,6 +97,7 @@ def test_a_rollback_must_say_so_and_its_review_names_the_deploy(home: Home, runt
     when = utc(approvals.get(1).states["deployed"].time)
     assert "Rolls back to the commit deployed as" in page
     assert f'<a href="/review/manager/1" class="mono">manager#1</a> on {when}.' in page
+    assert f'follows <a href="/review/manager/{second}" class="mono">manager#{second}</a>' in page
     # An ancestor no deploy ran exactly is a rollback too, said as such.
     commit_config(home, "manager", {"notes.md": "three\n"}, "third")
     between = git(home.config_dir("manager"), "rev-parse", "HEAD~1").strip()

@@ -167,7 +167,9 @@ TABLE = (
         'refused ("no new changes"). This creates an approval NAME#ID that the operator '
         "must approve; nothing is deployed until then. Once approved, the agent's container "
         "is rebuilt from that commit. The operator may deny it with a reason: "
-        "`agent_history` shows it, and a failed build's log tail. "
+        "`agent_history` shows it, and a failed build's log tail. When the commit answers "
+        "an earlier approval (its review comments, its denial), give `follows` as that "
+        "NAME#ID: the operator then sees what changed since it. "
         'Returns {"approval": "NAME#ID"}.',
         args=(
             NAME,
@@ -176,6 +178,12 @@ TABLE = (
                 "rollback",
                 bool,
                 "true: the commit is an earlier one, going back is meant",
+                required=False,
+            ),
+            Arg(
+                "follows",
+                str | None,
+                "optional: the NAME#ID this proposal answers (its comments)",
                 required=False,
             ),
         ),
@@ -255,6 +263,24 @@ TABLE = (
         'Returns {"agent", "approvals": [...]}.',
         args=(NAME,),
         read_only=True,
+    ),
+    Op(
+        "review_reply",
+        MANAGER_ONLY,
+        "Reply to one of the operator's review comments on an approval. Comments reach you "
+        "as a message whose first line is `review_comments: NAME#ID`; each comment there "
+        "has a number (`--- comment N by …`), the file and line it is about, the quoted code "
+        "and its text. `approval` is that NAME#ID, `comment` the number, `text` your answer "
+        "(at most 4000 characters). The reply shows under the comment on the review page, "
+        "is kept in git with the conversation and reaches the operator's inbox. To change "
+        "the config as asked, commit and propose again with `follows` set to NAME#ID "
+        "(request_apply_commit). "
+        'Returns {"approval", "comment": <your reply\'s number>}.',
+        args=(
+            Arg("approval", str, "the approval, NAME#ID"),
+            Arg("comment", int, "the number of the comment answered"),
+            Arg("text", str, "the reply"),
+        ),
     ),
     # -- the harness's (on the agent's socket, not MCP tools) -------------------------------
     Op(

@@ -89,6 +89,14 @@ class Approval:
         return proposal.trailers.get("Subject", "") if proposal else self.commit_subject
 
     @property
+    def follows(self) -> int | None:
+        """The id of the approval this one follows up (its proposal's `Follows:`)."""
+        proposal = self.states.get(State.PROPOSAL)
+        value = proposal.trailers.get("Follows", "") if proposal else ""
+        raw = value.rpartition("#")[2]
+        return int(raw) if raw.isdigit() else None
+
+    @property
     def pruned_on(self) -> int | None:
         """When retention removed its last tag; None while any tag is left."""
         return None if self.live else max(t.pruned for t in self.pruned.values())
@@ -146,6 +154,24 @@ def history_json(home: Home, name: str) -> dict:
 
 
 T = TypeVar("T")
+
+
+def follows_id(name: str, value: object) -> int | None:
+    """The id a follow-up names (`NAME#ID`, `#ID` or `ID` of agent `name`), None for none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise BadInput(f"follows must be NAME#ID or an id, not {value!r}")
+    other, sep, raw = text.rpartition("#")
+    if sep and other and other != name:
+        raise BadInput(f"a proposal of {name} follows up one of {name}, not {text!r}")
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:
+        raise BadInput(f"follows must be NAME#ID or an id, e.g. {name}#3, not {text!r}")
+    return int(raw)
 
 
 def refuse_unsafe(repo: Repo, sha: bytes) -> None:
@@ -311,16 +337,26 @@ class Approvals:
         return new_id
 
     def propose(
-        self, commit_spec: str, actor: str, reason: str | None = None, rollback: bool = False
+        self,
+        commit_spec: str,
+        actor: str,
+        reason: str | None = None,
+        *,
+        rollback: bool = False,
+        follows: int | None = None,
     ) -> Approval:
         """Propose a commit of the agent's config repo (or one already in the applied repo,
         such as an earlier deployed commit for a rollback). A commit with nothing new to
         review is refused (`NoNewChanges`); one that rolls back must say so (`rollback`),
-        and its proposal names the deploy it returns to (`Rollback: NAME#ID`)."""
+        and its proposal names the deploy it returns to (`Rollback: NAME#ID`). `follows`:
+        the id of the approval this one answers (its review comments, its denial),
+        recorded as `Follows: NAME#ID`."""
         if self.home.is_destroyed(self.name):
             raise UnknownAgent(
                 f"agent {self.name!r} was destroyed (its repos are kept): nothing to deploy to"
             )
+        if follows is not None:
+            self.get(follows, with_pruned=True)  # UnknownApproval names it
         repo = self.repo()
         config = self.home.config_dir(self.name)
         # The copy happens under the lock too: two processes writing the same loose object
@@ -354,6 +390,7 @@ class Approvals:
                     "Reason": reason,
                     "Base": self._deployed(repo),
                     "Rollback": returns_to,
+                    "Follows": format_target(self.name, follows) if follows else None,
                 },
             )
             if tag is None:  # only a writer bypassing the lock and the id counter gets here

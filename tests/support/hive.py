@@ -2,6 +2,7 @@
 forge session for Flask's test client, small programs on a PATH."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -101,6 +102,12 @@ def log_in(client, home: Home, account: str = "alice"):
         s.permanent = True
         s["sid"], s["account"] = sid, account
     return client
+
+
+def csrf(client, path: str = "/") -> str:
+    """The CSRF token a forge page (read with a logged-in test client) carries."""
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
 
 
 def fake_program(bindir: Path, name: str, script: str) -> Path:
