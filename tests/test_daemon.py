@@ -175,7 +175,8 @@ def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
         first = json.loads(client.receive(timeout=30))
         assert 'data-target="manager#1"' in first["sections"]["approvals"]
         assert "manager#2" not in first["sections"]["approvals"]
-        run_cli(daemon.root, "propose", "manager", "--reason", "again", check=True)
+        fresh = fresh_commit(Home(daemon.root), "manager")  # something new to propose
+        run_cli(daemon.root, "propose", "manager", fresh, "--reason", "again", check=True)
         update = json.loads(client.receive(timeout=30))
         assert 'data-target="manager#2"' in update["sections"]["approvals"]
     finally:
