@@ -6,24 +6,21 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from forge_ui import (
+from forge_ui import auth, errors, filters, git_http, headers
+from forge_ui.context import hive
+from forge_ui.views import (
     api,
-    auth,
     browse,
     comments,
     dashboard,
     dead,
-    errors,
-    filters,
-    git_http,
-    headers,
     live,
+    login,
     look,
     review,
-    spawn_views,
+    spawn,
     terminal,
 )
-from forge_ui.context import hive
 from hyperhive import operator
 from hyperhive.daemon.httpworker import PREREAD_BYTES
 from hyperhive.hive import Hive
@@ -59,7 +56,7 @@ def create_app(hive: Hive) -> Flask:
     headers.init_app(app)
     live.sock.init_app(app)
     for module in (
-        auth,
+        login,
         dashboard,
         dead,
         review,
@@ -68,7 +65,7 @@ def create_app(hive: Hive) -> Flask:
         api,
         live,
         look,
-        spawn_views,
+        spawn,
         terminal,
     ):
         app.register_blueprint(module.bp)

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from support.hive import commit_config, fake_program, fresh_commit, git
 
+from hyperhive.errors import RuntimeCommandError
 from hyperhive.home import Home
 from hyperhive.policy import deployed_policy
 from hyperhive.runtime import ownership
-from hyperhive.runtime.base import BuildError, RuntimeCommandError
+from hyperhive.runtime.base import BuildError
 from hyperhive.runtime.kinds import RUNTIMES
 from hyperhive.runtime.nixos_container import (
     NixosContainerRuntime,

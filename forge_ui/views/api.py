@@ -2,8 +2,9 @@
 
 from flask import Blueprint, g, jsonify, request
 
-from forge_ui import charts, comments, dead, state
+from forge_ui import charts, state
 from forge_ui.context import hive
+from forge_ui.views import comments, dead
 from hyperhive.errors import BadInput
 from hyperhive.workflow.approvals import Approvals, history_json
 
