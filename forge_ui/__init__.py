@@ -12,10 +12,12 @@ from forge_ui.views import (
     api,
     blobparts,
     browse,
+    comments,
     dashboard,
     dead,
     live,
     login,
+    look,
     review,
     spawn,
     terminal,
@@ -56,7 +58,21 @@ def create_app(hive: Hive) -> Flask:
     filters.init_app(app)
     headers.init_app(app)
     live.sock.init_app(app)
-    views = (login, dashboard, dead, review, browse, blobparts, viewed, api, live, spawn, terminal)
+    views = (
+        login,
+        dashboard,
+        dead,
+        review,
+        comments,
+        browse,
+        blobparts,
+        viewed,
+        api,
+        live,
+        look,
+        spawn,
+        terminal,
+    )
     for module in views:  # blobparts after browse: its rules use browse's converter
         app.register_blueprint(module.bp)
     difftree.init_app(app)

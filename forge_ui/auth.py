@@ -40,7 +40,11 @@ from hyperhive.home import Home
 
 csrf = CSRFProtect()
 
-PUBLIC = {"auth.login", "static"}  # the login page (views/login.py) and static files
+PUBLIC = {
+    "auth.login",
+    "static",
+    "look.favicon",
+}  # the login page (views/login.py), static files, the favicon (views/look.py)
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 

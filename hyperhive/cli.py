@@ -23,7 +23,7 @@ from hyperhive.settings import load_settings
 from hyperhive.wire import notify
 from hyperhive.wire.protocol import DaemonUnavailable, call
 from hyperhive.workflow import hooks
-from hyperhive.workflow.approvals import Approval, Approvals, history_json, when
+from hyperhive.workflow.approvals import Approval, Approvals, follows_id, history_json, when
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State
 
@@ -96,7 +96,19 @@ def cmd_agent_list(args: argparse.Namespace) -> int:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
-    approval = Approvals(args.home, args.name).propose(args.commit, actor(), args.reason)
+    follows = follows_id(args.name, args.follows)
+    approvals = Approvals(args.home, args.name)
+    if args.commit is None:  # HEAD: say so if a push proposed something newer than it
+        for a in approvals.pending_ahead_of_head():
+            print(
+                f"warning: HEAD of {args.name}'s config repo is behind {a.target} "
+                f"({a.commit[:12]}, pushed over git): `git pull` it first, or propose "
+                f"{a.commit[:12]}",
+                file=sys.stderr,
+            )
+    approval = approvals.propose(
+        args.commit or "HEAD", actor(), args.reason, rollback=args.rollback, follows=follows
+    )
     print(approval.target)
     return 0
 
@@ -173,12 +185,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     for a in approvals:
         if a.pruned_on:
             print(f"{a.target}  pruned on {when(a.pruned_on)}, final state {a.state}")
-            continue
-        print(f"{a.target}  {a.state}  {a.commit[:12]}")
-        for state, gone in a.pruned_history():
+        else:
+            print(f"{a.target}  {a.state}  {a.commit[:12]}")
+        for state, gone in a.pruned_history():  # records older than their tag copies
             print(f"  {state:<9} {when(gone.tagged)}  pruned on {when(gone.pruned)}")
         for state, tag in a.history():
             extra = "  ".join(f"{k}: {v}" for k, v in tag.trailers.items() if k != "Actor")
+            if gone := a.pruned.get(state):
+                extra += f"  (tag pruned on {when(gone.pruned)})"
             print(f"  {state:<9} {when(tag.time)}  {tag.actor:<10} {extra}")
         for r in runs:
             if r.exit and hooks.concerns(r, a.id):
@@ -578,17 +592,32 @@ def build_parser() -> argparse.ArgumentParser:
         "propose",
         cmd_propose,
         "submit a commit of an agent's config for approval",
-        details="propose COMMIT (default: HEAD of `agents/NAME/config`); prints `NAME#ID`",
+        details=(
+            "propose COMMIT (default: HEAD of `agents/NAME/config`, with a warning if a "
+            'pushed proposal is ahead of it); prints `NAME#ID`; "no new changes" and an '
+            "unsaid rollback exit 1; `--follows` names the earlier approval it answers (its "
+            "review comments, its denial): the `Follows:` trailer, and its review page shows "
+            "the interdiff"
+        ),
     )
     p.add_argument("name", type=agent_name)
     p.add_argument(
         "commit",
         nargs="?",
-        default="HEAD",
         metavar="COMMIT",
         help="default: HEAD of its config repo",
     )
     p.add_argument("--reason", metavar="TEXT", help="why, recorded in the proposal tag")
+    p.add_argument(
+        "--rollback",
+        action="store_true",
+        help="the commit is an ancestor of the deployed one: going back is meant",
+    )
+    p.add_argument(
+        "--follows",
+        metavar="NAME#ID",
+        help="the approval this one answers (its comments, its denial): `Follows:` trailer",
+    )
 
     p = command(
         "approvals",

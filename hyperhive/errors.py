@@ -55,6 +55,16 @@ class IllegalTransition(HiveError):
     pass
 
 
+class NoNewChanges(HiveError):
+    """A proposal whose tree is the deployed one's or a pending proposal's (Gerrit's
+    "no new changes"): there is nothing to review."""
+
+
+class RollbackNotSaid(HiveError):
+    """A proposal of an ancestor of the deployed commit, without saying it rolls back
+    (`--rollback`, `-o rollback`); or saying so of a commit that does not."""
+
+
 class ConcurrentUpdate(HiveError):
     """A compare-and-swap lost: a ref was not what the engine read under its lock."""
 
@@ -142,6 +152,8 @@ STATUS: dict[type[HiveError], int] = {  # the first class that matches wins
     UnknownAccount: 404,
     AlreadyDecided: 409,
     IllegalTransition: 409,  # AlreadyDestroyed too
+    NoNewChanges: 409,  # Gerrit's "no new changes"
+    RollbackNotSaid: 409,
     AgentExists: 409,
     ConcurrentUpdate: 409,
     NotARepository: 500,  # the hive's own directories are broken

@@ -15,9 +15,12 @@ from support.browser import (  # noqa: F401
     PASSWORD,
     TIMEOUT_MS,
     browser,
+    change_and_propose,
     daemon,
     follow,
+    live,
     log_in,
+    review_path,
     session_state,
     shots,
     web,
@@ -33,23 +36,6 @@ SCRIPT = "<script>alert(1)</script>\n<img src=x onerror=alert(2)>\n"
 # -- helpers -----------------------------------------------------------------------------
 
 
-def change_and_propose(daemon, tag: str, files: dict[str, str] | None = None) -> str:
-    """Commit with the git CLI in the manager's config repo, `hyperhive propose` it as a
-    subprocess; returns the new target, e.g. `manager#4`."""
-    files = files or {
-        f"tools/{tag}.py": f'def {tag}(x):\n    """Check {tag}."""\n    return x + 1\n',
-        f"notes/{tag}.md": f"# {tag}\n\nA note about {tag}.\n",
-    }
-    commit_config(Home(daemon.root), "manager", files, f"{tag}: a change to review")
-    proc = run_cli(daemon.root, "propose", "manager", "--reason", f"test {tag}", check=True)
-    return proc.stdout.strip()
-
-
-def review_path(target: str) -> str:
-    name, _, approval_id = target.partition("#")
-    return f"/review/{name}/{approval_id}"
-
-
 def mark(page: Page) -> None:
     """A value that survives only as long as the page is not reloaded or navigated."""
     page.evaluate("window.__marker = 1")
@@ -57,11 +43,6 @@ def mark(page: Page) -> None:
 
 def still_marked(page: Page) -> bool:
     return page.evaluate("window.__marker") == 1
-
-
-def live(page: Page) -> None:
-    """Wait until the page's websocket is open (forge.js lights the live dot)."""
-    page.wait_for_selector("#live.on")
 
 
 # -- tests -------------------------------------------------------------------------------
@@ -116,6 +97,14 @@ def test_propose_appears_live_then_review_approve_and_deploy(web, daemon, shots)
     assert main.title() == f"approve {target}? · hyperhive"
     follow(main, f"#confirm:has-text('Yes, approve {target}')")
     assert main.title() == f"{target} approved · hyperhive"
+    assert main.url == daemon.url + review_path(target) + "/done"  # post/redirect/get
+    # The done page follows the build live: its state and the tail of its log.
+    main.wait_for_selector("#state.state-deployed")
+    assert "deployed in" in main.inner_text("#log")
+    assert main.get_attribute("#build-link", "href") == f"/builds/{target.replace('#', '/')}"
+    assert "approved by alice on " in " ".join(main.text_content("#decided").split())
+    main.reload()  # a GET: the browser asks nothing, the page is the same
+    assert main.title() == f"{target} approved · hyperhive"
 
     deployed = f'#section-recent [data-target="{target}"] .badge.state-deployed'
     watch.wait_for_selector(deployed)
@@ -158,8 +147,17 @@ def test_review_buttons_follow_a_deny_from_another_process(web, daemon):
     assert page.locator("#approve").is_enabled() and page.locator("#reason").is_enabled()
 
     run_cli(daemon.root, "deny", target, "--reason", "x", check=True)
-    page.wait_for_selector("#approve:disabled")
+    page.wait_for_selector("#approve:disabled", state="attached")
     assert page.locator("#deny").is_disabled() and page.locator("#reason").is_disabled()
+    # A decided approval hides its controls and says who decided, when and why.
+    assert page.locator("#actions").is_hidden()
+    decided = " ".join(page.text_content("#decided").split())
+    assert decided.startswith("denied by operator on ") and decided.endswith(": x")
+    # Reloading a confirm step (a GET) after the decision: the step, then a clear refusal.
+    step = web.open(review_path(target) + "/approve")
+    assert step.title() == f"approve {target}? · hyperhive"
+    follow(step, "#confirm")
+    assert "already denied by operator" in step.inner_text("[role=alert]")
     assert page.inner_text("#state") == "denied"
     assert page.locator('#history tr[data-state="denied"]').count() == 1
     assert still_marked(page), "the review page reloaded instead of updating live"
@@ -233,11 +231,28 @@ def test_pages_fit_the_window_with_the_longest_agent_name(browser, daemon, sessi
     context.set_default_timeout(TIMEOUT_MS)
     try:
         page = context.new_page()
-        for path in ["/", f"/agents/{LONG_NAME}", f"/review/{LONG_NAME}/1", "/repos/meta/log"]:
+        split = f"/review/{LONG_NAME}/1?view=split"
+        paths = ["/", f"/agents/{LONG_NAME}", split, "/repos/meta/log", "/repos", "/nope"]
+        for path in paths:
             page.goto(daemon.url + path)
             page.wait_for_load_state("networkidle")
             wide = page.evaluate("document.documentElement.scrollWidth")
             assert wide <= width, f"{path} is {wide}px wide in a {width}px window"
+            if path == split:  # below 800 px side by side falls back to unified
+                view = "unified" if width < 800 else "split"
+                assert page.url.endswith(f"view={view}")
+                assert page.locator(f".diff.{view}").count() == 1
+        # A table wider than the window scrolls in its own box, which says so.
+        page.goto(f"{daemon.url}/agents/{LONG_NAME}")
+        page.wait_for_load_state("networkidle")
+        hints = page.eval_on_selector_all(
+            ".table-scroll.overflowing",
+            "els => els.map(e => getComputedStyle(e, '::before').content)",
+        )
+        if width < 800:
+            assert hints and all("scroll sideways" in h for h in hints)
+        else:
+            assert hints == []
     finally:
         context.close()
 

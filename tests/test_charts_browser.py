@@ -6,6 +6,7 @@ browser for this module). Turns reach the daemon as the harness sends them: a
 import time
 
 from support.browser import browser, daemon, session_state, web  # noqa: F401
+from support.hive import run_cli
 from support.wait import wait_for
 
 from hyperhive.broker.stats import Stats
@@ -84,3 +85,31 @@ def test_charts_render_the_turns_and_follow_new_ones(web, daemon):
     row = dash.locator("#section-activity tr[data-agent='manager']")
     assert row.locator(".badge").inner_text() == "busy"  # the last turn ended well
     assert row.locator("svg.sparkline polyline").get_attribute("points").count(",") == 97
+
+
+def test_charts_without_data_fold_into_one_line(web, daemon):  # noqa: F811
+    """An agent with no turns: one "no data in this window" line, not a dozen empty plots;
+    one with turns: only the panels with data, each with a labelled y-axis and a legend."""
+    if not (daemon.root / "applied" / "quiet.git").exists():
+        run_cli(daemon.root, "agent", "create", "quiet", check=True)
+    page = web.open("/agents/quiet")
+    page.wait_for_selector("#telemetry .no-data:not([hidden])")
+    assert page.inner_text("#telemetry .no-data") == "no data in this window"
+    assert page.locator("#telemetry .charts").is_hidden()
+    assert page.locator("#telemetry canvas").count() == 0
+
+    turn_report(daemon)
+    page = web.open("/agents/manager")
+    page.wait_for_selector("#telemetry .chart[data-panel='turns'] canvas")
+    shown = page.eval_on_selector_all(
+        "#telemetry .chart:not([hidden])", "els => els.map(e => e.dataset.panel)"
+    )
+    assert "turns" in shown and "denials" not in shown  # no permission denial was reported
+    assert "permission denials" in page.inner_text("#telemetry .no-data")
+    for panel in shown:
+        box = page.locator(f"#telemetry .chart[data-panel='{panel}']")
+        assert box.locator(".u-axis").count() == 2  # time and a y-axis
+        y = page.evaluate(f"(({{axes}}) => [axes.length, axes[1].label])(hiveCharts.plots.{panel})")
+        assert y[0] == 2 and y[1]  # the y-axis is labelled with its unit (on the canvas)
+        legend = box.locator(".u-legend .u-series:not(:first-child) .u-label")
+        assert legend.count() >= 1 and legend.first.is_visible()

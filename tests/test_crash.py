@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.hive import HYPERHIVE, commit_config, fake_program, git, run_cli
+from support.hive import HYPERHIVE, commit_config, fake_program, fresh_commit, git, run_cli
 
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
@@ -61,11 +61,10 @@ def quiet(home: Home) -> Home:
 
 
 def approved(home: Home, files: dict[str, str] | None = None, message: str = "change") -> int:
-    """Propose (a commit of `files`, or HEAD) and approve it; its id."""
+    """Propose (a commit of `files`, or something new on HEAD) and approve it; its id."""
     approvals = Approvals(home, NAME)
-    if files:
-        commit_config(home, NAME, files, message)
-    approval_id = approvals.propose("HEAD", "manager").id
+    commit = commit_config(home, NAME, files, message) if files else fresh_commit(home, NAME)
+    approval_id = approvals.propose(commit, "manager").id
     approvals.approve(approval_id, "operator")
     return approval_id
 
@@ -163,7 +162,9 @@ def test_redeploying_the_interrupted_id_ends_it_and_refuses(quiet: Home, tmp_pat
     assert "\nReason: interrupted\n" in failed
     assert main_ref(home) is None
     # a new proposal of the same commit is the way to try again
-    again = approved(home)
+    approvals = Approvals(home, NAME)
+    again = approvals.propose(approvals.get(first).commit, "manager").id
+    approvals.approve(again, "operator")
     assert again == first + 1
     assert run_cli(home.root, "deploy", "--here", f"{NAME}#{again}").returncode == 0
     assert main_ref(home) == Approvals(home, NAME).get(first).commit

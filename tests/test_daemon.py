@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import simple_websocket
 from support.daemon import Daemon, bearer, ws
-from support.hive import HYPERHIVE, git, run_cli
+from support.hive import HYPERHIVE, fresh_commit, git, run_cli
 from support.wait import wait_for
 
 from hyperhive.daemon import hostsock
@@ -123,7 +123,7 @@ def test_start_recovers_interrupted_builds_and_resumes_queued_ones(tmp_path):
     approvals.approve(1, "operator")
     approvals.transition(1, State.BUILDING, "hyperhive")
     # manager#2: approved but never started (the daemon stopped with it queued).
-    approvals.propose("HEAD", "operator")
+    approvals.propose(fresh_commit(home, "manager"), "operator")
     approvals.approve(2, "operator")
 
     daemon = Daemon(root).start()
@@ -175,7 +175,8 @@ def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
         first = json.loads(client.receive(timeout=30))
         assert 'data-target="manager#1"' in first["sections"]["approvals"]
         assert "manager#2" not in first["sections"]["approvals"]
-        run_cli(daemon.root, "propose", "manager", "--reason", "again", check=True)
+        fresh = fresh_commit(Home(daemon.root), "manager")  # something new to propose
+        run_cli(daemon.root, "propose", "manager", fresh, "--reason", "again", check=True)
         update = json.loads(client.receive(timeout=30))
         assert 'data-target="manager#2"' in update["sections"]["approvals"]
     finally:

@@ -5,7 +5,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support.hive import PASSWORD, commit_config, git, log_in
+from support.hive import PASSWORD, commit_config, csrf, git, log_in
 
 from forge_ui import create_app, state
 from hyperhive import operator
@@ -29,11 +29,6 @@ def client(app, home):
     c = app.test_client()
     log_in(c, home, "alice")
     return c
-
-
-def csrf(client, path="/") -> str:
-    page = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
 
 
 def tags(home, name="manager") -> list[str]:
@@ -147,7 +142,8 @@ def test_state_changes_need_the_csrf_token(client, home):
 def test_no_state_change_over_get(client, home):
     before = tags(home)
     for path in ("/review/manager/1/approve", "/review/manager/1/deny"):
-        assert client.get(path).status_code == 405
+        r = client.get(path)  # a reload of the confirm step: the confirm step again
+        assert r.status_code == 200 and b"Yes, " in r.data
     assert client.get("/api/approvals/manager/1/approve").status_code == 405
     assert tags(home) == before
 
@@ -159,6 +155,8 @@ def test_approve_needs_a_confirm_step(client, home):
     assert r.status_code == 200 and b"Yes, approve manager#1" in r.data
     assert "refs/tags/approved/1" not in tags(home)
     r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
+    assert r.status_code == 303 and r.headers["Location"] == "/review/manager/1/done"
+    r = client.get(r.headers["Location"])
     assert r.status_code == 200 and b"manager#1</span> approved" in r.data
     assert "Actor: alice" in git(home.applied_dir("manager"), "cat-file", "-p", "approved/1")
     # A second approve of the same id is refused with who decided it.
@@ -174,7 +172,7 @@ def test_deny_needs_a_reason_and_a_confirm_step(client, home):
     assert r.status_code == 200 and b"Yes, deny manager#1" in r.data
     assert "refs/tags/denied/1" not in tags(home)
     data = {"csrf_token": token, "reason": "too broad", "confirm": "yes"}
-    assert client.post("/review/manager/1/deny", data=data).status_code == 200
+    assert client.post("/review/manager/1/deny", data=data).status_code == 303
     assert "Reason: too broad" in git(home.applied_dir("manager"), "cat-file", "-p", "denied/1")
     r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
     assert r.status_code == 409 and b"already denied by alice" in r.data

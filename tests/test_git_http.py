@@ -60,17 +60,61 @@ def test_a_push_option_reason_is_the_proposals_reason(hive, tmp_path):
     sha = commit(work, {"notes.md": "why\n"}, "explain")
 
     out = ok_git(
-        work, "push", "-o", "reason=pin  the model: cheaper", "origin", "HEAD:refs/for/main"
+        work,
+        "push",
+        "-o",
+        "reason=pin  the model: cheaper",
+        "-o",
+        "follows=1",
+        "origin",
+        "HEAD:refs/for/main",
     )
 
     assert f"remote: proposal {name}#2: " in out
     applied = hive.home.applied_dir(name)
     trailers = git(applied, "for-each-ref", "--format=%(contents:trailers)", "refs/tags/proposal/2")
     assert "Actor: manager" in trailers and "Reason: pin the model: cheaper" in trailers
+    assert f"Follows: {name}#1" in trailers  # -o follows=ID: the approval it answers
+    assert Approvals(hive.home, name).get(2).follows == 1
     assert git(applied, "rev-parse", "proposal/2^{commit}").strip() == sha
     assert Approvals(hive.home, name).get(2).states["proposal"].trailers["Reason"] == (
         "pin the model: cheaper"
     )
+
+
+def test_a_push_with_nothing_new_or_an_unsaid_rollback_is_refused(hive, tmp_path):
+    """Gerrit's "no new changes", and a rollback over git that must say so (-o rollback):
+    each a `remote:` line, nothing written; said, the proposal names the deploy."""
+    from hyperhive.workflow.deploy import deploy
+
+    name = agent(hive, "samey")
+    work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
+    first = ok_git(work, "rev-parse", "HEAD").strip()
+    before = refs_of(hive.home.applied_dir(name))
+    proc = run_git(work, "push", "origin", "HEAD:refs/for/main")  # #1 is that tree, pending
+    assert proc.returncode != 0
+    assert f"remote: refs/for/main: no new changes: {first[:12]} has the tree of {name}#1" in (
+        proc.stderr
+    )
+    assert refs_of(hive.home.applied_dir(name)) == before
+
+    approvals = Approvals(hive.home, name)
+    approvals.approve(1, "operator")
+    deploy(hive.home, name, 1, LocalRuntime(hive.home))
+    commit(work, {"notes.md": "later\n"}, "later")
+    ok_git(work, "push", "origin", "HEAD:refs/for/main")  # #2
+    approvals.approve(2, "operator")
+    deploy(hive.home, name, 2, LocalRuntime(hive.home))
+    ok_git(work, "reset", "-q", "--hard", first)
+    proc = run_git(work, "push", "origin", "HEAD:refs/for/main")
+    assert proc.returncode != 0 and "say so with --rollback (a push: -o rollback)" in proc.stderr
+    # A rollback that answers #2 (what went wrong with it) says both.
+    out = ok_git(work, "push", "-o", "rollback", "-o", "follows=2", "origin", "HEAD:refs/for/main")
+    assert f"remote: proposal {name}#3: " in out
+    tag = git(hive.home.applied_dir(name), "cat-file", "-p", "proposal/3")
+    assert f"Rollback: {name}#1" in tag and f"Follows: {name}#2" in tag
+    assert "Actor: manager" in tag
+    assert approvals.get(3).follows == 2
 
 
 @pytest.mark.parametrize(
@@ -85,10 +129,16 @@ def test_a_push_option_reason_is_the_proposals_reason(hive, tmp_path):
         (
             ["topic=speed"],
             "refs/for/main",
-            "push option 'topic=speed': the option this remote knows is reason=TEXT",
+            "push option 'topic=speed': the options this remote knows are reason=TEXT",
             "unknown push option",
         ),
-        (["reason"], "refs/for/main", "push option 'reason': the option", "unknown push option"),
+        (["reason"], "refs/for/main", "push option 'reason': the options", "unknown push option"),
+        (
+            ["rollback"],
+            "main",
+            "push option rollback is a proposal's: push to refs/for/main",
+            "rollback without proposal",
+        ),
         (["reason= "], "refs/for/main", "push option reason= needs a text", "empty reason"),
         (
             ["reason=a", "reason=b"],
@@ -108,8 +158,21 @@ def test_a_push_option_reason_is_the_proposals_reason(hive, tmp_path):
             "more than 32 push options",
             "too many push options",
         ),
+        (["follows=x"], "refs/for/main", "push option follows=: follows must be", "bad follows"),
+        (["follows=1"], "main", "push option follows= is a proposal's", "follows without proposal"),
     ],
-    ids=["too-long", "unknown", "no-value", "empty", "twice", "not-a-proposal", "too-many"],
+    ids=[
+        "too-long",
+        "unknown",
+        "no-value",
+        "rollback-not-a-proposal",
+        "empty",
+        "twice",
+        "not-a-proposal",
+        "too-many",
+        "bad-follows",
+        "follows-not-a-proposal",
+    ],
 )
 def test_bad_push_options_refuse_the_push_and_write_nothing(
     hive, tmp_path, request, options, ref, said, status
@@ -414,7 +477,7 @@ def test_the_repo_pre_receive_hook_sees_the_push_and_can_refuse_it(hive, tmp_pat
     assert run_git(config, "cat-file", "-e", bad).returncode != 0
 
     ok_git(work, "rm", "-q", "secret.txt")
-    ok_git(work, "commit", "-q", "-m", "fixed")
+    commit(work, {"notes.md": "no secret here\n"}, "fixed")  # something new: not #1's tree
     out = ok_git(work, "push", "-o", "reason=no secret", "origin", "HEAD:refs/for/main")
     assert "remote: options: 1 reason=no secret" in out  # git's hook contract
     assert f"remote: proposal {name}#2" in out

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp import Client
 from mcp.server.mcpserver.exceptions import ToolError
 from support.daemon import Daemon
 from support.hive import HYPERHIVE, run_cli
+from support.mcp import over_stdio, text
 from support.wait import wait_for
 
 from hyperhive.errors import HiveError
@@ -89,30 +90,12 @@ def manager_fake(tmp_path):
     d.close()
 
 
-def text(result) -> str:
-    (block,) = result.content
-    return block.text
-
-
 def in_process(server, mode, body):
     """Run `body(client)` against `server` through a real MCP client, in this process."""
 
     async def main():
         async with Client(server, mode=mode) as client:
             return await body(client)
-
-    return anyio.run(main)
-
-
-def over_stdio(socket_path: Path, body):
-    """Run `body(session)` against a `hyperhive mcp` subprocess, with the initialize
-    handshake a `claude` CLI does."""
-    params = StdioServerParameters(command=HYPERHIVE, args=["mcp", "--socket", str(socket_path)])
-
-    async def main():
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            return await body(session)
 
     return anyio.run(main)
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.hive import commit_config, fake_program, git
+from support.hive import commit_config, fake_program, fresh_commit, git
 
 from hyperhive.errors import RuntimeCommandError
 from hyperhive.home import Home
@@ -164,7 +164,7 @@ def quiet(home: Home) -> Home:
 
 def approved(home: Home) -> tuple[int, str]:
     approvals = Approvals(home, NAME)
-    approval = approvals.propose("HEAD", "manager")
+    approval = approvals.propose(fresh_commit(home, NAME), "manager")  # something new
     approvals.approve(approval.id, "operator")
     return approval.id, approval.commit
 

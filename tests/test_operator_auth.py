@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from support.hive import git, run_cli
+from support.hive import fresh_commit, git, run_cli
 from werkzeug.security import generate_password_hash
 
 from forge_ui import create_app
@@ -246,7 +246,7 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
         "/review/manager/1/approve",
         data={"csrf_token": csrf(alice, "/review/manager/1"), "confirm": "yes"},
     )
-    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.status_code == 303, r.get_data(as_text=True)
     assert tag_actor(home, "approved/1") == "alice"
 
     # alice's bearer token speaks for alice, in the API and on the git remote
@@ -254,7 +254,7 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
         home.root, "operator", "token", "--account", "alice", check=True
     ).stdout.strip()
     assert tokens.caller(home, alice_token) == tokens.Caller("operator", "alice")
-    second = Approvals(home, "manager").propose("HEAD", "manager").id
+    second = Approvals(home, "manager").propose(fresh_commit(home, "manager"), "manager").id
     bearer = {"Authorization": f"Bearer {alice_token}"}
     r = app.test_client().post(
         f"/api/approvals/manager/{second}/deny", json={"reason": "no"}, headers=bearer

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from support.hive import commit_config, fake_program, git
+from support.hive import commit_config, fake_program, fresh_commit, git
 
 from hyperhive.home import Home
 
@@ -120,15 +120,11 @@ def test_racing_proposals_get_distinct_consecutive_ids(home: Home, tmp_path: Pat
     record = tmp_path / "hook-stdin"
     record.touch()
     install_recorder(home, record)
-    commits = [
-        commit_config(home, NAME, {"agent.nix": f"{{ ... }}: {{ n = {i}; }}\n"}, f"change {i}")
-        for i in range(4)
-    ]
     n = 16
-    # several processes propose the same commit: its objects are copied concurrently
-    runs = [
-        (["propose", NAME, commits[i % 4]], {"HYPERHIVE_ACTOR": f"proposer-{i}"}) for i in range(n)
-    ]
+    # Commits that share all objects but one (the same tree twice is "no new changes"):
+    # the shared ones are copied concurrently.
+    commits = [fresh_commit(home, NAME) for _ in range(n)]
+    runs = [(["propose", NAME, commits[i]], {"HYPERHIVE_ACTOR": f"proposer-{i}"}) for i in range(n)]
     results = race(home, tmp_path, runs)
     assert [code for code, _, _ in results] == [0] * n, [err for *_, err in results]
 
@@ -152,7 +148,7 @@ def test_racing_proposals_get_distinct_consecutive_ids(home: Home, tmp_path: Pat
         if raw == "1":
             continue
         i = ids[int(raw)]
-        assert commit == commits[i % 4]
+        assert commit == commits[i]
         assert actor == f"proposer-{i}"
     assert git(repo, "cat-file", "-p", "refs/hyperhive/last-id").strip() == str(n + 1)
     assert len(record.read_text().splitlines()) == n

@@ -3,6 +3,7 @@ pack files open, and the daemon serves from many threads for weeks. The check tr
 every Repo constructed in this process and fails naming where each unclosed one was
 opened."""
 
+import time
 import traceback
 
 import pytest
@@ -13,9 +14,10 @@ from forge_ui import create_app
 from hyperhive import operator
 from hyperhive.hive import Hive
 from hyperhive.spawn import destroy, drafts, spawn
-from hyperhive.workflow import meta
+from hyperhive.workflow import comments, meta
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
+from hyperhive.workflow.retention import prune
 
 
 @pytest.fixture
@@ -87,6 +89,15 @@ def test_workflow_and_forge_close_every_repo(open_repos, home, runtime):
             "/api/state",
         ):
             assert client.get(path).status_code == 200, path
+    # review comments, a follow-up that rolls back, its interdiff, a prune and its page
+    first = approvals.get(1).commit
+    comments.add(home, "manager", proposed.id, "alice", "why this?")
+    back = approvals.propose(first, "manager", rollback=True, follows=proposed.id)
+    for path in (f"/review/manager/{back.id}", f"/review/manager/{back.id}?diff=interdiff"):
+        assert client.get(path).status_code == 200, path
+    prune(home, 1, now=time.time() + 400 * 86400)
+    assert client.get(f"/review/manager/{proposed.id}").status_code == 200
+    Approvals(home, "manager").all(with_pruned=True)
     spawned = spawn(home, "worker", runtime, "operator")
     drafts(home)
     destroy(home, "worker", runtime, purge=False)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.daemon import Daemon
-from support.hive import SHORT_STATES, commit_config, git, log_in, run_cli
+from support.hive import SHORT_STATES, commit_config, fresh_commit, git, log_in, run_cli
 from support.nix import host, nix_eval
 from support.wait import wait_for
 
@@ -257,21 +257,22 @@ def test_pruned_approvals_keep_their_final_state_in_every_history(hive: Home):
     with pytest.raises(UnknownApproval):
         approvals.get(failed)  # the workflow itself sees only tags
     a = approvals.get(failed, with_pruned=True)
-    assert (a.state, a.states, a.pruned_on) == (F, {}, pruned_on)
-    assert [s for s, _ in a.pruned_history()] == [P, A, B, F]
+    assert (a.state, a.live, a.pruned_on) == (F, set(), pruned_on)
+    assert [s for s, _ in a.history()] == [P, A, B, F]  # each tag whole, from the record
+    assert a.pruned_history() == [] and a.states[F].actor == "crafter"
+    assert {t.record for t in a.pruned.values()} == {report.record}
     assert a.commit == config_head(hive, "manager")
-    assert a.subject == "create agent manager"  # read from the commit itself
     d = approvals.get(deployed, with_pruned=True)
-    assert d.state == OK and set(d.states) == {OK} and d.pruned_on is None
-    assert [s for s, _ in d.pruned_history()] == [P, A, B]
+    assert d.state == OK and d.live == {OK} and d.pruned_on is None
+    assert set(d.pruned) == {P, A, B} and [s for s, _ in d.history()] == [P, A, B, OK]
 
     by_id = {x["id"]: x for x in history_json(hive, "manager")["approvals"]}
-    assert (by_id[failed]["state"], by_id[failed]["states"]) == ("failed", [])
+    assert by_id[failed]["state"] == "failed" and by_id[failed]["pruned"] == []
     assert by_id[failed]["pruned_on"] == pruned_on
-    assert [p["tag"] for p in by_id[failed]["pruned"]] == [
-        f"{s}/{failed}" for s in ("proposal", "approved", "building", "failed")
+    assert [(s["tag"], s["pruned_on"]) for s in by_id[failed]["states"]] == [
+        (f"refs/tags/{s}/{failed}", pruned_on)
+        for s in ("proposal", "approved", "building", "failed")
     ]
-    assert {p["record"] for p in by_id[failed]["pruned"]} == {report.record}
     assert by_id[denied]["state"] == "denied"
     assert by_id[1]["pruned"] == [] and by_id[1]["state"] == "proposal"
 
@@ -304,11 +305,93 @@ def test_approvals_all_lists_pruned_approvals_as_history_does(hive: Home):
     for approval_id, a in by_id.items():
         assert a == {k: v for k, v in history[approval_id].items() if k != "hooks"}
     assert (by_id[failed]["state"], by_id[failed]["pruned_on"]) == ("failed", pruned_on)
-    assert [p["state"] for p in by_id[deployed]["pruned"]] == ["proposal", "approved", "building"]
+    assert [s["state"] for s in by_id[deployed]["states"] if s["pruned_on"]] == [
+        "proposal",
+        "approved",
+        "building",
+    ]
 
     out = run_cli(hive.root, "approvals", "--all", check=True).stdout
     assert f"manager#{failed}" in out and f"pruned on {when(pruned_on)}" in out
     assert run_cli(hive.root, "approvals", "--json", check=True).stdout.count('"id"') == 1
+
+
+def without_pruned_on(data):
+    """`data` with every `pruned_on` taken out: all that pruning may change."""
+    if isinstance(data, dict):
+        return {k: without_pruned_on(v) for k, v in data.items() if k != "pruned_on"}
+    if isinstance(data, list):
+        return [without_pruned_on(v) for v in data]
+    return data
+
+
+def test_the_audit_survives_retention_whole(hive: Home, runtime):
+    """Who did what, when and why reads the same after a prune: `history --json` differs
+    only in `pruned_on`, and the git CLI alone reads each removed tag from the record."""
+    approvals = Approvals(hive, "manager")
+    approvals.approve(1, "alice")
+    deploy(hive, "manager", 1, runtime)
+    commit_config(hive, "manager", {"notes.md": "a\n"}, "add notes")
+    denied = approvals.propose("HEAD", "manager", reason="try notes: it | helps\n\ttwice").id
+    approvals.deny(denied, "bob", "not | now:  Actor: mallory")
+    failed = craft(hive, "manager", F, time.time() - 40 * DAY)
+    before = json.loads(run_cli(hive.root, "history", "manager", "--json", check=True).stdout)
+    text_before = run_cli(hive.root, "history", "manager", check=True).stdout
+
+    report = prune(hive, N, now=time.time() + 40 * DAY)  # the denial is old by then
+    after = json.loads(run_cli(hive.root, "history", "manager", "--json", check=True).stdout)
+    assert len(report.removed) == 9  # #1: 3, the denied: 2, the failed: 4
+    assert without_pruned_on(after) == without_pruned_on(before)
+    pruned_on = record_time(hive, report.record)
+    by_id = {a["id"]: a for a in after["approvals"]}
+    assert by_id[denied]["pruned_on"] == by_id[failed]["pruned_on"] == pruned_on
+    assert by_id[1]["pruned_on"] is None  # its deployed tag stays
+    assert [s["pruned_on"] for s in by_id[1]["states"]] == [pruned_on] * 3 + [None]
+    assert by_id[1]["states"][1]["actor"] == "alice"
+    assert by_id[denied]["states"][1]["trailers"]["Reason"] == "not | now: Actor: mallory"
+    text_after = run_cli(hive.root, "history", "manager", check=True).stdout
+    assert "Reason: not | now: Actor: mallory" in text_after and "alice" in text_after
+    rows = [line for line in text_before.splitlines() if line.startswith("  ")]
+    assert len(rows) == 10 and all(  # each state's row, only said to be pruned now
+        any(after_line.startswith(row) for after_line in text_after.splitlines()) for row in rows
+    )
+
+    # The git CLI: the record shows every tag whole, and each copy is that very object.
+    body = git(hive.meta_dir, "log", "-1", "--format=%B", "refs/hyperhive/pruned")
+    assert "| tagger bob <bob@hyperhive>" in body and "| Reason: not | now" in body
+    copies = body.split("\nTag: ")[1:]
+    assert len(copies) == 9
+    for copy in copies:
+        head, *quoted = copy.split("\n\n", 1)[0].rstrip("\n").split("\n")
+        agent, tag, sha = head.split()
+        raw = "".join(line[2:] + "\n" for line in quoted)
+        made = subprocess.run(
+            ["git", "hash-object", "-t", "tag", "--stdin"],
+            input=raw,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=hive.meta_dir,
+        ).stdout.strip()
+        assert (agent, made) == ("manager", sha)
+    trailers = git(hive.meta_dir, "log", "-1", "--format=%(trailers:key=Pruned)", "main")
+    assert trailers.count("Pruned: manager ") == 9  # git still finds the trailers
+
+    # A copy that does not hash to its tag is ignored: the tag reads as lost, not forged.
+    forged = meta.PrunedTag("manager", f"failed/{failed}", "0" * 40, 0, sha="1" * 40, raw=b"x")
+    assert forged.info() is None
+
+
+def test_a_record_without_copies_still_names_its_tags(hive: Home, monkeypatch):
+    """Records written before they kept the tags whole: the states are named, no more."""
+    monkeypatch.setattr(meta, "_quote_tag", lambda t: "")  # as records were written before
+    failed = craft(hive, "manager", F, time.time() - 40 * DAY)
+    report = prune(hive, N)
+    assert "\nTag: " not in git(hive.meta_dir, "log", "-1", "--format=%B", "main")
+    a = Approvals(hive, "manager").get(failed, with_pruned=True)
+    assert a.states == {} and a.pruned_on == record_time(hive, report.record)
+    assert [s for s, _ in a.pruned_history()] == [P, A, B, F]
+    assert [p["record"] for p in a.to_json()["pruned"]] == [report.record] * 4
 
 
 def test_ids_are_never_reused_after_the_newest_approval_is_pruned(hive: Home):
@@ -317,6 +400,7 @@ def test_ids_are_never_reused_after_the_newest_approval_is_pruned(hive: Home):
     prune(hive, N)
     assert not [r for r in refs_of(hive) if r.endswith(f"/{newest}")]
     assert refs_of(hive)["refs/hyperhive/last-id"] == last_id  # prune never touches it
+    commit_config(hive, "manager", {"notes.md": "new\n"}, "something new to propose")
     proc = run_cli(hive.root, "propose", "manager", check=True)
     assert proc.stdout.strip() == f"manager#{newest + 1}"
 
@@ -437,7 +521,7 @@ def test_prune_while_another_thread_runs_transitions(hive: Home):
         try:
             for n in range(24):
                 final = [OK, F, D, P, A, B][n % 6]
-                i = approvals.propose("HEAD", "driver").id
+                i = approvals.propose(fresh_commit(hive, "manager"), "driver").id
                 for s in PATHS[final][1:]:
                     approvals.transition(i, s, "driver", {"Reason": "r"} if s is D else None)
                 driven[i] = final
@@ -520,7 +604,7 @@ def test_property_final_states_survive_and_ids_stay_unique(case):
         assert recorded == {
             (r.removeprefix("refs/tags/"), config_head(home, "manager")) for r in doomed
         }
-        new = [approvals.propose("HEAD", "operator").id for _ in range(2)]
+        new = [approvals.propose(fresh_commit(home, "manager"), "o").id for _ in range(2)]
         assert new == [max(made) + 1, max(made) + 2]
 
 
@@ -560,7 +644,8 @@ def test_forge_shows_pruned_approvals(hive: Home, runtime: LocalRuntime, client)
 
     page = client.get(f"/review/manager/{second}").get_data(as_text=True)
     assert page.count("tag pruned on") == 3  # proposal, approved, building
-    assert f"against deployed {first[:12]} (the deploy before it" in page
+    assert page.count("<td>operator</td>") == 2  # proposed, approved: kept by the record
+    assert f'against deployed <a href="/repos/manager/applied/commit/{first}"' in page
     assert "notes.md" in page and "agent.nix" not in page  # the diff against #1
 
     api = client.get("/api/agents/manager/history").get_json()

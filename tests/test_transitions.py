@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.hive import SHORT_STATES, commit_config, git, run_cli
+from support.hive import SHORT_STATES, commit_config, fresh_commit, git, run_cli
 
 from hyperhive.agents import create_agent
 from hyperhive.errors import (
@@ -143,7 +143,7 @@ def test_already_decided_names_who_decided_and_how(home: Home, record: Path):
     with pytest.raises(AlreadyDecided, match=r"already approved by alice"):
         approvals.approve(1, "carol")
 
-    second = approvals.propose("HEAD", "manager")
+    second = approvals.propose(fresh_commit(home, NAME), "manager")
     approvals.deny(second.id, "dave", "no thanks")
     with pytest.raises(AlreadyDecided, match=rf"manager#{second.id} was already denied by dave"):
         approvals.approve(second.id, "erin")
@@ -234,7 +234,7 @@ def last_id(home: Home) -> int:
 def test_ids_count_up_and_are_never_reused_after_tags_are_deleted(home: Home, record: Path):
     approvals = Approvals(home, NAME)
     repo = home.applied_dir(NAME)
-    assert [approvals.propose("HEAD", "m").id for _ in range(3)] == [2, 3, 4]
+    assert [approvals.propose(fresh_commit(home, NAME), "m").id for _ in range(3)] == [2, 3, 4]
     approvals.approve(4, "alice")
     assert last_id(home) == 4
 
@@ -242,7 +242,7 @@ def test_ids_count_up_and_are_never_reused_after_tags_are_deleted(home: Home, re
     git(repo, "tag", "-d", "proposal/4")
     git(repo, "update-ref", "-d", "refs/tags/approved/4")
     assert tags_of(home, 4) == set()
-    assert approvals.propose("HEAD", "m").id == 5
+    assert approvals.propose(fresh_commit(home, NAME), "m").id == 5
 
     # every state tag gone, packed or loose: still no reuse
     git(repo, "pack-refs", "--all")
@@ -250,7 +250,7 @@ def test_ids_count_up_and_are_never_reused_after_tags_are_deleted(home: Home, re
         git(repo, "update-ref", "-d", ref)
     assert git(repo, "for-each-ref", "refs/tags/") == ""
     assert approvals.all() == []
-    assert approvals.propose("HEAD", "m").id == 6
+    assert approvals.propose(fresh_commit(home, NAME), "m").id == 6
     assert git(repo, "for-each-ref", "--format=%(refname)", "refs/tags/").split() == [
         "refs/tags/proposal/6"
     ]
@@ -261,18 +261,18 @@ def test_ids_follow_existing_tags_when_the_counter_is_behind(home: Home, record:
     """A counter lost or behind (say, restored from an old backup) never hands out an id a
     tag already carries."""
     approvals = Approvals(home, NAME)
-    approvals.propose("HEAD", "m")
-    approvals.propose("HEAD", "m")
+    approvals.propose(fresh_commit(home, NAME), "m")
+    approvals.propose(fresh_commit(home, NAME), "m")
     git(home.applied_dir(NAME), "update-ref", "-d", "refs/hyperhive/last-id")
-    assert approvals.propose("HEAD", "m").id == 4
+    assert approvals.propose(fresh_commit(home, NAME), "m").id == 4
     assert last_id(home) == 4
 
 
 def test_ids_are_per_agent(home: Home, record: Path, runtime: LocalRuntime):
     create_agent(home, "worker", runtime, "operator")
     assert Approvals(home, "worker").get(1).state is P
-    assert Approvals(home, NAME).propose("HEAD", "m").id == 2
-    assert Approvals(home, "worker").propose("HEAD", "m").id == 2
+    assert Approvals(home, NAME).propose(fresh_commit(home, NAME), "m").id == 2
+    assert Approvals(home, "worker").propose(fresh_commit(home, "worker"), "m").id == 2
 
 
 # -- bad input -------------------------------------------------------------------------
@@ -357,7 +357,7 @@ def test_proposing_an_unknown_commit_is_refused_and_writes_nothing(
     assert snapshot(home) == before
     assert record.read_text() == ""
     # the id counter did not move either: the next proposal is #2
-    assert Approvals(home, NAME).propose("HEAD", "manager").id == 2
+    assert Approvals(home, NAME).propose(fresh_commit(home, NAME), "manager").id == 2
 
 
 def test_proposing_an_unknown_commit_on_the_cli(home: Home):
@@ -408,8 +408,9 @@ def test_rollback_proposes_an_earlier_deployed_commit_again(
     assert main_of(home) == second
     old_tags = git(home.applied_dir(NAME), "for-each-ref", "refs/tags/")
 
-    rollback = approvals.propose(first, "operator", reason="roll back")
+    rollback = approvals.propose(first, "operator", reason="roll back", rollback=True)
     assert rollback.id == 3 and rollback.commit == first
+    assert rollback.states[P].trailers["Rollback"] == "manager#1"
     approvals.approve(3, "alice")
     assert deploy(home, NAME, 3, runtime).state is OK
     assert main_of(home) == first
@@ -446,7 +447,8 @@ def test_rollback_to_a_commit_only_the_applied_repo_still_has(
     missing = subprocess.run(["git", "cat-file", "-e", gone], cwd=config)
     assert missing.returncode != 0
 
-    approvals.propose("HEAD", "manager")  # #3: back to the first config
+    approvals.deny(1, "alice", "superseded")  # else #3 would have #1's tree: nothing new
+    approvals.propose("HEAD", "manager", rollback=True)  # #3: back to the first config
     approvals.approve(3, "alice")
     assert deploy(home, NAME, 3, runtime).state is OK
     again = approvals.propose(gone, "operator", reason="roll forward")

@@ -8,22 +8,22 @@ const hiveCharts = (() => {
   const classes = ["peer", "operator", "manager", "system"];
   // Each panel: title, its series (name in the payload → label), and a value format.
   const panels = [
-    { id: "turns", title: "Turns per minute", series: [["turns_per_minute", "turns/min"]] },
-    { id: "exits", title: "Turn exits per bucket", bars: true,
+    { id: "turns", unit: "turns/min", title: "Turns per minute", series: [["turns_per_minute", "turns/min"]] },
+    { id: "exits", unit: "turns", title: "Turn exits per bucket", bars: true,
       series: [["exit.ok", "ok"], ["exit.compact-retry", "compact-retry"], ["exit.failure", "failure"]],
       colours: ["--ok", "--warn", "--bad"] },
-    { id: "duration", title: "Turn duration (s)", series: [["duration.p50", "p50"], ["duration.p95", "p95"]] },
-    { id: "tool_calls", title: "Tool calls per turn", series: [["tool_calls_per_turn", "tool calls"]] },
-    { id: "sent", title: "Messages sent per turn", series: classes.map((c) => [`sent_per_turn.${c}`, c]) },
-    { id: "received", title: "Messages received per turn",
+    { id: "duration", unit: "seconds", title: "Turn duration (s)", series: [["duration.p50", "p50"], ["duration.p95", "p95"]] },
+    { id: "tool_calls", unit: "calls", title: "Tool calls per turn", series: [["tool_calls_per_turn", "tool calls"]] },
+    { id: "sent", unit: "messages", title: "Messages sent per turn", series: classes.map((c) => [`sent_per_turn.${c}`, c]) },
+    { id: "received", unit: "messages", title: "Messages received per turn",
       series: classes.map((c) => [`received_per_turn.${c}`, c]) },
-    { id: "inbox", title: "Inbox depth (max per bucket)", series: [["inbox_depth", "depth"]] },
-    { id: "idle", title: "Minutes since the last turn", series: [["since_last_turn", "minutes"]],
+    { id: "inbox", unit: "messages", title: "Inbox depth (max per bucket)", series: [["inbox_depth", "depth"]] },
+    { id: "idle", unit: "minutes", title: "Minutes since the last turn", series: [["since_last_turn", "minutes"]],
       scale: 1 / 60 },
-    { id: "tools", title: "Tool calls per bucket, by tool", prefix: "tool.", series: [] },
-    { id: "denials", title: "Permission denials per bucket, by tool", prefix: "denial.", series: [] },
-    { id: "notes", title: "Notes size (bytes)", series: [["notes_bytes", "bytes"]] },
-    { id: "cost", title: "Cost per bucket (USD)", series: [["cost_usd", "USD"]] },
+    { id: "tools", unit: "calls", title: "Tool calls per bucket, by tool", prefix: "tool.", series: [] },
+    { id: "denials", unit: "denials", title: "Permission denials per bucket, by tool", prefix: "denial.", series: [] },
+    { id: "notes", unit: "bytes", title: "Notes size (bytes)", series: [["notes_bytes", "bytes"]] },
+    { id: "cost", unit: "USD", title: "Cost per bucket (USD)", series: [["cost_usd", "USD"]] },
   ];
   const plots = {};
   let socket = null;
@@ -76,14 +76,23 @@ const hiveCharts = (() => {
       .map((k) => [k, k.slice(panel.prefix.length)]);
   }
 
+  // Compact y-axis numbers (1.5k, 2M), so a bytes or a cost axis fits its width.
+  const compact = (v) => {
+    const a = Math.abs(v);
+    if (a >= 1e6) return `${+(v / 1e6).toFixed(1)}M`;
+    if (a >= 1e3) return `${+(v / 1e3).toFixed(1)}k`;
+    return `${+v.toFixed(a && a < 1 ? 2 : 1)}`;
+  };
+
   function options(panel, names, width) {
     const axis = { stroke: css("--muted"), grid: { stroke: css("--line"), width: 1 },
                    ticks: { stroke: css("--line"), width: 1 } };
     return {
       width, height: 170,
-      scales: { x: { time: true } },
-      axes: [axis, { ...axis, size: 50 }],
-      legend: { live: true },
+      scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min ?? 0), max > 0 ? max : 1] } },
+      axes: [axis, { ...axis, size: 52, label: panel.unit || "", labelSize: 14,
+                     values: (u, splits) => splits.map(compact) }],
+      legend: { live: true, markers: { width: 2 } },
       series: [{}, ...names.map(([, label], i) => ({
         label,
         stroke: panel.colours ? css(panel.colours[i]) : palette[i % palette.length],
@@ -95,12 +104,35 @@ const hiveCharts = (() => {
     };
   }
 
+  // Whether any series of the panel has something in the window: a value other than none
+  // or zero (a count of nothing, an empty inbox all along, is no data to plot).
+  const hasData = (data, names) =>
+    names.some(([n]) => (data.series[n] || []).some((v) => v != null && v !== 0));
+
   function draw(root, data) {
     last = data;
     summary(root.querySelector(".chart-summary"), data);
+    // Panels with nothing to plot fold away; with none to plot, one line says so.
+    const empty = [];
+    for (const panel of panels) {
+      const none = !hasData(data, seriesOf(panel, data));
+      root.querySelector(`[data-panel="${panel.id}"]`).hidden = none;
+      if (none) empty.push(panel.title.toLowerCase());
+    }
+    const note = root.querySelector(".no-data");
+    const all = empty.length === panels.length;
+    root.querySelector(".charts").hidden = all;
+    note.textContent = all ? "no data in this window"
+      : empty.length ? `no data in this window: ${empty.join(", ")}` : "";
+    note.hidden = !empty.length;
     for (const panel of panels) {
       const names = seriesOf(panel, data);
       const box = root.querySelector(`[data-panel="${panel.id}"]`);
+      if (box.hidden) {
+        if (plots[panel.id]) { plots[panel.id].destroy(); delete plots[panel.id]; }
+        box.querySelector(".plot").replaceChildren();
+        continue;
+      }
       const key = names.map(([n]) => n).join(",");
       const columns = [data.t, ...names.map(([n]) => (data.series[n] || data.t.map(() => null))
         .map((v) => (v === null || panel.scale === undefined ? v : v * panel.scale)))];
@@ -124,6 +156,10 @@ const hiveCharts = (() => {
 
   function build(root) {
     const grid = root.querySelector(".charts");
+    const note = document.createElement("p");
+    note.className = "no-data empty";
+    note.hidden = true;
+    grid.before(note);
     for (const panel of panels) {
       const box = document.createElement("div");
       box.className = "chart";

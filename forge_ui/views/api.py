@@ -4,7 +4,7 @@ from flask import Blueprint, g, jsonify, request
 
 from forge_ui import charts, state
 from forge_ui.context import hive
-from forge_ui.views import dead
+from forge_ui.views import comments, dead
 from hyperhive.errors import BadInput
 from hyperhive.workflow.approvals import Approvals, history_json
 
@@ -57,8 +57,10 @@ def approve(name: str, approval_id: int):
 
 @bp.post("/approvals/<name>/<int:approval_id>/deny")
 def deny(name: str, approval_id: int):
-    reason = json_body().get("reason")
+    body = json_body()
+    reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise BadInput('a denial needs a reason: {"reason": "..."}')
     a = Approvals(hive().home, name).deny(approval_id, g.actor, reason)
-    return jsonify(a.to_json())
+    sent = comments.after_deny(a, reason, body.get(comments.KEEP))
+    return jsonify({**a.to_json(), "comments_sent": list(sent.comments) if sent else []})

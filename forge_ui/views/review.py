@@ -1,14 +1,14 @@
 """An agent's page, the review page of one approval (diff, history, approve/deny with a
 confirm step) and build logs."""
 
-from flask import Blueprint, Response, g, render_template, request, send_file
+from flask import Blueprint, Response, g, redirect, render_template, request, send_file, url_for
 from markupsafe import Markup
 
-from forge_ui import harness_log, state
+from forge_ui import decided, followup, harness_log, state
 from forge_ui.context import hive
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
-from forge_ui.views import dead
+from forge_ui.views import comments, dead
 from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
@@ -49,13 +49,15 @@ def hook_runs(approval: Approval) -> list[hooks.HookRun]:
 
 
 def live_view(approval: Approval) -> dict:
-    """What the review page updates live: state, buttons, history."""
+    """What the review page updates live: state, buttons, history, the decision."""
     return {
         "state": str(approval.state),
         "can_decide": approval.state in DECIDABLE,
+        "decision": decided.render(approval),
         "history": Markup(
             render_template("review/_history.html", approval=approval, runs=hook_runs(approval))
         ),
+        "comments": comments.tip(approval),
     }
 
 
@@ -105,22 +107,28 @@ def approval(name: str, approval_id: int):
                 approval=a,
                 runs=hook_runs(a),
                 commit_kept=a.commit.encode() in repo,
+                talk=comments.talk(a, None, writable=False),
                 title=f"{a.target} (pruned)",
             )
         base = diff_base(approvals, a)
+        follow = followup.of(approvals, a, request.args.get("diff"))
+        old = follow.old(base)
         only = request.args.get("file")
-        files = diff_page(repo, base.encode() if base else None, a.commit.encode(), only)
+        files = diff_page(repo, old.encode() if old else None, a.commit.encode(), only)
         commit = history.commit_info(repo, a.commit.encode())
         return render_template(
             "review/approval.html",
             a=a,
             base=base,
+            links=decided.links(approvals, a, base),
             commit=commit,
             files=files,
             only=only,
             view=request.args.get("view", "unified"),
             diff_repo=f"{name}/applied",  # where _diff.html loads context and images from
             live=live_view(a),
+            follow=follow,
+            talk=comments.talk(a, old),
             title=f"Review {a.target}",
         )
 
@@ -129,6 +137,10 @@ def decide(name: str, approval_id: int, action: str):
     approvals = approvals_of(name)
     a = approvals.get(approval_id)
     reason = request.form.get("reason", "").strip()
+    if request.method == "GET":  # a reload or a link: the confirm step, never a bare 405
+        return render_template(
+            "review/confirm.html", a=a, action=action, reason="", title=f"{action} {a.target}?"
+        )
     if action == "deny" and not reason:
         raise BadInput("a denial needs a reason")
     if request.form.get("confirm") != "yes":
@@ -149,23 +161,40 @@ def decide(name: str, approval_id: int, action: str):
             error=str(e),
             title=f"{action} {a.target}?",
         ), 409
+    if action == "deny":  # the denial is written: its comments go to the manager with it
+        comments.after_deny(a, reason, request.form.get(comments.KEEP))
+    # Post/redirect/get: reloading the page that says it is done asks nothing again.
+    return redirect(url_for("review.done", name=name, approval_id=approval_id), code=303)
+
+
+@bp.route("/review/<name>/<int:approval_id>/approve", methods=["GET", "POST"])
+def approve(name: str, approval_id: int):
+    return decide(name, approval_id, "approve")
+
+
+@bp.route("/review/<name>/<int:approval_id>/deny", methods=["GET", "POST"])
+def deny(name: str, approval_id: int):
+    return decide(name, approval_id, "deny")
+
+
+@bp.get("/review/<name>/<int:approval_id>/done")
+def done(name: str, approval_id: int):
+    """Where a decision lands: who decided, and the build followed live."""
+    a = approvals_of(name).get(approval_id, with_pruned=True)
+    decision = decided.decision(a)
+    if decision is None:  # not decided (yet): the review page is the place
+        return redirect(url_for("review.approval", name=name, approval_id=approval_id))
+    state, _ = decision
+    action = "approve" if state == State.APPROVED else "deny"
     return render_template(
         "review/done.html",
         a=a,
         action=action,
         done=DONE[action],
+        decision=decided.render(a),
+        running=a.state in (State.APPROVED, State.BUILDING),
         title=f"{a.target} {DONE[action]}",
     )
-
-
-@bp.post("/review/<name>/<int:approval_id>/approve")
-def approve(name: str, approval_id: int):
-    return decide(name, approval_id, "approve")
-
-
-@bp.post("/review/<name>/<int:approval_id>/deny")
-def deny(name: str, approval_id: int):
-    return decide(name, approval_id, "deny")
 
 
 def unpruned(name: str, approval_id: int) -> Approval:
@@ -187,6 +216,7 @@ def build_log(name: str, approval_id: int):
     return render_template(
         "review/build.html",
         a=a,
+        links=decided.links(approvals_of(name), a),
         text=text,
         running=a.state == State.BUILDING,
         started=a.states[State.BUILDING].time if State.BUILDING in a.states else None,

@@ -14,11 +14,12 @@ from hyperhive.broker.stats import Stats
 from hyperhive.daemon.worker import BuildWorker
 from hyperhive.errors import BadInput, HiveError
 from hyperhive.hive import Hive
-from hyperhive.names import check_agent_name
+from hyperhive.names import check_agent_name, format_target, parse_target
 from hyperhive.policy import deployed_policy
 from hyperhive.wire import notify
 from hyperhive.wire.ops import AGENTS, HOST, ROLES, lookup, tools_for
-from hyperhive.workflow.approvals import Approvals, history_json
+from hyperhive.workflow import comments
+from hyperhive.workflow.approvals import Approvals, follows_id, history_json
 
 Handler = Callable[[dict], dict]
 
@@ -165,8 +166,36 @@ class Ops:
 
     def op_request_apply_commit(self, name: str, request: dict) -> dict:
         target = check_agent_name(_str(request, "name"))
-        a = Approvals(self.hive.home, target).propose(_str(request, "commit"), name)
+        rollback = request.get("rollback")  # the MCP tool sends null when left out
+        if rollback is None:
+            rollback = False
+        if not isinstance(rollback, bool):
+            raise HiveError("`rollback` must be true or false")
+        follows = follows_id(target, request.get("follows"))
+        a = Approvals(self.hive.home, target).propose(
+            _str(request, "commit"), name, rollback=rollback, follows=follows
+        )
         return {"approval": a.target}
+
+    def op_review_reply(self, name: str, request: dict) -> dict:
+        """The manager answers one of the operator's review comments (workflow/comments)."""
+        agent, approval_id = parse_target(_str(request, "approval"))
+        number = request.get("comment")
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise BadInput(f"comment must be a comment's number, not {number!r}")
+        c = comments.add(
+            self.hive.home, agent, approval_id, name, request.get("text"), reply_to=number
+        )
+        target = format_target(agent, approval_id)
+        # the operator's inbox (the dashboard) shows the answer without a look at the page
+        self.broker.send(
+            name,
+            OPERATOR,
+            f"review_reply: {target}\ncomment {c.number}, a reply to comment {number} on "
+            f"{c.anchor.describe()}\n\n{c.text}",
+        )
+        notify.changed(self.hive.home, agent, comments.ref_of(approval_id).decode())
+        return {"approval": target, "comment": c.number}
 
     def op_approvals(self, name: str, request: dict) -> dict:
         home = self.hive.home

@@ -80,6 +80,26 @@ def _parse_tag(repo: Repo, ref: bytes, sha: bytes) -> TagInfo:
     if not isinstance(tag, Tag):
         # A lightweight tag someone pushed by hand: report it without trailers.
         return TagInfo(ref.decode(), sha.decode(), sha.decode(), "?", 0, "", "", {})
+    return _info(ref, tag)
+
+
+def parse_raw_tag(ref: bytes, sha: bytes, raw: bytes) -> TagInfo | None:
+    """The tag whose object text is `raw` (a copy kept elsewhere, such as a prune
+    record), parsed once per process; None unless the text hashes to `sha` exactly."""
+    info = _parsed.get(sha)
+    if info is None:
+        try:
+            tag = Tag.from_raw_string(Tag.type_num, raw)
+        except Exception:  # dulwich raises several kinds for malformed text
+            return None
+        if tag.id != sha:
+            return None
+        info = _info(ref, tag)
+        _parsed.put(sha, info)
+    return info if info.ref == ref.decode() else replace(info, ref=ref.decode())
+
+
+def _info(ref: bytes, tag: Tag) -> TagInfo:
     text, trailers = parse_trailers(tag.message)
     subject, _, body = text.decode(errors="replace").partition("\n")
     actor = tag.tagger.decode(errors="replace").split(" <", 1)[0]

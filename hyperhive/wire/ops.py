@@ -161,13 +161,32 @@ TABLE = (
         "request_apply_commit",
         MANAGER_ONLY,
         "Submit a commit of agent `name`'s config repo for the operator's approval (commit: "
-        "a sha or ref in agents/<name>/config, such as HEAD after you commit; an earlier "
-        "deployed commit rolls back). This creates an approval NAME#ID that the operator "
+        "a sha or ref in agents/<name>/config, such as HEAD after you commit). An ancestor "
+        "of the deployed commit (an earlier deploy) rolls back: set rollback=true to say "
+        "you mean it. A commit whose tree is the deployed one's or a pending proposal's is "
+        'refused ("no new changes"). This creates an approval NAME#ID that the operator '
         "must approve; nothing is deployed until then. Once approved, the agent's container "
         "is rebuilt from that commit. The operator may deny it with a reason: "
-        "`agent_history` shows it, and a failed build's log tail. "
+        "`agent_history` shows it, and a failed build's log tail. When the commit answers "
+        "an earlier approval (its review comments, its denial), give `follows` as that "
+        "NAME#ID: the operator then sees what changed since it. "
         'Returns {"approval": "NAME#ID"}.',
-        args=(NAME, Arg("commit", str, "a commit sha or ref of its config repo")),
+        args=(
+            NAME,
+            Arg("commit", str, "a commit sha or ref of its config repo"),
+            Arg(
+                "rollback",
+                bool,
+                "true: the commit is an earlier one, going back is meant",
+                required=False,
+            ),
+            Arg(
+                "follows",
+                str | None,
+                "optional: the NAME#ID this proposal answers (its comments)",
+                required=False,
+            ),
+        ),
     ),
     Op(
         "request_spawn",
@@ -244,6 +263,24 @@ TABLE = (
         'Returns {"agent", "approvals": [...]}.',
         args=(NAME,),
         read_only=True,
+    ),
+    Op(
+        "review_reply",
+        MANAGER_ONLY,
+        "Reply to one of the operator's review comments on an approval. Comments reach you "
+        "as a message whose first line is `review_comments: NAME#ID`; each comment there "
+        "has a number (`--- comment N by …`), the file and line it is about, the quoted code "
+        "and its text. `approval` is that NAME#ID, `comment` the number, `text` your answer "
+        "(at most 4000 characters). The reply shows under the comment on the review page, "
+        "is kept in git with the conversation and reaches the operator's inbox. To change "
+        "the config as asked, commit and propose again with `follows` set to NAME#ID "
+        "(request_apply_commit). "
+        'Returns {"approval", "comment": <your reply\'s number>}.',
+        args=(
+            Arg("approval", str, "the approval, NAME#ID"),
+            Arg("comment", int, "the number of the comment answered"),
+            Arg("text", str, "the reply"),
+        ),
     ),
     # -- the harness's (on the agent's socket, not MCP tools) -------------------------------
     Op(

@@ -15,7 +15,9 @@ from hyperhive.errors import (
     AlreadyDecided,
     BadInput,
     IllegalTransition,
+    NoNewChanges,
     NotARepository,
+    RollbackNotSaid,
     UnknownAgent,
     UnknownApproval,
     UnknownCommit,
@@ -23,6 +25,7 @@ from hyperhive.errors import (
 )
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
+from hyperhive.gitstore.receive import is_ancestor
 from hyperhive.gitstore.refs import MAIN
 from hyperhive.gitstore.repos import LazyRepo, copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
@@ -37,6 +40,7 @@ from hyperhive.workflow.states import (
     DECISIONS,
     ORDER,
     PREDECESSOR,
+    TERMINAL,
     State,
     current,
     tag_ref,
@@ -44,6 +48,7 @@ from hyperhive.workflow.states import (
 
 # Highest id ever handed out, as a blob, so ids are not reused after tags are pruned.
 LAST_ID_REF = b"refs/hyperhive/last-id"
+AHEAD_WALK = 5000  # commits a pushed proposal may be ahead of HEAD for propose's warning
 
 
 def when(ts: int) -> str:
@@ -54,6 +59,7 @@ def when(ts: int) -> str:
 class Approval:
     agent: str
     id: int
+    # Every state's tag: the tags that exist and (with_pruned) those a prune record kept.
     states: dict[State, TagInfo]
     # Tags retention removed, from the meta repo's prune records (read with_pruned only).
     pruned: dict[State, meta.PrunedTag] = field(default_factory=dict)
@@ -62,6 +68,11 @@ class Approval:
     @property
     def target(self) -> str:
         return format_target(self.agent, self.id)
+
+    @property
+    def live(self) -> set[State]:
+        """The states whose tags still exist."""
+        return set(self.states) - set(self.pruned)
 
     @cached_property
     def state(self) -> State:
@@ -79,17 +90,27 @@ class Approval:
         return proposal.trailers.get("Subject", "") if proposal else self.commit_subject
 
     @property
+    def follows(self) -> int | None:
+        """The id of the approval this one follows up (its proposal's `Follows:`)."""
+        proposal = self.states.get(State.PROPOSAL)
+        value = proposal.trailers.get("Follows", "") if proposal else ""
+        raw = value.rpartition("#")[2]
+        return int(raw) if raw.isdigit() else None
+
+    @property
     def pruned_on(self) -> int | None:
         """When retention removed its last tag; None while any tag is left."""
-        return None if self.states else max(t.pruned for t in self.pruned.values())
+        return None if self.live else max(t.pruned for t in self.pruned.values())
 
     def history(self) -> list[tuple[State, TagInfo]]:
         """The states it went through, in state-machine order."""
         return sorted(self.states.items(), key=lambda kv: ORDER.index(kv[0]))
 
     def pruned_history(self) -> list[tuple[State, meta.PrunedTag]]:
-        """The states whose tags retention removed, in state-machine order."""
-        return sorted(self.pruned.items(), key=lambda kv: ORDER.index(kv[0]))
+        """The states whose tags retention removed and whose record kept no copy of them
+        (records written before they did), in state-machine order."""
+        lost = ((s, t) for s, t in self.pruned.items() if s not in self.states)
+        return sorted(lost, key=lambda kv: ORDER.index(kv[0]))
 
     def describe(self, state: State) -> str:
         tag = self.states[state]
@@ -113,6 +134,7 @@ class Approval:
                     "tag": t.ref,
                     "trailers": t.trailers,
                     "body": t.body,
+                    "pruned_on": self.pruned[s].pruned if s in self.pruned else None,
                 }
                 for s, t in self.history()
             ],
@@ -133,6 +155,24 @@ def history_json(home: Home, name: str) -> dict:
 
 
 T = TypeVar("T")
+
+
+def follows_id(name: str, value: object) -> int | None:
+    """The id a follow-up names (`NAME#ID`, `#ID` or `ID` of agent `name`), None for none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise BadInput(f"follows must be NAME#ID or an id, not {value!r}")
+    other, sep, raw = text.rpartition("#")
+    if sep and other and other != name:
+        raise BadInput(f"a proposal of {name} follows up one of {name}, not {text!r}")
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:
+        raise BadInput(f"follows must be NAME#ID or an id, e.g. {name}#3, not {text!r}")
+    return int(raw)
 
 
 def refuse_unsafe(repo: Repo, sha: bytes) -> None:
@@ -232,7 +272,8 @@ class Approvals:
                 gone = {s: t for s, t in tags.items() if s not in approval.states}
                 if not gone:
                     continue
-                approval = replace(approval, pruned=gone)
+                kept = {s: info for s, t in gone.items() if (info := t.info()) is not None}
+                approval = replace(approval, states={**approval.states, **kept}, pruned=gone)
                 subject = ""
                 if State.PROPOSAL not in approval.states:
                     try:
@@ -255,6 +296,26 @@ class Approvals:
         sha = refs.listing(self.dir, b"refs/heads/", dict).get(b"main")
         return sha.decode() if sha else None
 
+    def pending_ahead_of_head(self) -> list[Approval]:
+        """The pending proposals whose commit is a descendant of the config checkout's
+        HEAD (a push to refs/for/main that the checkout never got): proposing HEAD then
+        is most likely a mistake."""
+        with open_repo(self.home.config_dir(self.name)) as config:
+            try:
+                head = config.head()
+            except KeyError:
+                return []
+            ahead = []
+            for a in self.all(pending_only=True):
+                sha = a.commit.encode()
+                if sha == head or sha not in config:
+                    continue
+                # Walk back from the proposal at most AHEAD_WALK commits looking for HEAD.
+                walker = config.get_walker(include=[sha], max_entries=AHEAD_WALK)
+                if any(entry.commit.id == head for entry in walker):
+                    ahead.append(a)
+            return ahead
+
     @staticmethod
     def _deployed(repo: Repo) -> str | None:
         sha = refs.read(repo, MAIN)
@@ -272,13 +333,27 @@ class Approvals:
         refs.cas(repo, LAST_ID_REF, last, blob.id)
         return new_id
 
-    def propose(self, commit_spec: str, actor: str, reason: str | None = None) -> Approval:
+    def propose(
+        self,
+        commit_spec: str,
+        actor: str,
+        reason: str | None = None,
+        *,
+        rollback: bool = False,
+        follows: int | None = None,
+    ) -> Approval:
         """Propose a commit of the agent's config repo (or one already in the applied repo,
-        such as an earlier deployed commit for a rollback)."""
+        such as an earlier deployed commit for a rollback). A commit with nothing new to
+        review is refused (`NoNewChanges`); one that rolls back must say so (`rollback`),
+        and its proposal names the deploy it returns to (`Rollback: NAME#ID`). `follows`:
+        the id of the approval this one answers (its review comments, its denial),
+        recorded as `Follows: NAME#ID`."""
         if self.home.is_destroyed(self.name):
             raise UnknownAgent(
                 f"agent {self.name!r} was destroyed (its repos are kept): nothing to deploy to"
             )
+        if follows is not None:
+            self.get(follows, with_pruned=True)  # UnknownApproval names it
         config = self.home.config_dir(self.name)
         # The copy happens under the lock too: two processes writing the same loose object
         # at once make dulwich's lock file collide (FileLocked) in one of them.
@@ -297,6 +372,7 @@ class Approvals:
                         f"unknown commit {commit_spec!r}: not in {config} nor in {self.dir}"
                     ) from None
             subject = repo[sha].message.decode(errors="replace").split("\n", 1)[0]
+            returns_to = self._check_new(repo, sha, rollback)
             approval_id = self._next_id(repo)
             ref = tag_ref(State.PROPOSAL, approval_id)
             tag = write_tag(
@@ -305,12 +381,67 @@ class Approvals:
                 sha,
                 actor,
                 f"proposal {format_target(self.name, approval_id)}",
-                {"Subject": subject, "Reason": reason, "Base": self._deployed(repo)},
+                {
+                    "Subject": subject,
+                    "Reason": reason,
+                    "Base": self._deployed(repo),
+                    "Rollback": returns_to,
+                    "Follows": format_target(self.name, follows) if follows else None,
+                },
             )
             if tag is None:  # only a writer bypassing the lock and the id counter gets here
                 raise IllegalTransition(f"cannot propose: {ref.decode()} already exists")
         self._written(tag, ref)
         return self.get(approval_id)
+
+    def _check_new(self, repo: Repo, sha: bytes, rollback: bool) -> str | None:
+        """Refuse a proposal with nothing new (its tree is the deployed commit's or that of
+        an approval still on its way) and a rollback not said to be one; for a rollback,
+        the approval that deployed the commit (`NAME#ID`, or `-` if none did). Under the
+        transition lock."""
+        tree = repo[sha].tree
+        deployed = refs.read(repo, MAIN)
+        if deployed is not None and repo[deployed].tree == tree:
+            raise NoNewChanges(
+                f"no new changes: {sha.decode()[:12]} has the tree of the deployed commit "
+                f"{deployed.decode()[:12]}"
+            )
+        tags = self._tag_shas(repo)
+        for i, shas in sorted(tags.items()):
+            if TERMINAL & shas.keys() or State.PROPOSAL not in shas:
+                continue
+            target = read_tag(repo, tag_ref(State.PROPOSAL, i), shas[State.PROPOSAL]).target
+            if repo[target.encode()].tree == tree:
+                raise NoNewChanges(
+                    f"no new changes: {sha.decode()[:12]} has the tree of "
+                    f"{format_target(self.name, i)} ({target[:12]}, {current(set(shas))})"
+                )
+        # A fast-forward (the usual proposal) cannot roll back: its walk stops at the
+        # deployed commit, where the other would walk the whole history.
+        back = (
+            deployed is not None
+            and not is_ancestor(repo.object_store, deployed, sha)
+            and is_ancestor(repo.object_store, sha, deployed)
+        )
+        if back and not rollback:
+            raise RollbackNotSaid(
+                f"{sha.decode()[:12]} is an ancestor of the deployed commit "
+                f"{deployed.decode()[:12]}: proposing it rolls back; say so with --rollback "
+                "(a push: -o rollback)"
+            )
+        if rollback and not back:
+            raise RollbackNotSaid(
+                f"{sha.decode()[:12]} is not an ancestor of the deployed commit: not a rollback"
+            )
+        if not back:
+            return None
+        deploys = [
+            (read_tag(repo, tag_ref(State.DEPLOYED, i), shas[State.DEPLOYED]), i)
+            for i, shas in tags.items()
+            if State.DEPLOYED in shas
+        ]
+        found = [(t.time, i) for t, i in deploys if t.target == sha.decode()]
+        return format_target(self.name, max(found)[1]) if found else "-"
 
     def _written(self, tag: bytes, ref: bytes) -> None:
         notify.changed(self.home, self.name, ref.decode())

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from hyperhive.gitstore.history import log as commit_log
 from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.refs import MAIN
 from hyperhive.gitstore.repos import init_bare, open_repo
+from hyperhive.gitstore.tags import TagInfo, parse_raw_tag
 from hyperhive.home import Home
 from hyperhive.names import ENGINE, format_target
 from hyperhive.policy import deployed_policy
@@ -269,6 +270,8 @@ class PrunedTag:
     tagged: int  # when the tag was written
     pruned: int = 0  # when it was removed: its record's time (0 until recorded)
     record: str = ""  # that meta commit
+    sha: str = ""  # the tag object's id
+    raw: bytes = b""  # the tag object whole (who, when, why): empty in records before them
 
     def line(self) -> str:
         return f"{self.agent} {self.tag} {self.commit} {_iso(self.tagged)}"
@@ -280,6 +283,13 @@ class PrunedTag:
     def to_json(self) -> dict:
         return {**self.listed(), "pruned": self.pruned, "record": self.record}
 
+    def info(self) -> TagInfo | None:
+        """The tag as it was, from the copy its record keeps (None without a copy, or if
+        the copy does not hash to the tag's id)."""
+        if not (self.raw and self.sha):
+            return None
+        return parse_raw_tag(f"refs/tags/{self.tag}".encode(), self.sha.encode(), self.raw)
+
 
 def _parse_pruned(value: str, pruned: int, record: str) -> PrunedTag | None:
     try:
@@ -288,6 +298,33 @@ def _parse_pruned(value: str, pruned: int, record: str) -> PrunedTag | None:
     except ValueError:
         return None
     return PrunedTag(agent, tag, commit, when, pruned, record)
+
+
+# Each removed tag object is kept in its record's message, quoted line by line so that no
+# line of it can be read as a trailer or a heading, under "Tag: AGENT STATE/ID SHA".
+_TAG_HEAD = re.compile(r"Tag: (\S+) (\S+) ([0-9a-f]{40})")
+_QUOTE = "| "
+
+
+def _quote_tag(t: PrunedTag) -> str:
+    text = t.raw.decode("utf-8", errors="replace").removesuffix("\n")
+    quoted = "".join((f"{_QUOTE}{line}" if line else "|") + "\n" for line in text.split("\n"))
+    return f"Tag: {t.agent} {t.tag} {t.sha}\n{quoted}"
+
+
+def _quoted_tags(message: str) -> dict[tuple[str, str], tuple[str, bytes]]:
+    """(agent, tag) -> (sha, the tag object) from a record's message."""
+    found: dict[tuple[str, str], tuple[str, bytes]] = {}
+    head, lines = None, []
+    for line in message.split("\n") + [""]:
+        if head and line.startswith("|"):
+            lines.append(line[len(_QUOTE) :] if line.startswith(_QUOTE) else "")
+            continue
+        if head:
+            found[(head[1], head[2])] = (head[3], ("\n".join(lines) + "\n").encode())
+            head, lines = None, []
+        head = _TAG_HEAD.fullmatch(line)
+    return found
 
 
 def record_prune(home: Home, removed: list[PrunedTag], failed_days: int) -> bytes:
@@ -310,7 +347,9 @@ def record_prune(home: Home, removed: list[PrunedTag], failed_days: int) -> byte
             f"prune {len(removed)} tags of {of}\n\n"
             "Removed by retention: the proposal/approved/building tags of approvals\n"
             f"that ended, failed/denied tags older than {failed_days} days (0: none).\n"
-            "Each Pruned line: agent, tag, the commit it pointed at, when it was written.\n\n"
+            "Each Pruned line: agent, tag, the commit it pointed at, when it was written.\n"
+            "Each tag object follows whole (who, when, why), its lines quoted with '| '.\n\n"
+            + "".join(_quote_tag(t) + "\n" for t in removed if t.raw)
         ) + format_trailers(trailers).decode()
         files = {
             e.path.decode(): repo[e.sha].data
@@ -333,9 +372,12 @@ class PruneRecord:
 def _record(commit: str, when: int, message: bytes) -> tuple[PruneRecord, str | None]:
     """A prune commit's record and the previous record it names."""
     tags, failed_days, previous = [], None, None
+    copies = _quoted_tags(message.decode("utf-8", errors="replace"))
     for t in parse_trailers(message)[1]:
         if t.key == "Pruned":
             if (tag := _parse_pruned(t.value, when, commit)) is not None:
+                if copy := copies.get((tag.agent, tag.tag)):
+                    tag = replace(tag, sha=copy[0], raw=copy[1])
                 tags.append(tag)
             else:
                 log.warning("meta %s: unreadable Pruned line %r", commit[:12], t.value)
@@ -385,6 +427,30 @@ def pruned_tags(home: Home, name: str) -> dict[str, PrunedTag]:
     with open_repo(home.meta_dir) as repo:
         head = refs.read(repo, PRUNED_REF)
     return dict(_by_agent(str(home.meta_dir), head).get(name, {})) if head else {}
+
+
+DEPLOY_SEARCH = 2000  # meta commits looked through for a deploy's pin, newest first
+
+
+@functools.lru_cache(maxsize=256)
+def _deploy_commit(meta_dir: str, head: bytes, name: str, approval_id: int) -> str | None:
+    with open_repo(Path(meta_dir)) as repo:
+        for entry in repo.get_walker(include=[head], max_entries=DEPLOY_SEARCH):
+            c = entry.commit
+            if not c.message.startswith(b"deploy "):
+                continue
+            found = {t.key: t.value for t in parse_trailers(c.message)[1]}
+            if found.get("Agent") == name and found.get("Approval") == str(approval_id):
+                return c.id.decode()
+    return None
+
+
+def deploy_commit(home: Home, name: str, approval_id: int) -> str | None:
+    """The meta commit that pinned deploy `name#approval_id` (among the newest
+    DEPLOY_SEARCH commits of meta's main; None if it is not there)."""
+    with open_repo(home.meta_dir) as repo:
+        head = refs.read(repo, MAIN)
+    return _deploy_commit(str(home.meta_dir), head, name, approval_id) if head else None
 
 
 # -- the meta log --------------------------------------------------------------------------

@@ -9,9 +9,11 @@ hyperhive.gitstore.receive; forge_ui/git_http.py decides who may push at all).
   checkout with uncommitted changes refuses the push rather than lose them.
 - Anything else — another ref, a deletion, a force-push — is refused.
 - Push options: `-o reason=TEXT` is the proposal's reason (as `hyperhive propose
-  --reason` records it). Any other option is refused, as Gerrit does, rather than ignored:
-  a typo must not drop what the pusher meant to say; so is a reason without a push to
-  refs/for/main, or one given twice.
+  --reason` records it), `-o follows=ID` the approval it answers (`--follows`);
+  `-o rollback` says a proposal of an ancestor of the deployed commit means to go back
+  (`propose --rollback`). Any other option is refused, as Gerrit does, rather than
+  ignored: a typo must not drop what the pusher meant to say; so is any of them without
+  a push to refs/for/main, or a reason or follows given twice.
 
 The repo's own `hooks/pre-receive` (git's contract) runs after these rules pass: that is
 where an operator adds checks of their own.
@@ -32,14 +34,20 @@ from hyperhive.gitstore.receive import Command, Refused, is_ancestor
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.gitstore.treecheck import unsafe_tree
 from hyperhive.home import Home
-from hyperhive.workflow.approvals import MAIN, Approval, Approvals
+from hyperhive.workflow.approvals import MAIN, Approval, Approvals, follows_id
 from hyperhive.workflow.lock import locked
 
 log = logging.getLogger("hyperhive.git")
 
 FOR_MAIN = b"refs/for/main"
 REASON = "reason"
-OPTIONS_HELP = "the option this remote knows is reason=TEXT (why, recorded in the proposal)"
+FOLLOWS = "follows"
+ROLLBACK = "rollback"  # -o rollback: the proposal goes back to an ancestor of the deployed
+OPTIONS_HELP = (
+    "the options this remote knows are reason=TEXT (why, recorded in the proposal), "
+    "follows=ID (the approval it answers) and rollback (the proposal goes back to an "
+    "earlier commit)"
+)
 
 
 def push_lock(home: Home, name: str):
@@ -61,6 +69,8 @@ class ConfigPush:
         self.review_url = review_url
         self.config = home.config_dir(name)
         self.reason: str | None = None  # -o reason=…
+        self.follows: int | None = None  # -o follows=ID
+        self.rollback = False  # -o rollback
 
     def hook_env(self) -> dict[str, str]:
         return {
@@ -72,27 +82,38 @@ class ConfigPush:
     # -- checks: nothing is written yet ----------------------------------------------------
 
     def check_options(self, options: list[str], commands: list[Command]) -> None:
+        given: dict[str, str] = {}
         for option in options:
             key, eq, value = option.partition("=")
             shown = option if len(option) <= 60 else option[:60] + "…"
-            if key != REASON or not eq:
+            if option == ROLLBACK:
+                self.rollback = True
+                continue
+            if key not in (REASON, FOLLOWS) or not eq:
                 raise Refused(
                     "unknown push option", f"push refused: push option {shown!r}: {OPTIONS_HELP}"
                 )
             if not value.strip():
+                what = "a text: reason=TEXT" if key == REASON else "an id: follows=ID"
+                raise Refused(f"empty {key}", f"push refused: push option {key}= needs {what}")
+            if key in given:
                 raise Refused(
-                    "empty reason", "push refused: push option reason= needs a text: reason=TEXT"
+                    f"{key} given twice", f"push refused: push option {key}= is given twice"
                 )
-            if self.reason is not None:
-                raise Refused(
-                    "reason given twice", "push refused: push option reason= is given twice"
-                )
-            self.reason = value
-        if self.reason is not None and not any(c.ref == FOR_MAIN for c in commands):
+            given[key] = value
+        if (given or self.rollback) and not any(c.ref == FOR_MAIN for c in commands):
+            key = next(iter(given)) if given else ROLLBACK
+            said = ROLLBACK if key == ROLLBACK else f"{key}="
             raise Refused(
-                "reason without proposal",
-                "push refused: push option reason= is a proposal's: push to refs/for/main with it",
+                f"{key} without proposal",
+                f"push refused: push option {said} is a proposal's: push to refs/for/main with it",
             )
+        self.reason = given.get(REASON)
+        if FOLLOWS in given:
+            try:
+                self.follows = follows_id(self.name, given[FOLLOWS])
+            except HiveError as e:
+                raise Refused("bad follows", f"push refused: push option follows=: {e}") from None
 
     def check(self, command: Command, objects: DiskObjectStore) -> None:
         ref = command.ref.decode(errors="replace")
@@ -179,7 +200,11 @@ class ConfigPush:
                 return {}
             try:
                 approval = Approvals(self.home, self.name).propose(
-                    proposal.new.decode(), self.actor, self.reason
+                    proposal.new.decode(),
+                    self.actor,
+                    self.reason,
+                    rollback=self.rollback,
+                    follows=self.follows,
                 )
             except (HiveError, OSError) as e:
                 if main is not None:

@@ -141,10 +141,12 @@ def _plan_repo(
     ):
         if not dry_run:
             _rewrite_packed(repo, {})
-        tags = {}
+        tags, objects = {}, {}
         for rest, sha in refs.under(repo, TAGS).items():
-            if isinstance(repo[sha], Tag):  # lightweight tags were not written by hyperhive
+            obj = repo[sha]
+            if isinstance(obj, Tag):  # lightweight tags were not written by hyperhive
                 tags[rest.decode()] = (sha, read_tag(repo, TAGS + rest, sha))
+                objects[sha] = obj
         doomed = plan({t: info.time for t, (_, info) in tags.items()}, now, failed_days)
         last = refs.read(repo, LAST_ID_REF)
         counted = int(repo[last].data) if last else 0
@@ -156,7 +158,10 @@ def _plan_repo(
         picked = {}
         for t in doomed:
             sha, info = tags[t]
-            picked[TAGS + t.encode()] = (sha, meta.PrunedTag(name, t, info.target, info.time))
+            # The whole tag object goes into the record: who, when and why outlive the tag.
+            raw = objects[sha].as_raw_string()
+            kept = meta.PrunedTag(name, t, info.target, info.time, sha=sha.decode(), raw=raw)
+            picked[TAGS + t.encode()] = (sha, kept)
         return picked
 
 

@@ -1,6 +1,7 @@
 """The forge in a real browser: headless Chromium (Debian's) driven by Playwright against
 a real daemon. The fixtures (`daemon`, `browser`, `session_state`, `web`, `shots`) are
-imported by the browser test modules: one daemon and one browser per module."""
+imported by the browser test modules (one daemon and one browser per module), and so are
+the actions they share (propose a change, a review's path, wait for the live socket)."""
 
 import os
 from pathlib import Path
@@ -16,8 +17,10 @@ if not Path(CHROMIUM).exists():
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
+from hyperhive.home import Home  # noqa: E402
+
 from .daemon import Daemon  # noqa: E402
-from .hive import PASSWORD, run_cli  # noqa: E402
+from .hive import PASSWORD, commit_config, run_cli  # noqa: E402
 
 TIMEOUT_MS = 30_000
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -120,3 +123,28 @@ def follow(page: Page, selector: str) -> None:
     """Click something that loads a new page (a link, a form's button) and wait for it."""
     with page.expect_navigation():
         page.click(selector)
+
+
+# -- actions the browser tests share ------------------------------------------------------
+
+
+def change_and_propose(daemon, tag: str, files: dict[str, str] | None = None) -> str:
+    """Commit with the git CLI in the manager's config repo, `hyperhive propose` it as a
+    subprocess; returns the new target, e.g. `manager#4`."""
+    files = files or {
+        f"tools/{tag}.py": f'def {tag}(x):\n    """Check {tag}."""\n    return x + 1\n',
+        f"notes/{tag}.md": f"# {tag}\n\nA note about {tag}.\n",
+    }
+    commit_config(Home(daemon.root), "manager", files, f"{tag}: a change to review")
+    proc = run_cli(daemon.root, "propose", "manager", "--reason", f"test {tag}", check=True)
+    return proc.stdout.strip()
+
+
+def review_path(target: str) -> str:
+    name, _, approval_id = target.partition("#")
+    return f"/review/{name}/{approval_id}"
+
+
+def live(page: Page) -> None:
+    """Wait until the page's websocket is open (forge.js lights the live dot)."""
+    page.wait_for_selector("#live.on")

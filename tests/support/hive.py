@@ -2,11 +2,17 @@
 forge session for Flask's test client, small programs on a PATH."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+from dulwich.object_store import iter_tree_contents
+
+from hyperhive.gitstore.history import write_commit
+from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.workflow.states import State
 
@@ -67,6 +73,22 @@ def commit_config(home: Home, name: str, files: dict[str, str], message: str) ->
     return git(config, "rev-parse", "HEAD").strip()
 
 
+_fresh = iter(range(1, 1 << 30))
+
+
+def fresh_commit(home: Home, name: str) -> str:
+    """A new commit on top of the config repo's HEAD (HEAD stays), with a tree no other
+    commit has: something new to propose (the same tree again is "no new changes")."""
+    with open_repo(home.config_dir(name)) as repo:
+        head = repo.head()
+        files = {
+            e.path.decode(): repo[e.sha].data
+            for e in iter_tree_contents(repo.object_store, repo[head].tree)
+        }
+        files["fresh.txt"] = f"{next(_fresh)} {time.time_ns()}\n".encode()
+        return write_commit(repo, files, "something new\n", "manager", [head]).decode()
+
+
 def log_in(client, home: Home, account: str = "alice"):
     """Give a Flask test client a real forge session of operator account `account` (made
     if missing), as the login form would; returns the client."""
@@ -80,6 +102,12 @@ def log_in(client, home: Home, account: str = "alice"):
         s.permanent = True
         s["sid"], s["account"] = sid, account
     return client
+
+
+def csrf(client, path: str = "/") -> str:
+    """The CSRF token a forge page (read with a logged-in test client) carries."""
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
 
 
 def fake_program(bindir: Path, name: str, script: str) -> Path:
