@@ -25,6 +25,7 @@ there is one (see `shell_account`).
 import os
 import pwd
 import shutil
+import tempfile
 from pathlib import Path
 
 from hyperhive.errors import UnknownAgent, UnsafeTree
@@ -59,19 +60,32 @@ class LocalRuntime:
         staging.mkdir(parents=True)
         try:
             with record.staged(self.home, name, rev):
-                emit(f"checking out {rev} into {staging}")
-                try:
-                    files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), staging)
-                except UnsafeTree as e:
-                    raise BuildError(str(e)) from None
-                emit(f"{len(files)} files")
-                self._validate(staging, files, emit)
-                policy.write_pending(self.home, name, policy.extract(staging, emit))
+                found = self._evaluate(name, rev, staging, emit)
+                policy.write_pending(self.home, name, found)
                 self._swap(staging, dest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         emit(f"deployed {rev} to {dest}")
+
+    def check(self, name: str, rev: str, emit: Emit) -> dict:
+        """What `update` does short of the swap: the checkout (into a directory of its
+        own, removed after), every `.nix` file parsed, the policy evaluated; the policy."""
+        self.home.require_agent(name)
+        with tempfile.TemporaryDirectory(prefix="check-", dir=self.home.agent_dir(name)) as tmp:
+            return self._evaluate(name, rev, Path(tmp), emit)
+
+    def _evaluate(self, name: str, rev: str, root: Path, emit: Emit) -> dict:
+        """Check `rev` out into `root`, validate it and evaluate its policy (a build and a
+        check do the same)."""
+        emit(f"checking out {rev} into {root}")
+        try:
+            files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), root)
+        except UnsafeTree as e:
+            raise BuildError(str(e)) from None
+        emit(f"{len(files)} files")
+        self._validate(root, files, emit)
+        return policy.extract(root, emit)
 
     def destroy(self, name: str) -> None:
         self.harnesses.stop(name)
