@@ -11,6 +11,7 @@ from hyperhive.runtime.base import Runtime
 
 if TYPE_CHECKING:
     from hyperhive.broker.messages import Broker
+    from hyperhive.daemon.checker import CheckWorker
 
 
 def no_builds() -> dict:
@@ -24,3 +25,4 @@ class Hive:
     bus: EventBus = field(default_factory=EventBus)
     builds: Callable[[], dict] = no_builds
     broker: "Broker | None" = None  # the daemon's, whose long-polls its sends wake
+    checks: "CheckWorker | None" = None  # the daemon's checks of proposals (queued, running)

@@ -16,7 +16,7 @@ from hyperhive.workflow.deploy import BuildLog, deploy
 
 NAME = "manager"
 GOOD = '{ ... }:\n{ hyperhive.allowedRecipients = [ "operator" ]; }\n'
-BROKEN = "{ ... }:\n{ hyperhive.allowedRecipients = [ \"operator\" ] ++ builtins.nonexistent; }\n"
+BROKEN = '{ ... }:\n{ hyperhive.allowedRecipients = [ "operator" ] ++ builtins.nonexistent; }\n'
 # About 10^10 additions in bounded memory: an evaluation that does not end in any test's time.
 HANGS = (
     "{ ... }:\nlet n = builtins.genList (x: x) 100000;\n"

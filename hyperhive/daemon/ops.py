@@ -12,8 +12,8 @@ from hyperhive.daemon.worker import BuildWorker
 from hyperhive.errors import BadInput, HiveError
 from hyperhive.hive import Hive
 from hyperhive.names import check_agent_name
-from hyperhive.workflow import notify
-from hyperhive.workflow.approvals import Approvals, history_json
+from hyperhive.workflow import checks, notify
+from hyperhive.workflow.approvals import Approvals
 
 AGENT_TOOLS = ["send", "recv", "whoami", "list_peers"]
 MANAGER_TOOLS = [
@@ -192,12 +192,24 @@ class Ops:
     def op_approvals(self, name: str, request: dict) -> dict:
         home = self.hive.home
         found = [a for n in home.agent_names() for a in Approvals(home, n).all(True)]
-        return {"approvals": [a.to_json() for a in found]}
+        live = checks.live_states(self.hive.checks.status()) if self.hive.checks else {}
+        return {
+            "approvals": [
+                {**a.to_json(), "check": checks.check_json(home, a.agent, a.id, live.get(a.target))}
+                for a in found
+            ]
+        }
 
     def op_agent_history(self, name: str, request: dict) -> dict:
-        return history_json(self.hive.home, check_agent_name(_str(request, "name")))
+        live = checks.live_states(self.hive.checks.status()) if self.hive.checks else {}
+        return checks.history_json(self.hive.home, check_agent_name(_str(request, "name")), live)
 
     # -- the host socket (the operator, the CLI) ----------------------------------------
+
+    def _checks(self):
+        if self.hive.checks is None:
+            raise HiveError("this daemon runs no checks")
+        return self.hive.checks
 
     def for_host(self, request: dict) -> dict:
         op = request.get("op")
@@ -212,6 +224,14 @@ class Ops:
             self.broker.wake()
             self.hive.bus.publish("state", {"ref": "message"})
             return {}
+        if op == "check":  # (re)check a proposal: `rerun` even when it has a result
+            name, approval_id = request.get("agent"), request.get("id")
+            if not isinstance(approval_id, int) or isinstance(approval_id, bool):
+                raise HiveError(f"check needs an integer id, not {approval_id!r}")
+            rerun = request.get("rerun", False) is True
+            return self._checks().submit(check_agent_name(name), approval_id, rerun)
+        if op == "checks":  # what the check worker has queued and running
+            return self._checks().status()
         if op == "deploy":
             name, approval_id = request.get("agent"), request.get("id")
             if not isinstance(approval_id, int) or isinstance(approval_id, bool):
