@@ -10,6 +10,7 @@ from forge_ui.filters import utc
 from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
+from hyperhive.workflow import checks as wf_checks
 from hyperhive.workflow import hooks
 from hyperhive.workflow.approvals import Approval, Approvals
 from hyperhive.workflow.states import State
@@ -142,7 +143,7 @@ def decide(name: str, approval_id: int, action: str):
     try:
         if action == "approve":
             force = checks.force_requested(request.form.get("force"))
-            a = checks.approve(hive().home, name, approval_id, g.actor, force)
+            a = wf_checks.approve(hive().home, name, approval_id, g.actor, force)
         else:
             a = approvals.deny(approval_id, g.actor, reason)
     except HiveError as e:

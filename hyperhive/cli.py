@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from hyperhive import operator, sessions, tokens
@@ -75,6 +76,31 @@ def check_here(home: Home, name: str, approval_id: int) -> "checks.Check | None"
     timeout = load_settings(home).checks.timeout_seconds
     print(f"checking {name}#{approval_id} here (no daemon runs)", file=sys.stderr)
     return checks.run(home, name, approval_id, runtime, timeout, tell_manager(home))
+
+
+def await_check(home: Home, name: str, approval_id: int) -> None:
+    """A proposal without a check result: wait for the daemon's check of it (queued or
+    running), or run it here when no daemon answers. The result then decides; a check
+    that does not end within `checks.timeout_seconds` (and a minute) leaves it unfinished."""
+    request = {"op": "check", "agent": name, "id": approval_id}
+    deadline = time.monotonic() + load_settings(home).checks.timeout_seconds + 60
+    told = False
+    while checks.latest(home, name, approval_id) is None and time.monotonic() < deadline:
+        try:
+            reply = hostsock.call(home.host_socket, request)
+        except hostsock.DaemonUnavailable:
+            if (c := check_here(home, name, approval_id)) is not None:
+                print(check_result_line(c), file=sys.stderr)
+            return
+        if reply["state"] == "done":
+            return
+        if not told:
+            print(
+                f"waiting for the check of {name}#{approval_id} ({reply['state']})…",
+                file=sys.stderr,
+            )
+            told = True
+        time.sleep(0.1)
 
 
 def check_result_line(c: "checks.Check") -> str:
@@ -172,14 +198,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
     home = args.home
     pending = Approvals(home, name).get(approval_id).state == "proposal"
     if pending and not args.force and checks.latest(home, name, approval_id) is None:
-        try:  # the daemon checks it: it is queued or running (or just ended)
-            hostsock.call(home.host_socket, {"op": "check", "agent": name, "id": approval_id})
-        except hostsock.DaemonUnavailable:
-            if (c := check_here(home, name, approval_id)) is not None:
-                print(check_result_line(c), file=sys.stderr)
+        await_check(home, name, approval_id)
     approval = checks.approve(home, name, approval_id, actor(), args.force)
-    check = approval.states["approved"].trailers.get("Check", "")
-    print(f"approved {approval.target}" + (f" (check: {check})" if check else ""))
+    print(f"approved {approval.target}")
+    if check := approval.states["approved"].trailers.get("Check", ""):
+        print(f"check: {check}", file=sys.stderr)
     _report_hooks(args.home, approval)
     return 0
 
