@@ -2,11 +2,13 @@
 (workflow/checks.py), off the build queue.
 
 Its own bounded pool (`checks.workers` threads, one queue), so a build never waits for a
-check: checks take no build lock, and their threads (and the commands they run, which
-inherit it) run at a lower CPU priority (nice +10), so a build on a busy host is served
-first. Proposals are found from the `state` events every proposal publishes (the CLI,
-the API, a push to refs/for/main, a spawn commit), at the start (pending proposals
-without a check) and every SWEEP seconds (an event lost to a full queue). A destroyed
+check: checks take no build lock, no check starts while the daemon builds (a queued check
+waits for the build), and the check threads (and the commands they run, which inherit
+it) run at the lowest CPU priority (nice 19), so a build that starts beside running
+checks gets the CPU first. Proposals are found from the `state` events every proposal
+publishes (the CLI, the API, a push to refs/for/main, a spawn commit), at the start
+(pending proposals without a check) and every SWEEP seconds (an event lost to a full
+queue). A destroyed
 agent's queued checks are dropped and its running one is cancelled (and not recorded).
 The stop cancels the running checks: unrecorded, they run again at the next start.
 """
@@ -32,7 +34,8 @@ from hyperhive.workflow.approvals import Approvals
 
 log = logging.getLogger("hyperhive.checks")
 
-NICE = 10  # the check threads' niceness over the daemon's
+NICE = 19  # the check threads' niceness over the daemon's: the least CPU share there is
+BUSY_WAIT = 0.2  # seconds between looks at whether the build worker is still busy
 SWEEP = 30.0  # seconds between looks for proposals no event announced
 PROPOSAL_REF = re.compile(r"refs/tags/proposal/(\d+)$")
 
@@ -48,8 +51,17 @@ def manager_teller(home: Home, broker: Broker) -> Callable[[str], None]:
 
 
 class CheckWorker:
-    def __init__(self, home: Home, runtime: Runtime, broker: Broker | None, settings: Checks):
+    def __init__(
+        self,
+        home: Home,
+        runtime: Runtime,
+        broker: Broker | None,
+        settings: Checks,
+        building: Callable[[], bool] = lambda: False,
+    ):
+        """`building()` says whether a build runs now: no check starts meanwhile."""
         self.home, self.runtime, self.settings = home, runtime, settings
+        self.building = building
         self.tell = manager_teller(home, broker) if broker is not None else None
         self.cond = threading.Condition()
         self.queue: deque[tuple[str, int]] = deque()
@@ -177,8 +189,8 @@ class CheckWorker:
             log.debug("checks run at normal priority: %s", e)
         while True:
             with self.cond:
-                while not self.queue and not self.stopping:
-                    self.cond.wait()
+                while not self.stopping and (not self.queue or self.building()):
+                    self.cond.wait(BUSY_WAIT if self.queue else None)
                 if self.stopping:
                     return
                 key = self.queue.popleft()

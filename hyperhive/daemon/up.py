@@ -95,7 +95,13 @@ class Services:
         self.hive.broker = Broker(home, lambda name: deployed_policy(home, name))
         self.settings = load_settings(home)  # as of the start (prune reads its own)
         # the checks of proposals: a pool of their own, beside the build queue
-        self.checks = CheckWorker(home, self.hive.runtime, self.hive.broker, self.settings.checks)
+        self.checks = CheckWorker(
+            home,
+            self.hive.runtime,
+            self.hive.broker,
+            self.settings.checks,
+            building=lambda: bool(self.worker.status()["running"]),
+        )
         self.hive.checks = self.checks
         self.ops = Ops(self.hive, self.hive.broker, self.worker)
         self.sock = HostSocket(home.host_socket, self.ops.for_host)
