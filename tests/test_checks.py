@@ -4,6 +4,7 @@ on approving, a hanging evaluation stopped, a destroyed agent's check dropped, r
 the bounded log, retention."""
 
 import json
+import re
 import time
 
 import pytest
@@ -192,3 +193,101 @@ def test_cli_approve_checks_here_without_a_daemon_and_force(home):
     proc = run_cli(home.root, "check", f"{NAME}#{bad}")
     assert proc.returncode == 1 and "failed" in proc.stdout + proc.stderr
     assert tags(home) == [f"checked/{bad}", f"checked/{bad}.2"]
+
+
+# -- on a real daemon ---------------------------------------------------------------------
+
+
+def test_the_daemon_checks_proposals_tells_the_manager_and_reruns(tmp_path):
+    from test_daemon import Daemon, bearer, wait_for, ws
+
+    from hyperhive.home import Home
+
+    (tmp_path / "hive").mkdir()
+    (tmp_path / "hive" / "hyperhive.toml").write_text("[checks]\ntimeout_seconds = 60\n")
+    daemon = Daemon(tmp_path / "hive").start()
+    home = Home(daemon.root)
+    try:
+        # manager#1, proposed by init before the daemon ran, is checked at its start
+        wait_for(lambda: "checked/1" in tags(home), what="the check of manager#1")
+        got = daemon.get("/api/approvals/manager/1")
+        assert got["target"] == "manager#1" and got["state"] == "proposal"
+        assert got["check"]["state"] == "passed" and got["check"]["runs"] == 1
+        assert got["check"]["policy_digest"].startswith("sha256:")
+        listed = daemon.get("/api/state")["approvals"]
+        assert [a["check"]["state"] for a in listed] == ["passed"]
+        # a proposal through the CLI: the daemon checks it off its event
+        commit_config(home, NAME, {"agent.nix": BROKEN}, "broken")
+        assert run_cli(home.root, "propose", NAME).stdout.strip() == f"{NAME}#2"
+        wait_for(lambda: "checked/2" in tags(home), what="the check of manager#2")
+        assert daemon.get("/api/approvals/manager/2")["check"]["state"] == "failed"
+        proc = run_cli(home.root, "approve", f"{NAME}#2")
+        assert proc.returncode == 1 and "approve anyway" in proc.stderr
+        # the manager was told both results, from system
+        inbox = json.loads(run_cli(home.root, "inbox", NAME, "--json").stdout)
+        bodies = [m["body"] for m in inbox if m["from"] == "system"]
+        assert any(b.startswith("check_passed: manager#1") for b in bodies)
+        assert any(b.startswith("check_failed: manager#2") for b in bodies)
+        # the review page's live check: its status and the log from the start
+        client = ws(daemon, "/ws/check/manager/2", Authorization=bearer(daemon))
+        try:
+            first = json.loads(client.receive(timeout=10))
+        finally:
+            client.close()
+        assert first["state"] == "failed" and "check failed" in first["status"]
+        assert first["reset"] and "nix-instantiate" in first["text"]
+        assert first["offset"] == len(first["text"].encode())
+        # a rerun on the daemon is a new tag
+        proc = run_cli(home.root, "check", f"{NAME}#2")
+        assert proc.returncode == 0 and "on the daemon" in proc.stdout, proc.stderr
+        wait_for(lambda: "checked/2.2" in tags(home), what="the rerun of manager#2")
+        assert daemon.get("/api/approvals/manager/2")["check"]["runs"] == 2
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+
+
+# -- the forge --------------------------------------------------------------------------
+
+
+def test_review_page_dashboard_and_confirm_show_the_check(home, runtime):
+    from conftest import log_in
+
+    from forge_ui import create_app
+    from hyperhive.daemon.checker import CheckWorker
+    from hyperhive.hive import Hive
+    from hyperhive.settings import Checks
+
+    (home.applied_dir(NAME) / "hooks" / "post-receive").unlink()  # no deploy on approve
+    worker = CheckWorker(home, runtime, None, Checks())  # not started: what is queued stays
+    app = create_app(Hive(home, runtime, checks=worker))
+    client = log_in(app.test_client(), home)
+    page = client.get(f"/review/{NAME}/1").get_data(as_text=True)
+    assert 'id="check"' in page and "check unfinished" in page
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    r = client.post(f"/checks/{NAME}/1/rerun", data={"csrf_token": token})
+    assert r.status_code == 302
+    assert "check queued" in client.get(f"/review/{NAME}/1").get_data(as_text=True)
+    assert "check-queued" in client.get("/").get_data(as_text=True)  # the dashboard's column
+    bad = propose(home, BROKEN)
+    checks.run(home, NAME, bad, runtime, 60)
+    page = client.get(f"/review/{NAME}/{bad}").get_data(as_text=True)
+    assert "check failed" in page and "nonexistent" in page and "check-tail" in page
+    raw = client.get(f"/checks/{NAME}/{bad}/raw")
+    assert raw.status_code == 200 and b"check failed" in raw.data
+    confirm = client.post(f"/review/{NAME}/{bad}/approve", data={"csrf_token": token})
+    assert b'name="force"' in confirm.data and b"The check failed" in confirm.data
+    got = client.get(f"/api/approvals/{NAME}/{bad}").get_json()
+    assert got["check"]["state"] == "failed" and got["check"]["tail"]
+    r = client.post(
+        f"/api/approvals/{NAME}/{bad}/approve",
+        json={"force": "maybe"},
+        headers={"X-CSRFToken": token},
+    )
+    assert r.status_code == 400
+    data = {"csrf_token": token, "confirm": "yes", "force": "yes"}
+    assert client.post(f"/review/{NAME}/{bad}/approve", data=data).status_code == 200
+    shown = git(home.applied_dir(NAME), "cat-file", "-p", f"approved/{bad}")
+    assert "Check: failed, overridden" in shown and "Actor: alice" in shown

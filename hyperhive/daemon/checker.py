@@ -4,7 +4,7 @@
 Its own bounded pool (`checks.workers` threads, one queue), so a build never waits for a
 check: checks take no build lock, no check starts while the daemon builds (a queued check
 waits for the build), and the check threads (and the commands they run, which inherit
-it) run at the lowest CPU priority (nice 19), so a build that starts beside running
+it) run at a low CPU priority (nice +10), so a build that starts beside running
 checks gets the CPU first. Proposals are found from the `state` events every proposal
 publishes (the CLI, the API, a push to refs/for/main, a spawn commit), at the start
 (pending proposals without a check) and every SWEEP seconds (an event lost to a full
@@ -34,7 +34,7 @@ from hyperhive.workflow.approvals import Approvals
 
 log = logging.getLogger("hyperhive.checks")
 
-NICE = 19  # the check threads' niceness over the daemon's: the least CPU share there is
+NICE = 10  # the check threads' niceness over the daemon's: builds and agents come first
 BUSY_WAIT = 0.2  # seconds between looks at whether the build worker is still busy
 SWEEP = 30.0  # seconds between looks for proposals no event announced
 PROPOSAL_REF = re.compile(r"refs/tags/proposal/(\d+)$")
