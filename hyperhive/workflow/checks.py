@@ -221,9 +221,7 @@ def run(
     and log file once it runs; `tell(body)` sends the manager the result."""
     approvals = Approvals(home, name)
     approval = approvals.get(approval_id)
-    run_no = next_run(home, name, approval_id)
-    path = home.check_log(name, approval_id, run_no)
-    path.unlink(missing_ok=True)  # a run number a dropped check used before
+    run_no, path = _reserve_log(home, name, approval_id)
     build = BuildLog(
         path, name, approval_id, lambda line: notify.check_line(name, approval_id, line)
     )
@@ -264,7 +262,7 @@ def run(
         body = f"policy: {policy_json}" if len(policy_json) <= MAX_POLICY_BYTES else ""
     else:
         body = "\n".join(f"| {line}" for line in build.tail)
-    check = record(home, name, approval, trailers, body)
+    check = record(home, name, approval, trailers, body, run_no)
     if tell is not None:
         try:
             tell(message(check, approval.subject))
@@ -273,14 +271,30 @@ def run(
     return check
 
 
-def record(home: Home, name: str, approval: Approval, trailers: dict, body: str) -> Check:
-    """Write the check's tag at the next free run number of the approval."""
+def _reserve_log(home: Home, name: str, approval_id: int) -> tuple[int, Path]:
+    """The next run number whose log file this process could create (two processes
+    checking one proposal at once get a log each)."""
+    run_no = next_run(home, name, approval_id)
+    home.log_dir(name).mkdir(parents=True, exist_ok=True)
+    while True:
+        path = home.check_log(name, approval_id, run_no)
+        try:
+            path.open("x").close()
+            return run_no, path
+        except FileExistsError:
+            run_no += 1  # another check's, running or cut by a crash
+
+
+def record(
+    home: Home, name: str, approval: Approval, trailers: dict, body: str, wanted: int = 1
+) -> Check:
+    """Write the check's tag: run `wanted` (its log's), or the next free one if taken."""
     approvals = Approvals(home, name)
     repo = approvals.repo()
     try:
         with locked(transition_lock(approvals.dir)):
             taken = _by_id(refs.under(repo, PREFIX)).get(approval.id, {})
-            run_no = max(taken, default=0) + 1
+            run_no = max(wanted, max(taken, default=0) + 1)  # the newest is the latest
             ref = tag_ref(approval.id, run_no)
             subject = f"check {format_target(name, approval.id)}: {trailers['Result']}"
             sha = write_tag(repo, ref, approval.commit.encode(), ACTOR, subject, trailers, body)
