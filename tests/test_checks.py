@@ -291,3 +291,22 @@ def test_review_page_dashboard_and_confirm_show_the_check(home, runtime):
     assert client.post(f"/review/{NAME}/{bad}/approve", data=data).status_code == 200
     shown = git(home.applied_dir(NAME), "cat-file", "-p", f"approved/{bad}")
     assert "Check: failed, overridden" in shown and "Actor: alice" in shown
+
+
+def test_the_worker_drops_a_destroyed_agents_queue_and_refuses_bad_settings(home, runtime):
+    from hyperhive.daemon.checker import CheckWorker
+    from hyperhive.errors import BadSettings
+    from hyperhive.settings import Checks, load_settings
+
+    worker = CheckWorker(home, runtime, None, Checks())  # not started: the queue stays
+    second = propose(home, GOOD)
+    worker.changed({"agent": NAME, "ref": f"refs/tags/proposal/{second}"})
+    worker.sweep()  # finds manager#1, proposed before: both queued, once each
+    assert worker.status()["queued"] == [f"{NAME}#{second}", f"{NAME}#1"]
+    assert worker.submit(NAME, 1) == {"state": "queued", "ahead": 1}
+    home.destroyed_file(NAME).touch()
+    worker.changed({"agent": NAME, "ref": "destroy"})
+    assert worker.status() == {"running": {}, "queued": []}
+    (home.root / "hyperhive.toml").write_text("[checks]\nworkers = 0\n")
+    with pytest.raises(BadSettings, match="checks.workers must be at least 1"):
+        load_settings(home)
