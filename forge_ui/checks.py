@@ -76,6 +76,15 @@ def _log_path(check: dict) -> Path | None:
     return Path(path) if path else None
 
 
+@bp.before_request
+def known_approval():
+    """An unknown agent or approval is a 404 before a websocket's handshake."""
+    if request.endpoint == "checks.ws":
+        Approvals(hive().home, request.view_args["name"]).get(
+            request.view_args["approval_id"], with_pruned=True
+        )
+
+
 @bp.get("/checks/<name>/<int:approval_id>/raw")
 def raw(name: str, approval_id: int):
     """The latest run's log (`?run=N`: that run's) as plain text."""
