@@ -8,15 +8,19 @@ import time
 from pathlib import Path
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask_sock import Sock
 from markupsafe import Markup
 
-from forge_ui import hive, live
+from forge_ui import hive
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.names import format_target
 from hyperhive.workflow import checks
 from hyperhive.workflow.approvals import Approval, Approvals
 
 bp = Blueprint("checks", __name__)
+# Its own Sock: forge_ui.live imports the review page, which imports this module (a route
+# of live's Sock would need live imported first). flask-sock routes need no init_app.
+sock = Sock()
 
 LOG_CHUNK = 64 * 1024
 
@@ -112,11 +116,13 @@ def rerun(name: str, approval_id: int):
     return redirect(url_for("review.approval", name=name, approval_id=approval_id) + "#check")
 
 
-@live.sock.route("/ws/check/<name>/<int:approval_id>", bp=bp, endpoint="ws")
+@sock.route("/ws/check/<name>/<int:approval_id>", bp=bp, endpoint="ws")
 def check_ws(ws, name: str, approval_id: int):
     """`{"status": html, "state", "text", "reset", "offset"}`: the panel's status when it
     changes, and what the current run's log gains from `?offset=` on (`reset`: another
     run's log begins). Woken by the check's lines and state events, looks every TICK."""
+    from forge_ui import live
+
     approvals = Approvals(hive().home, name)
     offset = max(0, request.args.get("offset", 0, type=int))
     following = request.args.get("log") or None

@@ -53,6 +53,7 @@ ACTOR = "hyperhive"
 PASSED, FAILED = "passed", "failed"
 UNFINISHED = "unfinished"  # no result recorded (yet): queued, running, or never run
 MAX_POLICY_BYTES = 64 * 1024  # a larger evaluated policy is kept as its digest only
+MANAGER = "manager"  # told every failed check, and the result of the checks of its proposals
 
 Tell = Callable[[str], None]  # a message (its body) to the manager, from `system`
 
@@ -218,7 +219,9 @@ def run(
     None when the agent was destroyed meanwhile or the check was cancelled (`Limit.cancel`:
     the daemon stops): it is dropped, its log removed.
     `started(limit, log)` is told the check's time limit (its `cancel` stops the check)
-    and log file once it runs; `tell(body)` sends the manager the result."""
+    and log file once it runs; `tell(body)` sends the manager the result: of every failed
+    check (it can fix the config before the operator looks) and of its own proposals
+    (each message costs the manager a turn: a passed check of the operator's is not one)."""
     approvals = Approvals(home, name)
     approval = approvals.get(approval_id)
     run_no, path = _reserve_log(home, name, approval_id)
@@ -263,7 +266,8 @@ def run(
     else:
         body = "\n".join(f"| {line}" for line in build.tail)
     check = record(home, name, approval, trailers, body, run_no)
-    if tell is not None:
+    proposal = approval.states.get(State.PROPOSAL)
+    if tell is not None and (check.result == FAILED or (proposal and proposal.actor == MANAGER)):
         try:
             tell(message(check, approval.subject))
         except Exception as e:  # the result is recorded; the message is a courtesy
