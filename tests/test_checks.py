@@ -232,7 +232,7 @@ def test_the_daemon_checks_proposals_tells_the_manager_and_reruns(tmp_path):
         # the review page's live check: its status and the log from the start
         client = ws(daemon, "/ws/check/manager/2", Authorization=bearer(daemon))
         try:
-            first = json.loads(client.receive(timeout=10))
+            first = json.loads(client.receive(timeout=30))
         finally:
             client.close()
         assert first["state"] == "failed" and "check failed" in first["status"]
