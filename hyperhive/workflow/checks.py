@@ -375,7 +375,10 @@ def check_json(home: Home, name: str, approval_id: int, live: dict | None = None
     if runs:
         data.update(runs[-1].to_json())
         data["result"] = runs[-1].result
-    if live:
+    # a run whose result is recorded (its own log named by the latest tag) is over, even
+    # while the worker still tells the manager
+    over = runs and live and live.get("log") and runs[-1].log == live["log"]
+    if live and not over:
         data.update(live)
     return data
 
@@ -384,7 +387,7 @@ def live_states(status: dict) -> dict[str, dict]:
     """A check worker's `status()` as `{target: {"state", …}}`."""
     found = {t: {"state": "queued", "ahead": i} for i, t in enumerate(status.get("queued", []))}
     for t, info in status.get("running", {}).items():
-        found[t] = {"state": "running", "started": info.get("started")}
+        found[t] = {"state": "running", "started": info.get("started"), "log": info.get("log")}
     return found
 
 
