@@ -340,7 +340,7 @@ class NixosContainerRuntime:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.PIPE,
-                    start_new_session=True,  # a check's time limit kills its group
+                    start_new_session=stream.own_group(),  # a check's time limit kills its group
                 )
             except OSError as e:
                 raise BuildError(f"cannot run {self.nix}: {e}") from None

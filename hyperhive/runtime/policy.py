@@ -194,7 +194,7 @@ def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,  # a check's time limit kills its group
+        start_new_session=stream.own_group(),  # a check's time limit kills its group
     )
     with stream.limited(proc):
         try:

@@ -79,6 +79,12 @@ def timed_out() -> TimedOut:
     return limit.error() if limit else TimedOut("timed out: stopped")
 
 
+def own_group() -> bool:
+    """Whether a command started now gets a process group of its own (`start_new_session`):
+    under a time limit, so the limit kills all it started."""
+    return current() is not None
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -86,7 +92,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def limited(proc: subprocess.Popen) -> Iterator[None]:
-    """Kill `proc`'s process group (it must lead one: `start_new_session`) when the
+    """Kill `proc`'s process group (it leads one under a time limit: `own_group()`) when the
     thread's time limit is reached or cancelled within the block, then raise TimedOut;
     kill it too when the block raises while it runs."""
     limit = current()
@@ -113,7 +119,10 @@ def limited(proc: subprocess.Popen) -> Iterator[None]:
         if timer is not None:
             timer.cancel()
         if proc.poll() is None:  # the block raised: leave nothing running
-            kill_group(proc)
+            if limit is not None:
+                kill_group(proc)
+            else:
+                proc.kill()  # it is in the caller's group: only itself
             proc.wait()
         if limit is not None:
             with limit.lock:
@@ -124,14 +133,16 @@ def limited(proc: subprocess.Popen) -> Iterator[None]:
 
 def run_streamed(argv: list[str], emit: Emit, cwd: Path | None = None) -> int:
     """Run `argv` with stdout and stderr merged, emitting lines as they arrive (a line
-    over MAX_LINE in pieces); exit code. Under a `time_limit` it is killed at the limit."""
+    over MAX_LINE in pieces); exit code. Under a `time_limit` it runs in a process group of
+    its own, killed whole at the limit; otherwise in the caller's (a killed `hyperhive
+    deploy`'s group takes its build commands with it)."""
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own group: a time limit kills what it started too
+        start_new_session=own_group(),  # a time limit kills the group
     )
     with limited(proc):
         with proc.stdout:
