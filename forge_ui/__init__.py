@@ -10,6 +10,7 @@ from forge_ui import (
     api,
     auth,
     browse,
+    checks,
     dashboard,
     dead,
     errors,
@@ -56,7 +57,7 @@ def create_app(hive: Hive) -> Flask:
     filters.init_app(app)
     headers.init_app(app)
     live.sock.init_app(app)
-    for module in (auth, dashboard, dead, review, browse, api, live, spawn_views, terminal):
+    for module in (auth, dashboard, dead, review, browse, api, live, spawn_views, terminal, checks):
         app.register_blueprint(module.bp)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say
         n = forge.proxy_hops

@@ -4,13 +4,14 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, render_template, request, send_file
 from markupsafe import Markup
 
-from forge_ui import dead, harness_log, state
+from forge_ui import checks, dead, harness_log, state
 from forge_ui.context import hive
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
 from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
+from hyperhive.workflow import checks as wf_checks
 from hyperhive.workflow import hooks
 from hyperhive.workflow.approvals import Approval, Approvals
 from hyperhive.workflow.states import State
@@ -119,6 +120,7 @@ def approval(name: str, approval_id: int):
         only=only,
         view=request.args.get("view", "unified"),
         live=live_view(a),
+        check_panel=checks.panel(a),
         title=f"Review {a.target}",
     )
 
@@ -129,13 +131,20 @@ def decide(name: str, approval_id: int, action: str):
     reason = request.form.get("reason", "").strip()
     if action == "deny" and not reason:
         raise BadInput("a denial needs a reason")
+    check = checks.view(a) if action == "approve" else None
     if request.form.get("confirm") != "yes":
         return render_template(
-            "review/confirm.html", a=a, action=action, reason=reason, title=f"{action} {a.target}?"
+            "review/confirm.html",
+            a=a,
+            action=action,
+            reason=reason,
+            check=check,
+            title=f"{action} {a.target}?",
         )
     try:
         if action == "approve":
-            a = approvals.approve(approval_id, g.actor)
+            force = checks.force_requested(request.form.get("force"))
+            a = wf_checks.approve(hive().home, name, approval_id, g.actor, force)
         else:
             a = approvals.deny(approval_id, g.actor, reason)
     except HiveError as e:
@@ -144,6 +153,7 @@ def decide(name: str, approval_id: int, action: str):
             a=approvals.get(approval_id),
             action=action,
             reason=reason,
+            check=check,
             error=str(e),
             title=f"{action} {a.target}?",
         ), 409

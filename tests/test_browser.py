@@ -110,6 +110,9 @@ def test_propose_appears_live_then_review_approve_and_deploy(web, daemon, shots)
     assert py.locator("tr.add span.k").first.inner_text() == "def"
     assert py.locator("tr.add span.sd").count() > 0
     assert main.locator("#approve").is_enabled()
+    # the daemon checks the proposal: the panel follows it live to its result
+    main.wait_for_selector("#check #check-state.check-passed", timeout=60_000)
+    assert "check passed" in main.locator("#check").inner_text()
     main.screenshot(path=str(shots / "review.png"), full_page=True)
 
     follow(main, "#approve")

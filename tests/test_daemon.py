@@ -38,6 +38,11 @@ def test_up_initializes_a_new_home_and_serves_state(daemon):
 
 
 def test_approve_hands_the_build_to_the_daemon(daemon):
+    applied = daemon.root / "applied" / "manager.git"
+    wait_for(  # the daemon checks the proposal it finds at its start
+        lambda: "checked/1" in git(applied, "tag", "--list", "checked/*").split(),
+        what="the daemon to check manager#1",
+    )
     proc = run_cli(daemon.root, "approve", "manager#1")
     assert proc.returncode == 0, proc.stderr
     assert "queued manager#1 on the daemon" in proc.stderr

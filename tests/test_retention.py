@@ -29,7 +29,8 @@ from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.settings import Retention
 from hyperhive.workflow import meta
-from hyperhive.workflow.approvals import Approvals, history_json, when
+from hyperhive.workflow.approvals import Approvals, when
+from hyperhive.workflow.checks import history_json  # with each approval's check, as shown
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.lock import locked, transition_lock
 from hyperhive.workflow.retention import DAY, plan, prune

@@ -38,6 +38,7 @@ from pathlib import Path
 from hyperhive import policy as schema
 from hyperhive.home import Home
 from hyperhive.policy import DEFAULT_POLICY, POLICY_FILE, policy_file
+from hyperhive.runtime import stream
 from hyperhive.runtime.base import BuildError, Emit
 
 EVAL_TIMEOUT = 120
@@ -162,28 +163,37 @@ def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
         "--expr",
         EVAL_EXPR,
     ]
-    try:
-        proc = subprocess.run(
-            argv,
-            cwd=root,
-            # restricted evaluation reads the search path too: only the config's own (-I)
-            env={**os.environ, "NIX_PATH": ""},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=EVAL_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        raise BuildError(
-            f"evaluating the hyperhive.* options took over {EVAL_TIMEOUT}s: gave up"
-        ) from None
-    stderr = proc.stderr.decode(errors="replace")
+    left = stream.remaining()  # a check's time limit, when shorter
+    timeout = EVAL_TIMEOUT if left is None else min(EVAL_TIMEOUT, left)
+    proc = subprocess.Popen(
+        argv,
+        cwd=root,
+        # restricted evaluation reads the search path too: only the config's own (-I)
+        env={**os.environ, "NIX_PATH": ""},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=stream.own_group(),  # a check's time limit kills its group
+    )
+    with stream.limited(proc):
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stream.kill_group(proc)
+            proc.communicate()
+            if timeout < EVAL_TIMEOUT:
+                raise stream.timed_out() from None
+            raise BuildError(
+                f"evaluating the hyperhive.* options took over {EVAL_TIMEOUT}s: gave up"
+            ) from None
+    stderr = err.decode(errors="replace")
     for line in stderr.splitlines():
         emit(line)
     if proc.returncode != 0:
         message = nix_error(stderr).replace(f"{root}/", "")
         raise BuildError(f"cannot evaluate the hyperhive.* options: {message}")
     try:
-        return json.loads(proc.stdout)
+        return json.loads(out)
     except ValueError as e:
         raise BuildError(f"nix-instantiate printed no JSON policy: {e}") from None
 
