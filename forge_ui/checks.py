@@ -4,6 +4,7 @@ lines), its websocket, the raw log, a rerun button, the confirm step's "approve 
 and the approval's JSON for the API (`approval_json`, the one place the API's approval
 is built: later parts add their keys there)."""
 
+import json
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ bp = Blueprint("checks", __name__)
 sock = Sock()
 
 LOG_CHUNK = 64 * 1024
+TICK = 1.0  # seconds between looks at the check (as forge_ui/live.py's sockets)
 
 
 def live_of(name: str, approval_id: int) -> dict | None:
@@ -121,15 +123,13 @@ def check_ws(ws, name: str, approval_id: int):
     """`{"status": html, "state", "text", "reset", "offset"}`: the panel's status when it
     changes, and what the current run's log gains from `?offset=` on (`reset`: another
     run's log begins). Woken by the check's lines and state events, looks every TICK."""
-    from forge_ui import live
-
     approvals = Approvals(hive().home, name)
     offset = max(0, request.args.get("offset", 0, type=int))
     following = request.args.get("log") or None
     topics = ("state", f"check:{name}:{approval_id}")
     with hive().bus.subscribe(*topics) as sub:
         last = None
-        while ws.connected and not live.stopping():
+        while ws.connected and not hive().stopping.is_set():
             a = approvals.get(approval_id, with_pruned=True)
             check = view(a)
             path = _log_path(check)
@@ -146,17 +146,18 @@ def check_ws(ws, name: str, approval_id: int):
                 offset += end
             status = str(status_html(a, check))
             if text or reset or status != last:
-                live.send(
-                    ws,
-                    {
-                        "status": status,
-                        "state": check["state"],
-                        "text": text,
-                        "reset": reset,
-                        "offset": offset,
-                        "log": following,
-                    },
+                ws.send(
+                    json.dumps(
+                        {
+                            "status": status,
+                            "state": check["state"],
+                            "text": text,
+                            "reset": reset,
+                            "offset": offset,
+                            "log": following,
+                        },
+                    )
                 )
                 last = status
             if not text:
-                sub.get(timeout=live.TICK)
+                sub.get(timeout=TICK)

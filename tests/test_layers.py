@@ -14,8 +14,9 @@ PACKAGES = ("hyperhive", "forge_ui")
 
 # The layer order, written once (docs/ARCHITECTURE.md says the same in words). A module
 # belongs to the layer of the longest prefix listed. `runtime.base` (the interface the
-# workflow deploys through) and `runtime.ownership` (who owns an agent's files) sit below
-# the runtimes that implement and use them.
+# workflow deploys through), `runtime.ownership` (who owns an agent's files) and
+# `runtime.stream` (how a command runs: streamed lines, a check's time limit, which the
+# workflow's checks set) sit below the runtimes that implement and use them.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "ground",
@@ -42,6 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "hyperhive.broker",
             "hyperhive.runtime.base",
             "hyperhive.runtime.ownership",
+            "hyperhive.runtime.stream",
         ),
     ),
     ("runtimes", ("hyperhive.runtime",)),
