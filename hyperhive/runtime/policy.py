@@ -59,7 +59,7 @@ OPERATOR = "operator"
 DECLARES_RE = re.compile(r"""(?<![\w'-])"?hyperhive"?\s*(?:\.|=(?!=))""")
 
 EVAL_EXPR = r"""
-{ file }:
+{ file, part ? "policy", pkgsJSON ? "{}" }:
 let
   inherit (builtins) attrNames concatStringsSep elemAt filter foldl' functionArgs genList
     isAttrs isFunction isList isPath isString length mapAttrs;
@@ -69,7 +69,8 @@ let
     mkOverride = _: x: x;
     mkIf = cond: x: if cond then x else { };
   };
-  pkgs = { };
+  # deploy: nothing; the packages of a policy diff: stub derivations (policydiff.py)
+  pkgs = builtins.fromJSON pkgsJSON;
   missing = n: throw ("hyperhive: the module argument `${n}` is not available when "
     + "the local runtime evaluates hyperhive.* options");
   # arguments without a default that the stub lacks: they throw only when used
@@ -95,6 +96,7 @@ let
       hyperhive =
         if isAttrs h then h else throw "hyperhive must be an attribute set of options";
       imports = v.imports or [ ];
+      packages = (cfg.environment or { }).systemPackages or [ ];
     };
   keyOf = parent: i: m: if isPath m || isString m then toString m else "${parent}#${toString i}";
   modules = builtins.genericClosure {
@@ -114,13 +116,18 @@ let
   merge = prefix: a: b: foldl' (mergeKey prefix b) a (attrNames b);
   policy = foldl' (merge "") { } (map (item: item.l.hyperhive) modules);
   config = { hyperhive = policy; };
+  packages = builtins.concatMap (item: item.l.packages) modules;
 in
-policy
+if part == "packages" then packages else policy
 """
 
 
 class PolicyError(HiveError):
     """A deployed policy file that cannot be read: sends are refused, never unrestricted."""
+
+
+class EvalTimeout(BuildError):
+    """The evaluation ran past its time limit (not a property of the config: not cached)."""
 
 
 def policy_file(home: Home, name: str) -> Path:
@@ -142,7 +149,19 @@ def declares_options(root: Path) -> list[str]:
 
 def extract(root: Path, emit: Emit) -> dict:
     """The policy of the config checked out at `root`; BuildError when it cannot be
-    determined (see the module docstring for the rule)."""
+    determined (see the module docstring for the rule) or its claude cannot run here."""
+    policy = evaluate(root, emit)
+    claude = policy.get("claude")
+    # the harness runs on this host: a path that cannot run fails the build, not every turn
+    if claude is not None and not (os.path.isfile(claude) and os.access(claude, os.X_OK)):
+        raise BuildError(f"hyperhive.claude: {claude} is not an executable file on this host")
+    emit(f"policy: {json.dumps(policy, sort_keys=True)}")
+    return policy
+
+
+def evaluate(root: Path, emit: Emit, timeout: float = EVAL_TIMEOUT) -> dict:
+    """The `hyperhive.*` options of the config at `root`, checked and with their defaults:
+    `extract` without the checks against this host (the policy diff of a review uses it)."""
     nix = shutil.which("nix-instantiate")
     if nix is None:
         declaring = declares_options(root)
@@ -155,17 +174,17 @@ def extract(root: Path, emit: Emit) -> dict:
         emit("nix-instantiate is not on PATH and no hyperhive.* option is declared: default policy")
         return dict(DEFAULT_POLICY)
     emit("$ nix-instantiate --eval --strict --json (hyperhive.* options of agent.nix)")
-    raw = _evaluate(nix, root / "agent.nix", emit)
-    policy = normalize(raw)
-    claude = policy.get("claude")
-    # the harness runs on this host: a path that cannot run fails the build, not every turn
-    if claude is not None and not (os.path.isfile(claude) and os.access(claude, os.X_OK)):
-        raise BuildError(f"hyperhive.claude: {claude} is not an executable file on this host")
-    emit(f"policy: {json.dumps(policy, sort_keys=True)}")
-    return policy
+    return normalize(_evaluate(nix, root / "agent.nix", emit, timeout))
 
 
-def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
+def _evaluate(
+    nix: str,
+    agent_nix: Path,
+    emit: Emit,
+    timeout: float = EVAL_TIMEOUT,
+    args: tuple[str, ...] = (),
+    what: str = "the hyperhive.* options",
+) -> object:
     root = agent_nix.parent.resolve()
     argv = [
         nix,
@@ -180,6 +199,7 @@ def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
         "--argstr",
         "file",
         str(root / agent_nix.name),
+        *args,
         "--expr",
         EVAL_EXPR,
     ]
@@ -191,18 +211,16 @@ def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
             env={**os.environ, "NIX_PATH": ""},
             stdin=subprocess.DEVNULL,
             capture_output=True,
-            timeout=EVAL_TIMEOUT,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        raise BuildError(
-            f"evaluating the hyperhive.* options took over {EVAL_TIMEOUT}s: gave up"
-        ) from None
+        raise EvalTimeout(f"evaluating {what} took over {timeout:g}s: gave up") from None
     stderr = proc.stderr.decode(errors="replace")
     for line in stderr.splitlines():
         emit(line)
     if proc.returncode != 0:
         message = nix_error(stderr).replace(f"{root}/", "")
-        raise BuildError(f"cannot evaluate the hyperhive.* options: {message}")
+        raise BuildError(f"cannot evaluate {what}: {message}")
     try:
         return json.loads(proc.stdout)
     except ValueError as e:
