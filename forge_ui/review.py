@@ -10,7 +10,7 @@ from forge_ui.filters import utc
 from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
-from hyperhive.workflow import hooks
+from hyperhive.workflow import hooks, policydiff
 from hyperhive.workflow.approvals import Approval, Approvals
 from hyperhive.workflow.states import State
 
@@ -25,21 +25,7 @@ def approvals_of(name: str) -> Approvals:
 
 
 def diff_base(approvals: Approvals, approval: Approval) -> str | None:
-    """What the change is reviewed against: the deployed commit it would replace while it
-    is undecided, the one deployed when it was proposed once it is decided."""
-    if approval.state in (State.PROPOSAL, State.APPROVED):
-        return approvals.deployed_commit()
-    proposal = approval.states.get(State.PROPOSAL)
-    if proposal:
-        return proposal.trailers.get("Base")
-    # Retention pruned the proposal with its Base: the deploy before this one ended.
-    ended = (approval.states[approval.state].time, approval.id)
-    before = [
-        (tag.time, i, tag.target)
-        for i, tag in approvals.tags_in(State.DEPLOYED).items()
-        if (tag.time, i) < ended
-    ]
-    return max(before)[2] if before else None
+    return policydiff.review_base(approvals, approval)
 
 
 def hook_runs(approval: Approval) -> list[hooks.HookRun]:
@@ -118,6 +104,7 @@ def approval(name: str, approval_id: int):
         only=only,
         view=request.args.get("view", "unified"),
         live=live_view(a),
+        policy_diff=policydiff.of_approval(hive().home, a),
         title=f"Review {a.target}",
     )
 

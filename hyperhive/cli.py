@@ -21,7 +21,7 @@ from hyperhive.home import Home, default_home, restrict_umask
 from hyperhive.names import check_agent_name, parse_target
 from hyperhive.runtime import RUNTIMES, get_runtime
 from hyperhive.settings import load_settings
-from hyperhive.workflow import hooks, notify
+from hyperhive.workflow import hooks, notify, policydiff
 from hyperhive.workflow.approvals import Approval, Approvals, history_json, when
 from hyperhive.workflow.deploy import deploy
 
@@ -111,11 +111,28 @@ def _approvals(home: Home, pending_only: bool) -> list[Approval]:
 def cmd_approvals(args: argparse.Namespace) -> int:
     found = _approvals(args.home, pending_only=not args.all)
     if args.json:
-        emit_json([a.to_json() for a in found])
+        emit_json([policydiff.approval_json(args.home, a) for a in found])
     else:
         for a in found:
             print(approval_line(a))
+            if not args.all:
+                print(policy_line(policydiff.of_approval(args.home, a)))
     return 0
+
+
+def policy_line(diff: dict | None) -> str:
+    """The policy diff of a pending approval in one line: what widens first."""
+    if diff is None:
+        return "  policy: -"
+    if diff["error"]:
+        return f"  policy: {diff['error']}"
+    rows = sorted(diff["rows"], key=lambda r: r["effect"] != policydiff.WIDENS)
+    if not rows:
+        return "  policy: unchanged"
+    verdict = "WIDENS" if diff["widens"] else "narrows" if diff["narrows"] else "changes"
+    shown = "; ".join(f"{r['field']} {r['change']}" for r in rows[:6])
+    more = f" (+{len(rows) - 6} more)" if len(rows) > 6 else ""
+    return f"  policy {verdict}: {shown}{more}"
 
 
 def _report_hooks(home: Home, a: Approval) -> None:

@@ -449,18 +449,17 @@ def approval_json(home: Home, approval: Approval, timeout: float = TIMEOUT) -> d
 class Warmer:
     """Evaluates approvals' commits in the background, one at a time, so a page that
     must not wait for nix (the dashboard) shows the diff once it is cached: `wanted`
-    queues an approval once; `done` is called after each evaluation."""
+    queues an approval once, and calls `done` after its evaluation."""
 
-    def __init__(self, done: Callable[[], None] = lambda: None, timeout: float = TIMEOUT):
-        self.done = done
+    def __init__(self, timeout: float = TIMEOUT):
         self.timeout = timeout
-        self.queue: queue.Queue[tuple[Home, Approval]] = queue.Queue()
-        self.pending: set[tuple[str, int]] = set()
+        self.queue: queue.Queue[tuple[Home, Approval, Callable[[], None]]] = queue.Queue()
+        self.pending: set[tuple[str, str, int]] = set()
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def wanted(self, home: Home, approval: Approval) -> None:
-        key = (approval.agent, approval.id)
+    def wanted(self, home: Home, approval: Approval, done: Callable[[], None]) -> None:
+        key = (str(home.root), approval.agent, approval.id)
         with self.lock:
             if key in self.pending:
                 return
@@ -469,16 +468,19 @@ class Warmer:
                 # a daemon thread: an evaluation in flight never holds up an exit
                 self.thread = threading.Thread(target=self._run, name="policydiff", daemon=True)
                 self.thread.start()
-        self.queue.put((home, approval))
+        self.queue.put((home, approval, done))
 
     def _run(self) -> None:
         while True:
-            home, approval = self.queue.get()
+            home, approval, done = self.queue.get()
             try:
                 of_approval(home, approval, timeout=self.timeout)
             except Exception:
                 log.exception("evaluating the policy diff of %s failed", approval.target)
             finally:
                 with self.lock:
-                    self.pending.discard((approval.agent, approval.id))
-            self.done()
+                    self.pending.discard((str(home.root), approval.agent, approval.id))
+            try:
+                done()
+            except Exception:
+                log.exception("after the policy diff of %s", approval.target)
