@@ -59,7 +59,7 @@ OPERATOR = "operator"
 DECLARES_RE = re.compile(r"""(?<![\w'-])"?hyperhive"?\s*(?:\.|=(?!=))""")
 
 EVAL_EXPR = r"""
-{ file, part ? "policy", pkgsJSON ? "{}" }:
+{ file, part ? "policy", pkgsFile ? null }:
 let
   inherit (builtins) attrNames concatStringsSep elemAt filter foldl' functionArgs genList
     isAttrs isFunction isList isPath isString length mapAttrs;
@@ -69,21 +69,22 @@ let
     mkOverride = _: x: x;
     mkIf = cond: x: if cond then x else { };
   };
-  # deploy: nothing; the packages of a policy diff: stub derivations (policydiff.py)
-  pkgs = builtins.fromJSON pkgsJSON;
+  # the packages of a policy diff are read with stub derivations (policydiff.py), the
+  # options always with no pkgs at all
+  stubPkgs = if pkgsFile == null then { } else builtins.fromJSON (builtins.readFile pkgsFile);
   missing = n: throw ("hyperhive: the module argument `${n}` is not available when "
     + "the local runtime evaluates hyperhive.* options");
   # arguments without a default that the stub lacks: they throw only when used
   required = f: let a = functionArgs f; in removeAttrs a (filter (n: a.${n}) (attrNames a));
-  argsFor = f: mapAttrs (n: _: missing n) (required f) // {
+  argsFor = pkgs: f: mapAttrs (n: _: missing n) (required f) // {
     inherit lib pkgs config;
     options = { };
   };
   moduleKeys = [ "config" "options" "imports" "_file" "key" "disabledModules" "meta" ];
-  load = m:
+  load = pkgs: m:
     let
       raw = if isPath m || isString m then import m else m;
-      v = if isFunction raw then raw (argsFor raw) else raw;
+      v = if isFunction raw then raw (argsFor pkgs raw) else raw;
       full = v ? config || v ? options;
       stray = removeAttrs v (moduleKeys ++ [ "freeformType" ]);
       cfg =
@@ -99,13 +100,14 @@ let
       packages = (cfg.environment or { }).systemPackages or [ ];
     };
   keyOf = parent: i: m: if isPath m || isString m then toString m else "${parent}#${toString i}";
-  modules = builtins.genericClosure {
-    startSet = [ { key = toString file; l = load file; } ];
+  closure = pkgs: builtins.genericClosure {
+    startSet = [ { key = toString file; l = load pkgs file; } ];
     operator = item:
       genList
-        (i: let m = elemAt item.l.imports i; in { key = keyOf item.key i m; l = load m; })
+        (i: let m = elemAt item.l.imports i; in { key = keyOf item.key i m; l = load pkgs m; })
         (length item.l.imports);
   };
+  modules = closure { };
   mergeValue = k: x: y:
     if isList x && isList y then x ++ y
     else if isAttrs x && isAttrs y then merge "${k}." x y
@@ -116,9 +118,9 @@ let
   merge = prefix: a: b: foldl' (mergeKey prefix b) a (attrNames b);
   policy = foldl' (merge "") { } (map (item: item.l.hyperhive) modules);
   config = { hyperhive = policy; };
-  packages = builtins.concatMap (item: item.l.packages) modules;
+  packages = builtins.concatMap (item: item.l.packages) (closure stubPkgs);
 in
-if part == "packages" then packages else policy
+if part == "both" then { inherit policy packages; } else policy
 """
 
 

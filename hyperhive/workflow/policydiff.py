@@ -275,46 +275,60 @@ def _stub_pkgs(root: Path) -> dict:
     return stub
 
 
-def _packages(root: Path, timeout: float) -> list[str]:
-    nix = shutil.which("nix-instantiate")
-    if nix is None:
-        raise BuildError("nix-instantiate is not on PATH")
-    raw = policy._evaluate(
-        nix,
-        root / "agent.nix",
-        lambda line: None,
-        timeout,
-        ("--argstr", "part", "packages", "--argstr", "pkgsJSON", json.dumps(_stub_pkgs(root))),
-        "the packages (environment.systemPackages)",
-    )
+def _scratch(home: Home) -> tempfile.TemporaryDirectory:
+    """A directory to check a commit out into, in the hive's home (what the hive's
+    processes write stays in it)."""
+    cache_dir(home).mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=".checkout-", dir=cache_dir(home))
+
+
+def _package_names(raw: object) -> list[str]:
     if not isinstance(raw, list):
         raise BuildError("environment.systemPackages is not a list")
     return sorted({p if isinstance(p, str) else json.dumps(p) for p in raw})
 
 
 def _evaluate_commit(home: Home, name: str, commit: str, timeout: float) -> dict:
-    """{"policy": …, "packages": [...] or {"error": …}} or {"error": …} for one commit."""
-    with tempfile.TemporaryDirectory(prefix="hyperhive-policydiff-") as tmp:
-        root = Path(tmp)
+    """{"policy": …, "packages": [...] or {"error": …}} or {"error": …} for one commit:
+    one nix-instantiate for both; when that fails, the options alone as deploy evaluates
+    them (the packages may be what failed)."""
+    nix = shutil.which("nix-instantiate")
+    if nix is None:
+        raise BuildError("nix-instantiate is not on PATH")
+    noop: Callable[[str], None] = lambda line: None  # noqa: E731
+    with _scratch(home) as tmp:
+        root = Path(tmp) / "config"
+        root.mkdir()
         try:
             files = checkout(Approvals(home, name).repo(), commit.encode(), root)
         except (UnsafeTree, KeyError) as e:
             return {"error": f"cannot check out {commit[:12]}: {e}"}
         if "agent.nix" not in files:
             return {"error": "agent.nix is missing"}
+        # in the checkout: restricted evaluation reads nothing outside it (-I)
+        stub = root / f".hyperhive-pkgs-{os.getpid()}-{threading.get_ident()}.json"
         try:
-            found = policy.evaluate(root, lambda line: None, timeout)
+            stub.write_text(json.dumps(_stub_pkgs(root)))
+            args = ("--argstr", "part", "both", "--argstr", "pkgsFile", str(stub))
+            what = "the packages (environment.systemPackages)"
+            raw = policy._evaluate(nix, root / "agent.nix", noop, timeout, args, what)
+            return {
+                "policy": policy.normalize(raw["policy"]),
+                "packages": _package_names(raw["packages"]),
+            }
+        except policy.EvalTimeout:
+            raise
+        except (BuildError, TypeError, KeyError) as e:
+            packages_error = str(e)
+        finally:
+            stub.unlink(missing_ok=True)
+        try:
+            found = policy.evaluate(root, noop, timeout)
         except policy.EvalTimeout:
             raise
         except BuildError as e:
             return {"error": str(e)}
-        try:
-            packages: list[str] | dict = _packages(root, timeout)
-        except policy.EvalTimeout as e:
-            packages = {"error": str(e), "transient": True}
-        except BuildError as e:
-            packages = {"error": str(e)}
-    return {"policy": found, "packages": packages}
+    return {"policy": found, "packages": {"error": packages_error}}
 
 
 def evaluated(home: Home, name: str, commit: str, timeout: float = TIMEOUT) -> dict:
@@ -331,14 +345,12 @@ def evaluated(home: Home, name: str, commit: str, timeout: float = TIMEOUT) -> d
         result = _evaluate_commit(home, name, commit, timeout)
     except policy.EvalTimeout as e:
         return {"error": str(e)}
-    if isinstance(result.get("packages"), dict) and result["packages"].get("transient"):
-        return result
     _store(cache_dir(home) / f"{commit}.json", {"evaluator": EVALUATOR, "result": result})
     return result
 
 
 def _textual(home: Home, name: str, commit: str) -> dict:
-    with tempfile.TemporaryDirectory(prefix="hyperhive-policydiff-") as tmp:
+    with _scratch(home) as tmp:
         try:
             checkout(Approvals(home, name).repo(), commit.encode(), Path(tmp))
             found = policy.evaluate(Path(tmp), lambda line: None)
