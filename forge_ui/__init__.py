@@ -29,6 +29,7 @@ def create_app(hive: Hive) -> Flask:
         git_http,
         headers,
         live,
+        policy_view,
         review,
         spawn_views,
         terminal,
@@ -55,7 +56,8 @@ def create_app(hive: Hive) -> Flask:
     filters.init_app(app)
     headers.init_app(app)
     live.sock.init_app(app)
-    for module in (auth, dashboard, dead, review, browse, api, live, spawn_views, terminal):
+    blueprints = (auth, dashboard, dead, review, policy_view, browse, api, live, spawn_views)
+    for module in (*blueprints, terminal):
         app.register_blueprint(module.bp)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say
         n = forge.proxy_hops

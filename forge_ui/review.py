@@ -4,7 +4,7 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, render_template, request, send_file
 from markupsafe import Markup
 
-from forge_ui import dead, harness_log, hive, state
+from forge_ui import dead, harness_log, hive, policy_view, state
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
 from hyperhive.agents import runtime_state
@@ -104,7 +104,7 @@ def approval(name: str, approval_id: int):
         only=only,
         view=request.args.get("view", "unified"),
         live=live_view(a),
-        policy_diff=policydiff.of_approval(hive().home, a),
+        **policy_view.context(a),
         title=f"Review {a.target}",
     )
 

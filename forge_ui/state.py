@@ -7,22 +7,20 @@ its cause and logged, never shown as an empty list that would hide the failure.
 import logging
 from collections.abc import Callable
 
-from forge_ui import charts
+from forge_ui import charts, policy_view
 from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.hive import Hive
-from hyperhive.workflow import policydiff
-from hyperhive.workflow.approvals import Approval, Approvals
+from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.states import State
 
 log = logging.getLogger("hyperhive.forge")
 
 RECENT = 20
 DEAD_SHOWN = 20  # the dashboard's dead letters: the newest, the rest on each agent page
-POLICY_WARMER = policydiff.Warmer()  # evaluates pending approvals' policy diffs in the background
 
 
 def runs_open(hive: Hive) -> bool:
@@ -35,19 +33,9 @@ def pending(hive: Hive) -> list[dict]:
     home = hive.home
     found = [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only=True)]
     return [
-        {**a.to_json(), "policy_diff": policy_diff(hive, a)}
+        {**a.to_json(), "policy_diff": policy_view.cached_or_queued(hive, a)}
         for a in sorted(found, key=lambda a: a.states[State.PROPOSAL].time)
     ]
-
-
-def policy_diff(hive: Hive, approval: Approval) -> dict | None:
-    """The approval's policy diff if it is cached; else None, and it is evaluated in the
-    background, the dashboard woken when it is (a render never waits for nix)."""
-    diff = policydiff.of_approval(hive.home, approval, only_cached=True)
-    if diff is None:
-        wake = lambda: hive.bus.publish("state", {"ref": "policy"})  # noqa: E731
-        POLICY_WARMER.wanted(hive.home, approval, wake)
-    return diff
 
 
 def recent(hive: Hive) -> list[dict]:

@@ -302,6 +302,23 @@ def test_a_broken_config_and_a_timeout_could_not_evaluate(home):
 # -- where it is shown ---------------------------------------------------------------------
 
 
+def reviewed(web, approval) -> str:
+    """The review page of `approval` once its policy diff is evaluated: the first view
+    says "evaluating…" (the evaluation runs in the background), the fragment its script
+    asks for says when it is ready."""
+    from test_daemon import wait_for
+
+    url = f"/review/manager/{approval.id}"
+    page = web.get(url).get_data(as_text=True)
+    if 'id="policy-pending"' in page:
+        assert 'id="policy-flag"' not in page
+        ready = wait_for(lambda: web.get(f"{url}/policy").get_json()["ready"], what="eval")
+        assert ready
+        page = web.get(url).get_data(as_text=True)
+    assert 'id="policy-pending"' not in page
+    return page
+
+
 def test_review_page_flags_a_widening_change_and_the_dashboard_lists_it(client, home, app):  # noqa: F811
     from test_daemon import wait_for
 
@@ -311,14 +328,20 @@ def test_review_page_flags_a_widening_change_and_the_dashboard_lists_it(client, 
     first, second = two_revisions(home)
     # manager#2 is reviewed against nothing deployed: the default policy
     page = client.get(f"/review/manager/{first.id}").get_data(as_text=True)
-    flag = page.split('id="policy-flag"')[1].split("</div>")[0]
-    assert "extraMcpServers + search: /bin/search; tools find" in flag
+    assert 'id="policy-pending"' in page
+    fragment = wait_for(
+        lambda: (f := client.get(f"/review/manager/{first.id}/policy").get_json())["ready"] and f,
+        what="the evaluation",
+    )
+    assert fragment["widens"] is True
+    assert "extraMcpServers + search: /bin/search; tools find" in fragment["flag"]
+    assert "anyone → only manager, operator" in fragment["table"]
+    page = reviewed(client, first)
     assert '<tr class="effect-narrows" data-field="allowedRecipients"' in page
-    assert "anyone → only manager, operator" in page
 
     # manager#2 deployed, manager#3 is reviewed against it
     deployed(home, first)
-    page = client.get(f"/review/manager/{second.id}").get_data(as_text=True)
+    page = reviewed(client, second)
     flag = page.split('id="policy-flag"')[1].split("</div>")[0]
     assert "This change widens what manager may do" in flag and "allowedRecipients + bob" in flag
     table = page.split('id="policy-diff"')[1]
@@ -328,7 +351,7 @@ def test_review_page_flags_a_widening_change_and_the_dashboard_lists_it(client, 
         assert change.replace(">", "&gt;") in table
     assert "deployed " + first.commit[:12] in table
 
-    # the dashboard: both were evaluated (cached) above
+    # the dashboard: evaluated (cached) above
     body = client.get("/api/state").get_json()
     diffs = {a["target"]: a["policy_diff"] for a in body["approvals"]}
     assert list(diffs) == ["manager#3"] and diffs["manager#3"]["widens"] is True
@@ -336,7 +359,7 @@ def test_review_page_flags_a_widening_change_and_the_dashboard_lists_it(client, 
     row = dash.split('data-target="manager#3"')[1].split("</tr>")[0]
     assert 'class="badge effect-widens"' in row and "allowedRecipients + bob" in row
 
-    # one not evaluated yet: "…" at first, evaluated in the background, then listed
+    # one not evaluated yet: "…" at first, evaluated in the background, the dashboard woken
     fewer = BEFORE_NIX.replace('"git status" "ls"', '"ls"')
     third = propose(home, {"agent.nix": fewer}, "fewer")
     hive = app.extensions["hive"]
@@ -349,7 +372,7 @@ def test_review_page_flags_a_widening_change_and_the_dashboard_lists_it(client, 
     ]
     dash = client.get("/").get_data(as_text=True)
     assert 'class="badge effect-narrows"' in dash.split(f'data-target="{third.target}"')[1]
-    page = client.get(f"/review/manager/{third.id}").get_data(as_text=True)
+    page = reviewed(client, third)
     assert 'id="policy-flag"' not in page and 'data-effect="narrows"' in page
 
 
