@@ -3,6 +3,7 @@ each field, a real nix evaluation of two agent.nix revisions, its cache and time
 the review page's flag, the dashboard's column and `hyperhive approvals --json`."""
 
 import json
+import os
 import re
 
 import pytest
@@ -395,3 +396,32 @@ def test_cli_approvals_json_has_the_policy_diff(home):
     assert line.startswith("  policy WIDENS: allowedRecipients + bob; allowedBash + git *; ")
     assert line.endswith(" (+6 more)")
     assert policy_line({**d, "error": "could not evaluate: x"}) == "  policy: could not evaluate: x"
+
+
+def test_limits_of_the_stub_packages_and_the_cache(home, tmp_path, monkeypatch):
+    from hyperhive.runtime.base import BuildError
+
+    (tmp_path / "agent.nix").write_text("{ pkgs, ... }: { x = [ pkgs.a pkgs.b.c pkgs.d ]; }")
+    stub = policydiff._stub_pkgs(tmp_path)
+    assert stub["b"]["c"] == {"type": "derivation", "name": "b.c", "outPath": "b.c"}
+    assert stub["a"]["outPath"] == "a" and "pkgs" in stub  # `pkgs.a` is also read as a path
+    monkeypatch.setattr(policydiff, "MAX_STUB_NAMES", 5)
+    with pytest.raises(BuildError, match="uses over 5 names: packages not evaluated"):
+        policydiff._stub_pkgs(tmp_path)
+
+    monkeypatch.setattr(policydiff, "CACHE_MAX", 2)
+    for i, sha in enumerate("abc"):
+        path = policydiff.cache_dir(home) / f"{sha * 40}.json"
+        policydiff._store(path, {"evaluator": policydiff.EVALUATOR, "result": {"error": str(i)}})
+        os.utime(path, (i, i))  # written in this order
+    assert sorted(p.name[0] for p in policydiff.cache_dir(home).glob("*.json")) == ["b", "c"]
+    assert policydiff.cached(home, "c" * 40) == {"error": "2"}
+    # another evaluator's entry is not an answer
+    policydiff._store(path, {"evaluator": "older", "result": {"error": "2"}})
+    assert policydiff.cached(home, "c" * 40) is None
+    # a commit the repo lacks: said, not cached
+    assert policydiff.evaluated(home, "manager", "d" * 40)["error"].endswith(
+        "is not in manager's applied repo"
+    )
+    assert policydiff.cached(home, "d" * 40) is None
+    assert policydiff.evaluated(home, "manager", "HEAD") == {"error": "not a commit id: 'HEAD'"}

@@ -248,6 +248,10 @@ def diff_packages(before: list[str], after: list[str]) -> list[dict]:
 # -- evaluation ---------------------------------------------------------------------------
 
 
+class Uncached(Exception):
+    """An answer about this host or this moment, not about the commit: not cached."""
+
+
 def cache_dir(home: Home) -> Path:
     return home.root / "cache" / "policy"
 
@@ -301,8 +305,10 @@ def _evaluate_commit(home: Home, name: str, commit: str, timeout: float) -> dict
         root.mkdir()
         try:
             files = checkout(Approvals(home, name).repo(), commit.encode(), root)
-        except (UnsafeTree, KeyError) as e:
+        except UnsafeTree as e:
             return {"error": f"cannot check out {commit[:12]}: {e}"}
+        except KeyError:
+            raise Uncached(f"{commit[:12]} is not in {name}'s applied repo") from None
         if "agent.nix" not in files:
             return {"error": "agent.nix is missing"}
         # in the checkout: restricted evaluation reads nothing outside it (-I)
@@ -343,7 +349,7 @@ def evaluated(home: Home, name: str, commit: str, timeout: float = TIMEOUT) -> d
         return _textual(home, name, commit)
     try:
         result = _evaluate_commit(home, name, commit, timeout)
-    except policy.EvalTimeout as e:
+    except (policy.EvalTimeout, Uncached) as e:
         return {"error": str(e)}
     _store(cache_dir(home) / f"{commit}.json", {"evaluator": EVALUATOR, "result": result})
     return result
