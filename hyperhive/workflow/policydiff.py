@@ -46,6 +46,7 @@ log = logging.getLogger("hyperhive.policydiff")
 
 WIDENS, NARROWS, CHANGES = "widens", "narrows", "changes"
 TIMEOUT = 30.0  # seconds for one commit's evaluation (each of policy and packages)
+NOTE_WORK = 100  # removed Bash patterns a widening one is compared with for its note
 CACHE_MAX = 2000  # cached commits kept; the least recently written go first
 MAX_STUB_NAMES = 20000  # identifiers stubbed as packages; a config with more: not evaluated
 IDENT_RE = re.compile(rb"[A-Za-z_][A-Za-z0-9_'-]*(?:\.[A-Za-z_][A-Za-z0-9_'-]*){0,3}")
@@ -101,16 +102,26 @@ def bash_globs(pattern: str) -> list[str]:
     return [pattern]
 
 
-def _glob_re(glob: str) -> re.Pattern:
-    return re.compile(".*".join(re.escape(part) for part in glob.split("*")), re.DOTALL)
+def _glob_re(glob: str) -> str:
+    return ".*".join(re.escape(part) for part in glob.split("*"))
 
 
-def covered(pattern: str, by: list[str]) -> bool:
-    """Whether every command `pattern` allows is allowed by a pattern of `by`: each glob
-    of it, read as a literal string, matches a glob of `by` (a `*` in it is then matched
-    by a `*` of theirs only, so the test never claims a cover that is not)."""
-    theirs = [_glob_re(g) for p in by for g in bash_globs(p)]
-    return all(any(r.fullmatch(g) for r in theirs) for g in bash_globs(pattern))
+def compiled(patterns: list[str]) -> re.Pattern | None:
+    """One regular expression matching what any of `patterns` allows (None: nothing)."""
+    globs = [_glob_re(g) for p in patterns for g in bash_globs(p)]
+    return re.compile("|".join(f"(?:{g})" for g in globs), re.DOTALL) if globs else None
+
+
+def covered(pattern: str, by: re.Pattern | None) -> bool:
+    """Whether every command `pattern` allows is allowed by the `compiled` patterns `by`:
+    each glob of it, read as a literal string, matches one of theirs (a `*` in it is then
+    matched by a `*` of theirs only, so no cover is claimed that is not)."""
+    return by is not None and all(by.fullmatch(g) for g in bash_globs(pattern))
+
+
+def _added_removed(before: list, after: list) -> tuple[list, list]:
+    old, new = set(before), set(after)
+    return [x for x in after if x not in old], [x for x in before if x not in new]
 
 
 def _list(field: str, before: list | None, after: list | None, everything: str) -> list[dict]:
@@ -122,8 +133,10 @@ def _list(field: str, before: list | None, after: list | None, everything: str) 
         return [row(field, NARROWS, f"{everything} → only {shown}")]
     if after is None:
         return [row(field, WIDENS, f"only {', '.join(before) or 'none'} → {everything}")]
-    rows = [row(field, WIDENS, f"+ {x}") for x in after if x not in before]
-    return rows + [row(field, NARROWS, f"- {x}") for x in before if x not in after]
+    added, removed = _added_removed(before, after)
+    return [row(field, WIDENS, f"+ {x}") for x in added] + [
+        row(field, NARROWS, f"- {x}") for x in removed
+    ]
 
 
 def diff_recipients(before: list | None, after: list | None) -> list[dict]:
@@ -136,20 +149,20 @@ def diff_bash(before: list | None, after: list | None) -> list[dict]:
         return []
     if before is None or after is None:
         return _list(field, before, after, "any command")
+    added, removed = _added_removed(before, after)
+    old_re, new_re = compiled(before), compiled(after)
     rows = []
-    for p in after:
-        if p in before:
-            continue
-        if covered(p, before):
+    for p in added:
+        if covered(p, old_re):
             rows.append(row(field, CHANGES, f"+ {p}", note="already allowed"))
         else:
-            replaces = [q for q in before if q not in after and covered(q, [p])]
+            # which removed patterns it replaces: a note, skipped for huge lists
+            mine = compiled([p]) if len(removed) <= NOTE_WORK else None
+            replaces = [q for q in removed if covered(q, mine)]
             note = f"broader than {', '.join(replaces)}" if replaces else ""
             rows.append(row(field, WIDENS, f"+ {p}", note=note))
-    for p in before:
-        if p in after:
-            continue
-        if covered(p, after):
+    for p in removed:
+        if covered(p, new_re):
             rows.append(row(field, CHANGES, f"- {p}", note="still allowed"))
         else:
             rows.append(row(field, NARROWS, f"- {p}"))
@@ -172,8 +185,10 @@ def _tools(key: str, before: list[str], after: list[str]) -> list[dict]:
         return [row(field, WIDENS, f"{', '.join(before) or 'none'} → every tool")]
     if "*" in before and "*" not in after:
         return [row(field, NARROWS, f"every tool → only {', '.join(after) or 'none'}")]
-    rows = [row(field, WIDENS, f"+ {t}") for t in after if t not in before]
-    return rows + [row(field, NARROWS, f"- {t}") for t in before if t not in after]
+    added, removed = _added_removed(before, after)
+    return [row(field, WIDENS, f"+ {t}") for t in added] + [
+        row(field, NARROWS, f"- {t}") for t in removed
+    ]
 
 
 def diff_servers(before: dict, after: dict) -> list[dict]:
@@ -241,8 +256,10 @@ def diff_policies(before: dict, after: dict) -> list[dict]:
 
 
 def diff_packages(before: list[str], after: list[str]) -> list[dict]:
-    rows = [row("packages", WIDENS, f"+ {p}") for p in after if p not in before]
-    return rows + [row("packages", NARROWS, f"- {p}") for p in before if p not in after]
+    added, removed = _added_removed(before, after)
+    return [row("packages", WIDENS, f"+ {p}") for p in added] + [
+        row("packages", NARROWS, f"- {p}") for p in removed
+    ]
 
 
 # -- evaluation ---------------------------------------------------------------------------
@@ -293,13 +310,7 @@ def _package_names(raw: object) -> list[str]:
 
 
 def _evaluate_commit(home: Home, name: str, commit: str, timeout: float) -> dict:
-    """{"policy": …, "packages": [...] or {"error": …}} or {"error": …} for one commit:
-    one nix-instantiate for both; when that fails, the options alone as deploy evaluates
-    them (the packages may be what failed)."""
-    nix = shutil.which("nix-instantiate")
-    if nix is None:
-        raise BuildError("nix-instantiate is not on PATH")
-    noop: Callable[[str], None] = lambda line: None  # noqa: E731
+    """`evaluate_root` of `commit` checked out; a commit the repo lacks is Uncached."""
     with _scratch(home) as tmp:
         root = Path(tmp) / "config"
         root.mkdir()
@@ -311,29 +322,41 @@ def _evaluate_commit(home: Home, name: str, commit: str, timeout: float) -> dict
             raise Uncached(f"{commit[:12]} is not in {name}'s applied repo") from None
         if "agent.nix" not in files:
             return {"error": "agent.nix is missing"}
-        # in the checkout: restricted evaluation reads nothing outside it (-I)
-        stub = root / f".hyperhive-pkgs-{os.getpid()}-{threading.get_ident()}.json"
-        try:
-            stub.write_text(json.dumps(_stub_pkgs(root)))
-            args = ("--argstr", "part", "both", "--argstr", "pkgsFile", str(stub))
-            what = "the packages (environment.systemPackages)"
-            raw = policy._evaluate(nix, root / "agent.nix", noop, timeout, args, what)
-            return {
-                "policy": policy.normalize(raw["policy"]),
-                "packages": _package_names(raw["packages"]),
-            }
-        except policy.EvalTimeout:
+        return evaluate_root(root, timeout)
+
+
+def evaluate_root(root: Path, timeout: float = TIMEOUT) -> dict:
+    """{"policy": …, "packages": [...] or {"error": …}} or {"error": …} for the config at
+    `root` (a directory of its own: a stub file is written in it for the evaluation): one
+    nix-instantiate for both; when that fails, the options alone as deploy evaluates them
+    (the packages may be what failed). EvalTimeout when it takes over `timeout`."""
+    nix = shutil.which("nix-instantiate")
+    if nix is None:
+        raise Uncached("nix-instantiate is not on PATH")
+    noop: Callable[[str], None] = lambda line: None  # noqa: E731
+    # in the checkout: restricted evaluation reads nothing outside it (-I)
+    stub = root / f".hyperhive-pkgs-{os.getpid()}-{threading.get_ident()}.json"
+    try:
+        stub.write_text(json.dumps(_stub_pkgs(root)))
+        args = ("--argstr", "part", "both", "--argstr", "pkgsFile", str(stub))
+        what = "the packages (environment.systemPackages)"
+        raw = policy._evaluate(nix, root / "agent.nix", noop, timeout, args, what)
+        return {
+            "policy": policy.normalize(raw["policy"]),
+            "packages": _package_names(raw["packages"]),
+        }
+    except policy.EvalTimeout:
+        raise
+    except (BuildError, TypeError, KeyError) as e:
+        packages_error = str(e)
+    finally:
+        stub.unlink(missing_ok=True)
+    try:
+        found = policy.evaluate(root, noop, timeout)
+    except BuildError as e:
+        if isinstance(e, policy.EvalTimeout):
             raise
-        except (BuildError, TypeError, KeyError) as e:
-            packages_error = str(e)
-        finally:
-            stub.unlink(missing_ok=True)
-        try:
-            found = policy.evaluate(root, noop, timeout)
-        except policy.EvalTimeout:
-            raise
-        except BuildError as e:
-            return {"error": str(e)}
+        return {"error": str(e)}
     return {"policy": found, "packages": {"error": packages_error}}
 
 
