@@ -28,7 +28,11 @@ def cached_or_queued(h: Hive, approval: Approval) -> dict | None:
 def context(approval: Approval) -> dict:
     """What `_policy_flag.html` and `_policy_diff.html` read."""
     diff = cached_or_queued(hive(), approval)
-    return {"policy_diff": diff, "policy_pending": diff is None and not approval.pruned_on}
+    return {
+        "policy_diff": diff,
+        "policy_pending": diff is None and not approval.pruned_on,
+        "policy_rule": policydiff.rule_of,
+    }
 
 
 @bp.get("/review/<name>/<int:approval_id>/policy")

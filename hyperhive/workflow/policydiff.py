@@ -3,9 +3,9 @@
 Both sides are evaluated the same way, the way the local runtime's deploy evaluates a
 config (runtime/policy.py `evaluate`: the `hyperhive.*` options of `agent.nix` with
 nix-instantiate, restricted evaluation, checked by `normalize`), from the commit's tree
-checked out into a temporary directory: "before" is the commit the change is reviewed
-against (`review_base`: the deployed one while undecided, the proposal's `Base` after),
-"after" the proposed commit. Packages are `environment.systemPackages` of the config's
+checked out into `<home>/cache/policy/.checkout-*`: "before" is the commit the change is
+reviewed against (`review_base`: the deployed one while undecided, the proposal's `Base`
+after), "after" the proposed commit. Packages are `environment.systemPackages` of the config's
 modules, evaluated with stub derivations named for the identifiers the `.nix` files use
 (the real nixpkgs is not evaluated: a name is what the reviewer needs); a module that does
 more with `pkgs` than name packages leaves the packages row "could not evaluate".
@@ -16,10 +16,10 @@ A commit's evaluation never changes, so it is cached by commit (and by the evalu
 nix-instantiate (the host's problem, not the commit's). Each evaluation is bounded by
 `timeout` seconds; a failed one makes the diff `{"error": "could not evaluate …"}`.
 
-The rule per field (`RULES`, also in docs/operator-guide.md): a row *widens* when the
-agent may afterwards do something it could not before, *narrows* when it may do less and
-nothing more, *changes* when its powers are the same (model, notes threshold) or only
-moved (a pattern already covered).
+The rule per field (`RULES`, each row's tooltip; docs/operator-guide.md): a row *widens*
+when the agent may afterwards do something it could not before, *narrows* when it may do
+less and nothing more, *changes* when its powers are the same (model, notes threshold) or
+only moved (a pattern already covered).
 """
 
 import hashlib
@@ -87,6 +87,11 @@ RULES = {
 
 
 # -- the rules ----------------------------------------------------------------------------
+
+
+def rule_of(field: str) -> str:
+    """The rule a row of `field` (`extraMcpServers.search.env`, …) was marked by."""
+    return RULES.get(field.split(".")[0], "")
 
 
 def row(field: str, effect: str, change: str, note: str = "") -> dict:
