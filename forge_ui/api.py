@@ -2,9 +2,9 @@
 
 from flask import Blueprint, g, jsonify, request
 
-from forge_ui import charts, dead, hive, state
+from forge_ui import charts, dead, hive, policy_view, state
 from hyperhive.errors import BadInput
-from hyperhive.workflow.approvals import Approvals, history_json
+from hyperhive.workflow.approvals import Approval, Approvals, history_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -50,7 +50,7 @@ def json_body() -> dict:
 def approve(name: str, approval_id: int):
     json_body()
     a = Approvals(hive().home, name).approve(approval_id, g.actor)
-    return jsonify(a.to_json())
+    return jsonify(approval_json(a))
 
 
 @bp.post("/approvals/<name>/<int:approval_id>/deny")
@@ -59,4 +59,9 @@ def deny(name: str, approval_id: int):
     if not isinstance(reason, str) or not reason.strip():
         raise BadInput('a denial needs a reason: {"reason": "..."}')
     a = Approvals(hive().home, name).deny(approval_id, g.actor, reason)
-    return jsonify(a.to_json())
+    return jsonify(approval_json(a))
+
+
+def approval_json(a: Approval) -> dict:
+    """An approval with its policy diff (null until evaluated in the background)."""
+    return {**a.to_json(), "policy_diff": policy_view.cached_or_queued(hive(), a)}

@@ -8,7 +8,7 @@ import re
 
 import pytest
 from conftest import commit_config, run_cli
-from test_forge import app, client  # noqa: F401 (fixtures)
+from test_forge import api_post, app, client  # noqa: F401 (fixtures)
 
 from hyperhive.cli import policy_line
 from hyperhive.runtime.local import LocalRuntime
@@ -375,6 +375,9 @@ def test_review_page_flags_a_widening_change_and_the_dashboard_lists_it(client, 
     assert 'class="badge effect-narrows"' in dash.split(f'data-target="{third.target}"')[1]
     page = reviewed(client, third)
     assert 'id="policy-flag"' not in page and 'data-effect="narrows"' in page
+    # the API's approval JSON has it too
+    r = api_post(client, f"/api/approvals/manager/{third.id}/deny", json={"reason": "no"})
+    assert r.get_json()["state"] == "denied" and r.get_json()["policy_diff"]["narrows"] is True
 
 
 def test_cli_approvals_json_has_the_policy_diff(home):
