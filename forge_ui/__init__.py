@@ -18,6 +18,7 @@ from forge_ui import (
     git_http,
     headers,
     live,
+    policy_view,
     review,
     spawn_views,
     terminal,
@@ -57,7 +58,8 @@ def create_app(hive: Hive) -> Flask:
     filters.init_app(app)
     headers.init_app(app)
     live.sock.init_app(app)
-    for module in (auth, dashboard, dead, review, browse, api, live, spawn_views, terminal, checks):
+    blueprints = (auth, dashboard, dead, review, policy_view, browse, api, live, spawn_views)
+    for module in (*blueprints, terminal, checks):
         app.register_blueprint(module.bp)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say
         n = forge.proxy_hops

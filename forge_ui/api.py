@@ -51,7 +51,8 @@ def json_body() -> dict:
 
 @bp.get("/approvals/<name>/<int:approval_id>")
 def approval(name: str, approval_id: int):
-    """The approval with its check (forge_ui/checks.py `approval_json`)."""
+    """The approval with its check and its policy diff (forge_ui/checks.py
+    `approval_json`)."""
     return jsonify(checks.approval_json(Approvals(hive().home, name).get(approval_id)))
 
 
@@ -60,7 +61,7 @@ def approve(name: str, approval_id: int):
     """`{"force": true}` approves anyway when the check failed or has not finished."""
     force = checks.force_requested(json_body().get("force"))
     a = wf_checks.approve(hive().home, name, approval_id, g.actor, force)
-    return jsonify(a.to_json())
+    return jsonify(checks.approval_json(a, wait=False))
 
 
 @bp.post("/approvals/<name>/<int:approval_id>/deny")
@@ -69,4 +70,4 @@ def deny(name: str, approval_id: int):
     if not isinstance(reason, str) or not reason.strip():
         raise BadInput('a denial needs a reason: {"reason": "..."}')
     a = Approvals(hive().home, name).deny(approval_id, g.actor, reason)
-    return jsonify(a.to_json())
+    return jsonify(checks.approval_json(a, wait=False))

@@ -2,7 +2,7 @@
 page's panel (queued, running with its log streaming, passed, failed with the log's last
 lines), its websocket, the raw log, a rerun button, the confirm step's "approve anyway",
 and the approval's JSON for the API (`approval_json`, the one place the API's approval
-is built: later parts add their keys there)."""
+is built: its check and its policy diff)."""
 
 import json
 import time
@@ -12,10 +12,11 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from flask_sock import Sock
 from markupsafe import Markup
 
+from forge_ui import policy_view
 from forge_ui.context import hive
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.names import format_target
-from hyperhive.workflow import checks
+from hyperhive.workflow import checks, policydiff
 from hyperhive.workflow.approvals import Approval, Approvals
 
 bp = Blueprint("checks", __name__)
@@ -62,10 +63,17 @@ def panel(approval: Approval) -> Markup:
     )
 
 
-def approval_json(approval: Approval) -> dict:
-    """`GET /api/approvals/NAME/ID`: the approval with its check. The one place the API
-    builds it: the policy diff (issue 18's other half) adds `policy_diff` here."""
-    return {**approval.to_json(), "check": view(approval)}
+def approval_json(approval: Approval, wait: bool = True) -> dict:
+    """The API's approval (the one place it is built): the approval with its check and
+    its policy diff (workflow/policydiff.py). `GET /api/approvals/NAME/ID` waits for the
+    diff's evaluation (cached by commit; each side bounded by `policydiff.TIMEOUT`);
+    `wait=False` (the approve and deny replies) gives it when cached, else null and the
+    background evaluation is queued, as the dashboard does."""
+    if wait:
+        diff = policydiff.of_approval(hive().home, approval)
+    else:
+        diff = policy_view.cached_or_queued(hive(), approval)
+    return {**approval.to_json(), "check": view(approval), "policy_diff": diff}
 
 
 def force_requested(value: object) -> bool:

@@ -4,7 +4,7 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, render_template, request, send_file
 from markupsafe import Markup
 
-from forge_ui import checks, dead, harness_log, state
+from forge_ui import checks, dead, harness_log, policy_view, state
 from forge_ui.context import hive
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
@@ -12,7 +12,7 @@ from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
 from hyperhive.workflow import checks as wf_checks
-from hyperhive.workflow import hooks
+from hyperhive.workflow import hooks, policydiff
 from hyperhive.workflow.approvals import Approval, Approvals
 from hyperhive.workflow.states import State
 
@@ -27,21 +27,7 @@ def approvals_of(name: str) -> Approvals:
 
 
 def diff_base(approvals: Approvals, approval: Approval) -> str | None:
-    """What the change is reviewed against: the deployed commit it would replace while it
-    is undecided, the one deployed when it was proposed once it is decided."""
-    if approval.state in (State.PROPOSAL, State.APPROVED):
-        return approvals.deployed_commit()
-    proposal = approval.states.get(State.PROPOSAL)
-    if proposal:
-        return proposal.trailers.get("Base")
-    # Retention pruned the proposal with its Base: the deploy before this one ended.
-    ended = (approval.states[approval.state].time, approval.id)
-    before = [
-        (tag.time, i, tag.target)
-        for i, tag in approvals.tags_in(State.DEPLOYED).items()
-        if (tag.time, i) < ended
-    ]
-    return max(before)[2] if before else None
+    return policydiff.review_base(approvals, approval)
 
 
 def hook_runs(approval: Approval) -> list[hooks.HookRun]:
@@ -121,6 +107,7 @@ def approval(name: str, approval_id: int):
         view=request.args.get("view", "unified"),
         live=live_view(a),
         check_panel=checks.panel(a),
+        **policy_view.context(a),
         title=f"Review {a.target}",
     )
 

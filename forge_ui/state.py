@@ -7,7 +7,7 @@ its cause and logged, never shown as an empty list that would hide the failure.
 import logging
 from collections.abc import Callable
 
-from forge_ui import charts
+from forge_ui import charts, policy_view
 from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
@@ -35,7 +35,11 @@ def pending(hive: Hive) -> list[dict]:
     found = [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only=True)]
     live = checks.live_states(hive.checks.status()) if hive.checks else {}
     return [
-        {**a.to_json(), "check": checks.check_json(home, a.agent, a.id, live.get(a.target))}
+        {
+            **a.to_json(),
+            "check": checks.check_json(home, a.agent, a.id, live.get(a.target)),
+            "policy_diff": policy_view.cached_or_queued(hive, a),
+        }
         for a in sorted(found, key=lambda a: a.states[State.PROPOSAL].time)
     ]
 

@@ -23,7 +23,7 @@ from hyperhive.runtime.kinds import RUNTIMES, get_runtime
 from hyperhive.settings import load_settings
 from hyperhive.wire import notify
 from hyperhive.wire.protocol import DaemonUnavailable, call
-from hyperhive.workflow import checks, hooks
+from hyperhive.workflow import checks, hooks, policydiff
 from hyperhive.workflow.approvals import Approval, Approvals, when
 from hyperhive.workflow.deploy import deploy
 
@@ -178,11 +178,30 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         for a in found
     ]
     if args.json:
+        for data, a in zip(shown, found, strict=True):
+            data["policy_diff"] = policydiff.of_approval(args.home, a)
         emit_json(shown)
     else:
         for a, data in zip(found, shown, strict=True):
             print(approval_line(a, data["check"]["state"]))
+            if not args.all:
+                print(policy_line(policydiff.of_approval(args.home, a)))
     return 0
+
+
+def policy_line(diff: dict | None) -> str:
+    """The policy diff of a pending approval in one line: what widens first."""
+    if diff is None:
+        return "  policy: -"
+    if diff["error"]:
+        return f"  policy: {diff['error']}"
+    rows = sorted(diff["rows"], key=lambda r: r["effect"] != policydiff.WIDENS)
+    if not rows:
+        return "  policy: unchanged"
+    verdict = "WIDENS" if diff["widens"] else "narrows" if diff["narrows"] else "changes"
+    shown = "; ".join(f"{r['field']} {r['change']}" for r in rows[:6])
+    more = f" (+{len(rows) - 6} more)" if len(rows) > 6 else ""
+    return f"  policy {verdict}: {shown}{more}"
 
 
 def _report_hooks(home: Home, a: Approval) -> None:

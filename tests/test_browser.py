@@ -271,3 +271,21 @@ def test_agent_page_follows_the_harness_log_and_requeues_a_dead_letter(web, daem
     assert page.locator(row).count() == 0
     inbox = json.loads(run_cli(daemon.root, "inbox", "deadend", "--json", check=True).stdout)
     assert [m["id"] for m in inbox] == [message_id]
+
+
+def test_a_widening_proposal_is_flagged_on_its_review_page_and_the_dashboard(web, daemon):
+    """The review page shows "evaluating…", then its script puts in the flag and the
+    policy table once the background evaluation is done; the dashboard's row says widens."""
+    agent_nix = '{ ... }: { hyperhive.allowSubagents = true; hyperhive.allowedBash = [ "ls" ]; }\n'
+    target = change_and_propose(daemon, "widen", {"agent.nix": agent_nix})
+    page = web.open(review_path(target))
+    flag = page.wait_for_selector("#policy-flag")
+    assert "This change widens what manager may do" in flag.inner_text()
+    assert "allowSubagents off → on" in flag.inner_text()
+    row = page.locator('#policy-diff-slot tr[data-field="allowSubagents"]')
+    assert row.get_attribute("data-effect") == "widens" and "off → on" in row.inner_text()
+    assert page.locator('tr[data-field="allowedBash"]').get_attribute("data-effect") == "narrows"
+    dash = web.open("/")
+    cell = f'#section-approvals [data-target="{target}"] td.policy .badge.effect-widens'
+    assert dash.wait_for_selector(cell).inner_text() == "widens"
+    run_cli(daemon.root, "deny", target, "--reason", "test over", check=True)
