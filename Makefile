@@ -47,7 +47,7 @@ bench: $(STAMP)
 # Re-fetch the pinned front-end packages (xterm.js, uPlot) into forge_ui/static/vendor/
 # with npm; the result is committed, so nothing else needs npm.
 vendor: $(STAMP)
-	$(BIN)/python -m forge_ui.vendor
+	$(BIN)/python scripts/vendor.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .cache

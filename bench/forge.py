@@ -46,7 +46,7 @@ from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State
 
-PER_PAGE = 50  # forge_ui.browse.PER_PAGE, checked in main()
+PER_PAGE = 50  # forge_ui.views.browse.PER_PAGE, checked in main()
 LOG_FORMAT = "%H%x00%P%x00%an%x00%ae%x00%ct%x00%s%x00%b%x00%(trailers:only,unfold)%x00%D"
 
 
@@ -312,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         args.diff_lines, args.commits, args.repeats = 20, 150, 1
     if GIT is None:
         parser.error("the git CLI is needed for the references")
-    from forge_ui import browse as browse_view
+    from forge_ui.views import browse as browse_view
 
-    assert browse_view.PER_PAGE == PER_PAGE, "forge_ui.browse.PER_PAGE changed"
+    assert browse_view.PER_PAGE == PER_PAGE, "forge_ui.views.browse.PER_PAGE changed"
     say(
         f"hyperhive bench/forge.py: diff-lines={args.diff_lines} commits={args.commits} "
         f"repeats={args.repeats}"

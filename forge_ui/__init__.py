@@ -6,24 +6,9 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from forge_ui import (
-    api,
-    auth,
-    browse,
-    checks,
-    dashboard,
-    dead,
-    errors,
-    filters,
-    git_http,
-    headers,
-    live,
-    policy_view,
-    review,
-    spawn_views,
-    terminal,
-)
+from forge_ui import auth, checks, errors, filters, git_http, headers, policy_view
 from forge_ui.context import hive
+from forge_ui.views import api, browse, dashboard, dead, live, login, review, spawn, terminal
 from hyperhive import operator
 from hyperhive.daemon.httpworker import PREREAD_BYTES
 from hyperhive.hive import Hive
@@ -58,7 +43,7 @@ def create_app(hive: Hive) -> Flask:
     filters.init_app(app)
     headers.init_app(app)
     live.sock.init_app(app)
-    blueprints = (auth, dashboard, dead, review, policy_view, browse, api, live, spawn_views)
+    blueprints = (login, dashboard, dead, review, policy_view, browse, api, live, spawn)
     for module in (*blueprints, terminal, checks):
         app.register_blueprint(module.bp)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say

@@ -1,49 +1,12 @@
-"""Error pages and JSON errors; the engine's refusals map onto HTTP statuses."""
+"""Error pages and JSON errors; a HiveError answers with its status from
+hyperhive.errors.STATUS."""
 
 from flask import Flask, jsonify, render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from forge_ui.auth import wants_json
-from hyperhive.errors import (
-    AgentExists,
-    AlreadyDecided,
-    BadInput,
-    BadSettings,
-    ConcurrentUpdate,
-    DiskFull,
-    HiveError,
-    IllegalTransition,
-    InvalidName,
-    NotInitialized,
-    UnknownAgent,
-    UnknownApproval,
-    UnknownCommit,
-    UnknownMessage,
-    UnsafeTree,
-    disk_full,
-)
-
-STATUS = {  # the first class that matches wins
-    BadSettings: 500,  # hyperhive.toml is broken: no request can fix that
-    InvalidName: 400,
-    UnsafeTree: 400,
-    BadInput: 400,
-    UnknownAgent: 404,
-    UnknownApproval: 404,
-    UnknownCommit: 404,
-    UnknownMessage: 404,
-    AlreadyDecided: 409,
-    IllegalTransition: 409,
-    AgentExists: 409,
-    ConcurrentUpdate: 409,
-    NotInitialized: 503,
-    DiskFull: 507,  # WebDAV's Insufficient Storage: the request may succeed once space is freed
-}
-
-
-def status_of(error: HiveError) -> int:
-    return next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
+from hyperhive.errors import HiveError, disk_full, status_of
 
 
 def respond(code: int, message: str):

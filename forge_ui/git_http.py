@@ -172,7 +172,12 @@ class GitMount:
         # body unzips to, which is what dulwich reads and keeps
         cap = limits.pack_bytes + REQUEST_SLACK
         chain = GunzipFilter(LimitedInputFilter(app, max_request_size=cap))
-        return ClosingIterator(protocol_errors(chain, inner, start_response), [repo.close])
+        try:
+            answer = protocol_errors(chain, inner, start_response)
+        except BaseException:
+            repo.close()  # no iterator to close it after the answer
+            raise
+        return ClosingIterator(answer, [repo.close])
 
 
 def protocol_errors(app, environ, start_response):

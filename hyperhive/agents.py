@@ -21,14 +21,12 @@ from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import init_bare, init_worktree, open_repo, resolve_commit
 from hyperhive.home import Home
-from hyperhive.names import check_agent_name, check_new_agent_name
+from hyperhive.names import MANAGER, check_agent_name, check_new_agent_name
 from hyperhive.resources import NIX_DIR
 from hyperhive.runtime.base import LOCAL_HOST, Runtime
 from hyperhive.workflow import hooks, meta
 from hyperhive.workflow.approvals import Approval, Approvals
-
-MANAGER = "manager"
-
+from hyperhive.workflow.states import State
 
 AGENT_TEMPLATE = NIX_DIR / "agent-template.nix"
 
@@ -89,9 +87,9 @@ def is_repo(path: Path) -> bool:
     return (path / ".git").exists()
 
 
-def check_not_agent(home: Home, name: str, hint: str = "") -> None:
-    """Refuse a name that belongs to an agent, running or kept after a destroy; `hint`
-    ends the refusal of a running one."""
+def check_not_kept(home: Home, name: str) -> None:
+    """Refuse an invalid name, or the name of an agent kept after a destroy (only a purge
+    frees it)."""
     check_agent_name(name)
     home.require()
     if home.is_destroyed(name):
@@ -99,6 +97,12 @@ def check_not_agent(home: Home, name: str, hint: str = "") -> None:
             f"agent {name!r} was destroyed and its state kept: "
             f"`hyperhive agent destroy {name} --purge` frees the name"
         )
+
+
+def check_not_agent(home: Home, name: str, hint: str = "") -> None:
+    """Refuse a name that belongs to an agent, running or kept after a destroy; `hint`
+    ends the refusal of a running one."""
+    check_not_kept(home, name)
     if home.applied_dir(name).exists():
         raise AgentExists(f"agent {name!r} already exists{hint}")
 
@@ -124,8 +128,8 @@ def create_config(home: Home, name: str, actor: str, creation: Creation) -> Path
     """Claim `agents/<name>` and create the config repo (first commit: the template)
     and the state directory in it."""
     creation.claim(home.agent_dir(name), f"agent {name!r} already exists")
-    config = init_worktree(home.config_dir(name))
-    initial_commit(config, name, actor)
+    with init_worktree(home.config_dir(name)) as config:
+        initial_commit(config, name, actor)
     home.state_dir(name).mkdir(exist_ok=True)
     return home.config_dir(name)
 
@@ -134,7 +138,7 @@ def create_applied(home: Home, name: str, runtime: Runtime, creation: Creation) 
     """Claim `applied/<name>.git`, create it with the hooks, and let the runtime prepare
     the agent (Runtime.create: nothing runs before the first deploy)."""
     applied = creation.claim(home.applied_dir(name), f"agent {name!r} already exists")
-    init_bare(applied)
+    init_bare(applied).close()
     hooks.install(applied)
     creation.made_if_missing(home.log_dir(name))  # the proposal's hook run writes there
     creation.undo.append(lambda: runtime.destroy(name))
@@ -145,7 +149,8 @@ def resolve_config_commit(home: Home, name: str, commit_ref: str) -> str:
     """The full sha of `commit_ref` in the agent's config repo, or UnknownCommit."""
     config = home.config_dir(name)
     try:
-        return resolve_commit(open_repo(config), commit_ref).decode()
+        with open_repo(config) as repo:
+            return resolve_commit(repo, commit_ref).decode()
     except UnknownCommit:
         raise UnknownCommit(
             f"unknown commit {commit_ref!r} in {name}'s config repo {config}"
@@ -193,15 +198,15 @@ def runtime_state(home: Home, name: str, runtime: Runtime, problems: dict | None
 def describe(home: Home, name: str, runtime: Runtime, problems: dict | None = None) -> dict:
     approvals = Approvals(home, name)
     every = approvals.all()
-    deployed = [a for a in every if a.state == "deployed"]
-    last = max(deployed, key=lambda a: a.states["deployed"].time, default=None)
+    deployed = [a for a in every if a.state == State.DEPLOYED]
+    last = max(deployed, key=lambda a: a.states[State.DEPLOYED].time, default=None)
     return {
         "name": name,
         "deployed_commit": approvals.deployed_commit(),
         "deployed_approval": last.id if last else None,
-        "deployed_at": last.states["deployed"].time if last else None,
-        "pending": [a.id for a in every if a.state == "proposal"],
-        "building": [a.id for a in every if a.state in ("approved", "building")],
+        "deployed_at": last.states[State.DEPLOYED].time if last else None,
+        "pending": [a.id for a in every if a.state == State.PROPOSAL],
+        "building": [a.id for a in every if a.state in (State.APPROVED, State.BUILDING)],
         "runtime": {"host": LOCAL_HOST, **runtime_state(home, name, runtime, problems)},
     }
 

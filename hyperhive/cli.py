@@ -26,6 +26,7 @@ from hyperhive.wire.protocol import DaemonUnavailable, call
 from hyperhive.workflow import checks, hooks, policydiff
 from hyperhive.workflow.approvals import Approval, Approvals, when
 from hyperhive.workflow.deploy import deploy
+from hyperhive.workflow.states import State
 
 DEFAULT_RUNTIME = os.environ.get("HYPERHIVE_RUNTIME") or "local"
 
@@ -268,10 +269,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             print(f"queued {name}#{approval_id} on the daemon ({reply['ahead']} ahead)")
             return 0
     approval = deploy(args.home, name, approval_id, get_runtime(args.runtime, args.home))
-    if approval.state == "deployed":
+    if approval.state == State.DEPLOYED:
         print(f"deployed {approval.target} {approval.commit}")
         return 0
-    reason = approval.states["failed"].trailers.get("Reason", "")
+    reason = approval.states[State.FAILED].trailers.get("Reason", "")
     print(f"{approval.target} failed: {reason}", file=sys.stderr)
     return 1
 
@@ -642,36 +643,98 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperhive", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, func, help, parent=sub):
-        p = parent.add_parser(name, parents=[common], help=help, description=help)
+    def command(name, func, help, parent=sub, details=None):
+        """A subcommand: `help` is its line in `hyperhive --help`; `details`, its --help
+        description, is also its row in the README's CLI table (scripts/cli_table.py)."""
+        p = parent.add_parser(name, parents=[common], help=help, description=details or help)
         p.set_defaults(func=func)
         return p
 
-    command("init", cmd_init, "create the hive's home with a manager agent")
+    command(
+        "init",
+        cmd_init,
+        "create the hive's home with a manager agent",
+        details="create the home, `meta.git` and the `manager` agent (proposes `manager#1`)",
+    )
 
     agent = sub.add_parser("agent", help="create, list and destroy agents").add_subparsers(
         dest="agent_command", required=True, metavar="COMMAND"
     )
-    p = command("create", cmd_agent_create, "create an agent and propose its first config", agent)
+    p = command(
+        "create",
+        cmd_agent_create,
+        "create an agent and propose its first config",
+        agent,
+        details="create an agent's repos and propose its first config",
+    )
     p.add_argument("name", type=agent_name)
-    p = command("list", cmd_agent_list, "list agents with their deployed revision", agent)
+    p = command(
+        "list",
+        cmd_agent_list,
+        "list agents with their deployed revision",
+        agent,
+        details=(
+            "agents with runtime state (`running`, `failing` or `crash-looping` with the cause, "
+            "`stopped`, …), deployed commit, pending ids"
+        ),
+    )
     p.add_argument("--json", action="store_true")
     p = command(
-        "destroy", cmd_agent_destroy, "stop and remove an agent; keep its state and repos", agent
+        "destroy",
+        cmd_agent_destroy,
+        "stop and remove an agent; keep its state and repos",
+        agent,
+        details=(
+            "stop and remove an agent: its pending approvals are denied, its tokens revoked, "
+            "`meta.git` drops its pin; its state and repos are kept (and its name taken) unless "
+            "`--purge` deletes them with its logs; the manager cannot be destroyed"
+        ),
     )
     p.add_argument("name", type=agent_name)
     p.add_argument("--purge", action="store_true", help="delete its state, repos and logs too")
 
-    p = command("propose", cmd_propose, "submit a commit of an agent's config for approval")
+    p = command(
+        "propose",
+        cmd_propose,
+        "submit a commit of an agent's config for approval",
+        details="propose COMMIT (default: HEAD of `agents/NAME/config`); prints `NAME#ID`",
+    )
     p.add_argument("name", type=agent_name)
-    p.add_argument("commit", nargs="?", default="HEAD", help="default: HEAD of its config repo")
-    p.add_argument("--reason", help="why, recorded in the proposal tag")
+    p.add_argument(
+        "commit",
+        nargs="?",
+        default="HEAD",
+        metavar="COMMIT",
+        help="default: HEAD of its config repo",
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why, recorded in the proposal tag")
 
-    p = command("approvals", cmd_approvals, "list pending approvals (--all: every approval)")
+    p = command(
+        "approvals",
+        cmd_approvals,
+        "list pending approvals (--all: every approval)",
+        details=(
+            "pending approvals with their check (`check:passed`, `failed`, `queued`, "
+            "`running`, `unfinished`), each with what it does to the agent's policy on the "
+            'line below (`--all`: every approval, a pruned one as "pruned on DATE" with its '
+            "final state)"
+        ),
+    )
     p.add_argument("--all", action="store_true")
     p.add_argument("--json", action="store_true")
 
-    p = command("approve", cmd_approve, "approve NAME#ID; the post-receive hook deploys it")
+    p = command(
+        "approve",
+        cmd_approve,
+        "approve NAME#ID; the post-receive hook deploys it",
+        details=(
+            "approve; the hook starts the deploy. Its check (`checked/ID`) must have passed: "
+            'without `--force` ("approve anyway", recorded in the tag as `Check: failed, '
+            "overridden` or `Check: unfinished, overridden`) a failed check is refused (exit "
+            "1), and one queued or running on the daemon is waited for (with no daemon, it is "
+            "run here first)"
+        ),
+    )
     p.add_argument("target", type=target, metavar="NAME#ID")
     p.add_argument(
         "--force",
@@ -679,14 +742,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="approve anyway when its check failed or has not finished (recorded in the tag)",
     )
 
-    p = command("check", cmd_check, "run the check of NAME#ID again (e.g. after nixpkgs moved)")
+    p = command(
+        "check",
+        cmd_check,
+        "run the check of NAME#ID again (e.g. after nixpkgs moved)",
+        details=(
+            "run the check of a proposal again (a new tag `checked/ID.N`): queued on the "
+            "daemon if one runs, else here (exit 1 when it fails)"
+        ),
+    )
     p.add_argument("target", type=target, metavar="NAME#ID")
 
-    p = command("deny", cmd_deny, "deny NAME#ID with a reason")
+    p = command(
+        "deny",
+        cmd_deny,
+        "deny NAME#ID with a reason",
+        details="deny, with the reason recorded in the tag",
+    )
     p.add_argument("target", type=target, metavar="NAME#ID")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", metavar="TEXT", required=True)
 
-    p = command("deploy", cmd_deploy, "build an approved NAME#ID now (what the hook calls)")
+    p = command(
+        "deploy",
+        cmd_deploy,
+        "build an approved NAME#ID now (what the hook calls)",
+        details=(
+            "build an approved id (what the hook calls); queued on the daemon if one runs, "
+            "`--here` builds in this process"
+        ),
+    )
     p.add_argument("target", type=target, metavar="NAME#ID")
     p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
     p.add_argument(
@@ -695,16 +779,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="build in this process even when a daemon runs (default: queue on the daemon)",
     )
 
-    p = command("history", cmd_history, "every approval of an agent with each state")
+    p = command(
+        "history",
+        cmd_history,
+        "every approval of an agent with each state",
+        details=(
+            "every approval with each state, actor, time, reason and failed hook runs; a pruned "
+            'one as "pruned on DATE, final state STATE"'
+        ),
+    )
     p.add_argument("name", type=agent_name)
     p.add_argument("--json", action="store_true")
 
-    p = command("send", cmd_send, "send a message as FROM (an agent or operator), for testing")
+    p = command(
+        "send",
+        cmd_send,
+        "send a message as FROM (an agent or operator), for testing",
+        details=(
+            "send a message as FROM (an agent or `operator`), for testing; FROM's policy applies"
+        ),
+    )
     p.add_argument("sender", metavar="FROM", type=recipient)
     p.add_argument("to", metavar="TO", type=recipient)
     p.add_argument("text", metavar="TEXT")
 
-    p = command("inbox", cmd_inbox, "messages waiting for NAME (an agent or operator)")
+    p = command(
+        "inbox",
+        cmd_inbox,
+        "messages waiting for NAME (an agent or operator)",
+        details=(
+            "messages waiting for NAME (an agent or `operator`), without taking them; `--dead`: "
+            "its dead letters instead, newest first (50, at most 500 at a time; `--before` the "
+            "id the page before ended at): messages given up after 3 failed turns, with why"
+        ),
+    )
     p.add_argument("name", type=recipient)
     p.add_argument("--json", action="store_true")
     p.add_argument(
@@ -720,18 +828,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--before", type=message_id, metavar="ID", help="with --dead: those older than #ID"
     )
 
-    p = command("requeue", cmd_requeue, "hand dead letter ID back to agent NAME's inbox")
+    p = command(
+        "requeue",
+        cmd_requeue,
+        "hand dead letter ID back to agent NAME's inbox",
+        details=(
+            "hand dead letter ID back to NAME's inbox, at its old place; an id that is not one "
+            "of NAME's dead letters is refused (exit 1)"
+        ),
+    )
     p.add_argument("name", type=agent_name)
     p.add_argument("id", type=message_id)
 
-    p = command("questions", cmd_questions, "questions waiting for the operator's answer")
+    p = command(
+        "questions",
+        cmd_questions,
+        "questions waiting for the operator's answer",
+        details="questions agents asked the operator, unanswered",
+    )
     p.add_argument("--json", action="store_true")
 
-    p = command("answer", cmd_answer, "answer question ID; the answer goes to the asker's inbox")
+    p = command(
+        "answer",
+        cmd_answer,
+        "answer question ID; the answer goes to the asker's inbox",
+        details="answer a question; the answer arrives in the asker's inbox",
+    )
     p.add_argument("id", type=int)
     p.add_argument("text", metavar="TEXT")
 
-    p = command("prune", cmd_prune, "apply tag retention to every agent's applied repo now")
+    p = command(
+        "prune",
+        cmd_prune,
+        "apply tag retention to every agent's applied repo now",
+        details=(
+            "apply tag retention now (the daemon does it daily): prints each tag and build log "
+            "removed (`--dry-run`: that would be); exit 1 if an agent had to be skipped"
+        ),
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
     p.add_argument(
         "--failed-days",
@@ -744,7 +878,16 @@ def build_parser() -> argparse.ArgumentParser:
     meta_cmd = sub.add_parser("meta", help="the meta repo's deploy log").add_subparsers(
         dest="meta_command", required=True, metavar="COMMAND"
     )
-    p = command("log", cmd_meta_log, "deploys, destroys and prune records, newest first", meta_cmd)
+    p = command(
+        "log",
+        cmd_meta_log,
+        "deploys, destroys and prune records, newest first",
+        meta_cmd,
+        details=(
+            "the meta repo, newest first: deploys (agent, approval, revision, time), destroys "
+            "and prune records (each tag removed)"
+        ),
+    )
     p.add_argument("--json", action="store_true")
 
     op = sub.add_parser(
@@ -757,21 +900,70 @@ def build_parser() -> argparse.ArgumentParser:
         "help": f"the operator account (default: {operator.DEFAULT})",
     }
     p = command(
-        "set-password", cmd_set_password, "set an account's password; ends its sessions", op
+        "set-password",
+        cmd_set_password,
+        "set an account's password; ends its sessions",
+        op,
+        details=(
+            "set an operator account's forge password (scrypt hash in `operator.json`; default "
+            "account `operator`); ends that account's forge sessions"
+        ),
     )
     p.add_argument("--account", **account)
     p.add_argument("--password-stdin", action="store_true", help="read it from stdin")
-    p = command("token", cmd_token, "print an account's bearer token (git, JSON API)", op)
+    p = command(
+        "token",
+        cmd_token,
+        "print an account's bearer token (git, JSON API)",
+        op,
+        details=(
+            "print an account's bearer token (JSON API, git remote, login), made on first use; "
+            "`--rotate` replaces it and ends the account's sessions"
+        ),
+    )
     p.add_argument("--account", **account)
     p.add_argument("--rotate", action="store_true", help="replace it; ends its sessions")
-    p = command("add", cmd_operator_add, "add an operator account with its password", op)
+    p = command(
+        "add",
+        cmd_operator_add,
+        "add an operator account with its password",
+        op,
+        details=(
+            "add an operator account with its own password (asked twice, or one line from stdin) "
+            "and, on first `operator token --account NAME`, its own token; the tags it writes "
+            "name it"
+        ),
+    )
     p.add_argument("name", type=account_name)
     p.add_argument("--password-stdin", action="store_true", help="read it from stdin")
-    p = command("remove", cmd_operator_remove, "remove an account; ends its sessions", op)
+    p = command(
+        "remove",
+        cmd_operator_remove,
+        "remove an account; ends its sessions",
+        op,
+        details=(
+            "remove an account: its sessions end, its token stops working; never the last account"
+        ),
+    )
     p.add_argument("name", type=account_name)
-    p = command("list", cmd_operator_list, "operator accounts with their live sessions", op)
+    p = command(
+        "list",
+        cmd_operator_list,
+        "operator accounts with their live sessions",
+        op,
+        details=(
+            "the accounts: whether each has a password and a token, how many live forge sessions "
+            '(`--json`: `[{"name", "password", "token", "created_at", "sessions"}]`)'
+        ),
+    )
     p.add_argument("--json", action="store_true")
-    p = command("logout-all", cmd_operator_logout_all, "end every forge session", op)
+    p = command(
+        "logout-all",
+        cmd_operator_logout_all,
+        "end every forge session",
+        op,
+        details="end every forge session (or one account's) at once, also in the running daemon",
+    )
     p.add_argument(
         "--account", type=account_name, metavar="NAME", help="only this account's sessions"
     )
@@ -779,48 +971,110 @@ def build_parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", help="agents' tokens for the git remote").add_subparsers(
         dest="token_command", required=True, metavar="COMMAND"
     )
-    p = command("issue", cmd_token_issue, "issue a git token for agent NAME and print it", tok)
+    p = command(
+        "issue",
+        cmd_token_issue,
+        "issue a git token for agent NAME and print it",
+        tok,
+        details=(
+            "issue agent NAME a token for the git remote and print it (`--state`: write it to "
+            "its `/state/hyperhive-token` instead)"
+        ),
+    )
     p.add_argument("name", type=agent_name)
     p.add_argument(
         "--state",
         action="store_true",
         help="write it into the agent's state (/state/hyperhive-token) instead of printing it",
     )
-    p = command("list", cmd_token_list, "every token issued, active or revoked", tok)
+    p = command(
+        "list",
+        cmd_token_list,
+        "every token issued, active or revoked",
+        tok,
+        details="every token issued: id, agent, who issued it when, active or revoked",
+    )
     p.add_argument("--json", action="store_true")
-    p = command("revoke", cmd_token_revoke, "revoke token ID: requests with it get 401", tok)
+    p = command(
+        "revoke",
+        cmd_token_revoke,
+        "revoke token ID: requests with it get 401",
+        tok,
+        details="revoke a token for good: requests with it get 401",
+    )
     p.add_argument("id", type=int)
 
-    p = command("up", cmd_up, "run the daemon: build worker and web server")
+    p = command(
+        "up",
+        cmd_up,
+        "run the daemon: build worker and web server",
+        details=(
+            "the daemon: the forge (gunicorn), build worker, `run/host.sock`; SIGINT/SIGTERM "
+            "stop it cleanly; with `--runtime local` it first checks that `bwrap` can make an "
+            "agent's sandbox here, and refuses in one line otherwise (install `bubblewrap`, or "
+            "set `[local] sandbox = false`); at its start it logs each deployed agent whose "
+            "`claude` cannot be found (also a dashboard banner)"
+        ),
+    )
     p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
-    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--bind", metavar="ADDRESS", default="127.0.0.1")
     p.add_argument("--port", type=port, default=8420, help="0: any free port (default: 8420)")
 
-    p = command("mcp", cmd_mcp, "stdio MCP server for an agent, forwarding to its socket")
+    p = command(
+        "mcp",
+        cmd_mcp,
+        "stdio MCP server for an agent, forwarding to its socket",
+        details=(
+            "the stdio MCP server `claude` starts for an agent: each tool call goes as one JSON "
+            "line to the agent's socket, which is its identity"
+        ),
+    )
     p.add_argument(
         "--socket",
         type=lambda p: Path(p).absolute(),
+        metavar="PATH",
         required=True,
         help="the agent's socket (in a container: /run/hyperhive/agent.sock)",
     )
 
-    p = command("harness", cmd_harness, "run an agent's turn loop (what its container runs)")
+    p = command(
+        "harness",
+        cmd_harness,
+        "run an agent's turn loop (what its container runs)",
+        details=(
+            "an agent's turn loop: waits for its messages and runs one `claude -p` turn per "
+            "batch (what each container runs, defaults `/run/hyperhive/agent.sock`, `/state`, "
+            "`/etc/hyperhive`, a failed batch retried after 30 s, given up after 3 failed turns "
+            "as a dead letter; `--exit-with-parent`, the local runtime's, ends it with the "
+            "process that started it: `--lifeline FD` names an inherited pipe whose write end "
+            "only the starter holds, so its end-of-file ends the harness also when the starter "
+            "died before it ran; without one, the parent death signal; the `claude` it runs and "
+            "its notes compaction threshold are the agent's policy, `hyperhive.claude` (default "
+            "`claude` on PATH) and `hyperhive.notesCompactBytes` (default 32768); it runs "
+            "`claude --version` at its start and refuses (exit 3) a Claude Code older than "
+            "2.1.0, naming the version found; the daemon runs one per deployed agent with the "
+            "local runtime)"
+        ),
+    )
     p.add_argument(
         "--socket",
         type=absolute_path,
         default=Path("/run/hyperhive/agent.sock"),
+        metavar="PATH",
         help="the agent's socket (default: /run/hyperhive/agent.sock)",
     )
     p.add_argument(
         "--state",
         type=absolute_path,
         default=Path("/state"),
+        metavar="DIR",
         help="its state directory: notes.md, the claude session (default: /state)",
     )
     p.add_argument(
         "--etc",
         type=absolute_path,
         default=Path("/etc/hyperhive"),
+        metavar="DIR",
         help="where policy.json and extra-mcp.json are (default: /etc/hyperhive); the "
         "claude it runs and the notes compaction threshold are the policy's",
     )
@@ -828,6 +1082,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-seconds",
         type=positive_float,
         default=30.0,
+        metavar="S",
         help="a failed batch is retried after this when no message comes (default: 30)",
     )
     p.add_argument(

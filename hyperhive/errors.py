@@ -1,4 +1,7 @@
-"""Refusals: a request was understood and declined. The CLI exits 1 with the message."""
+"""Every HiveError, and the HTTP status each answers with (`STATUS`, the one table: the
+forge's error handler reads it). A refusal (a request understood and declined) is a 4xx;
+a failure of the hive or its host (a runtime command, a missing sandbox, a full disk) is
+a 5xx. The CLI exits 1 with the message either way."""
 
 import errno
 
@@ -36,6 +39,10 @@ class UnknownCommit(HiveError):
     pass
 
 
+class NotARepository(HiveError):
+    """A directory that should hold one of the hive's git repositories does not."""
+
+
 class UnknownApproval(HiveError):
     pass
 
@@ -71,3 +78,89 @@ def disk_full(e: BaseException) -> DiskFull | None:
 
 class UnknownMessage(HiveError):
     pass
+
+
+class UnknownQuestion(UnknownApproval):
+    pass
+
+
+class UnknownToken(HiveError):
+    pass
+
+
+class UnknownAccount(HiveError):
+    pass
+
+
+class AlreadyDestroyed(IllegalTransition):
+    pass
+
+
+class CheckNotPassed(IllegalTransition):
+    """Approving a proposal whose check failed or has not finished, without `force`
+    (workflow/checks.py)."""
+
+
+class PolicyRefused(HiveError):
+    """A message the sender's deployed policy does not allow."""
+
+
+class PolicyError(HiveError):
+    """A deployed policy file that cannot be read: sends are refused, never unrestricted."""
+
+
+class PolicyUnreadable(HiveError):
+    """The harness cannot read the policy it runs under (in the agent's container)."""
+
+
+class RuntimeCommandError(HiveError):
+    """A runtime command outside a build (start, stop, destroy) failed: which one, how."""
+
+
+class SandboxUnavailable(HiveError):
+    """bwrap is missing or cannot make its namespaces on this host."""
+
+
+class UnsupportedClaude(HiveError):
+    pass
+
+
+class ClaudeNotRunnable(UnsupportedClaude):
+    """`claude --version` could not run at all (not installed yet, not executable)."""
+
+
+class ShuttingDown(HiveError):
+    """The daemon is stopping: what was asked resumes (or can be asked again) after."""
+
+
+STATUS: dict[type[HiveError], int] = {  # the first class that matches wins
+    BadSettings: 500,  # hyperhive.toml is broken: no request can fix that
+    InvalidName: 400,
+    UnsafeTree: 400,
+    BadInput: 400,
+    PolicyRefused: 403,
+    UnknownAgent: 404,
+    UnknownApproval: 404,  # UnknownQuestion too
+    UnknownCommit: 404,
+    UnknownMessage: 404,
+    UnknownToken: 404,
+    UnknownAccount: 404,
+    AlreadyDecided: 409,
+    IllegalTransition: 409,  # AlreadyDestroyed, CheckNotPassed too
+    AgentExists: 409,
+    ConcurrentUpdate: 409,
+    NotARepository: 500,  # the hive's own directories are broken
+    PolicyError: 500,  # a deployed policy the hive wrote cannot be read
+    RuntimeCommandError: 500,
+    NotInitialized: 503,
+    ShuttingDown: 503,
+    SandboxUnavailable: 503,  # the host lacks bwrap: the operator installs it
+    UnsupportedClaude: 503,  # ClaudeNotRunnable too
+    PolicyUnreadable: 503,
+    DiskFull: 507,  # WebDAV's Insufficient Storage: the request may succeed once space is freed
+}
+REFUSED = 400  # a bare HiveError: a refusal no subclass names (a test keeps subclasses listed)
+
+
+def status_of(error: HiveError) -> int:
+    return next((code for cls, code in STATUS.items() if isinstance(error, cls)), REFUSED)

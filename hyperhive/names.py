@@ -9,9 +9,14 @@ from hyperhive.errors import InvalidName
 
 AGENT_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 AGENT_NAME_PATTERN = "^[a-z][a-z0-9-]{0,30}$"
-# Names the broker uses for parties that are not agents: `operator` (the human) and
-# `system` (the hive's own notices). They match the pattern but no agent may take them.
-RESERVED_NAMES = ("operator", "system")
+# The parties every hive has, named once. The manager is an agent; `operator` (the human)
+# and `system` (the hive's own notices, never a recipient) match the pattern but no agent
+# may take them. ENGINE signs what the hive itself writes (meta commits, build tags).
+MANAGER = "manager"
+OPERATOR = "operator"
+SYSTEM = "system"
+ENGINE = "hyperhive"
+RESERVED_NAMES = (OPERATOR, SYSTEM)
 
 
 def check_agent_name(name: str) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from hyperhive import sessions
-from hyperhive.errors import BadInput, HiveError
+from hyperhive.errors import BadInput, HiveError, UnknownAccount
 from hyperhive.home import Home
 from hyperhive.names import AGENT_NAME_RE
 
@@ -45,10 +45,6 @@ def _dummy_hash() -> str:
     """A hash no password matches: an unknown account costs the same scrypt as a known one
     (made on first need: every CLI command imports this module)."""
     return generate_password_hash(secrets.token_urlsafe(16), method="scrypt")
-
-
-class UnknownAccount(HiveError):
-    pass
 
 
 def check_account_name(name: str) -> str:

@@ -11,9 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
-from hyperhive.errors import HiveError
+from hyperhive.errors import HiveError, PolicyError
 from hyperhive.home import Home
-from hyperhive.names import check_agent_name
+from hyperhive.names import OPERATOR, check_agent_name
 
 POLICY_FILE = "policy.json"
 DEFAULT_POLICY: dict = {"allowedRecipients": None}
@@ -28,15 +28,10 @@ POLICY_KEYS = (
     "allowSubagents",
 )
 KNOWN_OPTIONS = (*POLICY_KEYS, "extraMcpServers")
-OPERATOR = "operator"
 
 
 class InvalidPolicy(ValueError):
     """A `hyperhive.*` value the schema refuses; the message says which and why."""
-
-
-class PolicyError(HiveError):
-    """A deployed policy file that cannot be read: sends are refused, never unrestricted."""
 
 
 def policy_file(home: Home, name: str) -> Path:

@@ -39,6 +39,7 @@ from hyperhive.agents import (
     Creation,
     check_new,
     check_not_agent,
+    check_not_kept,
     create_agent,
     create_config,
     initial_commit,
@@ -46,7 +47,11 @@ from hyperhive.agents import (
     propose_first,
     resolve_config_commit,
 )
-from hyperhive.errors import AgentExists, BadInput, IllegalTransition, UnknownAgent
+from hyperhive.errors import (
+    AlreadyDestroyed,
+    BadInput,
+    UnknownAgent,
+)
 from hyperhive.gitstore import history, refs, worktree
 from hyperhive.gitstore.repos import copy_commit, init_worktree, open_repo
 from hyperhive.home import Home
@@ -59,10 +64,6 @@ from hyperhive.workflow.deploy import recover
 from hyperhive.workflow.lock import build_lock, locked
 
 DESTROY_REASON = "agent destroyed"
-
-
-class AlreadyDestroyed(IllegalTransition):
-    pass
 
 
 # -- spawning ----------------------------------------------------------------------------
@@ -200,13 +201,7 @@ def init_config(home: Home, name: str, actor: str) -> Path:
       yet), checked out;
     - a kept (destroyed) agent: refused (AgentExists) — purge it to reuse the name.
     """
-    check_agent_name(name)
-    home.require()
-    if home.is_destroyed(name):
-        raise AgentExists(
-            f"agent {name!r} was destroyed and its state kept: "
-            f"`hyperhive agent destroy {name} --purge` frees the name"
-        )
+    check_not_kept(home, name)
     config = home.config_dir(name)
     if is_repo(config):
         return config
@@ -216,13 +211,14 @@ def init_config(home: Home, name: str, actor: str) -> Path:
     deployed = Approvals(home, name).deployed_commit()
     with Creation() as creation:
         creation.claim(config, f"{config} already exists")
-        repo = init_worktree(config)
-        if deployed is None:
-            initial_commit(repo, name, actor)
-        else:
-            copy_commit(open_repo(home.applied_dir(name)), repo, deployed.encode())
-            refs.cas(repo, MAIN, None, deployed.encode())
-            worktree.switch(repo, None, deployed.encode())  # never through a symlink
+        with init_worktree(config) as repo:
+            if deployed is None:
+                initial_commit(repo, name, actor)
+            else:
+                with open_repo(home.applied_dir(name)) as applied:
+                    copy_commit(applied, repo, deployed.encode())
+                refs.cas(repo, MAIN, None, deployed.encode())
+                worktree.switch(repo, None, deployed.encode())  # never through a symlink
         home.state_dir(name).mkdir(exist_ok=True)
     return config
 
@@ -245,11 +241,11 @@ def _dirs(home: Home) -> list[str]:
 
 
 def _latest(config: Path) -> dict:
-    repo = open_repo(config)
-    head = refs.read(repo, MAIN)
-    if head is None:
-        return {"commit": None, "subject": None, "author": None, "time": None}
-    info = history.commit_info(repo, head)
+    with open_repo(config) as repo:
+        head = refs.read(repo, MAIN)
+        if head is None:
+            return {"commit": None, "subject": None, "author": None, "time": None}
+        info = history.commit_info(repo, head)
     return {"commit": info.sha, "subject": info.subject, "author": info.author, "time": info.time}
 
 

@@ -22,18 +22,14 @@ from pathlib import Path
 from hyperhive import operator
 from hyperhive.broker.db import connect_migrated as _db
 from hyperhive.broker.db import fits
-from hyperhive.errors import BadInput, HiveError
+from hyperhive.errors import BadInput, HiveError, UnknownToken
 from hyperhive.home import Home
+from hyperhive.names import OPERATOR
 from hyperhive.runtime.ownership import state_owner
 
-OPERATOR = "operator"
 PREFIX = "hht_"  # recognisable in a leaked log line or a secret scanner
 STATE_FILE = "hyperhive-token"
 MAX_READ = 4096  # a token file is one short line
-
-
-class UnknownToken(HiveError):
-    pass
 
 
 def digest(token: str) -> str:

@@ -539,8 +539,8 @@ def test_since_is_the_commit_that_set_the_pin_not_a_later_one(client, home: Home
 def test_since_of_a_pin_older_than_the_search_is_the_time_recorded_with_the_pin(
     client, home: Home, runtime, monkeypatch
 ):
-    from forge_ui import browse as view
     from forge_ui.filters import utc
+    from forge_ui.views import browse as view
     from hyperhive.agents import create_agent
     from hyperhive.workflow import meta
 

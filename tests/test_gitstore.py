@@ -10,7 +10,7 @@ from dulwich.repo import Repo
 from support.hive import git
 from unidiff import PatchSet
 
-from hyperhive.errors import ConcurrentUpdate, UnknownCommit
+from hyperhive.errors import ConcurrentUpdate, NotARepository, UnknownCommit
 from hyperhive.gitstore import history, refs
 from hyperhive.gitstore.repos import (
     LOOSE_MAX,
@@ -118,7 +118,7 @@ def test_init_worktree_is_a_checkout_on_main(worktree):
 
 def test_open_repo_of_a_non_repository_is_refused(tmp_path: Path):
     (tmp_path / "plain").mkdir()
-    with pytest.raises(UnknownCommit, match="not a git repository"):
+    with pytest.raises(NotARepository, match="not a git repository"):
         open_repo(tmp_path / "plain")
 
 

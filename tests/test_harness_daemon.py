@@ -17,9 +17,8 @@ from support.hive import commit_config, git, run_cli
 from support.wait import wait_for
 
 from hyperhive.daemon import hostsock
-from hyperhive.errors import HiveError
+from hyperhive.errors import HiveError, RuntimeCommandError
 from hyperhive.home import Home
-from hyperhive.runtime.base import RuntimeCommandError
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.runtime.local_harness import _alive
 from hyperhive.workflow.approvals import Approvals

@@ -222,7 +222,7 @@ class Failing(StandIn):
     def start(self, name, emit=None):
         super().start(name, emit)
         if self.refuse:
-            from hyperhive.runtime.base import RuntimeCommandError
+            from hyperhive.errors import RuntimeCommandError
 
             raise RuntimeCommandError(self.refuse)
 
@@ -380,7 +380,7 @@ def test_dead_letters_on_the_dashboard_and_the_agent_page_with_a_requeue(hive, c
 def test_the_agent_page_pages_its_dead_letters_and_shows_the_log_tail(hive, client, monkeypatch):
     from forge_ui import harness_log
 
-    monkeypatch.setattr("forge_ui.dead.DEAD_PAGE", 2)
+    monkeypatch.setattr("forge_ui.views.dead.DEAD_PAGE", 2)
     broker = Broker(hive)
     ids = [broker.send("operator", "alice", f"m{i}") for i in range(5)]
     broker.give_up("alice", ids, "r")

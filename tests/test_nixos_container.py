@@ -25,9 +25,10 @@ from support.nixos_fake import (  # noqa: F401 (fake: a fixture)
     make_runtime,
 )
 
+from hyperhive.errors import RuntimeCommandError
 from hyperhive.home import Home
 from hyperhive.policy import deployed_policy
-from hyperhive.runtime.base import BuildError, RuntimeCommandError
+from hyperhive.runtime.base import BuildError
 from hyperhive.runtime.kinds import RUNTIMES
 from hyperhive.runtime.nixos_container import (
     NixosContainerRuntime,

@@ -12,7 +12,8 @@ from support.hive import commit_config, git, run_cli
 
 from hyperhive import spawn
 from hyperhive.broker.messages import Broker, PolicyRefused
-from hyperhive.policy import PolicyError, deployed_policy
+from hyperhive.errors import PolicyError
+from hyperhive.policy import deployed_policy
 from hyperhive.runtime import policy
 from hyperhive.runtime.base import BuildError
 from hyperhive.runtime.local_harness import Harnesses

@@ -16,9 +16,9 @@ from support.hive import commit_config, run_cli
 from support.procs import read_until
 from support.wait import wait_for
 
+from hyperhive.errors import RuntimeCommandError
 from hyperhive.home import Home
 from hyperhive.runtime import sandbox
-from hyperhive.runtime.base import RuntimeCommandError
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy

@@ -4,6 +4,7 @@ the vendored front-end files. The browser side is tests/test_terminal_browser.py
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -20,14 +21,20 @@ from support.hive import fake_program, run_cli
 from support.procs import WHOAMI, WHOAMI_RE, alive, host_pid, proc_stat, read_until
 from support.wait import wait_for
 
-from forge_ui import vendor
-from forge_ui.live import MAX_MESSAGE
-from forge_ui.terminal import WINDOW
+from forge_ui.views.live import MAX_MESSAGE
+from forge_ui.views.terminal import WINDOW
 from hyperhive import operator
 from hyperhive.errors import InvalidName, UnknownAgent
 from hyperhive.home import Home
 from hyperhive.runtime.base import Shell
 from hyperhive.runtime.local import LocalRuntime
+
+# scripts/vendor.py is a development tool outside the shipped package: load it by path.
+_spec = importlib.util.spec_from_file_location(
+    "vendor", Path(__file__).parent.parent / "scripts" / "vendor.py"
+)
+vendor = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(vendor)
 
 # -- the local runtime's shell -------------------------------------------------------------
 
@@ -129,7 +136,8 @@ def test_a_relay_that_cannot_start_hangs_the_shell_up(
     """Out of file descriptors for the relay's pipe: the shell must not outlive the page."""
     from flask import g
 
-    from forge_ui import create_app, terminal
+    from forge_ui import create_app
+    from forge_ui.views import terminal
     from hyperhive.hive import Hive
 
     shells = []
@@ -173,7 +181,7 @@ def daemon(tmp_path_factory):
 
 
 class Term:
-    """A client of /ws/terminal/<name> speaking the protocol of forge_ui/terminal.py."""
+    """A client of /ws/terminal/<name> speaking the protocol of forge_ui/views/terminal.py."""
 
     def __init__(self, daemon, name="manager", headers=None, ack=True):
         headers = {"Authorization": f"Bearer {daemon.token}"} if headers is None else headers

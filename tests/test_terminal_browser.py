@@ -119,7 +119,7 @@ def test_closing_the_terminal_then_opening_a_new_one(web, daemon, shots: Path):
 
 def test_a_paste_over_the_message_limit_arrives_whole(web, daemon):
     """terminal.js sends input in pieces: a paste bigger than the server's message limit
-    (forge_ui.live.MAX_MESSAGE) reaches the shell instead of closing the socket."""
+    (forge_ui.views.live.MAX_MESSAGE) reaches the shell instead of closing the socket."""
     page = web.open("/agents/manager")
     page.click("button:has-text('Open terminal')")
     page.wait_for_selector(".terminal-status.on")

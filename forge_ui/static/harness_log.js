@@ -1,5 +1,5 @@
 // The agent page's harness log: the tail the page came with, then what the log gains,
-// over /ws/harness/NAME (forge_ui/live.py), scrolled along while at the bottom.
+// over /ws/harness/NAME (forge_ui/views/live.py), scrolled along while at the bottom.
 "use strict";
 (() => {
   const logEl = document.getElementById("harness-log");

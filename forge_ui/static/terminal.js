@@ -1,5 +1,5 @@
 // The agent page's terminal: xterm.js over /ws/terminal/<name> (the protocol is in
-// forge_ui/terminal.py). Each output frame is acknowledged once xterm.js has drawn it:
+// forge_ui/views/terminal.py). Each output frame is acknowledged once xterm.js has drawn it:
 // the server never has more than its window unacknowledged, so a flood cannot pile up here.
 "use strict";
 (() => {

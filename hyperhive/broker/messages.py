@@ -22,15 +22,11 @@ import time
 from collections.abc import Callable, Iterable
 
 from hyperhive.broker.db import Pool, fits, migrate
-from hyperhive.errors import BadInput, HiveError, UnknownAgent, UnknownMessage
+from hyperhive.errors import BadInput, PolicyRefused, UnknownAgent, UnknownMessage
 from hyperhive.home import Home
+from hyperhive.names import MANAGER, OPERATOR, SYSTEM  # SYSTEM: crash and stuck notices
 from hyperhive.wire.ops import MAX_WAIT
 
-OPERATOR = "operator"
-MANAGER = "manager"
-# The hive itself as a sender (crash and stuck notices): a reserved name, never an
-# agent (names.RESERVED_NAMES), and nobody can send to it.
-SYSTEM = "system"
 MAX_BODY = 64 * 1024
 MAX_BATCH = 100  # messages per recv
 # A recv's messages as JSON (escaped: up to 6 bytes per body byte) stay under this, so
@@ -39,10 +35,6 @@ MAX_BATCH_BYTES = 512 * 1024
 MAX_REASON = 500  # characters of a dead letter's reason
 DEAD_PAGE = 50  # dead letters listed at a time by default
 MAX_DEAD_PAGE = 500
-
-
-class PolicyRefused(HiveError):
-    pass
 
 
 def check_wait(wait_seconds: object) -> float:

@@ -6,13 +6,9 @@ import time
 
 from hyperhive.broker.db import fits
 from hyperhive.broker.messages import OPERATOR, Broker
-from hyperhive.errors import AlreadyDecided, BadInput, UnknownApproval
+from hyperhive.errors import AlreadyDecided, BadInput, UnknownQuestion
 
 MAX_QUESTION = 16 * 1024
-
-
-class UnknownQuestion(UnknownApproval):
-    pass
 
 
 def _row(row) -> dict:

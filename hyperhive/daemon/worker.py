@@ -5,7 +5,7 @@ import logging
 import queue
 import threading
 
-from hyperhive.errors import HiveError, IllegalTransition
+from hyperhive.errors import HiveError, IllegalTransition, ShuttingDown
 from hyperhive.home import Home
 from hyperhive.runtime.base import Runtime
 from hyperhive.wire import notify
@@ -36,7 +36,7 @@ class BuildWorker:
             raise IllegalTransition(f"cannot deploy {approval.target}: it is {approval.state}")
         with self.lock:
             if self.stopping:
-                raise HiveError("the daemon is stopping; the build resumes at its next start")
+                raise ShuttingDown("the daemon is stopping; the build resumes at its next start")
             pending = self.queued.setdefault(name, [])
             if approval_id in pending or self.running.get(name) == approval_id:
                 raise IllegalTransition(f"{approval.target} is already queued")

@@ -11,6 +11,8 @@ from hyperhive.errors import ConcurrentUpdate
 from hyperhive.gitstore.cache import RefListings
 
 ZERO = b"0" * 40
+DEFAULT_BRANCH = b"main"
+MAIN = b"refs/heads/" + DEFAULT_BRANCH  # the branch every hive repo deploys from
 T = TypeVar("T")
 
 

@@ -10,9 +10,8 @@ from dulwich.objectspec import parse_commit
 from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
-from hyperhive.errors import UnknownCommit
-
-DEFAULT_BRANCH = b"main"
+from hyperhive.errors import NotARepository, UnknownCommit
+from hyperhive.gitstore.refs import DEFAULT_BRANCH
 
 
 def init_bare(path: Path) -> Repo:
@@ -26,10 +25,37 @@ def init_worktree(path: Path) -> Repo:
 
 
 def open_repo(path: Path) -> Repo:
+    """The repository at `path`, opened: close it (`with open_repo(path) as repo:`); an
+    open repo keeps its pack files open, and the daemon serves from many threads."""
     try:
         return Repo(str(path))
     except NotGitRepository as e:
-        raise UnknownCommit(f"{path} is not a git repository") from e
+        raise NotARepository(f"{path} is not a git repository") from e
+
+
+class LazyRepo:
+    """A repository opened on first call and closed on leaving the `with` block: for reads
+    that a cache usually answers, so most never open it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._repo: Repo | None = None
+
+    def __call__(self) -> Repo:
+        if self._repo is None:
+            self._repo = open_repo(self.path)
+        return self._repo
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def __enter__(self) -> "LazyRepo":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def resolve_commit(repo: Repo, spec: str) -> bytes:

@@ -10,19 +10,11 @@ permissions than the policy says, so it is refused up front, naming what was fou
 import re
 import subprocess
 
-from hyperhive.errors import HiveError
+from hyperhive.errors import ClaudeNotRunnable, UnsupportedClaude
 
 MIN_VERSION = (2, 1, 0)
 TIMEOUT = 60.0  # seconds for `claude --version` (a first run may unpack itself)
 _VERSION = re.compile(r"(?<![\d.])(\d+)\.(\d+)\.(\d+)")
-
-
-class UnsupportedClaude(HiveError):
-    pass
-
-
-class ClaudeNotRunnable(UnsupportedClaude):
-    """`claude --version` could not run at all (not installed yet, not executable)."""
 
 
 def parse_version(output: str) -> tuple[int, int, int] | None:

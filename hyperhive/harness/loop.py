@@ -47,7 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hyperhive.errors import HiveError
+from hyperhive.errors import HiveError, PolicyUnreadable
 from hyperhive.harness import claude_version, notes
 from hyperhive.harness.claude_config import (
     PERMISSION_MODE,
@@ -81,10 +81,6 @@ class Stop(BaseException):
     Exception, as KeyboardInterrupt is not: raised by the signal handler wherever the
     main thread is, it must not be swallowed there (logging's `emit` turns any Exception
     into a printed "Logging error" and goes on, and the stop was lost)."""
-
-
-class PolicyUnreadable(HiveError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hyperhive.errors import HiveError
+from hyperhive.home import Home
 
 Emit = Callable[[str], None]
 
@@ -27,10 +27,6 @@ class BuildError(Exception):
 # The host an agent runs on, as its status names it. Every runtime today runs its agents
 # on the daemon's host; a placement across hosts (docs/multi-host.md) names the others.
 LOCAL_HOST = "local"
-
-
-class RuntimeCommandError(HiveError):
-    """A runtime command outside a build (start, stop, destroy) failed: which one, how."""
 
 
 # Runs as the child of `Shell.spawn`, the PTY on 0/1/2: leads a new session (it does
@@ -164,6 +160,25 @@ def session_groups(sid: int) -> set[int]:
         if int(fields[3]) == sid:
             groups.add(int(fields[2]))
     return groups
+
+
+class AgentDirs:
+    """What the runtimes share: an agent's state directory, and the refusal to deploy an
+    agent marked destroyed (its state is kept, it never runs again)."""
+
+    home: Home
+
+    def create(self, name: str) -> None:
+        self.home.state_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def begin_update(self, name: str) -> None:
+        """The first step of every `update`: BuildError for a destroyed agent, else
+        `create` (an update may come before any create, after a crash)."""
+        if self.home.is_destroyed(name):
+            raise BuildError(
+                f"agent {name} was destroyed (its state is kept): it is not deployed again"
+            )
+        self.create(name)
 
 
 class Runtime(Protocol):

@@ -28,34 +28,27 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hyperhive.errors import UnknownAgent, UnsafeTree
+from hyperhive.errors import RuntimeCommandError, UnknownAgent, UnsafeTree
 from hyperhive.gitstore.history import checkout
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.runtime import policy, record, sandbox
-from hyperhive.runtime.base import BuildError, Emit, RuntimeCommandError, Shell
+from hyperhive.runtime.base import AgentDirs, BuildError, Emit, Shell
 from hyperhive.runtime.local_harness import ExitHandler, Harnesses
 from hyperhive.runtime.stream import run_streamed
 
 PARSE_BATCH = 256  # .nix files parsed by one nix-instantiate (its command line stays short)
 
 
-class LocalRuntime:
+class LocalRuntime(AgentDirs):
     supervised = True  # agents are processes of the daemon (runtime/base.py)
 
     def __init__(self, home: Home):
         self.home = home
         self.harnesses = Harnesses(home)
 
-    def create(self, name: str) -> None:
-        self.home.state_dir(name).mkdir(parents=True, exist_ok=True)
-
     def update(self, name: str, rev: str, emit: Emit) -> None:
-        if self.home.is_destroyed(name):
-            raise BuildError(
-                f"agent {name} was destroyed (its state is kept): it is not deployed again"
-            )
-        self.create(name)
+        self.begin_update(name)
         dest = self.home.deployed_dir(name)
         staging = dest.with_name("deployed.new")
         shutil.rmtree(staging, ignore_errors=True)
@@ -82,7 +75,8 @@ class LocalRuntime:
         check do the same)."""
         emit(f"checking out {rev} into {root}")
         try:
-            files = checkout(open_repo(self.home.applied_dir(name)), rev.encode(), root)
+            with open_repo(self.home.applied_dir(name)) as repo:
+                files = checkout(repo, rev.encode(), root)
         except UnsafeTree as e:
             raise BuildError(str(e)) from None
         emit(f"{len(files)} files")

@@ -50,13 +50,14 @@ from pathlib import Path
 
 from dulwich.object_store import iter_tree_contents
 
+from hyperhive.errors import RuntimeCommandError
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
-from hyperhive.names import check_agent_name
+from hyperhive.names import ENGINE, check_agent_name
 from hyperhive.runtime import ownership, policy, record, stream
-from hyperhive.runtime.base import BuildError, Emit, RuntimeCommandError, Shell
+from hyperhive.runtime.base import AgentDirs, BuildError, Emit, Shell
 from hyperhive.runtime.stream import run_streamed
 from hyperhive.workflow import meta
 
@@ -67,7 +68,7 @@ PREFIX = "h-"
 MAX_CONTAINER_NAME = 11
 BUILD_REF = "refs/hyperhive/build/"
 CHECK_REF = "refs/hyperhive/check/"  # a check's candidate: <name>/<random>, gone after
-ACTOR = "hyperhive"
+ACTOR = ENGINE
 STATE_MOUNT = "/state"  # nix/lib.nix stateDir
 SOCKET_MOUNT = "/run/hyperhive"  # the directory of nix/lib.nix agentSocket
 AGENT_UID = 1000  # the `agent` user inside the container (nix/lib.nix agentUid)
@@ -101,7 +102,7 @@ def parse_status(output: str) -> str | None:
     return word if word in ("up", "down") else None
 
 
-class NixosContainerRuntime:
+class NixosContainerRuntime(AgentDirs):
     supervised = False  # containers run on their own; the daemon polls their status
     sandboxed = True  # each agent is a container
 
@@ -133,16 +134,9 @@ class NixosContainerRuntime:
 
     # -- the Runtime interface ------------------------------------------------------------
 
-    def create(self, name: str) -> None:
-        self.home.state_dir(name).mkdir(parents=True, exist_ok=True)
-
     def update(self, name: str, rev: str, emit: Emit) -> None:
-        if self.home.is_destroyed(name):
-            raise BuildError(
-                f"agent {name} was destroyed (its state is kept): it is not deployed again"
-            )
+        self.begin_update(name)
         container = container_name(name)
-        self.create(name)
         try:
             with record.staged(self.home, name, rev):
                 flake = self.candidate_flake(name, rev, emit)
@@ -298,22 +292,22 @@ class NixosContainerRuntime:
         """Commit meta's main tree with `name` pinned at `rev` to `ref` (default
         refs/hyperhive/build/<name>) and return the flake URL of that exact commit (see the
         module docstring)."""
-        repo = open_repo(self.home.meta_dir)
-        head = repo.refs[meta.MAIN]
-        files = {
-            entry.path.decode(): repo[entry.sha].data
-            for entry in iter_tree_contents(repo.object_store, repo[head].tree)
-        }
-        pins = json.loads(files[meta.PINS_FILE])["agents"]
-        pins[name] = {**pins.get(name, {}), "rev": rev}
-        try:  # flake.nix, hyperhive.json and the lock, which keeps what main had locked
-            files.update(meta.tree_files(self.home, pins, files.get("flake.lock")))
-        except KeyError:
-            raise BuildError(f"{rev} is not a commit of {name}'s applied repo") from None
-        message = f"build {name} {rev[:12]}\n\nAgent: {name}\nRevision: {rev}\n"
-        commit = write_commit(repo, files, message, ACTOR, [head])
         ref = ref or BUILD_REF + name
-        refs.cas(repo, ref.encode(), refs.read(repo, ref.encode()), commit)
+        with open_repo(self.home.meta_dir) as repo:
+            head = repo.refs[meta.MAIN]
+            files = {
+                entry.path.decode(): repo[entry.sha].data
+                for entry in iter_tree_contents(repo.object_store, repo[head].tree)
+            }
+            pins = json.loads(files[meta.PINS_FILE])["agents"]
+            pins[name] = {**pins.get(name, {}), "rev": rev}
+            try:  # flake.nix, hyperhive.json and the lock, which keeps what main had locked
+                files.update(meta.tree_files(self.home, pins, files.get("flake.lock")))
+            except KeyError:
+                raise BuildError(f"{rev} is not a commit of {name}'s applied repo") from None
+            message = f"build {name} {rev[:12]}\n\nAgent: {name}\nRevision: {rev}\n"
+            commit = write_commit(repo, files, message, ACTOR, [head])
+            refs.cas(repo, ref.encode(), refs.read(repo, ref.encode()), commit)
         url = f"git+file://{self.home.meta_dir.resolve()}?ref={ref}&rev={commit.decode()}"
         emit(f"meta candidate {commit.decode()[:12]}: {name} at {rev}")
         return url

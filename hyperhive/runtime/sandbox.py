@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hyperhive import resources
-from hyperhive.errors import HiveError
+from hyperhive.errors import SandboxUnavailable
 
 STATE = Path("/state")  # where the agent's state is inside, as in a container
 RUN = Path("/run/hyperhive")  # its agent.sock and git.sock
@@ -89,10 +89,6 @@ ENV_NAMES = frozenset(
     }
 )
 ENV_PREFIXES = ("HYPERHIVE_", "ANTHROPIC_", "CLAUDE_", "LC_")
-
-
-class SandboxUnavailable(HiveError):
-    """bwrap is missing or cannot make its namespaces on this host."""
 
 
 def refusal(reason: str, settings_file: Path | str = "hyperhive.toml") -> str:

@@ -15,6 +15,7 @@ from hyperhive.errors import (
     AlreadyDecided,
     BadInput,
     IllegalTransition,
+    NotARepository,
     UnknownAgent,
     UnknownApproval,
     UnknownCommit,
@@ -22,7 +23,8 @@ from hyperhive.errors import (
 )
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
-from hyperhive.gitstore.repos import copy_commit, open_repo, resolve_commit
+from hyperhive.gitstore.refs import MAIN
+from hyperhive.gitstore.repos import LazyRepo, copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
 from hyperhive.gitstore.treecheck import unsafe_tree
 from hyperhive.home import Home
@@ -42,7 +44,6 @@ from hyperhive.workflow.states import (
 
 # Highest id ever handed out, as a blob, so ids are not reused after tags are pruned.
 LAST_ID_REF = b"refs/hyperhive/last-id"
-MAIN = b"refs/heads/main"
 
 
 def when(ts: int) -> str:
@@ -162,16 +163,10 @@ class Approvals:
         self.home = home
         self.name = home.require_agent(name)
         self.dir = home.applied_dir(name)
-        self._reader: Repo | None = None
 
     def repo(self) -> Repo:
+        """The applied repo, opened: the caller closes it (`with approvals.repo() as r`)."""
         return open_repo(self.dir)
-
-    def _read_repo(self) -> Repo:
-        """The repo the read views open once, and only for what no cache holds."""
-        if self._reader is None:
-            self._reader = self.repo()
-        return self._reader
 
     def _tag_shas(self, repo: Repo) -> dict[int, dict[State, bytes]]:
         """The tags read now, for a write under the transition lock."""
@@ -188,14 +183,15 @@ class Approvals:
         cached = _built.get(self.dir)
         if cached is not None and cached[0] is listed:
             return cached[1]
-        built = {i: self._load(i, shas) for i, shas in listed.items()}
+        with LazyRepo(self.dir) as reader:  # opened only for tags no cache holds
+            built = {i: self._load(i, shas, reader) for i, shas in listed.items()}
         _built.put(self.dir, (listed, built))
         return built
 
-    def _load(self, approval_id: int, shas: dict[State, bytes]) -> Approval:
-        infos = {
-            s: read_tag(self._read_repo, tag_ref(s, approval_id), sha) for s, sha in shas.items()
-        }
+    def _load(
+        self, approval_id: int, shas: dict[State, bytes], repo: Repo | Callable[[], Repo]
+    ) -> Approval:
+        infos = {s: read_tag(repo, tag_ref(s, approval_id), sha) for s, sha in shas.items()}
         return Approval(self.name, approval_id, infos)
 
     def get(self, approval_id: int, with_pruned: bool = False) -> Approval:
@@ -228,22 +224,23 @@ class Approvals:
         recorded = meta.pruned_tags(self.home, self.name)
         by_id = parse_tag_refs({tag.encode(): pruned for tag, pruned in recorded.items()})
         merged = dict(found)
-        for i, tags in by_id.items():
-            if only is not None and i != only:
-                continue
-            approval = found.get(i) or Approval(self.name, i, {})
-            gone = {s: t for s, t in tags.items() if s not in approval.states}
-            if not gone:
-                continue
-            approval = replace(approval, pruned=gone)
-            subject = ""
-            if State.PROPOSAL not in approval.states:
-                try:
-                    message = self._read_repo()[approval.commit.encode()].message
-                    subject = message.decode(errors="replace").split("\n", 1)[0]
-                except (KeyError, ValueError, AttributeError):
-                    pass  # the commit itself is gone (a `git gc` after its tags were)
-            merged[i] = replace(approval, commit_subject=subject)
+        with LazyRepo(self.dir) as reader:  # opened only for a pruned proposal's subject
+            for i, tags in by_id.items():
+                if only is not None and i != only:
+                    continue
+                approval = found.get(i) or Approval(self.name, i, {})
+                gone = {s: t for s, t in tags.items() if s not in approval.states}
+                if not gone:
+                    continue
+                approval = replace(approval, pruned=gone)
+                subject = ""
+                if State.PROPOSAL not in approval.states:
+                    try:
+                        message = reader()[approval.commit.encode()].message
+                        subject = message.decode(errors="replace").split("\n", 1)[0]
+                    except (KeyError, ValueError, AttributeError):
+                        pass  # the commit itself is gone (a `git gc` after its tags were)
+                merged[i] = replace(approval, commit_subject=subject)
         return merged
 
     def states(self) -> dict[int, set[State]]:
@@ -282,17 +279,16 @@ class Approvals:
             raise UnknownAgent(
                 f"agent {self.name!r} was destroyed (its repos are kept): nothing to deploy to"
             )
-        repo = self.repo()
         config = self.home.config_dir(self.name)
         # The copy happens under the lock too: two processes writing the same loose object
         # at once make dulwich's lock file collide (FileLocked) in one of them.
-        with locked(transition_lock(self.dir)):
+        with self.repo() as repo, locked(transition_lock(self.dir)):
             try:
-                source = open_repo(config)
-                sha = resolve_commit(source, commit_spec)
-                refuse_unsafe(source, sha)
-                copy_commit(source, repo, sha)
-            except UnknownCommit:
+                with open_repo(config) as source:
+                    sha = resolve_commit(source, commit_spec)
+                    refuse_unsafe(source, sha)
+                    copy_commit(source, repo, sha)
+            except (UnknownCommit, NotARepository):
                 try:
                     sha = resolve_commit(repo, commit_spec)
                     refuse_unsafe(repo, sha)
@@ -346,12 +342,11 @@ class Approvals:
         target = format_target(self.name, approval_id)
         if state not in PREDECESSOR:
             raise IllegalTransition(f"{state} is not a transition of {target}: use propose")
-        repo = self.repo()
-        with locked(transition_lock(self.dir)):
+        with self.repo() as repo, locked(transition_lock(self.dir)):
             shas = self._tag_shas(repo).get(approval_id)
             if not shas:
                 raise UnknownApproval(f"unknown approval {target}")
-            before = self._load(approval_id, shas)
+            before = self._load(approval_id, shas, repo)
             if state in DECISIONS and (decided := DECISIONS & set(shas)):
                 raise AlreadyDecided(f"{target} was already {before.describe(next(iter(decided)))}")
             if state in shas or COMPETITOR.get(state) in shas:
@@ -368,7 +363,7 @@ class Approvals:
             )
             if tag is None:  # only a writer bypassing the lock can get here
                 raise IllegalTransition(f"cannot mark {target} {state}: {ref.decode()} exists")
-            after = self._load(approval_id, {**shas, state: tag})
+            after = self._load(approval_id, {**shas, state: tag}, repo)
             if then:
                 then(repo, after)
         self._written(tag, ref)

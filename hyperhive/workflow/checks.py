@@ -33,11 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hyperhive.errors import IllegalTransition
+from hyperhive.errors import CheckNotPassed, IllegalTransition
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.tags import read_tag, write_tag
 from hyperhive.home import Home
-from hyperhive.names import format_target
+from hyperhive.names import ENGINE, MANAGER, format_target
 from hyperhive.runtime import stream
 from hyperhive.runtime.base import BuildError, Runtime
 from hyperhive.wire import notify
@@ -49,17 +49,12 @@ from hyperhive.workflow.states import State
 log = logging.getLogger("hyperhive.checks")
 
 PREFIX = b"refs/tags/checked/"
-ACTOR = "hyperhive"
+ACTOR = ENGINE
 PASSED, FAILED = "passed", "failed"
 UNFINISHED = "unfinished"  # no result recorded (yet): queued, running, or never run
 MAX_POLICY_BYTES = 64 * 1024  # a larger evaluated policy is kept as its digest only
-MANAGER = "manager"  # told every failed check, and the result of the checks of its proposals
 
 Tell = Callable[[str], None]  # a message (its body) to the manager, from `system`
-
-
-class CheckNotPassed(IllegalTransition):
-    """Approving a proposal whose check failed or has not finished, without `force`."""
 
 
 def tag_name(approval_id: int, run: int) -> str:

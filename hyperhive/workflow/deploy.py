@@ -11,7 +11,7 @@ from dulwich.repo import Repo
 
 from hyperhive.gitstore import refs
 from hyperhive.home import Home
-from hyperhive.names import format_target
+from hyperhive.names import ENGINE, format_target
 from hyperhive.runtime.base import BuildError, Runtime
 from hyperhive.wire import notify
 from hyperhive.workflow import meta
@@ -21,7 +21,7 @@ from hyperhive.workflow.states import TERMINAL, State
 
 log = logging.getLogger("hyperhive.build")
 
-ACTOR = "hyperhive"
+ACTOR = ENGINE
 TAIL_LINES = 50
 LOG_MAX_BYTES = 16 * 1024 * 1024  # a build's or a check's log file, at most
 
@@ -99,13 +99,13 @@ def _reconcile(home: Home, approvals: Approvals) -> None:
         return
     last_id = max(deployed, key=lambda i: (deployed[i].time, i))
     commit = deployed[last_id].target
-    repo = approvals.repo()
-    main = refs.read(repo, MAIN)
-    if main != commit.encode():
-        log.warning(
-            "%s#%d: main is not at the last deployed commit; moving it", approvals.name, last_id
-        )
-        refs.cas(repo, MAIN, main, commit.encode())
+    with approvals.repo() as repo:
+        main = refs.read(repo, MAIN)
+        if main != commit.encode():
+            log.warning(
+                "%s#%d: main is not at the last deployed commit; moving it", approvals.name, last_id
+            )
+            refs.cas(repo, MAIN, main, commit.encode())
     if meta.pins(home).get(approvals.name, {}).get("rev") != commit:
         meta.record_deploy(home, approvals.name, last_id, commit)
 

@@ -21,15 +21,15 @@ from dulwich.trailers import Trailer, format_trailers, parse_trailers
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.history import log as commit_log
 from hyperhive.gitstore.history import write_commit
+from hyperhive.gitstore.refs import MAIN
 from hyperhive.gitstore.repos import init_bare, open_repo
 from hyperhive.home import Home
-from hyperhive.names import format_target
+from hyperhive.names import ENGINE, format_target
 from hyperhive.policy import deployed_policy
 from hyperhive.workflow.lock import locked, transition_lock
 
 log = logging.getLogger("hyperhive.meta")
 
-MAIN = b"refs/heads/main"
 # The newest prune record; each record names the one before (`Previous-Prune:`), so the
 # records are found without walking every deploy.
 PRUNED_REF = b"refs/hyperhive/pruned"
@@ -41,7 +41,7 @@ PINS_FILE = "hyperhive.json"
 # deploy); a ref pointing at the revision itself works with every Nix.
 PIN_REF = "refs/hyperhive/pins/"
 LOCK_TIMEOUT = 300  # seconds: locking fetches each new revision from its applied repo
-ACTOR = "hyperhive"
+ACTOR = ENGINE
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,9 @@ def _read(repo: Repo, head: bytes, path: str) -> bytes | None:
 
 
 def init(home: Home) -> None:
-    repo = init_bare(home.meta_dir)
-    commit = write_commit(repo, tree_files(home, {}, None), "init hive\n", ACTOR, [])
-    refs.cas(repo, MAIN, None, commit)
+    with init_bare(home.meta_dir) as repo:
+        commit = write_commit(repo, tree_files(home, {}, None), "init hive\n", ACTOR, [])
+        refs.cas(repo, MAIN, None, commit)
 
 
 def _pins(repo: Repo, head: bytes) -> dict[str, dict]:
@@ -202,16 +202,15 @@ def _pins(repo: Repo, head: bytes) -> dict[str, dict]:
 
 def pins(home: Home) -> dict[str, dict]:
     """Every agent's deployed `{"rev", "approval"}` as the meta repo's main records it."""
-    repo = open_repo(home.meta_dir)
-    return _pins(repo, repo.refs[MAIN])
+    with open_repo(home.meta_dir) as repo:
+        return _pins(repo, repo.refs[MAIN])
 
 
 def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
     """Commit the new pin of `name` on meta's main (compare-and-swap) and return the commit.
     A destroyed agent is never pinned again (its pin was dropped by `record_destroy`): main
     is returned unchanged."""
-    repo = open_repo(home.meta_dir)
-    with locked(transition_lock(home.meta_dir)):
+    with open_repo(home.meta_dir) as repo, locked(transition_lock(home.meta_dir)):
         head = repo.refs[MAIN]
         if home.is_destroyed(name):
             log.warning("%s is destroyed: not pinning %s in meta", name, rev[:12])
@@ -240,8 +239,7 @@ def record_deploy(home: Home, name: str, approval_id: int, rev: str) -> bytes:
 def record_destroy(home: Home, name: str) -> bytes:
     """Commit "destroy NAME" on meta's main (compare-and-swap), dropping the agent's pin
     (if it had one), and return the commit."""
-    repo = open_repo(home.meta_dir)
-    with locked(transition_lock(home.meta_dir)):
+    with open_repo(home.meta_dir) as repo, locked(transition_lock(home.meta_dir)):
         head = repo.refs[MAIN]
         current = _pins(repo, head)
         dropped = current.pop(name, None)
@@ -299,8 +297,7 @@ def record_prune(home: Home, removed: list[PrunedTag], failed_days: int) -> byte
     Written BEFORE the tags are deleted: a crash in between leaves a record of tags that
     still exist (readers ignore those; the next run records them again), never a deleted
     tag without a record."""
-    repo = open_repo(home.meta_dir)
-    with locked(transition_lock(home.meta_dir)):
+    with open_repo(home.meta_dir) as repo, locked(transition_lock(home.meta_dir)):
         head = repo.refs[MAIN]
         previous = refs.read(repo, PRUNED_REF)
         agents = sorted({t.agent for t in removed})

@@ -321,7 +321,8 @@ def _evaluate_commit(home: Home, name: str, commit: str, timeout: float) -> dict
         root = Path(tmp) / "config"
         root.mkdir()
         try:
-            files = checkout(Approvals(home, name).repo(), commit.encode(), root)
+            with Approvals(home, name).repo() as repo:
+                files = checkout(repo, commit.encode(), root)
         except UnsafeTree as e:
             return {"error": f"cannot check out {commit[:12]}: {e}"}
         except KeyError:
@@ -387,7 +388,8 @@ def evaluated(home: Home, name: str, commit: str, timeout: float = TIMEOUT) -> d
 def _textual(home: Home, name: str, commit: str) -> dict:
     with _scratch(home) as tmp:
         try:
-            checkout(Approvals(home, name).repo(), commit.encode(), Path(tmp))
+            with Approvals(home, name).repo() as repo:
+                checkout(repo, commit.encode(), Path(tmp))
             found = policy.evaluate(Path(tmp), lambda line: None)
         except (UnsafeTree, KeyError, BuildError) as e:
             return {"error": str(e)}

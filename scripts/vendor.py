@@ -1,10 +1,12 @@
-"""The forge's front-end packages: pinned npm releases, vendored into static/vendor/.
+#!/usr/bin/env python3
+"""The forge's front-end packages: pinned npm releases, vendored into
+forge_ui/static/vendor/. A development tool: it is not in the shipped package.
 
-`make vendor` (`python -m forge_ui.vendor`) fetches each pinned tarball with `npm pack`,
+`make vendor` (`scripts/vendor.py`) fetches each pinned tarball with `npm pack`,
 checks it against the pinned integrity (sha512, as in the registry's metadata), copies
 only the files the forge serves and each package's LICENSE, and writes MANIFEST.json
 (versions, integrities, sha256 of every file). The vendored files are committed, so
-serving the forge needs neither npm nor the network. `python -m forge_ui.vendor --check`
+serving the forge needs neither npm nor the network. `scripts/vendor.py --check`
 (and the test suite) verifies the committed files against the manifest and the pins.
 
 To upgrade: change a version and its integrity (`npm view PKG@VERSION dist.integrity`),
@@ -23,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-VENDOR = Path(__file__).parent / "static" / "vendor"
+VENDOR = Path(__file__).resolve().parent.parent / "forge_ui" / "static" / "vendor"
 MANIFEST = VENDOR / "MANIFEST.json"
 
 
@@ -165,7 +167,7 @@ def check(target: Path = VENDOR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m forge_ui.vendor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="scripts/vendor.py", description=__doc__)
     parser.add_argument("--check", action="store_true", help="verify, fetch nothing")
     args = parser.parse_args(argv)
     if args.check:

@@ -4,10 +4,11 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, render_template, request, send_file
 from markupsafe import Markup
 
-from forge_ui import checks, dead, harness_log, policy_view, state
+from forge_ui import checks, harness_log, policy_view, state
 from forge_ui.context import hive
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
+from forge_ui.views import dead
 from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
@@ -83,33 +84,33 @@ def harness_log_raw(name: str):
 def approval(name: str, approval_id: int):
     approvals = approvals_of(name)
     a = approvals.get(approval_id, with_pruned=True)
-    repo = approvals.repo()
-    if a.pruned_on:
+    with approvals.repo() as repo:
+        if a.pruned_on:
+            return render_template(
+                "review/pruned.html",
+                a=a,
+                approval=a,
+                runs=hook_runs(a),
+                commit_kept=a.commit.encode() in repo,
+                title=f"{a.target} (pruned)",
+            )
+        base = diff_base(approvals, a)
+        only = request.args.get("file")
+        files = diff_page(repo, base.encode() if base else None, a.commit.encode(), only)
+        commit = history.commit_info(repo, a.commit.encode())
         return render_template(
-            "review/pruned.html",
+            "review/approval.html",
             a=a,
-            approval=a,
-            runs=hook_runs(a),
-            commit_kept=a.commit.encode() in repo,
-            title=f"{a.target} (pruned)",
+            base=base,
+            commit=commit,
+            files=files,
+            only=only,
+            view=request.args.get("view", "unified"),
+            live=live_view(a),
+            check_panel=checks.panel(a),
+            **policy_view.context(a),
+            title=f"Review {a.target}",
         )
-    base = diff_base(approvals, a)
-    only = request.args.get("file")
-    files = diff_page(repo, base.encode() if base else None, a.commit.encode(), only)
-    commit = history.commit_info(repo, a.commit.encode())
-    return render_template(
-        "review/approval.html",
-        a=a,
-        base=base,
-        commit=commit,
-        files=files,
-        only=only,
-        view=request.args.get("view", "unified"),
-        live=live_view(a),
-        check_panel=checks.panel(a),
-        **policy_view.context(a),
-        title=f"Review {a.target}",
-    )
 
 
 def decide(name: str, approval_id: int, action: str):

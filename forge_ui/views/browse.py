@@ -15,6 +15,8 @@ Everything is read from git objects with dulwich; a path is looked up in trees o
 """
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,15 @@ def resolve_or_404(repo: Repo, where: Browsed, rev: str) -> bytes:
         return git.resolve(repo, rev)
     except UnknownCommit as e:
         abort(404, description=f"{where.id}: {e}")
+
+
+@contextmanager
+def at_rev(repo_id: str, rev: str) -> Iterator[tuple[Browsed, Repo, bytes]]:
+    """The opening of every view of one revision: the repo the URL names (404 if none),
+    open for the block, and `rev` resolved in it (404 if unknown)."""
+    where, repo = opened(repo_id)
+    with repo:
+        yield where, repo, resolve_or_404(repo, where, rev)
 
 
 def rev_arg() -> str:
@@ -309,9 +320,7 @@ def log(repo: str):
 def commit(repo: str, rev: str):
     if not git.valid_rev(rev):
         abort(400, description=f"invalid revision {rev!r}")
-    where, r = opened(repo)
-    with r:
-        sha = resolve_or_404(r, where, rev)
+    with at_rev(repo, rev) as (where, r, sha):
         view = git.commit_view(r, sha)
         parent = view.parents[0].encode() if view.parents else None
         only = request.args.get("file")
@@ -330,14 +339,22 @@ def commit(repo: str, rev: str):
         )
 
 
+def render_at_path(
+    template: str, where: Browsed, rev: str, sha: bytes, path: str, what: str, **context
+):
+    """A tree or blob page: `what` at `path` of `rev` (resolved to `sha`)."""
+    title = f"{where.id}: {what}" + (f" @ {rev}" if rev != "HEAD" else "")
+    return render(
+        template, where, active="tree", rev=rev, sha=sha.decode(), path=path, title=title, **context
+    )
+
+
 @bp.get("/repos/<hiverepo:repo>/tree", defaults={"path": ""})
 @bp.get("/repos/<hiverepo:repo>/tree/<path:path>")
 def tree(repo: str, path: str):
     rev = rev_arg()
     path_or_404(path)
-    where, r = opened(repo)
-    with r:
-        sha = resolve_or_404(r, where, rev)
+    with at_rev(repo, rev) as (where, r, sha):
         try:
             entries = git.list_tree(r, sha, path)
         except git.UnknownPath as e:
@@ -346,15 +363,8 @@ def tree(repo: str, path: str):
             except git.UnknownPath:
                 abort(404, description=f"{where.id} @ {rev}: {e}")
             return redirect(flask_url_for("browse.blob", repo=repo, path=path, **rev_query(rev)))
-        return render(
-            "browse_tree.html",
-            where,
-            active="tree",
-            rev=rev,
-            sha=sha.decode(),
-            path=path,
-            entries=entries,
-            title=f"{where.id}: tree /{path}" + (f" @ {rev}" if rev != "HEAD" else ""),
+        return render_at_path(
+            "browse_tree.html", where, rev, sha, path, f"tree /{path}", entries=entries
         )
 
 
@@ -362,9 +372,7 @@ def _blob(repo: str, path: str):
     rev = rev_arg()
     if not path_or_404(path):
         abort(404, description="no file named")
-    where, r = opened(repo)
-    with r:
-        sha = resolve_or_404(r, where, rev)
+    with at_rev(repo, rev) as (where, r, sha):
         try:
             return where, rev, sha, git.read_blob(r, sha, path)
         except git.UnknownPath as e:
@@ -379,19 +387,18 @@ def blob(repo: str, path: str):
     if inline and not b.is_symlink:
         text = b.data.decode("utf-8", errors="replace")
         body, plain_reason = blobview.render(path, b.sha.encode(), text)
-    return render(
+    return render_at_path(
         "browse_blob.html",
         where,
-        active="tree",
-        rev=rev,
-        sha=sha.decode(),
-        path=path,
+        rev,
+        sha,
+        path,
+        path,
         blob=b,
         inline=inline,
         body=body,
         plain_reason=plain_reason,
         link_target=b.data.decode(errors="replace") if b.is_symlink else None,
-        title=f"{where.id}: {path}" + (f" @ {rev}" if rev != "HEAD" else ""),
     )
 
 

@@ -32,8 +32,9 @@ import threading
 from flask import Blueprint, g, request
 from simple_websocket import ConnectionClosed
 
-from forge_ui import auth, live
+from forge_ui import auth
 from forge_ui.context import hive
+from forge_ui.views import live
 from hyperhive.errors import HiveError, UnknownAgent
 from hyperhive.runtime.base import Shell
 

@@ -2,8 +2,9 @@
 
 from flask import Blueprint, g, jsonify, request
 
-from forge_ui import charts, checks, dead, state
+from forge_ui import charts, checks, state
 from forge_ui.context import hive
+from forge_ui.views import dead
 from hyperhive.errors import BadInput
 from hyperhive.workflow import checks as wf_checks
 from hyperhive.workflow.approvals import Approvals

@@ -12,8 +12,9 @@ import time
 from flask import Blueprint, request
 from flask_sock import Sock
 
-from forge_ui import charts, dashboard, harness_log, review, state
+from forge_ui import charts, harness_log, state
 from forge_ui.context import hive
+from forge_ui.views import dashboard, review
 from hyperhive.workflow.states import TERMINAL, State
 
 bp = Blueprint("live", __name__)
