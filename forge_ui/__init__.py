@@ -6,7 +6,7 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from forge_ui import auth, difftree, errors, filters, git_http, headers, state
+from forge_ui import auth, checks, difftree, errors, filters, git_http, headers, policy_view, state
 from forge_ui.context import hive
 from forge_ui.views import (
     api,
@@ -63,6 +63,7 @@ def create_app(hive: Hive) -> Flask:
         dashboard,
         dead,
         review,
+        policy_view,
         comments,
         browse,
         blobparts,
@@ -72,6 +73,7 @@ def create_app(hive: Hive) -> Flask:
         look,
         spawn,
         terminal,
+        checks,
     )
     for module in views:  # blobparts after browse: its rules use browse's converter
         app.register_blueprint(module.bp)

@@ -9,13 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from forge_ui import charts
+from forge_ui import charts, policy_view
 from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.hive import Hive
+from hyperhive.workflow import checks
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.states import State
 
@@ -34,7 +35,15 @@ def runs_open(hive: Hive) -> bool:
 def pending(hive: Hive) -> list[dict]:
     home = hive.home
     found = [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only=True)]
-    return [a.to_json() for a in sorted(found, key=lambda a: a.states[State.PROPOSAL].time)]
+    live = checks.live_states(hive.checks.status()) if hive.checks else {}
+    return [
+        {
+            **a.to_json(),
+            "check": checks.check_json(home, a.agent, a.id, live.get(a.target)),
+            "policy_diff": policy_view.cached_or_queued(hive, a),
+        }
+        for a in sorted(found, key=lambda a: a.states[State.PROPOSAL].time)
+    ]
 
 
 def recent(hive: Hive) -> list[dict]:

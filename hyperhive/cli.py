@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from hyperhive import operator, sessions, tokens
@@ -22,8 +23,8 @@ from hyperhive.runtime.kinds import RUNTIMES, get_runtime
 from hyperhive.settings import load_settings
 from hyperhive.wire import notify
 from hyperhive.wire.protocol import DaemonUnavailable, call
-from hyperhive.workflow import hooks
-from hyperhive.workflow.approvals import Approval, Approvals, follows_id, history_json, when
+from hyperhive.workflow import checks, hooks, policydiff
+from hyperhive.workflow.approvals import Approval, Approvals, follows_id, when
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State
 
@@ -40,13 +41,73 @@ def emit_json(data: object) -> None:
     sys.stdout.write("\n")
 
 
-def approval_line(a: Approval) -> str:
+def approval_line(a: Approval, check: str = "") -> str:
     if a.pruned_on:  # retention removed every tag: no one to name, only when
         done = f"pruned on {when(a.pruned_on)}"
     else:
         latest = a.states[a.state]
         done = f"{when(latest.time)}  {latest.actor:<10}"
-    return f"{a.target:<20} {a.state:<9} {done:<32} {a.commit[:12]}  {a.subject}"
+    check = f"check:{check:<10} " if check else ""
+    return f"{a.target:<20} {a.state:<9} {check}{done:<32} {a.commit[:12]}  {a.subject}"
+
+
+def live_checks(home: Home) -> dict[str, dict]:
+    """The checks the daemon has queued or running (none when no daemon answers)."""
+    try:
+        return checks.live_states(call(home.host_socket, {"op": "checks"}, timeout=5))
+    except (DaemonUnavailable, HiveError, OSError):
+        return {}
+
+
+def tell_manager(home: Home):
+    """How a check run by the CLI tells the manager its result (as the daemon would)."""
+    from hyperhive.broker.messages import MANAGER, SYSTEM
+
+    broker = _broker(home)
+
+    def tell(body: str) -> None:
+        broker.send(SYSTEM, MANAGER, body)
+        notify.wrote_messages(home)
+
+    return tell
+
+
+def check_here(home: Home, name: str, approval_id: int) -> "checks.Check | None":
+    """Run a check in this process (no daemon answers), printing where its log is."""
+    runtime = get_runtime(DEFAULT_RUNTIME, home)
+    timeout = load_settings(home).checks.timeout_seconds
+    print(f"checking {name}#{approval_id} here (no daemon runs)", file=sys.stderr)
+    return checks.run(home, name, approval_id, runtime, timeout, tell_manager(home))
+
+
+def await_check(home: Home, name: str, approval_id: int) -> None:
+    """A proposal without a check result: wait for the daemon's check of it (queued or
+    running), or run it here when no daemon answers. The result then decides; a check
+    that does not end within `checks.timeout_seconds` (and a minute) leaves it unfinished."""
+    request = {"op": "check", "agent": name, "id": approval_id}
+    deadline = time.monotonic() + load_settings(home).checks.timeout_seconds + 60
+    told = False
+    while checks.latest(home, name, approval_id) is None and time.monotonic() < deadline:
+        try:
+            reply = call(home.host_socket, request)
+        except DaemonUnavailable:
+            if (c := check_here(home, name, approval_id)) is not None:
+                print(check_result_line(c), file=sys.stderr)
+            return
+        if reply["state"] == "done":
+            return
+        if not told:
+            print(
+                f"waiting for the check of {name}#{approval_id} ({reply['state']})…",
+                file=sys.stderr,
+            )
+            told = True
+        time.sleep(0.1)
+
+
+def check_result_line(c: "checks.Check") -> str:
+    line = f"{c.tag.removeprefix('refs/tags/')}: {c.result} in {c.duration}"
+    return line + (f": {c.reason}" if c.reason else "")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -124,12 +185,36 @@ def _approvals(home: Home, pending_only: bool) -> list[Approval]:
 
 def cmd_approvals(args: argparse.Namespace) -> int:
     found = _approvals(args.home, pending_only=not args.all)
+    live = live_checks(args.home)
+    shown = [
+        {**a.to_json(), "check": checks.check_json(args.home, a.agent, a.id, live.get(a.target))}
+        for a in found
+    ]
     if args.json:
-        emit_json([a.to_json() for a in found])
+        for data, a in zip(shown, found, strict=True):
+            data["policy_diff"] = policydiff.of_approval(args.home, a)
+        emit_json(shown)
     else:
-        for a in found:
-            print(approval_line(a))
+        for a, data in zip(found, shown, strict=True):
+            print(approval_line(a, data["check"]["state"]))
+            if not args.all:
+                print(policy_line(policydiff.of_approval(args.home, a)))
     return 0
+
+
+def policy_line(diff: dict | None) -> str:
+    """The policy diff of a pending approval in one line: what widens first."""
+    if diff is None:
+        return "  policy: -"
+    if diff["error"]:
+        return f"  policy: {diff['error']}"
+    rows = sorted(diff["rows"], key=lambda r: r["effect"] != policydiff.WIDENS)
+    if not rows:
+        return "  policy: unchanged"
+    verdict = "WIDENS" if diff["widens"] else "narrows" if diff["narrows"] else "changes"
+    shown = "; ".join(f"{r['field']} {r['change']}" for r in rows[:6])
+    more = f" (+{len(rows) - 6} more)" if len(rows) > 6 else ""
+    return f"  policy {verdict}: {shown}{more}"
 
 
 def _report_hooks(home: Home, a: Approval) -> None:
@@ -143,9 +228,37 @@ def _report_hooks(home: Home, a: Approval) -> None:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     name, approval_id = args.target
-    approval = Approvals(args.home, name).approve(approval_id, actor())
+    home = args.home
+    pending = Approvals(home, name).get(approval_id).state == "proposal"
+    if pending and not args.force and checks.latest(home, name, approval_id) is None:
+        await_check(home, name, approval_id)
+    approval = checks.approve(home, name, approval_id, actor(), args.force)
     print(f"approved {approval.target}")
+    if check := approval.states["approved"].trailers.get("Check", ""):
+        print(f"check: {check}", file=sys.stderr)
     _report_hooks(args.home, approval)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run a proposal's check again: on the daemon when one runs, else here."""
+    name, approval_id = args.target
+    Approvals(args.home, name).get(approval_id)  # an unknown id is refused first
+    request = {"op": "check", "agent": name, "id": approval_id, "rerun": True}
+    try:
+        reply = call(args.home.host_socket, request)
+    except DaemonUnavailable:
+        c = check_here(args.home, name, approval_id)
+        if c is None:
+            print(f"hyperhive: the check of {name}#{approval_id} was dropped", file=sys.stderr)
+            return 1
+        print(check_result_line(c))
+        if c.result != checks.PASSED:
+            for line in c.tail[-10:]:
+                print(f"  | {line}", file=sys.stderr)
+        return 0 if c.result == checks.PASSED else 1
+    where = reply["state"] + (f" ({reply['ahead']} ahead)" if "ahead" in reply else "")
+    print(f"check of {name}#{approval_id} {where} on the daemon")
     return 0
 
 
@@ -179,9 +292,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     approvals = Approvals(args.home, args.name).all(with_pruned=True)
     runs = hooks.runs(args.home, args.name)
+    live = live_checks(args.home)
     if args.json:
-        emit_json(history_json(args.home, args.name))
+        emit_json(checks.history_json(args.home, args.name, live))
         return 0
+    recorded = checks.recorded(args.home, args.name)
     for a in approvals:
         if a.pruned_on:
             print(f"{a.target}  pruned on {when(a.pruned_on)}, final state {a.state}")
@@ -194,6 +309,10 @@ def cmd_history(args: argparse.Namespace) -> int:
             if gone := a.pruned.get(state):
                 extra += f"  (tag pruned on {when(gone.pruned)})"
             print(f"  {state:<9} {when(tag.time)}  {tag.actor:<10} {extra}")
+        for c in recorded.get(a.id, []):
+            print(f"  {'check':<9} {when(c.time)}  {c.result:<10} {check_result_line(c)}")
+        if a.target in live:
+            print(f"  {'check':<9} {live[a.target]['state']} on the daemon")
         for r in runs:
             if r.exit and hooks.concerns(r, a.id):
                 last = r.tail[-1] if r.tail else ""
@@ -624,8 +743,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_approvals,
         "list pending approvals (--all: every approval)",
         details=(
-            'pending approvals (`--all`: every approval, a pruned one as "pruned on DATE" with '
-            "its final state)"
+            "pending approvals with their check (`check:passed`, `failed`, `queued`, "
+            "`running`, `unfinished`), each with what it does to the agent's policy on the "
+            'line below (`--all`: every approval, a pruned one as "pruned on DATE" with its '
+            "final state)"
         ),
     )
     p.add_argument("--all", action="store_true")
@@ -635,7 +756,29 @@ def build_parser() -> argparse.ArgumentParser:
         "approve",
         cmd_approve,
         "approve NAME#ID; the post-receive hook deploys it",
-        details="approve; the hook starts the deploy",
+        details=(
+            "approve; the hook starts the deploy. Its check (`checked/ID`) must have passed: "
+            'without `--force` ("approve anyway", recorded in the tag as `Check: failed, '
+            "overridden` or `Check: unfinished, overridden`) a failed check is refused (exit "
+            "1), and one queued or running on the daemon is waited for (with no daemon, it is "
+            "run here first)"
+        ),
+    )
+    p.add_argument("target", type=target, metavar="NAME#ID")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="approve anyway when its check failed or has not finished (recorded in the tag)",
+    )
+
+    p = command(
+        "check",
+        cmd_check,
+        "run the check of NAME#ID again (e.g. after nixpkgs moved)",
+        details=(
+            "run the check of a proposal again (a new tag `checked/ID.N`): queued on the "
+            "daemon if one runs, else here (exit 1 when it fails)"
+        ),
     )
     p.add_argument("target", type=target, metavar="NAME#ID")
 

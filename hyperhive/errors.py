@@ -106,6 +106,11 @@ class AlreadyDestroyed(IllegalTransition):
     pass
 
 
+class CheckNotPassed(IllegalTransition):
+    """Approving a proposal whose check failed or has not finished, without `force`
+    (workflow/checks.py)."""
+
+
 class PolicyRefused(HiveError):
     """A message the sender's deployed policy does not allow."""
 
@@ -151,7 +156,7 @@ STATUS: dict[type[HiveError], int] = {  # the first class that matches wins
     UnknownToken: 404,
     UnknownAccount: 404,
     AlreadyDecided: 409,
-    IllegalTransition: 409,  # AlreadyDestroyed too
+    IllegalTransition: 409,  # AlreadyDestroyed, CheckNotPassed too
     NoNewChanges: 409,  # Gerrit's "no new changes"
     RollbackNotSaid: 409,
     AgentExists: 409,

@@ -15,6 +15,7 @@ from hyperhive.wire.events import EventBus
 
 if TYPE_CHECKING:
     from hyperhive.broker.messages import Broker
+    from hyperhive.daemon.checker import CheckWorker
 
 
 def no_builds() -> dict:
@@ -28,6 +29,7 @@ class Hive:
     bus: EventBus = field(default_factory=EventBus)
     builds: Callable[[], dict] = no_builds
     broker: "Broker | None" = None  # the daemon's, whose long-polls its sends wake
+    checks: "CheckWorker | None" = None  # the daemon's checks of proposals (queued, running)
     # Set when the daemon stops: open websockets and terminals end.
     stopping: threading.Event = field(default_factory=threading.Event)
     # The daemon-side addresses of connections an agent's git socket forwards

@@ -93,6 +93,11 @@ class Home:
     def build_log(self, name: str, approval_id: int) -> Path:
         return self.log_dir(name) / f"{int(approval_id)}.log"
 
+    def check_log(self, name: str, approval_id: int, run: int = 1) -> Path:
+        """The log of a check of a proposal (workflow/checks.py); each rerun has its own."""
+        suffix = "" if run == 1 else f".{int(run)}"
+        return self.log_dir(name) / f"check-{int(approval_id)}{suffix}.log"
+
     def destroyed_file(self, name: str) -> Path:
         """Marks a destroyed agent whose state and repos were kept (hyperhive.spawn)."""
         return self.agent_dir(name) / "destroyed"

@@ -106,6 +106,18 @@ class Local:
 
 
 @dataclass(frozen=True)
+class Checks:
+    """The checks of proposals (workflow/checks.py, daemon/checker.py)."""
+
+    workers: int = 2  # checks run at once, beside (never in) the build queue
+    timeout_seconds: int = 600  # a check still running after this is stopped and fails
+
+    def check(self) -> None:
+        _at_least("checks.workers", self.workers, 1)
+        _at_least("checks.timeout_seconds", self.timeout_seconds, 1)
+
+
+@dataclass(frozen=True)
 class Settings:
     retention: Retention = field(default_factory=Retention)
     telemetry: Telemetry = field(default_factory=Telemetry)
@@ -113,6 +125,7 @@ class Settings:
     forge: Forge = field(default_factory=Forge)
     http: Http = field(default_factory=Http)
     local: Local = field(default_factory=Local)
+    checks: Checks = field(default_factory=Checks)
 
 
 def _at_least(key: str, value: int, low: int) -> None:

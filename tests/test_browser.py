@@ -91,6 +91,9 @@ def test_propose_appears_live_then_review_approve_and_deploy(web, daemon, shots)
     assert py.locator("tr.add span.k").first.inner_text() == "def"
     assert py.locator("tr.add span.sd").count() > 0
     assert main.locator("#approve").is_enabled()
+    # the daemon checks the proposal: the panel follows it live to its result
+    main.wait_for_selector("#check #check-state.check-passed", timeout=60_000)
+    assert "check passed" in main.locator("#check").inner_text()
     main.screenshot(path=str(shots / "review.png"), full_page=True)
 
     follow(main, "#approve")
@@ -384,3 +387,21 @@ def test_file_tree_viewed_marks_and_keys(web, daemon, shots):
     with again.expect_navigation():
         again.press("#reason", "Control+Enter")
     assert again.title() == f"deny {target}? · hyperhive"
+
+
+def test_a_widening_proposal_is_flagged_on_its_review_page_and_the_dashboard(web, daemon):
+    """The review page shows "evaluating…", then its script puts in the flag and the
+    policy table once the background evaluation is done; the dashboard's row says widens."""
+    agent_nix = '{ ... }: { hyperhive.allowSubagents = true; hyperhive.allowedBash = [ "ls" ]; }\n'
+    target = change_and_propose(daemon, "widen", {"agent.nix": agent_nix})
+    page = web.open(review_path(target))
+    flag = page.wait_for_selector("#policy-flag")
+    assert "This change widens what manager may do" in flag.inner_text()
+    assert "allowSubagents off → on" in flag.inner_text()
+    row = page.locator('#policy-diff-slot tr[data-field="allowSubagents"]')
+    assert row.get_attribute("data-effect") == "widens" and "off → on" in row.inner_text()
+    assert page.locator('tr[data-field="allowedBash"]').get_attribute("data-effect") == "narrows"
+    dash = web.open("/")
+    cell = f'#section-approvals [data-target="{target}"] td.policy .badge.effect-widens'
+    assert dash.wait_for_selector(cell).inner_text() == "widens"
+    run_cli(daemon.root, "deny", target, "--reason", "test over", check=True)

@@ -63,6 +63,7 @@ def test_full_cycle(hive):
             "refs/tags/proposal/1",
             "refs/tags/denied/1",
             "refs/tags/proposal/2",
+            "refs/tags/checked/2",  # approve ran its check first: no daemon runs
             "refs/tags/approved/2",
             "refs/tags/building/2",
             "refs/tags/deployed/2",

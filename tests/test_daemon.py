@@ -38,6 +38,11 @@ def test_up_initializes_a_new_home_and_serves_state(daemon):
 
 
 def test_approve_hands_the_build_to_the_daemon(daemon):
+    applied = daemon.root / "applied" / "manager.git"
+    wait_for(  # the daemon checks the proposal it finds at its start
+        lambda: "checked/1" in git(applied, "tag", "--list", "checked/*").split(),
+        what="the daemon to check manager#1",
+    )
     proc = run_cli(daemon.root, "approve", "manager#1")
     assert proc.returncode == 0, proc.stderr
     assert "queued manager#1 on the daemon" in proc.stderr
@@ -177,8 +182,12 @@ def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
         assert "manager#2" not in first["sections"]["approvals"]
         fresh = fresh_commit(Home(daemon.root), "manager")  # something new to propose
         run_cli(daemon.root, "propose", "manager", fresh, "--reason", "again", check=True)
-        update = json.loads(client.receive(timeout=30))
-        assert 'data-target="manager#2"' in update["sections"]["approvals"]
+        # other updates may come first (manager#1's policy diff, evaluated in the background)
+        seen = ""
+        while 'data-target="manager#2"' not in seen:
+            message = client.receive(timeout=30)
+            assert message is not None, "no update with manager#2"
+            seen = json.loads(message)["sections"].get("approvals", "")
     finally:
         client.close()
 

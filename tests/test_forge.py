@@ -65,6 +65,8 @@ def test_bearer_token_works_without_csrf(anon, home):
     auth = {"Authorization": f"Bearer {operator.token(home)}"}
     assert anon.get("/api/state", headers=auth).status_code == 200
     r = anon.post("/api/approvals/manager/1/approve", headers=auth)
+    assert r.status_code == 409 and "has not finished" in r.get_json()["error"]
+    r = anon.post("/api/approvals/manager/1/approve", headers=auth, json={"force": True})
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["state"] == "approved"
     assert "refs/tags/approved/1" in tags(home)
@@ -153,12 +155,17 @@ def test_approve_needs_a_confirm_step(client, home):
     token = csrf(client)
     r = client.post("/review/manager/1/approve", data={"csrf_token": token})
     assert r.status_code == 200 and b"Yes, approve manager#1" in r.data
+    assert b'name="force"' in r.data and b"has not finished" in r.data  # no check ran
     assert "refs/tags/approved/1" not in tags(home)
     r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
+    assert r.status_code == 409 and b"approve anyway" in r.data
+    data = {"csrf_token": token, "confirm": "yes", "force": "yes"}
+    r = client.post("/review/manager/1/approve", data=data)
     assert r.status_code == 303 and r.headers["Location"] == "/review/manager/1/done"
     r = client.get(r.headers["Location"])
     assert r.status_code == 200 and b"manager#1</span> approved" in r.data
-    assert "Actor: alice" in git(home.applied_dir("manager"), "cat-file", "-p", "approved/1")
+    shown = git(home.applied_dir("manager"), "cat-file", "-p", "approved/1")
+    assert "Actor: alice" in shown and "Check: unfinished, overridden" in shown
     # A second approve of the same id is refused with who decided it.
     r = client.post("/review/manager/1/approve", data={"csrf_token": token, "confirm": "yes"})
     assert r.status_code == 409 and b"already approved by alice" in r.data

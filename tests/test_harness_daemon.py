@@ -37,7 +37,8 @@ def inbox(root, name) -> list[dict]:
 
 
 def crash_reports(root) -> list[dict]:
-    return [m for m in inbox(root, "manager") if m["from"] == "system"]
+    found = inbox(root, "manager")  # (a check's result is a message from system too)
+    return [m for m in found if m["from"] == "system" and m["body"].startswith("container_crash")]
 
 
 def deployed(root, name, approval_id) -> bool:

@@ -220,6 +220,7 @@ def test_the_shipped_hook_turns_an_approval_into_a_deploy(home: Home):
     assert sorted(tags.splitlines()) == [
         "refs/tags/approved/1 alice",
         "refs/tags/building/1 hyperhive",
+        "refs/tags/checked/1 hyperhive",  # approve checked it first: no daemon runs
         "refs/tags/deployed/1 hyperhive",
         "refs/tags/proposal/1 operator",
     ]
@@ -244,7 +245,7 @@ def test_the_shipped_hook_turns_an_approval_into_a_deploy(home: Home):
 def test_the_shipped_hook_reports_a_failed_deploy(home: Home):
     commit_config(home, NAME, {"agent.nix": "{ this is not nix"}, "broken")
     Approvals(home, NAME).propose("HEAD", "manager")
-    proc = run_cli(home.root, "approve", "manager#2")
+    proc = run_cli(home.root, "approve", "manager#2", "--force")  # its check would fail too
     assert proc.returncode == 0
     assert "post-receive exited 1" in proc.stderr
     applied = home.applied_dir(NAME)

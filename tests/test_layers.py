@@ -14,8 +14,11 @@ PACKAGES = ("hyperhive", "forge_ui")
 
 # The layer order, written once (docs/ARCHITECTURE.md says the same in words). A module
 # belongs to the layer of the longest prefix listed. `runtime.base` (the interface the
-# workflow deploys through) and `runtime.ownership` (who owns an agent's files) sit below
-# the runtimes that implement and use them.
+# workflow deploys through), `runtime.ownership` (who owns an agent's files),
+# `runtime.stream` (how a command runs: streamed lines, a check's time limit, which the
+# workflow's checks set) and `runtime.policy` (the nix evaluation of a config's
+# `hyperhive.*` options, which the workflow's policy diff runs on both sides of a change)
+# sit below the runtimes that implement and use them.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "ground",
@@ -43,6 +46,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "hyperhive.broker",
             "hyperhive.runtime.base",
             "hyperhive.runtime.ownership",
+            "hyperhive.runtime.stream",
+            "hyperhive.runtime.policy",
         ),
     ),
     ("runtimes", ("hyperhive.runtime",)),

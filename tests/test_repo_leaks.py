@@ -9,12 +9,13 @@ import traceback
 import pytest
 from dulwich.repo import Repo
 from support.hive import commit_config, log_in
+from support.wait import wait_for
 
-from forge_ui import create_app
+from forge_ui import create_app, policy_view
 from hyperhive import operator
 from hyperhive.hive import Hive
 from hyperhive.spawn import destroy, drafts, spawn
-from hyperhive.workflow import comments, meta
+from hyperhive.workflow import checks, comments, meta
 from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.retention import prune
@@ -67,6 +68,7 @@ def test_workflow_and_forge_close_every_repo(open_repos, home, runtime):
     for round in range(2):  # repeated: a leak per operation would pile up
         head = commit_config(home, "manager", {f"f{round}.txt": f"{round}\n"}, f"change {round}")
         proposed = approvals.propose("HEAD", "manager", reason="more")
+        checks.run(home, "manager", proposed.id, runtime, 60)  # its tag, its checkout
         if round % 2:
             approvals.deny(proposed.id, "operator", "not now")
         else:
@@ -87,6 +89,7 @@ def test_workflow_and_forge_close_every_repo(open_repos, home, runtime):
             f"/repos/manager/config/raw/f{round}.txt",
             f"/repos/manager/config/commit/{head}",
             "/api/state",
+            f"/api/approvals/manager/{proposed.id}",  # the check and the policy diff
         ):
             assert client.get(path).status_code == 200, path
     # review comments, a follow-up that rolls back, its interdiff, a prune and its page
@@ -102,4 +105,6 @@ def test_workflow_and_forge_close_every_repo(open_repos, home, runtime):
     drafts(home)
     destroy(home, "worker", runtime, purge=False)
     assert spawned.agent == "worker"
+    # the pages queued policy diffs for the background evaluation: let it finish
+    wait_for(lambda: not policy_view.WARMER.pending, what="the policy diffs' evaluation")
     assert not open_repos, unclosed(open_repos)

@@ -2,11 +2,12 @@
 
 from flask import Blueprint, g, jsonify, request
 
-from forge_ui import charts, state
+from forge_ui import charts, checks, state
 from forge_ui.context import hive
 from forge_ui.views import comments, dead
 from hyperhive.errors import BadInput
-from hyperhive.workflow.approvals import Approvals, history_json
+from hyperhive.workflow import checks as wf_checks
+from hyperhive.workflow.approvals import Approvals
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -18,7 +19,8 @@ def get_state():
 
 @bp.get("/agents/<name>/history")
 def agent_history(name: str):
-    return jsonify(history_json(hive().home, name))
+    live = wf_checks.live_states(hive().checks.status()) if hive().checks else {}
+    return jsonify(wf_checks.history_json(hive().home, name, live))
 
 
 @bp.get("/agents/<name>/dead")
@@ -48,11 +50,19 @@ def json_body() -> dict:
     return body
 
 
+@bp.get("/approvals/<name>/<int:approval_id>")
+def approval(name: str, approval_id: int):
+    """The approval with its check and its policy diff (forge_ui/checks.py
+    `approval_json`)."""
+    return jsonify(checks.approval_json(Approvals(hive().home, name).get(approval_id)))
+
+
 @bp.post("/approvals/<name>/<int:approval_id>/approve")
 def approve(name: str, approval_id: int):
-    json_body()
-    a = Approvals(hive().home, name).approve(approval_id, g.actor)
-    return jsonify(a.to_json())
+    """`{"force": true}` approves anyway when the check failed or has not finished."""
+    force = checks.force_requested(json_body().get("force"))
+    a = wf_checks.approve(hive().home, name, approval_id, g.actor, force)
+    return jsonify(checks.approval_json(a, wait=False))
 
 
 @bp.post("/approvals/<name>/<int:approval_id>/deny")
@@ -63,4 +73,9 @@ def deny(name: str, approval_id: int):
         raise BadInput('a denial needs a reason: {"reason": "..."}')
     a = Approvals(hive().home, name).deny(approval_id, g.actor, reason)
     sent = comments.after_deny(a, reason, body.get(comments.KEEP))
-    return jsonify({**a.to_json(), "comments_sent": list(sent.comments) if sent else []})
+    return jsonify(
+        {
+            **checks.approval_json(a, wait=False),
+            "comments_sent": list(sent.comments) if sent else [],
+        }
+    )

@@ -4,7 +4,7 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, redirect, render_template, request, send_file, url_for
 from markupsafe import Markup
 
-from forge_ui import decided, followup, harness_log, state
+from forge_ui import checks, decided, followup, harness_log, policy_view, state
 from forge_ui.context import hive
 from forge_ui.diffview import diff_page
 from forge_ui.filters import utc
@@ -12,7 +12,8 @@ from forge_ui.views import comments, dead
 from hyperhive.agents import runtime_state
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.gitstore import history
-from hyperhive.workflow import hooks
+from hyperhive.workflow import checks as wf_checks
+from hyperhive.workflow import hooks, policydiff
 from hyperhive.workflow.approvals import Approval, Approvals
 from hyperhive.workflow.states import State
 
@@ -27,21 +28,7 @@ def approvals_of(name: str) -> Approvals:
 
 
 def diff_base(approvals: Approvals, approval: Approval) -> str | None:
-    """What the change is reviewed against: the deployed commit it would replace while it
-    is undecided, the one deployed when it was proposed once it is decided."""
-    if approval.state in (State.PROPOSAL, State.APPROVED):
-        return approvals.deployed_commit()
-    proposal = approval.states.get(State.PROPOSAL)
-    if proposal:
-        return proposal.trailers.get("Base")
-    # Retention pruned the proposal with its Base: the deploy before this one ended.
-    ended = (approval.states[approval.state].time, approval.id)
-    before = [
-        (tag.time, i, tag.target)
-        for i, tag in approvals.tags_in(State.DEPLOYED).items()
-        if (tag.time, i) < ended
-    ]
-    return max(before)[2] if before else None
+    return policydiff.review_base(approvals, approval)
 
 
 def hook_runs(approval: Approval) -> list[hooks.HookRun]:
@@ -129,6 +116,8 @@ def approval(name: str, approval_id: int):
             live=live_view(a),
             follow=follow,
             talk=comments.talk(a, old),
+            check_panel=checks.panel(a),
+            **policy_view.context(a),
             title=f"Review {a.target}",
         )
 
@@ -143,13 +132,20 @@ def decide(name: str, approval_id: int, action: str):
         )
     if action == "deny" and not reason:
         raise BadInput("a denial needs a reason")
+    check = checks.view(a) if action == "approve" else None
     if request.form.get("confirm") != "yes":
         return render_template(
-            "review/confirm.html", a=a, action=action, reason=reason, title=f"{action} {a.target}?"
+            "review/confirm.html",
+            a=a,
+            action=action,
+            reason=reason,
+            check=check,
+            title=f"{action} {a.target}?",
         )
     try:
         if action == "approve":
-            a = approvals.approve(approval_id, g.actor)
+            force = checks.force_requested(request.form.get("force"))
+            a = wf_checks.approve(hive().home, name, approval_id, g.actor, force)
         else:
             a = approvals.deny(approval_id, g.actor, reason)
     except HiveError as e:
@@ -158,6 +154,7 @@ def decide(name: str, approval_id: int, action: str):
             a=approvals.get(approval_id),
             action=action,
             reason=reason,
+            check=check,
             error=str(e),
             title=f"{action} {a.target}?",
         ), 409

@@ -18,8 +18,8 @@ from hyperhive.names import check_agent_name, format_target, parse_target
 from hyperhive.policy import deployed_policy
 from hyperhive.wire import notify
 from hyperhive.wire.ops import AGENTS, HOST, ROLES, lookup, tools_for
-from hyperhive.workflow import comments
-from hyperhive.workflow.approvals import Approvals, follows_id, history_json
+from hyperhive.workflow import checks, comments
+from hyperhive.workflow.approvals import Approvals, follows_id
 
 Handler = Callable[[dict], dict]
 
@@ -200,12 +200,24 @@ class Ops:
     def op_approvals(self, name: str, request: dict) -> dict:
         home = self.hive.home
         found = [a for n in home.agent_names() for a in Approvals(home, n).all(True)]
-        return {"approvals": [a.to_json() for a in found]}
+        live = checks.live_states(self.hive.checks.status()) if self.hive.checks else {}
+        return {
+            "approvals": [
+                {**a.to_json(), "check": checks.check_json(home, a.agent, a.id, live.get(a.target))}
+                for a in found
+            ]
+        }
 
     def op_agent_history(self, name: str, request: dict) -> dict:
-        return history_json(self.hive.home, check_agent_name(_str(request, "name")))
+        live = checks.live_states(self.hive.checks.status()) if self.hive.checks else {}
+        return checks.history_json(self.hive.home, check_agent_name(_str(request, "name")), live)
 
     # -- the host socket (the operator, the CLI) ----------------------------------------
+
+    def _checks(self):
+        if self.hive.checks is None:
+            raise HiveError("this daemon runs no checks")
+        return self.hive.checks
 
     def for_host(self, request: dict) -> dict:
         op = lookup(request.get("op"))
@@ -225,6 +237,18 @@ class Ops:
         self.broker.wake()
         self.hive.bus.publish("state", {"ref": "message"})
         return {}
+
+    def op_check(self, caller: str, request: dict) -> dict:
+        """(Re)check a proposal: `rerun` even when it has a result."""
+        name, approval_id = request.get("agent"), request.get("id")
+        if not isinstance(approval_id, int) or isinstance(approval_id, bool):
+            raise HiveError(f"check needs an integer id, not {approval_id!r}")
+        rerun = request.get("rerun", False) is True
+        return self._checks().submit(check_agent_name(name), approval_id, rerun)
+
+    def op_checks(self, caller: str, request: dict) -> dict:
+        """What the check worker has queued and running."""
+        return self._checks().status()
 
     def op_deploy(self, caller: str, request: dict) -> dict:
         name, approval_id = request.get("agent"), request.get("id")

@@ -18,6 +18,7 @@ from hyperhive import tokens
 from hyperhive.agents import MANAGER, init_hive
 from hyperhive.broker.messages import Broker
 from hyperhive.daemon.agentsock import AgentSockets
+from hyperhive.daemon.checker import CheckWorker
 from hyperhive.daemon.gitsock import Address, GitSockets, connect_address, git_url
 from hyperhive.daemon.hostsock import HostSocket
 from hyperhive.daemon.httpworker import GuardedWorker
@@ -106,6 +107,16 @@ class Services:
             self.hive.runtime.harnesses.git_url = git_url(http)
         self.hive.builds = self.worker.status
         self.hive.broker = Broker(home, lambda name: deployed_policy(home, name))
+        self.settings = load_settings(home)  # as of the start (prune reads its own)
+        # the checks of proposals: a pool of their own, beside the build queue
+        self.checks = CheckWorker(
+            home,
+            self.hive.runtime,
+            self.hive.broker,
+            self.settings.checks,
+            building=lambda: bool(self.worker.status()["running"]),
+        )
+        self.hive.checks = self.checks
         self.ops = Ops(self.hive, self.hive.broker, self.worker)
         self.sock = HostSocket(home.host_socket, self.ops.for_host)
         self.agents = AgentSockets(home, self.ops)
@@ -113,7 +124,6 @@ class Services:
         self.git = GitSockets(home, http, self.hive.forwarded)
         self.watcher = threading.Thread(target=self._follow, name="agent-sockets", daemon=True)
         self.scheduler = Scheduler()
-        self.settings = load_settings(home)  # as of the start (prune reads its own)
         self.sampler = Sampler(self.hive, self.hive.broker, self.settings.telemetry)
         self.supervisor = Supervisor(self.hive, self.hive.broker)
 
@@ -153,6 +163,7 @@ class Services:
         self.supervisor.start(wait=False)  # the forge answers while the agents start
         for target in self.worker.resume():
             log.info("%s: resuming a build queued before the last stop", target)
+        self.checks.start(self.hive.bus)  # checks what was proposed while it was down
         stamp = prune_stamp(self.hive.home)
         self.scheduler.add_daily(
             "retention",
@@ -172,6 +183,7 @@ class Services:
         self.sock.stop()
         self.agents.stop()
         self.git.stop()
+        self.checks.stop()
         self.worker.stop()
 
 

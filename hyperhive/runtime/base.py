@@ -204,6 +204,12 @@ class Runtime(Protocol):
         """Build the agent's config at `rev` and switch to it; raise BuildError on failure.
         Must refuse (BuildError) an agent marked destroyed (`Home.is_destroyed`)."""
 
+    def check(self, name: str, rev: str, emit: Emit) -> dict:
+        """Everything `update` does for `rev` short of switching to it (evaluation, the
+        policy's checks, the build itself where the runtime builds), touching nothing
+        deployed; the evaluated policy, or BuildError saying why it would fail. Safe to
+        run beside a build and other checks (workflow/checks.py)."""
+
     def destroy(self, name: str) -> None:
         """Stop the agent and remove what the runtime made for it (container, deployed
         checkout, deployed policy). Never touches its state directory or its repos.

@@ -25,6 +25,7 @@ there is one (see `shell_account`).
 import os
 import pwd
 import shutil
+import tempfile
 from pathlib import Path
 
 from hyperhive.errors import RuntimeCommandError, UnknownAgent, UnsafeTree
@@ -35,6 +36,8 @@ from hyperhive.runtime import policy, record, sandbox
 from hyperhive.runtime.base import AgentDirs, BuildError, Emit, Shell
 from hyperhive.runtime.local_harness import ExitHandler, Harnesses
 from hyperhive.runtime.stream import run_streamed
+
+PARSE_BATCH = 256  # .nix files parsed by one nix-instantiate (its command line stays short)
 
 
 class LocalRuntime(AgentDirs):
@@ -52,20 +55,33 @@ class LocalRuntime(AgentDirs):
         staging.mkdir(parents=True)
         try:
             with record.staged(self.home, name, rev):
-                emit(f"checking out {rev} into {staging}")
-                try:
-                    with open_repo(self.home.applied_dir(name)) as repo:
-                        files = checkout(repo, rev.encode(), staging)
-                except UnsafeTree as e:
-                    raise BuildError(str(e)) from None
-                emit(f"{len(files)} files")
-                self._validate(staging, files, emit)
-                policy.write_pending(self.home, name, policy.extract(staging, emit))
+                found = self._evaluate(name, rev, staging, emit)
+                policy.write_pending(self.home, name, found)
                 self._swap(staging, dest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         emit(f"deployed {rev} to {dest}")
+
+    def check(self, name: str, rev: str, emit: Emit) -> dict:
+        """What `update` does short of the swap: the checkout (into a directory of its
+        own, removed after), every `.nix` file parsed, the policy evaluated; the policy."""
+        self.home.require_agent(name)
+        with tempfile.TemporaryDirectory(prefix="check-", dir=self.home.agent_dir(name)) as tmp:
+            return self._evaluate(name, rev, Path(tmp), emit)
+
+    def _evaluate(self, name: str, rev: str, root: Path, emit: Emit) -> dict:
+        """Check `rev` out into `root`, validate it and evaluate its policy (a build and a
+        check do the same)."""
+        emit(f"checking out {rev} into {root}")
+        try:
+            with open_repo(self.home.applied_dir(name)) as repo:
+                files = checkout(repo, rev.encode(), root)
+        except UnsafeTree as e:
+            raise BuildError(str(e)) from None
+        emit(f"{len(files)} files")
+        self._validate(root, files, emit)
+        return policy.extract(root, emit)
 
     def destroy(self, name: str) -> None:
         self.harnesses.stop(name)
@@ -82,11 +98,19 @@ class LocalRuntime(AgentDirs):
         if nix is None:
             emit("nix-instantiate is not on PATH: .nix files are not parsed")
             return
-        for rel in sorted(f for f in files if f.endswith(".nix")):
-            emit(f"$ nix-instantiate --parse {rel}")
-            code = run_streamed([nix, "--parse", rel], emit, cwd=root)
-            if code != 0:
-                raise BuildError(f"{rel} does not parse (nix-instantiate exited {code})")
+        rels = sorted(f for f in files if f.endswith(".nix"))
+        # One process parses many (a process each cost most of a check of a config with
+        # many files); only when a batch fails is it parsed file by file, to name the file.
+        for batch in (rels[i : i + PARSE_BATCH] for i in range(0, len(rels), PARSE_BATCH)):
+            emit(f"$ nix-instantiate --parse {' '.join(batch)}")
+            if run_streamed([nix, "--parse", *batch], emit, cwd=root) == 0:
+                continue
+            for rel in batch:
+                emit(f"$ nix-instantiate --parse {rel}")
+                code = run_streamed([nix, "--parse", rel], emit, cwd=root)
+                if code != 0:
+                    raise BuildError(f"{rel} does not parse (nix-instantiate exited {code})")
+            raise BuildError(f"{', '.join(batch)} do not parse together")
 
     @staticmethod
     def _swap(staging: Path, dest: Path) -> None:

@@ -44,6 +44,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,7 +56,7 @@ from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.names import ENGINE, check_agent_name
-from hyperhive.runtime import ownership, policy, record
+from hyperhive.runtime import ownership, policy, record, stream
 from hyperhive.runtime.base import AgentDirs, BuildError, Emit, Shell
 from hyperhive.runtime.stream import run_streamed
 from hyperhive.workflow import meta
@@ -66,6 +67,7 @@ PREFIX = "h-"
 # nixos-container refuses longer names (the host side veth is `ve-<container>`).
 MAX_CONTAINER_NAME = 11
 BUILD_REF = "refs/hyperhive/build/"
+CHECK_REF = "refs/hyperhive/check/"  # a check's candidate: <name>/<random>, gone after
 ACTOR = ENGINE
 STATE_MOUNT = "/state"  # nix/lib.nix stateDir
 SOCKET_MOUNT = "/run/hyperhive"  # the directory of nix/lib.nix agentSocket
@@ -151,6 +153,30 @@ class NixosContainerRuntime(AgentDirs):
         except RuntimeCommandError as e:
             raise BuildError(str(e)) from None
         emit(f"{container} runs {rev}")
+
+    def check(self, name: str, rev: str, emit: Emit) -> dict:
+        """What `update` builds, without creating, switching or starting anything: the
+        candidate flake (on a ref of its own, deleted after), the policy evaluated and the
+        container's system built (`nix build` of its toplevel, streamed); the policy."""
+        self.home.require_agent(name)
+        ref = f"{CHECK_REF}{name}/{uuid.uuid4().hex[:12]}"  # checks of one agent run side by side
+        try:
+            flake = self.candidate_flake(name, rev, emit, ref)
+            found = self._policy(flake, name, emit)
+            attr = f'{flake}#nixosConfigurations."{name}".config.system.build.toplevel'
+            argv = [self.nix, *NIX_FLAGS, "build", "--no-link", "--print-out-paths", attr]
+            emit(f"$ {' '.join(argv)}")
+            try:
+                code = run_streamed(argv, emit)
+            except OSError as e:
+                raise BuildError(f"cannot run {self.nix}: {e}") from None
+            if code != 0:
+                raise BuildError(f"`nix build` of {name}'s system exited {code}")
+        finally:
+            with open_repo(self.home.meta_dir) as repo:
+                if sha := refs.read(repo, ref.encode()):
+                    refs.delete(repo, ref.encode(), sha)
+        return found
 
     def destroy(self, name: str) -> None:
         container = container_name(name)
@@ -262,9 +288,11 @@ class NixosContainerRuntime(AgentDirs):
             )
         return state
 
-    def candidate_flake(self, name: str, rev: str, emit: Emit) -> str:
-        """Commit meta's main tree with `name` pinned at `rev` to refs/hyperhive/build/<name>
-        and return the flake URL of that exact commit (see the module docstring)."""
+    def candidate_flake(self, name: str, rev: str, emit: Emit, ref: str | None = None) -> str:
+        """Commit meta's main tree with `name` pinned at `rev` to `ref` (default
+        refs/hyperhive/build/<name>) and return the flake URL of that exact commit (see the
+        module docstring)."""
+        ref = ref or BUILD_REF + name
         with open_repo(self.home.meta_dir) as repo:
             head = repo.refs[meta.MAIN]
             files = {
@@ -279,11 +307,8 @@ class NixosContainerRuntime(AgentDirs):
                 raise BuildError(f"{rev} is not a commit of {name}'s applied repo") from None
             message = f"build {name} {rev[:12]}\n\nAgent: {name}\nRevision: {rev}\n"
             commit = write_commit(repo, files, message, ACTOR, [head])
-            ref = (BUILD_REF + name).encode()
-            refs.cas(repo, ref, refs.read(repo, ref), commit)
-        url = (
-            f"git+file://{self.home.meta_dir.resolve()}?ref={BUILD_REF}{name}&rev={commit.decode()}"
-        )
+            refs.cas(repo, ref.encode(), refs.read(repo, ref.encode()), commit)
+        url = f"git+file://{self.home.meta_dir.resolve()}?ref={ref}&rev={commit.decode()}"
         emit(f"meta candidate {commit.decode()[:12]}: {name} at {rev}")
         return url
 
@@ -304,16 +329,22 @@ class NixosContainerRuntime(AgentDirs):
         with tempfile.TemporaryFile() as out:
             try:
                 proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.PIPE,
+                    start_new_session=stream.own_group(),  # a check's time limit kills its group
                 )
             except OSError as e:
                 raise BuildError(f"cannot run {self.nix}: {e}") from None
-            with proc.stderr:
-                for raw in iter(proc.stderr.readline, b""):
-                    line = raw.decode(errors="replace").rstrip("\n")
-                    stderr.append(line)
-                    emit(line)
-            code = proc.wait()
+            with stream.limited(proc):
+                with proc.stderr:
+                    for raw in iter(lambda: proc.stderr.readline(stream.MAX_LINE), b""):
+                        line = raw.decode(errors="replace").rstrip("\n")
+                        stderr.append(line)
+                        del stderr[:-200]  # nix_error reads the last lines
+                        emit(line)
+                code = proc.wait()
             out.seek(0)
             data = out.read()
         if code != 0:

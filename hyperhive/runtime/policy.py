@@ -38,6 +38,7 @@ from pathlib import Path
 from hyperhive import policy as schema
 from hyperhive.home import Home
 from hyperhive.policy import DEFAULT_POLICY, POLICY_FILE, policy_file
+from hyperhive.runtime import stream
 from hyperhive.runtime.base import BuildError, Emit
 
 EVAL_TIMEOUT = 120
@@ -46,7 +47,7 @@ EVAL_TIMEOUT = 120
 DECLARES_RE = re.compile(r"""(?<![\w'-])"?hyperhive"?\s*(?:\.|=(?!=))""")
 
 EVAL_EXPR = r"""
-{ file }:
+{ file, part ? "policy", pkgsFile ? null }:
 let
   inherit (builtins) attrNames concatStringsSep elemAt filter foldl' functionArgs genList
     isAttrs isFunction isList isPath isString length mapAttrs;
@@ -56,20 +57,22 @@ let
     mkOverride = _: x: x;
     mkIf = cond: x: if cond then x else { };
   };
-  pkgs = { };
+  # the packages of a policy diff are read with stub derivations (policydiff.py), the
+  # options always with no pkgs at all
+  stubPkgs = if pkgsFile == null then { } else builtins.fromJSON (builtins.readFile pkgsFile);
   missing = n: throw ("hyperhive: the module argument `${n}` is not available when "
     + "the local runtime evaluates hyperhive.* options");
   # arguments without a default that the stub lacks: they throw only when used
   required = f: let a = functionArgs f; in removeAttrs a (filter (n: a.${n}) (attrNames a));
-  argsFor = f: mapAttrs (n: _: missing n) (required f) // {
+  argsFor = pkgs: f: mapAttrs (n: _: missing n) (required f) // {
     inherit lib pkgs config;
     options = { };
   };
   moduleKeys = [ "config" "options" "imports" "_file" "key" "disabledModules" "meta" ];
-  load = m:
+  load = pkgs: m:
     let
       raw = if isPath m || isString m then import m else m;
-      v = if isFunction raw then raw (argsFor raw) else raw;
+      v = if isFunction raw then raw (argsFor pkgs raw) else raw;
       full = v ? config || v ? options;
       stray = removeAttrs v (moduleKeys ++ [ "freeformType" ]);
       cfg =
@@ -82,15 +85,17 @@ let
       hyperhive =
         if isAttrs h then h else throw "hyperhive must be an attribute set of options";
       imports = v.imports or [ ];
+      packages = (cfg.environment or { }).systemPackages or [ ];
     };
   keyOf = parent: i: m: if isPath m || isString m then toString m else "${parent}#${toString i}";
-  modules = builtins.genericClosure {
-    startSet = [ { key = toString file; l = load file; } ];
+  closure = pkgs: builtins.genericClosure {
+    startSet = [ { key = toString file; l = load pkgs file; } ];
     operator = item:
       genList
-        (i: let m = elemAt item.l.imports i; in { key = keyOf item.key i m; l = load m; })
+        (i: let m = elemAt item.l.imports i; in { key = keyOf item.key i m; l = load pkgs m; })
         (length item.l.imports);
   };
+  modules = closure { };
   mergeValue = k: x: y:
     if isList x && isList y then x ++ y
     else if isAttrs x && isAttrs y then merge "${k}." x y
@@ -101,9 +106,14 @@ let
   merge = prefix: a: b: foldl' (mergeKey prefix b) a (attrNames b);
   policy = foldl' (merge "") { } (map (item: item.l.hyperhive) modules);
   config = { hyperhive = policy; };
+  packages = builtins.concatMap (item: item.l.packages) (closure stubPkgs);
 in
-policy
+if part == "both" then { inherit policy packages; } else policy
 """
+
+
+class EvalTimeout(BuildError):
+    """The evaluation ran past its time limit (not a property of the config: not cached)."""
 
 
 def declares_options(root: Path) -> list[str]:
@@ -121,7 +131,19 @@ def declares_options(root: Path) -> list[str]:
 
 def extract(root: Path, emit: Emit) -> dict:
     """The policy of the config checked out at `root`; BuildError when it cannot be
-    determined (see the module docstring for the rule)."""
+    determined (see the module docstring for the rule) or its claude cannot run here."""
+    policy = evaluate(root, emit)
+    claude = policy.get("claude")
+    # the harness runs on this host: a path that cannot run fails the build, not every turn
+    if claude is not None and not (os.path.isfile(claude) and os.access(claude, os.X_OK)):
+        raise BuildError(f"hyperhive.claude: {claude} is not an executable file on this host")
+    emit(f"policy: {json.dumps(policy, sort_keys=True)}")
+    return policy
+
+
+def evaluate(root: Path, emit: Emit, timeout: float = EVAL_TIMEOUT) -> dict:
+    """The `hyperhive.*` options of the config at `root`, checked and with their defaults:
+    `extract` without the checks against this host (the policy diff of a review uses it)."""
     nix = shutil.which("nix-instantiate")
     if nix is None:
         declaring = declares_options(root)
@@ -134,17 +156,17 @@ def extract(root: Path, emit: Emit) -> dict:
         emit("nix-instantiate is not on PATH and no hyperhive.* option is declared: default policy")
         return dict(DEFAULT_POLICY)
     emit("$ nix-instantiate --eval --strict --json (hyperhive.* options of agent.nix)")
-    raw = _evaluate(nix, root / "agent.nix", emit)
-    policy = normalize(raw)
-    claude = policy.get("claude")
-    # the harness runs on this host: a path that cannot run fails the build, not every turn
-    if claude is not None and not (os.path.isfile(claude) and os.access(claude, os.X_OK)):
-        raise BuildError(f"hyperhive.claude: {claude} is not an executable file on this host")
-    emit(f"policy: {json.dumps(policy, sort_keys=True)}")
-    return policy
+    return normalize(_evaluate(nix, root / "agent.nix", emit, timeout))
 
 
-def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
+def _evaluate(
+    nix: str,
+    agent_nix: Path,
+    emit: Emit,
+    timeout: float = EVAL_TIMEOUT,
+    args: tuple[str, ...] = (),
+    what: str = "the hyperhive.* options",
+) -> object:
     root = agent_nix.parent.resolve()
     argv = [
         nix,
@@ -159,31 +181,39 @@ def _evaluate(nix: str, agent_nix: Path, emit: Emit) -> object:
         "--argstr",
         "file",
         str(root / agent_nix.name),
+        *args,
         "--expr",
         EVAL_EXPR,
     ]
-    try:
-        proc = subprocess.run(
-            argv,
-            cwd=root,
-            # restricted evaluation reads the search path too: only the config's own (-I)
-            env={**os.environ, "NIX_PATH": ""},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=EVAL_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        raise BuildError(
-            f"evaluating the hyperhive.* options took over {EVAL_TIMEOUT}s: gave up"
-        ) from None
-    stderr = proc.stderr.decode(errors="replace")
+    left = stream.remaining()  # a check's time limit, when shorter
+    limit = timeout if left is None else min(timeout, left)
+    proc = subprocess.Popen(
+        argv,
+        cwd=root,
+        # restricted evaluation reads the search path too: only the config's own (-I)
+        env={**os.environ, "NIX_PATH": ""},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=stream.own_group(),  # a check's time limit kills its group
+    )
+    with stream.limited(proc):
+        try:
+            out, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            stream.kill_group(proc)
+            proc.communicate()
+            if limit < timeout:
+                raise stream.timed_out() from None
+            raise EvalTimeout(f"evaluating {what} took over {timeout:g}s: gave up") from None
+    stderr = err.decode(errors="replace")
     for line in stderr.splitlines():
         emit(line)
     if proc.returncode != 0:
         message = nix_error(stderr).replace(f"{root}/", "")
-        raise BuildError(f"cannot evaluate the hyperhive.* options: {message}")
+        raise BuildError(f"cannot evaluate {what}: {message}")
     try:
-        return json.loads(proc.stdout)
+        return json.loads(out)
     except ValueError as e:
         raise BuildError(f"nix-instantiate printed no JSON policy: {e}") from None
 

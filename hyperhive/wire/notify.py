@@ -41,6 +41,13 @@ def build_line(home: Home, name: str, approval_id: int, line: str) -> None:
         home.bus.publish(f"log:{name}:{approval_id}", line)
 
 
+def check_line(home: Home, name: str, approval_id: int, line: str) -> None:
+    """A check running in the daemon printed a line (`check:<name>:<id>`; the review page
+    follows the log file, so checks elsewhere are followed too)."""
+    if home.bus is not None:
+        home.bus.publish(f"check:{name}:{approval_id}", line)
+
+
 def stats_recorded(home: Home, agent: str) -> None:
     """Telemetry rows were written for `agent` ("" = hive-wide): charts redraw. Only the
     daemon records telemetry, so there is no other process to tell."""

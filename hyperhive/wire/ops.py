@@ -332,6 +332,25 @@ TABLE = (
         tool=False,
     ),
     Op(
+        "check",
+        HOST_ONLY,
+        "(Re)check proposal `agent`#`id` on the daemon's check workers (workflow/checks.py); "
+        'returns {"state": "queued"|"running"|"done", "ahead"?: <checks before it>}.',
+        args=(
+            Arg("agent", str, "the agent"),
+            Arg("id", int, "the approval's id"),
+            Arg("rerun", bool, "check again even when it has a result", required=False),
+        ),
+        tool=False,
+    ),
+    Op(
+        "checks",
+        HOST_ONLY,
+        "What the check workers have queued and running "
+        '({"running": {target: {"started", "log"}}, "queued": [targets]}).',
+        tool=False,
+    ),
+    Op(
         "deploy",
         HOST_ONLY,
         "Queue the build of approval `agent`#`id` on the daemon's build worker; "

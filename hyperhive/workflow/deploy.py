@@ -4,6 +4,7 @@ import logging
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from dulwich.repo import Repo
@@ -22,24 +23,45 @@ log = logging.getLogger("hyperhive.build")
 
 ACTOR = ENGINE
 TAIL_LINES = 50
+LOG_MAX_BYTES = 16 * 1024 * 1024  # a build's or a check's log file, at most
 
 
 class BuildLog:
     """Writes each line to `logs/<name>/<id>.log` (flushed at once) and to logging,
-    keeping the last lines for the `failed/<id>` tag."""
+    keeping the last lines for the `failed/<id>` tag. At most `max_bytes` go to the file
+    (then one line saying it was cut); the tail is kept whatever the size. A check's log
+    is one too (`publish` its live topic)."""
 
-    def __init__(self, home: Home, path: Path, name: str, approval_id: int):
+    def __init__(
+        self,
+        home: Home,
+        path: Path,
+        name: str,
+        approval_id: int,
+        publish: Callable[[str], None] | None = None,
+        max_bytes: int = LOG_MAX_BYTES,
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.home, self.name, self.id = home, name, approval_id
         self.target = format_target(name, approval_id)
         self.file = path.open("a", buffering=1)
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.publish = publish or (lambda text: notify.build_line(home, name, approval_id, text))
+        self.max_bytes = self.left = max_bytes
 
     def line(self, text: str) -> None:
         self.tail.append(text)
+        if self.left <= 0:
+            return  # cut: the tail still reaches the tag
+        size = len(text.encode(errors="replace")) + 1
+        if size > self.left:
+            self.left = 0
+            text = f"… the log is cut here: it reached {self.max_bytes} bytes"
+        else:
+            self.left -= size
         self.file.write(text + "\n")
         log.info("%s: %s", self.target, text)
-        notify.build_line(self.home, self.name, self.id, text)
+        self.publish(text)
 
     def close(self) -> None:
         self.file.close()

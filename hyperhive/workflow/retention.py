@@ -6,7 +6,9 @@ The policy:
 - `failed/*` and `denied/*` older than `failed_days` days are deleted (0 keeps them
   forever), a failed tag together with its build log `logs/<name>/<id>.log`;
 - `proposal/*`, `approved/*` and `building/*` of an approval go once its terminal tag
-  (`deployed`, `failed` or `denied`) exists;
+  (`deployed`, `failed` or `denied`) exists, and so do its checks (`checked/<id>` and
+  the reruns `checked/<id>.<run>`, workflow/checks.py) with their logs: a check ages
+  with the proposal it checked;
 - an approval without a terminal tag is never touched, nor is any tag hyperhive did not
   write (a lightweight tag, a name outside the state machine);
 - `refs/hyperhive/last-id` is never touched, so ids are not handed out twice.
@@ -39,7 +41,7 @@ from hyperhive.gitstore.repos import open_repo
 from hyperhive.gitstore.tags import read_tag
 from hyperhive.home import Home
 from hyperhive.wire import notify
-from hyperhive.workflow import meta
+from hyperhive.workflow import checks, meta
 from hyperhive.workflow.approvals import LAST_ID_REF, parse_tag_refs
 from hyperhive.workflow.lock import locked, transition_lock
 from hyperhive.workflow.states import ORDER, TERMINAL, State
@@ -49,6 +51,7 @@ log = logging.getLogger("hyperhive.retention")
 DAY = 86400
 TAGS = b"refs/tags/"
 AGEING = frozenset({State.FAILED, State.DENIED})  # terminal tags that expire
+CHECKED = "checked/"  # the checks' tags (workflow/checks.py)
 
 
 def plan(tags: Mapping[str, int], now: float, failed_days: int) -> set[str]:
@@ -66,7 +69,16 @@ def plan(tags: Mapping[str, int], now: float, failed_days: int) -> set[str]:
             expired = failed_days > 0 and now - written > failed_days * DAY
             if state not in TERMINAL or (state in AGEING and expired):
                 doomed.add(f"{state}/{approval_id}")
+    for name in tags:  # a check goes with its approval's proposal: once it ended
+        check = checks.parse_name(name.removeprefix(CHECKED)) if name.startswith(CHECKED) else None
+        if check and TERMINAL & by_id.get(check[0], {}).keys():
+            doomed.add(name)
     return doomed
+
+
+def tag_id(tag: str) -> int:
+    """The approval id of a workflow tag name (`<state>/<id>`, `checked/<id>[.<run>]`)."""
+    return int(tag.rpartition("/")[2].partition(".")[0])
 
 
 @dataclass
@@ -150,7 +162,7 @@ def _plan_repo(
         doomed = plan({t: info.time for t, (_, info) in tags.items()}, now, failed_days)
         last = refs.read(repo, LAST_ID_REF)
         counted = int(repo[last].data) if last else 0
-        if doomed and (highest := max(int(t.rpartition("/")[2]) for t in doomed)) > counted:
+        if doomed and (highest := max(tag_id(t) for t in doomed)) > counted:
             raise HiveError(
                 f"refs/hyperhive/last-id of {name} ({counted}) is below approval {highest}: "
                 "deleting its tags could let that id be handed out again; nothing pruned"
@@ -166,17 +178,24 @@ def _plan_repo(
 
 
 def _order(t: meta.PrunedTag) -> tuple:
-    state, _, raw_id = t.tag.partition("/")
-    return t.agent, int(raw_id), ORDER.index(State(state))
+    state, _, rest = t.tag.partition("/")
+    if state == CHECKED.rstrip("/"):  # after the proposal, in run order
+        return t.agent, tag_id(t.tag), 0.5, checks.parse_name(rest)[1]
+    return t.agent, tag_id(t.tag), ORDER.index(State(state)), 0
 
 
 def _build_logs(home: Home, tags: list[meta.PrunedTag]) -> list[Path]:
     """The build logs that go with the failed tags in `tags` (denied ones never built)."""
     paths = []
     for t in tags:
-        state, _, raw_id = t.tag.partition("/")
-        path = home.build_log(t.agent, int(raw_id))
-        if state == State.FAILED and path.exists():
+        state, _, rest = t.tag.partition("/")
+        if state == CHECKED.rstrip("/"):  # a check's log goes with its tag
+            path = home.check_log(t.agent, *checks.parse_name(rest))
+        elif state == State.FAILED:
+            path = home.build_log(t.agent, int(rest))
+        else:
+            continue
+        if path.exists():
             paths.append(path)
     return paths
 
