@@ -4,18 +4,24 @@ run-wide check that no process the tests started is left. Helpers live in tests/
 from pathlib import Path
 
 import pytest
-from support.tmpfs import use_tmpfs
+from support.tmpfs import short_basetemp, use_tmpfs
 
 from hyperhive.agents import init_hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
 
-# Before anything asks for a temporary directory (pytest's base, then xdist's workers,
-# which inherit it): the hives the tests build on tmpfs, where an fsync costs nothing.
-use_tmpfs()
-
 # The check that no process the tests started outlives the run; pytester for its own test.
 pytest_plugins = ["support.leftovers", "pytester"]
+
+# Before anything asks for a temporary directory: the hives the tests build on tmpfs,
+# where an fsync costs nothing (support/tmpfs.py).
+ON_TMPFS = use_tmpfs()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin made its factory
+def pytest_configure(config: pytest.Config) -> None:
+    if ON_TMPFS:
+        short_basetemp(config)
 
 
 @pytest.fixture

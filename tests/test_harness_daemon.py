@@ -265,7 +265,11 @@ def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive
     And a daemon worker killed outright takes its harness with it (the lifeline)."""
     root, start = hive
     home = Home(root)
-    claude = root.parent / "bin" / "claude"
+    # its MCP servers are not what is tested: started only for a tool call (a second or
+    # two of imports in each of the fake and `hyperhive mcp`, every turn)
+    claude = claude_script(
+        root.parent / "bin", before="FAKE_CLAUDE_MCP=lazy; export FAKE_CLAUDE_MCP\n"
+    )
     hidden = claude.rename(root.parent / "claude.hidden")  # nothing on PATH
     run_cli(root, "approve", "alice#1", check=True)
     daemon = start()
@@ -287,7 +291,13 @@ def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive
             else None
         )
 
+    def forge_says(expected: tuple) -> bool:
+        runtime = {a["name"]: a["runtime"] for a in daemon.get("/api/state")["agents"]}["alice"]
+        return (runtime["state"], runtime["error"]) == expected
+
     def agreed(expected: tuple, timeout: float = 30.0) -> None:
+        # the forge first (an HTTP call, where each `agent list` is a process), then both
+        wait_for(lambda: forge_says(expected), timeout, what=f"the forge: alice {expected}")
         wait_for(lambda: alice() == expected, timeout, what=f"alice {expected}")
 
     agreed(("failing", missing))

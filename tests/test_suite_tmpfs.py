@@ -43,7 +43,12 @@ def test_no_tmpfs_a_noexec_or_read_only_one_or_a_set_tmpdir_is_left_alone(tmp_pa
 
 
 def test_this_run_follows_the_rule(tmp_path):
-    """Here, on a machine with a usable /dev/shm, the tests' directories are in it."""
+    """Here, on a machine with a usable /dev/shm, the tests' directories are in it, in a
+    base short enough for a hive's sockets a few levels below a long test name."""
     if mount_options(Path("/dev/shm")) is None or os.environ.get("TMPDIR") != "/dev/shm":
         return  # the caller chose TMPDIR, or this machine has no /dev/shm tmpfs
     assert tmp_path.is_relative_to("/dev/shm") and tempfile.gettempdir() == "/dev/shm"
+    # shorter than pytest's own place on /tmp would have been (there, a hive's socket
+    # below a long test name is already within a byte of the 107 a socket's path has)
+    base = str(tmp_path.parent.parent if "popen-" in tmp_path.parent.name else tmp_path.parent)
+    assert len(base) < len("/tmp/pytest-of-root/pytest-0"), base
