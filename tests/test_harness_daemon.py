@@ -265,11 +265,7 @@ def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive
     And a daemon worker killed outright takes its harness with it (the lifeline)."""
     root, start = hive
     home = Home(root)
-    # its MCP servers are not what is tested: started only for a tool call (a second or
-    # two of imports in each of the fake and `hyperhive mcp`, every turn)
-    claude = claude_script(
-        root.parent / "bin", before="FAKE_CLAUDE_MCP=lazy; export FAKE_CLAUDE_MCP\n"
-    )
+    claude = root.parent / "bin" / "claude"
     hidden = claude.rename(root.parent / "claude.hidden")  # nothing on PATH
     run_cli(root, "approve", "alice#1", check=True)
     daemon = start()
