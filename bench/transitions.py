@@ -552,34 +552,41 @@ def print_profile(profiler: cProfile.Profile, what: str) -> None:
 
 
 def long_history(root: Path, sizes: list[int]) -> list[str]:
-    """For each size N: a new agent whose config gets N commits (`git fast-import`), then
-    `propose HEAD` (which copies the history into the applied repo) beside `git fetch` of
-    the same commit into an empty bare repo. Both must end with the same commits."""
+    """For each size N: a new agent, deployed, whose config then gets N commits on top
+    (`git fast-import`); `propose HEAD` (which copies the history into the applied repo and
+    checks it is no rollback) beside `git fetch` of the same commit into a copy of the
+    applied repo as it was just before (same objects, same refs: the same haves). Both
+    must end with the same objects, and ours must pass `git fsck --strict`."""
     lines = []
     for n in sizes:
         home = Home(root / f"hive-c{n}")
         init_hive(home, LocalRuntime(home), "operator")
         create_agent(home, "history", LocalRuntime(home), "operator")
+        home = dataclasses.replace(home, deploys=lambda _name, approval_id: 0)
+        approvals = Approvals(home, "history")
+        approvals.approve(1, "operator")
+        deploy(home, "history", 1, LocalRuntime(home))
         config = home.config_dir("history")
         fast_import(config, n)
         applied = home.applied_dir("history")
-        before = du(applied)
-        approvals = Approvals(home, "history")
-        t_ours, approval = timed(lambda a=approvals: a.propose("HEAD", "manager"))
         ref = root / f"fetch-{n}.git"
-        git(ref, "init", "-q", "--bare")
-        fetch = (ref, "fetch", "-q", str(config), "refs/heads/main")
+        shutil.copytree(applied, ref, symlinks=True)
+        before = du(applied)
+        t_ours, approval = timed(lambda a=approvals: a.propose("HEAD", "manager"))
+        fetch = (ref, "fetch", "-q", "--no-tags", str(config), "refs/heads/main")
         t_ref, _ = timed(lambda f=fetch: git(*f))
-        ours = int(git(applied, "rev-list", "--count", approval.commit))
-        theirs = int(git(ref, "rev-list", "--count", "FETCH_HEAD"))
+        objects = ("rev-list", "--objects", "--no-object-names")
+        ours = sorted(git(applied, *objects, approval.commit).split())
+        theirs = sorted(git(ref, *objects, "FETCH_HEAD").split())
         if ours != theirs:
-            raise SystemExit(f"propose copied {ours} commits, git fetch {theirs}")
+            raise SystemExit(f"propose copied {len(ours)} objects, git fetch {len(theirs)}")
+        git(applied, "fsck", "--strict", "--no-dangling", "--no-progress")
         record("c", "ours", f"propose, history of {n} commits", [t_ours])
         record("c", "ref", f"git fetch, history of {n} commits", [t_ref])
+        grown = (du(applied) - before) / 2**20
         lines.append(
-            f"(c) {n} commits: propose {t_ours:.2f} s, +{(du(applied) - before) / 2**20:.1f} MiB "
-            f"on disk; git fetch {t_ref:.2f} s, {du(ref) / 2**20:.1f} MiB; "
-            f"ratio {t_ours / t_ref:.1f}x"
+            f"(c) {n} commits: propose {t_ours:.2f} s, +{grown:.1f} MiB on disk; git fetch "
+            f"{t_ref:.2f} s, +{(du(ref) - before) / 2**20:.1f} MiB; ratio {t_ours / t_ref:.2f}x"
         )
         gc.collect()  # close dulwich's pack files before the directory goes away
     return lines

@@ -145,7 +145,7 @@ class HistoryTooLarge(HiveError):
 
 
 class GitFailed(HiveError):
-    """The git CLI, which copies long histories (gitstore/packcopy.py), is missing or
+    """The git CLI, which copies long histories (gitstore/gitcli.py), is missing or
     failed: which command, and the last of what it said."""
 
 

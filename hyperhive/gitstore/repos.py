@@ -12,7 +12,7 @@ from dulwich.objectspec import parse_commit
 from dulwich.repo import Repo
 
 from hyperhive.errors import NotARepository, UnknownCommit
-from hyperhive.gitstore.packcopy import copy_pack
+from hyperhive.gitstore.gitcli import copy_pack
 from hyperhive.gitstore.refs import DEFAULT_BRANCH
 from hyperhive.settings import Git
 
@@ -96,7 +96,7 @@ MAX_COPY_BYTES = Git.max_push_bytes  # the default of git.max_push_bytes
 
 def copy_commit(src: Repo, dst: Repo, commit: bytes, *, max_bytes: int = MAX_COPY_BYTES) -> None:
     """Copy `commit` and everything it reaches that `dst` lacks: loose when at most
-    LOOSE_MAX objects, else as one pack written by git (gitstore/packcopy.py) of what
+    LOOSE_MAX objects, else as one pack written by git (gitstore/gitcli.py) of what
     `git fetch` would bring (all `dst`'s refs are its haves), refused past `max_bytes`
     (`HistoryTooLarge`). Blobs are copied raw, never parsed."""
     missing = _missing(src, dst, commit, LOOSE_MAX)

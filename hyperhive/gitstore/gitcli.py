@@ -1,8 +1,9 @@
-"""Copying a long history between two of the hive's repos as one pack, with the git CLI.
+"""What the engine asks of the git CLI: the walks over a long history that dulwich does in
+Python, one object at a time (each packed one inflated through its whole delta chain), so
+that a 10,000-commit history took most of a minute to propose where `git fetch` of it
+takes half a second. Short walks stay dulwich's (no process to start); past a bound, git's.
 
-dulwich walks a history in Python, one object at a time, each packed one inflated through
-its whole delta chain: a 10,000-commit history took most of a minute to propose, where
-`git fetch` of it takes half a second. The walk and the pack are git's own here:
+**Copying a history as one pack** (`copy_pack`):
 
 - `git pack-objects --revs --thin` runs in the destination with the source's object
   directory as an alternate (`GIT_ALTERNATE_OBJECT_DIRECTORIES`), so git reads the
@@ -18,6 +19,9 @@ its whole delta chain: a 10,000-commit history took most of a minute to propose,
   sees a half-moved one. A copy cut short leaves only its temporary directory, which the
   next copy into that repo removes once it is an hour old.
 
+**Ancestry** (`is_ancestor`): a walk back of at most ANCESTRY_WALK commits in Python,
+then `git merge-base --is-ancestor`.
+
 git runs with no system or user config and none of the caller's `GIT_*` variables (a
 hook's `GIT_DIR` or quarantine would point it elsewhere).
 """
@@ -32,12 +36,16 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from dulwich.repo import Repo
+
 from hyperhive.errors import GitFailed, HistoryTooLarge
 
 TEMP_PREFIX = "hyperhive-copy-"
 STALE_SECONDS = 3600  # a copy's temporary directory older than this was left by a crash
 COPY_SECONDS = 600  # git's walk and write of one history, at most
 CHUNK = 1 << 20
+ANCESTRY_WALK = 256  # commits walked in Python before git is asked
+ANCESTRY_SECONDS = 60
 
 
 def git_env(**extra: str) -> dict[str, str]:
@@ -45,6 +53,37 @@ def git_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, LC_ALL="C", **extra)
     return env
+
+
+def _git() -> str:
+    git = shutil.which("git")
+    if git is None:
+        raise GitFailed("walking a long history needs the git CLI, and `git` is not on PATH")
+    return git
+
+
+def is_ancestor(repo: Repo, old: bytes, new: bytes, walk: int = ANCESTRY_WALK) -> bool:
+    """Whether commit `old` is `new` or one of its ancestors (a fast-forward from `old` to
+    `new`): the usual answers, a few commits back, found in Python; a longer walk is git's."""
+    todo, seen = [new], set()
+    while todo and len(seen) < walk:
+        sha = todo.pop()
+        if sha == old:
+            return True
+        if sha not in seen:
+            seen.add(sha)
+            todo.extend(repo.object_store[sha].parents)
+    if not todo:
+        return False
+    argv = [_git(), "merge-base", "--is-ancestor", old.decode(), new.decode()]
+    env = git_env(GIT_DIR=repo.controldir())
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, timeout=ANCESTRY_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise GitFailed(f"git merge-base took over {ANCESTRY_SECONDS} s") from None
+    if proc.returncode not in (0, 1):
+        raise GitFailed(f"git merge-base failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.returncode == 0
 
 
 def sweep(objects_dir: Path, min_age: float = STALE_SECONDS) -> list[Path]:
@@ -74,9 +113,7 @@ def copy_pack(
     `dst_git_dir`, as one pack. Returns the pack's size in bytes. A pack larger than
     `max_bytes` is refused (`HistoryTooLarge`) and nothing is kept; so is a copy that
     takes over `timeout` seconds (`GitFailed`)."""
-    git = shutil.which("git")
-    if git is None:
-        raise GitFailed("copying a long history needs the git CLI, and `git` is not on PATH")
+    git = _git()
     objects = dst_git_dir / "objects"
     sweep(objects)
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=objects))
@@ -111,7 +148,7 @@ def copy_pack(
             size = _relay(packer, indexer, want, haves, max_bytes)
             out = indexer.stdout.read()  # its pack's name, once it has written it
             if expired.is_set():
-                raise GitFailed(f"copying {want.decode()[:12]} took over {timeout:.0f} s")
+                raise GitFailed(f"copying {want.decode()[:12]} took over {timeout:g} s")
             for proc, err, name in (
                 (packer, pack_err, "pack-objects"),
                 (indexer, index_err, "index-pack"),
