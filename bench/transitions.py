@@ -8,6 +8,8 @@ measured in the same run, on the same machine.
     reference, the git CLI doing the same writes for one cycle.
 (b) Listing the pending approvals of every agent (what `hyperhive approvals` does) over
     A agents with T tags each, beside `git for-each-ref` on the same repos.
+(c) Proposing a commit with a 1k/10k/50k-commit history new to the applied repo, beside
+    `git fetch` of it into a copy of that repo.
 
 Nothing here asserts a speed; the script only checks that both sides computed the same
 thing. Run: .venv/bin/python bench/transitions.py [--quick] (see bench/README.md).

@@ -19,6 +19,12 @@ takes half a second. Short walks stay dulwich's (no process to start); past a bo
   sees a half-moved one. A copy cut short leaves only its temporary directory, which the
   next copy into that repo removes once it is an hour old.
 
+Why git rather than a faster Python copy: dulwich's MissingObjectFinder and
+generate_pack_data walk the same objects the same way (the cost is the per-object reads,
+not the bookkeeping); hard-linking the source's packs would bring every object of the
+config repo, reachable or not, and nothing that checks them. git's walk is `git fetch`'s
+own, so the applied repo ends with exactly what a fetch would have brought.
+
 **Ancestry** (`is_ancestor`): a walk back of at most ANCESTRY_WALK commits in Python,
 then `git merge-base --is-ancestor`.
 
@@ -44,7 +50,7 @@ TEMP_PREFIX = "hyperhive-copy-"
 STALE_SECONDS = 3600  # a copy's temporary directory older than this was left by a crash
 COPY_SECONDS = 600  # git's walk and write of one history, at most
 CHUNK = 1 << 20
-ANCESTRY_WALK = 256  # commits walked in Python before git is asked
+ANCESTRY_WALK = 100  # commits walked in Python before git is asked
 ANCESTRY_SECONDS = 60
 
 
