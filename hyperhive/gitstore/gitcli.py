@@ -55,9 +55,19 @@ ANCESTRY_SECONDS = 60
 
 
 def git_env(**extra: str) -> dict[str, str]:
-    """The environment git runs in: the caller's, without `GIT_*` and without config files."""
+    """The environment git runs in: the caller's, without `GIT_*` and without config files.
+    Every repo it is pointed at is the hive's own, so `safe.directory` trusts it whoever
+    owns it (an operator's `sudo hyperhive propose` on the daemon user's hive)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, LC_ALL="C", **extra)
+    env.update(
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_KEY_0="safe.directory",
+        GIT_CONFIG_VALUE_0="*",
+        LC_ALL="C",
+        **extra,
+    )
     return env
 
 

@@ -101,13 +101,9 @@ def copy_commit(src: Repo, dst: Repo, commit: bytes, *, max_bytes: int = MAX_COP
     (`HistoryTooLarge`). Blobs are copied raw, never parsed."""
     missing = _missing(src, dst, commit, LOOSE_MAX)
     if missing is None:
-        haves = {sha for sha in dst.refs.as_dict().values() if sha in dst.object_store}
+        haves = sorted(set(dst.refs.as_dict().values()))
         copy_pack(
-            Path(src.object_store.path),
-            Path(dst.controldir()),
-            commit,
-            sorted(haves),
-            max_bytes=max_bytes,
+            Path(src.object_store.path), Path(dst.controldir()), commit, haves, max_bytes=max_bytes
         )
         return
     for sha in missing:
