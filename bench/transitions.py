@@ -601,8 +601,8 @@ def long_history(root: Path, sizes: list[int], repeats: int) -> list[str]:
         grown = (du(applied) - before) / 2**20
         lines.append(
             f"(c) {n} commits: propose {t_ours:.2f} s, +{grown:.1f} MiB on disk; git fetch "
-            f"{t_ref:.2f} s, +{(du(ref) - before) / 2**20:.1f} MiB; ratio of medians "
-            f"{t_ours / t_ref:.2f}x"
+            f"{t_ref:.2f} s, +{(du(ref) - before) / 2**20:.1f} MiB; ratio "
+            f"{t_ours / t_ref:.2f}x (medians)"
         )
         gc.collect()  # close dulwich's pack files before the directory goes away
     return lines
