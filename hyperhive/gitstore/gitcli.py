@@ -142,13 +142,18 @@ def copy_pack(
             stderr=pack_err,
             env={**env, "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(src_objects)},
         )
-        indexer = subprocess.Popen(
-            [git, "index-pack", "--stdin", "--fix-thin", str(tmp / "incoming.pack")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=index_err,
-            env=env,
-        )
+        try:
+            indexer = subprocess.Popen(
+                [git, "index-pack", "--stdin", "--fix-thin", str(tmp / "incoming.pack")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=index_err,
+                env=env,
+            )
+        except BaseException:
+            _kill([packer])
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         procs = (packer, indexer)
         expired = threading.Event()
 
@@ -174,9 +179,9 @@ def copy_pack(
             kind, _, name = out.decode().strip().partition("\t")
             if kind != "pack" or len(name) != 40:
                 raise GitFailed(f"git index-pack said {out!r}, not the name of its pack")
-            pack_dir = objects / "pack"
-            os.replace(tmp / "incoming.pack", pack_dir / f"pack-{name}.pack")
-            os.replace(tmp / "incoming.idx", pack_dir / f"pack-{name}.idx")
+            for suffix in (".pack", ".rev", ".idx"):  # the index last; .rev if git wrote one
+                if (tmp / f"incoming{suffix}").exists():
+                    os.replace(tmp / f"incoming{suffix}", objects / "pack" / f"pack-{name}{suffix}")
             return size
         finally:
             timer.cancel()
