@@ -144,8 +144,9 @@ def render_patches(
 ) -> list[FileDiff]:
     """render_diff for the budgeted per-file diffs of gitstore.diffs: each file's text is
     at most what the page shows, its counts are the whole file's. With
-    `highlight_seconds`, lexing stops at that deadline: the files it did not reach (or
-    was inside) are plain and `pending`; without it the same call highlights them."""
+    `highlight_seconds`, no file starts to be lexed past that deadline, and a long one
+    stops (every 1,024 tokens it looks): those files are plain and `pending`; without it
+    the same call highlights them."""
     deadline = None if highlight_seconds is None else time.monotonic() + highlight_seconds
     files: list[FileDiff | None] = [None] * len(patches)
     parsed = {}
@@ -177,10 +178,13 @@ def render_patches(
         size = _size(pf) if pf is not None else 0
         lit = size <= left
         left -= size if lit else 0
+        late = lit and deadline is not None and time.monotonic() > deadline
         if pf is None:  # no content change (a mode change alone)
             fd = FileDiff(p.path, p.old_path, p.status, False, 0, 0, False, highlighted=False)
         else:
             try:
+                if late:
+                    raise OutOfTime
                 fd = _file(pf, collapsed[i], lit, deadline)
             except OutOfTime:
                 fd = _file(pf, collapsed[i], False)
@@ -436,14 +440,12 @@ def _lex_lines(
     lines: list[str], lexer: Lexer, deadline: float | None = None
 ) -> list[list[tuple[str, str]] | None]:
     """Lex `lines` as one block and split the tokens back per line. A line whose tokens do
-    not add up to its text (a lexer that rewrote it) gets None: shown plain. Past
-    `deadline` (time.monotonic), OutOfTime."""
+    not add up to its text (a lexer that rewrote it) gets None: shown plain. Found past
+    `deadline` (time.monotonic) after a thousand tokens or more: OutOfTime."""
     if not lines:
         return []
     if sum(map(len, lines)) > HIGHLIGHT_MAX_BLOCK or max(map(len, lines)) > HIGHLIGHT_MAX_LINE:
         return [None] * len(lines)
-    if deadline is not None and time.monotonic() > deadline:
-        raise OutOfTime
     out: list[list[tuple[str, str]]] = [[]]
     for n, (ttype, value) in enumerate(lexer.get_tokens("\n".join(lines) + "\n")):
         if deadline is not None and n & 1023 == 1023 and time.monotonic() > deadline:
