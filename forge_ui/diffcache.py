@@ -8,21 +8,16 @@ about 4x their lines' HTML, measured with tracemalloc). A page seen again is rea
 
 The first render of a diff lexes for at most `HIGHLIGHT_SECONDS` (pygments lexes
 ~150-400 KB of code a second in pure Python: a 5,000-line change is about a second of
-it): the files it did not reach are shown plain, marked `pending`, and one background
-thread (`Finisher`) renders the diff again without the deadline and replaces the cached
+it): the files it did not reach are shown plain, marked `pending`, and a background
+thread (`finisher.Finisher`) renders the diff again without the deadline and replaces the cached
 one, so the next view (anyone's) is highlighted in full."""
-
-import logging
-import queue
-import threading
 
 from dulwich.repo import Repo
 
 from forge_ui.diffview import FileDiff, render_patches
+from forge_ui.finisher import Finisher
 from hyperhive.gitstore.cache import SizedLRU
 from hyperhive.gitstore.diffs import DiffLimits, FilePatch, file_patches
-
-log = logging.getLogger(__name__)
 
 CACHE_BYTES = 96 * 1024 * 1024  # rendered diffs kept, estimated (one page at most 1/4)
 HIGHLIGHT_SECONDS = 0.1  # lexing on the request's time; the rest in the background
@@ -42,50 +37,7 @@ def weight(files: list[FileDiff]) -> int:
     return total + 2048 * len(files)
 
 
-class Finisher:
-    """Renders diffs whose highlighting ran out of time again, fully, one at a time in a
-    daemon thread, and puts them in PAGES in place of the plain ones."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[tuple[Key, list[FilePatch]]] = queue.Queue(QUEUED_MAX)
-        self.pending: set[Key] = set()
-        self.lock = threading.Lock()
-        self.idle = threading.Condition(self.lock)
-        self.thread: threading.Thread | None = None
-
-    def wanted(self, key: Key, patches: list[FilePatch]) -> None:
-        with self.lock:
-            if key in self.pending:
-                return
-            try:
-                self.queue.put_nowait((key, patches))
-            except queue.Full:  # busy: this diff stays plain until it is seen again
-                return
-            self.pending.add(key)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="diffcache", daemon=True)
-                self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            key, patches = self.queue.get()
-            try:
-                files = render_patches(patches)
-                PAGES.put(key, files, weight(files))
-            except Exception:
-                log.exception("highlighting the diff %s failed", key)
-            finally:
-                with self.lock:
-                    self.pending.discard(key)
-                    self.idle.notify_all()
-
-    def wait(self, timeout: float) -> bool:
-        """Until nothing is pending (tests, benchmarks); False at the timeout."""
-        with self.lock:
-            return self.idle.wait_for(lambda: not self.pending, timeout)
-
-
-FINISHER = Finisher()
+FINISHER = Finisher("diffcache", QUEUED_MAX)
 
 
 def diff_page(repo: Repo, old: bytes | None, new: bytes, only: str | None = None) -> list[FileDiff]:
@@ -100,5 +52,11 @@ def diff_page(repo: Repo, old: bytes | None, new: bytes, only: str | None = None
     files = render_patches(patches, highlight_seconds=HIGHLIGHT_SECONDS)
     PAGES.put(key, files, weight(files))
     if any(f.pending for f in files):
-        FINISHER.wanted(key, patches)
+        FINISHER.wanted(key, lambda: _finish(key, patches))
     return files
+
+
+def _finish(key: Key, patches: list[FilePatch]) -> None:
+    """The diff again, highlighted in full, in place of the one with plain files."""
+    files = render_patches(patches)
+    PAGES.put(key, files, weight(files))
