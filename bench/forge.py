@@ -266,12 +266,13 @@ def line_diff(home: Home, name: str, changed: int, repeats: int, scale: str) -> 
     a = commit_files(config, {rel: old.encode()}, "before")
     b = commit_files(config, {rel: new.encode()}, "after")
 
-    def ours() -> list:
+    def ours() -> list:  # the file alone (?file=): a file this big is not diffed beside others
         with open_repo(config) as repo:
-            return file_patches(repo, a.encode(), b.encode())
+            return file_patches(repo, a.encode(), b.encode(), only=rel)
 
     samples, (patch,) = repeat(ours, repeats)
-    record("d", "ours", f"{scale} {changed} interleaved changed lines: file_patches", samples)
+    label = f"{scale} {changed} interleaved changed lines: file_patches, the file alone"
+    record("d", "ours", label, samples)
     a_lines, b_lines = old.encode().splitlines(True), new.encode().splitlines(True)
     samples, _ = repeat(lambda: linediff.opcodes(a_lines, b_lines), repeats)
     record("d", "", f"{scale}   the line diff alone: linediff.opcodes", samples)
@@ -302,14 +303,16 @@ def blob_page(home: Home, client, name: str, size: int, repeats: int, scale: str
     path = f"/repos/{name}/config/blob/{rel}"
 
     def cold() -> str:
+        blobview.FINISHER.wait(120)  # no highlighting left over from the call before
         blobview._highlighted.clear()
         return page(client, path)
 
     cold()
     samples, html = repeat(cold, repeats)
     record("e", "ours", f"{scale} GET {path} ({len(data) // 1024} KiB), cold", samples)
+    blobview.FINISHER.wait(120)
     samples, _ = repeat(lambda: page(client, path), repeats)
-    record("e", "", f"{scale}   the same, warm (highlighted HTML kept by blob id)", samples)
+    record("e", "", f"{scale}   the same, warm (its HTML kept by blob id)", samples)
     git_dir = config / ".git"
     show = [GIT, f"--git-dir={git_dir}", "show", f"HEAD:{rel}"]
     samples, text = repeat(lambda: run(show), repeats)
@@ -534,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--blob-kib", type=int, default=20, help="blob size (e) at 1x, KiB")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row")
+    parser.add_argument("--sections", default="abcde", help="which sections to run (abcde)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -550,33 +554,33 @@ def main(argv: list[str] | None = None) -> int:
         f"repeats={args.repeats} (each at 1x, 10x, 50x)"
     )
     started = time.perf_counter()
-    facts: dict[str, list[str]] = {k: [] for k in "abcde"}
+    facts: dict[str, list[str]] = {k: [] for k in "abcde" if k in args.sections}
     with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
         home = Home(Path(tmp) / "hive")
         init_hive(home, LocalRuntime(home), "operator")
         client = client_for(home)
-        for scale in (1, 10, 50):
+        for scale in (1, 10, 50) if "a" in args.sections else ():
             x = f"{scale}x"
             lines = args.diff_lines * scale
             say(f"(a) {x}: a proposal with a ~{lines}-line diff …")
             facts["a"].append(review(home, client, f"bench-review-{x}", lines, args.repeats, x))
-        for scale in (1, 10, 50):
+        for scale in (1, 10, 50) if "b" in args.sections else ():
             x = f"{scale}x"
             say(f"(b) {x}: a config repo with {args.commits * scale} commits …")
             facts["b"].append(
                 log_pages(home, client, f"bench-log-{x}", args.commits * scale, args.repeats, x)
             )
-        for scale in (1, 10, 50):
+        for scale in (1, 10, 50) if "c" in args.sections else ():
             x = f"{scale}x"
             say(f"(c) {x}: a proposal that moves {args.files * scale} files around …")
             facts["c"].append(
                 renames_review(home, client, "bench-renames", args.files * scale, args.repeats, x)
             )
-        for scale in (1, 10, 50):
+        for scale in (1, 10, 50) if "d" in args.sections else ():
             x = f"{scale}x"
             say(f"(d) {x}: a file with {args.changed * scale} interleaved changed lines …")
             facts["d"].append(line_diff(home, "bench-lines", args.changed * scale, args.repeats, x))
-        for scale in (1, 10, 50):
+        for scale in (1, 10, 50) if "e" in args.sections else ():
             x = f"{scale}x"
             size = min(args.blob_kib * scale * 1024, browse_view.INLINE_MAX)
             say(f"(e) {x}: the blob page of a {size // 1024} KiB .py …")
