@@ -80,7 +80,9 @@ def page(client, path: str) -> str:
     r = client.get(path)
     if r.status_code != 200:
         raise SystemExit(f"GET {path} answered {r.status_code}: {r.get_data(as_text=True)[:500]}")
-    return r.get_data(as_text=True)
+    text = r.get_data(as_text=True)
+    r.close()  # as a WSGI server does once it sent it (background highlighting starts then)
+    return text
 
 
 # -- (a) the review page of a big diff ------------------------------------------------------

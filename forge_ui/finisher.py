@@ -8,6 +8,8 @@ import queue
 import threading
 from collections.abc import Callable, Hashable
 
+from flask import Response, after_this_request, has_request_context
+
 log = logging.getLogger(__name__)
 
 
@@ -22,7 +24,20 @@ class Finisher:
 
     def wanted(self, key: Hashable, job: Callable[[], None]) -> None:
         """Run `job` in the background unless `key` is queued already; when the queue is
-        full, not at all (what it would have made is asked for again at the next view)."""
+        full, not at all (what it would have made is asked for again at the next view).
+        Asked in a request, it starts once that request's answer is sent: a CPU-bound
+        thread holding the GIL beside a request slows it several times over."""
+        if has_request_context():
+
+            def later(response: Response) -> Response:
+                response.call_on_close(lambda: self._queue(key, job))
+                return response
+
+            after_this_request(later)
+        else:
+            self._queue(key, job)
+
+    def _queue(self, key: Hashable, job: Callable[[], None]) -> None:
         with self.lock:
             if key in self.pending:
                 return

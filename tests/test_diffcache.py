@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from flask import Flask, Response
 from support.gitcli import GitRepo
 
 from forge_ui import diffcache, difftable
@@ -62,6 +63,20 @@ def test_files_past_the_lexing_time_are_plain_then_highlighted_in_the_background
     assert all(f.highlighted for f in done)
     assert '<span class="k">return</span>' in difftable.diff_table(done[0], "split", True)
     assert [(f.added, f.removed) for f in done] == [(f.added, f.removed) for f in files]
+
+
+def test_a_request_queues_its_highlighting_once_its_answer_is_sent(change, monkeypatch):
+    """Not beside the request: a thread lexing holds the GIL, which would slow it down."""
+    repo, old, new = change
+    monkeypatch.setattr(diffcache, "HIGHLIGHT_SECONDS", 0.0)
+    app = Flask(__name__)
+    with app.test_request_context(), open_repo(repo.path) as r:
+        assert all(f.pending for f in diffcache.diff_page(r, old, new))
+        response = app.process_response(Response("the page"))
+        assert not diffcache.FINISHER.pending  # answered, not sent yet
+        response.close()  # what the WSGI server does once it sent it
+        assert diffcache.FINISHER.wait(60)
+        assert not any(f.pending for f in diffcache.diff_page(r, old, new))
 
 
 def test_the_lru_holds_to_its_bytes_and_keeps_no_single_huge_value():
