@@ -9,8 +9,9 @@ about 4x their lines' HTML, measured with tracemalloc). A page seen again is rea
 The first render of a diff lexes for at most `HIGHLIGHT_SECONDS` (pygments lexes
 ~150-400 KB of code a second in pure Python: a 5,000-line change is about a second of
 it): the files it did not reach are shown plain, marked `pending`, and a background
-thread (`finisher.Finisher`) renders the diff again without the deadline and replaces the cached
-one, so the next view (anyone's) is highlighted in full."""
+thread (`finisher.Finisher`) renders the diff again without the deadline, once the
+answer is sent, and replaces the cached one: the next view (anyone's) is highlighted in
+full."""
 
 from dulwich.repo import Repo
 
