@@ -23,6 +23,7 @@ from hyperhive.gitstore.cache import SizedLRU
 
 HIGHLIGHT_MAX = 256 * 1024  # bytes of text highlighted at most
 HIGHLIGHT_SECONDS = 0.15  # lexing budget per file; past it, plain text
+HIGHLIGHT_FLOOR = 16 * 1024  # a file this small is highlighted whatever the time it takes
 CACHE_BYTES = 32 * 1024 * 1024  # highlighted HTML kept (a 256 KiB file: ~3 MiB of it)
 _highlighted: SizedLRU[tuple[bytes, str], Markup] = SizedLRU(CACHE_BYTES)
 FINISHER = Finisher("blobview", 4)  # highlights a file past HIGHLIGHT_SECONDS, off the request
@@ -98,7 +99,8 @@ def render(path: str, blob_id: bytes, text: str) -> tuple[Markup, str | None]:
     key = (blob_id, lexer.name)
     if (cached := _highlighted.get(key)) is not None:
         return cached, None
-    out = _highlight(lexer, text, time.monotonic() + HIGHLIGHT_SECONDS)
+    small = len(text) <= HIGHLIGHT_FLOOR  # highlighted whatever the time
+    out = _highlight(lexer, text, None if small else time.monotonic() + HIGHLIGHT_SECONDS)
     if out is None:
         FINISHER.wanted(key, lambda: _finish(key, lexer, text))
         return plain(text), (

@@ -44,6 +44,9 @@ HIGHLIGHT_MAX_BLOCK = 1_000_000
 INTRALINE_MIN_RATIO = 0.3
 # Characters of diff lines syntax-highlighted per render_diff call (see there).
 HIGHLIGHT_BUDGET = 150_000
+# Characters lexed whatever the time (render_patches' `highlight_seconds`): a small change
+# is always highlighted, even while a lexer's first use compiles its patterns.
+HIGHLIGHT_FLOOR = 10_000
 
 
 @dataclass
@@ -146,8 +149,10 @@ def render_patches(
     at most what the page shows, its counts are the whole file's. With
     `highlight_seconds`, no file starts to be lexed past that deadline, and a long one
     stops (every 1,024 tokens it looks): those files are plain and `pending`; without it
-    the same call highlights them."""
+    the same call highlights them. The first HIGHLIGHT_FLOOR characters of files are
+    lexed whatever the time."""
     deadline = None if highlight_seconds is None else time.monotonic() + highlight_seconds
+    floor = HIGHLIGHT_FLOOR
     files: list[FileDiff | None] = [None] * len(patches)
     parsed = {}
     for i, p in enumerate(patches):
@@ -178,14 +183,16 @@ def render_patches(
         size = _size(pf) if pf is not None else 0
         lit = size <= left
         left -= size if lit else 0
-        late = lit and deadline is not None and time.monotonic() > deadline
+        free = lit and size <= floor  # within the floor: lexed whatever the time
+        floor -= size if free else 0
+        late = lit and not free and deadline is not None and time.monotonic() > deadline
         if pf is None:  # no content change (a mode change alone)
             fd = FileDiff(p.path, p.old_path, p.status, False, 0, 0, False, highlighted=False)
         else:
             try:
                 if late:
                     raise OutOfTime
-                fd = _file(pf, collapsed[i], lit, deadline)
+                fd = _file(pf, collapsed[i], lit, None if free else deadline)
             except OutOfTime:
                 fd = _file(pf, collapsed[i], False)
                 fd.pending = True

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask, Response
 from support.gitcli import GitRepo
 
-from forge_ui import diffcache, difftable
+from forge_ui import diffcache, difftable, diffview
 from hyperhive.gitstore.cache import SizedLRU
 from hyperhive.gitstore.repos import open_repo
 
@@ -52,6 +52,10 @@ def test_files_past_the_lexing_time_are_plain_then_highlighted_in_the_background
     repo, old, new = change
     monkeypatch.setattr(diffcache, "HIGHLIGHT_SECONDS", 0.0)  # the deadline is now
     with open_repo(repo.path) as r:
+        # a small change is highlighted whatever the time (diffview.HIGHLIGHT_FLOOR)
+        assert all(f.highlighted and not f.pending for f in diffcache.diff_page(r, old, new))
+        diffcache.PAGES.clear()
+        monkeypatch.setattr(diffview, "HIGHLIGHT_FLOOR", 0)
         files = diffcache.diff_page(r, old, new)
         assert all(f.pending and not f.highlighted for f in files)
         html = str(difftable.diff_table(files[0], "unified", True))
@@ -69,6 +73,7 @@ def test_a_request_queues_its_highlighting_once_its_answer_is_sent(change, monke
     """Not beside the request: a thread lexing holds the GIL, which would slow it down."""
     repo, old, new = change
     monkeypatch.setattr(diffcache, "HIGHLIGHT_SECONDS", 0.0)
+    monkeypatch.setattr(diffview, "HIGHLIGHT_FLOOR", 0)
     app = Flask(__name__)
     with app.test_request_context(), open_repo(repo.path) as r:
         assert all(f.pending for f in diffcache.diff_page(r, old, new))
