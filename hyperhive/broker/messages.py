@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from hyperhive.broker.db import Pool, fits, migrate
+from hyperhive.broker.group import GroupCommit
 from hyperhive.errors import BadInput, PolicyRefused, UnknownAgent, UnknownMessage
 from hyperhive.home import Home
 from hyperhive.names import MANAGER, OPERATOR, SYSTEM  # SYSTEM: crash and stuck notices
@@ -109,6 +110,11 @@ class Broker:
         self.policy_of = policy_of or (lambda name: {})
         migrate(home)
         self.db = Pool(home)
+        # Sends at the same moment share a commit (one fsync): broker/group.py.
+        self._sends = GroupCommit(
+            self.db,
+            "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)",
+        )
         # One lock; a condition per recipient over it, and a counter per recipient that
         # each write to that inbox bumps (`_everyone` for a write to any inbox).
         self._lock = threading.Lock()
@@ -172,36 +178,32 @@ class Broker:
 
     def send(self, sender: str, to: str, body: str) -> int:
         self.check_send(sender, to, body)
-        with self.db.connection() as conn:
-            message_id = conn.execute(
-                "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)",
-                (sender, to, body, time.time()),
-            ).lastrowid
+        message_id = self._sends.insert((sender, to, body, time.time()))
         self.wake([to])
         return message_id
 
     # -- receiving ---------------------------------------------------------------------
 
     def _take(self, name: str, lease: bool) -> list[dict]:
-        with self.db.connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = conn.execute(
-                    "SELECT * FROM messages WHERE recipient = ? AND delivered_at IS NULL "
-                    "ORDER BY id LIMIT ?",
-                    (name, MAX_BATCH),
-                ).fetchall()
-                messages = _fitting([row_to_message(r) for r in rows])
-                if messages:
-                    conn.execute(
-                        f"UPDATE messages SET delivered_at = ?, leased = ? WHERE id IN "
-                        f"({','.join('?' * len(messages))})",
-                        (time.time(), int(lease), *(m["id"] for m in messages)),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self.db.connection() as conn:  # a look first: an empty inbox takes no write lock
+            if not conn.execute(
+                "SELECT 1 FROM messages WHERE recipient = ? AND delivered_at IS NULL LIMIT 1",
+                (name,),
+            ).fetchone():
+                return []
+        with self.db.write() as conn:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE recipient = ? AND delivered_at IS NULL "
+                "ORDER BY id LIMIT ?",
+                (name, MAX_BATCH),
+            ).fetchall()
+            messages = _fitting([row_to_message(r) for r in rows])
+            if messages:
+                conn.execute(
+                    f"UPDATE messages SET delivered_at = ?, leased = ? WHERE id IN "
+                    f"({','.join('?' * len(messages))})",
+                    (time.time(), int(lease), *(m["id"] for m in messages)),
+                )
         return messages
 
     def recv(self, name: str, wait_seconds: object = None, lease: bool = False) -> list[dict]:
