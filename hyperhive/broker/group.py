@@ -69,7 +69,7 @@ class GroupCommit:
         """One transaction for `group`; every row of it ends done, with its id or with the
         error that rolled the transaction back (none of them was stored)."""
         try:
-            with self.pool.write() as conn:
+            with self.pool.write(begin=len(group) > 1) as conn:  # a lone row: its own
                 ids = [conn.execute(self.sql, row.values).lastrowid for row in group]
         except BaseException as e:  # each waiting sender gets it, and the writer too
             for row in group:

@@ -1,10 +1,15 @@
 """Messages between agents, the manager and the operator.
 
 `recv` marks what it returns delivered in the same transaction, so a message is handed out
-exactly once, across restarts too. A long-polling `recv` waits on its recipient's own
-condition, which a `send` to that recipient in this process notifies (other processes
-poke the daemon's `wake` op, which wakes every reader): it returns within milliseconds of
-a message, never by polling, and a send wakes no reader but its recipient's.
+exactly once, across restarts too. A send is acknowledged only once its row is fsynced
+(`synchronous = FULL`; sends that meet share one commit, broker/group.py); a delivery mark
+is committed but synced with the next send, so a power cut (not a crash) can at worst hand
+the last deliveries out again: at least once then, never lost.
+
+A long-polling `recv` waits on its recipient's own condition, which a `send` to that
+recipient in this process notifies (other processes poke the daemon's `wake` op, which
+wakes every reader): it returns within milliseconds of a message, never by polling, and a
+send wakes no reader but its recipient's.
 
 The harness's `recv` also *leases* what it takes: the message stays the harness's until it
 `ack`s it (after writing it to its inflight file), and `release` hands every unacknowledged
@@ -191,7 +196,9 @@ class Broker:
                 (name,),
             ).fetchone():
                 return []
-        with self.db.write() as conn:
+        # Not fsynced now (the next send's commit syncs it): a power cut could at worst
+        # hand these out again, never lose one, and a woken recv waits for one fsync less.
+        with self.db.write(synced=False) as conn:
             rows = conn.execute(
                 "SELECT * FROM messages WHERE recipient = ? AND delivered_at IS NULL "
                 "ORDER BY id LIMIT ?",
