@@ -239,7 +239,7 @@ class Broker:
         if not message_ids:
             return
         marks = ",".join("?" * len(message_ids))
-        with self.db.connection() as conn:
+        with self.db.write() as conn:
             conn.execute(
                 f"UPDATE messages SET delivered_at = NULL, leased = 0 WHERE id IN ({marks})",
                 message_ids,
@@ -268,7 +268,7 @@ class Broker:
         message_ids = check_ids("ack", message_ids)
         if not message_ids:
             return 0
-        with self.db.connection() as conn:
+        with self.db.write() as conn:
             self._require_mine(conn, name, message_ids)
             return conn.execute(
                 f"UPDATE messages SET leased = 0 WHERE leased = 1 AND id IN "
@@ -288,7 +288,7 @@ class Broker:
             raise BadInput("give_up needs a non-empty text `reason`")
         if not message_ids:
             return 0
-        with self.db.connection() as conn:
+        with self.db.write() as conn:
             self._require_mine(conn, name, message_ids)
             now = time.time()
             return conn.execute(
@@ -338,7 +338,7 @@ class Broker:
         `name` has no dead letter of that id."""
         if isinstance(message_id, bool) or not isinstance(message_id, int):
             raise BadInput(f"a message id is a number, not {message_id!r}")
-        with self.db.connection() as conn:
+        with self.db.write(begin=False) as conn:
             # one statement: the dead letter is `name`'s, and alive again, or nothing
             # (fetchall: the statement, and so its write, ends before the connection goes back)
             rows = (
@@ -362,7 +362,7 @@ class Broker:
     def release(self, name: str) -> int:
         """Hand every message leased to `name` and not acknowledged back to its inbox, in
         one statement; they keep their ids, so each sender's order holds. How many."""
-        with self.db.connection() as conn:
+        with self.db.write(begin=False) as conn:
             released = conn.execute(
                 "UPDATE messages SET delivered_at = NULL, leased = 0 "
                 "WHERE recipient = ? AND leased = 1",
