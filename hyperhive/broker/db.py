@@ -193,8 +193,9 @@ class Pool:
     @contextmanager
     def write(self, begin: bool = True, synced: bool = True) -> Iterator[sqlite3.Connection]:
         """A connection inside `BEGIN IMMEDIATE`, committed when the block ends (rolled
-        back if it raises), one such block in this process at a time. `begin=False`: the
-        block runs one statement, its own transaction (two round trips fewer).
+        back if it raises), one such block in this process at a time (not reentrant: a
+        block must not open another). `begin=False`: the block runs one statement, its own
+        transaction (two round trips fewer).
 
         `synced=False` commits with `synchronous = NORMAL`: not fsynced now, but by the next
         FULL commit of anyone (the WAL is one file, synced whole) or the next checkpoint. A
