@@ -527,6 +527,42 @@ def _inserts(scratch: Path, prefix: str, count: int) -> None:
         db.close()
 
 
+def scratch_broker(root: Path) -> Broker:
+    """A Broker on a scratch home where `READER` is an agent (no daemon, no socket)."""
+    applied = root / "applied" / f"{READER}.git"  # what Home.is_agent looks for
+    applied.mkdir(parents=True)
+    (applied / "HEAD").write_text("ref: refs/heads/main\n")
+    return Broker(Home(root))
+
+
+def in_process_sends(broker: Broker, counts: list[int], total: int) -> dict[int, int]:
+    """K threads calling Broker.send at once, `total` messages between them: the broker's
+    own share (no socket), and how many commits carried them (broker/group.py)."""
+    commits = {}
+    for k in counts:
+        each = max(1, total // k)
+        before = broker._sends.groups
+
+        def sends(i: int, each: int = each) -> None:
+            for n in range(each):
+                broker.send(WRITER, READER, f"in-process {i} {n}")
+
+        elapsed = _together([partial(sends, i) for i in range(k)])
+        commits[k] = broker._sends.groups - before
+        got = 0
+        while batch := broker.recv(READER):
+            got += len(batch)
+        if got != k * each:
+            raise SystemExit(f"in-process, {k} threads: {got} of {k * each} messages arrived")
+        record(
+            "e",
+            "",
+            f"  in-process Broker.send, {k} thread(s) ({commits[k]} commits)",
+            [elapsed / (k * each)],
+        )
+    return commits
+
+
 def concurrent_sends(daemon: Daemon, counts: list[int], total: int, tmp: Path) -> dict:
     """For each count K: K agents send `total` messages between them at once, each from
     its own socket, one request at a time (K = 1 is one connection alone); beside it, K
@@ -568,6 +604,7 @@ def concurrent_sends(daemon: Daemon, counts: list[int], total: int, tmp: Path) -
             rates[label] = (k * each / elapsed, k * each / ref)
     finally:
         reader.close()
+    in_process_sends(scratch_broker(tmp / "scratch-concurrent"), counts, total)
     return rates
 
 
