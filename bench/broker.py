@@ -97,6 +97,31 @@ class Daemon:
                     raise SystemExit(f"no daemon answers on {path}; its log ends:\n{log}") from None
                 time.sleep(0.05)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the daemon's processes so far (its session)."""
+        total = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == self.proc.pid:  # its session: started as the leader
+                    total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def settle(self, timeout: float = 180.0, busy: float = 0.05) -> float:
+        """Wait until the daemon uses under `busy` of a core for two seconds running: its
+        start-up work (a minute at 25-40% of a core with 100 agents on a loaded machine)
+        is not what the rows measure. The seconds waited."""
+        start = time.monotonic()
+        quiet, before = 0, self.cpu_seconds()
+        while quiet < 2 and time.monotonic() - start < timeout:
+            time.sleep(1.0)
+            now = self.cpu_seconds()
+            quiet = quiet + 1 if now - before < busy else 0
+            before = now
+        return time.monotonic() - start
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -772,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in [WRITER, READER, *readers(agents)]:
                 daemon.wait_socket(name)
             say(f"  up in {time.perf_counter() - started:.1f} s")
+            if not args.quick:  # a smoke run's 10 agents start in a moment
+                say(f"  settled (under 5% of a core for 2 s) after {daemon.settle():.0f} s more")
             say(f"(a) {args.samples} long-poll wake-ups …")
             long_poll_latency(daemon, args.samples)
             in_process_latency(root / "scratch-home", min(args.samples, 100))
