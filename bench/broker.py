@@ -564,16 +564,17 @@ def in_process_sends(broker: Broker, counts: list[int], total: int) -> dict[int,
     """K threads calling Broker.send at once, `total` messages between them: the broker's
     own share (no socket), and how many commits carried them (broker/group.py)."""
     commits = {}
+    group = getattr(broker, "_sends", None)  # None: a broker from before group commit
     for k in counts:
         each = max(1, total // k)
-        before = broker._sends.groups
+        before = group.groups if group else 0
 
         def sends(i: int, each: int = each) -> None:
             for n in range(each):
                 broker.send(WRITER, READER, f"in-process {i} {n}")
 
         elapsed = _together([partial(sends, i) for i in range(k)])
-        commits[k] = broker._sends.groups - before
+        commits[k] = group.groups - before if group else k * each  # one each, then
         got = 0
         while batch := broker.recv(READER):
             got += len(batch)
