@@ -119,7 +119,8 @@ def parse_packed(raw: bytes) -> Packed:
         sha, _, name = line.partition(b" ")
         last = None
         if _HEX.fullmatch(sha) and valid_name(name):
-            result.refs[name] = last = sha
+            result.refs[name] = sha
+            last = name
     return result
 
 
@@ -167,9 +168,29 @@ def create(repo: Repo, ref: bytes, sha: bytes) -> bool:
     return True
 
 
+def _move(repo: Repo, ref: bytes, old: bytes, new: bytes) -> bool:
+    """Point `ref` at `new` if it points at `old` now (loose or packed), checked under the
+    ref's lock file as dulwich's `set_if_equals` does (which parses packed-refs anew)."""
+    if not valid_name(ref) or not _HEX.fullmatch(new):
+        return repo.refs.set_if_equals(ref, old, new)  # HEAD and the like: dulwich's way
+    control = repo.controldir()
+    path = os.path.join(control, os.fsdecode(ref))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with GitFile(path, "wb") as f:
+        now = _read_loose(control, ref)
+        if now is not None and now.startswith(b"ref: "):
+            f.abort()
+            return repo.refs.set_if_equals(ref, old, new)  # a symbolic ref: dulwich follows it
+        if (now if now is not None else packed(control).refs.get(ref)) != old:
+            f.abort()
+            return False
+        f.write(new + b"\n")
+    return True
+
+
 def cas(repo: Repo, ref: bytes, old: bytes | None, new: bytes) -> None:
     """Move `ref` from `old` (None: must not exist) to `new`, or raise ConcurrentUpdate."""
-    done = create(repo, ref, new) if old is None else repo.refs.set_if_equals(ref, old, new)
+    done = create(repo, ref, new) if old is None else _move(repo, ref, old, new)
     if not done:
         now = read(repo, ref)
         raise ConcurrentUpdate(
@@ -318,10 +339,12 @@ def count_loose(repo: Repo | Path | str, prefix: bytes = TAGS, stop: int | None 
     return count
 
 
-def pack_if_many(repo: Repo, prefix: bytes = TAGS, threshold: int = PACK_LOOSE_TAGS) -> int:
-    """`pack` once more than `threshold` refs below `prefix` are loose; how many it packed.
-    Housekeeping after a write that already happened: a packed-refs lock held elsewhere
-    is logged and left, the next write tries again. Call with the writers' lock."""
+def pack_if_many(repo: Repo, prefix: bytes = TAGS, threshold: int | None = None) -> int:
+    """`pack` once more than `threshold` (PACK_LOOSE_TAGS) refs below `prefix` are loose;
+    how many it packed. Housekeeping after a write that already happened: a packed-refs
+    lock held elsewhere is logged and left, the next write tries again. Call with the
+    writers' lock."""
+    threshold = PACK_LOOSE_TAGS if threshold is None else threshold
     if count_loose(repo, prefix, stop=threshold) <= threshold:
         return 0
     try:
