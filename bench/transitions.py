@@ -266,7 +266,7 @@ def cycles_in_process(home: Home, name: str, sizes: list[int], window: int, prof
             record("a", "", f"  {phase}", samples)
         GROWTH[("ours", size)] = {**phases, "cycle": totals}
     tags = len(git(home.applied_dir(name), "for-each-ref", "refs/tags/").splitlines())
-    loose = refs.count_loose(home.applied_dir(name))
+    loose = sum(len(files) for _, _, files in os.walk(home.applied_dir(name) / "refs" / "tags"))
     say(f"  after {done} approvals the applied repo holds {tags} tags ({loose} loose)")
     if profiler:
         print_profile(profiler, f"in-process cycles at {sizes[-1]} approvals")
