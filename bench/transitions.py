@@ -831,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", default="20,200,1000", help="(a) approvals in the repo when each window ends"
     )
-    parser.add_argument("--window", type=int, default=20, help="(a) cycles timed at each size")
+    parser.add_argument("--window", type=int, default=15, help="(a) cycles timed at each size")
     parser.add_argument("--cli-cycles", type=int, default=5, help="cycles through the CLI (a)")
     parser.add_argument("--agents", type=int, default=50, help="agents for the listing (b)")
     parser.add_argument("--tags", type=int, default=200, help="tags per agent (b)")
