@@ -211,12 +211,14 @@ class Approvals:
     def _tag_shas(self, repo: Repo | None = None) -> dict[int, dict[State, bytes]]:
         """The tags read now (the packed ones grouped once per packed-refs file), for a
         write under the transition lock. The inner dicts are shared: never change them."""
-        return refs.grouped(repo or self.dir, refs.TAGS, parse_tag_refs)
+        return refs.grouped(self.dir if repo is None else repo, refs.TAGS, parse_tag_refs)
 
     def _id_shas(self, approval_id: int, repo: Repo | None = None) -> dict[State, bytes]:
         """The tags of one approval read now: one ref per state, whatever the number of
         tags."""
-        found = {s: refs.read(repo or self.dir, tag_ref(s, approval_id)) for s in State}
+        found = {
+            s: refs.read(self.dir if repo is None else repo, tag_ref(s, approval_id)) for s in State
+        }
         return {s: sha for s, sha in found.items() if sha is not None}
 
     def _listed(self) -> dict[int, dict[State, bytes]]:
