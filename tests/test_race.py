@@ -9,8 +9,6 @@ from pathlib import Path
 from support.hive import commit_config, fake_program, fresh_commit, git
 
 from hyperhive.home import Home
-from hyperhive.runtime.local import LocalRuntime
-from hyperhive.workflow import checks
 
 NAME = "manager"
 
@@ -70,9 +68,6 @@ def test_twenty_processes_racing_approve_and_deny_get_one_winner(home: Home, tmp
     record = tmp_path / "hook-stdin"
     record.touch()
     install_recorder(home, record)
-    # Checked before the race: an approver that found it pending and unchecked would run
-    # the check first (its lines on stderr), however fast the deniers are.
-    checks.run(home, NAME, 1, LocalRuntime(home), 60)
     runs = []
     for i in range(10):
         # --force: the race is over the decision, not over ten checks of the proposal
