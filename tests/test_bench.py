@@ -42,7 +42,9 @@ def test_transitions_quick_run_prints_ours_and_reference():
     for line in (
         row("ours", "in-process cycle"),
         row("ours", "CLI cycle"),
-        row("ref", "git CLI cycle"),
+        row("ref", "git CLI + nix cycle at 15 approvals"),
+        row("ours", "in-process cycle at 3 approvals"),
+        row("ours", "in-process cycle at 15 approvals"),
         row("ours", "Approvals(home, n).all(pending_only=True)"),
         row("ours", "GET /api/state, first"),
         row("ours", "GET /api/state, again"),
@@ -50,7 +52,10 @@ def test_transitions_quick_run_prints_ours_and_reference():
     ):
         assert " ms" in line or " s " in line, line
     assert "pending approvals found by both sides" in out
-    assert out.count("ratio of medians") == 3
+    assert out.count("ratio of medians") == 5  # (a) at 3 sizes, (b) twice
+    growth = out[out.index("(a) p50 per step") :].splitlines()[2:5]  # a line per size
+    assert [line.split()[0] for line in growth] == ["3", "6", "15"]
+    assert all(len(line.split()) == 13 for line in growth), growth
 
 
 def test_forge_quick_run_prints_pages_and_git_references():
