@@ -3,15 +3,17 @@
 import os
 import stat
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
+from dulwich.objects import Tag
 from dulwich.repo import Repo
 from support.hive import git
 from unidiff import PatchSet
 
 from hyperhive.errors import ConcurrentUpdate, NotARepository, UnknownCommit
-from hyperhive.gitstore import history, refs
+from hyperhive.gitstore import history, refs, tags
 from hyperhive.gitstore.repos import (
     LOOSE_MAX,
     copy_commit,
@@ -19,6 +21,7 @@ from hyperhive.gitstore.repos import (
     init_worktree,
     open_repo,
     peel,
+    read_loose,
     read_object,
     resolve_commit,
 )
@@ -551,3 +554,50 @@ def test_read_object_of_a_corrupt_loose_object_fails_as_dulwich_does(history_rep
     with pytest.raises(Exception) as theirs:
         repo[commits[0].encode()]  # noqa: B018
     assert type(ours.value) is type(theirs.value)
+
+
+def test_tags_are_read_without_dulwich_exactly_as_dulwich_reads_them(history_repo):
+    """`read_tag` parses the tags the hive writes from their text (tags._plain_info) and
+    leaves every other shape to dulwich; either way the result is dulwich's, and `git
+    cat-file` agrees the objects are tags."""
+    repo, path, commits = history_repo
+    target = commits[0]
+    head = f"object {target}\ntype commit\ntag t\n"
+    plain = {  # the hive's own shape: parsed without dulwich
+        "trailers": f"{head}tagger operator <operator@hyperhive> 1700000000 +0000\n\n"
+        "approved manager#3\n\nsecond paragraph\n\nActor: operator\nReason: ok\n",
+        "zone": f"{head}tagger A B <a@b> 1700000001 -0130\n\nsubject only\n",
+        "latin1": f"{head}tagger \xe9 <e@x> 1700000002 +0000\n\nna\xefve\n\nKey: caf\xe9\n",
+        "empty": f"{head}tagger A <a@b> 1700000003 +0000\n\n",
+    }
+    other = {  # any other shape: dulwich parses it
+        "no tagger": f"{head}\nmessage\n",
+        "extra header": f"{head}tagger A <a@b> 1 +0000\nextra x\n\nmessage\n",
+        "no time": f"{head}tagger A <a@b>\n\nmessage\n",
+        "negative time": f"{head}tagger A <a@b> -5 +0000\n\nmessage\n",
+        "signed": f"{head}tagger A <a@b> 1 +0000\n\nmsg\n-----BEGIN PGP SIGNATURE-----\n"
+        "x\n-----END PGP SIGNATURE-----\n",
+        "no message": f"{head}tagger A <a@b> 1 +0000\n",
+    }
+
+    def put(text: str) -> bytes:
+        body = text.encode("latin-1")
+        raw = b"tag %d\0" % len(body) + body
+        sha = Tag.from_raw_string(Tag.type_num, body).id
+        loose = path / ".git" / "objects" / sha[:2].decode() / sha[2:].decode()
+        loose.parent.mkdir(exist_ok=True)
+        loose.write_bytes(zlib.compress(raw))
+        assert git(path, "cat-file", "-t", sha.decode()).strip() == "tag"
+        return sha
+
+    written = write_tag(repo, b"refs/tags/w", target.encode(), "op", "subject", {"K": "v"}, "b")
+    shas = {"write_tag": written, **{k: put(v) for k, v in {**plain, **other}.items()}}
+    for name, sha in shas.items():
+        ref = f"refs/tags/{name.replace(' ', '-')}".encode()
+        _, body = read_loose(repo, sha)
+        fast = tags._plain_info(ref, sha, body)
+        assert (fast is not None) == (name in plain or name == "write_tag"), name
+        theirs = tags._info(ref, repo[sha])
+        assert tags._parse_tag(repo, ref, sha) == theirs, name
+        assert fast in (None, theirs), name
+    assert tags.read_tag(repo, b"refs/tags/w", written).trailers == {"Actor": "op", "K": "v"}
