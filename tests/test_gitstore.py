@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from dulwich.objects import Tag
 from dulwich.repo import Repo
+from dulwich.trailers import parse_trailers
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.hive import git
 from unidiff import PatchSet
 
@@ -25,7 +28,7 @@ from hyperhive.gitstore.repos import (
     read_object,
     resolve_commit,
 )
-from hyperhive.gitstore.tags import read_tag, write_tag
+from hyperhive.gitstore.tags import make_tag_message, read_tag, write_tag
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
@@ -601,3 +604,40 @@ def test_tags_are_read_without_dulwich_exactly_as_dulwich_reads_them(history_rep
         assert tags._parse_tag(repo, ref, sha) == theirs, name
         assert fast in (None, theirs), name
     assert tags.read_tag(repo, b"refs/tags/w", written).trailers == {"Actor": "op", "K": "v"}
+
+
+def dulwich_trailers(message: bytes) -> tuple[str, dict[str, str]]:
+    text, found = parse_trailers(message)
+    return text.decode(errors="replace"), {t.key: t.value for t in found}
+
+
+PIECE = st.text(alphabet="aK-: \t\r\xe9\u2028", max_size=12)
+# mostly `Key: value`, sometimes a key with a space, a missing colon, a leading blank
+LINE = st.builds(
+    lambda indent, key, colon, value: indent + key + colon + value,
+    st.sampled_from(["", "", "", " "]),
+    st.sampled_from(["Key", "K-e", "\xe9", "", "a b"]),
+    st.sampled_from([": ", ":", ": ", ""]),
+    st.text(alphabet="aK-: \t\xe9", max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    PIECE,
+    st.sampled_from(["\n\n", "\n\n", "\n", "\n\n\n", "\n \n", "\n---\n\n"]),
+    st.lists(LINE, max_size=4),
+    st.sampled_from(["\n", "\n", "\n", "", "\n\n", " \n"]),
+)
+def test_trailers_read_without_dulwich_are_dulwichs(head, gap, lines, end):
+    """tags._plain_trailers answers only for the plain shape, and then as dulwich does
+    (messages built as subject, gap, `Key: value`-ish lines, end)."""
+    message = (head + gap + "\n".join(lines) + end).encode()
+    ours = tags._plain_trailers(message)
+    assert ours is None or ours == dulwich_trailers(message)
+
+
+def test_the_tags_the_hive_writes_take_the_plain_path():
+    for trailers, body in (({"Actor": "a"}, ""), ({"Actor": "a", "Reason": "x: y"}, "| a\n\nb")):
+        message = make_tag_message("approved agent#1", trailers, body)
+        assert tags._plain_trailers(message) == dulwich_trailers(message)

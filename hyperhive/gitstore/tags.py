@@ -1,5 +1,6 @@
 """Annotated tags whose message ends in `Key: value` trailers (git interpret-trailers style)."""
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -144,8 +145,12 @@ def _info(ref: bytes, tag: Tag) -> TagInfo:
 def _described(
     ref: bytes, sha: bytes, target: bytes, tagger: bytes, when: int, message: bytes
 ) -> TagInfo:
-    text, trailers = parse_trailers(message)
-    subject, _, body = text.decode(errors="replace").partition("\n")
+    found = _plain_trailers(message)
+    if found is None:
+        raw, parsed = parse_trailers(message)
+        found = raw.decode(errors="replace"), {t.key: t.value for t in parsed}
+    text, trailers = found
+    subject, _, body = text.partition("\n")
     return TagInfo(
         ref=ref.decode(),
         sha=sha.decode(),
@@ -154,5 +159,35 @@ def _described(
         time=when,
         subject=subject,
         body=body.strip("\n"),
-        trailers={t.key: t.value for t in trailers},
+        trailers=trailers,
     )
+
+
+# What str.splitlines splits on besides "\n": such a message goes to dulwich.
+_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _plain_trailers(message: bytes) -> tuple[str, dict[str, str]] | None:
+    """dulwich's `parse_trailers` of a message shaped as make_tag_message writes them
+    (UTF-8; a last paragraph of `Key: value` lines after a blank line, ending in one
+    newline; no `---` line, no continuation line), without its general scan: the text
+    before the trailers and the trailers. None for any other shape."""
+    try:
+        text = message.decode()
+    except UnicodeDecodeError:
+        return None
+    if not text.endswith("\n") or text.endswith("\n\n") or "---" in text:
+        return None
+    head, blank, block = text[:-1].rpartition("\n\n")
+    if not blank or _OTHER_BREAKS.search(text):
+        return None
+    trailers = {}
+    for line in block.split("\n"):
+        key, colon, value = line.partition(":")
+        if not colon or not key or key[0].isspace() or any(c.isspace() for c in key):
+            return None
+        trailers[key] = value.strip()
+    lines = head.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return ("\n".join(lines) + "\n" if lines else ""), trailers
