@@ -15,6 +15,7 @@ from hyperhive.agents import list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
+from hyperhive.gitstore.cache import listed_once
 from hyperhive.hive import Hive
 from hyperhive.workflow import checks
 from hyperhive.workflow.approvals import Approvals
@@ -136,16 +137,19 @@ SECTIONS: dict[str, Callable[[Hive], object]] = {
 
 
 def collect(hive: Hive, only: list[str] | None = None) -> dict:
+    """Every section (or those named in `only`), from one look at each repo's refs: the
+    sections ask about the same repos many times over (cache.listed_once)."""
     result: dict = {"errors": []}
-    for name, loader in SECTIONS.items():
-        if only is not None and name not in only:
-            continue
-        try:
-            result[name] = loader(hive)
-        except Exception as e:
-            log.exception("loading the %s section failed", name)
-            result[name] = None
-            result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}"})
+    with listed_once():
+        for name, loader in SECTIONS.items():
+            if only is not None and name not in only:
+                continue
+            try:
+                result[name] = loader(hive)
+            except Exception as e:
+                log.exception("loading the %s section failed", name)
+                result[name] = None
+                result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}"})
     return result
 
 
