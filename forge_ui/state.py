@@ -4,6 +4,7 @@ Each section is loaded on its own: one that fails to load is reported in `errors
 its cause and logged, never shown as an empty list that would hide the failure.
 """
 
+import heapq
 import logging
 import threading
 import time
@@ -34,40 +35,47 @@ def runs_open(hive: Hive) -> bool:
 
 
 def pending(hive: Hive) -> list[dict]:
+    """The approvals waiting for a decision, oldest first, each with its check and
+    policy diff (what an agent's approvals share is read once per agent)."""
     home = hive.home
-    found = [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only=True)]
     live = checks.live_states(hive.checks.status()) if hive.checks else {}
-    return [
-        {
-            **a.to_json(),
-            "check": checks.check_json(home, a.agent, a.id, live.get(a.target)),
-            "policy_diff": policy_view.cached_or_queued(hive, a),
-        }
-        for a in sorted(found, key=lambda a: a.states[State.PROPOSAL].time)
-    ]
+    rows = []
+    for name in home.agent_names():
+        approvals = Approvals(home, name)
+        waiting = approvals.all(pending_only=True)
+        every = checks.recorded(home, name) if waiting else {}
+        for a in waiting:
+            row = a.to_json()
+            row["check"] = checks.check_json(home, name, a.id, live.get(a.target), every)
+            row["policy_diff"] = policy_view.cached_or_queued(hive, a, approvals)
+            rows.append((a.states[State.PROPOSAL].time, row))
+    rows.sort(key=lambda r: r[0])
+    return [row for _, row in rows]
 
 
 def recent(hive: Hive) -> list[dict]:
     """The latest deploys and failures across agents, newest first."""
-    events = []
-    for name in hive.home.agent_names():
-        approvals = Approvals(hive.home, name)
-        for state in (State.DEPLOYED, State.FAILED):
-            for approval_id, tag in approvals.tags_in(state).items():
-                events.append(
-                    {
-                        "agent": name,
-                        "id": approval_id,
-                        "target": f"{name}#{approval_id}",
-                        "state": str(state),
-                        "commit": tag.target,
-                        "time": tag.time,
-                        "reason": tag.trailers.get("Reason", ""),
-                        "duration": tag.trailers.get("Duration", ""),
-                    }
-                )
-    events.sort(key=lambda e: (e["time"], e["id"]), reverse=True)
-    return events[:RECENT]
+    ended = (
+        (tag.time, approval_id, name, state, tag)
+        for name in hive.home.agent_names()
+        for state in (State.DEPLOYED, State.FAILED)
+        for approval_id, tag in Approvals(hive.home, name).tags_in(state).items()
+    )
+    return [
+        {
+            "agent": name,
+            "id": approval_id,
+            "target": f"{name}#{approval_id}",
+            "state": str(state),
+            "commit": tag.target,
+            "time": tag.time,
+            "reason": tag.trailers.get("Reason", ""),
+            "duration": tag.trailers.get("Duration", ""),
+        }
+        for _, approval_id, name, state, tag in heapq.nlargest(
+            RECENT, ended, key=lambda e: (e[0], e[1])
+        )
+    ]
 
 
 def agents(hive: Hive) -> list[dict]:

@@ -364,12 +364,19 @@ def pending_unchecked(home: Home) -> list[tuple[str, int]]:
 # -- views ------------------------------------------------------------------------------
 
 
-def check_json(home: Home, name: str, approval_id: int, live: dict | None = None) -> dict:
+def check_json(
+    home: Home,
+    name: str,
+    approval_id: int,
+    live: dict | None = None,
+    every: dict[int, list[Check]] | None = None,
+) -> dict:
     """An approval's check as the CLI and the API show it: `state` is `queued` or
     `running` while the daemon has it (`live`), else the latest result (`passed`,
     `failed`) or `unfinished`; `result` and the other fields are the latest recorded
-    check's (None/absent when there is none); `runs` how many were recorded."""
-    runs = recorded(home, name).get(approval_id, [])
+    check's (None/absent when there is none); `runs` how many were recorded. `every`:
+    the agent's `recorded` checks, when the caller read them already."""
+    runs = (recorded(home, name) if every is None else every).get(approval_id, [])
     data: dict = {"state": UNFINISHED, "result": None, "runs": len(runs)}
     if runs:
         data.update(runs[-1].to_json())
