@@ -4,8 +4,11 @@ Each section is loaded on its own: one that fails to load is reported in `errors
 its cause and logged, never shown as an empty list that would hide the failure.
 """
 
+import hashlib
 import heapq
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +19,7 @@ from hyperhive.agents import list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
+from hyperhive.errors import BadInput
 from hyperhive.gitstore.cache import listed_once
 from hyperhive.hive import Hive
 from hyperhive.workflow import checks
@@ -161,21 +165,46 @@ def collect(hive: Hive, only: list[str] | None = None) -> dict:
     return result
 
 
+# A process's versions differ from another's: a page reconnecting to a restarted (maybe
+# upgraded, with other templates) daemon gets every section again.
+_EPOCH = os.urandom(8)
+
+
+def versions(data: dict) -> dict[str, str]:
+    """A digest of each section's data in `data` (and of `errors`): a client that holds a
+    section's version holds its content, so a socket sends a section only when its
+    version differs from what the client has. Its HTML is a function of the data and
+    the session (ages tick in the page: filters.live_age)."""
+    found = {}
+    for name in (*SECTIONS, "errors"):
+        if name in data:
+            text = json.dumps(data[name], sort_keys=True, separators=(",", ":"), default=str)
+            digest = hashlib.blake2b(text.encode(), digest_size=8, key=_EPOCH)
+            found[name] = digest.hexdigest()
+    return found
+
+
 class Latest:
     """The newest `collect` of the hive, shared by its open dashboards: after a change (an
     event on the bus's `state` topic) the first dashboard to ask loads the state, and the
-    others woken by the same change reuse that load instead of each doing it again."""
+    others woken by the same change reuse that load instead of each doing it again. Each
+    load comes with its sections' `versions`."""
 
     def __init__(self, hive: Hive):
         self.hive = hive
         self._lock = threading.Lock()
         self._data: dict | None = None
+        self._versions: dict[str, str] = {}
         self._seen = -1  # the `state` events published when the load started
         self._at = 0.0
 
     def get(self, max_age: float) -> dict:
         """A load made after every `state` event published before this call, at most
         `max_age` seconds old (what no event announces, such as ages, moves too)."""
+        return self.snapshot(max_age)[0]
+
+    def snapshot(self, max_age: float) -> tuple[dict, dict[str, str]]:
+        """`get`'s load and its `versions` (shared: never change them)."""
         wanted = self.hive.bus.published("state")
         with self._lock:
             fresh = time.monotonic() - self._at <= max_age
@@ -184,4 +213,24 @@ class Latest:
                 self._seen = self.hive.bus.published("state")
                 self._at = time.monotonic()
                 self._data = collect(self.hive)
-            return self._data
+                self._versions = versions(self._data)
+            return self._data, self._versions
+
+
+MAX_HAVE = 4096  # bytes of a client's `have` at most: a dozen names and digests
+
+
+def parse_have(raw: str | None) -> dict[str, str]:
+    """What a reconnecting dashboard holds (`?have=`, JSON `{section: version}`, the
+    versions it was last sent); empty for none. Unknown sections are dropped."""
+    if not raw:
+        return {}
+    if len(raw) > MAX_HAVE:
+        raise BadInput(f"have: at most {MAX_HAVE} bytes")
+    try:
+        have = json.loads(raw)
+    except ValueError:
+        have = None
+    if not isinstance(have, dict) or not all(isinstance(v, str) for v in have.values()):
+        raise BadInput('have must be a JSON object {"section": "version"}')
+    return {k: v for k, v in have.items() if k in SECTIONS or k == "errors"}
