@@ -217,7 +217,7 @@ class Latest:
             return self._data, self._versions
 
 
-MAX_HAVE = 4096  # bytes of a client's `have` at most: a dozen names and digests
+MAX_HAVE = 2048  # characters of a client's `have` at most: a dozen names and digests
 
 
 def parse_have(raw: str | None) -> dict[str, str]:

@@ -9,6 +9,7 @@ from support.hive import PASSWORD, commit_config, csrf, git, log_in
 
 from forge_ui import create_app, state
 from hyperhive import operator
+from hyperhive.errors import BadInput
 from hyperhive.hive import Hive
 from hyperhive.workflow.approvals import Approvals
 
@@ -422,3 +423,20 @@ def test_open_dashboards_share_one_load_of_the_state(home, runtime, monkeypatch)
     hive.bus.publish("stats", {"agent": "manager"})
     latest.get(max_age=60)
     assert len(loads) == 3  # other topics are not the dashboard's state
+
+
+def test_a_sections_version_moves_with_its_data_alone():
+    data = {"agents": [{"name": "a"}], "recent": [], "errors": []}
+    before = state.versions(data)
+    assert set(before) == {"agents", "recent", "errors"}
+    assert state.versions({**data, "agents": [{"name": "a"}]}) == before  # equal data
+    after = state.versions({**data, "agents": [{"name": "b"}]})
+    assert after["agents"] != before["agents"]
+    assert {k: v for k, v in after.items() if k != "agents"} == {
+        k: v for k, v in before.items() if k != "agents"
+    }
+    assert state.parse_have('{"agents": "x", "nope": "y"}') == {"agents": "x"}
+    assert state.parse_have(None) == {}
+    for bad in ("[]", '{"agents": 1}', "{", "x" * (state.MAX_HAVE + 1)):
+        with pytest.raises(BadInput):
+            state.parse_have(bad)
