@@ -1,5 +1,6 @@
 """The forge through Flask's test client: auth, CSRF, every page and the JSON API."""
 
+import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -440,3 +441,32 @@ def test_a_sections_version_moves_with_its_data_alone():
     for bad in ("[]", '{"agents": 1}', "{", "x" * (state.MAX_HAVE + 1)):
         with pytest.raises(BadInput):
             state.parse_have(bad)
+
+
+def test_sections_without_session_data_render_once_for_every_dashboard(app, home, monkeypatch):
+    """Two operators' dashboards: a section that reads nothing of the session is rendered
+    once per version for both; one with a form (its CSRF token) for each."""
+    from forge_ui.views import dashboard
+
+    rendered = []
+    real = dashboard.render_template
+    monkeypatch.setattr(
+        dashboard, "render_template", lambda name, **kw: rendered.append(name) or real(name, **kw)
+    )
+    pages, seen = [], []  # each page and the versions it was rendered with
+    for who in ("alice", "bob"):
+        pages.append(log_in(app.test_client(), home, who).get("/"))
+        held = re.search(r"const held = (\{.*\});", pages[-1].get_data(as_text=True))
+        seen.append(json.loads(held.group(1)))
+    assert all(p.status_code == 200 for p in pages)
+    assert not dashboard.shared(app.jinja_env, "drafts")  # its spawn form's token
+    assert rendered.count("dash/_drafts.html") == 2
+    for name in ("agents", "approvals", "recent", "kept"):  # a background evaluation
+        assert dashboard.shared(app.jinja_env, name)  # may change the approvals between
+        assert rendered.count(f"dash/_{name}.html") == len({v[name] for v in seen}), name
+    assert seen[0]["agents"] == seen[1]["agents"] and rendered.count("dash/_agents.html") == 1
+    drafts = [
+        re.search(r'name="csrf_token" value="([^"]+)"', p.get_data(as_text=True)).group(1)
+        for p in pages
+    ]
+    assert drafts[0] != drafts[1]

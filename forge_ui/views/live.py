@@ -67,7 +67,7 @@ def dashboard_ws(ws):
             data, versions = latest.snapshot(max_age=TICK)
             changed = [name for name, v in versions.items() if held.get(name) != v]
             if changed:
-                sections = dashboard.render_sections(data, changed)
+                sections = dashboard.render_sections(data, changed, versions)
                 send(ws, {"sections": sections, "versions": {n: versions[n] for n in changed}})
                 held.update((n, versions[n]) for n in changed)
             refreshed = time.monotonic()
