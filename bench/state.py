@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(Home(Path(args.measure)), args.repeats, args.profile)))
         return 0
     if args.quick:
-        args.agents, args.tags, args.repeats = 3, "4,20,40", 1
+        args.agents, args.tags, args.repeats = 2, "4,8,12", 1
     if GIT is None:
         parser.error("the git CLI is needed for the reference")
     sizes = [int(n) for n in args.tags.split(",")]
