@@ -403,6 +403,8 @@ def test_open_dashboards_share_one_load_of_the_state(home, runtime, monkeypatch)
     hive = Hive(home, runtime)
     loads = []
     monkeypatch.setitem(state.SECTIONS, "agents", lambda h: loads.append(1) or ["row"])
+    # no policy evaluation queued: its end publishes a state event of its own
+    monkeypatch.setitem(state.SECTIONS, "approvals", lambda h: [])
     latest = state.Latest(hive)
     hive.bus.publish("state", {"agent": "manager", "ref": "refs/tags/proposal/1"})
     barrier = threading.Barrier(8)

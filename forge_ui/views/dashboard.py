@@ -11,7 +11,6 @@ from markupsafe import Markup
 from forge_ui import state
 from forge_ui.context import hive
 from hyperhive.broker import questions
-from hyperhive.gitstore.cache import LRU
 from hyperhive.wire import notify
 
 bp = Blueprint("dashboard", __name__)
@@ -32,17 +31,20 @@ def render_sections(
     session is rendered once per version (of `versions`) for every dashboard; one that
     does (a form's CSRF token) is rendered for each."""
     wanted = [*state.SECTIONS, "errors"] if names is None else names
-    rendered: LRU[tuple, Markup] = current_app.extensions.setdefault("dashboard_html", LRU(64))
+    # section -> (version, script root, html): the newest render of each (one at 50
+    # agents x 200 tags is half a megabyte)
+    rendered: dict[str, tuple] = current_app.extensions.setdefault("dashboard_html", {})
     out = {}
     for name in wanted:
-        version = (versions or {}).get(name)
-        key = (name, version, request.script_root)
-        html = rendered.get(key) if version and shared(current_app.jinja_env, name) else None
-        if html is None:
-            html = Markup(render_template(f"dash/_{name}.html", **data))
-            if version and shared(current_app.jinja_env, name):
-                rendered.put(key, html)
-        out[name] = html
+        key = ((versions or {}).get(name), request.script_root)
+        keep = key[0] is not None and shared(current_app.jinja_env, name)
+        known = rendered.get(name) if keep else None
+        if known is not None and known[:2] == key:
+            out[name] = known[2]
+            continue
+        out[name] = Markup(render_template(f"dash/_{name}.html", **data))
+        if keep:
+            rendered[name] = (*key, out[name])
     return out
 
 
