@@ -21,7 +21,7 @@ bp = Blueprint("live", __name__)
 sock = Sock()
 
 TICK = 1.0  # seconds between checks of the source of truth
-REFRESH = 30.0  # the dashboard re-renders this often anyway, so ages stay right
+REFRESH = 30.0  # a dashboard looks this often anyway: what no event announces (telemetry) shows
 DEBOUNCE = 0.1  # a burst of events (a deploy writes several tags) renders once
 STATS_DEBOUNCE = 1.0  # a busy agent's charts redraw at most about once a second
 LOG_CHUNK = 64 * 1024
