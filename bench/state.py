@@ -45,7 +45,8 @@ from hyperhive.gitstore import refs
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.gitstore.tags import write_tag
 from hyperhive.home import Home
-from hyperhive.workflow import checks
+from hyperhive.workflow import checks, policydiff
+from hyperhive.workflow.approvals import Approvals
 from hyperhive.workflow.states import State, tag_ref
 
 FIELDS = (
@@ -85,6 +86,15 @@ def add_checks(home: Home) -> int:
         finally:
             repo.close()
     return written
+
+
+def evaluate_policies(home: Home) -> None:
+    """Evaluate each pending approval's policy diff once (nix, cached on disk by commit,
+    as a running daemon has them): a cold GET then measures the forge, not a background
+    evaluation started by its first look competing for the CPU."""
+    for name in home.agent_names():
+        for a in Approvals(home, name).all(pending_only=True):
+            policydiff.of_approval(home, a)
 
 
 STATES = {str(s) for s in State}
@@ -197,6 +207,7 @@ def one_size(root: Path, agents: int, tags: int, repeats: int, scale: str, profi
     setup = build_listing_home(home, agents, tags)
     checked = add_checks(home)
     say(f"  wrote the tags in {setup:.1f} s, and {checked} check tags")
+    evaluate_policies(home)
     age_refs(home)
     git_tags(home)  # the page cache warm for both sides alike
     colds, cold_cpu, results = [], [], None
