@@ -121,6 +121,27 @@ def still_allowed() -> Callable[[], bool]:
     return allowed
 
 
+POLICY_VIOLATION = 1008  # a websocket's close code: its credentials no longer hold
+
+
+def lasting(ws) -> Callable[[], bool]:
+    """For a websocket's loop: whether to go on. False once the socket closed or the
+    daemon is stopping; once the session or token that opened it ends (a logout, a
+    rotated token), the socket is closed with 1008, so no page keeps being fed after
+    its operator left. Call it in the request."""
+    allowed, stopping = still_allowed(), hive().stopping
+
+    def going() -> bool:
+        if not ws.connected or stopping.is_set():
+            return False
+        if not allowed():
+            ws.close(reason=POLICY_VIOLATION, message="your session ended: log in again")
+            return False
+        return True
+
+    return going
+
+
 def git_identity(home: Home, environ: dict) -> tokens.Caller | None:
     """Who a git client is (an operator account or an agent, or None): HTTP basic with a
     token as the password and any user name — what git sends for `http://x:TOKEN@host/…`

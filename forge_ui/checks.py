@@ -12,7 +12,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from flask_sock import Sock
 from markupsafe import Markup
 
-from forge_ui import policy_view
+from forge_ui import auth, policy_view
 from forge_ui.context import hive
 from hyperhive.errors import BadInput, HiveError, UnknownApproval
 from hyperhive.names import format_target
@@ -135,9 +135,10 @@ def check_ws(ws, name: str, approval_id: int):
     offset = max(0, request.args.get("offset", 0, type=int))
     following = request.args.get("log") or None
     topics = ("state", f"check:{name}:{approval_id}")
+    going = auth.lasting(ws)
     with hive().bus.subscribe(*topics) as sub:
         last = None
-        while ws.connected and not hive().stopping.is_set():
+        while going():
             a = approvals.get(approval_id, with_pruned=True)
             check = view(a)
             path = _log_path(check)

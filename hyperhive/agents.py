@@ -40,7 +40,7 @@ def initial_commit(repo: Repo, name: str, actor: str) -> bytes:
     in the config checkout is clean."""
     files = {"agent.nix": initial_agent_nix(name).encode()}
     commit = write_commit(repo, files, f"create agent {name}\n", actor, [])
-    refs.cas(repo, b"refs/heads/main", None, commit)
+    refs.cas(repo, refs.MAIN, None, commit)
     for path, content in files.items():
         (Path(repo.path) / path).write_bytes(content)
     repo.get_worktree().reset_index()

@@ -286,7 +286,7 @@ def test_review_page_dashboard_and_confirm_show_the_check(home, runtime):
     )
     assert r.status_code == 400
     data = {"csrf_token": token, "confirm": "yes", "force": "yes"}
-    assert client.post(f"/review/{NAME}/{bad}/approve", data=data).status_code == 200
+    assert client.post(f"/review/{NAME}/{bad}/approve", data=data).status_code == 303
     shown = git(home.applied_dir(NAME), "cat-file", "-p", f"approved/{bad}")
     assert "Check: failed, overridden" in shown and "Actor: alice" in shown
 

@@ -126,7 +126,7 @@ FULL_DISK = textwrap.dedent(
             except OSError:
                 pass
     out = {}
-    r = client.post("/api/approvals/manager/1/approve", headers=auth)
+    r = client.post("/api/approvals/manager/1/approve", headers=auth, json={"force": True})
     out["full"] = [r.status_code, r.get_json()]
     applied = home.applied_dir("manager")
     locks = [str(p) for p in applied.glob("objects/**/*.lock")]
@@ -137,7 +137,7 @@ FULL_DISK = textwrap.dedent(
         os.utime(lock, (old, old))  # as the next start finds it, a while later
     recover_all(home)
     out["locks_after"] = [str(p) for p in applied.glob("objects/**/*.lock")]
-    r = client.post("/api/approvals/manager/1/approve", headers=auth)
+    r = client.post("/api/approvals/manager/1/approve", headers=auth, json={"force": True})
     out["freed"] = [r.status_code, r.get_json()["state"] if r.status_code == 200 else r.text]
     print(json.dumps(out))
     """

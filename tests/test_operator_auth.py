@@ -244,7 +244,7 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
     assert alice.get("/").get_data(as_text=True).count(">alice</span>") == 1
     r = alice.post(
         "/review/manager/1/approve",
-        data={"csrf_token": csrf(alice, "/review/manager/1"), "confirm": "yes"},
+        data={"csrf_token": csrf(alice, "/review/manager/1"), "confirm": "yes", "force": "yes"},
     )
     assert r.status_code == 303, r.get_data(as_text=True)
     assert tag_actor(home, "approved/1") == "alice"

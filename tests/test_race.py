@@ -70,7 +70,8 @@ def test_twenty_processes_racing_approve_and_deny_get_one_winner(home: Home, tmp
     install_recorder(home, record)
     runs = []
     for i in range(10):
-        runs.append((["approve", f"{NAME}#1"], {"HYPERHIVE_ACTOR": f"approver-{i}"}))
+        # --force: the race is over the decision, not over ten checks of the proposal
+        runs.append((["approve", f"{NAME}#1", "--force"], {"HYPERHIVE_ACTOR": f"approver-{i}"}))
         runs.append(
             (["deny", f"{NAME}#1", "--reason", f"no from {i}"], {"HYPERHIVE_ACTOR": f"denier-{i}"})
         )

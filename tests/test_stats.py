@@ -96,10 +96,10 @@ def test_bad_reports_are_refused_and_nothing_is_written(home, change, message):
     assert sqlite3.connect(db_path(home)).execute("SELECT count(*) FROM stats").fetchone()[0] == 0
 
 
-def tool_rows(home, agent="manager") -> dict[str, float]:
+def tool_rows(home, prefix="tool", agent="manager") -> dict[str, float]:
     conn = sqlite3.connect(db_path(home))
-    query = "SELECT key, sum(value) FROM stats WHERE agent=? AND key LIKE 'tool.%' GROUP BY key"
-    return dict(conn.execute(query, (agent,)))
+    query = "SELECT key, sum(value) FROM stats WHERE agent=? AND key LIKE ? GROUP BY key"
+    return dict(conn.execute(query, (agent, f"{prefix}.%")))
 
 
 def test_tool_names_are_capped_per_report_and_per_agent(home):
@@ -120,6 +120,16 @@ def test_tool_names_are_capped_per_report_and_per_agent(home):
     after = tool_rows(home)
     assert "tool.brand-new" not in after and after["tool.Bash"] == 8
     assert after["tool.other"] == rows["tool.other"] + 2
+
+
+def test_denial_names_are_capped_per_agent_like_tools(home):
+    stats = Stats(home)
+    for start in range(0, MAX_TOOL_SERIES + MAX_TOOLS, MAX_TOOLS):
+        denials = {f"d{i:04}": 1 for i in range(start, start + MAX_TOOLS)}
+        stats.record_turn("manager", report(denials=denials))
+    rows = tool_rows(home, "denial")
+    assert len(rows) == MAX_TOOL_SERIES + 1 and rows["denial.other"] == MAX_TOOLS
+    assert sum(rows.values()) == MAX_TOOL_SERIES + MAX_TOOLS  # every denial still counted
 
 
 def test_recording_publishes_a_stats_event_inside_the_daemon(home):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import simple_websocket
-from support.daemon import Daemon
+from support.daemon import Daemon, ws
 from support.hive import fake_program, run_cli
 from support.procs import WHOAMI, WHOAMI_RE, alive, host_pid, proc_stat, read_until
 from support.wait import wait_for
@@ -268,6 +268,27 @@ def test_an_open_terminal_ends_with_the_credentials_that_opened_it(daemon):
         pass
     assert {"error": "your session ended: log in again"} in term.control
     wait_for(lambda: not alive(pid), what="the shell to end")
+
+
+def test_read_only_sockets_end_with_the_credentials_that_opened_them(daemon):
+    """The dashboard, charts, review, build, harness and check sockets follow the same
+    rule as a terminal: a rotated token (or a logout) closes them with 1008."""
+    home = Home(daemon.root)
+    operator.add(home, "rita")
+    bearer = {"Authorization": f"Bearer {operator.token(home, account='rita')}"}
+    paths = [
+        "/ws/dashboard",
+        "/ws/stats?agent=manager",
+        "/ws/approval/manager/1",
+        "/ws/build/manager/1",
+        "/ws/harness/manager",
+        "/ws/check/manager/1",
+    ]
+    sockets = {path: ws(daemon, path, **bearer) for path in paths}
+    run_cli(daemon.root, "operator", "token", "--account", "rita", "--rotate", check=True)
+    for path, s in sockets.items():
+        wait_for(lambda s=s: not s.connected, timeout=30, what=f"{path} to be closed")
+        assert s.close_reason == 1008, path
 
 
 def test_unknown_and_destroyed_agents_are_refused_before_the_handshake(daemon):

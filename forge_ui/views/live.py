@@ -3,7 +3,8 @@ an agent's harness log.
 
 Every socket follows the source of truth (refs, the log file) and uses the event bus
 only to wake up early: an event lost to a full queue, or a build running in another
-process, is caught up at the next wake-up at the latest.
+process, is caught up at the next wake-up at the latest. Every socket ends with the
+session or token that opened it (`auth.lasting`: looked at every few seconds).
 """
 
 import json
@@ -12,7 +13,7 @@ import time
 from flask import Blueprint, current_app, request
 from flask_sock import Sock
 
-from forge_ui import charts, harness_log, state
+from forge_ui import auth, charts, harness_log, state
 from forge_ui.context import hive
 from forge_ui.views import dashboard, review
 from hyperhive.workflow.states import TERMINAL, State
@@ -30,11 +31,6 @@ CLOSE_WAIT = 10.0
 # Bytes of one message from a client at most; a bigger one closes the socket (1009).
 # static/terminal.js sends input in pieces well below it.
 MAX_MESSAGE = 1024 * 1024
-
-
-def stopping() -> bool:
-    """The daemon is stopping (`Hive.stopping`): open sockets end so the server can exit."""
-    return hive().stopping.is_set()
 
 
 def send(ws, payload: dict) -> None:
@@ -55,9 +51,10 @@ def dashboard_ws(ws):
     holds (all of them without `have`), when the state changes and every REFRESH."""
     latest: state.Latest = current_app.extensions["state"]  # shared by every dashboard
     held = state.parse_have(request.args.get("have"))
+    going = auth.lasting(ws)
     with hive().bus.subscribe("state") as sub:
         refreshed = None
-        while ws.connected and not stopping():
+        while going():
             if refreshed is not None:
                 woke = sub.get(timeout=TICK)
                 if woke is not None:
@@ -91,12 +88,13 @@ def stats_ws(ws):
     `window` seconds, sent at once, when the agent's (or the hive-wide) rows change, and
     every REFRESH seconds anyway, so ages move and a lost event only delays an update."""
     agent = request.args.get("agent")
+    going = auth.lasting(ws)
     with hive().bus.subscribe("stats") as sub:
-        while ws.connected and not stopping():
+        while going():
             send(ws, charts.payload(hive(), request.args))
             deadline = time.monotonic() + REFRESH
-            while (left := deadline - time.monotonic()) > 0 and ws.connected:
-                if stopping():
+            while (left := deadline - time.monotonic()) > 0:
+                if not going():
                     return
                 event = sub.get(timeout=min(left, TICK))
                 if event is not None and event[1].get("agent") in (agent, ""):
@@ -107,14 +105,18 @@ def stats_ws(ws):
 @sock.route("/ws/approval/<name>/<int:approval_id>", bp=bp, endpoint="approval")
 def approval_ws(ws, name: str, approval_id: int):
     approvals = review.approvals_of(name)
+    going = auth.lasting(ws)
     with hive().bus.subscribe("state") as sub:
-        last = None
-        while ws.connected and not stopping():
-            view = review.live_view(approvals.get(approval_id, with_pruned=True))
-            if view != last:
-                send(ws, view)
-                last = view
-            if sub.get(timeout=REFRESH) is not None:
+        last, refreshed, woke = None, 0.0, True
+        while going():  # every TICK: the credentials; the view on an event or REFRESH
+            if woke or time.monotonic() - refreshed >= REFRESH:
+                view = review.live_view(approvals.get(approval_id, with_pruned=True))
+                if view != last:
+                    send(ws, view)
+                    last = view
+                refreshed = time.monotonic()
+            woke = sub.get(timeout=TICK) is not None
+            if woke:
                 drain(sub, DEBOUNCE)
 
 
@@ -126,9 +128,10 @@ def build_ws(ws, name: str, approval_id: int):
     path = hive().home.build_log(name, approval_id)
     offset = max(0, request.args.get("offset", 0, type=int))
     topics = ("state", f"log:{name}:{approval_id}")
+    going = auth.lasting(ws)
     with hive().bus.subscribe(*topics) as sub:
         last_state = None
-        while ws.connected and not stopping():
+        while going():
             a = approvals.get(approval_id)
             text = ""
             if path.exists():
@@ -160,7 +163,8 @@ def harness_ws(ws, name: str):
     writes as long as it runs, and a restart goes on in the same log."""
     offset = max(0, request.args.get("offset", 0, type=int))
     follower = harness_log.Follower(harness_log.path_of(name), offset)
-    while ws.connected and not stopping():
+    going = auth.lasting(ws)
+    while going():
         text, reset = follower.read()
         if text or reset:
             send(ws, {"text": text, "reset": reset, "offset": follower.offset})

@@ -32,7 +32,8 @@ EXIT_CLASSES = ("ok", "compact-retry", "failure")
 RECIPIENT_CLASSES = ("peer", "operator", "manager", "system")
 MAX_TOOL_NAME = 200
 MAX_REPORT_BYTES = 64 * 1024  # of a report's JSON
-# Distinct tool names: per report, and tool series per agent (its rows as they stand).
+# Distinct tool names: per report, and tool series per agent (its rows as they stand);
+# the same for the denial series.
 # The rest are counted under `other`, so no report can make thousands of series.
 MAX_TOOLS = 50
 MAX_TOOL_SERIES = 200
@@ -82,9 +83,13 @@ def cap_tools(tools: dict[str, float], known: frozenset[str] = frozenset()) -> d
     return kept
 
 
-def turn_rows(report: dict, known_tools: frozenset[str] = frozenset()) -> list[tuple[str, float]]:
-    """The rows of one turn report (`known_tools`: the agent's tool series so far, for
-    `cap_tools`); BadInput names what is wrong with it."""
+def turn_rows(
+    report: dict,
+    known_tools: frozenset[str] = frozenset(),
+    known_denials: frozenset[str] = frozenset(),
+) -> list[tuple[str, float]]:
+    """The rows of one turn report (`known_tools`, `known_denials`: the agent's tool and
+    denial series so far, for `cap_tools`); BadInput names what is wrong with it."""
     if not isinstance(report, dict):
         raise BadInput(f"a turn report is an object, not {report!r}")
     size = len(json.dumps(report))
@@ -94,8 +99,8 @@ def turn_rows(report: dict, known_tools: frozenset[str] = frozenset()) -> list[t
     if exit_class not in EXIT_CLASSES:
         raise BadInput(f"turn report: `exit` must be one of {EXIT_CLASSES}, not {exit_class!r}")
     tools = cap_tools(_counts(report, "tools", None), known_tools)
-    # denied calls by tool: as many names at most as a report's tools
-    denials = cap_tools(_counts(report, "denials", None))
+    # denied calls by tool: capped per report and per agent as the tools are
+    denials = cap_tools(_counts(report, "denials", None), known_denials)
     sent = _counts(report, "sent", RECIPIENT_CLASSES)
     received = _counts(report, "received", RECIPIENT_CLASSES)
     rows = [
@@ -117,6 +122,11 @@ def turn_rows(report: dict, known_tools: frozenset[str] = frozenset()) -> list[t
     rows += [(f"sent.{cls}", n) for cls, n in sorted(sent.items())]
     rows += [(f"received.{cls}", n) for cls, n in sorted(received.items())]
     return rows
+
+
+def _series(keys: Iterable[str], prefix: str) -> frozenset[str]:
+    """The names of an agent's series under `prefix` (`tool.`, `denial.`)."""
+    return frozenset(k[len(prefix) :] for k in keys if k.startswith(prefix))
 
 
 def _floor(ts: float, step: int) -> int:
@@ -147,8 +157,8 @@ class Stats:
 
     def record_turn(self, agent: str, report: dict, ts: float | None = None) -> int:
         """Check and store one turn report; the number of rows written."""
-        known = frozenset(k[len("tool.") :] for k in self.keys(agent) if k.startswith("tool."))
-        rows = turn_rows(report, known)
+        keys = self.keys(agent)
+        rows = turn_rows(report, _series(keys, "tool."), _series(keys, "denial."))
         self.record(agent, rows, ts)
         return len(rows)
 

@@ -23,10 +23,6 @@ _MAGIC = [
 ]
 
 
-class TooLarge(BadInput):
-    """A blob or a range over the limits."""
-
-
 def image_type(data: bytes) -> str | None:
     """The MIME type of a PNG, JPEG, GIF or WebP by its first bytes; None otherwise."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
@@ -40,10 +36,10 @@ def blob_lines(store, sha: bytes, start: int, end: int) -> tuple[list[bytes], in
     if start < 1 or end < start:
         raise BadInput(f"no such line range {start}-{end}: lines count from 1, end >= start")
     if end - start + 1 > MAX_LINES:
-        raise TooLarge(f"at most {MAX_LINES} lines at once; asked for {end - start + 1}")
+        raise BadInput(f"at most {MAX_LINES} lines at once; asked for {end - start + 1}")
     size = stored_size(store, sha)
     if size > MAX_BYTES:
-        raise TooLarge(f"the file is {size} bytes, over {MAX_BYTES}: `git show` it in a clone")
+        raise BadInput(f"the file is {size} bytes, over {MAX_BYTES}: `git show` it in a clone")
     obj = store[sha]
     if obj.type_name != b"blob":
         raise KeyError(sha)
