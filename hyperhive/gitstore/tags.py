@@ -109,7 +109,6 @@ def parse_raw_tag(ref: bytes, sha: bytes, raw: bytes) -> TagInfo | None:
 # Every tag the hive writes has these headers, in this order, and nothing else.
 _HEADERS = (b"object ", b"type commit", b"tag ", b"tagger ")
 _HEX = frozenset(b"0123456789abcdef")
-_SIGNATURE = (b"-----BEGIN PGP SIGNATURE-----", b"-----BEGIN SSH SIGNATURE-----")
 
 
 def _plain_info(ref: bytes, sha: bytes, body: bytes) -> TagInfo | None:
@@ -119,7 +118,7 @@ def _plain_info(ref: bytes, sha: bytes, body: bytes) -> TagInfo | None:
     dulwich parses (tests/test_gitstore.py checks both agree)."""
     head, blank, message = body.partition(b"\n\n")
     lines = head.split(b"\n")
-    if not blank or len(lines) != 4 or b"-----BEGIN " in message:
+    if not blank or len(lines) != 4 or b"-----BEGIN " in message:  # maybe a signature
         return None
     if not all(line.startswith(h) for line, h in zip(lines, _HEADERS, strict=True)):
         return None
@@ -129,9 +128,9 @@ def _plain_info(ref: bytes, sha: bytes, body: bytes) -> TagInfo | None:
     end = tagger.rfind(b"> ")
     seconds, _, zone = tagger[end + 2 :].rpartition(b" ")
     sign, digits = zone[:1], zone[1:]
-    if end < 0 or not seconds.isdigit() or sign not in (b"+", b"-") or len(digits) != 4:
+    if end < 0 or not seconds.isdigit() or sign not in (b"+", b"-"):
         return None
-    if not digits.isdigit():
+    if len(digits) != 4 or not digits.isdigit():
         return None
     return _described(ref, sha, target, tagger[: end + 1], int(seconds), message)
 
