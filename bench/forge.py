@@ -38,11 +38,11 @@ from pathlib import Path
 
 from transitions import GIT, ROWS, fast_import, git, note, print_rows, record, run, say, timed
 
-from forge_ui import create_app
+from forge_ui import blobview, create_app, diffcache, policy_view
 from forge_ui.diffview import render_patches
 from hyperhive import operator, sessions
 from hyperhive.agents import create_agent, init_hive
-from hyperhive.gitstore import browse, renames
+from hyperhive.gitstore import linediff, renames
 from hyperhive.gitstore.diffs import file_patches
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.hive import Hive
@@ -80,7 +80,9 @@ def page(client, path: str) -> str:
     r = client.get(path)
     if r.status_code != 200:
         raise SystemExit(f"GET {path} answered {r.status_code}: {r.get_data(as_text=True)[:500]}")
-    return r.get_data(as_text=True)
+    text = r.get_data(as_text=True)
+    r.close()  # as a WSGI server does once it sent it (background highlighting starts then)
+    return text
 
 
 # -- (a) the review page of a big diff ------------------------------------------------------
@@ -167,20 +169,53 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
     applied = home.applied_dir(name)
     git_diff = [GIT, f"--git-dir={applied}", "diff", base, new]
 
-    grown = peak_growth(lambda: page(client, path))
-    cpu = time.process_time()
-    page(client, path)
-    cpu = time.process_time() - cpu
+    def cold() -> tuple[str, float, int]:
+        """The page of a diff not rendered before (diffcache emptied, outside the time):
+        HTML, CPU seconds and how many files were left plain for the background."""
+        cpu = time.process_time()
+        html = page(client, path)
+        return html, time.process_time() - cpu, html.count("syntax highlighting on its way")
+
+    def empty() -> None:  # the background highlighting of the call before done, then gone
+        diffcache.FINISHER.wait(120)
+        diffcache.PAGES.clear()
+
+    empty()
+    cold()  # templates and lexers loaded: "cold" is this diff's, not the process's
+    samples, cpus, late = [], [], 0
+    for _ in range(repeats):
+        empty()
+        t, (html, cpu, late) = timed(cold)
+        samples.append(t)
+        cpus.append(cpu)
+    record("a", "ours", f"{scale} GET {path}, cold (unified)", samples)
+    diffcache.FINISHER.wait(120)
     samples, html = repeat(lambda: page(client, path), repeats)
-    record("a", "ours", f"{scale} GET {path} (unified)", samples)
+    record("a", "ours", f"{scale} GET {path}, warm (unified)", samples)
+    warm_cpu = time.process_time()
+    page(client, path)
+    warm_cpu = time.process_time() - warm_cpu
     split, html_split = repeat(lambda: page(client, path + "?view=split"), repeats)
-    record("a", "ours", f"{scale} GET {path}?view=split", split)
+    record("a", "ours", f"{scale} GET {path}?view=split, warm", split)
+    # A 304 needs a page that says the same twice: the policy diff (nix, in the background)
+    # evaluated, and no age on it ("5s ago") moved between the two GETs.
+    deadline = time.monotonic() + 120
+    while policy_view.WARMER.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    samples = []
+    for _ in range(repeats + 1):
+        for _attempt in range(5):
+            tag = client.get(path).headers["ETag"]
+            t, r = timed(lambda t=tag: client.get(path, headers={"If-None-Match": t}))
+            if r.status_code == 304:
+                samples.append(t)
+                break
+        else:
+            raise SystemExit(f"GET {path} with its ETag never answered 304")
+    record("a", "ours", f"{scale} GET {path}, If-None-Match: its ETag (304)", samples[1:])
     first = sorted(f for f in big_files(1, 10, False))[0]
     alone, _ = repeat(lambda: page(client, f"{path}?file={first}"), repeats)
-    record("a", "", f"{scale}   one file alone: ?file={first}", alone)
-    alone_cpu = time.process_time()
-    alone_grown = peak_growth(lambda: page(client, f"{path}?file={first}"))
-    alone_cpu = time.process_time() - alone_cpu
+    record("a", "", f"{scale}   one file alone: ?file={first}, warm", alone)
 
     def patches() -> list:
         with open_repo(applied) as repo:
@@ -189,7 +224,7 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
     samples, files = repeat(patches, repeats)
     record("a", "", f"{scale}   its diffs: gitstore.diffs.file_patches (budgeted)", samples)
     samples, rendered = repeat(lambda: render_patches(files), repeats)
-    record("a", "", f"{scale}   its parse + highlight: diffview.render_patches", samples)
+    record("a", "", f"{scale}   its parse + full highlight: diffview.render_patches", samples)
     samples, text = repeat(lambda: run(git_diff), repeats)
     record("a", "ref", f"{scale} git diff <deployed> <proposed>", samples)
     samples, _ = repeat(lambda: run([*git_diff[:-2], "--color=always", base, new]), repeats)
@@ -207,6 +242,8 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
         for shown in (html, html_split):
             if f'data-path="{f.path}"' not in shown:
                 raise SystemExit(f"the review page does not show {f.path}")
+    if "syntax highlighting on its way" in html:
+        raise SystemExit("the warm page is not highlighted in full")
     say(f"  {scale}: every file listed; the diffed ones counted as `git diff --numstat` does")
     shown = sum(len(h.lines) for f in rendered for h in f.hunks)
     return (
@@ -214,9 +251,92 @@ def review(home: Home, client, name: str, diff_lines: int, repeats: int, scale: 
         f"{len(text) // 1024} KiB of diff; the page shows {shown} diff lines "
         f"({sum(bool(f.skipped) for f in files)} file(s) listed, not diffed), "
         f"{len(html) // 1024} KiB of HTML (unified), {len(html_split) // 1024} KiB (split); "
-        f"one GET: {cpu * 1000:.0f} ms of CPU, Python memory at its peak "
-        f"+{grown / 2**20:.1f} MiB; {first} alone: +{alone_grown / 2**20:.1f} MiB at its "
-        f"peak ({alone_cpu * 1000:.0f} ms of CPU traced)"
+        f"cold GET: {statistics.median(cpus) * 1000:.0f} ms of CPU (median), {late} of "
+        f"{len(files)} files left plain for the background highlighting in the last one; "
+        f"warm GET: {warm_cpu * 1000:.0f} ms of CPU; "
+        f"diffcache holds {diffcache.PAGES.weight / 2**20:.1f} MiB (estimated) for it"
+    )
+
+
+# -- (d) a line diff of many interleaved changes ----------------------------------------------
+
+
+def line_diff(home: Home, name: str, changed: int, repeats: int, scale: str) -> str:
+    """One file of 2 x `changed` lines where every other line changes: the worst case of a
+    quadratic diff, and a diff of `changed` hunks' worth of lines."""
+    if not home.config_dir(name).exists():
+        create_agent(home, name, LocalRuntime(home), "operator")
+    config = home.config_dir(name)
+    rel = f"big/interleaved-{scale}.py"
+    old = "".join(f"value_{n} = compute({n}, 'original')\n" for n in range(2 * changed))
+    new = "".join(
+        f"value_{n} = compute({n}, '{'changed' if n % 2 else 'original'}')\n"
+        for n in range(2 * changed)
+    )
+    a = commit_files(config, {rel: old.encode()}, "before")
+    b = commit_files(config, {rel: new.encode()}, "after")
+
+    def ours() -> list:  # the file alone (?file=): a file this big is not diffed beside others
+        with open_repo(config) as repo:
+            return file_patches(repo, a.encode(), b.encode(), only=rel)
+
+    samples, (patch,) = repeat(ours, repeats)
+    label = f"{scale} {changed} interleaved changed lines: file_patches, the file alone"
+    record("d", "ours", label, samples)
+    a_lines, b_lines = old.encode().splitlines(True), new.encode().splitlines(True)
+    samples, _ = repeat(lambda: linediff.opcodes(a_lines, b_lines), repeats)
+    record("d", "", f"{scale}   the line diff alone: linediff.opcodes", samples)
+    git_dir = config / ".git"
+    samples, _ = repeat(lambda: run([GIT, f"--git-dir={git_dir}", "diff", a, b]), repeats)
+    record("d", "ref", f"{scale} git diff (the whole patch)", samples)
+    numstat = run([GIT, f"--git-dir={git_dir}", "diff", "--numstat", a, b]).split("\t")
+    if (patch.added, patch.removed) != (int(numstat[0]), int(numstat[1])):
+        raise SystemExit(f"{rel}: ours +{patch.added} -{patch.removed}, git {numstat[:2]}")
+    say(f"  {scale}: +{patch.added} -{patch.removed}, as `git diff --numstat` counts them")
+    return f"{scale}: {2 * changed} lines, {changed} changed, one in two"
+
+
+# -- (e) the blob page of a big file --------------------------------------------------------
+
+
+def blob_page(home: Home, client, name: str, size: int, repeats: int, scale: str) -> str:
+    if not home.config_dir(name).exists():
+        create_agent(home, name, LocalRuntime(home), "operator")
+    config = home.config_dir(name)
+    body, n = [], 0
+    while sum(map(len, body)) < size - 80:
+        body.append(f"def step_{n}(x):\n    return helper(x, {n}, 'text {n}')  # step\n")
+        n += 1
+    rel = f"big/blob-{scale}.py"
+    data = "".join(body).encode()
+    commit_files(config, {rel: data}, f"a {len(data)}-byte file")
+    path = f"/repos/{name}/config/blob/{rel}"
+
+    def empty() -> None:  # the background highlighting of the call before done, then gone
+        blobview.FINISHER.wait(120)
+        blobview._highlighted.clear()
+
+    empty()
+    page(client, path)
+    samples = []
+    for _ in range(repeats):
+        empty()
+        t, html = timed(lambda: page(client, path))
+        samples.append(t)
+    record("e", "ours", f"{scale} GET {path} ({len(data) // 1024} KiB), cold", samples)
+    blobview.FINISHER.wait(120)
+    samples, _ = repeat(lambda: page(client, path), repeats)
+    record("e", "", f"{scale}   the same, warm (its HTML kept by blob id)", samples)
+    git_dir = config / ".git"
+    show = [GIT, f"--git-dir={git_dir}", "show", f"HEAD:{rel}"]
+    samples, text = repeat(lambda: run(show), repeats)
+    record("e", "ref", f"{scale} git show HEAD:{rel}", samples)
+    lines = data.count(b"\n")
+    if text.encode() != data or f'id="L-{lines}"' not in html:
+        raise SystemExit(f"{path}: the page or git show does not hold the file")
+    why = re.search(r"without highlighting \(([^)]*)\)", html)
+    return f"{scale}: {len(data)} bytes, {lines} lines, {len(html) // 1024} KiB of HTML, " + (
+        f"plain: {why[1]}" if why else "highlighted"
     )
 
 
@@ -303,7 +423,10 @@ def renames_review(home: Home, client, name: str, files: int, repeats: int, scal
 # -- (b) the log page of a long history -----------------------------------------------------
 
 
-def log_pages(home: Home, client, name: str, commits: int, repeats: int) -> str:
+def log_pages(home: Home, client, name: str, commits: int, repeats: int, scale: str) -> str:
+    """Page 1, the middle page and the last page of a `commits`-commit log: the first by
+    its URL, the others by the pager's link (a cursor: the commit the page starts at),
+    and the last also by ?page=N alone (the walk skips what comes before it)."""
     runtime = LocalRuntime(home)
     create_agent(home, name, runtime, "operator")
     config = home.config_dir(name)
@@ -311,38 +434,48 @@ def log_pages(home: Home, client, name: str, commits: int, repeats: int) -> str:
     total = commits + 1  # and the agent's first commit
     last = (total + PER_PAGE - 1) // PER_PAGE
     pages = sorted({1, max(1, last // 2), last})
+    base = f"/repos/{name}/config/log"
+    first = None
     for n in pages:
-        path = f"/repos/{name}/config/log" + (f"?page={n}" if n > 1 else "")
         skip = (n - 1) * PER_PAGE
         argv = [GIT, f"--git-dir={config / '.git'}", "log", f"-n{PER_PAGE}", f"--skip={skip}"]
         argv.append(f"--format={LOG_FORMAT}%x01")
-        samples, html = repeat(lambda p=path: page(client, p), repeats)
-        record("b", "ours", f"GET {path}", samples)
-        if n == last:
-
-            def walk_only(skip=skip) -> browse.LogPage:
-                with open_repo(config) as repo:
-                    return browse.log_page(repo, browse.head(repo), skip=skip, limit=PER_PAGE)
-
-            walked, _ = repeat(walk_only, repeats)
-            record("b", "", "  its walk: gitstore.browse.log_page (dulwich)", walked)
         samples, out = repeat(lambda a=argv: run(a), repeats)
-        record("b", "ref", f"git log -n {PER_PAGE} --skip={skip} --format=<same fields>", samples)
         theirs = [r.lstrip("\n").split("\x00", 1)[0] for r in out.split("\x01")[:-1]]
+        if n == 1:
+            samples_ours, html = repeat(lambda: page(client, base), repeats)
+            record("b", "ours", f"{scale} GET {base} (page 1)", samples_ours)
+            first = statistics.median(samples_ours)
+        else:  # reached by "older →": the previous page's cursor (one commit: linear)
+            cursor = f"{base}?page={n}&after={theirs[0]}"
+            samples_ours, html = repeat(lambda p=cursor: page(client, p), repeats)
+            record(
+                "b",
+                "ours",
+                f"{scale} GET …?page={n}&after=<cursor> (the pager's link)",
+                samples_ours,
+            )
+        record(
+            "b",
+            "ref",
+            f"{scale} git log -n {PER_PAGE} --skip={skip} --format=<same fields>",
+            samples,
+        )
         ours = re.findall(rf'href="/repos/{name}/config/commit/([0-9a-f]{{40}})"', html)
         if ours != theirs:
             raise SystemExit(f"page {n}: the log page and git log list different commits")
-        if n > 1:  # reached by "older →": the previous page's cursor (one commit: linear)
-            cursor = f"/repos/{name}/config/log?page={n}&after={theirs[0]}"
-            samples, html = repeat(lambda p=cursor: page(client, p), repeats)
-            record("b", "ours", f"GET …?page={n}&after=<cursor> (the pager's link)", samples)
+        if n == last and n > 1:
+            deep, html = repeat(lambda p=f"{base}?page={n}": page(client, p), max(1, repeats // 2))
+            record("b", "", f"{scale}   GET …?page={n} without a cursor (walks {skip} first)", deep)
             if re.findall(rf'href="/repos/{name}/config/commit/([0-9a-f]{{40}})"', html) != ours:
-                raise SystemExit(f"page {n}: the cursor page lists other commits")
-    say(f"  pages {pages}: both sides list the same commits in the same order")
+                raise SystemExit(f"page {n}: the page without a cursor lists other commits")
+            ratio = statistics.median(samples_ours) / first
+            say(f"  {scale}: last page by the pager's link / page 1: {ratio:.2f}x")
+    say(f"  {scale}: pages {pages}: both sides list the same commits in the same order")
     packs = len(list((config / ".git" / "objects" / "pack").glob("*.pack")))
     return (
-        f"{total} commits ({packs} pack from git fast-import in {t:.1f} s); pages {pages} of "
-        f"{PER_PAGE} commits"
+        f"{scale}: {total} commits ({packs} pack from git fast-import in {t:.1f} s); pages "
+        f"{pages} of {PER_PAGE} commits"
     )
 
 
@@ -352,32 +485,45 @@ def log_pages(home: Home, client, name: str, commits: int, repeats: int) -> str:
 def table(facts: dict[str, str]) -> None:
     titles = {
         "a": "(a) review page of a big diff",
-        "b": "(b) log page of a long history",
+        "b": "(b) log pages of a long history",
         "c": "(c) renames: a change that moves files around",
+        "d": "(d) a line diff of many interleaved changes",
+        "e": "(e) the blob page of a big file",
     }
     print_rows(titles)
-    # (a): each page against plain `git diff`; (b): each page against its own `git log`.
-    a_ours = [r for r in ROWS if r.section == "a" and r.who == "ours"]
-    a_refs: dict = {}  # per scale: its first reference, plain `git diff`
+    # Each `ours` row against the first `ref` row of its section and scale; (b): against
+    # `git log --skip` of the same page.
+    refs: dict = {}
     for r in ROWS:
-        if r.section == "a" and r.who == "ref":
-            a_refs.setdefault(r.label.split()[0], r)
-    b_refs = {  # by page: `git log --skip` of that page
-        int(re.search(r"--skip=(\d+)", r.label)[1]) // PER_PAGE + 1: r
+        if r.who == "ref" and r.section != "b":
+            refs.setdefault((r.section, r.label.split()[0]), r)
+    b_refs = {  # by scale and page: `git log --skip` of that page
+        (r.label.split()[0], int(re.search(r"--skip=(\d+)", r.label)[1]) // PER_PAGE + 1): r
         for r in ROWS
         if r.section == "b" and r.who == "ref"
     }
-    b_ours = [r for r in ROWS if r.section == "b" and r.who == "ours"]
-    c_ours = [r for r in ROWS if r.section == "c" and r.who == "ours"]
-    c_ref = [r for r in ROWS if r.section == "c" and r.who == "ref"]
-    pairs = (
-        [("a", r, a_refs[r.label.split()[0]]) for r in a_ours]
-        + [
-            ("b", o, b_refs[int(m[1]) if (m := re.search(r"page=(\d+)", o.label)) else 1])
-            for o in b_ours
-        ]
-        + [("c", o, r) for o, r in zip(c_ours, c_ref, strict=True)]
-    )
+    pairs = []
+    for o in ROWS:
+        if o.who != "ours":
+            continue
+        scale = o.label.split()[0]
+        if o.section == "b":
+            n = int(m[1]) if (m := re.search(r"page=(\d+)", o.label)) else 1
+            pairs.append(("b", o, b_refs[scale, n]))
+        elif o.section == "c":
+            pairs.append(
+                (
+                    "c",
+                    o,
+                    next(
+                        r
+                        for r in ROWS
+                        if r.section == "c" and r.who == "ref" and r.label.split()[0] == scale
+                    ),
+                )
+            )
+        else:
+            pairs.append((o.section, o, refs[o.section, scale]))
     label = max(len(o.label) for _, o, _ in pairs)
     for section, ours, ref in pairs:
         ratio = statistics.median(ours.samples) / statistics.median(ref.samples)
@@ -396,15 +542,21 @@ def table(facts: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--diff-lines", type=int, default=8000, help="size of the diff (a) at 1x (then 10x, 50x)"
+        "--diff-lines", type=int, default=5000, help="size of the diff (a) at 1x (then 10x, 50x)"
     )
-    parser.add_argument("--commits", type=int, default=10_000, help="history length (b)")
+    parser.add_argument("--commits", type=int, default=1000, help="history length (b) at 1x")
     parser.add_argument("--files", type=int, default=20, help="files moved etc. (c) at 1x")
+    parser.add_argument(
+        "--changed", type=int, default=200, help="interleaved changed lines (d) at 1x"
+    )
+    parser.add_argument("--blob-kib", type=int, default=20, help="blob size (e) at 1x, KiB")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row")
+    parser.add_argument("--sections", default="abcde", help="which sections to run (abcde)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.diff_lines, args.commits, args.repeats, args.files = 20, 150, 1, 2
+        args.diff_lines, args.commits, args.repeats, args.files = 20, 60, 1, 2
+        args.changed, args.blob_kib = 10, 1
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     from forge_ui.views import browse as browse_view
@@ -412,29 +564,41 @@ def main(argv: list[str] | None = None) -> int:
     assert browse_view.PER_PAGE == PER_PAGE, "forge_ui.views.browse.PER_PAGE changed"
     say(
         f"hyperhive bench/forge.py: diff-lines={args.diff_lines} commits={args.commits} "
-        f"repeats={args.repeats}"
+        f"files={args.files} changed={args.changed} blob-kib={args.blob_kib} "
+        f"repeats={args.repeats} (each at 1x, 10x, 50x)"
     )
     started = time.perf_counter()
-    facts = {}
+    facts: dict[str, list[str]] = {k: [] for k in "abcde" if k in args.sections}
     with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
         home = Home(Path(tmp) / "hive")
         init_hive(home, LocalRuntime(home), "operator")
         client = client_for(home)
-        facts["a"] = []
-        for scale in (1, 10, 50):
+        for scale in (1, 10, 50) if "a" in args.sections else ():
+            x = f"{scale}x"
             lines = args.diff_lines * scale
-            say(f"(a) {scale}x: a proposal with a ~{lines}-line diff …")
-            name = f"bench-review-{scale}x"
-            facts["a"].append(review(home, client, name, lines, args.repeats, f"{scale}x"))
-        say(f"(b) a config repo with {args.commits} commits …")
-        facts["b"] = log_pages(home, client, "bench-log", args.commits, args.repeats)
-        facts["c"] = []
-        for scale in (1, 10, 50):
-            say(f"(c) {scale}x: a proposal that moves {args.files * scale} files around …")
-            name = "bench-renames"
-            facts["c"].append(
-                renames_review(home, client, name, args.files * scale, args.repeats, f"{scale}x")
+            say(f"(a) {x}: a proposal with a ~{lines}-line diff …")
+            facts["a"].append(review(home, client, f"bench-review-{x}", lines, args.repeats, x))
+        for scale in (1, 10, 50) if "b" in args.sections else ():
+            x = f"{scale}x"
+            say(f"(b) {x}: a config repo with {args.commits * scale} commits …")
+            facts["b"].append(
+                log_pages(home, client, f"bench-log-{x}", args.commits * scale, args.repeats, x)
             )
+        for scale in (1, 10, 50) if "c" in args.sections else ():
+            x = f"{scale}x"
+            say(f"(c) {x}: a proposal that moves {args.files * scale} files around …")
+            facts["c"].append(
+                renames_review(home, client, "bench-renames", args.files * scale, args.repeats, x)
+            )
+        for scale in (1, 10, 50) if "d" in args.sections else ():
+            x = f"{scale}x"
+            say(f"(d) {x}: a file with {args.changed * scale} interleaved changed lines …")
+            facts["d"].append(line_diff(home, "bench-lines", args.changed * scale, args.repeats, x))
+        for scale in (1, 10, 50) if "e" in args.sections else ():
+            x = f"{scale}x"
+            size = min(args.blob_kib * scale * 1024, browse_view.INLINE_MAX)
+            say(f"(e) {x}: the blob page of a {size // 1024} KiB .py …")
+            facts["e"].append(blob_page(home, client, "bench-blob", size, args.repeats, x))
         gc.collect()  # close dulwich's pack files before the directory goes away
     table(facts)
     say(f"total wall time {time.perf_counter() - started:.1f} s")

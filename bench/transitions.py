@@ -8,6 +8,8 @@ measured in the same run, on the same machine.
     reference, the git CLI doing the same writes for one cycle.
 (b) Listing the pending approvals of every agent (what `hyperhive approvals` does) over
     A agents with T tags each, beside `git for-each-ref` on the same repos.
+(c) Proposing a commit with a 1k/10k/50k-commit history new to the applied repo, beside
+    `git fetch` of it into a copy of that repo.
 
 Nothing here asserts a speed; the script only checks that both sides computed the same
 thing. Run: .venv/bin/python bench/transitions.py [--quick] (see bench/README.md).
@@ -552,35 +554,56 @@ def print_profile(profiler: cProfile.Profile, what: str) -> None:
 # -- (c) proposing a commit with a long history ------------------------------------------
 
 
-def long_history(root: Path, sizes: list[int]) -> list[str]:
-    """For each size N: a new agent whose config gets N commits (`git fast-import`), then
-    `propose HEAD` (which copies the history into the applied repo) beside `git fetch` of
-    the same commit into an empty bare repo. Both must end with the same commits."""
+def long_history(root: Path, sizes: list[int], repeats: int) -> list[str]:
+    """For each size N: a new agent, deployed, whose config then gets N commits on top
+    (`git fast-import`); `propose HEAD` (which copies the history into the applied repo and
+    checks it is no rollback) beside `git fetch` of the same commit into a copy of the
+    applied repo as it was just before (same objects, same refs: the same haves), each
+    `repeats` times, interleaved, the applied repo put back as it was before each propose.
+    Both must end with the same objects, and ours must pass `git fsck --strict`."""
     lines = []
     for n in sizes:
         home = Home(root / f"hive-c{n}")
         init_hive(home, LocalRuntime(home), "operator")
         create_agent(home, "history", LocalRuntime(home), "operator")
+        home = dataclasses.replace(home, deploys=lambda _name, approval_id: 0)
+        approvals = Approvals(home, "history")
+        approvals.approve(1, "operator")
+        deploy(home, "history", 1, LocalRuntime(home))
         config = home.config_dir("history")
         fast_import(config, n)
         applied = home.applied_dir("history")
+        pristine = root / f"pristine-{n}.git"
+        shutil.copytree(applied, pristine, symlinks=True)
         before = du(applied)
-        approvals = Approvals(home, "history")
-        t_ours, approval = timed(lambda a=approvals: a.propose("HEAD", "manager"))
-        ref = root / f"fetch-{n}.git"
-        git(ref, "init", "-q", "--bare")
-        fetch = (ref, "fetch", "-q", str(config), "refs/heads/main")
-        t_ref, _ = timed(lambda f=fetch: git(*f))
-        ours = int(git(applied, "rev-list", "--count", approval.commit))
-        theirs = int(git(ref, "rev-list", "--count", "FETCH_HEAD"))
+        ours_s, ref_s = [], []
+        for r in range(repeats):
+            if r:  # the applied repo as it was before the first propose
+                shutil.rmtree(applied)
+                shutil.copytree(pristine, applied, symlinks=True)
+            ref = root / f"fetch-{n}-{r}.git"
+            shutil.copytree(pristine, ref, symlinks=True)
+            t_ours, approval = timed(
+                lambda h=home: Approvals(h, "history").propose("HEAD", "manager")
+            )
+            fetch = (ref, "fetch", "-q", "--no-tags", str(config), "refs/heads/main")
+            t_ref, _ = timed(lambda f=fetch: git(*f))
+            ours_s.append(t_ours)
+            ref_s.append(t_ref)
+        objects = ("rev-list", "--objects", "--no-object-names")
+        ours = sorted(git(applied, *objects, approval.commit).split())
+        theirs = sorted(git(ref, *objects, "FETCH_HEAD").split())
         if ours != theirs:
-            raise SystemExit(f"propose copied {ours} commits, git fetch {theirs}")
-        record("c", "ours", f"propose, history of {n} commits", [t_ours])
-        record("c", "ref", f"git fetch, history of {n} commits", [t_ref])
+            raise SystemExit(f"propose copied {len(ours)} objects, git fetch {len(theirs)}")
+        git(applied, "fsck", "--strict", "--no-dangling", "--no-progress")
+        record("c", "ours", f"propose, history of {n} commits", ours_s)
+        record("c", "ref", f"git fetch, history of {n} commits", ref_s)
+        t_ours, t_ref = statistics.median(ours_s), statistics.median(ref_s)
+        grown = (du(applied) - before) / 2**20
         lines.append(
-            f"(c) {n} commits: propose {t_ours:.2f} s, +{(du(applied) - before) / 2**20:.1f} MiB "
-            f"on disk; git fetch {t_ref:.2f} s, {du(ref) / 2**20:.1f} MiB; "
-            f"ratio {t_ours / t_ref:.1f}x"
+            f"(c) {n} commits: propose {t_ours:.2f} s, +{grown:.1f} MiB on disk; git fetch "
+            f"{t_ref:.2f} s, +{(du(ref) - before) / 2**20:.1f} MiB; ratio "
+            f"{t_ours / t_ref:.2f}x (medians)"
         )
         gc.collect()  # close dulwich's pack files before the directory goes away
     return lines
@@ -640,12 +663,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--history", default="1000,10000,50000", help="(c) commits of history, comma-separated"
     )
+    parser.add_argument("--history-repeats", type=int, default=3, help="(c) proposes per size")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--profile", action="store_true", help="print cProfile top entries")
     args = parser.parse_args(argv)
     if args.quick:
         args.cycles, args.cli_cycles, args.agents, args.tags, args.repeats = 2, 1, 3, 20, 1
-        args.history = "20,200,1000"
+        args.history, args.history_repeats = "20,200,1000", 1
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     say(
@@ -677,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
         pending = len(engine_pending_ids(home_b))
         gc.collect()  # close dulwich's pack files before the directory goes away
         say(f"(c) proposing histories of {args.history} commits …")
-        grown = long_history(root, [int(n) for n in args.history.split(",")])
+        sizes = [int(n) for n in args.history.split(",")]
+        grown = long_history(root, sizes, args.history_repeats)
     table(args, pending)
     for line in grown:
         say(line)

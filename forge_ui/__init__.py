@@ -6,7 +6,18 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from forge_ui import auth, checks, difftree, errors, filters, git_http, headers, policy_view, state
+from forge_ui import (
+    auth,
+    checks,
+    difftable,
+    difftree,
+    errors,
+    filters,
+    git_http,
+    headers,
+    policy_view,
+    state,
+)
 from forge_ui.context import hive
 from forge_ui.views import (
     api,
@@ -78,6 +89,7 @@ def create_app(hive: Hive) -> Flask:
     for module in views:  # blobparts after browse: its rules use browse's converter
         app.register_blueprint(module.bp)
     difftree.init_app(app)
+    difftable.init_app(app)
     if forge.proxy_hops:  # the client's address and host as the proxies in front say
         n = forge.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import re
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate, zip_longest
@@ -29,7 +30,7 @@ from pygments.util import ClassNotFound
 from unidiff import PatchSet
 from unidiff.constants import LINE_TYPE_ADDED, LINE_TYPE_CONTEXT, LINE_TYPE_REMOVED
 
-from hyperhive.gitstore.diffs import DiffLimits, FilePatch, file_patches
+from hyperhive.gitstore.diffs import FilePatch
 
 Status = Literal["added", "deleted", "modified", "renamed", "copied"]
 Kind = Literal["context", "add", "del"]
@@ -43,6 +44,9 @@ HIGHLIGHT_MAX_BLOCK = 1_000_000
 INTRALINE_MIN_RATIO = 0.3
 # Characters of diff lines syntax-highlighted per render_diff call (see there).
 HIGHLIGHT_BUDGET = 150_000
+# Characters lexed whatever the time (render_patches' `highlight_seconds`): a small change
+# is always highlighted, even while a lexer's first use compiles its patterns.
+HIGHLIGHT_FLOOR = 10_000
 
 
 @dataclass
@@ -84,6 +88,7 @@ class FileDiff:
     collapsed: bool
     hunks: list[Hunk] = field(default_factory=list)
     highlighted: bool = True  # False: over the highlight budget, shown as plain text
+    pending: bool = False  # plain for now: the page's lexing time ran out before it
     note: str = ""  # e.g. a mode change, shown beside the header
     hidden: int = 0  # diff lines over the budget, not rendered (gitstore.diffs)
     long_lines: int = 0  # lines cut at the line budget
@@ -96,6 +101,8 @@ class FileDiff:
     new_lines: int | None = None  # lines of the new side (for context after the last hunk)
     old_image: str | None = None  # an image side's MIME type (shown before/after)
     new_image: str | None = None
+    # its diff tables as HTML, by (view, expandable): forge_ui.difftable fills it
+    tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def changed(self) -> int:
@@ -131,20 +138,21 @@ def render_diff(
     return [_file(pf, collapsed[i], i in lit) for i, pf in enumerate(patches)]
 
 
-def diff_page(repo, old: bytes | None, new: bytes, only: str | None = None) -> list[FileDiff]:
-    """What a page shows of the change from `old` to `new`: every file within the page's
-    budgets (gitstore.diffs.DiffLimits), or `only` that file with the page's budget."""
-    return render_patches(file_patches(repo, old, new, DiffLimits(), only=only or None))
-
-
 def render_patches(
     patches: list[FilePatch],
     *,
     collapse_over: int = 400,
     highlight_budget: int = HIGHLIGHT_BUDGET,
+    highlight_seconds: float | None = None,
 ) -> list[FileDiff]:
     """render_diff for the budgeted per-file diffs of gitstore.diffs: each file's text is
-    at most what the page shows, its counts are the whole file's."""
+    at most what the page shows, its counts are the whole file's. With
+    `highlight_seconds`, no file starts to be lexed past that deadline, and a long one
+    stops (every 1,024 tokens it looks): those files are plain and `pending`; without it
+    the same call highlights them. The first HIGHLIGHT_FLOOR characters of files are
+    lexed whatever the time."""
+    deadline = None if highlight_seconds is None else time.monotonic() + highlight_seconds
+    floor = HIGHLIGHT_FLOOR
     files: list[FileDiff | None] = [None] * len(patches)
     parsed = {}
     for i, p in enumerate(patches):
@@ -175,10 +183,19 @@ def render_patches(
         size = _size(pf) if pf is not None else 0
         lit = size <= left
         left -= size if lit else 0
+        free = lit and size <= floor  # within the floor: lexed whatever the time
+        floor -= size if free else 0
+        late = lit and not free and deadline is not None and time.monotonic() > deadline
         if pf is None:  # no content change (a mode change alone)
             fd = FileDiff(p.path, p.old_path, p.status, False, 0, 0, False, highlighted=False)
         else:
-            fd = _file(pf, collapsed[i], lit)
+            try:
+                if late:
+                    raise OutOfTime
+                fd = _file(pf, collapsed[i], lit, None if free else deadline)
+            except OutOfTime:
+                fd = _file(pf, collapsed[i], False)
+                fd.pending = True
             fd.path, fd.old_path, fd.status = p.path, p.old_path, p.status
         fd.added, fd.removed = p.added, p.removed
         fd.hidden, fd.long_lines = p.hidden, p.long_lines
@@ -232,7 +249,7 @@ def _strip_prefix(name: str | None) -> str | None:
     return name[2:] if name[:2] in ("a/", "b/") else name
 
 
-def _file(pf, collapsed: bool, highlight: bool) -> FileDiff:
+def _file(pf, collapsed: bool, highlight: bool, deadline: float | None = None) -> FileDiff:
     old = _strip_prefix(pf.source_file)
     new = _strip_prefix(pf.target_file)
     if pf.is_added_file:
@@ -261,7 +278,7 @@ def _file(pf, collapsed: bool, highlight: bool) -> FileDiff:
     )
     if not fd.binary:
         lexer = _lexer(path.rsplit("/", 1)[-1]) if highlight else None
-        fd.hunks = [_hunk(h, lexer) for h in pf]
+        fd.hunks = [_hunk(h, lexer, deadline) for h in pf]
     return fd
 
 
@@ -298,7 +315,7 @@ def _clean(value: str) -> str:
     return value.replace("\r", "\u240d") if "\r" in value else value
 
 
-def _hunk(h, lexer: Lexer | None) -> Hunk:
+def _hunk(h, lexer: Lexer | None, deadline: float | None = None) -> Hunk:
     section = f" {h.section_header}" if h.section_header else ""
     header = (
         f"@@ -{h.source_start},{h.source_length} +{h.target_start},{h.target_length} @@{section}"
@@ -327,12 +344,14 @@ def _hunk(h, lexer: Lexer | None) -> Hunk:
     tokens: list[list[tuple[str, str]] | None] = [None] * len(kinds)
     if lexer is not None:
         new_idx = [i for i, k in enumerate(kinds) if k != "del"]
-        for i, toks in zip(new_idx, _lex_lines([texts[i] for i in new_idx], lexer), strict=True):
+        new_toks = _lex_lines([texts[i] for i in new_idx], lexer, deadline)
+        for i, toks in zip(new_idx, new_toks, strict=True):
             tokens[i] = toks
     marks: list[list[tuple[int, int]]] = [[] for _ in kinds]
     for dels, adds in _runs(kinds):
         if dels and lexer is not None:
-            for i, toks in zip(dels, _lex_lines([texts[i] for i in dels], lexer), strict=True):
+            del_toks = _lex_lines([texts[i] for i in dels], lexer, deadline)
+            for i, toks in zip(dels, del_toks, strict=True):
                 tokens[i] = toks
         if _pairable(len(dels), len(adds)):
             for d, a in zip(dels, adds, strict=False):
@@ -420,15 +439,24 @@ def _css(ttype: _TokenType) -> str:
     return "" if ttype in _PLAIN else STANDARD_TYPES[ttype]
 
 
-def _lex_lines(lines: list[str], lexer: Lexer) -> list[list[tuple[str, str]] | None]:
+class OutOfTime(Exception):
+    """Lexing went past its deadline (render_patches' `highlight_seconds`)."""
+
+
+def _lex_lines(
+    lines: list[str], lexer: Lexer, deadline: float | None = None
+) -> list[list[tuple[str, str]] | None]:
     """Lex `lines` as one block and split the tokens back per line. A line whose tokens do
-    not add up to its text (a lexer that rewrote it) gets None: shown plain."""
+    not add up to its text (a lexer that rewrote it) gets None: shown plain. Found past
+    `deadline` (time.monotonic) after a thousand tokens or more: OutOfTime."""
     if not lines:
         return []
     if sum(map(len, lines)) > HIGHLIGHT_MAX_BLOCK or max(map(len, lines)) > HIGHLIGHT_MAX_LINE:
         return [None] * len(lines)
     out: list[list[tuple[str, str]]] = [[]]
-    for ttype, value in lexer.get_tokens("\n".join(lines) + "\n"):
+    for n, (ttype, value) in enumerate(lexer.get_tokens("\n".join(lines) + "\n")):
+        if deadline is not None and n & 1023 == 1023 and time.monotonic() > deadline:
+            raise OutOfTime
         cls = _css(ttype)
         if "\n" not in value:
             if value:

@@ -42,5 +42,6 @@ def init_app(app: Flask) -> None:
     def secure(response: Response) -> Response:
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
-        response.headers.setdefault("Content-Security-Policy", CSP.format(nonce=csp_nonce()))
+        if response.status_code != 304:  # the stored page keeps its policy and nonce (etags)
+            response.headers.setdefault("Content-Security-Policy", CSP.format(nonce=csp_nonce()))
         return response

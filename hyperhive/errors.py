@@ -139,6 +139,16 @@ class ClaudeNotRunnable(UnsupportedClaude):
     """`claude --version` could not run at all (not installed yet, not executable)."""
 
 
+class HistoryTooLarge(HiveError):
+    """A commit whose history, new to the repo it is copied into, packs to more than
+    `git.max_push_bytes`: what a push of it would have been refused for."""
+
+
+class GitFailed(HiveError):
+    """The git CLI, which copies long histories (gitstore/gitcli.py), is missing or
+    failed: which command, and the last of what it said."""
+
+
 class ShuttingDown(HiveError):
     """The daemon is stopping: what was asked resumes (or can be asked again) after."""
 
@@ -169,6 +179,8 @@ STATUS: dict[type[HiveError], int] = {  # the first class that matches wins
     SandboxUnavailable: 503,  # the host lacks bwrap: the operator installs it
     UnsupportedClaude: 503,  # ClaudeNotRunnable too
     PolicyUnreadable: 503,
+    HistoryTooLarge: 413,  # Content Too Large: as a push of that history would be
+    GitFailed: 500,
     DiskFull: 507,  # WebDAV's Insufficient Storage: the request may succeed once space is freed
 }
 REFUSED = 400  # a bare HiveError: a refusal no subclass names (a test keeps subclasses listed)

@@ -57,6 +57,7 @@ from hyperhive.gitstore.repos import copy_commit, init_worktree, open_repo
 from hyperhive.home import Home
 from hyperhive.names import check_agent_name
 from hyperhive.runtime.base import Runtime
+from hyperhive.settings import load_settings
 from hyperhive.wire import notify
 from hyperhive.workflow import meta
 from hyperhive.workflow.approvals import MAIN, Approval, Approvals
@@ -216,7 +217,8 @@ def init_config(home: Home, name: str, actor: str) -> Path:
                 initial_commit(repo, name, actor)
             else:
                 with open_repo(home.applied_dir(name)) as applied:
-                    copy_commit(applied, repo, deployed.encode())
+                    max_bytes = load_settings(home).git.max_push_bytes
+                    copy_commit(applied, repo, deployed.encode(), max_bytes=max_bytes)
                 refs.cas(repo, MAIN, None, deployed.encode())
                 worktree.switch(repo, None, deployed.encode())  # never through a symlink
         home.state_dir(name).mkdir(exist_ok=True)

@@ -12,6 +12,7 @@
 {
   lib,
   fetchurl,
+  git,
   python3Packages,
 }:
 let
@@ -65,6 +66,16 @@ py.buildPythonApplication {
     mcp
     pygments
     unidiff
+  ];
+
+  # The git CLI copies long histories into the applied repos and walks them
+  # (hyperhive/gitstore/gitcli.py): every `hyperhive` command finds it, whatever PATH it
+  # runs with.
+  makeWrapperArgs = [
+    "--prefix"
+    "PATH"
+    ":"
+    (lib.makeBinPath [ git ])
   ];
 
   postInstall = ''

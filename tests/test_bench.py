@@ -55,19 +55,23 @@ def test_transitions_quick_run_prints_ours_and_reference():
 
 def test_forge_quick_run_prints_pages_and_git_references():
     out = quick("forge.py")
-    labels = ["GET /review/", "?view=split", "git diff", "GET /repos/bench-log/config/log"]
-    labels += ["?page=", "git log -n 50 --skip="]
+    labels = ["GET /review/", ", cold (unified)", ", warm (unified)", "?view=split, warm"]
+    labels += ["If-None-Match: its ETag (304)", "git diff <deployed> <proposed>"]
+    labels += ["GET /repos/bench-log-50x/config/log (page 1)", "(the pager's link)"]
+    labels += ["git log -n 50 --skip=", "interleaved changed lines: file_patches"]
+    labels += ["git diff (the whole patch)", "/blob/big/blob-50x.py", "git show HEAD:big/"]
     assert_timed_rows(out, labels)
-    assert "both sides list the same commits in the same order" in out
-    # unified and split at 1x/10x/50x, 3 log pages, pages 2 and 3 by their cursor link;
-    # renames at 1x/10x/50x
-    assert out.count("ratio of medians") == 14
-    assert "&after=<cursor> (the pager's link)" in out
-    assert out.count("ratio of medians, ours / reference: (c)") == 3
-    assert_timed_rows(out, ["renames cold", "git diff -M -C --name-status"])
+    # (a) cold, warm, split, 304 at 1x/10x/50x; (b) --quick: 61, 601 and 3,001 commits,
+    # pages [1, 2], [1, 6, 13], [1, 30, 61]; (c), (d), (e) one row each at 1x/10x/50x
+    assert out.count("ratio of medians") == 12 + 8 + 3 + 3 + 3
     for scale in ("1x", "10x", "50x"):
         assert f"  {scale}: every file listed" in out
         assert f"  {scale}: statuses and similarities as `git diff -M -C -l400`" in out
+        assert f"  {scale}: last page by the pager's link / page 1:" in out
+        assert re.search(rf"  {scale}: pages \[[\d, ]+\]: both sides list the same commits", out)
+        assert re.search(rf"  {scale}: \+\d+ -\d+, as `git diff --numstat` counts them", out)
+    assert out.count("ratio of medians, ours / reference: (c)") == 3
+    assert_timed_rows(out, ["renames cold", "git diff -M -C --name-status"])
 
 
 def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference():

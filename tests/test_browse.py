@@ -374,12 +374,20 @@ def test_a_big_source_file_is_shown_plain_with_the_same_anchors(client, home: Ho
     assert '<span class="k">def</span>' in small and "without highlighting" not in small
 
 
-def test_highlighting_that_overruns_its_time_falls_back_to_plain(client, home: Home, monkeypatch):
+def test_highlighting_that_overruns_its_time_is_plain_then_finished_in_the_background(
+    client, home: Home, monkeypatch
+):
     monkeypatch.setattr(blobview, "HIGHLIGHT_SECONDS", -1.0)  # every lexing is over budget
     commit_config(home, "manager", {"slow.py": "def f():\n    return 1\n" * 3000}, "s")
-    body = text(client.get("/repos/manager/config/blob/slow.py"))
+    r = client.get("/repos/manager/config/blob/slow.py")
+    body = text(r)
+    r.close()  # as a WSGI server does once it sent the answer: the highlighting starts
     assert "highlighting took over" in body and 'id="L-6000"' in body
     assert '<span class="k">def</span>' not in body
+    # finished in the background: the next view is highlighted
+    assert blobview.FINISHER.wait(60)
+    body = text(client.get("/repos/manager/config/blob/slow.py"))
+    assert '<span class="k">def</span>' in body and "highlighting took over" not in body
 
 
 def test_a_highlighted_blob_is_kept_by_its_id(client, files: str, monkeypatch):

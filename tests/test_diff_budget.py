@@ -9,7 +9,7 @@ from support.gitcli import GitRepo
 from support.hive import commit_config, git, log_in
 
 from forge_ui import create_app
-from forge_ui.diffview import diff_page
+from forge_ui.diffcache import diff_page
 from hyperhive.gitstore import linediff
 from hyperhive.gitstore.diffs import DiffLimits, file_patches
 from hyperhive.gitstore.packscan import stored_size

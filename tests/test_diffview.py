@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from support.gitcli import GitRepo
 
 import forge_ui
-from forge_ui import difftree
+from forge_ui import difftable, difftree
 from forge_ui.diffview import FileDiff, render_diff
 from forge_ui.views import viewed
 
@@ -41,6 +41,7 @@ def render_partial(files: list[FileDiff], view: str) -> str:
         __name__, template_folder=str(here / "templates"), static_folder=str(here / "static")
     )
     difftree.init_app(app)  # the partial's globals: file tree, viewed marks, gaps
+    difftable.init_app(app)  # and each file's table
     app.register_blueprint(viewed.bp)  # the file tree's mark URL
     with app.test_request_context():
         return render_template_string('{% include "_diff.html" %}', files=files, view=view)

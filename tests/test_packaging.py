@@ -153,6 +153,7 @@ def evaluate_package(idna: str) -> dict:
         lib = {{
           optionals = c: l: if c then l else [ ];
           versionOlder = a: b: builtins.compareVersions a b < 0;
+          makeBinPath = ps: builtins.concatStringsSep ":" (map (p: "${{p}}/bin") ps);
           platforms.linux = [ "x86_64-linux" ];
         }};
         py = {{ {stubs} }} // {{
@@ -165,6 +166,7 @@ def evaluate_package(idna: str) -> dict:
         pkg = import {ROOT / "nix" / "package.nix"} {{
           inherit lib;
           fetchurl = a: a;
+          git = "/stub/git";
           python3Packages = py;
         }};
         wheel = w: {{
@@ -177,6 +179,7 @@ def evaluate_package(idna: str) -> dict:
         all = builtins.mapAttrs (_: wheel) pkg.passthru.pythonDeps;
         imports = pkg.pythonImportsCheck;
         relax = pkg.pythonRelaxDeps or null;
+        wrap = pkg.makeWrapperArgs;
       }}
     """
     return nix_eval(expr)
@@ -185,6 +188,7 @@ def evaluate_package(idna: str) -> dict:
 def test_the_package_builds_every_pin_and_checks_the_modules_hosts_run():
     pkg = evaluate_package("3.10")
     assert pkg["relax"] is None  # nothing of hyperhive's own requirements is relaxed
+    assert pkg["wrap"] == ["--prefix", "PATH", ":", "/stub/git/bin"]  # gitstore/gitcli.py
     direct = sorted(canonical(Requirement(line).name) for line in PROJECT["dependencies"])
     assert sorted(w["pname"] for w in pkg["deps"]) == direct
     assert sorted(pkg["all"]) == sorted(PINS)

@@ -3,12 +3,14 @@ Gerrit does) on every path; a rollback (an ancestor of the deployed commit) must
 and its review names the deploy it returns to; `propose` without a commit warns when the
 checkout's HEAD is behind a pending proposal a push made."""
 
+import subprocess
+
 import pytest
 from support.hive import commit_config, fresh_commit, git, log_in, run_cli
 
 from forge_ui import create_app
 from forge_ui.filters import utc
-from hyperhive.errors import NoNewChanges, RollbackNotSaid
+from hyperhive.errors import HistoryTooLarge, NoNewChanges, RollbackNotSaid
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
@@ -127,3 +129,37 @@ def test_propose_head_warns_when_a_pushed_proposal_is_ahead(home: Home, runtime)
     # Naming the commit says what is meant: no warning.
     proc = run_cli(home.root, "propose", "manager", "HEAD")
     assert "warning" not in proc.stderr
+
+
+def test_a_long_history_is_held_to_max_push_bytes_and_its_rollback_found_by_git(
+    home: Home, runtime, monkeypatch
+):
+    """300 commits on the deployed one: past LOOSE_MAX objects (git packs the copy) and
+    past ANCESTRY_WALK commits (git answers whether a proposal rolls back)."""
+    quiet(home)
+    approvals = Approvals(home, "manager")
+    deployed(home, runtime, 1)
+    config, applied = home.config_dir("manager"), home.applied_dir("manager")
+    stream = b"".join(
+        b"commit refs/heads/main\ncommitter m <m@h> %d +0000\ndata 4\nc%03d\n"
+        % (1_800_000_000 + i, i % 1000)
+        + (b"from refs/heads/main^0\n" if i == 0 else b"")
+        + b"M 100644 inline notes/long.md\ndata %d\n%d\n" % (len(str(i)), i)
+        for i in range(300)
+    )
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=config, input=stream, check=True)
+    packs = sorted((applied / "objects" / "pack").iterdir())
+    monkeypatch.setenv("HYPERHIVE_GIT_MAX_PUSH_BYTES", "2000")
+    with pytest.raises(HistoryTooLarge, match=r"more than 2000 bytes packed \(git.max_push"):
+        approvals.propose("HEAD", "manager")
+    assert [a.id for a in approvals.all()] == [1]
+    assert sorted((applied / "objects" / "pack").iterdir()) == packs  # nothing kept
+    monkeypatch.delenv("HYPERHIVE_GIT_MAX_PUSH_BYTES")
+    long = approvals.propose("HEAD", "manager")
+    git(applied, "fsck", "--strict", "--no-dangling", "--no-progress")
+    deployed(home, runtime, long.id)
+    old = git(config, "rev-parse", "main~290").strip()
+    with pytest.raises(RollbackNotSaid, match="is an ancestor of the deployed commit"):
+        approvals.propose(old, "manager")
+    back = approvals.propose(old, "manager", rollback=True)
+    assert back.states["proposal"].trailers["Rollback"] == "-"

@@ -26,9 +26,9 @@ from flask import url_for as flask_url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, BuildError
 
-from forge_ui import blobview
+from forge_ui import blobview, etags
 from forge_ui.context import hive
-from forge_ui.diffview import diff_page
+from forge_ui.diffcache import diff_page
 from hyperhive.errors import HiveError, UnknownCommit
 from hyperhive.gitstore import browse as git
 from hyperhive.gitstore.repos import open_repo
@@ -325,7 +325,7 @@ def commit(repo: str, rev: str):
         parent = view.parents[0].encode() if view.parents else None
         only = request.args.get("file")
         files = diff_page(r, parent, sha, only)
-        return render(
+        page = render(
             "browse_commit.html",
             where,
             active="log",
@@ -338,6 +338,7 @@ def commit(repo: str, rev: str):
             decorations=git.decorations(r).get(view.sha, []),
             title=f"{where.id}: commit {view.sha[:12]}",
         )
+        return etags.page(page)
 
 
 def render_at_path(
@@ -388,7 +389,7 @@ def blob(repo: str, path: str):
     if inline and not b.is_symlink:
         text = b.data.decode("utf-8", errors="replace")
         body, plain_reason = blobview.render(path, b.sha.encode(), text)
-    return render_at_path(
+    page = render_at_path(
         "browse_blob.html",
         where,
         rev,
@@ -401,6 +402,7 @@ def blob(repo: str, path: str):
         plain_reason=plain_reason,
         link_target=b.data.decode(errors="replace") if b.is_symlink else None,
     )
+    return etags.page(page)
 
 
 @bp.get("/repos/<hiverepo:repo>/raw/<path:path>")

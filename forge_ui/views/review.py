@@ -4,9 +4,9 @@ confirm step) and build logs."""
 from flask import Blueprint, Response, g, redirect, render_template, request, send_file, url_for
 from markupsafe import Markup
 
-from forge_ui import checks, decided, followup, harness_log, policy_view, state
+from forge_ui import checks, decided, etags, followup, harness_log, policy_view, state
 from forge_ui.context import hive
-from forge_ui.diffview import diff_page
+from forge_ui.diffcache import diff_page
 from forge_ui.filters import utc
 from forge_ui.views import comments, dead
 from hyperhive.agents import runtime_state
@@ -88,14 +88,16 @@ def approval(name: str, approval_id: int):
     a = approvals.get(approval_id, with_pruned=True)
     with approvals.repo() as repo:
         if a.pruned_on:
-            return render_template(
-                "review/pruned.html",
-                a=a,
-                approval=a,
-                runs=hook_runs(a),
-                commit_kept=a.commit.encode() in repo,
-                talk=comments.talk(a, None, writable=False),
-                title=f"{a.target} (pruned)",
+            return etags.page(
+                render_template(
+                    "review/pruned.html",
+                    a=a,
+                    approval=a,
+                    runs=hook_runs(a),
+                    commit_kept=a.commit.encode() in repo,
+                    talk=comments.talk(a, None, writable=False),
+                    title=f"{a.target} (pruned)",
+                )
             )
         base = diff_base(approvals, a)
         follow = followup.of(approvals, a, request.args.get("diff"))
@@ -103,22 +105,24 @@ def approval(name: str, approval_id: int):
         only = request.args.get("file")
         files = diff_page(repo, old.encode() if old else None, a.commit.encode(), only)
         commit = history.commit_info(repo, a.commit.encode())
-        return render_template(
-            "review/approval.html",
-            a=a,
-            base=base,
-            links=decided.links(approvals, a, base),
-            commit=commit,
-            files=files,
-            only=only,
-            view=request.args.get("view", "unified"),
-            diff_repo=f"{name}/applied",  # where _diff.html loads context and images from
-            live=live_view(a),
-            follow=follow,
-            talk=comments.talk(a, old),
-            check_panel=checks.panel(a),
-            **policy_view.context(a),
-            title=f"Review {a.target}",
+        return etags.page(
+            render_template(
+                "review/approval.html",
+                a=a,
+                base=base,
+                links=decided.links(approvals, a, base),
+                commit=commit,
+                files=files,
+                only=only,
+                view=request.args.get("view", "unified"),
+                diff_repo=f"{name}/applied",  # where _diff.html loads context and images from
+                live=live_view(a),
+                follow=follow,
+                talk=comments.talk(a, old),
+                check_panel=checks.panel(a),
+                **policy_view.context(a),
+                title=f"Review {a.target}",
+            )
         )
 
 

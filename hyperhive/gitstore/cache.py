@@ -47,6 +47,49 @@ class LRU(Generic[K, V]):
         return len(self._items)
 
 
+class SizedLRU(Generic[K, V]):
+    """At most `max_bytes` of values by their given weight (and `size` entries), the least
+    recently used dropped first; a value heavier than a quarter of the bound is not kept
+    (one huge page must not push out every other); thread-safe."""
+
+    def __init__(self, max_bytes: int, size: int = 4096):
+        self.max_bytes, self.size = max_bytes, size
+        self.weight = 0
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: K, value: V, weight: int) -> bool:
+        """Keep `value`; False when it weighs too much to be kept."""
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.weight -= old[1]
+            if weight > self.max_bytes // 4:
+                return False
+            self._items[key] = (value, weight)
+            self.weight += weight
+            while self.weight > self.max_bytes or len(self._items) > self.size:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self.weight -= dropped
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.weight = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 Stamp = tuple[tuple[str, int, int, int], ...]
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from dulwich.errors import NotGitRepository
 from dulwich.objects import S_ISGITLINK, Commit, ShaFile, Tag, Tree, object_class
 from dulwich.objectspec import parse_commit
-from dulwich.pack import UnpackedObject
 from dulwich.repo import Repo
 
 from hyperhive.errors import NotARepository, UnknownCommit
+from hyperhive.gitstore.gitcli import copy_pack
 from hyperhive.gitstore.refs import DEFAULT_BRANCH
+from hyperhive.settings import Git
 
 
 def init_bare(path: Path) -> Repo:
@@ -93,16 +94,32 @@ def resolve_commit(repo: Repo, spec: str) -> bytes:
     return obj.id
 
 
-# A proposal brings a handful of new objects: they stay loose. Past this many (a history
-# arriving at once) they are written as one pack, as `git fetch` does: thousands of loose
-# files cost a create, write and rename each.
-LOOSE_MAX = 256
+# A proposal brings a handful of new objects: they stay loose, as dulwich writes them (no
+# fsync each). Past this many (a history arriving at once) git walks and packs them: git's
+# own `transfer.unpackLimit` (100) draws the same line between loose and one pack.
+LOOSE_MAX = 100
+MAX_COPY_BYTES = Git.max_push_bytes  # the default of git.max_push_bytes
 
 
-def copy_commit(src: Repo, dst: Repo, commit: bytes) -> None:
-    """Copy `commit` and everything it reaches that `dst` lacks: loose when few, else as
-    one pack (few packs keep lookups fast: each searches every pack before loose objects).
-    Blobs are copied raw, never parsed."""
+def copy_commit(src: Repo, dst: Repo, commit: bytes, *, max_bytes: int = MAX_COPY_BYTES) -> None:
+    """Copy `commit` and everything it reaches that `dst` lacks: loose when at most
+    LOOSE_MAX objects, else as one pack written by git (gitstore/gitcli.py) of what
+    `git fetch` would bring (all `dst`'s refs are its haves), refused past `max_bytes`
+    (`HistoryTooLarge`). Blobs are copied raw, never parsed."""
+    missing = _missing(src, dst, commit, LOOSE_MAX)
+    if missing is None:
+        haves = sorted(set(dst.refs.as_dict().values()))
+        copy_pack(
+            Path(src.object_store.path), Path(dst.controldir()), commit, haves, max_bytes=max_bytes
+        )
+        return
+    for sha in missing:
+        dst.object_store.add_object(src[sha])
+
+
+def _missing(src: Repo, dst: Repo, commit: bytes, limit: int) -> list[bytes] | None:
+    """The objects `commit` reaches that `dst` lacks, or None once there are more than
+    `limit`: the walk stops there, so a long history costs a short walk before git's."""
     missing: list[bytes] = []
     seen: set[bytes] = set()
     todo = [commit]
@@ -112,6 +129,8 @@ def copy_commit(src: Repo, dst: Repo, commit: bytes) -> None:
             continue  # present objects bring what they reach with them
         seen.add(sha)
         missing.append(sha)
+        if len(missing) > limit:
+            return None
         obj = src[sha]
         if isinstance(obj, Commit):
             todo.extend([obj.tree, *obj.parents])
@@ -124,16 +143,7 @@ def copy_commit(src: Repo, dst: Repo, commit: bytes) -> None:
                 elif entry.sha not in seen and entry.sha not in dst.object_store:
                     seen.add(entry.sha)
                     missing.append(entry.sha)
-    if len(missing) <= LOOSE_MAX:
-        for sha in missing:
-            dst.object_store.add_object(src[sha])
-        return
-    dst.object_store.add_pack_data(len(missing), (_raw(src, sha) for sha in missing))
-
-
-def _raw(repo: Repo, sha: bytes) -> UnpackedObject:
-    type_num, data = repo.object_store.get_raw(sha)
-    return UnpackedObject(type_num, sha=sha, decomp_chunks=[data])
+    return None if len(missing) > limit else missing
 
 
 def peel(repo: Repo, sha: bytes) -> bytes:

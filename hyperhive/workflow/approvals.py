@@ -25,13 +25,14 @@ from hyperhive.errors import (
 )
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
-from hyperhive.gitstore.receive import is_ancestor
+from hyperhive.gitstore.gitcli import is_ancestor
 from hyperhive.gitstore.refs import MAIN
 from hyperhive.gitstore.repos import LazyRepo, copy_commit, open_repo, resolve_commit
 from hyperhive.gitstore.tags import TagInfo, read_tag, write_tag
 from hyperhive.gitstore.treecheck import unsafe_tree
 from hyperhive.home import Home
 from hyperhive.names import format_target
+from hyperhive.settings import load_settings
 from hyperhive.wire import notify
 from hyperhive.workflow import hooks, meta
 from hyperhive.workflow.lock import locked, transition_lock
@@ -361,6 +362,7 @@ class Approvals:
         if follows is not None:
             self.get(follows, with_pruned=True)  # UnknownApproval names it
         config = self.home.config_dir(self.name)
+        max_bytes = load_settings(self.home).git.max_push_bytes  # a push of it is held to it
         # The copy happens under the lock too: two processes writing the same loose object
         # at once make dulwich's lock file collide (FileLocked) in one of them.
         with self.repo() as repo, locked(transition_lock(self.dir)):
@@ -368,7 +370,7 @@ class Approvals:
                 with open_repo(config) as source:
                     sha = resolve_commit(source, commit_spec)
                     refuse_unsafe(source, sha)
-                    copy_commit(source, repo, sha)
+                    copy_commit(source, repo, sha, max_bytes=max_bytes)
             except (UnknownCommit, NotARepository):
                 try:
                     sha = resolve_commit(repo, commit_spec)
@@ -426,8 +428,8 @@ class Approvals:
         # deployed commit, where the other would walk the whole history.
         back = (
             deployed is not None
-            and not is_ancestor(repo.object_store, deployed, sha)
-            and is_ancestor(repo.object_store, sha, deployed)
+            and not is_ancestor(repo, deployed, sha)
+            and is_ancestor(repo, sha, deployed)
         )
         if back and not rollback:
             raise RollbackNotSaid(
