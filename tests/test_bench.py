@@ -144,3 +144,12 @@ def test_swarm_quick_run_prints_the_daemon_under_load_beside_its_references():
     assert tasks > 0 and turns > 0 and failed == 0, out
     assert cells("backlog after drain")[-3] == "0", out
     assert cells("harnesses left after the stop")[-1] == "0", out
+
+
+def test_state_quick_run_prints_api_state_beside_for_each_ref():
+    out = quick("state.py")
+    labels = ["GET /api/state, cold (new process)", "GET /api/state, warm", "GET / (the dash"]
+    labels += ["right after a new tag", "git for-each-ref refs/tags/ x repos, with fields"]
+    assert_timed_rows(out, labels)
+    assert out.count("pending approvals found by both sides") == 3  # 1x, 10x, 50x
+    assert out.count("ratio of medians") == 9

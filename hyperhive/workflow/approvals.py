@@ -118,6 +118,12 @@ class Approval:
         return f"{state} by {tag.actor} at {when(tag.time)}"
 
     def to_json(self) -> dict:
+        """The approval as JSON (a new dict each call; what it holds is shared: an
+        Approval never changes, and the dashboard asks for every pending one's)."""
+        return dict(self._json)
+
+    @cached_property
+    def _json(self) -> dict:
         return {
             "agent": self.agent,
             "id": self.id,
