@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from transitions import HYPERHIVE, ROWS, fmt, note, print_rows, record, say
@@ -95,6 +96,31 @@ class Daemon:
                     log = self.log.read_text()[-4000:]
                     raise SystemExit(f"no daemon answers on {path}; its log ends:\n{log}") from None
                 time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the daemon's processes so far (its session)."""
+        total = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == self.proc.pid:  # its session: started as the leader
+                    total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def settle(self, timeout: float = 180.0, busy: float = 0.05) -> float:
+        """Wait until the daemon uses under `busy` of a core for two seconds running: its
+        start-up work (a minute at 25-40% of a core with 100 agents on a loaded machine)
+        is not what the rows measure. The seconds waited."""
+        start = time.monotonic()
+        quiet, before = 0, self.cpu_seconds()
+        while quiet < 2 and time.monotonic() - start < timeout:
+            time.sleep(1.0)
+            now = self.cpu_seconds()
+            quiet = quiet + 1 if now - before < busy else 0
+            before = now
+        return time.monotonic() - start
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -481,6 +507,133 @@ def sends_by_history(daemon: Daemon, sizes: list[int], count: int, tmp: Path) ->
         reader.close()
 
 
+# -- (e) many senders at once ------------------------------------------------------------------
+
+
+def _together(workers: list) -> float:
+    """Run each of `workers` (callables) in its own thread, started together; the seconds
+    from the start to the last one's end."""
+    start, errors = threading.Barrier(len(workers) + 1), []
+
+    def run(work) -> None:
+        start.wait()
+        try:
+            work()
+        except BaseException as e:  # a failed sender fails the run, not silently the rate
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"a sender failed: {errors[0]!r}")
+    return elapsed
+
+
+def _sends(conn: Conn, prefix: str, count: int) -> None:
+    for n in range(count):
+        send(conn, f"{prefix} {n}")
+
+
+def _inserts(scratch: Path, prefix: str, count: int) -> None:
+    db = sqlite3.connect(scratch, timeout=60, isolation_level=None)
+    try:
+        for n in range(count):
+            db.execute(
+                "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)",
+                (WRITER, READER, f"{prefix} {n}", time.time()),
+            )
+    finally:
+        db.close()
+
+
+def scratch_broker(root: Path) -> Broker:
+    """A Broker on a scratch home where `READER` is an agent (no daemon, no socket)."""
+    applied = root / "applied" / f"{READER}.git"  # what Home.is_agent looks for
+    applied.mkdir(parents=True)
+    (applied / "HEAD").write_text("ref: refs/heads/main\n")
+    return Broker(Home(root))
+
+
+def in_process_sends(broker: Broker, counts: list[int], total: int) -> dict[int, int]:
+    """K threads calling Broker.send at once, `total` messages between them: the broker's
+    own share (no socket), and how many commits carried them (broker/group.py)."""
+    commits = {}
+    group = getattr(broker, "_sends", None)  # None: a broker from before group commit
+    for k in counts:
+        each = max(1, total // k)
+        before = group.groups if group else 0
+
+        def sends(i: int, each: int = each) -> None:
+            for n in range(each):
+                broker.send(WRITER, READER, f"in-process {i} {n}")
+
+        elapsed = _together([partial(sends, i) for i in range(k)])
+        commits[k] = group.groups - before if group else k * each  # one each, then
+        got = 0
+        while batch := broker.recv(READER):
+            got += len(batch)
+        if got != k * each:
+            raise SystemExit(f"in-process, {k} threads: {got} of {k * each} messages arrived")
+        record(
+            "e",
+            "",
+            f"  in-process Broker.send, {k} thread(s) ({commits[k]} commits)",
+            [elapsed / (k * each)],
+        )
+    return commits
+
+
+def concurrent_sends(daemon: Daemon, counts: list[int], total: int, tmp: Path) -> dict:
+    """For each count K: K agents send `total` messages between them at once, each from
+    its own socket, one request at a time (K = 1 is one connection alone); beside it, K
+    threads doing the same INSERTs into a scratch sqlite file, each on its own connection
+    (autocommit, WAL, the same `synchronous = FULL`). Then 8 connections on the one
+    manager socket, and as many INSERT threads. Messages/second, the whole run."""
+    rates: dict[str, tuple[float, float]] = {}
+    scratch = tmp / "concurrent.db"
+    conn = sqlite3.connect(scratch, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for sql in MIGRATIONS[0]:
+        conn.execute(sql)
+    conn.close()
+    reader = Conn(daemon.socket(READER))
+    runs = [(f"{k} agents, a socket each", [daemon.socket(n) for n in readers(k)]) for k in counts]
+    runs.append(("8 connections on one socket", [daemon.socket(WRITER)] * 8))
+    try:
+        for label, sockets in runs:
+            k = len(sockets)
+            each = max(1, total // k)
+            conns = [Conn(path) for path in sockets]
+            try:
+                elapsed = _together(
+                    [partial(_sends, c, f"{label} {i}", each) for i, c in enumerate(conns)]
+                )
+            finally:
+                for c in conns:
+                    c.close()
+            got = []
+            while len(batch := drain(reader)):
+                got += batch
+            if len(got) != k * each:
+                raise SystemExit(f"{label}: {len(got)} of {k * each} messages arrived")
+            record("e", "ours", f"send, {label} ({k * each} messages)", [elapsed / (k * each)])
+            ref = _together([partial(_inserts, scratch, f"{label} {i}", each) for i in range(k)])
+            record(
+                "e", "ref", f"sqlite3 INSERT, {k} thread(s), a connection each", [ref / (k * each)]
+            )
+            rates[label] = (k * each / elapsed, k * each / ref)
+    finally:
+        reader.close()
+    in_process_sends(scratch_broker(tmp / "scratch-concurrent"), counts, total)
+    return rates
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -493,13 +646,14 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def table(args: argparse.Namespace, rates: dict[str, float]) -> None:
+def table(args: argparse.Namespace, rates: dict[str, float], together: dict) -> None:
     print_rows(
         {
             "a": "(a) send -> recv wake-up latency, agent socket to agent socket",
             "b": "(b) throughput through the socket (time per message)",
             "c": "(c) wake-up latency with many readers waiting, each on its own socket",
             "d": "(d) send as the history grows (time per message)",
+            "e": "(e) many senders at once (the whole run / messages: time per message)",
         }
     )
     a_rows = [r for r in ROWS if r.section in ("a", "c")]
@@ -527,6 +681,12 @@ def table(args: argparse.Namespace, rates: dict[str, float]) -> None:
         + ", ".join(
             f"{r.who} {len(r.samples) / sum(r.samples):,.0f}/s ({r.label.split(', ')[1]})"
             for r in d_rows
+        )
+    )
+    say(
+        "(e) sends/second, many senders at once: "
+        + "; ".join(
+            f"{label}: ours {o:,.0f}/s, ref {r:,.0f}/s" for label, (o, r) in together.items()
         )
     )
     say("")
@@ -558,6 +718,26 @@ def table(args: argparse.Namespace, rates: dict[str, float]) -> None:
         "filled (delivered rows, one transaction) to each size; ref: the same INSERTs into "
         "a scratch sqlite file (WAL, autocommit) filled to the same size."
     )
+    note(
+        f"(e) ours: {args.concurrent_messages} messages sent between K agents at once, each on "
+        "its own socket and one connection, one request at a time (then 8 connections on the "
+        "manager's one socket); the time is the whole run's, from a barrier to the last reply, "
+        "and every message is checked to arrive. ref: K threads doing the same INSERTs into "
+        "a scratch sqlite file (WAL, autocommit, synchronous = FULL, as ours), a connection "
+        "each. Both commit every message before it is acknowledged; ours groups the commits "
+        "of sends that meet (broker/group.py)."
+    )
+
+
+def _filesystem(path: str) -> str:
+    """The type of the filesystem `path` is on, from /proc/mounts (longest mount prefix)."""
+    best, kind = "", "unknown filesystem"
+    with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
+        for line in mounts:
+            _, point, fstype, *_ = line.split()
+            if os.path.realpath(path).startswith(point) and len(point) > len(best):
+                best, kind = point, fstype
+    return kind
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -575,33 +755,51 @@ def main(argv: list[str] | None = None) -> int:
         "--history", default="1000,10000,50000", help="(d) messages stored, comma-separated"
     )
     parser.add_argument("--history-sends", type=int, default=1000, help="(d) sends per size")
+    parser.add_argument(
+        "--concurrent", default="1,10,50", help="(e) agents sending at once, comma-separated"
+    )
+    parser.add_argument(
+        "--concurrent-messages", type=int, default=2000, help="(e) messages per row"
+    )
+    parser.add_argument(
+        "--dir",
+        help="where the temporary home and the scratch files go (default: the system's temp "
+        "dir); /dev/shm takes the disk's fsync out of ours and the reference alike",
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.poll_samples, args.poll_interval, args.messages = 30, 6, 0.5, 200
         args.waiting, args.waiting_samples = "2,4,10", 30
         args.history, args.history_sends = "100,1000,5000", 100
+        args.concurrent, args.concurrent_messages = "1,4,10", 100
     waiting = [int(k) for k in args.waiting.split(",")]
     history = [int(k) for k in args.history.split(",")]
+    concurrent = [int(k) for k in args.concurrent.split(",")]
+    agents = max(*waiting, *concurrent)
     say(
         f"hyperhive bench/broker.py: samples={args.samples} poll-samples={args.poll_samples} "
         f"poll-interval={args.poll_interval:g}s messages={args.messages}"
         + (" (--quick: poll interval shortened to 0.5 s)" if args.quick else "")
     )
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
+    if args.dir:
+        say(f"in {args.dir} ({_filesystem(args.dir)})")
+    with tempfile.TemporaryDirectory(prefix="hyperhive-bench-", dir=args.dir) as tmp:
         root = Path(tmp)
         home = Home(root / "hive")
         runtime = LocalRuntime(home)
         init_hive(home, runtime, "operator")
-        for name in [READER, *readers(max(waiting))]:
+        for name in [READER, *readers(agents)]:
             create_agent(home, name, runtime, "operator")
-        say(f"starting `hyperhive up --port 0` with {max(waiting) + 2} agents …")
+        say(f"starting `hyperhive up --port 0` with {agents + 2} agents …")
         daemon = Daemon(home.root).start()
         try:
-            for name in [WRITER, READER, *readers(max(waiting))]:
+            for name in [WRITER, READER, *readers(agents)]:
                 daemon.wait_socket(name)
             say(f"  up in {time.perf_counter() - started:.1f} s")
+            if not args.quick:  # a smoke run's 10 agents start in a moment
+                say(f"  settled (under 5% of a core for 2 s) after {daemon.settle():.0f} s more")
             say(f"(a) {args.samples} long-poll wake-ups …")
             long_poll_latency(daemon, args.samples)
             in_process_latency(root / "scratch-home", min(args.samples, 100))
@@ -613,9 +811,11 @@ def main(argv: list[str] | None = None) -> int:
             many_waiting(daemon, waiting, args.waiting_samples, args.seed)
             say(f"(d) sends with {args.history} messages stored …")
             sends_by_history(daemon, history, args.history_sends, root)
+            say(f"(e) {args.concurrent_messages} sends from {args.concurrent} agents at once …")
+            together = concurrent_sends(daemon, concurrent, args.concurrent_messages, root)
         finally:
             daemon.stop()
-    table(args, rates)
+    table(args, rates, together)
     say(f"total wall time {time.perf_counter() - started:.1f} s")
     return 0
 

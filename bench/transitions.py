@@ -1,11 +1,14 @@
 """Benchmark of the approval workflow: each of our figures printed beside a reference
 measured in the same run, on the same machine.
 
-(a) N full proposal -> approved -> building -> deployed cycles of one agent on the local
-    runtime, timed per cycle and per phase, in-process through the engine's Python API;
-    a few cycles through the real CLI (`hyperhive propose`, then `hyperhive approve`
-    whose post-receive hook runs `hyperhive deploy` as a subprocess); and, as the
-    reference, the git CLI doing the same writes for one cycle.
+(a) Full proposal -> approved -> building -> deployed cycles of one agent on the local
+    runtime, in-process through the engine's Python API, timed per step (propose,
+    approve, deploy) in a window of cycles at each of several sizes of history (20, 200
+    and 1,000 approvals), so the curve shows; a few cycles through the real CLI
+    (`hyperhive propose`, then `hyperhive approve` whose post-receive hook runs
+    `hyperhive deploy` as a subprocess); and, as the reference, what a deploy does done
+    by the git CLI and nix (the same writes, the checkout, the parse, the policy's
+    evaluation and `nix flake lock`), grown and timed at the same sizes.
 (b) Listing the pending approvals of every agent (what `hyperhive approvals` does) over
     A agents with T tags each, beside `git for-each-ref` on the same repos.
 (c) Proposing a commit with a 1k/10k/50k-commit history new to the applied repo, beside
@@ -41,6 +44,7 @@ from hyperhive.gitstore.repos import open_repo
 from hyperhive.gitstore.tags import write_tag
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
+from hyperhive.workflow import meta
 from hyperhive.workflow.approvals import Approvals, parse_tag_refs
 from hyperhive.workflow.deploy import deploy
 from hyperhive.workflow.states import State, tag_ref
@@ -49,6 +53,7 @@ MAIN = b"refs/heads/main"
 HYPERHIVE = str(Path(sys.executable).parent / "hyperhive")
 GIT = shutil.which("git")
 NIX_INSTANTIATE = shutil.which("nix-instantiate")
+NIX = shutil.which("nix")
 
 # The git CLI of the references must not pick up the user's config (signing, hooks …).
 GIT_ENV = {
@@ -85,6 +90,8 @@ class Row:
 
 
 ROWS: list[Row] = []
+# (a) by side ("ours", "ref") and approvals in the repo: each step's samples
+GROWTH: dict[tuple[str, int], dict[str, list[float]]] = {}
 
 
 def record(section: str, who: str, label: str, samples: list[float]) -> None:
@@ -201,7 +208,30 @@ def new_config_commit(config_dir: Path, revision: int) -> bytes:
         repo.close()
 
 
-def cycles_in_process(home: Home, name: str, count: int, profile: bool) -> None:
+class FillRuntime:
+    """A runtime whose build does nothing: the cycles that only grow the history between
+    two measured windows (every tag, pin ref, meta commit and log is still written by the
+    engine; only the checkout, nix-instantiate and nix flake lock are left out)."""
+
+    def update(self, name: str, rev: str, emit: Callable[[str], None]) -> None:
+        emit(f"filled {rev}")
+
+
+def one_cycle(home: Home, name: str, runtime, revision: int) -> tuple[float, float, float]:
+    """A new config commit (not timed), then propose, approve and deploy() it: their times."""
+    approvals = Approvals(home, name)
+    new_config_commit(home.config_dir(name), revision)
+    t_prop, proposal = timed(lambda: approvals.propose("HEAD", "manager"))
+    t_appr, _ = timed(lambda: approvals.approve(proposal.id, "operator"))
+    t_depl, result = timed(lambda: deploy(home, name, proposal.id, runtime))
+    if result.state != State.DEPLOYED:
+        raise SystemExit(f"{result.target} ended {result.state}: {result.states}")
+    return t_prop, t_appr, t_depl
+
+
+def cycles_in_process(home: Home, name: str, sizes: list[int], window: int, profile: bool) -> None:
+    """At each size S: cycles with FillRuntime (and the meta lock kept) until S - window
+    approvals are deployed, then `window` real cycles on the local runtime, timed per step."""
     runtime = LocalRuntime(home)
     # As in the daemon: the shipped hook stays, and an approval is queued on the build
     # worker (here a list) without a hook process; deploy() is what the worker then runs.
@@ -212,40 +242,37 @@ def cycles_in_process(home: Home, name: str, count: int, profile: bool) -> None:
         return 0
 
     home = dataclasses.replace(home, deploys=submit)
-    approvals = Approvals(home, name)
-    phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
-    totals: list[float] = []
+    one_cycle(home, name, runtime, 0)  # warm-up (imports, first pack): not counted
+    done = 1
     profiler = cProfile.Profile() if profile else None
-    for i in range(count + 1):  # cycle 0 warms up (imports, first pack) and is not counted
-        new_config_commit(home.config_dir(name), i)
-        if profiler and i:
+    for size in sizes:
+        keep_lock, meta.lock_flake = meta.lock_flake, lambda flake, previous: previous
+        try:
+            while done < size - window:
+                one_cycle(home, name, FillRuntime(), done)
+                done += 1
+        finally:
+            meta.lock_flake = keep_lock
+        phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
+        if profiler and size == sizes[-1]:
             profiler.enable()
-        t_prop, proposal = timed(lambda: approvals.propose("HEAD", "manager"))
-        t_appr, _ = timed(lambda p=proposal: approvals.approve(p.id, "operator"))
-        t_depl, result = timed(lambda p=proposal: deploy(home, name, p.id, runtime))
+        for _ in range(window):
+            for phase, t in zip(phases, one_cycle(home, name, runtime, done), strict=True):
+                phases[phase].append(t)
+            done += 1
         if profiler:
             profiler.disable()
-        if result.state != State.DEPLOYED or queued[-1] != proposal.id:
-            raise SystemExit(f"{result.target} ended {result.state}: {result.states}")
-        if i:
-            phases["propose"].append(t_prop)
-            phases["approve"].append(t_appr)
-            phases["deploy"].append(t_depl)
-            totals.append(t_prop + t_appr + t_depl)
-    section = "a"
-    record(section, "ours", "in-process cycle: propose + approve + deploy()", totals)
-    for phase, samples in phases.items():
-        extra = " (runs nix-instantiate)" if phase == "deploy" and NIX_INSTANTIATE else ""
-        record(section, "", f"  {phase}{extra}", samples)
-    k = max(1, min(10, count // 5))
-    record(section, "", f"  first {k} cycles", totals[:k])
-    record(section, "", f"  last {k} cycles", totals[-k:])
-    packs = len(list((home.applied_dir(name) / "objects" / "pack").glob("*.pack")))
+        totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
+        record("a", "ours", f"in-process cycle at {done} approvals", totals)
+        for phase, samples in phases.items():
+            record("a", "", f"  {phase}", samples)
+        GROWTH[("ours", size)] = {**phases, "cycle": totals}
     tags = len(git(home.applied_dir(name), "for-each-ref", "refs/tags/").splitlines())
-    say(f"  after {count + 1} cycles the applied repo holds {tags} tags and {packs} packs")
+    loose = sum(len(files) for _, _, files in os.walk(home.applied_dir(name) / "refs" / "tags"))
+    say(f"  after {done} approvals the applied repo holds {tags} tags ({loose} loose)")
     if profiler:
-        print_profile(profiler, f"in-process cycles ({count})")
-    approve_through_api(home, name, runtime, min(count, 20), queued)
+        print_profile(profiler, f"in-process cycles at {sizes[-1]} approvals")
+    approve_through_api(home, name, runtime, min(window, 20), queued)
 
 
 def approve_through_api(home: Home, name: str, runtime, count: int, queued: list[int]) -> None:
@@ -292,34 +319,133 @@ def cycles_cli(home: Home, name: str, count: int) -> None:
     record("a", "", "  `hyperhive approve` + hook + `hyperhive deploy`", approves)
 
 
-def git_reference_cycles(root: Path, count: int) -> None:
-    """The same writes with the git CLI, one process per step, no checks: copy the commit
-    into the applied repo, bump the id counter, tag proposal/approved/building, check the
-    tree out, tag deployed, move main, and commit the new pins to a meta repo."""
-    config = root / "config"
-    applied = root / "applied.git"
-    meta = root / "meta.git"
+def fill_reference(config: Path, applied: Path, meta_dir: Path, first: int, last: int) -> None:
+    """Approvals `first`..`last` in the reference repos at once (`git fast-import`): per
+    approval a config commit, its four annotated tags in the applied repo and a meta commit,
+    as the measured cycles leave them. Every object and ref is real; no step is timed."""
+    if last < first:
+        return
+    now = int(time.time())
+    commits, tags, metas = [], [], []
+    for i in range(first, last + 1):
+        parent = b"from refs/heads/main^0\n" if i == first else b""
+        data = agent_nix(i)
+        message = f"revision {i}\n".encode()
+        commits.append(
+            b"commit refs/heads/main\n"
+            + f"mark :{i}\ncommitter manager <manager@hyperhive> {now} +0000\n".encode()
+            + f"data {len(message)}\n".encode()
+            + message
+            + parent
+            + f"M 100644 inline agent.nix\ndata {len(data)}\n".encode()
+            + data
+            + b"\n"
+        )
+        for state in ("proposal", "approved", "building", "deployed"):
+            text = f"{state} bench#{i}\n\nActor: operator\n".encode()
+            tags.append(
+                f"tag {state}/{i}\nfrom :{i}\n".encode()
+                + f"tagger operator <operator@hyperhive> {now} +0000\n".encode()
+                + f"data {len(text)}\n".encode()
+                + text
+                + b"\n"
+            )
+        pins = f'{{"bench": {{"rev": "{i}"}}}}\n'.encode()
+        note = f"deploy bench#{i}\n".encode()
+        metas.append(
+            b"commit refs/heads/main\n"
+            + f"committer hyperhive <hyperhive@hyperhive> {now} +0000\n".encode()
+            + f"data {len(note)}\n".encode()
+            + note
+            + parent
+            + f"M 100644 inline hyperhive.json\ndata {len(pins)}\n".encode()
+            + pins
+            + b"\n"
+        )
+    marks = config.parent / "marks"
+    git(
+        config / ".git",
+        "fast-import",
+        "--quiet",
+        f"--export-marks={marks}",
+        stdin=b"".join(commits),
+    )
+    git(applied, "fetch", "-q", str(config), "refs/heads/main:refs/heads/main")
+    git(applied, "fast-import", "--quiet", f"--import-marks={marks}", stdin=b"".join(tags))
+    git(meta_dir, "fast-import", "--quiet", stdin=b"".join(metas))
+    last_id = git(applied, "hash-object", "-w", "--stdin", stdin=f"{last}\n".encode()).strip()
+    git(applied, "update-ref", "refs/hyperhive/last-id", last_id)
+    git(applied, "pack-refs", "--all")  # as `git gc` would: thousands of loose tags slow git
+
+
+def reference_flake(applied: Path, commit: str) -> str:
+    """The meta flake of the reference: the agent's applied repo at `commit`, not a flake."""
+    url = f"git+file://{applied}?ref=refs/heads/main&rev={commit}"
+    inputs = f'  inputs."agent-bench" = {{ url = "{url}"; flake = false; }};\n'
+    return f"{{\n{inputs}  outputs = inputs: {{ }};\n}}\n"
+
+
+def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
+    """What one deploy does, with the git CLI and nix, one process per step and no state
+    checks: propose = `git fetch --negotiation-tip=main` of the config commit into a bare
+    applied repo, the id
+    counter (`hash-object` + `update-ref`), `git tag -a proposal/N`; approve = `git tag -a
+    approved/N`; deploy = `git tag -a building/N`, `git archive | tar -x` (the checkout),
+    `nix-instantiate --parse` of agent.nix, the policy's `nix-instantiate --eval` (the
+    engine's expression: what evaluating it costs nix), `git tag -a deployed/N`, main
+    moved, `nix flake lock` of the meta flake (its input moved to the new revision) and a
+    meta commit of flake.nix, flake.lock and the pins. Grown between sizes as ours is."""
+    from hyperhive.runtime.policy import EVAL_EXPR
+
+    config, applied, meta_dir = root / "config", root / "applied.git", root / "meta.git"
     run([GIT, "init", "-q", "-b", "main", str(config)])
     run([GIT, "init", "-q", "--bare", "-b", "main", str(applied)])
-    run([GIT, "init", "-q", "--bare", "-b", "main", str(meta)])
-    empty = git(meta, "mktree", stdin=b"").strip()
-    meta_head = git(meta, "commit-tree", empty, "-m", "init hive").strip()
-    git(meta, "update-ref", "refs/heads/main", meta_head)
-    pins_dir = root / "pins"
-    pins_dir.mkdir()
-    deployed = root / "deployed"
-    samples: list[float] = []
-    main_old = "0" * 40
-    last_id_old = "0" * 40
-    for i in range(1, count + 2):  # the first cycle warms up and is not counted
+    run([GIT, "init", "-q", "--bare", "-b", "main", str(meta_dir)])
+    new_config_commit(config, 0)
+    git(applied, "fetch", "-q", str(config), "refs/heads/main:refs/heads/main")
+    zero = git(applied, "hash-object", "-w", "--stdin", stdin=b"0\n").strip()
+    git(applied, "update-ref", "refs/hyperhive/last-id", zero)
+    empty = git(meta_dir, "mktree", stdin=b"").strip()
+    git(
+        meta_dir,
+        "update-ref",
+        "refs/heads/main",
+        git(meta_dir, "commit-tree", empty, "-m", "init").strip(),
+    )
+    flake_dir, deployed = root / "meta-work", root / "deployed"
+    flake_dir.mkdir()
+    nix_env = {**os.environ, "NIX_PATH": ""}
+
+    def cycle(i: int) -> tuple[float, float, float]:
         commit = new_config_commit(config, i).decode()
-        start = time.perf_counter()
-        git(applied, "fetch", "-q", str(config), "refs/heads/main")
+        t0 = time.perf_counter()
+        # haves from main only: the thousands of tags would otherwise be offered each time
+        tip = "--negotiation-tip=refs/heads/main"
+        git(applied, "fetch", "-q", "--no-tags", tip, str(config), "refs/heads/main")
+        old_id = git(applied, "rev-parse", "refs/hyperhive/last-id").strip()
         blob = git(applied, "hash-object", "-w", "--stdin", stdin=f"{i}\n".encode()).strip()
-        git(applied, "update-ref", "refs/hyperhive/last-id", blob, last_id_old)
-        for state in ("proposal", "approved", "building"):
-            message = f"{state} bench#{i}\n\nActor: operator\n"
-            git(applied, "tag", "-a", "-m", message, f"{state}/{i}", commit)
+        git(applied, "update-ref", "refs/hyperhive/last-id", blob, old_id)
+        git(
+            applied,
+            "tag",
+            "-a",
+            "-m",
+            f"proposal bench#{i}\n\nActor: manager\n",
+            f"proposal/{i}",
+            commit,
+        )
+        t1 = time.perf_counter()
+        git(
+            applied,
+            "tag",
+            "-a",
+            "-m",
+            f"approved bench#{i}\n\nActor: operator\n",
+            f"approved/{i}",
+            commit,
+        )
+        t2 = time.perf_counter()
+        git(applied, "tag", "-a", "-m", f"building bench#{i}\n", f"building/{i}", commit)
         staging = root / "deployed.new"
         staging.mkdir()
         archive = subprocess.Popen(
@@ -328,30 +454,77 @@ def git_reference_cycles(root: Path, count: int) -> None:
         run(["tar", "-x", "-C", str(staging)], stdin=archive.stdout.read())
         if archive.wait() != 0:
             raise SystemExit("git archive failed")
+        if NIX_INSTANTIATE:
+            run([NIX_INSTANTIATE, "--parse", "agent.nix"], cwd=staging, env=os.environ)
+            agent = staging.resolve() / "agent.nix"
+            run(
+                [
+                    NIX_INSTANTIATE,
+                    "--eval",
+                    "--strict",
+                    "--json",
+                    "--option",
+                    "restrict-eval",
+                    "true",
+                    "-I",
+                    str(agent.parent),
+                    "--argstr",
+                    "file",
+                    str(agent),
+                    "--expr",
+                    EVAL_EXPR,
+                ],
+                cwd=staging,
+                env=nix_env,
+            )
         if deployed.exists():
             shutil.rmtree(deployed)
         staging.rename(deployed)
-        message = f"deployed bench#{i}\n\nActor: hyperhive\n"
-        git(applied, "tag", "-a", "-m", message, f"deployed/{i}", commit)
-        git(applied, "update-ref", "refs/heads/main", commit, main_old)
-        (pins_dir / "flake.nix").write_text(f'{{ inputs.agent-bench.url = "?rev={commit}"; }}\n')
-        (pins_dir / "hyperhive.json").write_text(f'{{"bench": {{"rev": "{commit}"}}}}\n')
-        flake, pins = git(
-            meta, "hash-object", "-w", str(pins_dir / "flake.nix"), str(pins_dir / "hyperhive.json")
-        ).split()
-        tree = git(
-            meta,
-            "mktree",
-            stdin=f"100644 blob {flake}\tflake.nix\n100644 blob {pins}\thyperhive.json\n".encode(),
-        ).strip()
-        message = f"deploy bench#{i}"
-        new_head = git(meta, "commit-tree", tree, "-p", meta_head, "-m", message).strip()
-        git(meta, "update-ref", "refs/heads/main", new_head, meta_head)
-        elapsed = time.perf_counter() - start
-        main_old, last_id_old, meta_head = commit, blob, new_head
-        if i > 1:
-            samples.append(elapsed)
-    record("a", "ref", "git CLI cycle, the same writes (15 processes)", samples)
+        git(applied, "tag", "-a", "-m", f"deployed bench#{i}\n", f"deployed/{i}", commit)
+        old_main = git(applied, "rev-parse", "refs/heads/main").strip()
+        git(applied, "update-ref", "refs/heads/main", commit, old_main)
+        (flake_dir / "flake.nix").write_text(reference_flake(applied, commit))
+        (flake_dir / "hyperhive.json").write_text(f'{{"bench": {{"rev": "{commit}"}}}}\n')
+        names = ["flake.nix", "hyperhive.json"]
+        if NIX:
+            run(
+                [
+                    NIX,
+                    "--extra-experimental-features",
+                    "nix-command flakes",
+                    "flake",
+                    "lock",
+                    f"path:{flake_dir}",
+                ],
+                env=os.environ,
+            )
+            names.append("flake.lock")
+        blobs = git(meta_dir, "hash-object", "-w", *(str(flake_dir / n) for n in names)).split()
+        listing = "".join(f"100644 blob {b}\t{n}\n" for b, n in zip(blobs, names, strict=True))
+        tree = git(meta_dir, "mktree", stdin=listing.encode()).strip()
+        head = git(meta_dir, "rev-parse", "refs/heads/main").strip()
+        new_head = git(meta_dir, "commit-tree", tree, "-p", head, "-m", f"deploy bench#{i}").strip()
+        git(meta_dir, "update-ref", "refs/heads/main", new_head, head)
+        t3 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2
+
+    cycle(1)  # warm-up, as ours
+    done = 1
+    for size in sizes:
+        fill_reference(config, applied, meta_dir, done + 1, size - window)
+        done = max(done, size - window)
+        phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
+        for _ in range(window):
+            done += 1
+            for phase, t in zip(phases, cycle(done), strict=True):
+                phases[phase].append(t)
+        totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
+        record("a", "ref", f"git CLI + nix cycle at {done} approvals", totals)
+        for phase, samples in phases.items():
+            record("a", "", f"  {phase}", samples)
+        GROWTH[("ref", size)] = {**phases, "cycle": totals}
+    tags = len(git(applied, "for-each-ref", "refs/tags/").splitlines())
+    say(f"  the reference's applied repo holds {tags} tags")
 
 
 def other_references(root: Path, count: int) -> None:
@@ -609,6 +782,20 @@ def long_history(root: Path, sizes: list[int], repeats: int) -> list[str]:
     return lines
 
 
+def growth_table(sizes: list[int]) -> None:
+    """(a) p50 of each step, ours beside the reference, at each size: the curve."""
+    steps = ("propose", "approve", "deploy", "cycle")
+    say("(a) p50 per step in ms by approvals in the repo: ours, git CLI + nix, ours - ref")
+    say(f"  {'approvals':>9}" + "".join(f"{s:>25}" for s in steps))
+    for n in sizes:
+        cells = []
+        for step in steps:
+            ours = statistics.median(GROWTH[("ours", n)][step]) * 1000
+            ref = statistics.median(GROWTH[("ref", n)][step]) * 1000
+            cells.append(f"{ours:7.1f} {ref:7.1f} {ours - ref:+8.1f}")
+        say(f"  {n:>9}" + "".join(f"{c:>25}" for c in cells))
+
+
 def table(args: argparse.Namespace, pending: int) -> None:
     titles = {
         "a": "(a) one proposal -> approved -> building -> deployed cycle, local runtime",
@@ -626,23 +813,37 @@ def table(args: argparse.Namespace, pending: int) -> None:
         )
         return statistics.median(row.samples)
 
-    a_cycle = ("a", "ours", "in-process"), ("a", "ref", "git")
     b_full = ("b", "ours", "Approvals"), ("b", "ref", "  +")
     b_ids = ("b", "", "  its first"), ("b", "ref", "git")
+    sizes = sorted({size for _, size in GROWTH})
     ratios = [
-        ("(a) in-process cycle / git CLI cycle", *a_cycle),
+        (
+            f"(a) cycle at {n} approvals / git CLI + nix",
+            ("a", "ours", f"in-process cycle at {n} "),
+            ("a", "ref", f"git CLI + nix cycle at {n} "),
+        )
+        for n in sizes
+    ]
+    ratios += [
         ("(b) full listing / git ids + tag fields", *b_full),
         ("(b) pending ids / git for-each-ref ids", *b_ids),
     ]
     for text, ours, ref in ratios:
         say(f"ratio of medians, ours / reference: {text:<42} {median(*ours) / median(*ref):5.2f}x")
     say("")
+    growth_table(sizes)
+    say("")
     note(
-        "(a) reference: per cycle `git fetch` of the config commit into a bare repo, "
-        "`git hash-object` + `git update-ref` (id counter), `git tag -a` x4, "
-        "`git archive | tar -x` (checkout), `git update-ref` main, and a meta commit "
-        "(`git hash-object` of 2 files, `git mktree`, `git commit-tree`, `git update-ref`); "
-        "no state checks, no hook, no nix-instantiate."
+        "(a) reference: propose = `git fetch` of the config commit into a bare repo, "
+        "`git hash-object` + `git update-ref` (id counter), `git tag -a`; approve = `git tag "
+        "-a`; deploy = `git tag -a` building, `git archive | tar -x` (checkout), "
+        "`nix-instantiate --parse agent.nix`, the policy's `nix-instantiate --eval`, `git tag "
+        "-a` deployed, `git update-ref` main, `nix flake lock` of the meta flake (its input "
+        "moved) and a meta commit (`git hash-object` of 3 files, `git mktree`, `git "
+        "commit-tree`, `git update-ref`); no state checks, no hook. Between sizes both sides "
+        "grow their history without timing it (ours: engine cycles whose build does nothing; "
+        "the reference: `git fast-import` of the same commits and tags, then "
+        "`git pack-refs --all`)."
     )
     note(
         "(b) reference: per repo `git for-each-ref --format=%(refname:lstrip=2) refs/tags/`, "
@@ -655,7 +856,10 @@ def table(args: argparse.Namespace, pending: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cycles", type=int, default=50, help="in-process cycles (a)")
+    parser.add_argument(
+        "--sizes", default="20,200,1000", help="(a) approvals in the repo when each window ends"
+    )
+    parser.add_argument("--window", type=int, default=15, help="(a) cycles timed at each size")
     parser.add_argument("--cli-cycles", type=int, default=5, help="cycles through the CLI (a)")
     parser.add_argument("--agents", type=int, default=50, help="agents for the listing (b)")
     parser.add_argument("--tags", type=int, default=200, help="tags per agent (b)")
@@ -668,12 +872,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print cProfile top entries")
     args = parser.parse_args(argv)
     if args.quick:
-        args.cycles, args.cli_cycles, args.agents, args.tags, args.repeats = 2, 1, 3, 20, 1
+        args.sizes, args.window = "3,6,15", 2
+        args.cli_cycles, args.agents, args.tags, args.repeats = 1, 3, 20, 1
         args.history, args.history_repeats = "20,200,1000", 1
     if GIT is None:
         parser.error("the git CLI is needed for the references")
+    sizes = [int(n) for n in args.sizes.split(",")]
+    if sizes != sorted(sizes) or sizes[0] < args.window + 1 or args.window < 1:
+        parser.error("--sizes must grow and each be more than --window (>= 1)")
     say(
-        f"hyperhive bench/transitions.py: cycles={args.cycles} cli-cycles={args.cli_cycles} "
+        f"hyperhive bench/transitions.py: sizes={args.sizes} window={args.window} "
+        f"cli-cycles={args.cli_cycles} "
         f"agents={args.agents} tags={args.tags} repeats={args.repeats}"
     )
     started = time.perf_counter()
@@ -683,14 +892,14 @@ def main(argv: list[str] | None = None) -> int:
         init_hive(home_a, LocalRuntime(home_a), "operator")
         for name in ("bench", "bench-cli"):
             create_agent(home_a, name, LocalRuntime(home_a), "operator")
-        say(f"(a) {args.cycles} in-process cycles of agent `bench` …")
-        cycles_in_process(home_a, "bench", args.cycles, args.profile)
+        say(f"(a) in-process cycles of agent `bench`, {args.window} timed at {args.sizes} …")
+        cycles_in_process(home_a, "bench", sizes, args.window, args.profile)
         say(f"(a) {args.cli_cycles} CLI cycles of agent `bench-cli` …")
         cycles_cli(home_a, "bench-cli", args.cli_cycles)
-        say(f"(a) {args.cycles} git CLI reference cycles …")
+        say(f"(a) git CLI + nix reference cycles, {args.window} timed at {args.sizes} …")
         (root / "gitref").mkdir()
-        git_reference_cycles(root / "gitref", args.cycles)
-        other_references(root, min(args.cycles, 5))
+        git_reference_cycles(root / "gitref", sizes, args.window)
+        other_references(root, min(args.window, 5))
 
         home_b = Home(root / "hive-b")
         say(f"(b) building {args.agents} agents x {args.tags} tags …")
@@ -701,8 +910,8 @@ def main(argv: list[str] | None = None) -> int:
         pending = len(engine_pending_ids(home_b))
         gc.collect()  # close dulwich's pack files before the directory goes away
         say(f"(c) proposing histories of {args.history} commits …")
-        sizes = [int(n) for n in args.history.split(",")]
-        grown = long_history(root, sizes, args.history_repeats)
+        histories = [int(n) for n in args.history.split(",")]
+        grown = long_history(root, histories, args.history_repeats)
     table(args, pending)
     for line in grown:
         say(line)

@@ -4,6 +4,7 @@ import time
 from datetime import UTC, datetime
 
 from flask import Flask
+from markupsafe import Markup
 
 
 def age(ts: int | float | None, now: float | None = None) -> str:
@@ -15,6 +16,14 @@ def age(ts: int | float | None, now: float | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def live_age(ts: int | float | None) -> Markup | str:
+    """`age` in an element the page's script keeps current (static/forge.js `hive.ages`):
+    a page updated live never needs the server again just because time passed."""
+    if not ts:
+        return "-"
+    return Markup('<time class="age" data-ts="%d">%s</time>') % (int(ts), age(ts))
 
 
 def utc(ts: int | float | None) -> str:
@@ -29,5 +38,6 @@ def short(sha: str | None) -> str:
 
 def init_app(app: Flask) -> None:
     app.add_template_filter(age)
+    app.add_template_filter(live_age)
     app.add_template_filter(utc)
     app.add_template_filter(short)

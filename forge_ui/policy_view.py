@@ -16,10 +16,13 @@ bp = Blueprint("policy", __name__)
 WARMER = policydiff.Warmer()
 
 
-def cached_or_queued(h: Hive, approval: Approval) -> dict | None:
+def cached_or_queued(
+    h: Hive, approval: Approval, approvals: Approvals | None = None
+) -> dict | None:
     """The approval's policy diff if both sides are cached; else None, and it is queued
-    for the background evaluation, which wakes the dashboard when done."""
-    diff = policydiff.of_approval(h.home, approval, only_cached=True)
+    for the background evaluation, which wakes the dashboard when done. `approvals`: the
+    agent's, when the caller has them."""
+    diff = policydiff.of_approval(h.home, approval, only_cached=True, approvals=approvals)
     if diff is None and not approval.pruned_on:
         WARMER.wanted(h.home, approval, lambda: h.bus.publish("state", {"ref": "policy"}))
     return diff

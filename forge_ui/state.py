@@ -4,7 +4,11 @@ Each section is loaded on its own: one that fails to load is reported in `errors
 its cause and logged, never shown as an empty list that would hide the failure.
 """
 
+import hashlib
+import heapq
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +19,8 @@ from hyperhive.agents import list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
+from hyperhive.errors import BadInput
+from hyperhive.gitstore.cache import listed_once
 from hyperhive.hive import Hive
 from hyperhive.workflow import checks
 from hyperhive.workflow.approvals import Approvals
@@ -33,40 +39,47 @@ def runs_open(hive: Hive) -> bool:
 
 
 def pending(hive: Hive) -> list[dict]:
+    """The approvals waiting for a decision, oldest first, each with its check and
+    policy diff (what an agent's approvals share is read once per agent)."""
     home = hive.home
-    found = [a for n in home.agent_names() for a in Approvals(home, n).all(pending_only=True)]
     live = checks.live_states(hive.checks.status()) if hive.checks else {}
-    return [
-        {
-            **a.to_json(),
-            "check": checks.check_json(home, a.agent, a.id, live.get(a.target)),
-            "policy_diff": policy_view.cached_or_queued(hive, a),
-        }
-        for a in sorted(found, key=lambda a: a.states[State.PROPOSAL].time)
-    ]
+    rows = []
+    for name in home.agent_names():
+        approvals = Approvals(home, name)
+        waiting = approvals.all(pending_only=True)
+        every = checks.recorded(home, name) if waiting else {}
+        for a in waiting:
+            row = a.to_json()
+            row["check"] = checks.check_json(home, name, a.id, live.get(a.target), every)
+            row["policy_diff"] = policy_view.cached_or_queued(hive, a, approvals)
+            rows.append((a.states[State.PROPOSAL].time, row))
+    rows.sort(key=lambda r: r[0])
+    return [row for _, row in rows]
 
 
 def recent(hive: Hive) -> list[dict]:
     """The latest deploys and failures across agents, newest first."""
-    events = []
-    for name in hive.home.agent_names():
-        approvals = Approvals(hive.home, name)
-        for state in (State.DEPLOYED, State.FAILED):
-            for approval_id, tag in approvals.tags_in(state).items():
-                events.append(
-                    {
-                        "agent": name,
-                        "id": approval_id,
-                        "target": f"{name}#{approval_id}",
-                        "state": str(state),
-                        "commit": tag.target,
-                        "time": tag.time,
-                        "reason": tag.trailers.get("Reason", ""),
-                        "duration": tag.trailers.get("Duration", ""),
-                    }
-                )
-    events.sort(key=lambda e: (e["time"], e["id"]), reverse=True)
-    return events[:RECENT]
+    ended = (
+        (tag.time, approval_id, name, state, tag)
+        for name in hive.home.agent_names()
+        for state in (State.DEPLOYED, State.FAILED)
+        for approval_id, tag in Approvals(hive.home, name).tags_in(state).items()
+    )
+    return [
+        {
+            "agent": name,
+            "id": approval_id,
+            "target": f"{name}#{approval_id}",
+            "state": str(state),
+            "commit": tag.target,
+            "time": tag.time,
+            "reason": tag.trailers.get("Reason", ""),
+            "duration": tag.trailers.get("Duration", ""),
+        }
+        for _, approval_id, name, state, tag in heapq.nlargest(
+            RECENT, ended, key=lambda e: (e[0], e[1])
+        )
+    ]
 
 
 def agents(hive: Hive) -> list[dict]:
@@ -136,34 +149,62 @@ SECTIONS: dict[str, Callable[[Hive], object]] = {
 
 
 def collect(hive: Hive, only: list[str] | None = None) -> dict:
+    """Every section (or those named in `only`), from one look at each repo's refs: the
+    sections ask about the same repos many times over (cache.listed_once)."""
     result: dict = {"errors": []}
-    for name, loader in SECTIONS.items():
-        if only is not None and name not in only:
-            continue
-        try:
-            result[name] = loader(hive)
-        except Exception as e:
-            log.exception("loading the %s section failed", name)
-            result[name] = None
-            result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}"})
+    with listed_once():
+        for name, loader in SECTIONS.items():
+            if only is not None and name not in only:
+                continue
+            try:
+                result[name] = loader(hive)
+            except Exception as e:
+                log.exception("loading the %s section failed", name)
+                result[name] = None
+                result["errors"].append({"section": name, "error": f"{type(e).__name__}: {e}"})
     return result
+
+
+# A process's versions differ from another's: a page reconnecting to a restarted (maybe
+# upgraded, with other templates) daemon gets every section again.
+_EPOCH = os.urandom(8)
+
+
+def versions(data: dict) -> dict[str, str]:
+    """A digest of each section's data in `data` (and of `errors`): a client that holds a
+    section's version holds its content, so a socket sends a section only when its
+    version differs from what the client has. Its HTML is a function of the data and
+    the session (ages tick in the page: filters.live_age)."""
+    found = {}
+    for name in (*SECTIONS, "errors"):
+        if name in data:
+            text = json.dumps(data[name], sort_keys=True, separators=(",", ":"), default=str)
+            digest = hashlib.blake2b(text.encode(), digest_size=8, key=_EPOCH)
+            found[name] = digest.hexdigest()
+    return found
 
 
 class Latest:
     """The newest `collect` of the hive, shared by its open dashboards: after a change (an
     event on the bus's `state` topic) the first dashboard to ask loads the state, and the
-    others woken by the same change reuse that load instead of each doing it again."""
+    others woken by the same change reuse that load instead of each doing it again. Each
+    load comes with its sections' `versions`."""
 
     def __init__(self, hive: Hive):
         self.hive = hive
         self._lock = threading.Lock()
         self._data: dict | None = None
+        self._versions: dict[str, str] = {}
         self._seen = -1  # the `state` events published when the load started
         self._at = 0.0
 
     def get(self, max_age: float) -> dict:
         """A load made after every `state` event published before this call, at most
         `max_age` seconds old (what no event announces, such as ages, moves too)."""
+        return self.snapshot(max_age)[0]
+
+    def snapshot(self, max_age: float) -> tuple[dict, dict[str, str]]:
+        """`get`'s load and its `versions` (shared: never change them)."""
         wanted = self.hive.bus.published("state")
         with self._lock:
             fresh = time.monotonic() - self._at <= max_age
@@ -172,4 +213,24 @@ class Latest:
                 self._seen = self.hive.bus.published("state")
                 self._at = time.monotonic()
                 self._data = collect(self.hive)
-            return self._data
+                self._versions = versions(self._data)
+            return self._data, self._versions
+
+
+MAX_HAVE = 2048  # characters of a client's `have` at most: a dozen names and digests
+
+
+def parse_have(raw: str | None) -> dict[str, str]:
+    """What a reconnecting dashboard holds (`?have=`, JSON `{section: version}`, the
+    versions it was last sent); empty for none. Unknown sections are dropped."""
+    if not raw:
+        return {}
+    if len(raw) > MAX_HAVE:
+        raise BadInput(f"have: at most {MAX_HAVE} bytes")
+    try:
+        have = json.loads(raw)
+    except ValueError:
+        have = None
+    if not isinstance(have, dict) or not all(isinstance(v, str) for v in have.values()):
+        raise BadInput('have must be a JSON object {"section": "version"}')
+    return {k: v for k, v in have.items() if k in SECTIONS or k == "errors"}

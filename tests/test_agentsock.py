@@ -286,3 +286,37 @@ def test_an_idle_socket_sleeps_in_accept_and_stops_at_once(tmp_path):
         server.stop()
     # woken by the stop: a thread left in accept would outlive stop's join
     assert not server.acceptor.is_alive() and not server.path.exists()
+
+
+def test_sends_on_several_connections_of_one_socket_arrive_once_in_order(daemon):
+    """Connections of one socket send at once (their commits may be shared, broker/
+    group.py): every message is acknowledged with its own id and arrives once, each
+    connection's in the order it sent them."""
+    ids: dict[int, list[int]] = {}
+
+    def sender(i: int) -> None:
+        with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+            s.connect(str(sock(daemon, "manager")))
+            for n in range(25):
+                f.write(json.dumps({"op": "send", "to": "alice", "body": f"{i}:{n}"}).encode())
+                f.write(b"\n")
+                f.flush()
+                reply = json.loads(f.readline())
+                assert reply["ok"], reply
+                ids.setdefault(i, []).append(reply["id"])
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(ids) == [0, 1, 2, 3] and all(ids[i] == sorted(ids[i]) for i in ids)
+    got = []
+    while batch := call(daemon, "alice", op="recv")["messages"]:
+        got += batch
+    assert len({m["id"] for m in got}) == len(got) == 100
+    assert sorted(m["id"] for m in got) == sorted(i for mine in ids.values() for i in mine)
+    for i in range(4):
+        assert [m["body"] for m in got if m["body"].startswith(f"{i}:")] == [
+            f"{i}:{n}" for n in range(25)
+        ]

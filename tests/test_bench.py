@@ -42,7 +42,9 @@ def test_transitions_quick_run_prints_ours_and_reference():
     for line in (
         row("ours", "in-process cycle"),
         row("ours", "CLI cycle"),
-        row("ref", "git CLI cycle"),
+        row("ref", "git CLI + nix cycle at 15 approvals"),
+        row("ours", "in-process cycle at 3 approvals"),
+        row("ours", "in-process cycle at 15 approvals"),
         row("ours", "Approvals(home, n).all(pending_only=True)"),
         row("ours", "GET /api/state, first"),
         row("ours", "GET /api/state, again"),
@@ -50,7 +52,10 @@ def test_transitions_quick_run_prints_ours_and_reference():
     ):
         assert " ms" in line or " s " in line, line
     assert "pending approvals found by both sides" in out
-    assert out.count("ratio of medians") == 3
+    assert out.count("ratio of medians") == 5  # (a) at 3 sizes, (b) twice
+    growth = out[out.index("(a) p50 per step") :].splitlines()[2:5]  # a line per size
+    assert [line.split()[0] for line in growth] == ["3", "6", "15"]
+    assert all(len(line.split()) == 13 for line in growth), growth
 
 
 def test_forge_quick_run_prints_pages_and_git_references():
@@ -79,12 +84,15 @@ def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference
     labels = ["long-poll recv(wait_seconds=60)", "sleep-poll: recv() every 0.5 s"]
     labels += ["send on one connection", "recv draining", "ping round trip", "sqlite3 INSERT"]
     labels += ["send -> recv wake-up, 10 readers waiting", "5,000 messages stored"]
+    labels += ["send, 10 agents, a socket each", "send, 8 connections on one socket"]
+    labels += ["sqlite3 INSERT, 10 thread(s), a connection each"]
     assert_timed_rows(out, labels)
     assert "--quick: poll interval shortened to 0.5 s" in out
     assert "p50" in out and "p99" in out
     assert "ratio of medians, sleep-poll / long-poll" in out
     assert "messages/second: send" in out
     assert "(d) sends/second by history: ours" in out
+    assert "(e) sends/second, many senders at once: 1 agents, a socket each: ours" in out
 
 
 def test_stats_quick_run_prints_ingest_query_and_size_beside_the_naive_table():
@@ -136,3 +144,12 @@ def test_swarm_quick_run_prints_the_daemon_under_load_beside_its_references():
     assert tasks > 0 and turns > 0 and failed == 0, out
     assert cells("backlog after drain")[-3] == "0", out
     assert cells("harnesses left after the stop")[-1] == "0", out
+
+
+def test_state_quick_run_prints_api_state_beside_for_each_ref():
+    out = quick("state.py")
+    labels = ["GET /api/state, cold (new process)", "GET /api/state, warm", "GET / (the dash"]
+    labels += ["right after a new tag", "git for-each-ref refs/tags/ x repos, with fields"]
+    assert_timed_rows(out, labels)
+    assert out.count("pending approvals found by both sides") == 3  # 1x, 10x, 50x
+    assert out.count("ratio of medians") == 9

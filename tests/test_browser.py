@@ -121,6 +121,35 @@ def test_propose_appears_live_then_review_approve_and_deploy(web, daemon, shots)
     assert f"deployed/{target.partition('#')[2]}" in tags.split()
 
 
+def test_the_dashboard_socket_sends_only_the_sections_that_changed(web, daemon):
+    """The page connects with the versions it was rendered with: a proposal then sends
+    the sections it changed (its row arrives and the page's script puts it in), and never
+    one it left alone; the row's age is a <time> the page keeps current."""
+    page = web.context.new_page()
+    frames: list[dict] = []
+
+    def watch(socket) -> None:
+        if "/ws/dashboard" in socket.url:
+            socket.on("framereceived", lambda payload: frames.append(json.loads(payload)))
+
+    page.on("websocket", watch)
+    page.goto(daemon.url + "/")
+    live(page)
+    mark(page)
+    target = change_and_propose(daemon, "onlychanged")
+    row = f'#section-approvals [data-target="{target}"]'
+    page.wait_for_selector(row)
+    assert still_marked(page), "the dashboard reloaded instead of updating live"
+    arrived = [f for f in frames if target in f["sections"].get("approvals", "")]
+    assert arrived, frames
+    for frame in frames:
+        assert set(frame["versions"]) == set(frame["sections"])
+        # a proposal changes the approvals waiting and the agents' pending column; the
+        # activity section moves with time; nothing else was sent
+        assert set(frame["sections"]) <= {"approvals", "agents", "activity"}, frame.keys()
+    assert page.locator(f"{row} time.age[data-ts]").inner_text().endswith("s")
+
+
 def test_deny_with_a_reason_through_the_confirm_step(web, daemon):
     target = change_and_propose(daemon, "denyme")
     page = web.open(review_path(target))

@@ -172,6 +172,10 @@ def test_websockets_need_auth_and_the_same_origin(daemon):
     with pytest.raises(simple_websocket.ConnectionError) as refused:
         ws(daemon, "/ws/dashboard", Authorization=bearer(daemon), Origin="http://evil.example")
     assert refused.value.status_code == 403
+    for have in ("[1]", "%7B%22agents%22%3A1%7D", "x" * 3000):  # not {"section": "version"}
+        with pytest.raises(simple_websocket.ConnectionError) as refused:
+            ws(daemon, f"/ws/dashboard?have={have}", Authorization=bearer(daemon))
+        assert refused.value.status_code == 400
 
 
 def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
@@ -180,6 +184,7 @@ def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
         first = json.loads(client.receive(timeout=30))
         assert 'data-target="manager#1"' in first["sections"]["approvals"]
         assert "manager#2" not in first["sections"]["approvals"]
+        assert set(first["versions"]) == set(first["sections"]) >= {"agents", "errors"}
         fresh = fresh_commit(Home(daemon.root), "manager")  # something new to propose
         run_cli(daemon.root, "propose", "manager", fresh, "--reason", "again", check=True)
         # other updates may come first (manager#1's policy diff, evaluated in the background)

@@ -1,5 +1,6 @@
 """The forge through Flask's test client: auth, CSRF, every page and the JSON API."""
 
+import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,7 @@ from support.hive import PASSWORD, commit_config, csrf, git, log_in
 
 from forge_ui import create_app, state
 from hyperhive import operator
+from hyperhive.errors import BadInput
 from hyperhive.hive import Hive
 from hyperhive.workflow.approvals import Approvals
 
@@ -401,6 +403,8 @@ def test_open_dashboards_share_one_load_of_the_state(home, runtime, monkeypatch)
     hive = Hive(home, runtime)
     loads = []
     monkeypatch.setitem(state.SECTIONS, "agents", lambda h: loads.append(1) or ["row"])
+    # no policy evaluation queued: its end publishes a state event of its own
+    monkeypatch.setitem(state.SECTIONS, "approvals", lambda h: [])
     latest = state.Latest(hive)
     hive.bus.publish("state", {"agent": "manager", "ref": "refs/tags/proposal/1"})
     barrier = threading.Barrier(8)
@@ -422,3 +426,49 @@ def test_open_dashboards_share_one_load_of_the_state(home, runtime, monkeypatch)
     hive.bus.publish("stats", {"agent": "manager"})
     latest.get(max_age=60)
     assert len(loads) == 3  # other topics are not the dashboard's state
+
+
+def test_a_sections_version_moves_with_its_data_alone():
+    data = {"agents": [{"name": "a"}], "recent": [], "errors": []}
+    before = state.versions(data)
+    assert set(before) == {"agents", "recent", "errors"}
+    assert state.versions({**data, "agents": [{"name": "a"}]}) == before  # equal data
+    after = state.versions({**data, "agents": [{"name": "b"}]})
+    assert after["agents"] != before["agents"]
+    assert {k: v for k, v in after.items() if k != "agents"} == {
+        k: v for k, v in before.items() if k != "agents"
+    }
+    assert state.parse_have('{"agents": "x", "nope": "y"}') == {"agents": "x"}
+    assert state.parse_have(None) == {}
+    for bad in ("[]", '{"agents": 1}', "{", "x" * (state.MAX_HAVE + 1)):
+        with pytest.raises(BadInput):
+            state.parse_have(bad)
+
+
+def test_sections_without_session_data_render_once_for_every_dashboard(app, home, monkeypatch):
+    """Two operators' dashboards: a section that reads nothing of the session is rendered
+    once per version for both; one with a form (its CSRF token) for each."""
+    from forge_ui.views import dashboard
+
+    rendered = []
+    real = dashboard.render_template
+    monkeypatch.setattr(
+        dashboard, "render_template", lambda name, **kw: rendered.append(name) or real(name, **kw)
+    )
+    pages, seen = [], []  # each page and the versions it was rendered with
+    for who in ("alice", "bob"):
+        pages.append(log_in(app.test_client(), home, who).get("/"))
+        held = re.search(r"const held = (\{.*\});", pages[-1].get_data(as_text=True))
+        seen.append(json.loads(held.group(1)))
+    assert all(p.status_code == 200 for p in pages)
+    assert not dashboard.shared(app.jinja_env, "drafts")  # its spawn form's token
+    assert rendered.count("dash/_drafts.html") == 2
+    for name in ("agents", "approvals", "recent", "kept"):  # a background evaluation
+        assert dashboard.shared(app.jinja_env, name)  # may change the approvals between
+        assert rendered.count(f"dash/_{name}.html") == len({v[name] for v in seen}), name
+    assert seen[0]["agents"] == seen[1]["agents"] and rendered.count("dash/_agents.html") == 1
+    drafts = [
+        re.search(r'name="csrf_token" value="([^"]+)"', p.get_data(as_text=True)).group(1)
+        for p in pages
+    ]
+    assert drafts[0] != drafts[1]

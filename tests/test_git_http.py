@@ -14,6 +14,7 @@ from support.daemon import Daemon
 from support.gitcli import ZERO, commit, objects_of, ok_git, pack_between, refs_of, run_git
 from support.hive import git, run_cli
 from support.remote import agent, clone, hive, url  # noqa: F401
+from support.wait import wait_for
 
 from forge_ui import create_app
 from forge_ui.auth import git_identity
@@ -90,7 +91,10 @@ def test_a_push_with_nothing_new_or_an_unsaid_rollback_is_refused(hive, tmp_path
     name = agent(hive, "samey")
     work = clone(hive, tmp_path, f"{name}/config.git", hive.manager)
     first = ok_git(work, "rev-parse", "HEAD").strip()
-    before = refs_of(hive.home.applied_dir(name))
+    # the daemon checks #1 on its own: its check tag is no write of the refused pushes
+    applied = hive.home.applied_dir(name)
+    wait_for(lambda: "refs/tags/checked/1" in refs_of(applied), what="#1's check")
+    before = refs_of(applied)
     proc = run_git(work, "push", "origin", "HEAD:refs/for/main")  # #1 is that tree, pending
     assert proc.returncode != 0
     assert f"remote: refs/for/main: no new changes: {first[:12]} has the tree of {name}#1" in (

@@ -3,15 +3,20 @@
 import os
 import stat
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
+from dulwich.objects import Tag
 from dulwich.repo import Repo
+from dulwich.trailers import parse_trailers
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.hive import git
 from unidiff import PatchSet
 
 from hyperhive.errors import ConcurrentUpdate, NotARepository, UnknownCommit
-from hyperhive.gitstore import history, refs
+from hyperhive.gitstore import history, refs, tags
 from hyperhive.gitstore.repos import (
     LOOSE_MAX,
     copy_commit,
@@ -19,10 +24,11 @@ from hyperhive.gitstore.repos import (
     init_worktree,
     open_repo,
     peel,
+    read_loose,
     read_object,
     resolve_commit,
 )
-from hyperhive.gitstore.tags import read_tag, write_tag
+from hyperhive.gitstore.tags import make_tag_message, read_tag, write_tag
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
@@ -551,3 +557,87 @@ def test_read_object_of_a_corrupt_loose_object_fails_as_dulwich_does(history_rep
     with pytest.raises(Exception) as theirs:
         repo[commits[0].encode()]  # noqa: B018
     assert type(ours.value) is type(theirs.value)
+
+
+def test_tags_are_read_without_dulwich_exactly_as_dulwich_reads_them(history_repo):
+    """`read_tag` parses the tags the hive writes from their text (tags._plain_info) and
+    leaves every other shape to dulwich; either way the result is dulwich's, and `git
+    cat-file` agrees the objects are tags."""
+    repo, path, commits = history_repo
+    target = commits[0]
+    head = f"object {target}\ntype commit\ntag t\n"
+    plain = {  # the hive's own shape: parsed without dulwich
+        "trailers": f"{head}tagger operator <operator@hyperhive> 1700000000 +0000\n\n"
+        "approved manager#3\n\nsecond paragraph\n\nActor: operator\nReason: ok\n",
+        "zone": f"{head}tagger A B <a@b> 1700000001 -0130\n\nsubject only\n",
+        "latin1": f"{head}tagger \xe9 <e@x> 1700000002 +0000\n\nna\xefve\n\nKey: caf\xe9\n",
+        "empty": f"{head}tagger A <a@b> 1700000003 +0000\n\n",
+    }
+    other = {  # any other shape: dulwich parses it
+        "no tagger": f"{head}\nmessage\n",
+        "extra header": f"{head}tagger A <a@b> 1 +0000\nextra x\n\nmessage\n",
+        "no time": f"{head}tagger A <a@b>\n\nmessage\n",
+        "negative time": f"{head}tagger A <a@b> -5 +0000\n\nmessage\n",
+        "signed": f"{head}tagger A <a@b> 1 +0000\n\nmsg\n-----BEGIN PGP SIGNATURE-----\n"
+        "x\n-----END PGP SIGNATURE-----\n",
+        "no message": f"{head}tagger A <a@b> 1 +0000\n",
+    }
+
+    def put(text: str) -> bytes:
+        body = text.encode("latin-1")
+        raw = b"tag %d\0" % len(body) + body
+        sha = Tag.from_raw_string(Tag.type_num, body).id
+        loose = path / ".git" / "objects" / sha[:2].decode() / sha[2:].decode()
+        loose.parent.mkdir(exist_ok=True)
+        loose.write_bytes(zlib.compress(raw))
+        assert git(path, "cat-file", "-t", sha.decode()).strip() == "tag"
+        return sha
+
+    written = write_tag(repo, b"refs/tags/w", target.encode(), "op", "subject", {"K": "v"}, "b")
+    shas = {"write_tag": written, **{k: put(v) for k, v in {**plain, **other}.items()}}
+    for name, sha in shas.items():
+        ref = f"refs/tags/{name.replace(' ', '-')}".encode()
+        _, body = read_loose(repo, sha)
+        fast = tags._plain_info(ref, sha, body)
+        assert (fast is not None) == (name in plain or name == "write_tag"), name
+        theirs = tags._info(ref, repo[sha])
+        assert tags._parse_tag(repo, ref, sha) == theirs, name
+        assert fast in (None, theirs), name
+    assert tags.read_tag(repo, b"refs/tags/w", written).trailers == {"Actor": "op", "K": "v"}
+
+
+def dulwich_trailers(message: bytes) -> tuple[str, dict[str, str]]:
+    text, found = parse_trailers(message)
+    return text.decode(errors="replace"), {t.key: t.value for t in found}
+
+
+PIECE = st.text(alphabet="aK-: \t\r\xe9\u2028", max_size=12)
+# mostly `Key: value`, sometimes a key with a space, a missing colon, a leading blank
+LINE = st.builds(
+    lambda indent, key, colon, value: indent + key + colon + value,
+    st.sampled_from(["", "", "", " "]),
+    st.sampled_from(["Key", "K-e", "\xe9", "", "a b"]),
+    st.sampled_from([": ", ":", ": ", ""]),
+    st.text(alphabet="aK-: \t\xe9", max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    PIECE,
+    st.sampled_from(["\n\n", "\n\n", "\n", "\n\n\n", "\n \n", "\n---\n\n"]),
+    st.lists(LINE, max_size=4),
+    st.sampled_from(["\n", "\n", "\n", "", "\n\n", " \n"]),
+)
+def test_trailers_read_without_dulwich_are_dulwichs(head, gap, lines, end):
+    """tags._plain_trailers answers only for the plain shape, and then as dulwich does
+    (messages built as subject, gap, `Key: value`-ish lines, end)."""
+    message = (head + gap + "\n".join(lines) + end).encode()
+    ours = tags._plain_trailers(message)
+    assert ours is None or ours == dulwich_trailers(message)
+
+
+def test_the_tags_the_hive_writes_take_the_plain_path():
+    for trailers, body in (({"Actor": "a"}, ""), ({"Actor": "a", "Reason": "x: y"}, "| a\n\nb")):
+        message = make_tag_message("approved agent#1", trailers, body)
+        assert tags._plain_trailers(message) == dulwich_trailers(message)

@@ -96,3 +96,59 @@ def test_the_lru_drops_the_least_recently_used():
     assert lru.get(1) == "a"
     lru.put(3, "c")
     assert (lru.get(1), lru.get(2), lru.get(3), len(lru)) == ("a", None, "c", 2)
+
+
+def test_refs_are_listed_as_dulwich_lists_them_loose_packed_and_odd(tmp_path):
+    """refs.under answers what dulwich's as_dict does (and git's for-each-ref lists):
+    loose refs, packed ones, a loose one over its packed copy, nested names, a lock file
+    being written, a symbolic ref, a file whose name is not a ref's."""
+    control = tmp_path / "r.git"
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "--git-dir", str(control), *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    subprocess.run(["git", "init", "-q", "--bare", str(control)], check=True)
+    tree = git("hash-object", "-t", "tree", "-w", "--stdin")  # the empty tree
+    env = {"GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b", "GIT_COMMITTER_NAME": "a"}
+    env = {**os.environ, **env, "GIT_COMMITTER_EMAIL": "a@b"}
+    commits = [
+        subprocess.run(
+            ["git", "--git-dir", str(control), "commit-tree", "-m", str(n), tree.strip()],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout.strip()
+        for n in range(2)
+    ]
+    for name in ("proposal/1", "proposal/2", "checked/1.2", "deep/a/b-c_d+e"):
+        git("update-ref", f"refs/tags/{name}", commits[0])
+    git("pack-refs", "--all")  # packed, with peeled lines for annotated tags
+    git("tag", "-a", "-m", "m", "approved/1", commits[1])
+    git("update-ref", "refs/tags/proposal/2", commits[1])  # loose over its packed copy
+    (control / "refs" / "tags" / "proposal" / "9.lock").write_text(commits[1] + "\n")
+
+    def dulwich(prefix: bytes) -> dict:
+        with refs.Repo(str(control)) as repo:
+            return dict(repo.refs.as_dict(prefix))
+
+    for prefix in (b"refs/tags/", b"refs/tags/proposal/", b"refs/heads/", b"refs/nothing/"):
+        assert refs.under(control, prefix) == dulwich(prefix), prefix
+    listed = git("for-each-ref", "--format=%(refname:lstrip=2) %(objectname)", "refs/tags/")
+    expected = dict(line.split(" ") for line in listed.splitlines())
+    assert {k.decode(): v.decode() for k, v in refs.under(control, b"refs/tags/").items()} == (
+        expected
+    )
+
+    git("symbolic-ref", "refs/tags/alias", "refs/tags/proposal/1")
+    assert refs.under(control, b"refs/tags/") == dulwich(b"refs/tags/")
+    assert refs.under(control, b"refs/tags/")[b"alias"] == commits[0].encode()
+    (control / "refs" / "tags" / "alias").unlink()
+    (control / "refs" / "tags" / ".hidden").write_text(commits[0] + "\n")  # not a ref name
+    assert (
+        refs.under(control, b"refs/tags/")
+        == dulwich(b"refs/tags/")
+        == {k.encode(): v.encode() for k, v in expected.items()}
+    )

@@ -22,7 +22,7 @@ bp = Blueprint("live", __name__)
 sock = Sock()
 
 TICK = 1.0  # seconds between checks of the source of truth
-REFRESH = 30.0  # the dashboard re-renders this often anyway, so ages stay right
+REFRESH = 30.0  # a dashboard looks this often anyway: what no event announces (telemetry) shows
 DEBOUNCE = 0.1  # a burst of events (a deploy writes several tags) renders once
 STATS_DEBOUNCE = 1.0  # a busy agent's charts redraw at most about once a second
 LOG_CHUNK = 64 * 1024
@@ -45,23 +45,29 @@ def drain(sub, seconds: float) -> None:
 
 @sock.route("/ws/dashboard", bp=bp)
 def dashboard_ws(ws):
+    """`?have={"section": "version", …}`: what the page holds (the versions it was
+    rendered or last sent with). Sends `{"sections": {name: html}, "versions": {name:
+    version}}` with only the sections whose version differs from what this client
+    holds (all of them without `have`), when the state changes and every REFRESH."""
     latest: state.Latest = current_app.extensions["state"]  # shared by every dashboard
+    held = state.parse_have(request.args.get("have"))
     going = auth.lasting(ws)
     with hive().bus.subscribe("state") as sub:
-        last = None
-        refreshed = 0.0
+        refreshed = None
         while going():
-            now = time.monotonic()
-            woke = sub.get(timeout=TICK)
-            if woke is not None:
-                drain(sub, DEBOUNCE)
-            if woke is None and last is not None and now - refreshed < REFRESH:
-                continue
-            sections = dashboard.render_sections(latest.get(max_age=TICK))
-            changed = {k: v for k, v in sections.items() if last is None or last.get(k) != v}
+            if refreshed is not None:
+                woke = sub.get(timeout=TICK)
+                if woke is not None:
+                    drain(sub, DEBOUNCE)
+                elif time.monotonic() - refreshed < REFRESH:
+                    continue
+            data, versions = latest.snapshot(max_age=TICK)
+            changed = [name for name, v in versions.items() if held.get(name) != v]
             if changed:
-                send(ws, {"sections": changed})
-            last, refreshed = sections, time.monotonic()
+                sections = dashboard.render_sections(data, changed, versions)
+                send(ws, {"sections": sections, "versions": {n: versions[n] for n in changed}})
+                held.update((n, versions[n]) for n in changed)
+            refreshed = time.monotonic()
 
 
 @bp.before_request
@@ -72,6 +78,8 @@ def check_query():
         charts.parse(hive(), request.args, time.time())
     if request.endpoint == "live.harness":
         hive().home.require_agent(request.view_args["name"])
+    if request.endpoint == "live.dashboard_ws":
+        state.parse_have(request.args.get("have"))
 
 
 @sock.route("/ws/stats", bp=bp, endpoint="stats")

@@ -33,7 +33,7 @@ def ask(broker: Broker, asker: str, question: object, options: object = None) ->
         not isinstance(options, list) or not all(isinstance(o, str) and o for o in options)
     ):
         raise BadInput("`options` must be a list of non-empty strings, or left out")
-    with broker.db.connection() as conn:
+    with broker.db.write(begin=False) as conn:
         return conn.execute(
             "INSERT INTO questions (asker, question, options, asked_at) VALUES (?, ?, ?, ?)",
             (asker, question, json.dumps(options) if options else None, time.time()),
@@ -52,34 +52,26 @@ def answer(broker: Broker, question_id: int, text: object, by: str) -> dict:
     """Record the answer and deliver it to the asker, in one transaction."""
     if not isinstance(text, str) or not text.strip():
         raise BadInput("an answer needs text")
-    with broker.db.connection() as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = None
-            if fits(question_id):
-                row = conn.execute(
-                    "SELECT * FROM questions WHERE id = ?", (question_id,)
-                ).fetchone()
-            if row is None:
-                raise UnknownQuestion(f"unknown question {question_id}")
-            if row["answered_at"] is not None:
-                raise AlreadyDecided(
-                    f"question {question_id} was already answered by {row['answered_by']}"
-                )
-            now = time.time()
-            conn.execute(
-                "UPDATE questions SET answer = ?, answered_at = ?, answered_by = ? WHERE id = ?",
-                (text, now, by, question_id),
+    with broker.db.write() as conn:
+        row = None
+        if fits(question_id):
+            row = conn.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
+        if row is None:
+            raise UnknownQuestion(f"unknown question {question_id}")
+        if row["answered_at"] is not None:
+            raise AlreadyDecided(
+                f"question {question_id} was already answered by {row['answered_by']}"
             )
-            body = f"Answer to your question #{question_id} ({row['question']}): {text}"
-            conn.execute(
-                "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)",
-                (OPERATOR, row["asker"], body, now),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        now = time.time()
+        conn.execute(
+            "UPDATE questions SET answer = ?, answered_at = ?, answered_by = ? WHERE id = ?",
+            (text, now, by, question_id),
+        )
+        body = f"Answer to your question #{question_id} ({row['question']}): {text}"
+        conn.execute(
+            "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)",
+            (OPERATOR, row["asker"], body, now),
+        )
         row = conn.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
     broker.wake([row["asker"]])
     return _row(row)

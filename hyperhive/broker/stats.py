@@ -150,10 +150,8 @@ class Stats:
 
     def record_many(self, rows: Iterable[tuple[str, float, str, float]]) -> None:
         """Store raw `(agent, ts, key, value)` rows in one transaction (no event)."""
-        with self.db.connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+        with self.db.write() as conn:  # queued with the broker's writes (the same pool)
             conn.executemany("INSERT INTO stats (agent, ts, key, value) VALUES (?, ?, ?, ?)", rows)
-            conn.execute("COMMIT")
 
     def record_turn(self, agent: str, report: dict, ts: float | None = None) -> int:
         """Check and store one turn report; the number of rows written."""

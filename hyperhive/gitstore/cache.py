@@ -10,7 +10,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -131,11 +133,39 @@ class RefListings:
 
     def get(self, control: str, prefix: str, derive: Callable, load: Callable[[], V]) -> V:
         key = (control, prefix, derive)
+        memo = _once.get()
+        if memo is not None and key in memo:
+            return memo[key]  # type: ignore[return-value]
         now, settled = stamp(control, prefix)
         cached = self._cache.get(key)
         if cached is not None and cached[0] == now:
-            return cached[1]  # type: ignore[return-value]
-        value = load()
-        if settled:
-            self._cache.put(key, (now, value))
-        return value
+            value = cached[1]
+        else:
+            value = load()
+            if settled:
+                self._cache.put(key, (now, value))
+        if memo is not None:
+            memo[key] = value
+        return value  # type: ignore[return-value]
+
+
+# The listings read so far inside `listed_once()`, in this thread (or task).
+_once: ContextVar[dict | None] = ContextVar("hyperhive_listed_once", default=None)
+
+
+@contextmanager
+def listed_once() -> Iterator[None]:
+    """Inside the block each listing is read once: the first read of a repo's refs below a
+    prefix answers every later one (no stamp taken again), so a request that asks about
+    many approvals of one repo (the dashboard asks for each its check, its policy diff's
+    base, …) sees one consistent view at the cost of one look. Nested blocks share the
+    outer one. Never around something that must see its own writes, nor a long-lived
+    loop (a websocket): the block's view does not move."""
+    if _once.get() is not None:
+        yield
+        return
+    token = _once.set({})
+    try:
+        yield
+    finally:
+        _once.reset(token)

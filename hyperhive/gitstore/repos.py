@@ -61,19 +61,26 @@ class LazyRepo:
         self.close()
 
 
-def read_object(repo: Repo, sha: bytes) -> ShaFile:
-    """`repo[sha]`, a loose object parsed once: dulwich parses one twice (into an object
-    to get its raw form, then that again), which a listing of thousands of tags feels."""
+def read_loose(repo: Repo, sha: bytes) -> tuple[bytes, bytes] | None:
+    """The type name and body of the loose object `sha`, inflated, not parsed; None when
+    it is not loose (packed) or unreadable (`repo[sha]` then says why)."""
     path = os.path.join(getattr(repo.object_store, "path", ""), sha[:2].decode(), sha[2:].decode())
     try:
         with open(path, "rb") as f:
-            kind, _, body = zlib.decompress(f.read()).partition(b"\0")
+            head, _, body = zlib.decompress(f.read()).partition(b"\0")
     except (OSError, zlib.error):
-        return repo[sha]  # packed (or unreadable: dulwich says why)
-    cls = object_class(kind.split(b" ", 1)[0])
+        return None
+    return head.split(b" ", 1)[0], body
+
+
+def read_object(repo: Repo, sha: bytes) -> ShaFile:
+    """`repo[sha]`, a loose object parsed once: dulwich parses one twice (into an object
+    to get its raw form, then that again), which a listing of thousands of tags feels."""
+    loose = read_loose(repo, sha)
+    cls = object_class(loose[0]) if loose else None
     if cls is None:
-        return repo[sha]
-    return cls.from_raw_string(cls.type_num, body, sha)
+        return repo[sha]  # packed (or unreadable: dulwich says why)
+    return cls.from_raw_string(cls.type_num, loose[1], sha)
 
 
 def resolve_commit(repo: Repo, spec: str) -> bytes:

@@ -1,5 +1,6 @@
 """Annotated tags whose message ends in `Key: value` trailers (git interpret-trailers style)."""
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -10,7 +11,7 @@ from dulwich.trailers import Trailer, format_trailers, parse_trailers
 
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
-from hyperhive.gitstore.repos import read_object
+from hyperhive.gitstore.repos import read_loose, read_object
 
 
 def identity(actor: str) -> bytes:
@@ -76,7 +77,13 @@ def read_tag(repo: Repo | Callable[[], Repo], ref: bytes, sha: bytes) -> TagInfo
 
 
 def _parse_tag(repo: Repo, ref: bytes, sha: bytes) -> TagInfo:
-    tag = read_object(repo, sha)
+    loose = read_loose(repo, sha)
+    if loose is not None and loose[0] == b"tag":
+        found = _plain_info(ref, sha, loose[1])
+        if found is not None:
+            return found
+        return _info(ref, Tag.from_raw_string(Tag.type_num, loose[1], sha))
+    tag = read_object(repo, sha)  # packed, or not a tag
     if not isinstance(tag, Tag):
         # A lightweight tag someone pushed by hand: report it without trailers.
         return TagInfo(ref.decode(), sha.decode(), sha.decode(), "?", 0, "", "", {})
@@ -99,17 +106,87 @@ def parse_raw_tag(ref: bytes, sha: bytes, raw: bytes) -> TagInfo | None:
     return info if info.ref == ref.decode() else replace(info, ref=ref.decode())
 
 
+# Every tag the hive writes has these headers, in this order, and nothing else.
+_HEADERS = (b"object ", b"type commit", b"tag ", b"tagger ")
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def _plain_info(ref: bytes, sha: bytes, body: bytes) -> TagInfo | None:
+    """The tag from its object text without building a dulwich object (a cold dashboard
+    parses thousands), when it has the shape of the tags the hive writes: the four
+    headers, a tagger with a time, no signature. None for any other shape, which
+    dulwich parses (tests/test_gitstore.py checks both agree)."""
+    head, blank, message = body.partition(b"\n\n")
+    lines = head.split(b"\n")
+    if not blank or len(lines) != 4 or b"-----BEGIN " in message:  # maybe a signature
+        return None
+    if not all(line.startswith(h) for line, h in zip(lines, _HEADERS, strict=True)):
+        return None
+    target, tagger = lines[0][7:], lines[3][7:]
+    if lines[1] != b"type commit" or len(target) != 40 or not _HEX.issuperset(target):
+        return None
+    end = tagger.rfind(b"> ")
+    seconds, _, zone = tagger[end + 2 :].rpartition(b" ")
+    sign, digits = zone[:1], zone[1:]
+    if end < 0 or not seconds.isdigit() or sign not in (b"+", b"-"):
+        return None
+    if len(digits) != 4 or not digits.isdigit():
+        return None
+    return _described(ref, sha, target, tagger[: end + 1], int(seconds), message)
+
+
 def _info(ref: bytes, tag: Tag) -> TagInfo:
-    text, trailers = parse_trailers(tag.message)
-    subject, _, body = text.decode(errors="replace").partition("\n")
-    actor = tag.tagger.decode(errors="replace").split(" <", 1)[0]
+    # a tag made by hand may lack a tagger, its time or a message: "?", 0, ""
+    tagger, when = tag.tagger or b"?", tag.tag_time or 0
+    return _described(ref, tag.id, tag.object[1], tagger, when, tag.message or b"")
+
+
+def _described(
+    ref: bytes, sha: bytes, target: bytes, tagger: bytes, when: int, message: bytes
+) -> TagInfo:
+    found = _plain_trailers(message)
+    if found is None:
+        raw, parsed = parse_trailers(message)
+        found = raw.decode(errors="replace"), {t.key: t.value for t in parsed}
+    text, trailers = found
+    subject, _, body = text.partition("\n")
     return TagInfo(
         ref=ref.decode(),
-        sha=tag.id.decode(),
-        target=tag.object[1].decode(),
-        actor=actor,
-        time=tag.tag_time,
+        sha=sha.decode(),
+        target=target.decode(),
+        actor=tagger.decode(errors="replace").split(" <", 1)[0],
+        time=when,
         subject=subject,
         body=body.strip("\n"),
-        trailers={t.key: t.value for t in trailers},
+        trailers=trailers,
     )
+
+
+# What str.splitlines splits on besides "\n": such a message goes to dulwich.
+_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _plain_trailers(message: bytes) -> tuple[str, dict[str, str]] | None:
+    """dulwich's `parse_trailers` of a message shaped as make_tag_message writes them
+    (UTF-8; a last paragraph of `Key: value` lines after a blank line, ending in one
+    newline; no `---` line, no continuation line), without its general scan: the text
+    before the trailers and the trailers. None for any other shape."""
+    try:
+        text = message.decode()
+    except UnicodeDecodeError:
+        return None
+    if not text.endswith("\n") or text.endswith("\n\n") or "---" in text:
+        return None
+    head, blank, block = text[:-1].rpartition("\n\n")
+    if not blank or _OTHER_BREAKS.search(text):
+        return None
+    trailers = {}
+    for line in block.split("\n"):
+        key, colon, value = line.partition(":")
+        if not colon or not key or key[0].isspace() or any(c.isspace() for c in key):
+            return None
+        trailers[key] = value.strip()
+    lines = head.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return ("\n".join(lines) + "\n" if lines else ""), trailers

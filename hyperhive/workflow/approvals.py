@@ -118,6 +118,12 @@ class Approval:
         return f"{state} by {tag.actor} at {when(tag.time)}"
 
     def to_json(self) -> dict:
+        """The approval as JSON (a new dict each call; what it holds is shared: an
+        Approval never changes, and the dashboard asks for every pending one's)."""
+        return dict(self._json)
+
+    @cached_property
+    def _json(self) -> dict:
         return {
             "agent": self.agent,
             "id": self.id,
@@ -209,9 +215,18 @@ class Approvals:
         """The applied repo, opened: the caller closes it (`with approvals.repo() as r`)."""
         return open_repo(self.dir)
 
-    def _tag_shas(self, repo: Repo) -> dict[int, dict[State, bytes]]:
-        """The tags read now, for a write under the transition lock."""
-        return parse_tag_refs(refs.under(repo, b"refs/tags/"))
+    def _tag_shas(self, repo: Repo | None = None) -> dict[int, dict[State, bytes]]:
+        """The tags read now (the packed ones grouped once per packed-refs file), for a
+        write under the transition lock. The inner dicts are shared: never change them."""
+        return refs.grouped(self.dir if repo is None else repo, refs.TAGS, parse_tag_refs)
+
+    def _id_shas(self, approval_id: int, repo: Repo | None = None) -> dict[State, bytes]:
+        """The tags of one approval read now: one ref per state, whatever the number of
+        tags."""
+        found = {
+            s: refs.read(self.dir if repo is None else repo, tag_ref(s, approval_id)) for s in State
+        }
+        return {s: sha for s, sha in found.items() if sha is not None}
 
     def _listed(self) -> dict[int, dict[State, bytes]]:
         """The tags for the read views (shared: never change it)."""
@@ -238,6 +253,12 @@ class Approvals:
     def get(self, approval_id: int, with_pruned: bool = False) -> Approval:
         """One approval; `with_pruned` adds what retention removed of it (and finds an
         approval whose tags are all gone)."""
+        if not with_pruned:  # its own refs only: as fast with 10 tags as with 10,000
+            shas = self._id_shas(approval_id)
+            if not shas:
+                raise UnknownApproval(f"unknown approval {format_target(self.name, approval_id)}")
+            with LazyRepo(self.dir) as reader:
+                return self._load(approval_id, shas, reader)
         found = {approval_id: a} if (a := self._approvals().get(approval_id)) else {}
         if with_pruned:
             found = self._with_pruned(found, approval_id)
@@ -286,8 +307,23 @@ class Approvals:
         return merged
 
     def states(self) -> dict[int, set[State]]:
-        """Each id's states, from the ref names alone (no tag object is read)."""
-        return {i: set(shas) for i, shas in self._listed().items()}
+        """Each id's states, from the ref names alone (no tag object is read), as they are
+        now."""
+        return {i: set(shas) for i, shas in self._tag_shas().items()}
+
+    def last_deployed(self) -> tuple[int, TagInfo] | None:
+        """The approval deployed last (by its tag's time, then id) and that tag, read now."""
+        deployed = {
+            i: s[State.DEPLOYED] for i, s in self._tag_shas().items() if State.DEPLOYED in s
+        }
+        if not deployed:
+            return None
+        with LazyRepo(self.dir) as reader:
+            infos = {
+                i: read_tag(reader, tag_ref(State.DEPLOYED, i), sha) for i, sha in deployed.items()
+            }
+        last = max(infos, key=lambda i: (infos[i].time, i))
+        return last, infos[last]
 
     def tags_in(self, state: State) -> dict[int, TagInfo]:
         """The tag of every approval that reached `state`, by id."""
@@ -393,6 +429,7 @@ class Approvals:
             )
             if tag is None:  # only a writer bypassing the lock and the id counter gets here
                 raise IllegalTransition(f"cannot propose: {ref.decode()} already exists")
+            refs.pack_if_many(repo)
         self._written(tag, ref)
         return self.get(approval_id)
 
@@ -476,7 +513,7 @@ class Approvals:
         if state not in PREDECESSOR:
             raise IllegalTransition(f"{state} is not a transition of {target}: use propose")
         with self.repo() as repo, locked(transition_lock(self.dir)):
-            shas = self._tag_shas(repo).get(approval_id)
+            shas = self._id_shas(approval_id, repo)
             if not shas:
                 raise UnknownApproval(f"unknown approval {target}")
             before = self._load(approval_id, shas, repo)
@@ -499,5 +536,6 @@ class Approvals:
             after = self._load(approval_id, {**shas, state: tag}, repo)
             if then:
                 then(repo, after)
+            refs.pack_if_many(repo)  # tags are written once: packing them loses nothing
         self._written(tag, ref)
         return after

@@ -35,6 +35,8 @@ from pathlib import Path
 
 from hyperhive.errors import CheckNotPassed, IllegalTransition
 from hyperhive.gitstore import refs
+from hyperhive.gitstore.cache import LRU
+from hyperhive.gitstore.repos import LazyRepo
 from hyperhive.gitstore.tags import read_tag, write_tag
 from hyperhive.home import Home
 from hyperhive.names import ENGINE, MANAGER, format_target
@@ -149,26 +151,28 @@ def _by_id(listed: dict[bytes, bytes]) -> dict[int, dict[int, bytes]]:
     return by_id
 
 
+# The checks built from a listing of a repo's check tags, by repo, while that listing is
+# the current one: a dashboard asks for every pending approval's check.
+_built: LRU[Path, tuple[dict, dict[int, list[Check]]]] = LRU(1024)
+
+
 def recorded(home: Home, name: str) -> dict[int, list[Check]]:
-    """Every recorded check of the agent's approvals, by id, runs in order (read from a
-    listing kept while the tags do not change, each tag parsed once)."""
+    """Every recorded check of the agent's approvals, by id, runs in order (built once per
+    listing of the check tags, each tag parsed once; shared: never change it)."""
     directory = home.applied_dir(name)
-    found: dict[int, list[Check]] = {}
-    repo = None
-
-    def opened():
-        nonlocal repo
-        if repo is None:
-            repo = Approvals(home, name).repo()
-        return repo
-
-    for approval_id, runs in refs.listing(directory, PREFIX, _by_id).items():
-        found[approval_id] = [
-            _from_tag(name, approval_id, run, read_tag(opened, tag_ref(approval_id, run), sha))
-            for run, sha in sorted(runs.items())
-        ]
-    if repo is not None:
-        repo.close()
+    listed = refs.listing(directory, PREFIX, _by_id)
+    cached = _built.get(directory)
+    if cached is not None and cached[0] is listed:
+        return cached[1]
+    with LazyRepo(directory) as opened:  # opened only for tags no cache holds
+        found = {
+            approval_id: [
+                _from_tag(name, approval_id, run, read_tag(opened, tag_ref(approval_id, run), sha))
+                for run, sha in sorted(runs.items())
+            ]
+            for approval_id, runs in listed.items()
+        }
+    _built.put(directory, (listed, found))
     return found
 
 
@@ -360,12 +364,19 @@ def pending_unchecked(home: Home) -> list[tuple[str, int]]:
 # -- views ------------------------------------------------------------------------------
 
 
-def check_json(home: Home, name: str, approval_id: int, live: dict | None = None) -> dict:
+def check_json(
+    home: Home,
+    name: str,
+    approval_id: int,
+    live: dict | None = None,
+    every: dict[int, list[Check]] | None = None,
+) -> dict:
     """An approval's check as the CLI and the API show it: `state` is `queued` or
     `running` while the daemon has it (`live`), else the latest result (`passed`,
     `failed`) or `unfinished`; `result` and the other fields are the latest recorded
-    check's (None/absent when there is none); `runs` how many were recorded."""
-    runs = recorded(home, name).get(approval_id, [])
+    check's (None/absent when there is none); `runs` how many were recorded. `every`:
+    the agent's `recorded` checks, when the caller read them already."""
+    runs = (recorded(home, name) if every is None else every).get(approval_id, [])
     data: dict = {"state": UNFINISHED, "result": None, "runs": len(runs)}
     if runs:
         data.update(runs[-1].to_json())

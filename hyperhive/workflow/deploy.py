@@ -94,11 +94,10 @@ def recover(home: Home, name: str) -> list[Approval]:
 
 def _reconcile(home: Home, approvals: Approvals) -> None:
     """A crash between the deployed tag, main and the meta commit leaves them apart."""
-    deployed = approvals.tags_in(State.DEPLOYED)
-    if not deployed:
+    last = approvals.last_deployed()
+    if last is None:
         return
-    last_id = max(deployed, key=lambda i: (deployed[i].time, i))
-    commit = deployed[last_id].target
+    last_id, commit = last[0], last[1].target
     with approvals.repo() as repo:
         main = refs.read(repo, MAIN)
         if main != commit.encode():

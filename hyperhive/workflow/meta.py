@@ -163,15 +163,54 @@ class LockError(Exception):
     pass
 
 
+def flake_inputs(home: Home, pins: dict[str, dict], nixos: NixosInputs | None) -> dict:
+    """Each input of `render_flake`'s flake as `nix flake lock` records it under
+    `original` (what the flake asks for, before locking)."""
+    inputs: dict[str, dict] = {}
+    if nixos is not None:
+        inputs["nixpkgs"] = {"path": nixos.nixpkgs, "type": "path"}
+        inputs["hyperhive"] = {"path": nixos.source, "type": "path"}
+    for name, pin in pins.items():
+        rev = pin["rev"]
+        url = f"file://{home.applied_dir(name)}"
+        inputs[f"agent-{name}"] = {"ref": pin_ref(rev), "rev": rev, "type": "git", "url": url}
+    return inputs
+
+
+def lock_is_current(lock: bytes | None, inputs: dict[str, dict]) -> bool:
+    """Whether `lock` already locks exactly `inputs` (the root's inputs are these, each
+    node's `original` is what the flake asks for): then `nix flake lock` would leave it
+    byte for byte as it is, and need not run. Anything unexpected says no."""
+    if not lock:
+        return False
+    try:
+        data = json.loads(lock)
+        nodes = data["nodes"]
+        root = nodes[data["root"]].get("inputs", {})
+        if set(root) != set(inputs):
+            return False
+        return all(
+            isinstance(key := root[name], str) and nodes[key].get("original") == original
+            for name, original in inputs.items()
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def tree_files(home: Home, pins: dict[str, dict], previous_lock: bytes | None) -> dict[str, bytes]:
     """The meta tree: flake.nix, its lock (when nix can make it) and the pins. The pin refs
-    its inputs name are created first (`write_pin_refs`)."""
+    its inputs name are created first (`write_pin_refs`). `nix flake lock` runs only when
+    the inputs changed: a lock that already locks them is kept as it is."""
     write_pin_refs(home, pins)
-    flake = render_flake(home, pins, nixos_inputs()).encode()
+    nixos = nixos_inputs()
+    flake = render_flake(home, pins, nixos).encode()
     files = {
         "flake.nix": flake,
         PINS_FILE: (json.dumps({"agents": pins}, indent=2, sort_keys=True) + "\n").encode(),
     }
+    if previous_lock and lock_is_current(previous_lock, flake_inputs(home, pins, nixos)):
+        files["flake.lock"] = previous_lock
+        return files
     try:
         if (lock := lock_flake(flake, previous_lock)) is not None:
             files["flake.lock"] = lock

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from hyperhive import policy as schema
 from hyperhive.errors import UnsafeTree
+from hyperhive.gitstore.cache import LRU
 from hyperhive.gitstore.history import checkout
 from hyperhive.home import Home
 from hyperhive.runtime import policy
@@ -473,21 +474,38 @@ def build(before_commit: str | None, after_commit: str, evaluate: Evaluate) -> d
 
 
 def of_approval(
-    home: Home, approval: Approval, *, timeout: float = TIMEOUT, only_cached: bool = False
+    home: Home,
+    approval: Approval,
+    *,
+    timeout: float = TIMEOUT,
+    only_cached: bool = False,
+    approvals: Approvals | None = None,
 ) -> dict | None:
     """The policy diff of an approval (JSON-ready). `only_cached`: None unless both
-    sides are in the cache (the dashboard: it never waits for nix)."""
+    sides are in the cache (the dashboard: it never waits for nix). `approvals`: the
+    agent's, when the caller has them."""
     if approval.pruned_on:
         return None
-    approvals = Approvals(home, approval.agent)
+    approvals = approvals or Approvals(home, approval.agent)
     base = review_base(approvals, approval)
+    if only_cached:
+        # Both sides' evaluations are in the cache for good once there (a commit's
+        # evaluation never changes), so their diff is too: the dashboard asks for every
+        # pending approval's at each load.
+        key = (str(home.root), base, approval.commit)
+        if (known := _cached_diffs.get(key)) is None:
+            known = build(base, approval.commit, lambda commit: cached(home, commit))
+            if known is not None:
+                _cached_diffs.put(key, known)
+        return known
+    return build(
+        base, approval.commit, lambda commit: evaluated(home, approval.agent, commit, timeout)
+    )
 
-    def evaluate(commit: str) -> dict | None:
-        if only_cached:
-            return cached(home, commit)
-        return evaluated(home, approval.agent, commit, timeout)
 
-    return build(base, approval.commit, evaluate)
+# The diffs `of_approval(only_cached=True)` built, by home, base and commit (shared:
+# never change one).
+_cached_diffs: LRU[tuple[str, str | None, str], dict] = LRU(4096)
 
 
 def approval_json(home: Home, approval: Approval, timeout: float = TIMEOUT) -> dict:

@@ -23,19 +23,15 @@ take a deleted `approved/<id>` for a deploy request.
 """
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dulwich.file import FileLocked, GitFile
-from dulwich.objects import Tag, valid_hexsha
-from dulwich.refs import write_packed_refs
-from dulwich.repo import Repo
+from dulwich.objects import Tag
 
-from hyperhive.errors import BadInput, ConcurrentUpdate, HiveError
+from hyperhive.errors import BadInput, HiveError
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.gitstore.tags import read_tag
@@ -49,7 +45,7 @@ from hyperhive.workflow.states import ORDER, TERMINAL, State
 log = logging.getLogger("hyperhive.retention")
 
 DAY = 86400
-TAGS = b"refs/tags/"
+TAGS = refs.TAGS
 AGEING = frozenset({State.FAILED, State.DENIED})  # terminal tags that expire
 CHECKED = "checked/"  # the checks' tags (workflow/checks.py)
 
@@ -106,41 +102,6 @@ def prune_lock(home: Home) -> Path:
     return home.meta_dir / "hyperhive-prune.lock"
 
 
-def _rewrite_packed(repo: Repo, remove: Mapping[bytes, bytes]) -> None:
-    """Pack every loose tag and delete the refs in `remove` (each must be packed and
-    still point where it says) with ONE atomic replacement of packed-refs; only then are
-    the loose files of the newly packed tags unlinked, so no reader and no crash ever
-    finds a kept tag missing. Call with the repo's transition lock held."""
-    container = repo.refs
-    loose = {}
-    for ref in container.allkeys():
-        if ref.startswith(TAGS) and valid_hexsha(sha := container.read_loose_ref(ref) or b""):
-            loose[ref] = sha
-    if not loose and not remove:
-        return
-    path = os.path.join(container.path, b"packed-refs")
-    try:
-        f = GitFile(path, "wb")
-    except FileLocked:
-        raise ConcurrentUpdate(
-            f"{os.fsdecode(path)}.lock exists: another git process is writing refs "
-            "(or one crashed; then remove that file)"
-        ) from None
-    with f:  # an exception aborts: packed-refs stays as it was
-        packed = dict(container.get_packed_refs())
-        for ref, sha in remove.items():
-            if ref in loose or packed.get(ref) != sha:
-                raise ConcurrentUpdate(
-                    f"{ref.decode()} in {repo.path} changed before it could be deleted"
-                )
-            del packed[ref]
-        packed.update(loose)
-        write_packed_refs(f, packed)
-    for ref, sha in loose.items():
-        if container.read_loose_ref(ref) == sha:
-            os.remove(container.refpath(ref))
-
-
 def _plan_repo(
     home: Home, name: str, failed_days: int, now: float, dry_run: bool
 ) -> dict[bytes, tuple[bytes, meta.PrunedTag]]:
@@ -152,7 +113,7 @@ def _plan_repo(
         nullcontext() if dry_run else locked(transition_lock(directory)),
     ):
         if not dry_run:
-            _rewrite_packed(repo, {})
+            refs.pack(repo, TAGS)
         tags, objects = {}, {}
         for rest, sha in refs.under(repo, TAGS).items():
             obj = repo[sha]
@@ -234,7 +195,7 @@ def prune(
             directory = home.applied_dir(name)
             try:
                 with open_repo(directory) as repo, locked(transition_lock(directory)):
-                    _rewrite_packed(repo, {ref: sha for ref, (sha, _) in doomed.items()})
+                    refs.pack(repo, TAGS, {ref: sha for ref, (sha, _) in doomed.items()})
             except HiveError as e:
                 report.errors[name] = str(e)
                 continue

@@ -1,0 +1,80 @@
+"""Group commit: rows inserted by many threads at once share one transaction, so one WAL
+fsync (`synchronous = FULL`, broker/db.py) acknowledges them all.
+
+A thread that finds no transaction being written writes one with every row queued so far
+(up to `limit`); threads whose rows arrive meanwhile wait for it to end, and the first of
+them then writes the next with all of theirs. Nobody waits for a timer or a background
+thread: a lone sender commits at once, as before, and N senders at once pay one fsync
+between them instead of N in a row. Each `insert` returns only after the transaction
+holding its row committed, so an acknowledged row is on disk. Rows are written in the
+order they were queued, so one sender's rows keep their order (their ids grow).
+"""
+
+import threading
+from collections.abc import Sequence
+
+from hyperhive.broker.db import Pool
+
+MAX_GROUP = 256  # rows in one transaction: bounds how long one commit holds the write lock
+
+
+class _Row:
+    __slots__ = ("values", "id", "error", "done")
+
+    def __init__(self, values: Sequence[object]):
+        self.values = values
+        self.id: int | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class GroupCommit:
+    """`insert(values)` runs `sql` (an INSERT with one `?` per value) and returns the new
+    row's id, in a transaction shared with whatever other threads insert at that moment."""
+
+    def __init__(self, pool: Pool, sql: str, limit: int = MAX_GROUP):
+        if limit < 1:
+            raise ValueError(f"a group holds at least one row, not {limit}")
+        self.pool, self.sql, self.limit = pool, sql, limit
+        self._cond = threading.Condition()
+        self._queue: list[_Row] = []
+        self._busy = False  # a thread is writing a group
+        self.groups = 0  # transactions written (for tests and the bench)
+
+    def insert(self, values: Sequence[object]) -> int:
+        mine = _Row(values)
+        with self._cond:
+            self._queue.append(mine)
+        while True:
+            with self._cond:
+                while self._busy and not mine.done:
+                    self._cond.wait()
+                if mine.done:
+                    break
+                self._busy = True  # this thread writes the next group
+                group = self._queue[: self.limit]
+                del self._queue[: self.limit]
+            try:
+                self._write(group)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        assert mine.id is not None
+        return mine.id
+
+    def _write(self, group: list[_Row]) -> None:
+        """One transaction for `group`; every row of it ends done, with its id or with the
+        error that rolled the transaction back (none of them was stored)."""
+        try:
+            with self.pool.write(begin=len(group) > 1) as conn:  # a lone row: its own
+                ids = [conn.execute(self.sql, row.values).lastrowid for row in group]
+        except BaseException as e:  # each waiting sender gets it, and the writer too
+            for row in group:
+                row.error, row.done = e, True
+        else:
+            for row, row_id in zip(group, ids, strict=True):
+                row.id, row.done = row_id, True
+        self.groups += 1
