@@ -24,12 +24,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from werkzeug.security import check_password_hash, generate_password_hash
-
 from hyperhive import sessions
 from hyperhive.errors import BadInput, HiveError, UnknownAccount
 from hyperhive.home import Home
 from hyperhive.names import AGENT_NAME_RE
+
+
+def _security():
+    """werkzeug's password hashing, imported on first use: the import runs werkzeug's
+    package, its server and test client with it, a third of every CLI command's start-up,
+    and most commands never hash a password."""
+    from werkzeug import security
+
+    return security
+
 
 DEFAULT = "operator"  # the account a hive starts with (and an old operator.json becomes)
 MIN_PASSWORD = 8
@@ -44,7 +52,7 @@ RESERVED = {"manager", "hyperhive", "system"}
 def _dummy_hash() -> str:
     """A hash no password matches: an unknown account costs the same scrypt as a known one
     (made on first need: every CLI command imports this module)."""
-    return generate_password_hash(secrets.token_urlsafe(16), method="scrypt")
+    return _security().generate_password_hash(secrets.token_urlsafe(16), method="scrypt")
 
 
 def check_account_name(name: str) -> str:
@@ -211,7 +219,7 @@ def add(home: Home, name: str, password: str | None = None) -> None:
         _new_account_fits(data, name)
         account: dict = {"created_at": time.time()}
         if password is not None:
-            account["password"] = generate_password_hash(password, method="scrypt")
+            account["password"] = _security().generate_password_hash(password, method="scrypt")
         data["accounts"][name] = account
 
 
@@ -242,7 +250,7 @@ def set_password(home: Home, password: str, account: str = DEFAULT) -> int:
     home.require()
     _check_password_rules(password)
     _ensure_default(home)
-    hashed = generate_password_hash(password, method="scrypt")
+    hashed = _security().generate_password_hash(password, method="scrypt")
     with _changing(home) as data:
         _account(data, account)["password"] = hashed
     return sessions.end_account(home, account)
@@ -259,7 +267,7 @@ def check_password(home: Home, account: str, password: str) -> bool:
     stored = _load(home)["accounts"].get(account, {}).get("password")
     if len(password) > MAX_PASSWORD:
         return False
-    ok = check_password_hash(stored or _dummy_hash(), password)
+    ok = _security().check_password_hash(stored or _dummy_hash(), password)
     return bool(stored) and ok
 
 

@@ -4,6 +4,7 @@ run-wide check that no process the tests started is left. Helpers live in tests/
 from pathlib import Path
 
 import pytest
+from support.tmpfs import short_basetemp, use_tmpfs
 
 from hyperhive.agents import init_hive
 from hyperhive.home import Home
@@ -11,6 +12,16 @@ from hyperhive.runtime.local import LocalRuntime
 
 # The check that no process the tests started outlives the run; pytester for its own test.
 pytest_plugins = ["support.leftovers", "pytester"]
+
+# Before anything asks for a temporary directory: the hives the tests build on tmpfs,
+# where an fsync costs nothing (support/tmpfs.py).
+ON_TMPFS = use_tmpfs()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin made its factory
+def pytest_configure(config: pytest.Config) -> None:
+    if ON_TMPFS:
+        short_basetemp(config)
 
 
 @pytest.fixture
@@ -33,14 +44,17 @@ LONGEST_FIRST = (
     "tests/test_harness_daemon.py::test_an_agent_whose_claude_cannot_start",
     "tests/test_harness_daemon.py::test_a_message_runs_a_turn",
     "tests/test_bench.py",
-    "tests/test_sandbox.py::test_an_agent_sees_its_state",
     "tests/test_claude_cli.py",
-    "tests/test_stats.py::test_rollup_keeps",
-    "tests/test_operator_auth.py::test_the_cli_ends_sessions",
+    "tests/test_sandbox.py::test_an_agent_sees_its_state",
     "tests/test_gitsock.py::test_the_local_harness",
+    "tests/test_cli.py::test_full_cycle",
+    "tests/test_terminal.py::test_stopping_the_daemon",
+    "tests/test_checks.py::test_cli_approve_checks_here",
+    "tests/test_checks.py::test_the_daemon_checks_proposals",
     "tests/test_stats.py::test_a_fake_claude_turn",
     "tests/test_retention.py::test_property",
     "tests/test_harness.py::test_a_turn_sends_through",
+    "tests/test_operator_auth.py::test_the_cli_ends_sessions",
     "tests/test_daemon.py::test_start_recovers",
 )
 

@@ -436,9 +436,10 @@ def harness_env(home: Home, other_than: int | None = None) -> tuple[int, dict[st
 
 
 def test_the_local_harness_and_its_claude_get_the_git_remote(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", f"{claude_script(tmp_path / 'bin').parent}:{os.environ['PATH']}")
+    # its MCP servers are not what is tested (in the script: the sandbox drops FAKE_*)
+    claude = claude_script(tmp_path / "bin", env={"FAKE_CLAUDE_MCP": "lazy"})
+    monkeypatch.setenv("PATH", f"{claude.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_CLAUDE_HOME", str(tmp_path / "fake-claude"))
-    monkeypatch.setenv("FAKE_CLAUDE_MCP", "lazy")  # its MCP servers are not what is tested
     root = tmp_path / "hive"
     home = Home(root)
     run_cli(root, "init", check=True)

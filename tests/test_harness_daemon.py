@@ -287,7 +287,13 @@ def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive
             else None
         )
 
+    def forge_says(expected: tuple) -> bool:
+        runtime = {a["name"]: a["runtime"] for a in daemon.get("/api/state")["agents"]}["alice"]
+        return (runtime["state"], runtime["error"]) == expected
+
     def agreed(expected: tuple, timeout: float = 30.0) -> None:
+        # the forge first (an HTTP call, where each `agent list` is a process), then both
+        wait_for(lambda: forge_says(expected), timeout, what=f"the forge: alice {expected}")
         wait_for(lambda: alice() == expected, timeout, what=f"alice {expected}")
 
     agreed(("failing", missing))

@@ -33,7 +33,8 @@ def probe_claude(directory: Path, spec: dict, report: str) -> Path:
     (directory / "spec.json").write_text(json.dumps(spec))
     probe = f'"{sys.executable}" "{PROBE}" "$(cat "$(dirname "$0")/spec.json")" /state/{report}'
     run = f'[ "$1" = --version ] || {probe}\n'  # a turn's run, not the harness's version check
-    return claude_script(directory, before=run)
+    # MCP servers only for a tool call (in the script: the sandbox drops FAKE_*)
+    return claude_script(directory, before=run, env={"FAKE_CLAUDE_MCP": "lazy"})
 
 
 def home_entries(hidden_from: list[Path]) -> list[str]:

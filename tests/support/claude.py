@@ -2,18 +2,23 @@
 recorded."""
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "fake_claude.py"
 
 
-def claude_script(directory: Path, name: str = "claude", before: str = "") -> Path:
+def claude_script(
+    directory: Path, name: str = "claude", before: str = "", env: dict[str, str] | None = None
+) -> Path:
     """An executable `claude` that runs the fake with this interpreter (after the shell
-    lines `before`)."""
+    lines `before`), with `env` set in the script itself: an agent's sandbox passes on
+    only its allow-list of the daemon's environment (no FAKE_CLAUDE_*)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    path.write_text(f'#!/bin/sh\n{before}exec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in (env or {}).items())
+    path.write_text(f'#!/bin/sh\n{exports}{before}exec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
     path.chmod(0o755)
     return path
 
