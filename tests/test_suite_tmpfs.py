@@ -42,6 +42,18 @@ def test_no_tmpfs_a_noexec_or_read_only_one_or_a_set_tmpdir_is_left_alone(tmp_pa
     assert not use_tmpfs({}, shm, str(tmp_path / "no-such-table"))
 
 
+def test_a_small_tmpfs_is_left_alone(tmp_path, monkeypatch):
+    """A container's 64 MiB /dev/shm would fill up: the disk is used instead."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    table = mounts(tmp_path, f"tmpfs {shm} tmpfs rw,nosuid,nodev 0 0")
+    real = os.statvfs(shm)
+    small = os.statvfs_result((*real[:4], 64 * 1024**2 // real.f_frsize, *real[5:]))
+    monkeypatch.setattr(os, "statvfs", lambda path: small)
+    env = {}
+    assert not use_tmpfs(env, shm, table) and env == {}
+
+
 def test_this_run_follows_the_rule(tmp_path):
     """Here, on a machine with a usable /dev/shm, the tests' directories are in it, in a
     base short enough for a hive's sockets a few levels below a long test name."""

@@ -20,6 +20,9 @@ import pytest
 from _pytest.pathlib import LOCK_TIMEOUT, make_numbered_dir_with_cleanup
 
 SHM = Path("/dev/shm")
+# A container's /dev/shm is often 64 MiB: the run's hives, git repos and bench runs need
+# more, so a smaller one is left alone (the disk is slower, not full).
+MIN_FREE = 2 * 1024**3
 
 
 def mount_options(path: Path, mounts: str = "/proc/self/mounts") -> tuple[str, list[str]] | None:
@@ -39,14 +42,17 @@ def mount_options(path: Path, mounts: str = "/proc/self/mounts") -> tuple[str, l
 def use_tmpfs(environ=os.environ, shm: Path = SHM, mounts: str = "/proc/self/mounts") -> bool:
     """Point TMPDIR (what tempfile and every process the tests start use) at `shm` when
     it is a writable tmpfs that runs programs (tests write scripts there: a fake claude,
-    hooks), and neither TMPDIR nor PYTEST_DEBUG_TEMPROOT is set already (the caller's
-    choice wins). Returns whether it did."""
+    hooks) with MIN_FREE bytes free, and neither TMPDIR nor PYTEST_DEBUG_TEMPROOT is set
+    already (the caller's choice wins). Returns whether it did."""
     if environ.get("TMPDIR") or environ.get("PYTEST_DEBUG_TEMPROOT"):
         return False
     mount = mount_options(shm, mounts)
     if mount is None or mount[0] != "tmpfs" or "noexec" in mount[1] or "ro" in mount[1]:
         return False
     if not os.access(shm, os.W_OK | os.X_OK):
+        return False
+    fs = os.statvfs(shm)
+    if fs.f_bavail * fs.f_frsize < MIN_FREE:
         return False
     environ["TMPDIR"] = str(shm)
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
