@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from transitions import GIT_ENV  # the git CLI without the user's config
+
 from hyperhive.agents import init_hive
 from hyperhive.daemon.checker import CheckWorker
 from hyperhive.daemon.worker import BuildWorker
@@ -40,15 +42,6 @@ from hyperhive.workflow.approvals import Approvals
 
 NAME = "manager"
 NIX = shutil.which("nix-instantiate")
-GIT_ENV = {
-    **os.environ,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@hyperhive",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@hyperhive",
-}
 
 
 def git(cwd: Path, *args: str) -> str:

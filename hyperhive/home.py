@@ -119,15 +119,21 @@ class Home:
 
     def agent_names(self) -> list[str]:
         """The active agents: an applied repo and not destroyed."""
-        applied = self.root / "applied"
-        if not applied.is_dir():
+        root = os.fspath(self.root)  # strings, as in is_agent: every dashboard load asks
+        try:
+            entries = [e.name for e in os.scandir(f"{root}/applied") if e.name.endswith(".git")]
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        names = (p.name[: -len(".git")] for p in applied.glob("*.git") if (p / "HEAD").is_file())
-        return sorted(n for n in names if not (self.root / "agents" / n / "destroyed").is_file())
+        return sorted(
+            name[: -len(".git")]
+            for name in entries
+            if os.path.isfile(f"{root}/applied/{name}/HEAD")
+            and not os.path.isfile(f"{root}/agents/{name[: -len('.git')]}/destroyed")
+        )
 
     def require_agent(self, name: str) -> str:
         check_agent_name(name)
         self.require()
-        if not (self.applied_dir(name) / "HEAD").is_file():
+        if not os.path.isfile(f"{os.fspath(self.root)}/applied/{name}.git/HEAD"):
             raise UnknownAgent(f"unknown agent {name!r}: `hyperhive agent list` shows the agents")
         return name
