@@ -27,13 +27,12 @@ import threading
 import time
 from pathlib import Path
 
-from transitions import GIT_ENV  # the git CLI without the user's config
+from transitions import GIT_ENV, policy_eval_argv
 
 from hyperhive.agents import init_hive
 from hyperhive.daemon.checker import CheckWorker
 from hyperhive.daemon.worker import BuildWorker
 from hyperhive.home import Home
-from hyperhive.runtime import policy
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.settings import Checks
 from hyperhive.wire.events import EventBus
@@ -93,22 +92,7 @@ def references(home: Home, files: int) -> tuple[float, float]:
         git(home.config_dir(NAME), "archive", "HEAD", "-o", str(root / "c.tar"))
         subprocess.run(["tar", "-xf", "c.tar"], cwd=root, check=True)
         (root / "c.tar").unlink()
-        argv = [
-            NIX,
-            "--eval",
-            "--strict",
-            "--json",
-            "--option",
-            "restrict-eval",
-            "true",
-            "-I",
-            str(root),
-            "--argstr",
-            "file",
-            str(root / "agent.nix"),
-            "--expr",
-            policy.EVAL_EXPR,
-        ]
+        argv = policy_eval_argv(NIX, root / "agent.nix")
         env = {**os.environ, "NIX_PATH": ""}
         began = time.monotonic()
         subprocess.run(argv, cwd=root, env=env, check=True, capture_output=True)

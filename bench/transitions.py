@@ -139,6 +139,29 @@ def git(git_dir: Path, *args: str, stdin: bytes | None = None) -> str:
     return run([GIT, f"--git-dir={git_dir}", *args], stdin=stdin)
 
 
+def policy_eval_argv(nix: str, agent: Path) -> list[str]:
+    """The policy evaluation a deploy runs, spelled out as a reference runs it (not through
+    the code it measures): `nix-instantiate --eval` of the hyperhive.* options."""
+    from hyperhive.runtime.policy import EVAL_EXPR
+
+    return [
+        nix,
+        "--eval",
+        "--strict",
+        "--json",
+        "--option",
+        "restrict-eval",
+        "true",
+        "-I",
+        str(agent.parent),
+        "--argstr",
+        "file",
+        str(agent),
+        "--expr",
+        EVAL_EXPR,
+    ]
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -395,7 +418,6 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
     engine's expression: what evaluating it costs nix), `git tag -a deployed/N`, main
     moved, `nix flake lock` of the meta flake (its input moved to the new revision) and a
     meta commit of flake.nix, flake.lock and the pins. Grown between sizes as ours is."""
-    from hyperhive.runtime.policy import EVAL_EXPR
 
     config, applied, meta_dir = root / "config", root / "applied.git", root / "meta.git"
     run([GIT, "init", "-q", "-b", "main", str(config)])
@@ -457,26 +479,7 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
         if NIX_INSTANTIATE:
             run([NIX_INSTANTIATE, "--parse", "agent.nix"], cwd=staging, env=os.environ)
             agent = staging.resolve() / "agent.nix"
-            run(
-                [
-                    NIX_INSTANTIATE,
-                    "--eval",
-                    "--strict",
-                    "--json",
-                    "--option",
-                    "restrict-eval",
-                    "true",
-                    "-I",
-                    str(agent.parent),
-                    "--argstr",
-                    "file",
-                    str(agent),
-                    "--expr",
-                    EVAL_EXPR,
-                ],
-                cwd=staging,
-                env=nix_env,
-            )
+            run(policy_eval_argv(NIX_INSTANTIATE, agent), cwd=staging, env=nix_env)
         if deployed.exists():
             shutil.rmtree(deployed)
         staging.rename(deployed)
