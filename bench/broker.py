@@ -171,6 +171,15 @@ def send(conn: Conn, body: str) -> None:
     conn.call({"op": "send", "to": READER, "body": body})
 
 
+def scratch_db(path: Path) -> sqlite3.Connection:
+    """The references' sqlite file: the broker's messages table, WAL, autocommit."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    for sql in MIGRATIONS[0]:
+        db.execute(sql)
+    return db
+
+
 def drain(conn: Conn) -> list[dict]:
     """Whatever is left in the reader's inbox (between rows, so no row sees another's)."""
     return conn.call({"op": "recv"})["messages"]
@@ -368,11 +377,8 @@ def throughput(daemon: Daemon, count: int, tmp: Path) -> dict[str, float]:
     rates["ping"] = count / sum(pings)
     record("b", "ref", "ping round trip on host.sock, one connection (no database)", pings)
 
-    db = sqlite3.connect(tmp / "scratch.db", isolation_level=None)
+    db = scratch_db(tmp / "scratch.db")
     try:
-        db.execute("PRAGMA journal_mode = WAL")
-        for sql in MIGRATIONS[0]:
-            db.execute(sql)
         inserts = []
         for i in range(count):
             t0 = time.perf_counter()
@@ -473,11 +479,7 @@ def sends_by_history(daemon: Daemon, sizes: list[int], count: int, tmp: Path) ->
     """`count` sends on one connection with the messages table holding each size of
     history, beside the same INSERTs into a scratch sqlite file holding the same history."""
     scratch = tmp / "history.db"
-    conn = sqlite3.connect(scratch, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    for sql in MIGRATIONS[0]:
-        conn.execute(sql)
-    conn.close()
+    scratch_db(scratch).close()
     writer, reader = Conn(daemon.socket(WRITER)), Conn(daemon.socket(READER))
     try:
         for size in sizes:
@@ -600,11 +602,7 @@ def concurrent_sends(daemon: Daemon, counts: list[int], total: int, tmp: Path) -
     manager socket, and as many INSERT threads. Messages/second, the whole run."""
     rates: dict[str, tuple[float, float]] = {}
     scratch = tmp / "concurrent.db"
-    conn = sqlite3.connect(scratch, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    for sql in MIGRATIONS[0]:
-        conn.execute(sql)
-    conn.close()
+    scratch_db(scratch).close()
     reader = Conn(daemon.socket(READER))
     runs = [(f"{k} agents, a socket each", [daemon.socket(n) for n in readers(k)]) for k in counts]
     runs.append(("8 connections on one socket", [daemon.socket(WRITER)] * 8))
