@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from dulwich.repo import Repo
+from support.gitcli import fast_import
 from support.hive import commit_config, git, log_in
 
 from forge_ui import blobview, create_app
@@ -45,25 +46,6 @@ def commit_links(response, repo: str) -> list[str]:
     """Shas of the log rows, in page order (first link of each row)."""
     return re.findall(
         rf'<tr>\s*<td class="mono"><a href="/repos/{repo}/commit/([0-9a-f]{{40}})"', text(response)
-    )
-
-
-def fast_import(repo_dir: Path, count: int, start: int = 1_700_000_000) -> None:
-    """Append `count` commits to main with `git fast-import`, one second apart."""
-    parent = git(repo_dir, "rev-parse", "refs/heads/main").strip()
-    lines = []
-    for i in range(count):
-        msg = f"commit {i}\n".encode()
-        body = f"{i}\n".encode()
-        lines.append(b"commit refs/heads/main\n")
-        lines.append(f"committer bot <bot@x> {start + i} +0000\n".encode())
-        lines.append(b"data %d\n%s" % (len(msg), msg))
-        if i == 0:
-            lines.append(f"from {parent}\n".encode())
-        lines.append(b"M 644 inline counter.txt\n")
-        lines.append(b"data %d\n%s\n" % (len(body), body))
-    subprocess.run(
-        ["git", "fast-import", "--quiet"], cwd=repo_dir, input=b"".join(lines), check=True
     )
 
 

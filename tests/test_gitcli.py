@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from dulwich.repo import Repo
+from support.gitcli import fast_import
 from support.hive import fake_program, git
 
 from hyperhive.errors import GitFailed, HistoryTooLarge
@@ -18,23 +19,11 @@ from hyperhive.gitstore.repos import LOOSE_MAX, copy_commit, init_bare, init_wor
 COMMITS = 120  # each brings a commit, two trees and a blob: past LOOSE_MAX objects
 
 
-def fast_import(path: Path, commits: int) -> list[str]:
-    """`commits` commits on main, each changing one file in a subdirectory."""
-    stream = b"".join(
-        b"commit refs/heads/main\ncommitter t <t@x> %d +0000\ndata 3\nc%02d\n"
-        % (1_700_000_000 + i, i % 100)
-        + b"M 100644 inline d/f.txt\ndata %d\n%s\n" % (len(str(i)), str(i).encode())
-        for i in range(commits)
-    )
-    subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input=stream, check=True)
-    return git(path, "rev-list", "--reverse", "main").split()
-
-
 @pytest.fixture
 def src(tmp_path: Path) -> tuple[Repo, Path, list[str]]:
     path = tmp_path / "src"
     repo = init_worktree(path)
-    commits = fast_import(path, COMMITS)
+    commits = fast_import(path, COMMITS, "d/f.txt")
     yield repo, path, commits
     repo.close()
 
@@ -166,7 +155,7 @@ def test_is_ancestor_agrees_with_git_merge_base_walked_or_asked(tmp_path: Path):
     `git rev-list` says."""
     path = tmp_path / "repo"
     init_worktree(path).close()
-    main = fast_import(path, 6)
+    main = fast_import(path, 6, "d/f.txt")
     git(path, "branch", "side", main[2])
     stream = b"commit refs/heads/side\ncommitter t <t@x> 1800000000 +0000\ndata 5\nside\n"
     stream += b"from refs/heads/side^0\nM 100644 inline s.txt\ndata 1\ns\n"

@@ -12,6 +12,7 @@ from dulwich.repo import Repo
 from dulwich.trailers import parse_trailers
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.gitcli import fast_import
 from support.hive import git
 from unidiff import PatchSet
 
@@ -375,14 +376,7 @@ def test_copy_commit_of_a_long_history_writes_one_pack_git_reads(worktree, bare)
     """Past LOOSE_MAX objects the copy is one pack (a fetch's shape), not a file each."""
     _, src_path = worktree
     commits = LOOSE_MAX  # each brings a commit, a tree and a blob
-    stream = b"".join(
-        b"commit refs/heads/main\ncommitter t <t@x> %d +0000\ndata 3\nc%d\n"
-        % (1_700_000_000 + i, i % 10)
-        + b"M 100644 inline f.txt\ndata %d\n%s\n" % (len(str(i)), str(i).encode())
-        for i in range(commits)
-    )
-    subprocess.run(["git", "fast-import", "--quiet"], cwd=src_path, input=stream, check=True)
-    head = git(src_path, "rev-parse", "main").strip()
+    head = fast_import(src_path, commits)[-1]
     dst, dst_path = bare
     copy_commit(Repo(str(src_path)), dst, head.encode())
     assert len(list((dst_path / "objects" / "pack").glob("*.pack"))) == 1

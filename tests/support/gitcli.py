@@ -30,6 +30,26 @@ def run_git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def fast_import(
+    repo: Path, count: int, path: str = "f.txt", start: int = 1_700_000_000
+) -> list[str]:
+    """Append `count` commits to main with `git fast-import`, one second apart, each
+    changing `path` (in a work tree or a bare repo); main's shas, oldest first."""
+    parent = run_git(repo, "rev-parse", "--verify", "-q", "refs/heads/main").stdout.strip()
+    lines = []
+    for i in range(count):
+        msg, body = f"commit {i}\n".encode(), f"{i}\n".encode()
+        lines.append(b"commit refs/heads/main\n")
+        lines.append(f"committer bot <bot@x> {start + i} +0000\n".encode())
+        lines.append(b"data %d\n%s" % (len(msg), msg))
+        if i == 0 and parent:
+            lines.append(f"from {parent}\n".encode())
+        lines.append(f"M 644 inline {path}\n".encode())
+        lines.append(b"data %d\n%s\n" % (len(body), body))
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, input=b"".join(lines), check=True)
+    return git(repo, "rev-list", "--reverse", "main").split()
+
+
 def ok_git(cwd: Path, *args: str) -> str:
     proc = run_git(cwd, *args)
     assert proc.returncode == 0, proc.stderr
