@@ -4,12 +4,11 @@ on approving, a hanging evaluation stopped, a destroyed agent's check dropped, r
 the bounded log, retention."""
 
 import json
-import re
 import time
 
 import pytest
 from support.daemon import Daemon, bearer, ws
-from support.hive import commit_config, git, log_in, run_cli
+from support.hive import commit_config, csrf_in, git, log_in, run_cli
 from support.wait import wait_for
 
 from hyperhive.home import Home
@@ -264,7 +263,7 @@ def test_review_page_dashboard_and_confirm_show_the_check(home, runtime):
     client = log_in(app.test_client(), home)
     page = client.get(f"/review/{NAME}/1").get_data(as_text=True)
     assert 'id="check"' in page and "check unfinished" in page
-    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    token = csrf_in(page)
     r = client.post(f"/checks/{NAME}/1/rerun", data={"csrf_token": token})
     assert r.status_code == 302
     assert "check queued" in client.get(f"/review/{NAME}/1").get_data(as_text=True)

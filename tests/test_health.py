@@ -9,7 +9,7 @@ import re
 import sqlite3
 
 import pytest
-from support.hive import PASSWORD, log_in, run_cli
+from support.hive import PASSWORD, csrf_in, log_in, run_cli
 from support.runtimes import StandIn, set_deployed
 
 from forge_ui import create_app
@@ -305,10 +305,6 @@ def client(hive):
     return log_in(app.test_client(), hive, "ops")
 
 
-def csrf_of(page: str) -> str:
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-
-
 def test_the_dashboard_and_the_api_show_failing_agents_and_the_banner(hive, client):
     set_deployed(hive, "alice", "r1")
     Health(hive).set("alice", "turn", "cannot run claude: [Errno 2] No such file: 'claude'")
@@ -348,7 +344,7 @@ def test_dead_letters_on_the_dashboard_and_the_agent_page_with_a_requeue(hive, c
     agent_page = client.get("/agents/alice").get_data(as_text=True)
     assert agent_page.count('data-dead="') == 3
 
-    token = csrf_of(agent_page)
+    token = csrf_in(agent_page)
     url = f"/agents/alice/dead/{ids[1]}/requeue"
     assert client.post(url, data={"next": "/agents/alice"}).status_code == 403  # no CSRF
     r = client.post(url, data={"csrf_token": token, "next": "/agents/alice"})

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from support.hive import fresh_commit, git, run_cli
+from support.hive import csrf, fresh_commit, git, run_cli
 from werkzeug.security import generate_password_hash
 
 from forge_ui import create_app
@@ -32,13 +32,8 @@ def app(home, runtime):
     return create_app(Hive(home, runtime))
 
 
-def csrf(client, path="/login") -> str:
-    page = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-
-
 def log_in(client, account="operator", password=PASSWORD, **kw):
-    form = {"csrf_token": csrf(client), "account": account, "password": password}
+    form = {"csrf_token": csrf(client, "/login"), "account": account, "password": password}
     return client.post("/login", data=form, **kw)
 
 
@@ -338,7 +333,7 @@ def test_the_cookie_is_secure_over_https_only(app):
     assert "Secure" not in plain.headers["Set-Cookie"]
     c = app.test_client()
     https = {"base_url": "https://localhost", "headers": {"Referer": "https://localhost/login"}}
-    form = {"csrf_token": csrf(c), "account": "operator", "password": PASSWORD}
+    form = {"csrf_token": csrf(c, "/login"), "account": "operator", "password": PASSWORD}
     r = c.post("/login", data=form, **https)
     assert r.status_code == 302 and "; Secure" in r.headers["Set-Cookie"]
 

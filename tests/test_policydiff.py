@@ -7,7 +7,7 @@ import os
 import re
 
 import pytest
-from support.hive import PASSWORD, commit_config, log_in, run_cli
+from support.hive import PASSWORD, commit_config, csrf, log_in, run_cli
 from support.wait import wait_for
 
 from forge_ui import create_app
@@ -33,8 +33,7 @@ def client(app, home):
 
 
 def api_post(client, path, **kw):
-    page = client.get("/").get_data(as_text=True)
-    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    token = csrf(client)
     return client.post(path, headers={"X-CSRFToken": token}, **kw)
 
 

@@ -4,10 +4,8 @@ done page reached by a redirect (post/redirect/get), and no reload of a step is 
 405; every page links to the next thing to read (commit pages, the review of a tag, the
 build's meta pin, the clone URL); the favicon; styled 404 and 405 pages."""
 
-import re
-
 import pytest
-from support.hive import commit_config, log_in
+from support.hive import commit_config, csrf, log_in
 
 from forge_ui import create_app
 from forge_ui.filters import utc
@@ -25,13 +23,8 @@ def client(home, runtime):
     return c
 
 
-def token(client) -> str:
-    page = client.get("/").get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-
-
 def test_deny_redirects_to_a_done_page_and_the_review_says_who_decided(client, home):
-    data = {"csrf_token": token(client), "reason": "too <broad>", "confirm": "yes"}
+    data = {"csrf_token": csrf(client), "reason": "too <broad>", "confirm": "yes"}
     r = client.post("/review/manager/1/deny", data=data)
     assert (r.status_code, r.headers["Location"]) == (303, "/review/manager/1/done")
     for _ in range(2):  # a reload of the done page shows it again, asks nothing
@@ -48,7 +41,7 @@ def test_deny_redirects_to_a_done_page_and_the_review_says_who_decided(client, h
         r = client.get(path)
         assert r.status_code == 200 and b"Yes, " in r.data
     r = client.post(
-        "/review/manager/1/approve", data={"csrf_token": token(client), "confirm": "yes"}
+        "/review/manager/1/approve", data={"csrf_token": csrf(client), "confirm": "yes"}
     )
     assert r.status_code == 409 and b"already denied by alice" in r.data
 
@@ -99,7 +92,7 @@ def test_the_favicon_and_styled_404_and_405(client):
     page = r.get_data(as_text=True)
     assert '<header class="top">' in page and 'class="what">Not found</span>' in page
     assert "/no/such/page" in page
-    r = client.post("/agents/manager", data={"csrf_token": token(client)})
+    r = client.post("/agents/manager", data={"csrf_token": csrf(client)})
     assert r.status_code == 405
     page = r.get_data(as_text=True)
     assert '<header class="top">' in page and 'class="what">Method not allowed</span>' in page

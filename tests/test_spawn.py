@@ -6,7 +6,7 @@ import re
 import threading
 
 import pytest
-from support.hive import commit_config, git, log_in, run_cli
+from support.hive import commit_config, csrf, git, log_in, run_cli
 
 from forge_ui import create_app
 from hyperhive import operator, spawn
@@ -383,11 +383,6 @@ def client(home, runtime):
     c = create_app(Hive(home, runtime)).test_client()
     log_in(c, home, "alice")
     return c
-
-
-def csrf(client) -> str:
-    page = client.get("/").get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
 
 
 def test_dashboard_shows_drafts_and_kept_state(client, home, runtime):

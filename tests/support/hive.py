@@ -104,10 +104,14 @@ def log_in(client, home: Home, account: str = "alice"):
     return client
 
 
-def csrf(client, path: str = "/") -> str:
-    """The CSRF token a forge page (read with a logged-in test client) carries."""
-    page = client.get(path).get_data(as_text=True)
+def csrf_in(page: str) -> str:
+    """The CSRF token a forge page's HTML carries."""
     return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+def csrf(client, path: str = "/") -> str:
+    """The CSRF token of a forge page read with a (logged-in) test client."""
+    return csrf_in(client.get(path).get_data(as_text=True))
 
 
 def fake_program(bindir: Path, name: str, script: str) -> Path:
