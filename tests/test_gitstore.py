@@ -26,7 +26,6 @@ from hyperhive.gitstore.repos import (
     open_repo,
     peel,
     read_loose,
-    read_object,
     resolve_commit,
 )
 from hyperhive.gitstore.tags import make_tag_message, read_tag, write_tag
@@ -515,41 +514,40 @@ def test_checkout_writes_the_tree_with_modes_and_links(worktree, tmp_path):
     assert not (dest / "plain").stat().st_mode & stat.S_IXUSR
 
 
-def test_read_object_reads_loose_and_packed_objects_as_dulwich_does(history_repo):
+def test_tags_loose_packed_and_lightweight_read_as_dulwich_reads_them(history_repo):
     repo, path, commits = history_repo
     git(path, "tag", "-a", "-m", "a tag\n\nKey: value", "t1", commits[0])
-    ids = [
-        git(path, "rev-parse", spec).strip()
-        for spec in ("t1", commits[1], f"{commits[1]}^{{tree}}", f"{commits[1]}:a.txt")
-    ]
+    git(path, "tag", "t2", commits[1])  # lightweight: names a commit
+    named = {ref: git(path, "rev-parse", ref).strip() for ref in ("refs/tags/t1", "refs/tags/t2")}
 
-    def same(sha: str) -> None:
-        ours, theirs = read_object(repo, sha.encode()), repo[sha.encode()]
-        assert (type(ours), ours.id, ours.as_raw_string()) == (
-            type(theirs),
-            theirs.id,
-            theirs.as_raw_string(),
-        )
+    def same() -> None:
+        annotated = tags._parse_tag(repo, b"refs/tags/t1", named["refs/tags/t1"].encode())
+        assert annotated == tags._info(b"refs/tags/t1", repo[named["refs/tags/t1"].encode()])
+        assert annotated.trailers == {"Key": "value"}
+        light = tags._parse_tag(repo, b"refs/tags/t2", named["refs/tags/t2"].encode())
+        assert (light.target, light.actor, light.trailers) == (commits[1], "?", {})
 
-    for sha in ids:  # loose, as the git CLI wrote them
+    for sha in named.values():  # loose, as the git CLI wrote them
         assert (path / ".git" / "objects" / sha[:2] / sha[2:]).is_file()
-        same(sha)
+    same()
     git(path, "repack", "-a", "-d", "-q")
     git(path, "prune-packed")
-    for sha in ids:  # packed
+    for sha in named.values():  # packed
         assert not (path / ".git" / "objects" / sha[:2] / sha[2:]).exists()
-        same(sha)
+    same()
 
 
-def test_read_object_of_a_corrupt_loose_object_fails_as_dulwich_does(history_repo):
+def test_a_corrupt_loose_tag_fails_as_dulwich_does(history_repo):
     repo, path, commits = history_repo
-    loose = path / ".git" / "objects" / commits[0][:2] / commits[0][2:]
+    git(path, "tag", "-a", "-m", "a tag", "t1", commits[0])
+    sha = git(path, "rev-parse", "refs/tags/t1").strip()
+    loose = path / ".git" / "objects" / sha[:2] / sha[2:]
     loose.chmod(0o644)
     loose.write_bytes(b"not zlib at all")
     with pytest.raises(Exception) as ours:
-        read_object(repo, commits[0].encode())
+        tags._parse_tag(repo, b"refs/tags/t1", sha.encode())
     with pytest.raises(Exception) as theirs:
-        repo[commits[0].encode()]  # noqa: B018
+        repo[sha.encode()]  # noqa: B018
     assert type(ours.value) is type(theirs.value)
 
 

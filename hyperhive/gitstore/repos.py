@@ -7,7 +7,7 @@ import zlib
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
-from dulwich.objects import S_ISGITLINK, Commit, ShaFile, Tag, Tree, object_class
+from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree
 from dulwich.objectspec import parse_commit
 from dulwich.repo import Repo
 
@@ -71,16 +71,6 @@ def read_loose(repo: Repo, sha: bytes) -> tuple[bytes, bytes] | None:
     except (OSError, zlib.error):
         return None
     return head.split(b" ", 1)[0], body
-
-
-def read_object(repo: Repo, sha: bytes) -> ShaFile:
-    """`repo[sha]`, a loose object parsed once: dulwich parses one twice (into an object
-    to get its raw form, then that again), which a listing of thousands of tags feels."""
-    loose = read_loose(repo, sha)
-    cls = object_class(loose[0]) if loose else None
-    if cls is None:
-        return repo[sha]  # packed (or unreadable: dulwich says why)
-    return cls.from_raw_string(cls.type_num, loose[1], sha)
 
 
 def resolve_commit(repo: Repo, spec: str) -> bytes:

@@ -11,7 +11,7 @@ from dulwich.trailers import Trailer, format_trailers, parse_trailers
 
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
-from hyperhive.gitstore.repos import read_loose, read_object
+from hyperhive.gitstore.repos import read_loose
 
 
 def identity(actor: str) -> bytes:
@@ -77,13 +77,18 @@ def read_tag(repo: Repo | Callable[[], Repo], ref: bytes, sha: bytes) -> TagInfo
 
 
 def _parse_tag(repo: Repo, ref: bytes, sha: bytes) -> TagInfo:
+    """A tag's object read once: a loose one inflated and parsed here (dulwich would parse
+    it twice), a packed or unreadable one through dulwich (which says what is wrong)."""
     loose = read_loose(repo, sha)
-    if loose is not None and loose[0] == b"tag":
+    if loose is None:
+        tag = repo[sha]
+    elif loose[0] == b"tag":
         found = _plain_info(ref, sha, loose[1])
         if found is not None:
             return found
-        return _info(ref, Tag.from_raw_string(Tag.type_num, loose[1], sha))
-    tag = read_object(repo, sha)  # packed, or not a tag
+        tag = Tag.from_raw_string(Tag.type_num, loose[1], sha)
+    else:
+        tag = None  # a loose commit (or other object) a lightweight tag names
     if not isinstance(tag, Tag):
         # A lightweight tag someone pushed by hand: report it without trailers.
         return TagInfo(ref.decode(), sha.decode(), sha.decode(), "?", 0, "", "", {})
