@@ -307,8 +307,6 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from hyperhive.wire.protocol import DaemonUnavailable, call
-    from hyperhive.workflow.deploy import deploy
-    from hyperhive.workflow.states import State
 
     name, approval_id = args.target
     if not args.here:
@@ -317,9 +315,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             reply = call(args.home.host_socket, request)
         except DaemonUnavailable:
             pass  # no daemon: build in this process
-        else:
+        else:  # what the post-receive hook runs: queued without importing the workflow
             print(f"queued {name}#{approval_id} on the daemon ({reply['ahead']} ahead)")
             return 0
+    from hyperhive.workflow.deploy import deploy
+    from hyperhive.workflow.states import State
+
     approval = deploy(args.home, name, approval_id, get_runtime(args.runtime, args.home))
     if approval.state == State.DEPLOYED:
         print(f"deployed {approval.target} {approval.commit}")

@@ -1,6 +1,7 @@
 """What a `hyperhive` process imports before it does its work (bench/startup.py measures
-the time): `--help`, `hyperhive mcp` (each `claude` turn starts one) and `hyperhive
-harness` import none of the heavy packages they do not use. Checked in a fresh
+the time): `--help`, `hyperhive mcp` (each `claude` turn starts one), `hyperhive harness`
+and `hyperhive deploy` with a daemon to queue it (what the post-receive hook runs at each
+approval) import none of the heavy packages they do not use. Checked in a fresh
 interpreter through `sys.modules`, not by timing."""
 
 import json
@@ -54,6 +55,24 @@ import hyperhive.mcp.server  # all it serves with, had a daemon answered
 from hyperhive.cli import build_parser
 build_parser().parse_args(["harness", "--state", sys.argv[1], "--etc", sys.argv[1]])
 import hyperhive.harness.loop  # what cmd_harness runs
+""",
+    "deploy": """
+import socket, threading
+from pathlib import Path
+run = Path(sys.argv[1]) / "run"
+run.mkdir()
+daemon = socket.socket(socket.AF_UNIX)
+daemon.bind(str(run / "host.sock"))
+daemon.listen(1)
+def answer():  # the daemon queues the build
+    conn, _ = daemon.accept()
+    request = json.loads(conn.makefile("rb").readline())
+    assert request == {"op": "deploy", "agent": "alice", "id": 3}, request
+    conn.sendall(b'{"ok": true, "ahead": 0}\\n')
+    conn.close()
+threading.Thread(target=answer, daemon=True).start()
+from hyperhive.cli import main
+assert main(["deploy", "--home", sys.argv[1], "alice#3"]) == 0
 """,
 }
 
