@@ -11,7 +11,9 @@ Entries (ours), each a fresh process, spawn to the moment it has done what it is
 - `hyperhive up --port 0`: until the forge answers `GET /login` (a new home each start).
 References (ref): `python -c pass` (the interpreter's own start, the same interpreter),
 `python -c 'import mcp.server'` (the floor of the SDK the mcp server imports),
-`python -c 'import flask'` (the floor of a web app), `git --version` (a C CLI).
+`python -c 'import flask'` (the floor of a web app), `python -c 'import <the daemon's
+third-party packages>'` (flask, flask-sock, flask-wtf, gunicorn, apscheduler, dulwich,
+pygments, unidiff: the floor of what the daemon imports), `git --version` (a C CLI).
 
 The packages' bytecode is compiled first (`compileall`, as an installed package has it):
 with PYTHONDONTWRITEBYTECODE set, each start would otherwise compile every changed module.
@@ -43,6 +45,20 @@ BIN = Path(sys.executable).parent
 HYPERHIVE = str(BIN / "hyperhive")
 TICK = os.sysconf("SC_CLK_TCK")
 CLAUDE = "#!/bin/sh\necho '2.1.328 (Claude Code)'\n"  # all `--version` asks of it
+# What the daemon serves with, third-party: the floor of its imports.
+DAEMON_PACKAGES = (
+    "flask",
+    "flask_sock",
+    "flask_wtf.csrf",
+    "gunicorn.app.base",
+    "gunicorn.workers.gthread",
+    "apscheduler.schedulers.background",
+    "dulwich.repo",
+    "dulwich.server",
+    "dulwich.web",
+    "pygments.lexers",
+    "unidiff",
+)
 INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -281,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         flask = [py, "-c", "import flask"]
         sample("d", "ref ", "python -c 'import flask'", n, lambda: run_to_exit(flask))
+        floor = [py, "-c", f"import {', '.join(DAEMON_PACKAGES)}"]
+        sample(
+            "d", "ref ", "python -c 'import <the daemon's packages>'", n, lambda: run_to_exit(floor)
+        )
         sample(
             "d",
             "ours",
