@@ -37,6 +37,7 @@ from hyperhive.mcp.tools import ToolError, request, tool_entry, tool_ops
 log = logging.getLogger("hyperhive.mcp")
 
 PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+SERVER_VERSION = "1"  # this server's, as `initialize` names it (not the package's)
 MAX_MESSAGE = 4 << 20  # a message from the client (a send's body is far smaller)
 MAX_REPLY = 64 << 20  # a recv may return many messages of up to 64 KiB each
 MAX_CALLS = 64  # tool calls running at once; past that a call is refused
@@ -208,7 +209,7 @@ class Server:
         return {
             "protocolVersion": asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[-1],
             "capabilities": {"tools": {"listChanged": False}},
-            "serverInfo": {"name": "hyperhive", "version": "1"},
+            "serverInfo": {"name": "hyperhive", "version": SERVER_VERSION},
             "instructions": self.instructions,
         }
 
