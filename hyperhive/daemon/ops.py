@@ -77,7 +77,7 @@ class Ops:
 
     def op_send(self, name: str, request: dict) -> dict:
         message_id = self.broker.send(name, request.get("to"), request.get("body"))
-        notify.changed(self.hive.home, name, "message")
+        notify.changed(self.hive.home, name, notify.MESSAGE)
         return {"id": message_id}
 
     def op_recv(self, name: str, request: dict) -> dict:
