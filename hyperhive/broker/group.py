@@ -43,10 +43,9 @@ class GroupCommit:
 
     def insert(self, values: Sequence[object]) -> int:
         mine = _Row(values)
-        with self._cond:
+        with self._cond:  # one acquisition to queue the row and, when free, lead
             self._queue.append(mine)
-        while True:
-            with self._cond:
+            while True:
                 while self._busy and not mine.done:
                     self._cond.wait()
                 if mine.done:
@@ -54,12 +53,13 @@ class GroupCommit:
                 self._busy = True  # this thread writes the next group
                 group = self._queue[: self.limit]
                 del self._queue[: self.limit]
-            try:
-                self._write(group)
-            finally:
-                with self._cond:
+                self._cond.release()  # the write happens outside: others queue meanwhile
+                try:
+                    self._write(group)
+                finally:
+                    self._cond.acquire()
                     self._busy = False
-                    self._cond.notify_all()
+                    self._cond.notify_all()  # the group's senders, and the next leader
         if mine.error is not None:
             raise mine.error
         assert mine.id is not None
