@@ -27,27 +27,104 @@ from hyperhive.wire.protocol import MAX_LINE, DaemonUnavailable, call
 log = logging.getLogger("hyperhive.daemon")
 
 Handler = Callable[[dict], dict]
+# Pipelined requests answered together: a result each, in order (the reply's fields, or
+# the error raised), so that sends can share a commit (daemon/ops.py Ops.pipelined).
+Many = Callable[[list[dict]], list]
+MAX_PIPELINE = 256  # requests answered together at most (broker/group.MAX_GROUP)
 IDLE_SECONDS = 60.0  # every client sends its line at once; a long-poll waits in the op
 HOST_CONNECTIONS = 64  # the CLI and the hooks
 AGENT_CONNECTIONS = 16  # a harness and its claude's MCP server; a recv holds one each
 
 
-def _answer(handler: Handler, line: bytes) -> dict:
+class _Refused(dict):
+    """The reply refusing a line that is no request (told apart by its type: a request
+    may carry any key)."""
+
+
+def _parse(line: bytes) -> dict:
+    """The request on `line`, or a _Refused reply."""
     try:
         request = json.loads(line)
         if not isinstance(request, dict):
             raise ValueError("a request is a JSON object")
     except ValueError as e:
-        return {"ok": False, "error": f"malformed request: {e}"}
+        return _Refused(ok=False, error=f"malformed request: {e}")
     except RecursionError:
-        return {"ok": False, "error": "malformed request: nested too deeply"}
+        return _Refused(ok=False, error="malformed request: nested too deeply")
+    return request
+
+
+def _reply(request: dict, result: dict | BaseException) -> dict:
+    if not isinstance(result, BaseException):
+        return {"ok": True, **result}
+    if isinstance(result, HiveError):
+        return {"ok": False, "error": str(result)}
+    # one bad request must not take the socket down
+    log.error("host socket request %r failed", request, exc_info=result)
+    return {"ok": False, "error": f"internal error: {result}"}
+
+
+def _answer(handler: Handler, line: bytes) -> dict:
+    request = _parse(line)
+    if isinstance(request, _Refused):
+        return request
     try:
-        return {"ok": True, **handler(request)}
-    except HiveError as e:
-        return {"ok": False, "error": str(e)}
-    except Exception as e:  # one bad request must not take the socket down
-        log.exception("host socket request %r failed", request)
-        return {"ok": False, "error": f"internal error: {e}"}
+        return _reply(request, handler(request))
+    except Exception as e:
+        return _reply(request, e)
+
+
+def _answers(many: Many, lines: list[bytes]) -> list[dict]:
+    """The replies to pipelined `lines`, in order: the well-formed requests answered by
+    `many` together (its results in their order), the malformed refused in their place."""
+    parsed = [_parse(line) for line in lines]
+    requests = [p for p in parsed if not isinstance(p, _Refused)]
+    try:
+        results = many(requests) if requests else []
+        if len(results) != len(requests):
+            raise RuntimeError(f"{len(results)} results to {len(requests)} requests")
+    except Exception as e:
+        results = [e] * len(requests)
+    answers = iter(results)
+    return [p if isinstance(p, _Refused) else _reply(p, next(answers)) for p in parsed]
+
+
+class Lines:
+    """A connection's request lines, read from the socket in chunks of up to CHUNK: what a
+    client wrote before waiting for replies is then here already, and `ready()` says so
+    without a read that could block (a buffered file object cannot tell)."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def ready(self, limit: int = MAX_LINE + 1) -> bool:
+        """A whole line of at most `limit` bytes is buffered."""
+        return self.buf.find(b"\n", 0, limit) >= 0
+
+    def readline(self, limit: int) -> bytes:
+        """The next line, newline included, of at most `limit` bytes (a longer line comes
+        in pieces of `limit`); at the end, what is left, then b"". A read waits at most
+        the socket's timeout (TimeoutError)."""
+        searched = 0
+        while True:
+            end = self.buf.find(b"\n", searched, limit)
+            if end >= 0:
+                size = end + 1
+            elif len(self.buf) >= limit:
+                size = limit
+            else:
+                searched = len(self.buf)
+                chunk = self.sock.recv(self.CHUNK)
+                if chunk:
+                    self.buf += chunk
+                    continue
+                size = len(self.buf)  # the end: what is left, unfinished
+            line = bytes(self.buf[:size])
+            del self.buf[:size]
+            return line
 
 
 class HostSocket:
@@ -61,11 +138,14 @@ class HostSocket:
         unsent: Callable[[dict], None] | None = None,
         max_connections: int = HOST_CONNECTIONS,
         idle_seconds: float = IDLE_SECONDS,
+        many: Many | None = None,
     ):
         """`unsent(reply)` is told of a reply the client went away before getting (so a
-        `recv` can hand its messages back to the inbox)."""
+        `recv` can hand its messages back to the inbox). `many`: answers the requests a
+        client pipelined (several lines written before reading a reply) together; without
+        it each line is answered alone, in order, as they always are."""
         self.path = path
-        self.handler = handler
+        self.handler, self.many = handler, many
         self.mode = mode
         self.unsent = unsent
         self.max_connections, self.idle_seconds = max_connections, idle_seconds
@@ -87,7 +167,7 @@ class HostSocket:
 
     def start(self) -> None:
         self.check_free()
-        handler, unsent = self.handler, self.unsent
+        handler, unsent, many = self.handler, self.unsent, self.many
         sessions, sessions_lock = self.sessions, self.sessions_lock
         max_connections = self.max_connections
 
@@ -112,19 +192,26 @@ class HostSocket:
                     self.serve()
 
             def serve(self) -> None:
-                while line := self.rfile.readline(MAX_LINE + 1):
+                lines = Lines(self.connection)
+                while line := lines.readline(MAX_LINE + 1):
                     if len(line) > MAX_LINE:
                         while line and not line.endswith(b"\n"):  # skip the rest of it
-                            line = self.rfile.readline(MAX_LINE)
-                        reply = {"ok": False, "error": f"request line over {MAX_LINE} bytes"}
+                            line = lines.readline(MAX_LINE)
+                        replies = [{"ok": False, "error": f"request line over {MAX_LINE} bytes"}]
+                    elif many is not None and lines.ready():  # pipelined: more are here
+                        batch = [line]
+                        while len(batch) < MAX_PIPELINE and lines.ready():
+                            batch.append(lines.readline(MAX_LINE + 1))
+                        replies = _answers(many, batch)
                     else:
-                        reply = _answer(handler, line)
+                        replies = [_answer(handler, line)]
                     try:
-                        self.wfile.write(json.dumps(reply).encode() + b"\n")
+                        self.wfile.write(b"".join(json.dumps(r).encode() + b"\n" for r in replies))
                         self.wfile.flush()
                     except OSError:
                         if unsent:
-                            unsent(reply)
+                            for reply in replies:
+                                unsent(reply)
                         return
 
         class Server(socketserver.ThreadingUnixStreamServer):
