@@ -357,7 +357,7 @@ def throughput(daemon: Daemon, count: int, tmp: Path, depth: int) -> dict[str, f
                 writer.read()
         elapsed = time.perf_counter() - start
         rates["pipelined"] = count / elapsed
-        record("b", "", f"  send pipelined {depth} deep on one connection", [elapsed / count])
+        record("b", "ours", f"send pipelined {depth} deep on one connection", [elapsed / count])
         piped: list[dict] = []
         while len(piped) < count and (batch := drain(reader)):
             piped += batch
@@ -728,9 +728,10 @@ def table(args: argparse.Namespace, rates: dict[str, float], together: dict) -> 
         f"(b) ours: {args.messages} sends from the manager's socket to `{READER}`, one request "
         "at a time on one persistent connection, then `recv` (no wait) on the reader's socket "
         "until all were returned (checked: each once, in order); the daemon's CPU a send is "
-        "its processes' user + system time over that run. Indented rows: the same sends "
-        f"pipelined (--pipeline {args.pipeline}: that many written before their replies are "
-        "read, each still answered after its own commit), and a new connection per send. "
+        "its processes' user + system time over that run. Then the same sends pipelined "
+        f"(--pipeline {args.pipeline}: that many written before their replies are read; "
+        "those already there share a commit, each answered once stored); the indented row "
+        "opens a new connection per send. "
         "ref: the `ping` op on host.sock (socket + JSON, no database) "
         "and the same INSERT into a scratch sqlite file in this process (no socket)."
     )
