@@ -365,7 +365,7 @@ def test_a_socket_answers_what_was_pipelined_together(tmp_path):
 
     def many(requests):
         calls.append([r["n"] for r in requests])
-        return [{"n": r["n"]} if r["n"] != 3 else HiveError("three") for r in requests]
+        return [[{"n": r["n"]} if r["n"] != 3 else HiveError("three") for r in requests]]
 
     path = tmp_path / "s.sock"
     server = hostsock.HostSocket(path, lambda r: {"one": r["n"]}, many=many)
@@ -405,3 +405,34 @@ def test_the_line_reader_splits_caps_and_ends():
         a.close()
         assert lines.readline(100) == b"x" * 50  # the end: what was left
         assert lines.readline(100) == b""
+
+
+def test_pipelined_replies_are_written_as_they_come_and_a_failure_answers_the_rest(tmp_path):
+    """`many` yields: the first replies are on the wire before the next request is run;
+    if it breaks, every request it left unanswered gets the error, and the socket serves on."""
+    path = tmp_path / "s.sock"
+    first_read = threading.Event()
+
+    def many(requests):  # its results in pieces
+        yield [{"n": requests[0]["n"]}]
+        assert first_read.wait(30)  # the client read the first reply meanwhile
+        yield []
+        yield [{"n": requests[1]["n"]}]
+        raise RuntimeError("broken")
+
+    server = hostsock.HostSocket(path, lambda r: {"one": r["n"]}, many=many)
+    server.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+            s.connect(str(path))
+            s.sendall(b"".join(b'{"n": %d}\n' % n for n in range(4)))
+            assert json.loads(f.readline()) == {"ok": True, "n": 0}
+            first_read.set()
+            assert json.loads(f.readline()) == {"ok": True, "n": 1}
+            assert [json.loads(f.readline()) for _ in range(2)] == [
+                {"ok": False, "error": "internal error: broken"}
+            ] * 2
+            s.sendall(b'{"n": 9}\n')
+            assert json.loads(f.readline()) == {"ok": True, "one": 9}
+    finally:
+        server.stop()

@@ -18,7 +18,8 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from hyperhive.errors import HiveError
@@ -28,8 +29,11 @@ log = logging.getLogger("hyperhive.daemon")
 
 Handler = Callable[[dict], dict]
 # Pipelined requests answered together: a result each, in order (the reply's fields, or
-# the error raised), so that sends can share a commit (daemon/ops.py Ops.pipelined).
-Many = Callable[[list[dict]], list]
+# the error raised), so that sends can share a commit (daemon/ops.py Ops.pipelined). It
+# yields them in pieces (lists), each written at once in one write: a batch of large
+# replies (recvs) is never held whole, a reply never waits for a later request (a
+# long-poll), and what follows a failed write is not run.
+Many = Callable[[list[dict]], Iterable[list]]
 MAX_PIPELINE = 256  # requests answered together at most (broker/group.MAX_GROUP)
 IDLE_SECONDS = 60.0  # every client sends its line at once; a long-poll waits in the op
 HOST_CONNECTIONS = 64  # the CLI and the hooks
@@ -74,19 +78,34 @@ def _answer(handler: Handler, line: bytes) -> dict:
         return _reply(request, e)
 
 
-def _answers(many: Many, lines: list[bytes]) -> list[dict]:
-    """The replies to pipelined `lines`, in order: the well-formed requests answered by
-    `many` together (its results in their order), the malformed refused in their place."""
+def _answers(many: Many, lines: list[bytes]) -> Iterator[list[dict]]:
+    """The replies to pipelined `lines`, in order, in pieces as they are known: the
+    well-formed requests answered by `many` together (its results in their order), the
+    malformed refused in their place. What is known is given out before `many` is asked
+    for more (which may wait: a long-poll recv)."""
     parsed = [_parse(line) for line in lines]
     requests = [p for p in parsed if not isinstance(p, _Refused)]
-    try:
-        results = many(requests) if requests else []
-        if len(results) != len(requests):
-            raise RuntimeError(f"{len(results)} results to {len(requests)} requests")
-    except Exception as e:
-        results = [e] * len(requests)
-    answers = iter(results)
-    return [p if isinstance(p, _Refused) else _reply(p, next(answers)) for p in parsed]
+    pieces = iter(many(requests) if requests else ())
+    known: deque = deque()
+    failed: Exception | None = None
+    out: list[dict] = []
+    for p in parsed:
+        if isinstance(p, _Refused):
+            out.append(p)
+            continue
+        while not known and failed is None:
+            if out:
+                yield out
+                out = []
+            try:
+                known.extend(next(pieces))
+            except StopIteration:
+                failed = RuntimeError("the request got no answer")
+            except Exception as e:  # the rest get it too: nothing will answer them
+                failed = e
+        out.append(_reply(p, known.popleft() if known else failed))
+    if out:
+        yield out
 
 
 class Lines:
@@ -197,14 +216,21 @@ class HostSocket:
                     if len(line) > MAX_LINE:
                         while line and not line.endswith(b"\n"):  # skip the rest of it
                             line = lines.readline(MAX_LINE)
-                        replies = [{"ok": False, "error": f"request line over {MAX_LINE} bytes"}]
+                        replies = [[{"ok": False, "error": f"request line over {MAX_LINE} bytes"}]]
                     elif many is not None and lines.ready():  # pipelined: more are here
                         batch = [line]
                         while len(batch) < MAX_PIPELINE and lines.ready():
                             batch.append(lines.readline(MAX_LINE + 1))
                         replies = _answers(many, batch)
                     else:
-                        replies = [_answer(handler, line)]
+                        replies = [[_answer(handler, line)]]
+                    if not self.write(replies):
+                        return
+
+            def write(self, pieces: Iterable[list[dict]]) -> bool:
+                """Write each piece of replies as it comes, in one write; False (and the
+                piece told to `unsent`) if the client is gone."""
+                for replies in pieces:
                     try:
                         self.wfile.write(b"".join(json.dumps(r).encode() + b"\n" for r in replies))
                         self.wfile.flush()
@@ -212,7 +238,8 @@ class HostSocket:
                         if unsent:
                             for reply in replies:
                                 unsent(reply)
-                        return
+                        return False
+                return True
 
         class Server(socketserver.ThreadingUnixStreamServer):
             daemon_threads = True

@@ -3,7 +3,7 @@ identity: `run/agents/<name>/agent.sock` speaks for `<name>`, `run/host.sock` fo
 operator. Which ops there are and who may call each is the operation table
 (hyperhive/wire/ops.py); each op is answered by the `op_<name>` method here."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from hyperhive import spawn
 from hyperhive.agents import runtime_state
@@ -69,32 +69,33 @@ class Ops:
 
         return handle
 
-    def pipelined(self, name: str) -> Callable[[list[dict]], list]:
+    def pipelined(self, name: str) -> Callable[[list[dict]], Iterator]:
         """Requests a client wrote before reading the replies (daemon/hostsock.py), answered
         in order as `for_agent(name)` would, one by one, except that a run of sends is
         stored together (Broker.send_many: their commits shared, each still answered only
-        once it is stored). Each result is the reply's fields or the error raised."""
+        once it is stored). Yields the results (the reply's fields or the error raised) in
+        pieces as they are known, a run of sends as one; a request is run only when the
+        socket asks for more."""
         one = self.for_agent(name)
         send = lookup("send")
         may_send = send is not None and role(name) in send.callers
 
-        def many(requests: list[dict]) -> list:
-            results: list = []
+        def many(requests: list[dict]) -> Iterator:
             i = 0
             while i < len(requests):
                 end = i
                 while end < len(requests) and requests[end].get("op") == "send":
                     end += 1
                 if end - i > 1 and may_send:
-                    results += self._sends(name, requests[i:end])
+                    yield self._sends(name, requests[i:end])  # their replies in one write
                     i = end
                     continue
                 try:
-                    results.append(one(requests[i]))
+                    result = one(requests[i])
                 except Exception as e:  # the socket replies with it, as for one request
-                    results.append(e)
+                    result = e
+                yield [result]
                 i += 1
-            return results
 
         return many
 
