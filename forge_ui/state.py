@@ -4,16 +4,15 @@ Each section is loaded on its own: one that fails to load is reported in `errors
 its cause and logged, never shown as an empty list that would hide the failure.
 """
 
-import hashlib
 import heapq
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
 from forge_ui import charts, policy_view
+from forge_ui.state_json import SectionTexts
 from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
@@ -23,7 +22,7 @@ from hyperhive.errors import BadInput
 from hyperhive.gitstore.cache import listed_once
 from hyperhive.hive import Hive
 from hyperhive.workflow import checks
-from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.approvals import Approval, Approvals
 from hyperhive.workflow.states import State
 
 log = logging.getLogger("hyperhive.forge")
@@ -57,13 +56,25 @@ def pending(hive: Hive) -> list[dict]:
     return [row for _, row in rows]
 
 
-def recent(hive: Hive) -> list[dict]:
-    """The latest deploys and failures across agents, newest first."""
+def _ended(by_id: dict[int, Approval]) -> list[tuple]:
+    """An agent's RECENT latest deploys and failures, newest first, as (time, id, state,
+    tag) (Approvals.derived: once per listing of its tags)."""
     ended = (
-        (tag.time, approval_id, name, state, tag)
-        for name in hive.home.agent_names()
+        (a.states[state].time, approval_id, state, a.states[state])
         for state in (State.DEPLOYED, State.FAILED)
-        for approval_id, tag in Approvals(hive.home, name).tags_in(state).items()
+        for approval_id, a in by_id.items()
+        if state in a.states
+    )
+    return heapq.nlargest(RECENT, ended, key=lambda e: (e[0], e[1]))
+
+
+def recent(hive: Hive) -> list[dict]:
+    """The latest deploys and failures across agents, newest first (the newest of each
+    agent's newest: the same as of all, ties in the same order)."""
+    ended = (
+        (time, approval_id, name, state, tag)
+        for name in hive.home.agent_names()
+        for time, approval_id, state, tag in Approvals(hive.home, name).derived(_ended)
     )
     return [
         {
@@ -165,23 +176,17 @@ def collect(hive: Hive, only: list[str] | None = None) -> dict:
     return result
 
 
-# A process's versions differ from another's: a page reconnecting to a restarted (maybe
-# upgraded, with other templates) daemon gets every section again.
-_EPOCH = os.urandom(8)
-
-
-def versions(data: dict) -> dict[str, str]:
+def versions(data: dict, texts: SectionTexts | None = None) -> dict[str, str]:
     """A digest of each section's data in `data` (and of `errors`): a client that holds a
     section's version holds its content, so a socket sends a section only when its
     version differs from what the client has. Its HTML is a function of the data and
-    the session (ages tick in the page: filters.live_age)."""
-    found = {}
-    for name in (*SECTIONS, "errors"):
-        if name in data:
-            text = json.dumps(data[name], sort_keys=True, separators=(",", ":"), default=str)
-            digest = hashlib.blake2b(text.encode(), digest_size=8, key=_EPOCH)
-            found[name] = digest.hexdigest()
-    return found
+    the session (ages tick in the page: filters.live_age). The digests are of the
+    sections' texts in `texts` (kept while a section's data stays equal)."""
+    texts = texts or _PLAIN
+    return {name: texts.digest(name, data[name]) for name in (*SECTIONS, "errors") if name in data}
+
+
+_PLAIN = SectionTexts()
 
 
 class Latest:
@@ -190,8 +195,9 @@ class Latest:
     others woken by the same change reuse that load instead of each doing it again. Each
     load comes with its sections' `versions`."""
 
-    def __init__(self, hive: Hive):
+    def __init__(self, hive: Hive, texts: SectionTexts | None = None):
         self.hive = hive
+        self.texts = texts or SectionTexts()  # its loads' JSON, shared with GET /api/state
         self._lock = threading.Lock()
         self._data: dict | None = None
         self._versions: dict[str, str] = {}
@@ -213,7 +219,7 @@ class Latest:
                 self._seen = self.hive.bus.published("state")
                 self._at = time.monotonic()
                 self._data = collect(self.hive)
-                self._versions = versions(self._data)
+                self._versions = versions(self._data, self.texts)
             return self._data, self._versions
 
 
