@@ -19,7 +19,7 @@ from hyperhive.broker import questions
 from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.errors import BadInput
-from hyperhive.gitstore.cache import listed_once
+from hyperhive.gitstore.cache import LRU, listed_once
 from hyperhive.hive import Hive
 from hyperhive.workflow import checks
 from hyperhive.workflow.approvals import Approval, Approvals
@@ -42,18 +42,50 @@ def pending(hive: Hive) -> list[dict]:
     policy diff (what an agent's approvals share is read once per agent)."""
     home = hive.home
     live = checks.live_states(hive.checks.status()) if hive.checks else {}
-    rows = []
-    for name in home.agent_names():
-        approvals = Approvals(home, name)
-        waiting = approvals.all(pending_only=True)
-        every = checks.recorded(home, name) if waiting else {}
-        for a in waiting:
-            row = a.to_json()
-            row["check"] = checks.check_json(home, name, a.id, live.get(a.target), every)
-            row["policy_diff"] = policy_view.cached_or_queued(hive, a, approvals)
-            rows.append((a.states[State.PROPOSAL].time, row))
+    rows = [row for name in home.agent_names() for row in _pending_of(hive, name, live)]
     rows.sort(key=lambda r: r[0])
     return [row for _, row in rows]
+
+
+def _waiting(by_id: dict[int, Approval]) -> list[Approval]:
+    """An agent's pending approvals by id (Approvals.derived: once per listing)."""
+    return [by_id[i] for i in sorted(by_id) if set(by_id[i].states) == {State.PROPOSAL}]
+
+
+# An agent's pending rows by (home, agent), with what they were made of: its pending
+# approvals and recorded checks (the same objects while its tags are unchanged), the
+# deployed commit they are reviewed against and the check worker's word on each. A
+# dashboard load at 50 agents x 200 tags made a thousand rows that were all the same.
+_rows: LRU[tuple[str, str], tuple[tuple, list[tuple[int, dict]]]] = LRU(1024)
+
+
+def _pending_of(hive: Hive, name: str, live: dict[str, dict]) -> list[tuple[int, dict]]:
+    """(proposal time, row) of each pending approval of `name`, by id."""
+    home = hive.home
+    approvals = Approvals(home, name)
+    waiting = approvals.derived(_waiting)
+    if not waiting:
+        return []
+    every = checks.recorded(home, name)
+    made_of = (waiting, every, approvals.deployed_commit(), [live.get(a.target) for a in waiting])
+    key = (str(home.root), name)
+    known = _rows.get(key)
+    if known is not None and _same(known[0], made_of):
+        return known[1]
+    rows = []
+    for a, now in zip(waiting, made_of[3], strict=True):
+        row = a.to_json()
+        row["check"] = checks.check_json(home, name, a.id, now, every)
+        row["policy_diff"] = policy_view.cached_or_queued(hive, a, approvals)
+        rows.append((a.states[State.PROPOSAL].time, row))
+    # a diff not evaluated yet is queued by cached_or_queued: asked again at every load
+    if all(row["policy_diff"] is not None for _, row in rows):
+        _rows.put(key, (made_of, rows))
+    return rows
+
+
+def _same(old: tuple, new: tuple) -> bool:
+    return old[0] is new[0] and old[1] is new[1] and old[2:] == new[2:]
 
 
 def _ended(by_id: dict[int, Approval]) -> list[tuple]:
