@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from flask import current_app, has_app_context
+
 from forge_ui import charts, policy_view
 from forge_ui.state_json import SectionTexts
 from hyperhive import spawn
@@ -135,8 +137,16 @@ def agents(hive: Hive) -> list[dict]:
 
 
 def broker(hive: Hive) -> Broker:
-    """The daemon's broker (its sends wake its long-polls), or one for reading."""
-    return hive.broker or Broker(hive.home)
+    """The daemon's broker (its sends wake its long-polls), or one for reading (one per
+    app: each opens its own connections to hive.db)."""
+    if hive.broker is not None:
+        return hive.broker
+    if not has_app_context():
+        return Broker(hive.home)
+    found = current_app.extensions.get("reading_broker")
+    if found is None or found.home != hive.home:
+        found = current_app.extensions["reading_broker"] = Broker(hive.home)
+    return found
 
 
 def open_questions(hive: Hive) -> list[dict]:
