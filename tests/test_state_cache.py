@@ -18,9 +18,9 @@ from hyperhive import operator
 from hyperhive.agents import create_agent
 from hyperhive.daemon.checker import CheckWorker
 from hyperhive.errors import InvalidName
-from hyperhive.gitstore import refs
+from hyperhive.gitstore import refs, tags
 from hyperhive.gitstore.cache import LRU, RefListings
-from hyperhive.gitstore.repos import open_repo
+from hyperhive.gitstore.repos import LazyRepo, open_repo
 from hyperhive.gitstore.tags import write_tag
 from hyperhive.hive import Hive
 from hyperhive.home import Home
@@ -208,3 +208,26 @@ def test_home_builds_an_agents_paths_once(tmp_path, monkeypatch):
         assert h.agent_dir(name) == tmp_path / "agents" / name
     assert len(h._paths) <= 3
     assert h == Home(tmp_path) and hash(h) == hash(Home(tmp_path))
+
+
+def test_a_lazy_repo_reads_a_loose_tag_without_opening_and_a_packed_one_through_dulwich(home):
+    """The applied repo (bare) and a config repo (a work tree with .git/): a loose tag is
+    parsed from the object store's file; once `git gc` packed it, dulwich reads it."""
+    for control, git_dir, target in (
+        (home.applied_dir("manager"), home.applied_dir("manager"), "proposal/1^{commit}"),
+        (home.config_dir("manager"), home.config_dir("manager") / ".git", "HEAD"),
+    ):
+        who = ("-c", "user.name=t", "-c", "user.email=t@t")
+        git(git_dir, *who, "tag", "-a", "-m", "lazy\n\nKey: v", "lazy", target)
+        sha = git(git_dir, "rev-parse", "refs/tags/lazy").strip().encode()
+        with open_repo(control) as repo:
+            theirs = tags._info(b"refs/tags/lazy", repo[sha])
+        with LazyRepo(control) as lazy:
+            assert tags._parse_tag(lazy, b"refs/tags/lazy", sha) == theirs
+            assert lazy._repo is None  # loose: never opened
+        assert theirs.trailers == {"Key": "v"}
+        git(git_dir, "gc", "-q", "--prune=now")
+        assert not (git_dir / "objects" / sha[:2].decode() / sha[2:].decode()).exists()
+        with LazyRepo(control) as lazy:
+            assert tags._parse_tag(lazy, b"refs/tags/lazy", sha) == theirs
+            assert lazy._repo is not None  # packed: dulwich found it
