@@ -10,8 +10,9 @@ from hyperhive.agents import init_hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
 
-# The check that no process the tests started outlives the run; pytester for its own test.
-pytest_plugins = ["support.leftovers", "pytester"]
+# The check that no process the tests started outlives the run, `--cpu-top=N` (the tests
+# that cost the most CPU); pytester for its own test.
+pytest_plugins = ["support.leftovers", "support.cputime", "pytester"]
 
 # Before anything asks for a temporary directory: the hives the tests build on tmpfs,
 # where an fsync costs nothing (support/tmpfs.py).
