@@ -797,12 +797,22 @@ def main(argv: list[str] | None = None) -> int:
         "dir); /dev/shm takes the disk's fsync out of ours and the reference alike",
     )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick made smaller still: every section and row, for tests/test_bench.py",
+    )
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
     if args.quick:
         args.samples, args.poll_samples, args.poll_interval, args.messages = 30, 6, 0.5, 200
         args.waiting, args.waiting_samples = "2,4,10", 30
         args.history, args.history_sends = "100,1000,5000", 100
         args.concurrent, args.concurrent_messages = "1,4,10", 100
+    if args.smoke:  # the same rows (10 readers, 5,000 stored, 1 and 10 senders), fewer samples
+        args.samples, args.poll_samples, args.messages, args.waiting_samples = 10, 3, 50, 10
+        args.waiting, args.concurrent = "2,10", "1,10"
+        args.history_sends, args.concurrent_messages = 20, 20
     waiting = [int(k) for k in args.waiting.split(",")]
     history = [int(k) for k in args.history.split(",")]
     concurrent = [int(k) for k in args.concurrent.split(",")]
