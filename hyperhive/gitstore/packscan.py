@@ -1,14 +1,18 @@
-"""Reading a pushed pack with limits on what it inflates to, before dulwich sees it.
+"""Reading a pushed pack with limits on what it inflates to, before git indexes it.
 
 A pack's size says little about its content: zlib packs a 256 MiB run of text into a few
-hundred KiB, and dulwich inflates each object whole in memory while indexing (a delta's
-result too, up to the size its header declares). So the pack is copied to a file first
-and read here object by object: each object's declared size (a delta's: its instructions
-and the result size they declare) must be within `max_object`, checked from the header
-before inflating; all of them together within `max_total`; and each zlib stream is
-inflated in 64 KiB pieces that are counted and dropped, so a stream that inflates beyond
-what its header says is caught with at most one piece in memory. Only a pack that passes
-is handed to dulwich (which holds objects to the declared sizes).
+hundred KiB, and an indexer holds each object whole in memory up to the size its header
+declares (a delta's result too, which a few KiB of copy instructions can make gigabytes).
+So the pack is read here object by object as it arrives: each object's declared size (a
+delta's: its instructions and the result size they declare) must be within `max_object`,
+checked from the header before inflating; all of them together within `max_total`; and
+each zlib stream is inflated in 64 KiB pieces that are counted and dropped, so a stream
+that inflates beyond what its header says is caught with at most one piece in memory.
+
+What has passed goes on to `out` (`git index-pack`, gitstore/indexpack.py, reading as the
+scan goes): an object's bytes only once its header has passed, and the checksum only once
+every delta's result has, since git resolves deltas only after the checksum. So git never
+sees a size over the limits, and a pack that fails leaves it with nothing it could use.
 """
 
 import os
