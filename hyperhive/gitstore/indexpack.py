@@ -35,6 +35,7 @@ STRICT = "--strict=" + ",".join(
     for msg in ("emptyName", "fullPathname", "hasDot", "hasDotdot", "hasDotgit", "duplicateEntries")
 )
 MISSING_RE = re.compile(r"did not receive expected object ([0-9a-f]{40})")
+FULL_RE = re.compile(r"No space left on device|Disk quota exceeded")
 FSCK_RE = re.compile(r"error: object ([0-9a-f]{40}): (\w+): (.*)")
 
 
@@ -108,6 +109,10 @@ class PackIndexer:
     def _failure(self) -> IndexFailed:
         self.err.seek(0)
         text = self.err.read().decode(errors="replace")
+        if full := FULL_RE.search(text):  # the hive's disk, not the client's bytes
+            return IndexFailed(
+                "disk full", f"the hive's disk is full ({full[0]}): free space and try again"
+            )
         if missing := MISSING_RE.search(text):
             return IndexFailed(
                 "missing objects", f"the push lacks object {missing[1]} that a pushed one names"
