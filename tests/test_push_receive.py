@@ -148,3 +148,23 @@ def test_main_fast_forwards_over_a_history_longer_than_the_python_walk(home, run
     reply = push(home, runtime, [(new, other, "refs/heads/main")], pack_between(work, new, other))
     assert b"ng refs/heads/main non-fast-forward" in reply
     assert state(home) == before
+
+
+def test_a_push_of_known_commits_leaves_no_empty_pack(home, runtime, work):
+    """git sends an empty pack when the remote has every object: nothing is kept."""
+    old = ok_git(work, "rev-parse", "HEAD").strip()
+    (work / "b.md").write_text("b\n")
+    ok_git(work, "add", "b.md")
+    ok_git(work, "-c", "user.name=m", "-c", "user.email=m@x", "commit", "-qm", "b")
+    new = ok_git(work, "rev-parse", "HEAD").strip()
+    reply = push(home, runtime, [(old, new, "refs/heads/main")], pack_between(work, old, new))
+    assert b"ok refs/heads/main" in reply, reply
+    files = objects_of(home.config_dir("manager"))
+    empty = pack_between(work, new, new)
+    assert empty[8:12] == bytes(4)
+
+    reply = push(home, runtime, [(ZERO, new, "refs/for/main")], empty)
+
+    assert b"ok refs/for/main" in reply, reply
+    assert Approvals(home, "manager").get(2).commit == new
+    assert objects_of(home.config_dir("manager")) == files

@@ -188,7 +188,13 @@ class Quarantine:
                 max_object=limits.object_bytes,
                 max_total=limits.inflated_bytes,
             )
-            indexer.finish()
+            name = indexer.finish()
+        pack = self.path / "pack" / f"pack-{name}.pack"
+        with pack.open("rb") as f:
+            empty = f.read(12)[8:] == bytes(4)
+        if empty:  # nothing new (a push of known commits): no pack to keep
+            for path in pack.parent.glob(f"pack-{name}.*"):
+                path.unlink()
 
     def check_tip(self, tip: bytes) -> None:
         """`tip` came with the push or is in the repo: what it reaches is then too (git
