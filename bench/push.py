@@ -12,7 +12,9 @@ small file changed in each: a commit, two trees and a blob per commit), which th
   fast-forward (the config checkout follows it);
 - ref, `git push file://<bare> HEAD:main`: git's own receive-pack into a bare clone of the
   same config repo (the same objects and refs: the same pack sent), no HTTP, no rules;
-- ref, the same with `receive.fsckObjects=true`: git checks every object as ours does.
+- ref, the same with `receive.fsckObjects=true`: git checks every object as ours does;
+- ref, that push + `git fetch` of it into a copy of the agent's applied repo: the work a
+  proposal adds (the history copied into the applied repo), for the refs/for/main row.
 
 The daemon settles (under 5% of a core for two seconds) before each timed push in a full
 run, so a proposal's check is not timed with the next push. The script checks that both
@@ -94,7 +96,7 @@ class Forge:
 
 def one_size(forge: Forge, root: Path, n: int, repeats: int, settle: bool) -> str:
     """Every push of one size, `repeats` times, interleaved; the size's summary line."""
-    rows: dict[str, list[float]] = {"for": [], "main": [], "ref": [], "fsck": []}
+    rows: dict[str, list[float]] = {"for": [], "main": [], "ref": [], "fsck": [], "fetch": []}
     grown: dict[str, int] = {}
     for r in range(repeats):
         proposer, tip = forge.agent(f"push-{n}-{r}", root, n)
@@ -105,6 +107,9 @@ def one_size(forge: Forge, root: Path, n: int, repeats: int, settle: bool) -> st
             bares[kind] = root / f"{kind}-{n}-{r}.git"
             git(root, "clone", "-q", "--bare", str(config), str(bares[kind]))
         git(bares["fsck"], "config", "receive.fsckObjects", "true")
+        applied = forge.home.applied_dir(f"push-{n}-{r}")
+        bares["applied"] = root / f"applied-{n}-{r}.git"  # the applied repo as it is now
+        git(root, "clone", "-q", "--bare", "--mirror", str(applied), str(bares["applied"]))
         before = {"ours": du(config / ".git" / "objects"), "ref": du(bares["ref"] / "objects")}
 
         if settle:
@@ -129,10 +134,13 @@ def one_size(forge: Forge, root: Path, n: int, repeats: int, settle: bool) -> st
         for kind in ("ref", "fsck"):
             took, _ = timed_push(proposer, f"file://{bares[kind]}", "main")
             rows[kind].append(took)
+        start = time.perf_counter()  # what a proposal adds: the history into the applied repo
+        git(bares["applied"], "fetch", "-q", "--no-tags", str(bares["fsck"]), "main")
+        rows["fetch"].append(rows["fsck"][-1] + time.perf_counter() - start)
         grown["ref"] = du(bares["ref"] / "objects") - before["ref"]
         if reachable(config, tip) != reachable(bares["ref"], tip):
             raise SystemExit(f"{n}: the forge and git hold different objects under {tip}")
-        for repo in (config, moved, forge.home.applied_dir(f"push-{n}-{r}")):
+        for repo in (config, moved, applied):
             git(repo, "fsck", "--connectivity-only", "--no-dangling", "--no-progress")
         for path in bares.values():
             shutil.rmtree(path)
@@ -143,13 +151,15 @@ def one_size(forge: Forge, root: Path, n: int, repeats: int, settle: bool) -> st
         "main": ("ours", f"git push HEAD:main, {n} commits (fast-forward, checkout)"),
         "ref": ("ref", f"git push file:// to a bare repo, {n} commits"),
         "fsck": ("ref", f"  the same, receive.fsckObjects=true, {n} commits"),
+        "fetch": ("ref", f"  + git fetch of it into a copy of the applied repo, {n} commits"),
     }
     for key, (who, label) in labels.items():
         record("a", who, label, rows[key])
     med = {k: statistics.median(v) for k, v in rows.items()}
     return (
         f"  {n} commits: refs/for/main {med['for']:.2f} s ({med['for'] / med['fsck']:.2f}x "
-        f"git with fsck, {med['for'] / med['ref']:.2f}x without), main {med['main']:.2f} s "
+        f"git with fsck, {med['for'] / med['ref']:.2f}x without, {med['for'] / med['fetch']:.2f}x"
+        f" push + fetch), main {med['main']:.2f} s "
         f"({med['main'] / med['fsck']:.2f}x, {med['main'] / med['ref']:.2f}x); the config "
         f"repo +{grown['ours'] / 2**20:.1f} MiB, git's +{grown['ref'] / 2**20:.1f} MiB"
     )
