@@ -83,6 +83,7 @@ def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference
     out = quick("broker.py")
     labels = ["long-poll recv(wait_seconds=60)", "sleep-poll: recv() every 0.5 s"]
     labels += ["send on one connection", "recv draining", "ping round trip", "sqlite3 INSERT"]
+    labels += ["send pipelined 10 deep on one connection"]
     labels += ["send -> recv wake-up, 10 readers waiting", "5,000 messages stored"]
     labels += ["send, 10 agents, a socket each", "send, 8 connections on one socket"]
     labels += ["sqlite3 INSERT, 10 thread(s), a connection each"]
@@ -90,7 +91,7 @@ def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference
     assert "--quick: poll interval shortened to 0.5 s" in out
     assert "p50" in out and "p99" in out
     assert "ratio of medians, sleep-poll / long-poll" in out
-    assert "messages/second: send" in out
+    assert "messages/second: send" in out and "pipelined 10 deep" in out
     assert "(d) sends/second by history: ours" in out
     assert "(e) sends/second, many senders at once: 1 agents, a socket each: ours" in out
 
