@@ -155,3 +155,13 @@ def test_state_quick_run_prints_api_state_beside_for_each_ref():
     assert_timed_rows(out, labels)
     assert out.count("pending approvals found by both sides") == 3  # 1x, 10x, 50x
     assert out.count("ratio of medians") == 9
+
+
+def test_push_quick_run_prints_pushes_to_the_forge_beside_git_push():
+    out = quick("push.py")
+    labels = ["git push HEAD:refs/for/main, 1000 commits", "git push HEAD:main, 1000 commits"]
+    labels += ["git push file:// to a bare repo, 1000 commits", "receive.fsckObjects=true"]
+    assert_timed_rows(out, labels)
+    assert out.count("ratio of medians") == 1
+    for n in (20, 200, 1000):
+        assert re.search(rf"  {n} commits: refs/for/main [\d.]+ s \([\d.]+x git with fsck", out)
