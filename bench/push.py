@@ -170,9 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,50000", help="commits, comma-separated")
     parser.add_argument("--repeats", type=int, default=3, help="pushes of each kind per size")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick made smaller still (still past the 100-commit walk), for test_bench.py",
+    )
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
     if args.quick:
         args.sizes, args.repeats = "20,200,1000", 1
+    if args.smoke:
+        args.sizes = "20,120,300"
     sizes = [int(n) for n in args.sizes.split(",")]
     say(f"hyperhive bench/push.py: sizes={args.sizes} repeats={args.repeats}")
     started = time.perf_counter()

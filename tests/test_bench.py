@@ -157,11 +157,11 @@ def test_state_quick_run_prints_api_state_beside_for_each_ref():
     assert out.count("ratio of medians") == 9
 
 
-def test_push_quick_run_prints_pushes_to_the_forge_beside_git_push():
-    out = quick("push.py")
-    labels = ["git push HEAD:refs/for/main, 1000 commits", "git push HEAD:main, 1000 commits"]
-    labels += ["git push file:// to a bare repo, 1000 commits", "receive.fsckObjects=true"]
+def test_push_smoke_run_prints_pushes_to_the_forge_beside_git_push():
+    out = run("push.py", "--smoke")
+    labels = ["git push HEAD:refs/for/main, 300 commits", "git push HEAD:main, 300 commits"]
+    labels += ["git push file:// to a bare repo, 300 commits", "receive.fsckObjects=true"]
     assert_timed_rows(out, labels)
     assert out.count("ratio of medians") == 1
-    for n in (20, 200, 1000):
+    for n in (20, 120, 300):
         assert re.search(rf"  {n} commits: refs/for/main [\d.]+ s \([\d.]+x git with fsck", out)
