@@ -20,7 +20,8 @@ with PYTHONDONTWRITEBYTECODE set, each start would otherwise compile every chang
 CPU is user + system time of the process and everything it started, read from
 /proc/<pid>/stat (utime, stime, cutime, cstime of each process of the tree) at the moment
 it was ready, or from wait4's rusage for one that exits. Nothing is asserted about speed.
-Run: .venv/bin/python bench/startup.py [--quick] [--repeats N] (see bench/README.md).
+Run: .venv/bin/python bench/startup.py [--quick | --smoke] [--repeats N] (see
+bench/README.md).
 """
 
 import argparse
@@ -254,10 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10, help="starts per entry")
     parser.add_argument("--daemon-repeats", type=int, default=5, help="starts of the daemon")
-    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--quick", action="store_true", help="a small run: 2 starts each")
+    parser.add_argument("--smoke", action="store_true", help="every row once (tests/test_bench.py)")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.daemon_repeats = 2, 1
+    if args.smoke:
+        args.repeats, args.daemon_repeats = 1, 1
     n = args.repeats
     py = sys.executable
     packages = [str(Path(find_spec(m).origin).parent) for m in ("hyperhive", "forge_ui")]
