@@ -4,7 +4,8 @@
   description = "hyperhive: a swarm of Claude Code agents on NixOS, changed only through git";
 
   # The oldest NixOS release hyperhive supports (docs/nixos.md): its Python set has what the
-  # wheels of nix/pypi.nix need (pydantic >= 2.12 for mcp 2.x).
+  # wheels of nix/pypi.nix need (werkzeug >= 3.1 and blinker >= 1.9 for flask 3.1, urllib3
+  # >= 2.2.2 for dulwich).
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
   outputs =

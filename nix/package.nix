@@ -31,13 +31,6 @@ let
       src = fetchurl { inherit (pin) url hash; };
       dependencies = map (d: fromPypi.${d} or py.${d}) pin.dependencies;
       pythonImportsCheck = pin.imports;
-      # httpx2 asks for idna >= 3.18 for one call hyperhive never makes (`idna.decode(...,
-      # display=True)` in URL.host, an HTTP client's display of an IDN host: hyperhive's
-      # MCP server is stdio). Overriding idna in the package set would rebuild anyio,
-      # starlette and their test suites; an older nixpkgs idna is accepted for httpx2 only.
-      pythonRelaxDeps = lib.optionals (
-        pname == "httpx2" && lib.versionOlder py.idna.version "3.18"
-      ) [ "idna" ];
     };
   fromPypi = builtins.mapAttrs wheel pins;
 in
@@ -63,7 +56,6 @@ py.buildPythonApplication {
     flask-sock
     flask-wtf
     gunicorn
-    mcp
     pygments
     unidiff
   ];

@@ -2,10 +2,11 @@
 # the registry's URL and sha256 of each file (https://pypi.org/simple/<name>/).
 #
 # Every direct dependency is here at the exact version pyproject.toml pins (tests/
-# test_packaging.py checks that they agree), and so are the dependencies of those that
-# nixpkgs lacks (mcp-types, httpx2, httpcore2): nixpkgs' own versions lag (mcp 1.x has no
-# mcp.server.mcpserver, dulwich 0.2x is older than the 1.2 the code needs). `dependencies`
-# names other entries here or python3Packages attributes; `imports` are checked at build.
+# test_packaging.py checks that they agree), so the NixOS package runs what CI tests;
+# nixpkgs' own versions lag (dulwich 0.2x is older than the 1.2 the code needs). Their
+# dependencies come from nixpkgs; one nixpkgs lacked would be pinned here too (none is
+# now). `dependencies` names other entries here or python3Packages attributes; `imports`
+# are checked at build.
 # Builtins only: tests read it with `nix-instantiate --eval`.
 {
   apscheduler = {
@@ -49,34 +50,6 @@
     hash = "sha256-N4smuaOK3PRZLyiCgjPBcWrMVegz6ga/SHGXgu+qDRA=";
     dependencies = [ ];
     imports = [ "gunicorn" ];
-  };
-  httpcore2 = {
-    version = "2.16.2";
-    url = "https://files.pythonhosted.org/packages/2a/e8/009c347feac27f8960605aa98d55ed263b5870dd4fd80b82fd1d00d5716c/httpcore2-2.16.2-py3-none-any.whl";
-    hash = "sha256-FgUa4qQvd2AHVD8y3pNJoxeyPSy7ThRWtLrA6IuHQZo=";
-    dependencies = [ "h11" "truststore" ];
-    imports = [ "httpcore2" ];
-  };
-  httpx2 = {
-    version = "2.16.2";
-    url = "https://files.pythonhosted.org/packages/77/de/8c4306a3d6aa2495111986addf33a9e561eff4c47552e4c4b9251160d0ad/httpx2-2.16.2-py3-none-any.whl";
-    hash = "sha256-8FwTqt5MRdvxyQYGR6EFjwrK1iOY+tludBJp7bM9RvU=";
-    dependencies = [ "anyio" "httpcore2" "idna" "truststore" "typing-extensions" ];
-    imports = [ "httpx2" ];
-  };
-  mcp = {
-    version = "2.3.0";
-    url = "https://files.pythonhosted.org/packages/20/d7/4a2878f128df729db3ca04e71bfce26405cc2e0c9ebe19c592feeb4c61b9/mcp-2.3.0-py3-none-any.whl";
-    hash = "sha256-3QxEwInRZFPorjGjh3oAVNeiMUyqqB9eBUG5sXNLI3c=";
-    dependencies = [ "anyio" "httpx2" "jsonschema" "mcp-types" "opentelemetry-api" "pydantic" "pyjwt" "cryptography" "python-multipart" "sse-starlette" "starlette" "typing-extensions" "typing-inspection" "uvicorn" ];
-    imports = [ "mcp.server.mcpserver" ];
-  };
-  mcp-types = {
-    version = "2.3.0";
-    url = "https://files.pythonhosted.org/packages/ce/48/32583066b155bb5d4507e7887dc88ee23118cc4de8e2a12870c49719e2a8/mcp_types-2.3.0-py3-none-any.whl";
-    hash = "sha256-lo79va7fqwatrkDTeKNDlfEJDFkh1L48nN4oOq922R0=";
-    dependencies = [ "pydantic" "typing-extensions" ];
-    imports = [ "mcp_types" ];
   };
   pygments = {
     version = "2.21.0";

@@ -1,8 +1,10 @@
 """Every .nix file we ship or write parses with the real nix-instantiate, and the meta
 flake we write evaluates to the pins we recorded."""
 
+import ast
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,8 +142,7 @@ let
       mkForce = x: x;
     };
     stdenv = drv "stdenv" // { hostPlatform.system = "x86_64-linux"; };
-    callPackage = p: _: { passthru.pythonDeps.mcp = drv "mcp"; };
-    python3.withPackages = f: drv "python-${(builtins.head (f { })).name}";
+    python3 = drv "python3";
     writeScriptBin = name: text: drv "${name}-script" // { inherit text; };
     writeText = name: text: drv "${name}-${builtins.hashString "sha1" text}" // { inherit text; };
     runCommand = name: env: cmd: drv "${name}-${builtins.hashString "sha1" cmd}";
@@ -188,10 +189,17 @@ def test_the_vm_test_evaluates_and_its_script_compiles(tmp_path):
         nix("--parse", str(tmp_path / f"{which}.nix"))
         assert f"hyperhive.allowedRecipients = {recipients};" in got[which]
         assert 'hyperhive.claude = "/nix/store/stub-claude-script/bin/claude";' in got[which]
-    # the fake claude is this file, run by a Python with the pinned mcp
+    # the fake claude is this file, run by a plain Python (it speaks MCP with the stdlib)
     fake = (ROOT / "nix" / "tests" / "fake-claude.py").read_text()
-    assert got["claude"].startswith("#!/nix/store/stub-python-mcp/bin/python3\n")
+    assert got["claude"].startswith("#!/nix/store/stub-python3/bin/python3\n")
     assert fake.strip() in got["claude"]
+    imported = {
+        alias.name.partition(".")[0]
+        for node in ast.walk(ast.parse(fake))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module)])
+    }
+    assert imported and imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names
     # offline: the containers' closures (two configs, distinct) and builders are in the store
     tops = [p for p in got["paths"] if p.startswith("/nix/store/stub-toplevel-")]
     assert len(set(tops)) == 4 and "/nix/store/stub-claude-script" in got["paths"]

@@ -101,48 +101,33 @@ def test_every_nix_pin_is_needed_and_satisfies_who_needs_it():
 
 
 def test_every_pin_lists_the_requirements_of_its_wheel():
-    # pyjwt[crypto]: the extra's requirement is named beside it
-    extras = {"pyjwt": {"cryptography"}}
     for name, pin in PINS.items():
         declared = {canonical(d) for d in pin["dependencies"]}
         for req in requirements(name):
-            wanted = {canonical(req.name)} | {
-                e for x in req.extras for e in extras.get(canonical(req.name), set()) if x
-            }
-            assert wanted <= declared, f"{name} needs {req}; nix/pypi.nix lists {declared}"
+            # an extra's requirements would have to be named beside it: no pin asks for one
+            assert not req.extras, f"{name} needs {req}: name what its extras need"
+            assert canonical(req.name) in declared, (
+                f"{name} needs {req}; nix/pypi.nix lists {declared}"
+            )
 
 
 # What nix/package.nix takes from nixpkgs (python3Packages attributes), for the stub below.
 NIXPKGS_PYTHON = [
-    "anyio",
     "blinker",
     "click",
-    "cryptography",
-    "h11",
-    "idna",
     "itsdangerous",
     "jinja2",
-    "jsonschema",
     "markupsafe",
-    "opentelemetry-api",
-    "pydantic",
-    "pyjwt",
-    "python-multipart",
     "simple-websocket",
-    "sse-starlette",
-    "starlette",
-    "truststore",
     "typing-extensions",
-    "typing-inspection",
     "tzlocal",
     "urllib3",
-    "uvicorn",
     "werkzeug",
     "wtforms",
 ]
 
 
-def evaluate_package(idna: str) -> dict:
+def evaluate_package() -> dict:
     """nix/package.nix called with a stub nixpkgs: every build function returns its
     arguments, so the evaluation shows what the package is made of."""
     stubs = " ".join(
@@ -151,13 +136,10 @@ def evaluate_package(idna: str) -> dict:
     expr = f"""
       let
         lib = {{
-          optionals = c: l: if c then l else [ ];
-          versionOlder = a: b: builtins.compareVersions a b < 0;
           makeBinPath = ps: builtins.concatStringsSep ":" (map (p: "${{p}}/bin") ps);
           platforms.linux = [ "x86_64-linux" ];
         }};
         py = {{ {stubs} }} // {{
-          idna = {{ pname = "nixpkgs-idna"; version = "{idna}"; }};
           buildPythonPackage = a: a;
           buildPythonApplication = a: a;
           setuptools = {{ }};
@@ -170,7 +152,8 @@ def evaluate_package(idna: str) -> dict:
           python3Packages = py;
         }};
         wheel = w: {{
-          inherit (w) pname version format pythonImportsCheck pythonRelaxDeps;
+          inherit (w) pname version format pythonImportsCheck;
+          relax = w.pythonRelaxDeps or null;
           url = w.src.url;
           deps = map (d: d.pname) w.dependencies;
         }};
@@ -186,7 +169,7 @@ def evaluate_package(idna: str) -> dict:
 
 
 def test_the_package_builds_every_pin_and_checks_the_modules_hosts_run():
-    pkg = evaluate_package("3.10")
+    pkg = evaluate_package()
     assert pkg["relax"] is None  # nothing of hyperhive's own requirements is relaxed
     assert pkg["wrap"] == ["--prefix", "PATH", ":", "/stub/git/bin"]  # gitstore/gitcli.py
     direct = sorted(canonical(Requirement(line).name) for line in PROJECT["dependencies"])
@@ -202,22 +185,63 @@ def test_the_package_builds_every_pin_and_checks_the_modules_hosts_run():
         for dep, built in zip(PINS[name]["dependencies"], w["deps"], strict=True):
             assert built == (dep if dep in PINS else f"nixpkgs-{dep}")
         assert w["pythonImportsCheck"] == PINS[name]["imports"]
+        assert w["relax"] is None  # nor of a wheel's: nixpkgs has what each asks for
     assert {
         "hyperhive.mcp.server",
         "hyperhive.harness.loop",
         "hyperhive.daemon.up",
         "forge_ui",
     } <= set(pkg["imports"])
-    # only httpx2, only for idna, only when nixpkgs' is older than it asks (see package.nix)
-    assert pkg["all"]["httpx2"]["pythonRelaxDeps"] == ["idna"]
-    assert all(w["pythonRelaxDeps"] == [] for n, w in pkg["all"].items() if n != "httpx2")
-    assert evaluate_package("3.20")["all"]["httpx2"]["pythonRelaxDeps"] == []
 
 
-def test_the_checked_modules_import():
-    # nix/package.nix's pythonImportsCheck and the wheels' `imports`, against the venv
+def runtime_closure() -> set[str]:
+    """pyproject.toml's dependencies and theirs, as installed here (canonical names)."""
+    todo = [Requirement(line).name for line in PROJECT["dependencies"]]
+    seen: set[str] = set()
+    while todo:
+        name = canonical(todo.pop())
+        if name not in seen:
+            seen.add(name)
+            todo += [req.name for req in requirements(name)]
+    return seen
+
+
+# Run by the interpreter of test_the_checked_modules_import: an import of a module that only
+# a distribution outside the runtime dependencies provides (the dev extra's: mcp, pydantic,
+# pytest, ...) fails, as it would where only the runtime dependencies are installed.
+ONLY_RUNTIME = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(","))
+class OnlyRuntime(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{name} is not in hyperhive's runtime dependencies")
+sys.meta_path.insert(0, OnlyRuntime())
+"""
+
+
+def test_the_checked_modules_import_with_the_runtime_dependencies_only():
+    # nix/package.nix's pythonImportsCheck and the wheels' `imports`, against the venv with
+    # the dev extra's distributions hidden (the tests need the mcp SDK; hyperhive must not)
     modules = [
-        *evaluate_package("3.20")["imports"],
+        *evaluate_package()["imports"],
         *(m for p in PINS.values() for m in p["imports"]),
     ]
-    subprocess.run([sys.executable, "-c", f"import {', '.join(modules)}"], check=True, timeout=60)
+    keep = runtime_closure() | {"hyperhive"}
+    assert {"flask", "werkzeug", "dulwich"} <= keep and "mcp" not in keep
+    blocked = {
+        top
+        for top, dists in importlib.metadata.packages_distributions().items()
+        if not {canonical(d) for d in dists} & keep
+    }
+    assert {"mcp", "pydantic", "pytest"} <= blocked  # the finder hides something real
+    code = ONLY_RUNTIME + f"import {', '.join(modules)}\n"
+    subprocess.run([sys.executable, "-c", code, ",".join(blocked)], check=True, timeout=60)
+    # and the finder does hide them: the SDK does not import under it
+    refused = subprocess.run(
+        [sys.executable, "-c", ONLY_RUNTIME + "import mcp", ",".join(blocked)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "mcp is not in hyperhive's runtime dependencies" in refused.stderr

@@ -23,10 +23,9 @@ let
   hlib = import ../lib.nix;
   system = pkgs.stdenv.hostPlatform.system;
 
-  hyperhive = pkgs.callPackage ../package.nix { };
-  python = pkgs.python3.withPackages (_: [ hyperhive.passthru.pythonDeps.mcp ]);
+  # the fake claude speaks MCP with the standard library: a plain Python runs it
   fakeClaude = pkgs.writeScriptBin "claude" ''
-    #!${python}/bin/python3
+    #!${pkgs.python3}/bin/python3
     ${builtins.readFile ./fake-claude.py}
   '';
 
