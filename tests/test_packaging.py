@@ -1,39 +1,55 @@
 """The wheel (what nix/package.nix installs) carries every file the forge serves."""
 
+import contextlib
 import importlib
 import importlib.metadata
 import json
 import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
+
+from hyperhive.daemon.hostsock import HostSocket
+from hyperhive.errors import HiveError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_wheel_has_every_template_and_static_file(tmp_path):
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split("\0")
-    src = tmp_path / "src"
-    for rel in filter(None, tracked):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel of the tracked files (what nix/package.nix builds), without the venv's."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    for rel in filter(None, TRACKED):
         if (ROOT / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             (src / rel).write_bytes((ROOT / rel).read_bytes())
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp), str(src)],
         check=True,
         capture_output=True,
+        cwd=tmp,
     )
-    (wheel,) = tmp_path.glob("hyperhive-*.whl")
+    (built,) = tmp.glob("hyperhive-*.whl")
+    return built
+
+
+TRACKED = subprocess.run(
+    ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+).stdout.split("\0")
+
+
+def test_the_wheel_has_every_template_and_static_file(wheel):
     shipped = set(zipfile.ZipFile(wheel).namelist())
     wanted = {
         rel
-        for rel in tracked
+        for rel in TRACKED
         if rel.startswith(("forge_ui/templates/", "forge_ui/static/")) and (ROOT / rel).is_file()
     }
     assert wanted, "no forge files found: the test would check nothing"
@@ -245,3 +261,79 @@ def test_the_checked_modules_import_with_the_runtime_dependencies_only():
         timeout=60,
     )
     assert "mcp is not in hyperhive's runtime dependencies" in refused.stderr
+
+
+def test_the_installed_wheel_serves_mcp_with_the_runtime_dependencies_only(wheel, tmp_path):
+    """`hyperhive mcp` from the wheel (not this checkout), with the dev extra's
+    distributions hidden: the initialize handshake, the tools the daemon offers, a call
+    forwarded to it and its refusal coming back as a tool error."""
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), wheel],
+        check=True,
+        capture_output=True,
+    )
+    keep = runtime_closure() | {"hyperhive"}
+    blocked = {
+        top
+        for top, dists in importlib.metadata.packages_distributions().items()
+        if not {canonical(d) for d in dists} & keep
+    }
+    sent = []
+
+    def handle(req: dict) -> dict:
+        if req["op"] == "whoami":
+            return {"name": "worker", "role": "agent", "tools": ["send"]}
+        if req["body"] == "refuse me":
+            raise HiveError("worker may not send to operator")
+        sent.append(req)
+        return {"id": 7}
+
+    with tempfile.TemporaryDirectory(prefix="hh-") as short:  # a socket path's 107 bytes
+        daemon = HostSocket(Path(short) / "agent.sock", handle, mode=0o600)
+        daemon.start()
+        try:
+            code = ONLY_RUNTIME + (
+                f"sys.path.insert(0, {str(site)!r})\n"
+                "import hyperhive, sys\n"
+                f"assert hyperhive.__file__.startswith({str(site)!r}), hyperhive.__file__\n"
+                "from hyperhive.cli import main\n"
+                "sys.argv[1:] = []\n"
+                f"sys.exit(main(['mcp', '--socket', {str(daemon.path)!r}]))\n"
+            )
+            lines = [
+                {"method": "initialize", "params": {"protocolVersion": "2025-06-18"}},
+                {"method": "tools/list"},
+                {"method": "tools/call", "params": {"name": "send", "arguments": {
+                    "to": "operator", "body": "hello"}}},
+                {"method": "tools/call", "params": {"name": "send", "arguments": {
+                    "to": "operator", "body": "refuse me"}}},
+            ]  # fmt: skip
+            # one request at a time: each reply before the next request, as a client does
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, ",".join(blocked)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            replies = []
+            with contextlib.suppress(BrokenPipeError):  # it exited: its stderr says why
+                for i, msg in enumerate(lines, 1):
+                    line = json.dumps({"jsonrpc": "2.0", "id": i, **msg}).encode() + b"\n"
+                    proc.stdin.write(line)
+                    proc.stdin.flush()
+                    replies.append(json.loads(proc.stdout.readline() or b"null"))
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()  # end of stdin ends the server
+            assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()
+            proc.stdout.close()
+            proc.stderr.close()
+        finally:
+            daemon.stop()
+    init, listing, ok, refused = (r and r.get("result") for r in replies)
+    assert init["serverInfo"]["name"] == "hyperhive", replies
+    assert [t["name"] for t in listing["tools"]] == ["send"]
+    assert ok["isError"] is False and json.loads(ok["content"][0]["text"]) == {"id": 7}
+    assert refused["isError"] is True
+    assert "worker may not send to operator" in refused["content"][0]["text"]
+    assert sent == [{"op": "send", "to": "operator", "body": "hello"}]
