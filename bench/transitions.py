@@ -269,7 +269,7 @@ def cycles_in_process(home: Home, name: str, sizes: list[int], window: int, prof
     done = 1
     profiler = cProfile.Profile() if profile else None
     for size in sizes:
-        keep_lock, meta.lock_flake = meta.lock_flake, lambda flake, previous: previous
+        keep_lock, meta.lock_flake = meta.lock_flake, lambda flake, previous, urls=(): previous
         try:
             while done < size - window:
                 one_cycle(home, name, FillRuntime(), done)

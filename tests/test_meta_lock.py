@@ -113,7 +113,7 @@ def test_a_lock_that_nix_could_not_update_is_not_taken_for_current(home: Home, m
     stale = lock_of(meta.flake_inputs(home, {"manager": {"rev": rev}}, None))
     tried = []
 
-    def failing(flake: bytes, previous: bytes | None) -> bytes | None:
+    def failing(flake: bytes, previous: bytes | None, urls=()) -> bytes | None:
         tried.append(previous)
         raise meta.LockError("nix flake lock: no network")
 
