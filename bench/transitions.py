@@ -252,9 +252,13 @@ def one_cycle(home: Home, name: str, runtime, revision: int) -> tuple[float, flo
     return t_prop, t_appr, t_depl
 
 
-def cycles_in_process(home: Home, name: str, sizes: list[int], window: int, profile: bool) -> None:
-    """At each size S: cycles with FillRuntime (and the meta lock kept) until S - window
-    approvals are deployed, then `window` real cycles on the local runtime, timed per step."""
+def cycles_in_process(
+    home: Home, name: str, sizes: list[int], window: int, profile: bool, nix_fill: bool = False
+) -> None:
+    """At each size S: cycles with FillRuntime (and the meta lock kept, unless `nix_fill`:
+    then each is locked by nix, as in a hive, so nix's git cache grows with every pin) until
+    S - window approvals are deployed, then `window` real cycles on the local runtime, timed
+    per step."""
     runtime = LocalRuntime(home)
     # As in the daemon: the shipped hook stays, and an approval is queued on the build
     # worker (here a list) without a hook process; deploy() is what the worker then runs.
@@ -269,7 +273,9 @@ def cycles_in_process(home: Home, name: str, sizes: list[int], window: int, prof
     done = 1
     profiler = cProfile.Profile() if profile else None
     for size in sizes:
-        keep_lock, meta.lock_flake = meta.lock_flake, lambda flake, previous, urls=(): previous
+        keep_lock = meta.lock_flake
+        if not nix_fill:
+            meta.lock_flake = lambda flake, previous, urls=(): previous
         try:
             while done < size - window:
                 one_cycle(home, name, FillRuntime(), done)
@@ -437,6 +443,14 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
     flake_dir, deployed = root / "meta-work", root / "deployed"
     flake_dir.mkdir()
     nix_env = {**os.environ, "NIX_PATH": ""}
+    # nix's `git fetch` of the applied repo into its cache clone, without the tags: git
+    # would follow every tag pointing into what it fetched (ours does the same, meta.py)
+    lock_env = {
+        **os.environ,
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"remote.file://{applied}.tagOpt",
+        "GIT_CONFIG_VALUE_0": "--no-tags",
+    }
 
     def cycle(i: int) -> tuple[float, float, float]:
         commit = new_config_commit(config, i).decode()
@@ -499,7 +513,7 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
                     "lock",
                     f"path:{flake_dir}",
                 ],
-                env=os.environ,
+                env=lock_env,
             )
             names.append("flake.lock")
         blobs = git(meta_dir, "hash-object", "-w", *(str(flake_dir / n) for n in names)).split()
@@ -871,6 +885,11 @@ def main(argv: list[str] | None = None) -> int:
         "--history", default="1000,10000,50000", help="(c) commits of history, comma-separated"
     )
     parser.add_argument("--history-repeats", type=int, default=3, help="(c) proposes per size")
+    parser.add_argument(
+        "--nix-fill",
+        action="store_true",
+        help="(a) lock the meta flake with nix in the cycles that grow the history too",
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--profile", action="store_true", help="print cProfile top entries")
     args = parser.parse_args(argv)
@@ -896,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("bench", "bench-cli"):
             create_agent(home_a, name, LocalRuntime(home_a), "operator")
         say(f"(a) in-process cycles of agent `bench`, {args.window} timed at {args.sizes} …")
-        cycles_in_process(home_a, "bench", sizes, args.window, args.profile)
+        cycles_in_process(home_a, "bench", sizes, args.window, args.profile, args.nix_fill)
         say(f"(a) {args.cli_cycles} CLI cycles of agent `bench-cli` …")
         cycles_cli(home_a, "bench-cli", args.cli_cycles)
         say(f"(a) git CLI + nix reference cycles, {args.window} timed at {args.sizes} …")
