@@ -94,6 +94,42 @@ ROWS: list[Row] = []
 GROWTH: dict[tuple[str, int], dict[str, list[float]]] = {}
 
 
+class NixClock:
+    """Seconds spent in the nix processes (`nix`, `nix-instantiate`) this process starts,
+    each from before its Popen to the return of its wait: the nix work of a deploy, so that
+    the rest of the deploy is the engine's own (or the reference's git and Python)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.installed = False
+
+    def install(self) -> None:
+        """Time every nix process started from now on (once; main() does it)."""
+        if self.installed:
+            return
+        self.installed = True
+        init, wait = subprocess.Popen.__init__, subprocess.Popen.wait
+
+        def timed_init(popen, args, *rest, **kwargs) -> None:
+            start = time.perf_counter()
+            init(popen, args, *rest, **kwargs)
+            program = args[0] if isinstance(args, list | tuple) else args
+            popen.nix_started = start if os.path.basename(str(program)).startswith("nix") else None
+
+        def timed_wait(popen, *rest, **kwargs) -> int:
+            code = wait(popen, *rest, **kwargs)
+            if (started := getattr(popen, "nix_started", None)) is not None:
+                self.total += time.perf_counter() - started
+                popen.nix_started = None
+            return code
+
+        subprocess.Popen.__init__ = timed_init  # type: ignore[method-assign]
+        subprocess.Popen.wait = timed_wait  # type: ignore[method-assign]
+
+
+NIX_CLOCK = NixClock()
+
+
 def record(section: str, who: str, label: str, samples: list[float]) -> None:
     ROWS.append(Row(section, who, label, samples))
 
@@ -283,11 +319,14 @@ def cycles_in_process(
         finally:
             meta.lock_flake = keep_lock
         phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
+        engine = []  # each deploy minus the nix processes it ran
         if profiler and size == sizes[-1]:
             profiler.enable()
         for _ in range(window):
+            nix = NIX_CLOCK.total
             for phase, t in zip(phases, one_cycle(home, name, runtime, done), strict=True):
                 phases[phase].append(t)
+            engine.append(phases["deploy"][-1] - (NIX_CLOCK.total - nix))
             done += 1
         if profiler:
             profiler.disable()
@@ -295,7 +334,8 @@ def cycles_in_process(
         record("a", "ours", f"in-process cycle at {done} approvals", totals)
         for phase, samples in phases.items():
             record("a", "", f"  {phase}", samples)
-        GROWTH[("ours", size)] = {**phases, "cycle": totals}
+        record("a", "", "    deploy minus its nix processes", engine)
+        GROWTH[("ours", size)] = {**phases, "cycle": totals, "deploy - nix": engine}
     tags = len(git(home.applied_dir(name), "for-each-ref", "refs/tags/").splitlines())
     loose = sum(len(files) for _, _, files in os.walk(home.applied_dir(name) / "refs" / "tags"))
     say(f"  after {done} approvals the applied repo holds {tags} tags ({loose} loose)")
@@ -531,15 +571,19 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
         fill_reference(config, applied, meta_dir, done + 1, size - window)
         done = max(done, size - window)
         phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
+        rest = []  # each deploy minus its nix processes: git and Python
         for _ in range(window):
             done += 1
+            nix = NIX_CLOCK.total
             for phase, t in zip(phases, cycle(done), strict=True):
                 phases[phase].append(t)
+            rest.append(phases["deploy"][-1] - (NIX_CLOCK.total - nix))
         totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
         record("a", "ref", f"git CLI + nix cycle at {done} approvals", totals)
         for phase, samples in phases.items():
             record("a", "", f"  {phase}", samples)
-        GROWTH[("ref", size)] = {**phases, "cycle": totals}
+        record("a", "", "    deploy minus its nix processes", rest)
+        GROWTH[("ref", size)] = {**phases, "cycle": totals, "deploy - nix": rest}
     tags = len(git(applied, "for-each-ref", "refs/tags/").splitlines())
     say(f"  the reference's applied repo holds {tags} tags")
 
@@ -801,7 +845,7 @@ def long_history(root: Path, sizes: list[int], repeats: int) -> list[str]:
 
 def growth_table(sizes: list[int]) -> None:
     """(a) p50 of each step, ours beside the reference, at each size: the curve."""
-    steps = ("propose", "approve", "deploy", "cycle")
+    steps = ("propose", "approve", "deploy", "deploy - nix", "cycle")
     say("(a) p50 per step in ms by approvals in the repo: ours, git CLI + nix, ours - ref")
     say(f"  {'approvals':>9}" + "".join(f"{s:>25}" for s in steps))
     for n in sizes:
@@ -860,7 +904,10 @@ def table(args: argparse.Namespace, pending: int) -> None:
         "commit-tree`, `git update-ref`); no state checks, no hook. Between sizes both sides "
         "grow their history without timing it (ours: engine cycles whose build does nothing; "
         "the reference: `git fast-import` of the same commits and tags, then "
-        "`git pack-refs --all`)."
+        "`git pack-refs --all`). `deploy - nix`: each deploy minus the time its nix "
+        "processes ran (from their start to their exit): the engine's own work on our side, "
+        "git and Python on the reference's. The reference's `nix flake lock` fetches "
+        "without tags, as ours does (`remote.<url>.tagOpt=--no-tags`)."
     )
     note(
         "(b) reference: per repo `git for-each-ref --format=%(refname:lstrip=2) refs/tags/`, "
@@ -908,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
         f"agents={args.agents} tags={args.tags} repeats={args.repeats}"
     )
     started = time.perf_counter()
+    NIX_CLOCK.install()
     with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
         root = Path(tmp)
         home_a = Home(root / "hive-a")
