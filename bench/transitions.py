@@ -23,6 +23,7 @@ import cProfile
 import dataclasses
 import gc
 import io
+import itertools
 import os
 import pstats
 import shutil
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,11 +291,12 @@ def one_cycle(home: Home, name: str, runtime, revision: int) -> tuple[float, flo
 
 def cycles_in_process(
     home: Home, name: str, sizes: list[int], window: int, profile: bool, nix_fill: bool = False
-) -> None:
+) -> Iterator[None]:
     """At each size S: cycles with FillRuntime (and the meta lock kept, unless `nix_fill`:
     then each is locked by nix, as in a hive, so nix's git cache grows with every pin) until
     S - window approvals are deployed, then `window` real cycles on the local runtime, timed
-    per step."""
+    per step. Yields after each timed cycle (main() alternates them with the reference's,
+    so both sides of a size are timed under the same load)."""
     runtime = LocalRuntime(home)
     # As in the daemon: the shipped hook stays, and an approval is queued on the build
     # worker (here a list) without a hook process; deploy() is what the worker then runs.
@@ -320,16 +322,18 @@ def cycles_in_process(
             meta.lock_flake = keep_lock
         phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
         engine = []  # each deploy minus the nix processes it ran
-        if profiler and size == sizes[-1]:
-            profiler.enable()
         for _ in range(window):
             nix = NIX_CLOCK.total
-            for phase, t in zip(phases, one_cycle(home, name, runtime, done), strict=True):
+            if profiler and size == sizes[-1]:
+                profiler.enable()
+            times = one_cycle(home, name, runtime, done)
+            if profiler:
+                profiler.disable()
+            for phase, t in zip(phases, times, strict=True):
                 phases[phase].append(t)
             engine.append(phases["deploy"][-1] - (NIX_CLOCK.total - nix))
             done += 1
-        if profiler:
-            profiler.disable()
+            yield
         totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
         record("a", "ours", f"in-process cycle at {done} approvals", totals)
         for phase, samples in phases.items():
@@ -454,7 +458,7 @@ def reference_flake(applied: Path, commit: str) -> str:
     return f"{{\n{inputs}  outputs = inputs: {{ }};\n}}\n"
 
 
-def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
+def git_reference_cycles(root: Path, sizes: list[int], window: int) -> Iterator[None]:
     """What one deploy does, with the git CLI and nix, one process per step and no state
     checks: propose = `git fetch --negotiation-tip=main` of the config commit into a bare
     applied repo, the id
@@ -463,7 +467,8 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
     `nix-instantiate --parse` of agent.nix, the policy's `nix-instantiate --eval` (the
     engine's expression: what evaluating it costs nix), `git tag -a deployed/N`, main
     moved, `nix flake lock` of the meta flake (its input moved to the new revision) and a
-    meta commit of flake.nix, flake.lock and the pins. Grown between sizes as ours is."""
+    meta commit of flake.nix, flake.lock and the pins. Grown between sizes as ours is.
+    Yields after each timed cycle."""
 
     config, applied, meta_dir = root / "config", root / "applied.git", root / "meta.git"
     run([GIT, "init", "-q", "-b", "main", str(config)])
@@ -578,6 +583,7 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
             for phase, t in zip(phases, cycle(done), strict=True):
                 phases[phase].append(t)
             rest.append(phases["deploy"][-1] - (NIX_CLOCK.total - nix))
+            yield  # to ours (see cycles_in_process)
         totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
         record("a", "ref", f"git CLI + nix cycle at {done} approvals", totals)
         for phase, samples in phases.items():
@@ -904,7 +910,8 @@ def table(args: argparse.Namespace, pending: int) -> None:
         "commit-tree`, `git update-ref`); no state checks, no hook. Between sizes both sides "
         "grow their history without timing it (ours: engine cycles whose build does nothing; "
         "the reference: `git fast-import` of the same commits and tags, then "
-        "`git pack-refs --all`). `deploy - nix`: each deploy minus the time its nix "
+        "`git pack-refs --all`); the timed cycles of the two sides take turns, one each, so "
+        "both see the same load. `deploy - nix`: each deploy minus the time its nix "
         "processes ran (from their start to their exit): the engine's own work on our side, "
         "git and Python on the reference's. The reference's `nix flake lock` fetches "
         "without tags, as ours does (`remote.<url>.tagOpt=--no-tags`)."
@@ -962,13 +969,17 @@ def main(argv: list[str] | None = None) -> int:
         init_hive(home_a, LocalRuntime(home_a), "operator")
         for name in ("bench", "bench-cli"):
             create_agent(home_a, name, LocalRuntime(home_a), "operator")
-        say(f"(a) in-process cycles of agent `bench`, {args.window} timed at {args.sizes} …")
-        cycles_in_process(home_a, "bench", sizes, args.window, args.profile, args.nix_fill)
+        say(
+            f"(a) in-process cycles of agent `bench` and git CLI + nix reference cycles, "
+            f"one each in turn, {args.window} timed at {args.sizes} …"
+        )
+        (root / "gitref").mkdir()
+        ours = cycles_in_process(home_a, "bench", sizes, args.window, args.profile, args.nix_fill)
+        ref = git_reference_cycles(root / "gitref", sizes, args.window)
+        for _ in itertools.zip_longest(ours, ref):
+            pass
         say(f"(a) {args.cli_cycles} CLI cycles of agent `bench-cli` …")
         cycles_cli(home_a, "bench-cli", args.cli_cycles)
-        say(f"(a) git CLI + nix reference cycles, {args.window} timed at {args.sizes} …")
-        (root / "gitref").mkdir()
-        git_reference_cycles(root / "gitref", sizes, args.window)
         other_references(root, min(args.window, 5))
 
         home_b = Home(root / "hive-b")
