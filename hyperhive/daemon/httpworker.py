@@ -211,9 +211,8 @@ class GuardedWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     def finish_request(self, conn: Conn, fs) -> None:
-        if conn.websocket:
+        if conn.websocket:  # called once: no keep-alive
             self.websockets -= 1
-            conn.websocket = False
         super().finish_request(conn, fs)
 
     def _refuse(self, conn: Conn, status: int, reason: str, text: str | None = None) -> None:
@@ -235,6 +234,9 @@ class GuardedWorker(ThreadWorker):
             self.poller.unregister(conn.sock)
         self.nr_conns -= 1
         with contextlib.suppress(OSError):
+            if conn.websocket:  # wakes its reader if still blocked in recv (see linger)
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
             conn.sock.close()
 
     def _release(self, conn: Conn) -> None:
@@ -245,12 +247,18 @@ class GuardedWorker(ThreadWorker):
 
     def linger(self, conn: Conn) -> None:
         """gunicorn's graceful close (FIN, then drain what the client still sends until it
-        closes), without blocking the loop: the drain is the poller's."""
+        closes), without blocking the loop: the drain is the poller's.
+
+        A websocket's socket is also its reader thread's (simple_websocket), which drains
+        it and closes it when the peer's close arrives, at any moment: registered here, its
+        number could be freed and given to the next connection while the selector still
+        holds it, and that accept would fail. So the loop only waits for its deadline."""
         self.nr_conns += 1  # finish_request counted it out already; it still holds an fd
         try:
             conn.sock.shutdown(socket.SHUT_WR)
-            conn.sock.setblocking(False)
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain, conn))
+            if not conn.websocket:
+                conn.sock.setblocking(False)
+                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._drain, conn))
         except (OSError, ValueError, KeyError):
             self._discard(conn)
             return
