@@ -315,7 +315,7 @@ def sleep_poll_latency(daemon: Daemon, samples: int, interval: float, seed: int)
 # -- (b) throughput ---------------------------------------------------------------------------
 
 
-def throughput(daemon: Daemon, count: int, tmp: Path) -> dict[str, float]:
+def throughput(daemon: Daemon, count: int, tmp: Path, depth: int) -> dict[str, float]:
     writer, reader = Conn(daemon.socket(WRITER)), Conn(daemon.socket(READER))
     rates = {}
     try:
@@ -323,12 +323,14 @@ def throughput(daemon: Daemon, count: int, tmp: Path) -> dict[str, float]:
             send(writer, f"warm-up {i}")
         drain(reader)
         per_send = []
+        cpu = daemon.cpu_seconds()
         start = time.perf_counter()
         for i in range(count):
             t0 = time.perf_counter()
             send(writer, f"message {i}")
             per_send.append(time.perf_counter() - t0)
         rates["send"] = count / (time.perf_counter() - start)
+        rates["cpu"] = (daemon.cpu_seconds() - cpu) / count
         record("b", "ours", f"send on one connection, {count} messages (per message)", per_send)
 
         received: list[dict] = []
@@ -343,6 +345,24 @@ def throughput(daemon: Daemon, count: int, tmp: Path) -> dict[str, float]:
         if [m["body"] for m in received] != [f"message {i}" for i in range(count)]:
             raise SystemExit("recv did not return every message once, in order")
         record("b", "ours", f"recv draining the {count} messages ({calls} call(s))", [drain_time])
+
+        # Pipelined: `depth` sends written before their replies are read (the protocol
+        # answers each line in order), the same messages on the same connection.
+        start = time.perf_counter()
+        for i in range(0, count, depth):
+            burst = range(i, min(count, i + depth))
+            for n in burst:
+                writer.write({"op": "send", "to": READER, "body": f"piped {n}"})
+            for _ in burst:
+                writer.read()
+        elapsed = time.perf_counter() - start
+        rates["pipelined"] = count / elapsed
+        record("b", "ours", f"send pipelined {depth} deep on one connection", [elapsed / count])
+        piped: list[dict] = []
+        while len(piped) < count and (batch := drain(reader)):
+            piped += batch
+        if [m["body"] for m in piped] != [f"piped {i}" for i in range(count)]:
+            raise SystemExit("pipelined sends did not all arrive once, in order")
 
         # A connection per request: what `hostsock.call` (and a one-shot client) pays.
         one_shot = []
@@ -671,7 +691,9 @@ def table(args: argparse.Namespace, rates: dict[str, float], together: dict) -> 
     ratio = statistics.median(ref.samples) / statistics.median(ours.samples)
     say(f"\nratio of medians, sleep-poll / long-poll: {ratio:,.0f}x")
     say(
-        f"messages/second: send {rates['send']:,.0f}/s on one connection, "
+        f"messages/second: send {rates['send']:,.0f}/s on one connection "
+        f"(the daemon's CPU {rates['cpu'] * 1e6:,.0f} us a send), "
+        f"{rates['pipelined']:,.0f}/s pipelined {args.pipeline} deep, "
         f"{rates['one_shot']:,.0f}/s a connection each; recv drained {rates['drain']:,.0f}/s "
         f"({rates['drain_calls']:.0f} call(s)); ref: ping {rates['ping']:,.0f}/s, "
         f"sqlite INSERT {rates['insert']:,.0f}/s"
@@ -705,8 +727,12 @@ def table(args: argparse.Namespace, rates: dict[str, float], together: dict) -> 
     note(
         f"(b) ours: {args.messages} sends from the manager's socket to `{READER}`, one request "
         "at a time on one persistent connection, then `recv` (no wait) on the reader's socket "
-        "until all were returned (checked: each once, in order); the indented row opens a "
-        "connection per send. ref: the `ping` op on host.sock (socket + JSON, no database) "
+        "until all were returned (checked: each once, in order); the daemon's CPU a send is "
+        "its processes' user + system time over that run. Then the same sends pipelined "
+        f"(--pipeline {args.pipeline}: that many written before their replies are read; "
+        "those already there share a commit, each answered once stored); the indented row "
+        "opens a new connection per send. "
+        "ref: the `ping` op on host.sock (socket + JSON, no database) "
         "and the same INSERT into a scratch sqlite file in this process (no socket)."
     )
     note(
@@ -747,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-samples", type=int, default=10, help="sleep-poll samples")
     parser.add_argument("--poll-interval", type=float, default=5.0, help="sleep-poll period, s")
     parser.add_argument("--messages", type=int, default=1000, help="messages for (b)")
+    parser.add_argument(
+        "--pipeline", type=int, default=10, help="(b) sends written before reading replies"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the random send times")
     parser.add_argument(
         "--waiting", default="2,20,100", help="(c) readers waiting at once, comma-separated"
@@ -768,12 +797,22 @@ def main(argv: list[str] | None = None) -> int:
         "dir); /dev/shm takes the disk's fsync out of ours and the reference alike",
     )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick made smaller still: every section and row, for tests/test_bench.py",
+    )
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
     if args.quick:
         args.samples, args.poll_samples, args.poll_interval, args.messages = 30, 6, 0.5, 200
         args.waiting, args.waiting_samples = "2,4,10", 30
         args.history, args.history_sends = "100,1000,5000", 100
         args.concurrent, args.concurrent_messages = "1,4,10", 100
+    if args.smoke:  # the same rows (10 readers, 5,000 stored, 1 and 10 senders), fewer samples
+        args.samples, args.poll_samples, args.messages, args.waiting_samples = 10, 3, 50, 10
+        args.waiting, args.concurrent = "2,10", "1,10"
+        args.history_sends, args.concurrent_messages = 20, 20
     waiting = [int(k) for k in args.waiting.split(",")]
     history = [int(k) for k in args.history.split(",")]
     concurrent = [int(k) for k in args.concurrent.split(",")]
@@ -807,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"(a) {args.poll_samples} sleep-poll deliveries, every {args.poll_interval:g} s …")
             sleep_poll_latency(daemon, args.poll_samples, args.poll_interval, args.seed)
             say(f"(b) {args.messages} messages through the socket …")
-            rates = throughput(daemon, args.messages, root)
+            rates = throughput(daemon, args.messages, root, args.pipeline)
             say(f"(c) wake-ups with {args.waiting} readers waiting …")
             many_waiting(daemon, waiting, args.waiting_samples, args.seed)
             say(f"(d) sends with {args.history} messages stored …")

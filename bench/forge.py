@@ -553,10 +553,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row")
     parser.add_argument("--sections", default="abcde", help="which sections to run (abcde)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick made smaller still: every section and row, for tests/test_bench.py",
+    )
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
     if args.quick:
         args.diff_lines, args.commits, args.repeats, args.files = 20, 60, 1, 2
         args.changed, args.blob_kib = 10, 1
+    if args.smoke:  # (b) still has 2, 3 and 3 pages at 1x, 10x, 50x
+        args.diff_lines, args.commits, args.files, args.changed = 4, 50, 1, 2
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     from forge_ui.views import browse as browse_view

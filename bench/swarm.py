@@ -751,10 +751,18 @@ def main(argv: list[str] | None = None) -> int:
         "temporary directory; a sandbox with a private /tmp needs a path it binds)",
     )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick made smaller still: every section and row, for tests/test_bench.py",
+    )
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
     if args.quick:
         args.agents, args.rate, args.seconds = "3", 1.0, 2.0
         args.idle_seconds, args.drain = 1.0, 30.0
+    if args.smoke:  # a shorter idle probe; the load as long (its turns end in it)
+        args.idle_seconds = 0.5
     sizes = sorted({int(s) for s in args.agents.split(",")})
     if not sizes or sizes[0] < 1 or sizes[-1] > 999:
         raise SystemExit("--agents: sizes from 1 to 999")

@@ -945,12 +945,20 @@ def main(argv: list[str] | None = None) -> int:
         help="(a) lock the meta flake with nix in the cycles that grow the history too",
     )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick made smaller still: every section and row, for tests/test_bench.py",
+    )
     parser.add_argument("--profile", action="store_true", help="print cProfile top entries")
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke
     if args.quick:
         args.sizes, args.window = "3,6,15", 2
         args.cli_cycles, args.agents, args.tags, args.repeats = 1, 3, 20, 1
         args.history, args.history_repeats = "20,200,1000", 1
+    if args.smoke:  # the least that still times every row at three sizes
+        args.sizes, args.window, args.history = "2,3,4", 1, "5,10,20"
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     sizes = [int(n) for n in args.sizes.split(",")]

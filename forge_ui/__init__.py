@@ -17,6 +17,7 @@ from forge_ui import (
     headers,
     policy_view,
     state,
+    state_json,
 )
 from forge_ui.context import hive
 from forge_ui.views import (
@@ -63,7 +64,8 @@ def create_app(hive: Hive) -> Flask:
         SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": live.MAX_MESSAGE},
     )
     app.extensions["hive"] = hive
-    app.extensions["state"] = state.Latest(hive)  # what open dashboards show, loaded once
+    # what open dashboards show, loaded once; its JSON texts serve GET /api/state too
+    app.extensions["state"] = state.Latest(hive, state_json.for_app(app))
     auth.init_app(app, Lifetime.of(forge))
     errors.init_app(app)
     filters.init_app(app)

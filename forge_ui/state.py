@@ -4,26 +4,27 @@ Each section is loaded on its own: one that fails to load is reported in `errors
 its cause and logged, never shown as an empty list that would hide the failure.
 """
 
-import hashlib
 import heapq
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
+from flask import current_app, has_app_context
+
 from forge_ui import charts, policy_view
+from forge_ui.state_json import SectionTexts
 from hyperhive import spawn
 from hyperhive.agents import list_agents
 from hyperhive.broker import questions
 from hyperhive.broker.health import problems
 from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.errors import BadInput
-from hyperhive.gitstore.cache import listed_once
+from hyperhive.gitstore.cache import LRU, listed_once
 from hyperhive.hive import Hive
 from hyperhive.workflow import checks
-from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.approvals import Approval, Approvals
 from hyperhive.workflow.states import State
 
 log = logging.getLogger("hyperhive.forge")
@@ -43,27 +44,71 @@ def pending(hive: Hive) -> list[dict]:
     policy diff (what an agent's approvals share is read once per agent)."""
     home = hive.home
     live = checks.live_states(hive.checks.status()) if hive.checks else {}
-    rows = []
-    for name in home.agent_names():
-        approvals = Approvals(home, name)
-        waiting = approvals.all(pending_only=True)
-        every = checks.recorded(home, name) if waiting else {}
-        for a in waiting:
-            row = a.to_json()
-            row["check"] = checks.check_json(home, name, a.id, live.get(a.target), every)
-            row["policy_diff"] = policy_view.cached_or_queued(hive, a, approvals)
-            rows.append((a.states[State.PROPOSAL].time, row))
+    rows = [row for name in home.agent_names() for row in _pending_of(hive, name, live)]
     rows.sort(key=lambda r: r[0])
     return [row for _, row in rows]
 
 
-def recent(hive: Hive) -> list[dict]:
-    """The latest deploys and failures across agents, newest first."""
+def _waiting(by_id: dict[int, Approval]) -> list[Approval]:
+    """An agent's pending approvals by id (Approvals.derived: once per listing)."""
+    return [by_id[i] for i in sorted(by_id) if set(by_id[i].states) == {State.PROPOSAL}]
+
+
+# An agent's pending rows by (home, agent), with what they were made of: its pending
+# approvals and recorded checks (the same objects while its tags are unchanged), the
+# deployed commit they are reviewed against and the check worker's word on each. A
+# dashboard load at 50 agents x 200 tags made a thousand rows that were all the same.
+_rows: LRU[tuple[str, str], tuple[tuple, list[tuple[int, dict]]]] = LRU(1024)
+
+
+def _pending_of(hive: Hive, name: str, live: dict[str, dict]) -> list[tuple[int, dict]]:
+    """(proposal time, row) of each pending approval of `name`, by id."""
+    home = hive.home
+    approvals = Approvals(home, name)
+    waiting = approvals.derived(_waiting)
+    if not waiting:
+        return []
+    every = checks.recorded(home, name)
+    made_of = (waiting, every, approvals.deployed_commit(), [live.get(a.target) for a in waiting])
+    key = (str(home.root), name)
+    known = _rows.get(key)
+    if known is not None and _same(known[0], made_of):
+        return known[1]
+    rows = []
+    for a, now in zip(waiting, made_of[3], strict=True):
+        row = a.to_json()
+        row["check"] = checks.check_json(home, name, a.id, now, every)
+        row["policy_diff"] = policy_view.cached_or_queued(hive, a, approvals)
+        rows.append((a.states[State.PROPOSAL].time, row))
+    # a diff not evaluated yet is queued by cached_or_queued: asked again at every load
+    if all(row["policy_diff"] is not None for _, row in rows):
+        _rows.put(key, (made_of, rows))
+    return rows
+
+
+def _same(old: tuple, new: tuple) -> bool:
+    return old[0] is new[0] and old[1] is new[1] and old[2:] == new[2:]
+
+
+def _ended(by_id: dict[int, Approval]) -> list[tuple]:
+    """An agent's RECENT latest deploys and failures, newest first, as (time, id, state,
+    tag) (Approvals.derived: once per listing of its tags)."""
     ended = (
-        (tag.time, approval_id, name, state, tag)
-        for name in hive.home.agent_names()
+        (a.states[state].time, approval_id, state, a.states[state])
         for state in (State.DEPLOYED, State.FAILED)
-        for approval_id, tag in Approvals(hive.home, name).tags_in(state).items()
+        for approval_id, a in by_id.items()
+        if state in a.states
+    )
+    return heapq.nlargest(RECENT, ended, key=lambda e: (e[0], e[1]))
+
+
+def recent(hive: Hive) -> list[dict]:
+    """The latest deploys and failures across agents, newest first (the newest of each
+    agent's newest: the same as of all, ties in the same order)."""
+    ended = (
+        (time, approval_id, name, state, tag)
+        for name in hive.home.agent_names()
+        for time, approval_id, state, tag in Approvals(hive.home, name).derived(_ended)
     )
     return [
         {
@@ -92,8 +137,16 @@ def agents(hive: Hive) -> list[dict]:
 
 
 def broker(hive: Hive) -> Broker:
-    """The daemon's broker (its sends wake its long-polls), or one for reading."""
-    return hive.broker or Broker(hive.home)
+    """The daemon's broker (its sends wake its long-polls), or one for reading (one per
+    app: each opens its own connections to hive.db)."""
+    if hive.broker is not None:
+        return hive.broker
+    if not has_app_context():
+        return Broker(hive.home)
+    found = current_app.extensions.get("reading_broker")
+    if found is None or found.home != hive.home:
+        found = current_app.extensions["reading_broker"] = Broker(hive.home)
+    return found
 
 
 def open_questions(hive: Hive) -> list[dict]:
@@ -165,23 +218,17 @@ def collect(hive: Hive, only: list[str] | None = None) -> dict:
     return result
 
 
-# A process's versions differ from another's: a page reconnecting to a restarted (maybe
-# upgraded, with other templates) daemon gets every section again.
-_EPOCH = os.urandom(8)
-
-
-def versions(data: dict) -> dict[str, str]:
+def versions(data: dict, texts: SectionTexts | None = None) -> dict[str, str]:
     """A digest of each section's data in `data` (and of `errors`): a client that holds a
     section's version holds its content, so a socket sends a section only when its
     version differs from what the client has. Its HTML is a function of the data and
-    the session (ages tick in the page: filters.live_age)."""
-    found = {}
-    for name in (*SECTIONS, "errors"):
-        if name in data:
-            text = json.dumps(data[name], sort_keys=True, separators=(",", ":"), default=str)
-            digest = hashlib.blake2b(text.encode(), digest_size=8, key=_EPOCH)
-            found[name] = digest.hexdigest()
-    return found
+    the session (ages tick in the page: filters.live_age). The digests are of the
+    sections' texts in `texts` (kept while a section's data stays equal)."""
+    texts = texts or _PLAIN
+    return {name: texts.digest(name, data[name]) for name in (*SECTIONS, "errors") if name in data}
+
+
+_PLAIN = SectionTexts()
 
 
 class Latest:
@@ -190,8 +237,9 @@ class Latest:
     others woken by the same change reuse that load instead of each doing it again. Each
     load comes with its sections' `versions`."""
 
-    def __init__(self, hive: Hive):
+    def __init__(self, hive: Hive, texts: SectionTexts | None = None):
         self.hive = hive
+        self.texts = texts or SectionTexts()  # its loads' JSON, shared with GET /api/state
         self._lock = threading.Lock()
         self._data: dict | None = None
         self._versions: dict[str, str] = {}
@@ -213,7 +261,7 @@ class Latest:
                 self._seen = self.hive.bus.published("state")
                 self._at = time.monotonic()
                 self._data = collect(self.hive)
-                self._versions = versions(self._data)
+                self._versions = versions(self._data, self.texts)
             return self._data, self._versions
 
 

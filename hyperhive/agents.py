@@ -195,18 +195,29 @@ def runtime_state(home: Home, name: str, runtime: Runtime, problems: dict | None
     return derive(runtime.status(name), problems)
 
 
-def describe(home: Home, name: str, runtime: Runtime, problems: dict | None = None) -> dict:
-    approvals = Approvals(home, name)
-    every = approvals.all()
+def _summary(by_id: dict[int, Approval]) -> dict:
+    """What `describe` says of an agent's approvals (Approvals.derived: once per listing)."""
+    every = [by_id[i] for i in sorted(by_id)]
     deployed = [a for a in every if a.state == State.DEPLOYED]
     last = max(deployed, key=lambda a: a.states[State.DEPLOYED].time, default=None)
     return {
-        "name": name,
-        "deployed_commit": approvals.deployed_commit(),
         "deployed_approval": last.id if last else None,
         "deployed_at": last.states[State.DEPLOYED].time if last else None,
         "pending": [a.id for a in every if a.state == State.PROPOSAL],
         "building": [a.id for a in every if a.state in (State.APPROVED, State.BUILDING)],
+    }
+
+
+def describe(home: Home, name: str, runtime: Runtime, problems: dict | None = None) -> dict:
+    approvals = Approvals(home, name)
+    summary = approvals.derived(_summary)
+    return {
+        "name": name,
+        "deployed_commit": approvals.deployed_commit(),
+        "deployed_approval": summary["deployed_approval"],
+        "deployed_at": summary["deployed_at"],
+        "pending": list(summary["pending"]),
+        "building": list(summary["building"]),
         "runtime": {"host": LOCAL_HOST, **runtime_state(home, name, runtime, problems)},
     }
 

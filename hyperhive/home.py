@@ -12,6 +12,7 @@ from hyperhive.wire.events import EventBus
 # What every hyperhive process masks off what it creates: other users get nothing of a hive
 # (hive.db, logs, agents' state, tokens), its group never writes. NixOS's unit sets the same.
 UMASK = 0o027
+MAX_PATHS = 4096  # agents' paths a Home keeps built
 
 
 def restrict_umask() -> None:
@@ -37,6 +38,11 @@ class Home:
     # process only: an approval written there is queued without a hook process
     # (workflow/hooks.py), as the shipped hook's `hyperhive deploy` would queue it.
     deploys: Callable[[str, int], int] | None = field(default=None, compare=False, repr=False)
+    # The paths of agents asked for so far ((kind, name, suffix) -> Path): a dashboard load asks for
+    # the same few hundred over and over, and each pathlib join costs more than a stat.
+    _paths: dict[tuple[str, str, str], Path] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def close_to_others(self) -> bool:
         """Take other users' access to the home's top directory away (a home made before
@@ -60,7 +66,7 @@ class Home:
         return self.run_dir / "host.sock"
 
     def is_initialized(self) -> bool:
-        return (self.meta_dir / "HEAD").is_file()
+        return os.path.isfile(f"{os.fspath(self.root)}/meta.git/HEAD")
 
     def require(self) -> "Home":
         if not self.is_initialized():
@@ -72,8 +78,19 @@ class Home:
         at /run/hyperhive, which survives the daemon recreating the socket."""
         return self.run_dir / "agents" / check_agent_name(name) / "agent.sock"
 
+    def _path(self, kind: str, name: str, suffix: str = "") -> Path:
+        """`<root>/<kind>/<name><suffix>` for a valid `name`, built once (at most
+        MAX_PATHS kept: names come from requests too)."""
+        path = self._paths.get((kind, name, suffix))
+        if path is None:
+            path = self.root / kind / f"{check_agent_name(name)}{suffix}"
+            if len(self._paths) >= MAX_PATHS:
+                self._paths.clear()
+            self._paths[(kind, name, suffix)] = path
+        return path
+
     def agent_dir(self, name: str) -> Path:
-        return self.root / "agents" / check_agent_name(name)
+        return self._path("agents", name)
 
     def config_dir(self, name: str) -> Path:
         return self.agent_dir(name) / "config"
@@ -82,13 +99,13 @@ class Home:
         return self.agent_dir(name) / "state"
 
     def deployed_dir(self, name: str) -> Path:
-        return self.agent_dir(name) / "deployed"
+        return self._path("agents", name, "/deployed")
 
     def applied_dir(self, name: str) -> Path:
-        return self.root / "applied" / f"{check_agent_name(name)}.git"
+        return self._path("applied", name, ".git")
 
     def log_dir(self, name: str) -> Path:
-        return self.root / "logs" / check_agent_name(name)
+        return self._path("logs", name)
 
     def build_log(self, name: str, approval_id: int) -> Path:
         return self.log_dir(name) / f"{int(approval_id)}.log"
@@ -103,7 +120,7 @@ class Home:
         return self.agent_dir(name) / "destroyed"
 
     def is_destroyed(self, name: str) -> bool:
-        return self.destroyed_file(name).is_file()
+        return os.path.isfile(f"{os.fspath(self.root)}/agents/{check_agent_name(name)}/destroyed")
 
     def is_agent(self, name: str) -> bool:
         """`name` is an active agent (one `agent_names` lists), found without listing them."""

@@ -9,6 +9,7 @@ value that fails the schema is `InvalidPolicy` here and fails the build there.
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from hyperhive.errors import HiveError, PolicyError
@@ -165,21 +166,52 @@ def _mcp_servers(value: object) -> dict:
     return servers
 
 
+# Parsed policy files by path, each under the (device, inode, mtime, size) it was read at:
+# the broker asks for the sender's policy on every send, and a stat is a fraction of the
+# open/read/parse. A deploy replaces the file (os.replace: a new inode), so a stale entry
+# is never used. A file changed in the last RACY_NS is not cached: a rewrite in place of
+# the same size within the clock's tick (the kernel's file times are coarse, a few ms)
+# keeps its mtime (as git's racily clean index entries). Bounded: cleared past MAX_CACHED.
+_cache: dict[str, tuple[tuple[int, int, int, int], dict]] = {}
+MAX_CACHED = 4096
+RACY_NS = 2_000_000_000
+
+
 def deployed_policy(home: Home, name: str) -> dict:
     """The policy the agent's deployed config declares; `{"allowedRecipients": None}`
     (unrestricted) when nothing is deployed. A policy file that cannot be read raises
-    PolicyError: a caller must refuse rather than treat the agent as unrestricted."""
-    path = policy_file(home, name)
+    PolicyError: a caller must refuse rather than treat the agent as unrestricted.
+    A new dict each call; its values (lists, dicts) are shared with the cache: read only."""
+    # a string, as Home.is_agent: pathlib's joins cost more than the stat
+    key = f"{os.fspath(home.root)}/agents/{check_agent_name(name)}/{POLICY_FILE}"
     try:
-        text = path.read_text()
+        st = os.stat(key)
+    except FileNotFoundError:
+        _cache.pop(key, None)
+        return dict(DEFAULT_POLICY)
+    except OSError as e:
+        raise PolicyError(f"cannot read {name}'s deployed policy {key}: {e}") from e
+    stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    if (cached := _cache.get(key)) is not None and cached[0] == stamp:
+        return dict(cached[1])
+    try:
+        with open(key, encoding="utf-8") as f:  # after the stat: never older than `stamp`
+            text = f.read()
     except FileNotFoundError:
         return dict(DEFAULT_POLICY)
     except OSError as e:
-        raise PolicyError(f"cannot read {name}'s deployed policy {path}: {e}") from e
+        raise PolicyError(f"cannot read {name}'s deployed policy {key}: {e}") from e
     try:
         policy = json.loads(text)
     except ValueError as e:
-        raise PolicyError(f"{name}'s deployed policy {path} is not JSON: {e}") from e
+        raise PolicyError(f"{name}'s deployed policy {key} is not JSON: {e}") from e
     if not isinstance(policy, dict):
-        raise PolicyError(f"{name}'s deployed policy {path} is not a JSON object")
-    return {**DEFAULT_POLICY, **policy}
+        raise PolicyError(f"{name}'s deployed policy {key} is not a JSON object")
+    policy = {**DEFAULT_POLICY, **policy}
+    if time.time_ns() - st.st_mtime_ns < RACY_NS:
+        _cache.pop(key, None)
+    else:
+        if len(_cache) >= MAX_CACHED:
+            _cache.clear()
+        _cache[key] = (stamp, policy)
+    return dict(policy)

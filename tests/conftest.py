@@ -10,8 +10,9 @@ from hyperhive.agents import init_hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
 
-# The check that no process the tests started outlives the run; pytester for its own test.
-pytest_plugins = ["support.leftovers", "pytester"]
+# The check that no process the tests started outlives the run, `--cpu-top=N` (the tests
+# that cost the most CPU); pytester for its own test.
+pytest_plugins = ["support.leftovers", "support.cputime", "pytester"]
 
 # Before anything asks for a temporary directory: the hives the tests build on tmpfs,
 # where an fsync costs nothing (support/tmpfs.py).
@@ -56,6 +57,13 @@ LONGEST_FIRST = (
     "tests/test_harness.py::test_a_turn_sends_through",
     "tests/test_operator_auth.py::test_the_cli_ends_sessions",
     "tests/test_daemon.py::test_start_recovers",
+    # 20-32 s each in a loaded full run (`--durations`, `--cpu-top`)
+    "tests/test_race.py",
+    "tests/test_retention.py::test_cli_prune_and_meta_log",
+    "tests/test_health.py::test_the_cli_lists_pages",
+    "tests/test_packaging.py::test_the_wheel",
+    "tests/test_sandbox.py::test_no_bwrap",
+    "tests/test_terminal_browser.py",
 )
 
 

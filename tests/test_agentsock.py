@@ -320,3 +320,119 @@ def test_sends_on_several_connections_of_one_socket_arrive_once_in_order(daemon)
         assert [m["body"] for m in got if m["body"].startswith(f"{i}:")] == [
             f"{i}:{n}" for n in range(25)
         ]
+
+
+def test_pipelined_requests_are_answered_in_order_and_their_sends_stored_in_order(daemon):
+    """A client writes sends, a bad line, a refused send and another op before reading:
+    one reply each, in the order written; a refused or malformed one fails alone; every
+    acknowledged message is stored once and arrives in the order it was sent."""
+    requests = [
+        *({"op": "send", "to": "alice", "body": f"p{n}"} for n in range(5)),
+        "{nope",
+        {"op": "send", "to": "nobody-here", "body": "lost"},
+        {"op": "send", "to": "alice", "body": "  "},
+        {"op": "send", "to": "alice", "body": "p5", "ok": True},  # any key: still a request
+        {"op": "whoami"},
+        *({"op": "send", "to": "alice", "body": f"p{n}"} for n in range(6, 9)),
+    ]
+    lines = b"".join(
+        (r if isinstance(r, str) else json.dumps(r)).encode() + b"\n" for r in requests
+    )
+    while call(daemon, "alice", op="recv")["messages"]:  # what other tests left
+        pass
+    with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+        s.connect(str(sock(daemon, "manager")))
+        f.write(lines)  # all of it before reading a reply
+        f.flush()
+        replies = [json.loads(f.readline()) for _ in requests]
+    assert [r["ok"] for r in replies] == [True] * 5 + [False] * 3 + [True] * 5
+    assert "malformed request" in replies[5]["error"]
+    assert "unknown recipient 'nobody-here'" in replies[6]["error"]
+    assert "non-empty text" in replies[7]["error"]
+    assert replies[9]["name"] == "manager"
+    ids = [r["id"] for r in replies if "id" in r]
+    assert len(ids) == 9 and ids == sorted(ids)
+    got = call(daemon, "alice", op="recv")["messages"]
+    assert [(m["id"], m["body"]) for m in got] == list(
+        zip(ids, [f"p{n}" for n in range(9)], strict=True)
+    )
+
+
+def test_a_socket_answers_what_was_pipelined_together(tmp_path):
+    """The lines a client wrote before reading go to `many` in one call (so sends can
+    share a commit); a line alone, or one still being written, goes to the handler."""
+    calls = []
+
+    def many(requests):
+        calls.append([r["n"] for r in requests])
+        return [[{"n": r["n"]} if r["n"] != 3 else HiveError("three") for r in requests]]
+
+    path = tmp_path / "s.sock"
+    server = hostsock.HostSocket(path, lambda r: {"one": r["n"]}, many=many)
+    server.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+            s.connect(str(path))
+            s.sendall(b"".join(b'{"n": %d}\n' % n for n in range(5)))
+            assert [json.loads(f.readline()) for _ in range(5)] == [
+                {"ok": True, "n": 0},
+                {"ok": True, "n": 1},
+                {"ok": True, "n": 2},
+                {"ok": False, "error": "three"},
+                {"ok": True, "n": 4},
+            ]
+            s.sendall(b'{"n": 5}\n{"n": 6')  # the second line is not whole yet
+            assert json.loads(f.readline()) == {"ok": True, "one": 5}
+            s.sendall(b"}\n")
+            assert json.loads(f.readline()) == {"ok": True, "one": 6}
+        assert calls == [[0, 1, 2, 3, 4]]
+    finally:
+        server.stop()
+
+
+def test_the_line_reader_splits_caps_and_ends():
+    a, b = socket.socketpair()
+    with a, b:
+        lines = hostsock.Lines(b)
+        a.sendall(b'{"a": 1}\n{"b": 2}\n{"c"')
+        assert lines.readline(100) == b'{"a": 1}\n'
+        assert lines.ready() and not lines.ready(limit=5)  # whole, but longer than 5
+        assert lines.readline(100) == b'{"b": 2}\n'
+        assert not lines.ready()  # a part of a line
+        a.sendall(b": 3}\n" + b"x" * 250)
+        assert lines.readline(100) == b'{"c": 3}\n'
+        assert [lines.readline(100) for _ in range(2)] == [b"x" * 100] * 2  # in pieces
+        a.close()
+        assert lines.readline(100) == b"x" * 50  # the end: what was left
+        assert lines.readline(100) == b""
+
+
+def test_pipelined_replies_are_written_as_they_come_and_a_failure_answers_the_rest(tmp_path):
+    """`many` yields: the first replies are on the wire before the next request is run;
+    if it breaks, every request it left unanswered gets the error, and the socket serves on."""
+    path = tmp_path / "s.sock"
+    first_read = threading.Event()
+
+    def many(requests):  # its results in pieces
+        yield [{"n": requests[0]["n"]}]
+        assert first_read.wait(30)  # the client read the first reply meanwhile
+        yield []
+        yield [{"n": requests[1]["n"]}]
+        raise RuntimeError("broken")
+
+    server = hostsock.HostSocket(path, lambda r: {"one": r["n"]}, many=many)
+    server.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+            s.connect(str(path))
+            s.sendall(b"".join(b'{"n": %d}\n' % n for n in range(4)))
+            assert json.loads(f.readline()) == {"ok": True, "n": 0}
+            first_read.set()
+            assert json.loads(f.readline()) == {"ok": True, "n": 1}
+            assert [json.loads(f.readline()) for _ in range(2)] == [
+                {"ok": False, "error": "internal error: broken"}
+            ] * 2
+            s.sendall(b'{"n": 9}\n')
+            assert json.loads(f.readline()) == {"ok": True, "one": 9}
+    finally:
+        server.stop()

@@ -1,5 +1,5 @@
-"""The benchmark runs: a smoke run of bench/transitions.py prints our figures and the
-git references beside them (speed itself is measured there, never asserted)."""
+"""The benchmark runs: a smoke run of each bench prints our figures and the references
+beside them (speed itself is measured there, never asserted)."""
 
 import re
 import subprocess
@@ -9,10 +9,11 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "transitions.py"
 
 
-def quick(script: str) -> str:
-    """Run bench/<script> --quick; its stdout."""
+def run(script: str, size: str = "--quick") -> str:
+    """Run bench/<script> at `size` (--quick, or --smoke where a bench has the smaller
+    size that still prints every section and row); its stdout."""
     proc = subprocess.run(
-        [sys.executable, str(BENCH.parent / script), "--quick"],
+        [sys.executable, str(BENCH.parent / script), size],
         capture_output=True,
         text=True,
         timeout=300,  # a smoke run takes seconds; a loaded machine stretches it many times
@@ -30,8 +31,8 @@ def assert_timed_rows(out: str, labels: list[str]) -> None:
         assert all(" ms" in r or " s " in r for r in found), found
 
 
-def test_transitions_quick_run_prints_ours_and_reference():
-    out = quick("transitions.py")
+def test_transitions_smoke_run_prints_ours_and_reference():
+    out = run("transitions.py", "--smoke")
     rows = out.splitlines()
 
     def row(who: str, label: str) -> str:
@@ -42,9 +43,9 @@ def test_transitions_quick_run_prints_ours_and_reference():
     for line in (
         row("ours", "in-process cycle"),
         row("ours", "CLI cycle"),
-        row("ref", "git CLI + nix cycle at 15 approvals"),
-        row("ours", "in-process cycle at 3 approvals"),
-        row("ours", "in-process cycle at 15 approvals"),
+        row("ref", "git CLI + nix cycle at 4 approvals"),  # --smoke: 2, 3 and 4 approvals
+        row("ours", "in-process cycle at 2 approvals"),
+        row("ours", "in-process cycle at 4 approvals"),
         row("ours", "Approvals(home, n).all(pending_only=True)"),
         row("ours", "GET /api/state, first"),
         row("ours", "GET /api/state, again"),
@@ -54,20 +55,20 @@ def test_transitions_quick_run_prints_ours_and_reference():
     assert "pending approvals found by both sides" in out
     assert out.count("ratio of medians") == 5  # (a) at 3 sizes, (b) twice
     growth = out[out.index("(a) p50 per step") :].splitlines()[2:5]  # a line per size
-    assert [line.split()[0] for line in growth] == ["3", "6", "15"]
+    assert [line.split()[0] for line in growth] == ["2", "3", "4"]  # --smoke's sizes
     assert all(len(line.split()) == 16 for line in growth), growth  # 5 steps x 3, size
 
 
-def test_forge_quick_run_prints_pages_and_git_references():
-    out = quick("forge.py")
+def test_forge_smoke_run_prints_pages_and_git_references():
+    out = run("forge.py", "--smoke")
     labels = ["GET /review/", ", cold (unified)", ", warm (unified)", "?view=split, warm"]
     labels += ["If-None-Match: its ETag (304)", "git diff <deployed> <proposed>"]
     labels += ["GET /repos/bench-log-50x/config/log (page 1)", "(the pager's link)"]
     labels += ["git log -n 50 --skip=", "interleaved changed lines: file_patches"]
     labels += ["git diff (the whole patch)", "/blob/big/blob-50x.py", "git show HEAD:big/"]
     assert_timed_rows(out, labels)
-    # (a) cold, warm, split, 304 at 1x/10x/50x; (b) --quick: 61, 601 and 3,001 commits,
-    # pages [1, 2], [1, 6, 13], [1, 30, 61]; (c), (d), (e) one row each at 1x/10x/50x
+    # (a) cold, warm, split, 304 at 1x/10x/50x; (b) --smoke: 51, 501 and 2,501 commits,
+    # pages [1, 2], [1, 5, 11], [1, 25, 51]; (c), (d), (e) one row each at 1x/10x/50x
     assert out.count("ratio of medians") == 12 + 8 + 3 + 3 + 3
     for scale in ("1x", "10x", "50x"):
         assert f"  {scale}: every file listed" in out
@@ -79,10 +80,11 @@ def test_forge_quick_run_prints_pages_and_git_references():
     assert_timed_rows(out, ["renames cold", "git diff -M -C --name-status"])
 
 
-def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference():
-    out = quick("broker.py")
+def test_broker_smoke_run_prints_latency_throughput_and_the_sleep_poll_reference():
+    out = run("broker.py", "--smoke")
     labels = ["long-poll recv(wait_seconds=60)", "sleep-poll: recv() every 0.5 s"]
     labels += ["send on one connection", "recv draining", "ping round trip", "sqlite3 INSERT"]
+    labels += ["send pipelined 10 deep on one connection"]
     labels += ["send -> recv wake-up, 10 readers waiting", "5,000 messages stored"]
     labels += ["send, 10 agents, a socket each", "send, 8 connections on one socket"]
     labels += ["sqlite3 INSERT, 10 thread(s), a connection each"]
@@ -90,13 +92,13 @@ def test_broker_quick_run_prints_latency_throughput_and_the_sleep_poll_reference
     assert "--quick: poll interval shortened to 0.5 s" in out
     assert "p50" in out and "p99" in out
     assert "ratio of medians, sleep-poll / long-poll" in out
-    assert "messages/second: send" in out
+    assert "messages/second: send" in out and "pipelined 10 deep" in out
     assert "(d) sends/second by history: ours" in out
     assert "(e) sends/second, many senders at once: 1 agents, a socket each: ours" in out
 
 
 def test_stats_quick_run_prints_ingest_query_and_size_beside_the_naive_table():
-    out = quick("stats.py")
+    out = run("stats.py")
     labels = ["record 1 h of turns", "naive INSERT of the same", "Stats.record_turn"]
     labels += ["the agent's keys, then its buckets", "NOT INDEXED", "naive table: full scan"]
     assert_timed_rows(out, labels)
@@ -106,7 +108,7 @@ def test_stats_quick_run_prints_ingest_query_and_size_beside_the_naive_table():
 
 
 def test_load_quick_run_prints_what_the_daemon_held_and_its_answers():
-    out = quick("load.py")
+    out = run("load.py")
     labels = ["GET /login, nothing else open", "slow clients open", "logins (wrong password)"]
     labels += ["pushes to refs/for/main", "over file://", "host.sock ping"]
     assert_timed_rows(out, labels)
@@ -117,14 +119,14 @@ def test_load_quick_run_prints_what_the_daemon_held_and_its_answers():
 
 
 def test_sandbox_quick_run_prints_ours_and_reference():
-    out = quick("sandbox.py")
+    out = run("sandbox.py")
     labels = ["harness start -> first claude exec", "recv reply -> claude exec", "/bin/true"]
     assert_timed_rows(out, labels)
     assert "sandboxed" in out and "open" in out
 
 
-def test_swarm_quick_run_prints_the_daemon_under_load_beside_its_references():
-    out = quick("swarm.py")
+def test_swarm_smoke_run_prints_the_daemon_under_load_beside_its_references():
+    out = run("swarm.py", "--smoke")
     labels = ["messages/s delivered", "send -> recv wake-up p50", "same probe, idle hive p50"]
     labels += ["turn start p50", "GET /api/state p50", "GET /login p50", "sqlite INSERT into"]
     labels += ["same INSERT, scratch db p50", "daemon RSS", "daemon open fds", "fd limit"]
@@ -147,9 +149,19 @@ def test_swarm_quick_run_prints_the_daemon_under_load_beside_its_references():
 
 
 def test_state_quick_run_prints_api_state_beside_for_each_ref():
-    out = quick("state.py")
+    out = run("state.py")
     labels = ["GET /api/state, cold (new process)", "GET /api/state, warm", "GET / (the dash"]
     labels += ["right after a new tag", "git for-each-ref refs/tags/ x repos, with fields"]
     assert_timed_rows(out, labels)
     assert out.count("pending approvals found by both sides") == 3  # 1x, 10x, 50x
     assert out.count("ratio of medians") == 9
+
+
+def test_push_smoke_run_prints_pushes_to_the_forge_beside_git_push():
+    out = run("push.py", "--smoke")
+    labels = ["git push HEAD:refs/for/main, 300 commits", "git push HEAD:main, 300 commits"]
+    labels += ["git push file:// to a bare repo, 300 commits", "receive.fsckObjects=true"]
+    assert_timed_rows(out, labels)
+    assert out.count("ratio of medians") == 1
+    for n in (20, 120, 300):
+        assert re.search(rf"  {n} commits: refs/for/main [\d.]+ s \([\d.]+x git with fsck", out)

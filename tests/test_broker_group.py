@@ -11,6 +11,7 @@ from support.wait import wait_for
 from hyperhive.broker import db
 from hyperhive.broker.group import GroupCommit
 from hyperhive.broker.messages import Broker
+from hyperhive.errors import BadInput, UnknownAgent
 from hyperhive.home import Home
 
 
@@ -123,3 +124,38 @@ def test_connections_commit_with_synchronous_full(hive):
         raise RuntimeError("a block that fails")
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert not conn.in_transaction
+
+
+def test_a_connections_pipelined_sends_share_one_commit_and_fail_alone(hive):
+    """Broker.send_many (an agent socket's pipelined sends): the ones that pass the checks
+    are stored in one transaction, in order; a refused one is refused alone."""
+    broker = Broker(hive)
+    before = broker._sends.groups
+    results = broker.send_many(
+        "operator",
+        [("manager", "one"), ("nobody", "lost"), ("manager", ""), ("manager", "two")],
+    )
+    assert broker._sends.groups == before + 1
+    first, unknown, empty, second = results
+    assert isinstance(unknown, UnknownAgent) and isinstance(empty, BadInput)
+    assert second == first + 1
+    assert stored(hive, "SELECT id, body FROM messages ORDER BY id") == [
+        (first, "one"),
+        (second, "two"),
+    ]
+    assert broker.send_many("operator", []) == []
+    assert broker.send_many("operator", [("nobody", "x")])[0].__class__ is UnknownAgent
+
+
+def test_a_batch_over_the_limit_is_written_in_groups_of_it_in_order(scratch):
+    db.migrate(scratch)
+    pool = db.Pool(scratch)
+    group = GroupCommit(
+        pool, "INSERT INTO messages (sender, recipient, body, created_at) VALUES (?, ?, ?, ?)", 4
+    )
+    ids = group.insert_many([("a", "b", f"m{i}", 0.0) for i in range(10)])
+    assert group.groups == 3 and ids == sorted(ids) and len(set(ids)) == 10
+    assert [b for (b,) in stored(scratch, "SELECT body FROM messages ORDER BY id")] == [
+        f"m{i}" for i in range(10)
+    ]
+    pool.close()

@@ -41,6 +41,15 @@ def crash_reports(root) -> list[dict]:
     return [m for m in found if m["from"] == "system" and m["body"].startswith("container_crash")]
 
 
+def queued(root, name: str, prefix: str = "") -> int:
+    """Messages waiting for `name` whose body starts with `prefix`: a query, to poll on
+    before `inbox` (a CLI process) is run once to read them."""
+    with sqlite3.connect(root / "hive.db") as db:
+        query = "SELECT count(*) FROM messages WHERE recipient = ? AND delivered_at IS NULL"
+        query += " AND substr(body, 1, ?) = ?"
+        return db.execute(query, (name, len(prefix), prefix)).fetchone()[0]
+
+
 def deployed(root, name, approval_id) -> bool:
     tags = git(Home(root).applied_dir(name), "tag", "--list")
     return f"deployed/{approval_id}" in tags.split()
@@ -97,7 +106,8 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
 
     # harness → fake claude → hyperhive mcp → alice's socket → daemon → broker → bob
     run_cli(root, "send", "operator", "alice", 'fake: call send {"to": "bob", "body": "hi bob"}')
-    (got,) = wait_for(lambda: inbox(root, "bob"), what="bob's message")
+    wait_for(lambda: queued(root, "bob"), what="bob's message")
+    (got,) = inbox(root, "bob")
     assert (got["from"], got["body"]) == ("alice", "hi bob")
 
     def rows():
@@ -136,7 +146,8 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
     # killed: the manager hears of it with the log tail, the harness comes back
     second = pid_of(home, "alice")
     os.kill(second, signal.SIGKILL)
-    (report,) = wait_for(lambda: crash_reports(root), what="the crash report")
+    wait_for(lambda: queued(root, "manager", "container_crash"), what="the crash report")
+    (report,) = crash_reports(root)
     lines = report["body"].splitlines()
     assert lines[0] == "container_crash: alice"
     assert "exited unexpectedly (killed by SIGKILL)" in lines[1]

@@ -118,3 +118,35 @@ def test_the_pack_as_sent_is_held_to_max_bytes():
     blob = bytes(range(256)) * 4096
     with pytest.raises(PackInputTooLarge):
         scan(pack(header(3, len(blob)) + zlib.compress(blob, 0)), max_bytes=100_000)
+
+
+def test_nothing_of_an_object_goes_on_before_its_header_has_passed():
+    """What reaches `out` (git index-pack, reading as the scan goes) is the pack up to the
+    last object whose header passed: never the header of one over the limits."""
+    small = header(3, 5) + zlib.compress(b"12345")
+    huge = header(3, 1024 * MiB) + zlib.compress(b"x")
+    data = pack(small, small, huge, small)
+    limits = {"max_bytes": 50 * MiB, "max_object": 10 * MiB, "max_total": 20 * MiB}
+    for piece in (7, len(data)):  # read in a few bytes at a time, or all at once
+        out = io.BytesIO()
+        with pytest.raises(PackLimit, match="object 3 of the pack"):
+            scan_pack(reader(data, piece), out, **limits)
+        passed = data[: 12 + 2 * len(small)]
+        assert out.getvalue() == (passed if piece == 7 else b"")  # sent a piece at a time
+
+
+def test_a_delta_result_over_the_total_is_refused_before_the_checksum_goes_on():
+    """git resolves deltas once it has the checksum: a result past the limits stops the
+    scan first, the checksum never sent."""
+    blob = b"y" * 1000
+    base = header(3, len(blob)) + zlib.compress(blob)
+    delta = varint(len(blob)) + varint(5 * MiB) + bytes([0x90, 0xE8, 0x03])
+    ofs = header(6, len(delta)) + bytes([len(base)]) + zlib.compress(delta)
+    data = pack(base, ofs)
+    out = io.BytesIO()
+    limits = {"max_bytes": 50 * MiB, "max_object": 10 * MiB, "max_total": 4 * MiB}
+    with pytest.raises(PackLimit, match="more than 4194304 bytes") as e:
+        scan_pack(reader(data, 7), out, **limits)
+    assert e.value.key == "git.max_push_inflated_bytes"
+    sent = out.getvalue()
+    assert len(sent) >= 12 + len(base) and data[:-20].startswith(sent)

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from support.hive import commit_config, git, run_cli
 from hyperhive import spawn
 from hyperhive.broker.messages import Broker, PolicyRefused
 from hyperhive.errors import PolicyError
+from hyperhive.home import Home
 from hyperhive.policy import deployed_policy
 from hyperhive.runtime import policy
 from hyperhive.runtime.base import BuildError
@@ -352,3 +354,82 @@ def test_the_daemons_nix_path_is_not_readable_from_a_config(tmp_path, monkeypatc
     with pytest.raises(BuildError) as e:
         extract(tmp_path, "{ ... }: { hyperhive.model = import <host/secret.nix>; }\n")
     assert "top secret" not in str(e.value)
+
+
+# -- the read cache ---------------------------------------------------------------------
+
+
+def write_policy(home, value: dict, age: float | None = None) -> Path:
+    """The deployed policy file as a deploy writes it (a new file moved in place);
+    `age`: its mtime set that many seconds back."""
+    path = policy_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = path.with_name("policy.json.new")
+    new.write_text(json.dumps(value))
+    os.replace(new, path)
+    if age is not None:
+        os.utime(path, ns=(path.stat().st_atime_ns, time.time_ns() - int(age * 1e9)))
+    return path
+
+
+@pytest.fixture
+def opens(monkeypatch) -> list[str]:
+    """The files hyperhive.policy opens, in order."""
+    import hyperhive.policy as module
+
+    seen: list[str] = []
+
+    def counting_open(file, *args, **kwargs):
+        seen.append(str(file))
+        return open(file, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", counting_open, raising=False)
+    monkeypatch.setattr(module, "_cache", {})
+    return seen
+
+
+def test_an_unchanged_policy_is_read_once_and_a_replaced_one_at_once(tmp_path, opens):
+    home = Home(tmp_path)
+    write_policy(home, {"allowedRecipients": ["manager"]}, age=60)
+    for _ in range(3):
+        assert deployed_policy(home, NAME) == {"allowedRecipients": ["manager"]}
+    assert len(opens) == 1  # the stat said unchanged: no open, no parse
+    mine = deployed_policy(home, NAME)
+    mine["allowedRecipients"] = None  # a caller's dict is its own
+    assert deployed_policy(home, NAME)["allowedRecipients"] == ["manager"]
+    write_policy(home, {"allowedRecipients": ["operator"]}, age=60)  # a deploy: a new inode
+    assert deployed_policy(home, NAME) == {"allowedRecipients": ["operator"]}
+    policy_path(home).unlink()  # destroyed: unrestricted again, not the cached policy
+    assert deployed_policy(home, NAME) == {"allowedRecipients": None}
+    write_policy(home, {"allowedRecipients": ["manager"]}, age=60)
+    policy_path(home).write_text("{not json")  # in place, a new size
+    with pytest.raises(PolicyError, match="is not JSON"):
+        deployed_policy(home, NAME)
+
+
+def test_a_policy_rewritten_within_the_clocks_tick_is_not_taken_from_the_cache(tmp_path, opens):
+    """The same inode, size and mtime (a rewrite in place within the kernel's coarse file
+    clock): a file that new is never cached, so the rewrite is seen."""
+    home = Home(tmp_path)
+    path = write_policy(home, {"allowedRecipients": ["manager"]})
+    stamp = path.stat()
+    assert deployed_policy(home, NAME) == {"allowedRecipients": ["manager"]}
+    path.write_text(json.dumps({"allowedRecipients": ["zzzzzzz"]}))  # the same length
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_size) == (stamp.st_ino, stamp.st_size)
+    assert deployed_policy(home, NAME) == {"allowedRecipients": ["zzzzzzz"]}
+    assert len(opens) == 2
+
+
+def test_the_cache_is_bounded(tmp_path, opens, monkeypatch):
+    import hyperhive.policy as module
+
+    monkeypatch.setattr(module, "MAX_CACHED", 3)
+    home = Home(tmp_path)
+    for i in range(7):
+        path = home.root / "agents" / f"a{i}" / "policy.json"
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+        os.utime(path, ns=(0, 0))
+        assert deployed_policy(home, f"a{i}") == {"allowedRecipients": None}
+        assert len(module._cache) <= 3

@@ -1,8 +1,8 @@
 """The JSON API: the same operations and refusals as the CLI (409/404/400 + `error`)."""
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
-from forge_ui import charts, checks, state
+from forge_ui import charts, checks, state, state_json
 from forge_ui.context import hive
 from forge_ui.views import comments, dead
 from hyperhive.errors import BadInput
@@ -14,7 +14,8 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 @bp.get("/state")
 def get_state():
-    return jsonify(state.collect(hive()))
+    texts = current_app.extensions["state"].texts  # the sections' JSON kept while unchanged
+    return state_json.response(current_app, texts, state.collect(hive()))
 
 
 @bp.get("/agents/<name>/history")

@@ -30,7 +30,8 @@ class _Row:
 
 class GroupCommit:
     """`insert(values)` runs `sql` (an INSERT with one `?` per value) and returns the new
-    row's id, in a transaction shared with whatever other threads insert at that moment."""
+    row's id, in a transaction shared with whatever other threads insert at that moment;
+    `insert_many` queues several rows at once (one connection's pipelined sends)."""
 
     def __init__(self, pool: Pool, sql: str, limit: int = MAX_GROUP):
         if limit < 1:
@@ -42,28 +43,41 @@ class GroupCommit:
         self.groups = 0  # transactions written (for tests and the bench)
 
     def insert(self, values: Sequence[object]) -> int:
-        mine = _Row(values)
-        with self._cond:
-            self._queue.append(mine)
-        while True:
-            with self._cond:
-                while self._busy and not mine.done:
+        (result,) = self.insert_many([values])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def insert_many(self, rows: Sequence[Sequence[object]]) -> list[int | BaseException]:
+        """Insert `rows` in order, in as few transactions as the limit allows (shared with
+        whatever other threads insert meanwhile); each row's id, or the error that rolled
+        its transaction back. Returns once every row's transaction ended."""
+        mine = [_Row(values) for values in rows]
+        if not mine:
+            return []
+        last = mine[-1]  # groups are written in queue order: the last done, all are
+        with self._cond:  # one acquisition to queue the rows and, when free, lead
+            self._queue.extend(mine)
+            while True:
+                while self._busy and not last.done:
                     self._cond.wait()
-                if mine.done:
+                if last.done:
                     break
                 self._busy = True  # this thread writes the next group
                 group = self._queue[: self.limit]
                 del self._queue[: self.limit]
-            try:
-                self._write(group)
-            finally:
-                with self._cond:
+                self._cond.release()  # the write happens outside: others queue meanwhile
+                try:
+                    self._write(group)
+                finally:
+                    self._cond.acquire()
                     self._busy = False
-                    self._cond.notify_all()
-        if mine.error is not None:
-            raise mine.error
-        assert mine.id is not None
-        return mine.id
+                    self._cond.notify_all()  # the group's senders, and the next leader
+        results: list[int | BaseException] = []
+        for row in mine:
+            assert row.error is not None or row.id is not None
+            results.append(row.error if row.error is not None else row.id)
+        return results
 
     def _write(self, group: list[_Row]) -> None:
         """One transaction for `group`; every row of it ends done, with its id or with the

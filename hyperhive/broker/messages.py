@@ -28,7 +28,13 @@ from collections.abc import Callable, Iterable
 
 from hyperhive.broker.db import Pool, fits, migrate
 from hyperhive.broker.group import GroupCommit
-from hyperhive.errors import BadInput, PolicyRefused, UnknownAgent, UnknownMessage
+from hyperhive.errors import (
+    BadInput,
+    HiveError,
+    PolicyRefused,
+    UnknownAgent,
+    UnknownMessage,
+)
 from hyperhive.home import Home
 from hyperhive.names import MANAGER, OPERATOR, SYSTEM  # SYSTEM: crash and stuck notices
 from hyperhive.wire.ops import MAX_WAIT
@@ -186,6 +192,30 @@ class Broker:
         message_id = self._sends.insert((sender, to, body, time.time()))
         self.wake([to])
         return message_id
+
+    def send_many(self, sender: str, messages: list[tuple[object, object]]) -> list:
+        """`messages` (to, body) sent in order by `sender` (a connection's pipelined sends):
+        the ones that pass the checks share commits (one fsync for up to MAX_GROUP), and
+        each result is its id, or the error that refused it (nothing of it stored)."""
+        results: list = [None] * len(messages)
+        rows, places = [], []
+        now = time.time()
+        for i, (to, body) in enumerate(messages):
+            try:
+                self.check_send(sender, to, body)
+            except HiveError as e:
+                results[i] = e
+            else:
+                rows.append((sender, to, body, now))
+                places.append(i)
+        stored = set()
+        for i, row, result in zip(places, rows, self._sends.insert_many(rows), strict=True):
+            results[i] = result
+            if not isinstance(result, BaseException):
+                stored.add(row[1])
+        if stored:
+            self.wake(sorted(stored))
+        return results
 
     # -- receiving ---------------------------------------------------------------------
 

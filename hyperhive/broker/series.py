@@ -138,8 +138,11 @@ class Computer:
         self.summary: dict[str, Any] = {}
 
     def column(self, key: str, field: str, empty: float | None) -> list:
-        cells = self.by_key.get(key, {})
-        return [cells[i][field] if i in cells else empty for i in range(self.w.size)]
+        values = [empty] * self.w.size  # filled where there are rows: most buckets have none
+        for i, cell in self.by_key.get(key, {}).items():
+            if 0 <= i < len(values):
+                values[i] = cell[field]
+        return values
 
     def total(self, key: str, field: str = "total") -> float:
         return float(sum(c[field] for c in self.by_key.get(key, {}).values()))
@@ -234,12 +237,15 @@ class Computer:
         before = self.stats.latest(self.w.agent, "turn", before=self.w.since)
         rows = self.stats.samples(self.w.agent, "turn", self.w.since, self.w.until)
         ends = sorted((r["ts"], r["ts"] + r["span"]) for r in ([before] if before else []) + rows)
-        values, last, j = [], None, 0
-        for i in range(self.w.size):
-            edge = min(self.w.since + (i + 1) * self.w.step, self.w.until)
-            while j < len(ends) and self.w.index(ends[j][0]) <= i:
-                last, j = ends[j][1], j + 1
-            values.append(None if last is None else max(0.0, edge - last))
+        # From bucket i on, the turn that counts is the last one (by start) started by
+        # then: each covers the buckets up to the next one's start; before any, None.
+        size, w = self.w.size, self.w
+        values: list[float | None] = [None] * size
+        starts = [(max(0, w.index(start)), end) for start, end in ends]
+        for n, (first, end) in enumerate(starts):
+            stop = starts[n + 1][0] if n + 1 < len(starts) else size
+            for i in range(first, min(stop, size)):
+                values[i] = max(0.0, min(w.since + (i + 1) * w.step, w.until) - end)
         self.series["since_last_turn"] = values
         last = max((end for _, end in ends), default=None)
         self.summary["last_turn"] = last

@@ -67,6 +67,7 @@ class AgentSockets(PerAgentSockets[HostSocket]):
             mode=0o600,
             unsent=self.ops.unsent,
             max_connections=AGENT_CONNECTIONS,
+            many=self.ops.pipelined(name),  # a client's pipelined sends share a commit
         )
         sock.start()
         give(sock.path, owner)

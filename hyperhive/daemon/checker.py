@@ -46,7 +46,7 @@ def manager_teller(home: Home, broker: Broker) -> Callable[[str], None]:
 
     def tell(body: str) -> None:
         broker.send(SYSTEM, MANAGER, body)
-        notify.changed(home, MANAGER, "message")
+        notify.changed(home, MANAGER, notify.MESSAGE)
 
     return tell
 
@@ -168,7 +168,7 @@ class CheckWorker:
             follower.start()
 
     def _follow(self, bus) -> None:
-        with bus.subscribe("state") as sub:
+        with bus.subscribe("state", skip=notify.is_message) as sub:  # never a proposal
             self.sweep()
             swept = time.monotonic()
             while not self.stopping:

@@ -18,7 +18,8 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from hyperhive.errors import HiveError
@@ -27,27 +28,122 @@ from hyperhive.wire.protocol import MAX_LINE, DaemonUnavailable, call
 log = logging.getLogger("hyperhive.daemon")
 
 Handler = Callable[[dict], dict]
+# Pipelined requests answered together: a result each, in order (the reply's fields, or
+# the error raised), so that sends can share a commit (daemon/ops.py Ops.pipelined). It
+# yields them in pieces (lists), each written at once in one write: a batch of large
+# replies (recvs) is never held whole, a reply never waits for a later request (a
+# long-poll), and what follows a failed write is not run.
+Many = Callable[[list[dict]], Iterable[list]]
+MAX_PIPELINE = 256  # requests answered together at most (broker/group.MAX_GROUP)
 IDLE_SECONDS = 60.0  # every client sends its line at once; a long-poll waits in the op
 HOST_CONNECTIONS = 64  # the CLI and the hooks
 AGENT_CONNECTIONS = 16  # a harness and its claude's MCP server; a recv holds one each
 
 
-def _answer(handler: Handler, line: bytes) -> dict:
+class _Refused(dict):
+    """The reply refusing a line that is no request (told apart by its type: a request
+    may carry any key)."""
+
+
+def _parse(line: bytes) -> dict:
+    """The request on `line`, or a _Refused reply."""
     try:
         request = json.loads(line)
         if not isinstance(request, dict):
             raise ValueError("a request is a JSON object")
     except ValueError as e:
-        return {"ok": False, "error": f"malformed request: {e}"}
+        return _Refused(ok=False, error=f"malformed request: {e}")
     except RecursionError:
-        return {"ok": False, "error": "malformed request: nested too deeply"}
+        return _Refused(ok=False, error="malformed request: nested too deeply")
+    return request
+
+
+def _reply(request: dict, result: dict | BaseException) -> dict:
+    if not isinstance(result, BaseException):
+        return {"ok": True, **result}
+    if isinstance(result, HiveError):
+        return {"ok": False, "error": str(result)}
+    # one bad request must not take the socket down
+    log.error("host socket request %r failed", request, exc_info=result)
+    return {"ok": False, "error": f"internal error: {result}"}
+
+
+def _answer(handler: Handler, line: bytes) -> dict:
+    request = _parse(line)
+    if isinstance(request, _Refused):
+        return request
     try:
-        return {"ok": True, **handler(request)}
-    except HiveError as e:
-        return {"ok": False, "error": str(e)}
-    except Exception as e:  # one bad request must not take the socket down
-        log.exception("host socket request %r failed", request)
-        return {"ok": False, "error": f"internal error: {e}"}
+        return _reply(request, handler(request))
+    except Exception as e:
+        return _reply(request, e)
+
+
+def _answers(many: Many, lines: list[bytes]) -> Iterator[list[dict]]:
+    """The replies to pipelined `lines`, in order, in pieces as they are known: the
+    well-formed requests answered by `many` together (its results in their order), the
+    malformed refused in their place. What is known is given out before `many` is asked
+    for more (which may wait: a long-poll recv)."""
+    parsed = [_parse(line) for line in lines]
+    requests = [p for p in parsed if not isinstance(p, _Refused)]
+    pieces = iter(many(requests) if requests else ())
+    known: deque = deque()
+    failed: Exception | None = None
+    out: list[dict] = []
+    for p in parsed:
+        if isinstance(p, _Refused):
+            out.append(p)
+            continue
+        while not known and failed is None:
+            if out:
+                yield out
+                out = []
+            try:
+                known.extend(next(pieces))
+            except StopIteration:
+                failed = RuntimeError("the request got no answer")
+            except Exception as e:  # the rest get it too: nothing will answer them
+                failed = e
+        out.append(_reply(p, known.popleft() if known else failed))
+    if out:
+        yield out
+
+
+class Lines:
+    """A connection's request lines, read from the socket in chunks of up to CHUNK: what a
+    client wrote before waiting for replies is then here already, and `ready()` says so
+    without a read that could block (a buffered file object cannot tell)."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def ready(self, limit: int = MAX_LINE + 1) -> bool:
+        """A whole line of at most `limit` bytes is buffered."""
+        return self.buf.find(b"\n", 0, limit) >= 0
+
+    def readline(self, limit: int) -> bytes:
+        """The next line, newline included, of at most `limit` bytes (a longer line comes
+        in pieces of `limit`); at the end, what is left, then b"". A read waits at most
+        the socket's timeout (TimeoutError)."""
+        searched = 0
+        while True:
+            end = self.buf.find(b"\n", searched, limit)
+            if end >= 0:
+                size = end + 1
+            elif len(self.buf) >= limit:
+                size = limit
+            else:
+                searched = len(self.buf)
+                chunk = self.sock.recv(self.CHUNK)
+                if chunk:
+                    self.buf += chunk
+                    continue
+                size = len(self.buf)  # the end: what is left, unfinished
+            line = bytes(self.buf[:size])
+            del self.buf[:size]
+            return line
 
 
 class HostSocket:
@@ -61,11 +157,14 @@ class HostSocket:
         unsent: Callable[[dict], None] | None = None,
         max_connections: int = HOST_CONNECTIONS,
         idle_seconds: float = IDLE_SECONDS,
+        many: Many | None = None,
     ):
         """`unsent(reply)` is told of a reply the client went away before getting (so a
-        `recv` can hand its messages back to the inbox)."""
+        `recv` can hand its messages back to the inbox). `many`: answers the requests a
+        client pipelined (several lines written before reading a reply) together; without
+        it each line is answered alone, in order, as they always are."""
         self.path = path
-        self.handler = handler
+        self.handler, self.many = handler, many
         self.mode = mode
         self.unsent = unsent
         self.max_connections, self.idle_seconds = max_connections, idle_seconds
@@ -87,7 +186,7 @@ class HostSocket:
 
     def start(self) -> None:
         self.check_free()
-        handler, unsent = self.handler, self.unsent
+        handler, unsent, many = self.handler, self.unsent, self.many
         sessions, sessions_lock = self.sessions, self.sessions_lock
         max_connections = self.max_connections
 
@@ -112,20 +211,35 @@ class HostSocket:
                     self.serve()
 
             def serve(self) -> None:
-                while line := self.rfile.readline(MAX_LINE + 1):
+                lines = Lines(self.connection)
+                while line := lines.readline(MAX_LINE + 1):
                     if len(line) > MAX_LINE:
                         while line and not line.endswith(b"\n"):  # skip the rest of it
-                            line = self.rfile.readline(MAX_LINE)
-                        reply = {"ok": False, "error": f"request line over {MAX_LINE} bytes"}
+                            line = lines.readline(MAX_LINE)
+                        replies = [[{"ok": False, "error": f"request line over {MAX_LINE} bytes"}]]
+                    elif many is not None and lines.ready():  # pipelined: more are here
+                        batch = [line]
+                        while len(batch) < MAX_PIPELINE and lines.ready():
+                            batch.append(lines.readline(MAX_LINE + 1))
+                        replies = _answers(many, batch)
                     else:
-                        reply = _answer(handler, line)
+                        replies = [[_answer(handler, line)]]
+                    if not self.write(replies):
+                        return
+
+            def write(self, pieces: Iterable[list[dict]]) -> bool:
+                """Write each piece of replies as it comes, in one write; False (and the
+                piece told to `unsent`) if the client is gone."""
+                for replies in pieces:
                     try:
-                        self.wfile.write(json.dumps(reply).encode() + b"\n")
+                        self.wfile.write(b"".join(json.dumps(r).encode() + b"\n" for r in replies))
                         self.wfile.flush()
                     except OSError:
                         if unsent:
-                            unsent(reply)
-                        return
+                            for reply in replies:
+                                unsent(reply)
+                        return False
+                return True
 
         class Server(socketserver.ThreadingUnixStreamServer):
             daemon_threads = True

@@ -3,7 +3,7 @@ identity: `run/agents/<name>/agent.sock` speaks for `<name>`, `run/host.sock` fo
 operator. Which ops there are and who may call each is the operation table
 (hyperhive/wire/ops.py); each op is answered by the `op_<name>` method here."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from hyperhive import spawn
 from hyperhive.agents import runtime_state
@@ -69,6 +69,42 @@ class Ops:
 
         return handle
 
+    def pipelined(self, name: str) -> Callable[[list[dict]], Iterator]:
+        """Requests a client wrote before reading the replies (daemon/hostsock.py), answered
+        in order as `for_agent(name)` would, one by one, except that a run of sends is
+        stored together (Broker.send_many: their commits shared, each still answered only
+        once it is stored). Yields the results (the reply's fields or the error raised) in
+        pieces as they are known, a run of sends as one; a request is run only when the
+        socket asks for more."""
+        one = self.for_agent(name)
+        send = lookup("send")
+        may_send = send is not None and role(name) in send.callers
+
+        def many(requests: list[dict]) -> Iterator:
+            i = 0
+            while i < len(requests):
+                end = i
+                while end < len(requests) and requests[end].get("op") == "send":
+                    end += 1
+                if end - i > 1 and may_send:
+                    yield self._sends(name, requests[i:end])  # their replies in one write
+                    i = end
+                    continue
+                try:
+                    result = one(requests[i])
+                except Exception as e:  # the socket replies with it, as for one request
+                    result = e
+                yield [result]
+                i += 1
+
+        return many
+
+    def _sends(self, name: str, requests: list[dict]) -> list:
+        sent = self.broker.send_many(name, [(r.get("to"), r.get("body")) for r in requests])
+        if any(not isinstance(r, BaseException) for r in sent):
+            notify.changed(self.hive.home, name, notify.MESSAGE)
+        return [r if isinstance(r, BaseException) else {"id": r} for r in sent]
+
     def unsent(self, reply: dict) -> None:
         self.broker.requeue([m["id"] for m in reply.get("messages", [])])
 
@@ -77,7 +113,7 @@ class Ops:
 
     def op_send(self, name: str, request: dict) -> dict:
         message_id = self.broker.send(name, request.get("to"), request.get("body"))
-        notify.changed(self.hive.home, name, "message")
+        notify.changed(self.hive.home, name, notify.MESSAGE)
         return {"id": message_id}
 
     def op_recv(self, name: str, request: dict) -> dict:

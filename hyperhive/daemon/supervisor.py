@@ -331,4 +331,4 @@ class Supervisor:
         except HiveError as e:
             log.error("%s: the crash report to %s was not sent: %s", name, to, e)
             return
-        notify.changed(self.hive.home, to, "message")
+        notify.changed(self.hive.home, to, notify.MESSAGE)

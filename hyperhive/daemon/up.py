@@ -38,6 +38,7 @@ from hyperhive.runtime import sandbox
 from hyperhive.runtime.kinds import get_runtime
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.settings import Http, load_settings
+from hyperhive.wire import notify
 from hyperhive.wire.events import EventBus
 from hyperhive.workflow import retention
 from hyperhive.workflow.approvals import MAIN
@@ -75,11 +76,6 @@ def recover_all(home: Home) -> None:
             if free:
                 for a in recover(home, name):
                     log.warning("%s: interrupted build marked failed", a.target)
-
-
-def _is_message(event: object) -> bool:
-    """A `state` event that says only that messages were sent (ops' `send`)."""
-    return isinstance(event, dict) and event.get("ref") == "message"
 
 
 def prune_stamp(home: Home) -> Path:
@@ -130,11 +126,12 @@ class Services:
     def _follow(self) -> None:
         """Agents come and go through the workflow: keep their sockets in step, and run
         each deployed agent at its deployed revision (a deploy restarts it)."""
-        with self.hive.bus.subscribe("state") as sub:
+        # a message changes no agent: skipped by the bus, so a send never wakes this thread
+        with self.hive.bus.subscribe("state", skip=notify.is_message) as sub:
             while not self.hive.stopping.is_set():
                 event = sub.get(timeout=1.0)
-                if event is None or (_is_message(event[1]) and not sub.overflowed):
-                    continue  # a message changes no agent; a lost event may have
+                if event is None and not sub.overflowed:
+                    continue  # a lost event may have changed one
                 sub.overflowed = False
                 try:
                     self.agents.sync()

@@ -98,6 +98,7 @@ def stamp(control: str, prefix: str) -> tuple[Stamp, bool]:
     under `<control>/<prefix>` (mtime, inode, size), and whether all of it is settled
     (unchanged for SETTLED_NS)."""
     entries = []
+    links = 0
     for path in (os.path.join(control, "packed-refs"), os.path.join(control, prefix)):
         try:
             st = os.stat(path)
@@ -105,10 +106,12 @@ def stamp(control: str, prefix: str) -> tuple[Stamp, bool]:
             entries.append((path, 0, 0, 0))
         else:
             entries.append((path, st.st_mtime_ns, st.st_ino, st.st_size))
+            links = st.st_nlink
     # A directory holding no directories has two links on the file systems that count
-    # them (ext4, xfs, tmpfs): its files need not be listed, which is most of the cost.
+    # them (ext4, xfs, tmpfs): its files need not be listed, which is most of the cost
+    # (the top one's neither: refs/heads/ holds `main` alone).
     top = entries[-1]
-    todo = [top[0]] if top[1] else []
+    todo = [top[0]] if top[1] and links != 2 else []
     while todo:
         try:
             with os.scandir(todo.pop()) as found:

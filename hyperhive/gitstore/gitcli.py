@@ -25,8 +25,8 @@ not the bookkeeping); hard-linking the source's packs would bring every object o
 config repo, reachable or not, and nothing that checks them. git's walk is `git fetch`'s
 own, so the applied repo ends with exactly what a fetch would have brought.
 
-**Ancestry** (`is_ancestor`): a walk back of at most ANCESTRY_WALK commits in Python,
-then `git merge-base --is-ancestor`.
+**Ancestry** (`is_ancestor`, `store_is_ancestor` over a push's quarantine): a walk back
+of at most ANCESTRY_WALK commits in Python, then `git merge-base --is-ancestor`.
 
 git runs with no system or user config and none of the caller's `GIT_*` variables (a
 hook's `GIT_DIR` or quarantine would point it elsewhere).
@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from dulwich.object_store import DiskObjectStore
 from dulwich.repo import Repo
 
 from hyperhive.errors import GitFailed, HistoryTooLarge
@@ -81,6 +82,28 @@ def _git() -> str:
 def is_ancestor(repo: Repo, old: bytes, new: bytes, walk: int = ANCESTRY_WALK) -> bool:
     """Whether commit `old` is `new` or one of its ancestors (a fast-forward from `old` to
     `new`): the usual answers, a few commits back, found in Python; a longer walk is git's."""
+    return store_is_ancestor(repo.object_store, old, new, walk)
+
+
+def objects_env(objects: DiskObjectStore) -> dict[str, str]:
+    """git_env that shows git the objects of `objects`: its directory, its alternates, and
+    the repo whose `objects` it or an alternate is (a push's quarantine inside it)."""
+    path = Path(objects.path)
+    alternates = [Path(a.path) for a in objects.alternates if isinstance(a, DiskObjectStore)]
+    owner = next((p.parent for p in (path, *alternates) if p.name == "objects"), None)
+    if owner is None:
+        raise GitFailed(f"{path} is no repo's object directory, nor has one as an alternate")
+    return git_env(
+        GIT_DIR=str(owner),
+        GIT_OBJECT_DIRECTORY=str(path),
+        GIT_ALTERNATE_OBJECT_DIRECTORIES=":".join(str(p) for p in alternates),
+    )
+
+
+def store_is_ancestor(
+    objects: DiskObjectStore, old: bytes, new: bytes, walk: int = ANCESTRY_WALK
+) -> bool:
+    """is_ancestor over an object store (a push's quarantine, before any ref names it)."""
     todo, seen = [new], set()
     while todo and len(seen) < walk:
         sha = todo.pop()
@@ -88,11 +111,11 @@ def is_ancestor(repo: Repo, old: bytes, new: bytes, walk: int = ANCESTRY_WALK) -
             return True
         if sha not in seen:
             seen.add(sha)
-            todo.extend(repo.object_store[sha].parents)
+            todo.extend(objects[sha].parents)
     if not todo:
         return False
     argv = [_git(), "merge-base", "--is-ancestor", old.decode(), new.decode()]
-    env = git_env(GIT_DIR=repo.controldir())
+    env = objects_env(objects)
     try:
         proc = subprocess.run(argv, env=env, capture_output=True, timeout=ANCESTRY_SECONDS)
     except subprocess.TimeoutExpired:

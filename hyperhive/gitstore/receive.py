@@ -6,9 +6,11 @@ caller's `Rules`; the pre-receive hook sees them as git's own does (`GIT_PUSH_OP
 `GIT_PUSH_OPTION_<i>`).
 
 The pack goes into a quarantine object directory inside the repo
-(`objects/tmp_objdir-incoming-*`, read through the repo's objects as an alternate so thin
-packs resolve), with a size limit. Then every pushed tip must be complete (git's
-connectivity check), every ref update must pass the caller's `Rules`, and the repo's own
+(`objects/tmp_objdir-incoming-*`), checked on the way by packscan (its size, each object's
+and their inflated total) and indexed by `git index-pack --strict` (gitstore/indexpack.py:
+ids hashed, objects parsed, thin packs completed from the repo, every object a pushed one
+names present). Then every pushed tip must be there, every ref update must pass the
+caller's `Rules`, and the repo's own
 `hooks/pre-receive` runs with git's contract (`<old> <new> <ref>` lines on stdin, the
 quarantine visible through `GIT_OBJECT_DIRECTORY`) — the place an operator adds checks.
 Only when the whole push is accepted do the objects move into the repo and `Rules.apply`
@@ -30,7 +32,6 @@ from typing import Protocol
 
 from dulwich.errors import GitProtocolError
 from dulwich.object_store import DiskObjectStore, PackInputTooLarge
-from dulwich.objects import S_ISGITLINK, Commit, Tag, Tree
 from dulwich.protocol import (
     CAPABILITY_PUSH_OPTIONS,
     CAPABILITY_SIDE_BAND_64K,
@@ -40,7 +41,8 @@ from dulwich.repo import Repo
 from dulwich.server import ReceivePackHandler
 
 from hyperhive.errors import disk_full
-from hyperhive.gitstore import refs
+from hyperhive.gitstore import gitcli, refs
+from hyperhive.gitstore.indexpack import IndexFailed, PackIndexer
 from hyperhive.gitstore.packscan import PackLimit, scan_pack
 from hyperhive.gitstore.refs import ZERO
 
@@ -99,16 +101,9 @@ class Rules(Protocol):
 
 
 def is_ancestor(objects: DiskObjectStore, old: bytes, new: bytes) -> bool:
-    """Whether commit `old` is `new` or one of its ancestors: a fast-forward."""
-    todo, seen = [new], set()
-    while todo:
-        sha = todo.pop()
-        if sha == old:
-            return True
-        if sha not in seen:
-            seen.add(sha)
-            todo.extend(objects[sha].parents)
-    return False
+    """Whether commit `old` is `new` or one of its ancestors: a fast-forward. A few
+    commits back in Python, a longer walk git's (a quarantine's objects included)."""
+    return gitcli.store_is_ancestor(objects, old, new)
 
 
 @dataclass(frozen=True)
@@ -182,39 +177,30 @@ class Quarantine:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def receive(self, read, read_some, limits: "Limits") -> None:
-        """The pack, copied to a file and checked (packscan) before dulwich indexes it."""
-        with tempfile.TemporaryFile(dir=self.path) as f:
+        """The pack, checked by packscan as it arrives and indexed by git meanwhile."""
+        git_dir = Path(self.target.path).parent
+        alternates = [Path(self.target.path)]
+        with PackIndexer(git_dir, self.path, alternates, limits.pack_bytes) as indexer:
             scan_pack(
                 read_some or read,
-                f,
+                indexer,
                 max_bytes=limits.pack_bytes,
                 max_object=limits.object_bytes,
                 max_total=limits.inflated_bytes,
             )
-            f.seek(0)
-            self.objects.add_thin_pack(f.read, None)
+            name = indexer.finish()
+        pack = self.path / "pack" / f"pack-{name}.pack"
+        with pack.open("rb") as f:
+            empty = f.read(12)[8:] == bytes(4)
+        if empty:  # nothing new (a push of known commits): no pack to keep
+            for path in pack.parent.glob(f"pack-{name}.*"):
+                path.unlink()
 
-    def check_complete(self, tip: bytes) -> None:
-        """Everything `tip` reaches is in the repo already or came with the push."""
-        todo, seen = [tip], set()
-        while todo:
-            sha = todo.pop()
-            if sha in seen or sha in self.target:  # a stored object brings what it reaches
-                continue
-            seen.add(sha)
-            try:
-                obj = self.objects[sha]
-            except KeyError:
-                raise Refused(
-                    "missing objects",
-                    f"the push lacks object {sha.decode()} that {tip.decode()[:12]} needs",
-                ) from None
-            if isinstance(obj, Commit):
-                todo.extend([obj.tree, *obj.parents])
-            elif isinstance(obj, Tree):
-                todo.extend(e.sha for e in obj.iteritems() if not S_ISGITLINK(e.mode))
-            elif isinstance(obj, Tag):
-                todo.append(obj.object[1])
+    def check_tip(self, tip: bytes) -> None:
+        """`tip` came with the push or is in the repo: what it reaches is then too (git
+        checked that each pushed object's are, and a stored object's are)."""
+        if tip not in self.objects:
+            raise Refused("missing objects", f"the push lacks object {tip.decode()}, its tip")
 
     def migrate(self, tips: dict[bytes, bytes]) -> Path:
         """Move the received packs into the repo, each index after its pack: readers find
@@ -294,6 +280,9 @@ class QuarantinedReceivePack(ReceivePackHandler):
                 "object too large" if e.key == "git.max_object_bytes" else "push too large",
                 f"push refused: {e} ({e.key} in hyperhive.toml)",
             ) from None
+        except IndexFailed as e:
+            log.warning("%s: pack refused by git index-pack: %s", self.repo.path, e)
+            raise Refused(e.reason, f"push refused: {e}") from None
         except Exception as e:  # the client's bytes: failing to read them is a refusal
             if full := disk_full(e):  # or the hive's disk: say which
                 raise Refused("disk full", f"push refused: {full}") from None
@@ -375,7 +364,7 @@ class QuarantinedReceivePack(ReceivePackHandler):
             for c in commands:
                 try:
                     if not c.deleting:
-                        q.check_complete(c.new)
+                        q.check_tip(c.new)
                     self.rules.check(c, q.objects)
                 except Refused as r:
                     refused[c.ref] = r

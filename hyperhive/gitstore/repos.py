@@ -49,6 +49,20 @@ class LazyRepo:
             self._repo = open_repo(self.path)
         return self._repo
 
+    def loose(self, sha: bytes) -> tuple[bytes, bytes] | None:
+        """`read_loose` of `sha`, without opening the repository when its object store is
+        where git keeps it (`objects/` of a bare repository, `.git/objects/` of another);
+        None when it is not loose there (`self()[sha]` then finds it, or says why)."""
+        if self._repo is not None:
+            return read_loose(self._repo, sha)
+        root = os.fspath(self.path)
+        dot_git = os.path.join(root, ".git")
+        if os.path.lexists(dot_git):
+            if not os.path.isdir(dot_git):  # a `gitdir:` file: dulwich follows it
+                return read_loose(self(), sha)
+            root = dot_git
+        return read_loose_at(os.path.join(root, "objects"), sha)
+
     def close(self) -> None:
         if self._repo is not None:
             self._repo.close()
@@ -64,7 +78,12 @@ class LazyRepo:
 def read_loose(repo: Repo, sha: bytes) -> tuple[bytes, bytes] | None:
     """The type name and body of the loose object `sha`, inflated, not parsed; None when
     it is not loose (packed) or unreadable (`repo[sha]` then says why)."""
-    path = os.path.join(getattr(repo.object_store, "path", ""), sha[:2].decode(), sha[2:].decode())
+    return read_loose_at(getattr(repo.object_store, "path", ""), sha)
+
+
+def read_loose_at(objects: str, sha: bytes) -> tuple[bytes, bytes] | None:
+    """`read_loose` from the object directory `objects`."""
+    path = os.path.join(objects, sha[:2].decode(), sha[2:].decode())
     try:
         with open(path, "rb") as f:
             head, _, body = zlib.decompress(f.read()).partition(b"\0")

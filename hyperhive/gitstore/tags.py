@@ -11,7 +11,7 @@ from dulwich.trailers import Trailer, format_trailers, parse_trailers
 
 from hyperhive.gitstore import refs
 from hyperhive.gitstore.cache import LRU
-from hyperhive.gitstore.repos import read_loose
+from hyperhive.gitstore.repos import LazyRepo, read_loose
 
 
 def identity(actor: str) -> bytes:
@@ -71,17 +71,22 @@ def read_tag(repo: Repo | Callable[[], Repo], ref: bytes, sha: bytes) -> TagInfo
     `repo` may be a function that opens it: called only when the tag was not parsed yet."""
     info = _parsed.get(sha)
     if info is None:
-        info = _parse_tag(repo if isinstance(repo, Repo) else repo(), ref, sha)
+        info = _parse_tag(repo, ref, sha)
         _parsed.put(sha, info)
     return info if info.ref == ref.decode() else replace(info, ref=ref.decode())
 
 
-def _parse_tag(repo: Repo, ref: bytes, sha: bytes) -> TagInfo:
+def _parse_tag(repo: Repo | Callable[[], Repo], ref: bytes, sha: bytes) -> TagInfo:
     """A tag's object read once: a loose one inflated and parsed here (dulwich would parse
-    it twice), a packed or unreadable one through dulwich (which says what is wrong)."""
-    loose = read_loose(repo, sha)
+    it twice), a packed or unreadable one through dulwich (which says what is wrong). A
+    LazyRepo is not opened for a loose tag (a cold dashboard opened a hundred repos)."""
+    if isinstance(repo, LazyRepo):
+        loose = repo.loose(sha)
+    else:
+        repo = repo if isinstance(repo, Repo) else repo()
+        loose = read_loose(repo, sha)
     if loose is None:
-        tag = repo[sha]
+        tag = (repo if isinstance(repo, Repo) else repo())[sha]
     elif loose[0] == b"tag":
         found = _plain_info(ref, sha, loose[1])
         if found is not None:

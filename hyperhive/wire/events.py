@@ -3,15 +3,18 @@ queue, so a slow websocket never holds up a publisher or grows memory without bo
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 QUEUE_SIZE = 1000
 
+Skip = Callable[[str, object], bool]
+
 
 class Subscription:
-    def __init__(self, topics: set[str]):
+    def __init__(self, topics: set[str], skip: Skip | None = None):
         self.topics = topics
+        self.skip = skip
         self.queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self.overflowed = False
 
@@ -30,8 +33,12 @@ class EventBus:
         self._published: dict[str, int] = {}
 
     @contextmanager
-    def subscribe(self, *topics: str) -> Iterator[Subscription]:
-        sub = Subscription(set(topics))
+    def subscribe(self, *topics: str, skip: Skip | None = None) -> Iterator[Subscription]:
+        """`skip(topic, data)`: events this subscriber never wants, left out of its queue
+        by the publisher. A reader blocked in `get` is then not woken for them: a thread
+        that ignores the broker's per-send event costs a send nothing (a woken thread took
+        the GIL from the socket thread on every send)."""
+        sub = Subscription(set(topics), skip)
         with self._lock:
             self._subs.append(sub)
         try:
@@ -48,7 +55,11 @@ class EventBus:
     def publish(self, topic: str, data: object = None) -> None:
         with self._lock:
             self._published[topic] = self._published.get(topic, 0) + 1
-            subs = [s for s in self._subs if topic in s.topics]
+            subs = [
+                s
+                for s in self._subs
+                if topic in s.topics and (s.skip is None or not s.skip(topic, data))
+            ]
         for sub in subs:
             try:
                 sub.queue.put_nowait((topic, data))

@@ -14,6 +14,14 @@ from hyperhive.wire.protocol import DaemonUnavailable, call
 
 log = logging.getLogger("hyperhive.notify")
 
+MESSAGE = "message"  # the `ref` of a `state` event that says only that messages were sent
+
+
+def is_message(topic: str, data: object) -> bool:
+    """A `state` event that says only that messages were sent: what a subscriber that
+    follows agents and proposals skips (`EventBus.subscribe(skip=…)`); one comes per send."""
+    return topic == "state" and isinstance(data, dict) and data.get("ref") == MESSAGE
+
 
 def changed(home: Home, name: str, ref: str) -> None:
     """A tag was written in `name`'s applied repo."""

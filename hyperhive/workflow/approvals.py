@@ -201,6 +201,9 @@ def parse_tag_refs(tag_refs: Mapping[bytes, T]) -> dict[int, dict[State, T]]:
 # Approvals built from a listing of an applied repo's tags, by repo, while that listing
 # is the current one.
 _built: LRU[Path, tuple[dict, dict[int, Approval]]] = LRU(1024)
+# What a read view derives from every approval (derived(fn)), by repo and function, while
+# the approvals it was derived from are the current ones.
+_derived: LRU[tuple[Path, Callable], tuple[dict, object]] = LRU(4096)
 
 
 class Approvals:
@@ -243,6 +246,19 @@ class Approvals:
             built = {i: self._load(i, shas, reader) for i, shas in listed.items()}
         _built.put(self.dir, (listed, built))
         return built
+
+    def derived(self, derive: Callable[[dict[int, Approval]], T]) -> T:
+        """`derive(every approval by id)`, computed once per listing of the tags (the
+        dashboard sums up each agent's approvals at every load; shared: never change it).
+        `derive` is a module-level function: it is part of the cache's key."""
+        built = self._approvals()
+        key = (self.dir, derive)
+        cached = _derived.get(key)
+        if cached is not None and cached[0] is built:
+            return cached[1]  # type: ignore[return-value]
+        value = derive(built)
+        _derived.put(key, (built, value))
+        return value
 
     def _load(
         self, approval_id: int, shas: dict[State, bytes], repo: Repo | Callable[[], Repo]

@@ -17,6 +17,7 @@ if not Path(CHROMIUM).exists():
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
+from hyperhive import operator  # noqa: E402
 from hyperhive.home import Home  # noqa: E402
 
 from .daemon import Daemon  # noqa: E402
@@ -33,8 +34,9 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 def daemon(tmp_path_factory):
     d = Daemon(tmp_path_factory.mktemp("browser") / "hive").start()
     try:
-        run_cli(d.root, "operator", "set-password", "--password-stdin", input=PASSWORD, check=True)
-        run_cli(d.root, "operator", "add", "alice", "--password-stdin", input=PASSWORD, check=True)
+        # in-process, not two CLI runs per module (test_operator_auth.py runs those)
+        operator.set_password(Home(d.root), PASSWORD)
+        operator.add(Home(d.root), "alice", PASSWORD)
         d.url = f"http://127.0.0.1:{d.port}"
         yield d
     finally:
