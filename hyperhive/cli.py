@@ -3,31 +3,29 @@
 Exit codes: 0 done; 1 refused (one line on stderr says why); 2 usage error.
 """
 
+from __future__ import annotations
+
 import argparse
-import getpass
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hyperhive import operator, sessions, tokens
-from hyperhive.agents import create_agent, init_hive, list_agents
-from hyperhive.broker import questions
-from hyperhive.broker.messages import OPERATOR, Broker
 from hyperhive.errors import HiveError, disk_full
 from hyperhive.home import Home, default_home, restrict_umask
-from hyperhive.names import check_agent_name, parse_target
+from hyperhive.names import DEFAULT_ACCOUNT, OPERATOR, check_agent_name, parse_target
 from hyperhive.runtime.kinds import RUNTIMES, get_runtime
-from hyperhive.settings import load_settings
-from hyperhive.wire import notify
-from hyperhive.wire.protocol import DaemonUnavailable, call
-from hyperhive.workflow import checks, hooks, policydiff
-from hyperhive.workflow.approvals import Approval, Approvals, follows_id, when
-from hyperhive.workflow.deploy import deploy
-from hyperhive.workflow.states import State
 
+if TYPE_CHECKING:
+    from hyperhive.broker.messages import Broker
+    from hyperhive.workflow import checks
+    from hyperhive.workflow.approvals import Approval
+
+# What each command needs it imports itself: the workflow, the broker, the operator's
+# accounts and the runtimes' backends cost 0.3 s of imports that `--help`, `mcp` (each
+# `claude` turn starts one) and `harness` never use. tests/test_cli_startup.py checks.
 DEFAULT_RUNTIME = os.environ.get("HYPERHIVE_RUNTIME") or "local"
 
 
@@ -42,6 +40,8 @@ def emit_json(data: object) -> None:
 
 
 def approval_line(a: Approval, check: str = "") -> str:
+    from hyperhive.workflow.approvals import when
+
     if a.pruned_on:  # retention removed every tag: no one to name, only when
         done = f"pruned on {when(a.pruned_on)}"
     else:
@@ -53,6 +53,9 @@ def approval_line(a: Approval, check: str = "") -> str:
 
 def live_checks(home: Home) -> dict[str, dict]:
     """The checks the daemon has queued or running (none when no daemon answers)."""
+    from hyperhive.wire.protocol import DaemonUnavailable, call
+    from hyperhive.workflow import checks
+
     try:
         return checks.live_states(call(home.host_socket, {"op": "checks"}, timeout=5))
     except (DaemonUnavailable, HiveError, OSError):
@@ -62,6 +65,7 @@ def live_checks(home: Home) -> dict[str, dict]:
 def tell_manager(home: Home):
     """How a check run by the CLI tells the manager its result (as the daemon would)."""
     from hyperhive.broker.messages import MANAGER, SYSTEM
+    from hyperhive.wire import notify
 
     broker = _broker(home)
 
@@ -72,11 +76,12 @@ def tell_manager(home: Home):
     return tell
 
 
-def check_here(
-    home: Home, name: str, approval_id: int, rerun: bool = True
-) -> "checks.Check | None":
+def check_here(home: Home, name: str, approval_id: int, rerun: bool = True) -> checks.Check | None:
     """Run a check in this process (no daemon answers), printing where its log is; not
     `rerun`: only if no other process recorded one meanwhile (`checks.run_once`)."""
+    from hyperhive.settings import load_settings
+    from hyperhive.workflow import checks
+
     runtime = get_runtime(DEFAULT_RUNTIME, home)
     timeout = load_settings(home).checks.timeout_seconds
 
@@ -91,6 +96,10 @@ def await_check(home: Home, name: str, approval_id: int) -> None:
     """A proposal without a check result: wait for the daemon's check of it (queued or
     running), or run it here when no daemon answers. The result then decides; a check
     that does not end within `checks.timeout_seconds` (and a minute) leaves it unfinished."""
+    from hyperhive.settings import load_settings
+    from hyperhive.wire.protocol import DaemonUnavailable, call
+    from hyperhive.workflow import checks
+
     request = {"op": "check", "agent": name, "id": approval_id}
     deadline = time.monotonic() + load_settings(home).checks.timeout_seconds + 60
     told = False
@@ -112,12 +121,14 @@ def await_check(home: Home, name: str, approval_id: int) -> None:
         time.sleep(0.1)
 
 
-def check_result_line(c: "checks.Check") -> str:
+def check_result_line(c: checks.Check) -> str:
     line = f"{c.tag.removeprefix('refs/tags/')}: {c.result} in {c.duration}"
     return line + (f": {c.reason}" if c.reason else "")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from hyperhive.agents import init_hive
+
     proposal = init_hive(args.home, get_runtime(DEFAULT_RUNTIME, args.home), actor())
     if proposal is None:
         print(f"hive already initialized at {args.home.root}")
@@ -128,6 +139,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_create(args: argparse.Namespace) -> int:
+    from hyperhive.agents import create_agent
+
     proposal = create_agent(args.home, args.name, get_runtime(DEFAULT_RUNTIME, args.home), actor())
     print(f"created agent {args.name}; proposed {proposal.target}")
     return 0
@@ -152,6 +165,8 @@ def cmd_agent_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_list(args: argparse.Namespace) -> int:
+    from hyperhive.agents import list_agents
+
     agents = list_agents(args.home, get_runtime(DEFAULT_RUNTIME, args.home))
     if args.json:
         emit_json(agents)
@@ -164,6 +179,8 @@ def cmd_agent_list(args: argparse.Namespace) -> int:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
+    from hyperhive.workflow.approvals import Approvals, follows_id
+
     follows = follows_id(args.name, args.follows)
     approvals = Approvals(args.home, args.name)
     if args.commit is None:  # HEAD: say so if a push proposed something newer than it
@@ -182,6 +199,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def _approvals(home: Home, pending_only: bool) -> list[Approval]:
+    from hyperhive.workflow.approvals import Approvals
+
     home.require()
     return [
         a
@@ -191,6 +210,8 @@ def _approvals(home: Home, pending_only: bool) -> list[Approval]:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
+    from hyperhive.workflow import checks, policydiff
+
     found = _approvals(args.home, pending_only=not args.all)
     live = live_checks(args.home)
     shown = [
@@ -211,6 +232,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 def policy_line(diff: dict | None) -> str:
     """The policy diff of a pending approval in one line: what widens first."""
+    from hyperhive.workflow import policydiff
+
     if diff is None:
         return "  policy: -"
     if diff["error"]:
@@ -225,6 +248,8 @@ def policy_line(diff: dict | None) -> str:
 
 
 def _report_hooks(home: Home, a: Approval) -> None:
+    from hyperhive.workflow import hooks
+
     failed = [r for r in hooks.runs(home, a.agent) if r.exit and hooks.concerns(r, a.id)]
     for r in failed:
         print(
@@ -234,6 +259,9 @@ def _report_hooks(home: Home, a: Approval) -> None:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    from hyperhive.workflow import checks
+    from hyperhive.workflow.approvals import Approvals
+
     name, approval_id = args.target
     home = args.home
     pending = Approvals(home, name).get(approval_id).state == "proposal"
@@ -249,6 +277,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run a proposal's check again: on the daemon when one runs, else here."""
+    from hyperhive.wire.protocol import DaemonUnavailable, call
+    from hyperhive.workflow import checks
+    from hyperhive.workflow.approvals import Approvals
+
     name, approval_id = args.target
     Approvals(args.home, name).get(approval_id)  # an unknown id is refused first
     request = {"op": "check", "agent": name, "id": approval_id, "rerun": True}
@@ -270,6 +302,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_deny(args: argparse.Namespace) -> int:
+    from hyperhive.workflow.approvals import Approvals
+
     name, approval_id = args.target
     approval = Approvals(args.home, name).deny(approval_id, actor(), args.reason)
     print(f"denied {approval.target}")
@@ -277,6 +311,8 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from hyperhive.wire.protocol import DaemonUnavailable, call
+
     name, approval_id = args.target
     if not args.here:
         request = {"op": "deploy", "agent": name, "id": approval_id}
@@ -284,9 +320,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             reply = call(args.home.host_socket, request)
         except DaemonUnavailable:
             pass  # no daemon: build in this process
-        else:
+        else:  # what the post-receive hook runs: queued without importing the workflow
             print(f"queued {name}#{approval_id} on the daemon ({reply['ahead']} ahead)")
             return 0
+    from hyperhive.workflow.deploy import deploy
+    from hyperhive.workflow.states import State
+
     approval = deploy(args.home, name, approval_id, get_runtime(args.runtime, args.home))
     if approval.state == State.DEPLOYED:
         print(f"deployed {approval.target} {approval.commit}")
@@ -297,6 +336,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from hyperhive.workflow import checks, hooks
+    from hyperhive.workflow.approvals import Approvals, when
+
     approvals = Approvals(args.home, args.name).all(with_pruned=True)
     runs = hooks.runs(args.home, args.name)
     live = live_checks(args.home)
@@ -328,7 +370,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from hyperhive.settings import load_settings
     from hyperhive.workflow import retention
+    from hyperhive.workflow.approvals import when
 
     days = args.failed_days
     if days is None:
@@ -353,6 +397,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_meta_log(args: argparse.Namespace) -> int:
     from hyperhive.workflow import meta
+    from hyperhive.workflow.approvals import when
 
     entries = list(meta.log_entries(args.home))
     if args.json:
@@ -373,6 +418,8 @@ def cmd_meta_log(args: argparse.Namespace) -> int:
 
 
 def _read_password(args: argparse.Namespace, prompt: str) -> str:
+    import getpass
+
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
     try:
@@ -390,6 +437,8 @@ def _ended(n: int) -> str:
 
 
 def cmd_set_password(args: argparse.Namespace) -> int:
+    from hyperhive import operator
+
     operator.require_account(args.home, args.account)
     password = _read_password(args, f"new password of {args.account}: ")
     ended = operator.set_password(args.home, password, args.account)
@@ -398,11 +447,15 @@ def cmd_set_password(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from hyperhive import operator
+
     print(operator.token(args.home.require(), rotate=args.rotate, account=args.account))
     return 0
 
 
 def cmd_operator_add(args: argparse.Namespace) -> int:
+    from hyperhive import operator
+
     operator.check_new_account(args.home, args.name)
     operator.add(args.home, args.name, _read_password(args, f"password of {args.name}: "))
     print(
@@ -413,12 +466,17 @@ def cmd_operator_add(args: argparse.Namespace) -> int:
 
 
 def cmd_operator_remove(args: argparse.Namespace) -> int:
+    from hyperhive import operator
+
     ended = operator.remove(args.home, args.name)
     print(f"removed operator account {args.name}; {_ended(ended)}")
     return 0
 
 
 def cmd_operator_list(args: argparse.Namespace) -> int:
+    from hyperhive import operator, sessions
+    from hyperhive.settings import load_settings
+
     found = operator.accounts(args.home)
     live = sessions.live(args.home, sessions.Lifetime.of(load_settings(args.home).forge))
     for a in found:
@@ -433,6 +491,8 @@ def cmd_operator_list(args: argparse.Namespace) -> int:
 
 
 def cmd_operator_logout_all(args: argparse.Namespace) -> int:
+    from hyperhive import operator, sessions
+
     args.home.require()
     if args.account:
         ended = sessions.end_account(args.home, operator.require_account(args.home, args.account))
@@ -443,6 +503,8 @@ def cmd_operator_logout_all(args: argparse.Namespace) -> int:
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
+    from hyperhive import tokens
+
     token_id, token = tokens.issue(args.home, args.name, actor())
     if args.state:
         path = tokens.write_state_token(args.home, args.name, token)
@@ -454,6 +516,9 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
+    from hyperhive import tokens
+    from hyperhive.workflow.approvals import when
+
     found = tokens.listing(args.home)
     if args.json:
         emit_json(found)
@@ -470,12 +535,15 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from hyperhive import tokens
+
     revoked = tokens.revoke(args.home, args.id, actor())
     print(f"revoked token #{revoked['id']} of {revoked['agent']}")
     return 0
 
 
 def _broker(home: Home) -> Broker:
+    from hyperhive.broker.messages import Broker
     from hyperhive.policy import deployed_policy
 
     home.require()
@@ -483,10 +551,14 @@ def _broker(home: Home) -> Broker:
 
 
 def _message_line(m: dict) -> str:
+    from hyperhive.workflow.approvals import when
+
     return f"#{m['id']:<6} {when(int(m['time']))}  {m['from']} -> {m['to']}: {m['body']}"
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from hyperhive.wire import notify
+
     if args.sender != OPERATOR:
         args.home.require_agent(args.sender)
     message_id = _broker(args.home).send(args.sender, args.to, args.text)
@@ -513,6 +585,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
 
 def _dead_letters(args: argparse.Namespace) -> int:
     from hyperhive.broker.messages import DEAD_PAGE
+    from hyperhive.workflow.approvals import when
 
     limit = DEAD_PAGE if args.limit is None else args.limit
     page = _broker(args.home).dead(args.name, limit, args.before)
@@ -527,6 +600,8 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
+    from hyperhive.wire import notify
+
     args.home.require_agent(args.name)
     message = _broker(args.home).requeue_dead(args.name, args.id)
     notify.wrote_messages(args.home)
@@ -536,6 +611,9 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_questions(args: argparse.Namespace) -> int:
+    from hyperhive.broker import questions
+    from hyperhive.workflow.approvals import when
+
     found = questions.pending(_broker(args.home))
     if args.json:
         emit_json(found)
@@ -549,6 +627,9 @@ def cmd_questions(args: argparse.Namespace) -> int:
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
+    from hyperhive.broker import questions
+    from hyperhive.wire import notify
+
     questions.answer(_broker(args.home), args.id, args.text, actor())
     notify.wrote_messages(args.home)
     print(f"answered question #{args.id}")
@@ -637,6 +718,8 @@ def agent_name(text: str) -> str:
 
 
 def account_name(text: str) -> str:
+    from hyperhive import operator
+
     try:
         return operator.check_account_name(text)
     except HiveError as e:
@@ -931,9 +1014,9 @@ def build_parser() -> argparse.ArgumentParser:
     ).add_subparsers(dest="operator_command", required=True, metavar="COMMAND")
     account = {
         "type": account_name,
-        "default": operator.DEFAULT,
+        "default": DEFAULT_ACCOUNT,
         "metavar": "NAME",
-        "help": f"the operator account (default: {operator.DEFAULT})",
+        "help": f"the operator account (default: {DEFAULT_ACCOUNT})",
     }
     p = command(
         "set-password",
@@ -1141,6 +1224,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not hasattr(args, "home"):
         args.home = Home(default_home().absolute())
+    import logging  # after the parse: `--help` and a usage error need none
+
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("hyperhive").setLevel(logging.INFO)
     try:

@@ -16,6 +16,9 @@ MANAGER = "manager"
 OPERATOR = "operator"
 SYSTEM = "system"
 ENGINE = "hyperhive"
+# The operator account a hive starts with (and an old operator.json becomes): here, not in
+# operator.py, so the CLI's `--account` default costs no import of the accounts' code.
+DEFAULT_ACCOUNT = "operator"
 RESERVED_NAMES = (OPERATOR, SYSTEM)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from hyperhive import sessions
 from hyperhive.errors import BadInput, HiveError, UnknownAccount
 from hyperhive.home import Home
-from hyperhive.names import AGENT_NAME_RE
+from hyperhive.names import AGENT_NAME_RE, DEFAULT_ACCOUNT
 
 
 def _security():
@@ -39,7 +39,7 @@ def _security():
     return security
 
 
-DEFAULT = "operator"  # the account a hive starts with (and an old operator.json becomes)
+DEFAULT = DEFAULT_ACCOUNT  # the account a hive starts with (names.py)
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # scrypt hashes any length; a form field need not be unbounded
 MAX_ACCOUNTS = 100

@@ -165,3 +165,12 @@ def test_push_smoke_run_prints_pushes_to_the_forge_beside_git_push():
     assert out.count("ratio of medians") == 1
     for n in (20, 120, 300):
         assert re.search(rf"  {n} commits: refs/for/main [\d.]+ s \([\d.]+x git with fsck", out)
+
+
+def test_startup_smoke_run_prints_each_entry_beside_its_references():
+    out = run("startup.py", "--smoke")
+    labels = ["hyperhive --help", "hyperhive approvals", "hyperhive mcp -> initialize answered"]
+    labels += ["hyperhive harness -> first recv", "hyperhive up -> GET /login answered"]
+    labels += ["python -c pass", "git --version", "python -c 'import mcp.server'"]
+    labels += ["python -c 'import <the daemon's packages>'"]
+    assert_timed_rows(out, [f"{label}, {kind}" for label in labels for kind in ("wall", "cpu")])

@@ -1,7 +1,11 @@
-"""The agents' MCP tools through a real MCP client: in-process against a fake daemon, and
-end to end over stdio (`hyperhive mcp` subprocess) against the fake and the real daemon."""
+"""The agents' MCP server: its protocol in process (JSON-RPC lines on pipes, against a fake
+daemon), and through the `mcp` SDK's real client over stdio (`hyperhive mcp` as a
+subprocess, both of the client's connect modes) against the fake and the real daemon.
+tests/test_claude_cli.py drives it with the real Claude Code CLI."""
 
 import json
+import os
+import select
 import socket
 import socketserver
 import sqlite3
@@ -11,16 +15,16 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp import Client
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp import Client, StdioServerParameters
 from support.daemon import Daemon
 from support.hive import HYPERHIVE, run_cli
 from support.mcp import over_stdio, text
 from support.wait import wait_for
 
 from hyperhive.errors import HiveError
-from hyperhive.mcp.server import build_server, forwarder
-from hyperhive.mcp.tools import DESCRIPTIONS, recv_timeout, tool_functions
+from hyperhive.mcp import server as mcp_server
+from hyperhive.mcp.server import PROTOCOL_VERSIONS, build_server, forward
+from hyperhive.mcp.tools import DESCRIPTIONS, ToolError, recv_timeout, tool_ops
 from hyperhive.wire.ops import OPS, TABLE, tools_for
 
 AGENT_TOOLS, MANAGER_TOOLS = tools_for("agent"), tools_for("manager")  # the operation table
@@ -34,6 +38,8 @@ class FakeDaemon:
     def __init__(self, path: Path, name: str, role: str):
         self.path = path
         self.lines: list[bytes] = []
+        self.raw: dict[str, bytes] = {}  # a reply line sent as it is, by op
+        self.hung_up = threading.Semaphore(0)  # released when a held call's client hangs up
         self.replies = {
             "whoami": {
                 "name": name,
@@ -57,6 +63,13 @@ class FakeDaemon:
                     op = request["op"]
                     if op == "hang_up":
                         return  # the daemon went away mid-call
+                    if op == "hold" or request.get("wait_seconds") == 60:  # until hung up
+                        self.rfile.read()
+                        fake.hung_up.release()
+                        return
+                    if op in fake.raw:
+                        self.wfile.write(fake.raw[op])
+                        continue
                     if request.get("to") == "nobody":
                         reply = {"ok": False, "error": REFUSAL}
                     else:
@@ -90,88 +103,221 @@ def manager_fake(tmp_path):
     d.close()
 
 
-def in_process(server, mode, body):
-    """Run `body(client)` against `server` through a real MCP client, in this process."""
+def sdk_client(socket_path: Path, mode: str, body):
+    """Run `body(client)` with the SDK's `Client` on a `hyperhive mcp` subprocess over
+    stdio, connecting in `mode` ("auto" probes the newer protocol era first)."""
+    params = StdioServerParameters(command=HYPERHIVE, args=["mcp", "--socket", str(socket_path)])
 
     async def main():
-        async with Client(server, mode=mode) as client:
+        async with Client(params, mode=mode) as client:
             return await body(client)
 
     return anyio.run(main)
 
 
-# -- in process -------------------------------------------------------------------------
+class Wire:
+    """`Server.serve` in a thread on two pipes: JSON-RPC lines in, JSON-RPC lines out."""
+
+    def __init__(self, server):
+        r_in, w_in = os.pipe()
+        r_out, w_out = os.pipe()
+        self.input, self.output = os.fdopen(w_in, "wb"), os.fdopen(r_out, "rb")
+        self.server_out = os.fdopen(w_out, "wb")
+        self.thread = threading.Thread(
+            target=server.serve, args=(os.fdopen(r_in, "rb"), self.server_out)
+        )
+        self.thread.start()
+
+    def write(self, data: bytes) -> None:
+        self.input.write(data)
+        self.input.flush()
+
+    def send(self, message: dict) -> None:
+        self.write(json.dumps(message).encode() + b"\n")
+
+    def ask(self, id, method: str, **params) -> dict:
+        self.send({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+        return self.read()
+
+    def call(self, id, tool: str, **arguments) -> dict:
+        return self.ask(id, "tools/call", name=tool, arguments=arguments)["result"]
+
+    def read(self, timeout: float = 30) -> dict:
+        assert select.select([self.output], [], [], timeout)[0], "no reply from the server"
+        return json.loads(self.output.readline())
+
+    def close(self) -> None:
+        """End of input: the server returns (ending every call still running)."""
+        self.input.close()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        self.server_out.close()
+        assert self.output.read() == b""  # nothing was left unread
+        self.output.close()
 
 
-def test_every_tool_of_the_table_has_a_function_and_a_description():
-    tool_ops = [op.name for op in TABLE if op.tool]
-    assert list(tool_functions(None)) == list(DESCRIPTIONS) == tool_ops == MANAGER_TOOLS
+@pytest.fixture
+def wire(manager_fake):
+    w = Wire(build_server(manager_fake.path))
+    yield w
+    if not w.input.closed:
+        w.close()
+
+
+def result_text(result: dict) -> str:
+    (block,) = result["content"]
+    assert block["type"] == "text"
+    return block["text"]
+
+
+# -- the protocol, in process ------------------------------------------------------------
+
+
+def test_every_tool_of_the_table_has_an_entry_and_a_description():
+    tool_names = [op.name for op in TABLE if op.tool]
+    assert list(tool_ops()) == list(DESCRIPTIONS) == tool_names == MANAGER_TOOLS
     assert set(AGENT_TOOLS) < set(MANAGER_TOOLS)
 
 
-def test_each_tools_schema_and_annotations_are_its_table_row(manager_fake):
+def test_initialize_answers_the_clients_version_or_its_newest(wire):
+    for asked in (*PROTOCOL_VERSIONS, "2026-07-28", "1999-01-01", None):
+        reply = wire.ask(1, "initialize", protocolVersion=asked, capabilities={})
+        result = reply["result"]
+        expected = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[-1]
+        assert (reply["jsonrpc"], reply["id"], result["protocolVersion"]) == ("2.0", 1, expected)
+        assert result["capabilities"] == {"tools": {"listChanged": False}}
+        assert result["serverInfo"]["name"] == "hyperhive"
+        assert "You are manager, the manager in a hyperhive swarm" in result["instructions"]
+    assert wire.ask("p", "ping") == {"jsonrpc": "2.0", "id": "p", "result": {}}
+
+
+def test_what_it_does_not_speak_is_a_json_rpc_error_and_it_goes_on(wire):
+    def error(reply: dict, id, code: int, says: str) -> None:
+        assert reply["id"] == id and reply["error"]["code"] == code, reply
+        assert says in reply["error"]["message"]
+
+    error(wire.ask(1, "server/discover"), 1, -32601, "method not found: server/discover")
+    error(wire.ask(2, "resources/list"), 2, -32601, "resources/list")
+    wire.write(b"{not json\n")
+    error(wire.read(), None, -32700, "parse error")
+    wire.write(b"[1, 2]\n")  # a batch: gone from the protocol since 2025-06-18
+    error(wire.read(), None, -32600, "not a JSON-RPC 2.0 message")
+    wire.send({"id": 3, "method": "ping"})  # no "jsonrpc": "2.0"
+    error(wire.read(), None, -32600, "not a JSON-RPC 2.0 message")
+    wire.send({"jsonrpc": "2.0", "id": True, "method": "ping"})
+    error(wire.read(), None, -32600, "string method and id")
+    wire.send({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": [1]})
+    error(wire.read(), 4, -32602, "params must be an object")
+    wire.send({"jsonrpc": "2.0", "method": "notifications/initialized"})  # no reply
+    wire.send({"jsonrpc": "2.0", "id": 9, "result": {}})  # a response: none was asked
+    wire.write(b"\n")
+    assert wire.ask(5, "ping")["result"] == {}  # the next reply is the ping's
+
+
+def test_a_message_over_the_limit_is_refused_unread_and_the_next_is_answered(
+    manager_fake, monkeypatch
+):
+    monkeypatch.setattr(mcp_server, "MAX_MESSAGE", 1000)
+    wire = Wire(build_server(manager_fake.path))
+    big = {"to": "operator", "body": "x" * 5000}
+    wire.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": big})
+    reply = wire.read()
+    assert reply["id"] is None and reply["error"]["code"] == -32600
+    assert "over 1000 bytes" in reply["error"]["message"]
+    assert json.loads(result_text(wire.call(2, "send", to="operator", body="small"))) == {"id": 7}
+    wire.close()
+    assert [r["op"] for r in manager_fake.requests()] == ["whoami", "send"]
+
+
+def test_each_tools_schema_and_annotations_are_its_table_row(wire):
     """The input schema lists exactly the row's arguments the model sees (the harness's
     `lease` flag is not one), required as the row says, described in its words."""
-
-    async def body(client):
-        return (await client.list_tools()).tools
-
-    for t in in_process(build_server(manager_fake.path), "auto", body):
-        op = OPS[t.name]
+    tools = wire.ask(1, "tools/list")["result"]["tools"]
+    assert [t["name"] for t in tools] == MANAGER_TOOLS
+    for t in tools:
+        op = OPS[t["name"]]
         seen = [a for a in op.args if a.tool]
-        properties = t.input_schema.get("properties", {})
-        assert list(properties) == [a.name for a in seen], t.name
-        assert t.input_schema.get("required", []) == [a.name for a in seen if a.required]
+        schema = t["inputSchema"]
+        assert schema["type"] == "object"
+        assert list(schema["properties"]) == [a.name for a in seen], t["name"]
+        assert schema.get("required", []) == [a.name for a in seen if a.required]
         for a in seen:
-            assert properties[a.name]["description"] == a.description
-        assert t.description == op.description
-        assert bool(t.annotations and t.annotations.read_only_hint) == op.read_only, t.name
+            assert schema["properties"][a.name]["description"] == a.description
+        assert t["description"] == op.description
+        assert t.get("annotations", {}).get("readOnlyHint", False) == op.read_only, t["name"]
     assert "lease" in [a.name for a in OPS["recv"].args]
+    schemas = {t["name"]: t["inputSchema"]["properties"] for t in tools}
+    assert schemas["send"]["to"]["type"] == "string"
+    assert schemas["recv"]["wait_seconds"]["anyOf"] == [{"type": "number"}, {"type": "null"}]
+    assert schemas["ask_operator"]["options"]["anyOf"][0] == {
+        "type": "array",
+        "items": {"type": "string"},
+    }
+    assert schemas["review_reply"]["comment"]["type"] == "integer"
+    assert schemas["request_apply_commit"]["rollback"] == {
+        "type": "boolean",
+        "description": OPS["request_apply_commit"].args[2].description,
+        "default": None,
+    }
 
 
 def test_a_tool_this_side_does_not_know_is_left_out(manager_fake):
     manager_fake.replies["whoami"]["tools"] = ["send", "teleport", "recv"]
-
-    async def body(client):
-        return (await client.list_tools()).tools
-
-    tools = in_process(build_server(manager_fake.path), "auto", body)
-    assert [t.name for t in tools] == ["send", "recv"]
-
-
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_list_tools_is_exactly_what_whoami_offers(fake, mode):
-    async def body(client):
-        return (await client.list_tools()).tools
-
-    tools = in_process(build_server(fake.path), mode, body)
-    assert [t.name for t in tools] == fake.replies["whoami"]["tools"]
-    for t in tools:
-        assert t.description == DESCRIPTIONS[t.name]
-    schemas = {t.name: t.input_schema for t in tools}
-    assert sorted(schemas["send"]["required"]) == ["body", "to"]
-    assert "required" not in schemas["recv"]
-    assert "wait_seconds" in schemas["recv"]["properties"]
-    assert "operator" in DESCRIPTIONS["send"] and "180" in DESCRIPTIONS["recv"]
-    if fake.replies["whoami"]["role"] == "manager":
-        assert schemas["request_spawn_commit"]["required"] == ["name", "commit_ref"]
-        assert schemas["ask_operator"]["required"] == ["question"]
-    assert fake.requests() == [{"op": "whoami"}]  # listing asks nothing more
+    wire = Wire(build_server(manager_fake.path))
+    assert [t["name"] for t in wire.ask(1, "tools/list")["result"]["tools"]] == ["send", "recv"]
+    refused = wire.call(2, "teleport")
+    assert refused["isError"] and result_text(refused) == "unknown tool: teleport"
+    wire.close()
 
 
-def test_a_call_is_forwarded_as_one_exact_json_line(manager_fake):
-    async def body(client):
-        return [
-            await client.call_tool("send", {"to": "operator", "body": "done: ✓"}),
-            await client.call_tool("recv", {}),
-            await client.call_tool("recv", {"wait_seconds": 2}),
-            await client.call_tool("ask_operator", {"question": "ship?", "options": ["y", "n"]}),
-            await client.call_tool("request_spawn", {"name": "bob"}),
-            await client.call_tool("list_peers", {}),
-        ]
+def test_arguments_are_checked_against_the_table_before_anything_is_sent(wire, manager_fake):
+    cases = {
+        "send: missing the required argument body": ("send", {"to": "operator"}),
+        "send: argument to: string expected, not int": ("send", {"to": 3, "body": "x"}),
+        "send: argument to: null is not allowed": ("send", {"to": None, "body": "x"}),
+        "send: unknown argument(s) cc, priority": (
+            "send",
+            {"to": "a", "body": "x", "cc": "b", "priority": 1},
+        ),
+        "recv: argument wait_seconds: number expected, not str": ("recv", {"wait_seconds": "5"}),
+        "recv: argument wait_seconds: number expected, not a boolean": (
+            "recv",
+            {"wait_seconds": True},
+        ),
+        "ask_operator: argument options[1]: string expected, not int": (
+            "ask_operator",
+            {"question": "?", "options": ["a", 2]},
+        ),
+        "ask_operator: argument options: an array is expected": (
+            "ask_operator",
+            {"question": "?", "options": "a"},
+        ),
+        "review_reply: argument comment: integer expected, not float": (
+            "review_reply",
+            {"approval": "a#1", "comment": 1.5, "text": "t"},
+        ),
+    }
+    for n, (says, (tool, arguments)) in enumerate(cases.items()):
+        result = wire.call(n, tool, **arguments)
+        assert result["isError"] and result_text(result) == says
+    wire.send({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": 5}})
+    assert result_text(wire.read()["result"]) == "unknown tool: 5"
+    args_not_object = {"name": "send", "arguments": ["operator"]}
+    wire.send({"jsonrpc": "2.0", "id": 98, "method": "tools/call", "params": args_not_object})
+    assert result_text(wire.read()["result"]) == "send: the arguments are not an object"
+    assert manager_fake.requests() == [{"op": "whoami"}]  # none reached the daemon
 
-    results = in_process(build_server(manager_fake.path), "auto", body)
-    assert not any(r.is_error for r in results)
+
+def test_a_call_is_forwarded_as_one_exact_json_line(wire, manager_fake):
+    results = [
+        wire.call(1, "send", to="operator", body="done: ✓"),
+        wire.call(2, "recv"),
+        wire.call(3, "recv", wait_seconds=2),  # an integer for a number: sent as 2.0
+        wire.call(4, "ask_operator", question="ship?", options=["y", "n"]),
+        wire.call(5, "request_spawn", name="bob"),
+        wire.call(6, "list_peers"),
+    ]
+    assert not any(r["isError"] for r in results)
     expected = [
         {"op": "whoami"},
         {"op": "send", "to": "operator", "body": "done: ✓"},
@@ -183,7 +329,7 @@ def test_a_call_is_forwarded_as_one_exact_json_line(manager_fake):
     ]
     assert manager_fake.lines == [json.dumps(r).encode() + b"\n" for r in expected]
     replies = manager_fake.replies
-    assert [json.loads(text(r)) for r in results] == [
+    assert [json.loads(result_text(r)) for r in results] == [
         replies["send"],
         replies["recv"],
         replies["recv"],
@@ -193,33 +339,78 @@ def test_a_call_is_forwarded_as_one_exact_json_line(manager_fake):
     ]
 
 
-def test_an_error_reply_is_a_tool_error_and_the_server_goes_on(manager_fake):
-    async def body(client):
-        refused = await client.call_tool("send", {"to": "nobody", "body": "x"})
-        after = await client.call_tool("whoami", {})
-        return refused, after
+def test_an_error_reply_is_a_tool_error_and_the_server_goes_on(wire):
+    refused = wire.call(1, "send", to="nobody", body="x")
+    after = wire.call(2, "whoami")
+    assert refused["isError"] and result_text(refused) == REFUSAL
+    assert not after["isError"] and json.loads(result_text(after))["name"] == "manager"
 
-    refused, after = in_process(build_server(manager_fake.path), "auto", body)
-    assert refused.is_error and REFUSAL in text(refused)
-    assert not after.is_error and json.loads(text(after))["name"] == "manager"
+
+HOLD = {"name": "recv", "arguments": {"wait_seconds": 60}}  # the fake holds it
+
+
+def test_a_cancelled_call_hangs_up_at_once_and_gets_no_reply(wire, manager_fake):
+    """`notifications/cancelled` closes the call's connection (the daemon then puts a
+    recv's messages back) and the call is never answered; the others go on."""
+    wire.send({"jsonrpc": "2.0", "id": "h", "method": "tools/call", "params": HOLD})
+    wait_for(lambda: len(manager_fake.lines) == 2, what="the recv to reach the daemon")
+    cancel = {"requestId": "h", "reason": "the user pressed escape"}
+    wire.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
+    assert manager_fake.hung_up.acquire(timeout=30)
+    assert wire.ask(1, "ping")["id"] == 1  # not the cancelled call's reply
+    wire.close()  # and nothing after it either
+
+
+def test_end_of_input_ends_the_calls_still_running(manager_fake):
+    wire = Wire(build_server(manager_fake.path))
+    wire.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": HOLD})
+    wait_for(lambda: len(manager_fake.lines) == 2, what="the recv to reach the daemon")
+    wire.close()
+    assert manager_fake.hung_up.acquire(timeout=30)
+
+
+def test_calls_past_the_limit_are_refused(manager_fake, monkeypatch):
+    monkeypatch.setattr(mcp_server, "MAX_CALLS", 2)
+    wire = Wire(build_server(manager_fake.path))
+    for id in (1, 2):
+        wire.send({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": HOLD})
+    wait_for(lambda: len(manager_fake.lines) == 3, what="both recvs to reach the daemon")
+    again = wire.ask(1, "tools/call", **HOLD)["error"]
+    assert (again["code"], again["message"]) == (
+        -32600,
+        "tools/call refused: a call with this id runs",
+    )
+    third = wire.ask(3, "tools/call", **HOLD)["error"]
+    assert (third["code"], third["message"]) == (-32600, "tools/call refused: 2 calls run")
+    wire.close()
+    assert manager_fake.hung_up.acquire(timeout=30) and manager_fake.hung_up.acquire(timeout=30)
+    assert len(manager_fake.lines) == 3
 
 
 def test_a_daemon_gone_is_a_tool_error_not_a_crash(manager_fake):
-    async def hang_up():
-        with pytest.raises(ToolError, match="cannot reach the hive daemon"):
-            await forwarder(manager_fake.path)({"op": "hang_up"}, 5)
+    with pytest.raises(ToolError, match="cannot reach the hive daemon.*without a reply"):
+        forward(manager_fake.path, {"op": "hang_up"}, 5)  # closed without a reply
 
-    anyio.run(hang_up)  # the daemon closed the connection without a reply
-
-    server = build_server(manager_fake.path)
+    wire = Wire(build_server(manager_fake.path))
     manager_fake.close()
     manager_fake.path.unlink()
+    result = wire.call(1, "whoami")
+    assert result["isError"] and "cannot reach the hive daemon" in result_text(result)
+    wire.close()
 
-    async def body(client):
-        return await client.call_tool("whoami", {})
 
-    result = in_process(server, "auto", body)
-    assert result.is_error and "cannot reach the hive daemon" in text(result)
+def test_a_reply_too_late_too_large_or_garbled_is_a_tool_error(manager_fake, monkeypatch):
+    with pytest.raises(ToolError, match="did not answer hold within 0 s"):
+        forward(manager_fake.path, {"op": "hold"}, 0.2)
+    assert manager_fake.hung_up.acquire(timeout=30)
+    monkeypatch.setattr(mcp_server, "MAX_REPLY", 100)
+    manager_fake.replies["list_peers"] = {"peers": ["x" * 70000]}
+    with pytest.raises(ToolError, match="reply to list_peers is over 100 bytes"):
+        forward(manager_fake.path, {"op": "list_peers"}, 5)
+    for raw, says in ((b'["a list"]\n', "not an object"), (b"{garbled\n", "Expecting")):
+        manager_fake.raw["list_peers"] = raw
+        with pytest.raises(ToolError, match=f"malformed reply to list_peers: {says}"):
+            forward(manager_fake.path, {"op": "list_peers"}, 5)
 
 
 def test_recv_reads_longer_than_it_may_wait():
@@ -231,6 +422,30 @@ def test_recv_reads_longer_than_it_may_wait():
 def test_build_server_refuses_without_a_daemon(tmp_path):
     with pytest.raises(HiveError, match="no hive daemon answers on"):
         build_server(tmp_path / "none.sock")
+
+
+# -- through the SDK's client ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_list_tools_is_exactly_what_whoami_offers(fake, mode):
+    async def body(client):
+        return (await client.list_tools()).tools
+
+    tools = sdk_client(fake.path, mode, body)
+    assert [t.name for t in tools] == fake.replies["whoami"]["tools"]
+    for t in tools:
+        assert t.description == DESCRIPTIONS[t.name]
+        assert bool(t.annotations and t.annotations.read_only_hint) == OPS[t.name].read_only
+    schemas = {t.name: t.input_schema for t in tools}
+    assert sorted(schemas["send"]["required"]) == ["body", "to"]
+    assert "required" not in schemas["recv"]
+    assert "wait_seconds" in schemas["recv"]["properties"]
+    assert "operator" in DESCRIPTIONS["send"] and "180" in DESCRIPTIONS["recv"]
+    if fake.replies["whoami"]["role"] == "manager":
+        assert schemas["request_spawn_commit"]["required"] == ["name", "commit_ref"]
+        assert schemas["ask_operator"]["required"] == ["question"]
+    assert fake.requests() == [{"op": "whoami"}]  # listing asks nothing more
 
 
 # -- over stdio: `hyperhive mcp` as a subprocess --------------------------------------
@@ -336,10 +551,10 @@ def test_stdio_server_against_the_real_daemon(real_daemon):
 
 
 def test_a_cancelled_recv_loses_no_message(real_daemon):
-    """The model's client gives up on a waiting recv: the connection closes, so the message
-    the daemon then takes for it goes back to the inbox for the next recv."""
+    """The model's client gives up on a waiting recv (the SDK's client sends
+    `notifications/cancelled`): the connection closes, so the message the daemon then
+    takes for it goes back to the inbox for the next recv."""
     daemon, sock = real_daemon
-    server = build_server(sock)
 
     async def body(client):
         with anyio.move_on_after(0.5):
@@ -350,5 +565,5 @@ def test_a_cancelled_recv_loses_no_message(real_daemon):
         )
         return await client.call_tool("recv", {"wait_seconds": 10})
 
-    result = in_process(server, "auto", body)
+    result = sdk_client(sock, "auto", body)
     assert [m["body"] for m in json.loads(text(result))["messages"]] == ["kept"]

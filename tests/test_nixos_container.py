@@ -29,7 +29,7 @@ from hyperhive.errors import RuntimeCommandError
 from hyperhive.home import Home
 from hyperhive.policy import deployed_policy
 from hyperhive.runtime.base import BuildError
-from hyperhive.runtime.kinds import RUNTIMES
+from hyperhive.runtime.kinds import runtime_class
 from hyperhive.runtime.nixos_container import (
     NixosContainerRuntime,
     container_name,
@@ -80,7 +80,7 @@ def test_container_names_and_status_words():
     assert parse_status("down\n") == "down"
     assert parse_status("gone\n") is None
     assert parse_status("") is None
-    assert RUNTIMES["nixos-container"] is NixosContainerRuntime
+    assert runtime_class("nixos-container") is NixosContainerRuntime
 
 
 def test_status_of_a_missing_up_and_down_container(home: Home, fake: Fake):

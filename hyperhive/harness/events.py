@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hyperhive.broker.messages import MANAGER, OPERATOR, SYSTEM
+from hyperhive.names import MANAGER, OPERATOR, SYSTEM
 
 log = logging.getLogger("hyperhive.harness")
 

@@ -1,6 +1,6 @@
 """Who the caller is: the daemon's `whoami` reply for the socket (the socket IS the
-identity). Kept free of the `mcp` package so a missing daemon is reported at once, before
-the second or two that importing `mcp` takes."""
+identity), asked before the server reads anything, so a missing daemon is reported at
+once."""
 
 from pathlib import Path
 
