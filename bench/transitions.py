@@ -23,6 +23,7 @@ import cProfile
 import dataclasses
 import gc
 import io
+import itertools
 import os
 import pstats
 import shutil
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,42 @@ class Row:
 ROWS: list[Row] = []
 # (a) by side ("ours", "ref") and approvals in the repo: each step's samples
 GROWTH: dict[tuple[str, int], dict[str, list[float]]] = {}
+
+
+class NixClock:
+    """Seconds spent in the nix processes (`nix`, `nix-instantiate`) this process starts,
+    each from before its Popen to the return of its wait: the nix work of a deploy, so that
+    the rest of the deploy is the engine's own (or the reference's git and Python)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.installed = False
+
+    def install(self) -> None:
+        """Time every nix process started from now on (once; main() does it)."""
+        if self.installed:
+            return
+        self.installed = True
+        init, wait = subprocess.Popen.__init__, subprocess.Popen.wait
+
+        def timed_init(popen, args, *rest, **kwargs) -> None:
+            start = time.perf_counter()
+            init(popen, args, *rest, **kwargs)
+            program = args[0] if isinstance(args, list | tuple) else args
+            popen.nix_started = start if os.path.basename(str(program)).startswith("nix") else None
+
+        def timed_wait(popen, *rest, **kwargs) -> int:
+            code = wait(popen, *rest, **kwargs)
+            if (started := getattr(popen, "nix_started", None)) is not None:
+                self.total += time.perf_counter() - started
+                popen.nix_started = None
+            return code
+
+        subprocess.Popen.__init__ = timed_init  # type: ignore[method-assign]
+        subprocess.Popen.wait = timed_wait  # type: ignore[method-assign]
+
+
+NIX_CLOCK = NixClock()
 
 
 def record(section: str, who: str, label: str, samples: list[float]) -> None:
@@ -252,9 +289,14 @@ def one_cycle(home: Home, name: str, runtime, revision: int) -> tuple[float, flo
     return t_prop, t_appr, t_depl
 
 
-def cycles_in_process(home: Home, name: str, sizes: list[int], window: int, profile: bool) -> None:
-    """At each size S: cycles with FillRuntime (and the meta lock kept) until S - window
-    approvals are deployed, then `window` real cycles on the local runtime, timed per step."""
+def cycles_in_process(
+    home: Home, name: str, sizes: list[int], window: int, profile: bool, nix_fill: bool = False
+) -> Iterator[None]:
+    """At each size S: cycles with FillRuntime (and the meta lock kept, unless `nix_fill`:
+    then each is locked by nix, as in a hive, so nix's git cache grows with every pin) until
+    S - window approvals are deployed, then `window` real cycles on the local runtime, timed
+    per step. Yields after each timed cycle (main() alternates them with the reference's,
+    so both sides of a size are timed under the same load)."""
     runtime = LocalRuntime(home)
     # As in the daemon: the shipped hook stays, and an approval is queued on the build
     # worker (here a list) without a hook process; deploy() is what the worker then runs.
@@ -269,7 +311,9 @@ def cycles_in_process(home: Home, name: str, sizes: list[int], window: int, prof
     done = 1
     profiler = cProfile.Profile() if profile else None
     for size in sizes:
-        keep_lock, meta.lock_flake = meta.lock_flake, lambda flake, previous: previous
+        keep_lock = meta.lock_flake
+        if not nix_fill:
+            meta.lock_flake = lambda flake, previous, urls=(): previous
         try:
             while done < size - window:
                 one_cycle(home, name, FillRuntime(), done)
@@ -277,19 +321,25 @@ def cycles_in_process(home: Home, name: str, sizes: list[int], window: int, prof
         finally:
             meta.lock_flake = keep_lock
         phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
-        if profiler and size == sizes[-1]:
-            profiler.enable()
+        engine = []  # each deploy minus the nix processes it ran
         for _ in range(window):
-            for phase, t in zip(phases, one_cycle(home, name, runtime, done), strict=True):
+            nix = NIX_CLOCK.total
+            if profiler and size == sizes[-1]:
+                profiler.enable()
+            times = one_cycle(home, name, runtime, done)
+            if profiler:
+                profiler.disable()
+            for phase, t in zip(phases, times, strict=True):
                 phases[phase].append(t)
+            engine.append(phases["deploy"][-1] - (NIX_CLOCK.total - nix))
             done += 1
-        if profiler:
-            profiler.disable()
+            yield
         totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
         record("a", "ours", f"in-process cycle at {done} approvals", totals)
         for phase, samples in phases.items():
             record("a", "", f"  {phase}", samples)
-        GROWTH[("ours", size)] = {**phases, "cycle": totals}
+        record("a", "", "    deploy minus its nix processes", engine)
+        GROWTH[("ours", size)] = {**phases, "cycle": totals, "deploy - nix": engine}
     tags = len(git(home.applied_dir(name), "for-each-ref", "refs/tags/").splitlines())
     loose = sum(len(files) for _, _, files in os.walk(home.applied_dir(name) / "refs" / "tags"))
     say(f"  after {done} approvals the applied repo holds {tags} tags ({loose} loose)")
@@ -408,7 +458,7 @@ def reference_flake(applied: Path, commit: str) -> str:
     return f"{{\n{inputs}  outputs = inputs: {{ }};\n}}\n"
 
 
-def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
+def git_reference_cycles(root: Path, sizes: list[int], window: int) -> Iterator[None]:
     """What one deploy does, with the git CLI and nix, one process per step and no state
     checks: propose = `git fetch --negotiation-tip=main` of the config commit into a bare
     applied repo, the id
@@ -417,7 +467,8 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
     `nix-instantiate --parse` of agent.nix, the policy's `nix-instantiate --eval` (the
     engine's expression: what evaluating it costs nix), `git tag -a deployed/N`, main
     moved, `nix flake lock` of the meta flake (its input moved to the new revision) and a
-    meta commit of flake.nix, flake.lock and the pins. Grown between sizes as ours is."""
+    meta commit of flake.nix, flake.lock and the pins. Grown between sizes as ours is.
+    Yields after each timed cycle."""
 
     config, applied, meta_dir = root / "config", root / "applied.git", root / "meta.git"
     run([GIT, "init", "-q", "-b", "main", str(config)])
@@ -437,6 +488,14 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
     flake_dir, deployed = root / "meta-work", root / "deployed"
     flake_dir.mkdir()
     nix_env = {**os.environ, "NIX_PATH": ""}
+    # nix's `git fetch` of the applied repo into its cache clone, without the tags: git
+    # would follow every tag pointing into what it fetched (ours does the same, meta.py)
+    lock_env = {
+        **os.environ,
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"remote.file://{applied}.tagOpt",
+        "GIT_CONFIG_VALUE_0": "--no-tags",
+    }
 
     def cycle(i: int) -> tuple[float, float, float]:
         commit = new_config_commit(config, i).decode()
@@ -499,7 +558,7 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
                     "lock",
                     f"path:{flake_dir}",
                 ],
-                env=os.environ,
+                env=lock_env,
             )
             names.append("flake.lock")
         blobs = git(meta_dir, "hash-object", "-w", *(str(flake_dir / n) for n in names)).split()
@@ -517,15 +576,20 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> None:
         fill_reference(config, applied, meta_dir, done + 1, size - window)
         done = max(done, size - window)
         phases: dict[str, list[float]] = {"propose": [], "approve": [], "deploy": []}
+        rest = []  # each deploy minus its nix processes: git and Python
         for _ in range(window):
             done += 1
+            nix = NIX_CLOCK.total
             for phase, t in zip(phases, cycle(done), strict=True):
                 phases[phase].append(t)
+            rest.append(phases["deploy"][-1] - (NIX_CLOCK.total - nix))
+            yield  # to ours (see cycles_in_process)
         totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
         record("a", "ref", f"git CLI + nix cycle at {done} approvals", totals)
         for phase, samples in phases.items():
             record("a", "", f"  {phase}", samples)
-        GROWTH[("ref", size)] = {**phases, "cycle": totals}
+        record("a", "", "    deploy minus its nix processes", rest)
+        GROWTH[("ref", size)] = {**phases, "cycle": totals, "deploy - nix": rest}
     tags = len(git(applied, "for-each-ref", "refs/tags/").splitlines())
     say(f"  the reference's applied repo holds {tags} tags")
 
@@ -787,7 +851,7 @@ def long_history(root: Path, sizes: list[int], repeats: int) -> list[str]:
 
 def growth_table(sizes: list[int]) -> None:
     """(a) p50 of each step, ours beside the reference, at each size: the curve."""
-    steps = ("propose", "approve", "deploy", "cycle")
+    steps = ("propose", "approve", "deploy", "deploy - nix", "cycle")
     say("(a) p50 per step in ms by approvals in the repo: ours, git CLI + nix, ours - ref")
     say(f"  {'approvals':>9}" + "".join(f"{s:>25}" for s in steps))
     for n in sizes:
@@ -846,7 +910,11 @@ def table(args: argparse.Namespace, pending: int) -> None:
         "commit-tree`, `git update-ref`); no state checks, no hook. Between sizes both sides "
         "grow their history without timing it (ours: engine cycles whose build does nothing; "
         "the reference: `git fast-import` of the same commits and tags, then "
-        "`git pack-refs --all`)."
+        "`git pack-refs --all`); the timed cycles of the two sides take turns, one each, so "
+        "both see the same load. `deploy - nix`: each deploy minus the time its nix "
+        "processes ran (from their start to their exit): the engine's own work on our side, "
+        "git and Python on the reference's. The reference's `nix flake lock` fetches "
+        "without tags, as ours does (`remote.<url>.tagOpt=--no-tags`)."
     )
     note(
         "(b) reference: per repo `git for-each-ref --format=%(refname:lstrip=2) refs/tags/`, "
@@ -871,6 +939,11 @@ def main(argv: list[str] | None = None) -> int:
         "--history", default="1000,10000,50000", help="(c) commits of history, comma-separated"
     )
     parser.add_argument("--history-repeats", type=int, default=3, help="(c) proposes per size")
+    parser.add_argument(
+        "--nix-fill",
+        action="store_true",
+        help="(a) lock the meta flake with nix in the cycles that grow the history too",
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument(
         "--smoke",
@@ -897,19 +970,24 @@ def main(argv: list[str] | None = None) -> int:
         f"agents={args.agents} tags={args.tags} repeats={args.repeats}"
     )
     started = time.perf_counter()
+    NIX_CLOCK.install()
     with tempfile.TemporaryDirectory(prefix="hyperhive-bench-") as tmp:
         root = Path(tmp)
         home_a = Home(root / "hive-a")
         init_hive(home_a, LocalRuntime(home_a), "operator")
         for name in ("bench", "bench-cli"):
             create_agent(home_a, name, LocalRuntime(home_a), "operator")
-        say(f"(a) in-process cycles of agent `bench`, {args.window} timed at {args.sizes} …")
-        cycles_in_process(home_a, "bench", sizes, args.window, args.profile)
+        say(
+            f"(a) in-process cycles of agent `bench` and git CLI + nix reference cycles, "
+            f"one each in turn, {args.window} timed at {args.sizes} …"
+        )
+        (root / "gitref").mkdir()
+        ours = cycles_in_process(home_a, "bench", sizes, args.window, args.profile, args.nix_fill)
+        ref = git_reference_cycles(root / "gitref", sizes, args.window)
+        for _ in itertools.zip_longest(ours, ref):
+            pass
         say(f"(a) {args.cli_cycles} CLI cycles of agent `bench-cli` …")
         cycles_cli(home_a, "bench-cli", args.cli_cycles)
-        say(f"(a) git CLI + nix reference cycles, {args.window} timed at {args.sizes} …")
-        (root / "gitref").mkdir()
-        git_reference_cycles(root / "gitref", sizes, args.window)
         other_references(root, min(args.window, 5))
 
         home_b = Home(root / "hive-b")

@@ -76,15 +76,20 @@ def tell_manager(home: Home):
     return tell
 
 
-def check_here(home: Home, name: str, approval_id: int) -> checks.Check | None:
-    """Run a check in this process (no daemon answers), printing where its log is."""
+def check_here(home: Home, name: str, approval_id: int, rerun: bool = True) -> checks.Check | None:
+    """Run a check in this process (no daemon answers), printing where its log is; not
+    `rerun`: only if no other process recorded one meanwhile (`checks.run_once`)."""
     from hyperhive.settings import load_settings
     from hyperhive.workflow import checks
 
     runtime = get_runtime(DEFAULT_RUNTIME, home)
     timeout = load_settings(home).checks.timeout_seconds
-    print(f"checking {name}#{approval_id} here (no daemon runs)", file=sys.stderr)
-    return checks.run(home, name, approval_id, runtime, timeout, tell_manager(home))
+
+    def started(_limit: object, path: Path) -> None:
+        print(f"checking {name}#{approval_id} here (no daemon runs): {path}", file=sys.stderr)
+
+    check = checks.run if rerun else checks.run_once
+    return check(home, name, approval_id, runtime, timeout, tell_manager(home), started)
 
 
 def await_check(home: Home, name: str, approval_id: int) -> None:
@@ -102,7 +107,7 @@ def await_check(home: Home, name: str, approval_id: int) -> None:
         try:
             reply = call(home.host_socket, request)
         except DaemonUnavailable:
-            if (c := check_here(home, name, approval_id)) is not None:
+            if (c := check_here(home, name, approval_id, rerun=False)) is not None:
                 print(check_result_line(c), file=sys.stderr)
             return
         if reply["state"] == "done":

@@ -56,7 +56,7 @@ def test_transitions_smoke_run_prints_ours_and_reference():
     assert out.count("ratio of medians") == 5  # (a) at 3 sizes, (b) twice
     growth = out[out.index("(a) p50 per step") :].splitlines()[2:5]  # a line per size
     assert [line.split()[0] for line in growth] == ["2", "3", "4"]  # --smoke's sizes
-    assert all(len(line.split()) == 13 for line in growth), growth
+    assert all(len(line.split()) == 16 for line in growth), growth  # 5 steps x 3, size
 
 
 def test_forge_smoke_run_prints_pages_and_git_references():

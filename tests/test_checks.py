@@ -4,6 +4,7 @@ on approving, a hanging evaluation stopped, a destroyed agent's check dropped, r
 the bounded log, retention."""
 
 import json
+import threading
 import time
 
 import pytest
@@ -105,6 +106,31 @@ def test_a_rerun_is_a_new_tag_and_the_latest_counts(home):
     assert home.check_log(NAME, approval_id, 2).exists()
     # the tags are outside the state machine: the approval is still a proposal
     assert Approvals(home, NAME).get(approval_id).state == "proposal"
+
+
+def test_racing_checks_of_one_proposal_with_no_daemon_run_it_once(home):
+    """Ten approvals of one proposal with no daemon each want its check first (`hyperhive
+    approve` runs `run_once`): one runs it, the others wait on the agent's check lock and
+    take its result; a rerun still runs."""
+    approval_id = propose(home, GOOD)
+    ran, found = [], []
+
+    def check() -> None:
+        started = lambda _limit, path: ran.append(path)  # noqa: E731
+        found.append(
+            checks.run_once(home, NAME, approval_id, LocalRuntime(home), 60, None, started)
+        )
+
+    threads = [threading.Thread(target=check) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ran) == 1 and len(found) == 10
+    assert {(c.tag, c.result) for c in found} == {(f"refs/tags/checked/{approval_id}", "passed")}
+    assert tags(home) == [f"checked/{approval_id}"]
+    rerun = checks.run(home, NAME, approval_id, LocalRuntime(home), 60)
+    assert rerun.run == 2 and len(tags(home)) == 2
 
 
 def test_decided_while_running_is_still_recorded(home):

@@ -10,8 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.gitcli import fast_import
 from support.hive import fake_program, fresh_commit, git
 
+from hyperhive.gitstore import refs
+from hyperhive.gitstore.repos import open_repo
 from hyperhive.home import Home
 from hyperhive.workflow import meta
 from hyperhive.workflow.approvals import Approvals
@@ -35,6 +38,7 @@ def test_unchanged_inputs_keep_the_lock_without_nix_and_a_new_rev_relocks(
     calls = tmp_path / "nix-calls"
     fake_program(tmp_path / "bin", "nix", f'echo "$*" >> "{calls}"\nexec "{NIX}" "$@"\n')
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nix's git clones here
     home = dataclasses.replace(home, deploys=lambda name, approval_id: 0)  # no hook process
     approvals = Approvals(home, "manager")
 
@@ -44,6 +48,11 @@ def test_unchanged_inputs_keep_the_lock_without_nix_and_a_new_rev_relocks(
     first = meta_lock(home)
     rev = meta.pins(home)["manager"]["rev"]
     assert json.loads(first)["nodes"]["agent-manager"]["locked"]["rev"] == rev
+    # nix fetched the pin into its clone of the applied repo, and none of the workflow
+    # tags that point at the same commit (each would be a ref there, forever)
+    assert git(home.applied_dir("manager"), "tag", "--points-at", rev).split()
+    (clone,) = (tmp_path / "cache" / "nix" / "gitv3").glob("*[!k]")  # not the .lock files
+    assert git(clone, "for-each-ref", "--format=%(refname)").split() == [meta.pin_ref(rev)]
 
     # The same revision pinned again (what recovery does after a crash): same inputs.
     meta.record_deploy(home, "manager", 1, rev)
@@ -113,7 +122,7 @@ def test_a_lock_that_nix_could_not_update_is_not_taken_for_current(home: Home, m
     stale = lock_of(meta.flake_inputs(home, {"manager": {"rev": rev}}, None))
     tried = []
 
-    def failing(flake: bytes, previous: bytes | None) -> bytes | None:
+    def failing(flake: bytes, previous: bytes | None, urls=()) -> bytes | None:
         tried.append(previous)
         raise meta.LockError("nix flake lock: no network")
 
@@ -125,3 +134,64 @@ def test_a_lock_that_nix_could_not_update_is_not_taken_for_current(home: Home, m
     assert tried == [stale, stale]  # tried again
     files = meta.tree_files(home, {"manager": {"rev": rev}}, stale)
     assert files["flake.lock"] == stale and len(tried) == 2  # current: nix not asked
+
+
+def test_the_no_tags_environment_keeps_git_config_already_set_and_git_honours_it(
+    tmp_path: Path,
+):
+    env = meta.no_tags_env(["file:///a.git", "file:///b.git"], {"GIT_CONFIG_COUNT": "1"})
+    assert env["GIT_CONFIG_COUNT"] == "3"
+    assert (env["GIT_CONFIG_KEY_1"], env["GIT_CONFIG_VALUE_1"]) == (
+        "remote.file:///a.git.tagOpt",
+        "--no-tags",
+    )
+    assert env["GIT_CONFIG_KEY_2"] == "remote.file:///b.git.tagOpt"
+    assert meta.no_tags_env([], {}) == {}
+    assert meta.no_tags_env(["file:///a.git"], {"GIT_CONFIG_COUNT": "x"})["GIT_CONFIG_COUNT"] == "1"
+    # what nix runs: `git fetch -- <url> <ref>:<ref>`, by URL, with no remote configured
+    source, clones = tmp_path / "source.git", tmp_path / "clones"
+    git(tmp_path, "init", "-q", "--bare", str(source))
+    (rev,) = fast_import(source, 1)
+    git(source, "tag", "-a", "-m", "proposal", "proposal/1", rev)
+    git(source, "update-ref", "refs/hyperhive/pins/x", rev)
+    url, spec = f"file://{source}", "refs/hyperhive/pins/x:refs/hyperhive/pins/x"
+    for name, env in (("plain", os.environ), ("no-tags", meta.no_tags_env([url]))):
+        git(tmp_path, "init", "-q", "--bare", str(clones / name))
+        subprocess.run(
+            ["git", "-C", str(clones / name), "fetch", "-q", "--", url, spec], env=env, check=True
+        )
+    listed = {
+        name: git(clones / name, "for-each-ref", "--format=%(refname)").split()
+        for name in ("plain", "no-tags")
+    }
+    assert listed == {
+        "plain": ["refs/hyperhive/pins/x", "refs/tags/proposal/1"],  # git's default
+        "no-tags": ["refs/hyperhive/pins/x"],
+    }
+
+
+def test_pins_are_packed_past_the_threshold_and_git_reads_them_all(home: Home, monkeypatch):
+    """One pin per deploy: past PACK_LOOSE_TAGS loose ones they are packed (under the
+    applied repo's transition lock), every one still where git finds it, the tags kept."""
+    monkeypatch.setattr(refs, "PACK_LOOSE_TAGS", 3)
+    applied = home.applied_dir("manager")
+    approvals = Approvals(home, "manager")
+    revs = [approvals.propose(fresh_commit(home, "manager"), "manager").commit for _ in range(6)]
+    tags = git(applied, "for-each-ref", "refs/tags/")
+    for n, rev in enumerate(revs, start=1):
+        meta.write_pin_refs(home, {"manager": {"rev": rev}})
+        assert refs.count_loose(applied, meta.PIN_PREFIX) <= 4
+        listed = git(
+            applied, "for-each-ref", "--format=%(refname) %(objectname)", "refs/hyperhive/pins/"
+        )
+        assert sorted(listed.splitlines()) == sorted(f"{meta.pin_ref(r)} {r}" for r in revs[:n])
+    assert refs.count_loose(applied, meta.PIN_PREFIX) < 6  # some were packed
+    assert (applied / "packed-refs").read_bytes().startswith(refs.PACKED_HEADER)
+    assert git(applied, "for-each-ref", "refs/tags/") == tags
+    git(applied, "fsck", "--strict", "--no-dangling")
+    meta.write_pin_refs(home, {"manager": {"rev": revs[0]}})  # packed already: kept as it is
+    assert git(applied, "rev-parse", meta.pin_ref(revs[0])).strip() == revs[0]
+    # tag packing and retention's deletions rewrite packed-refs too: the pins stay
+    with open_repo(applied) as repo:
+        refs.pack(repo)
+    assert len(git(applied, "for-each-ref", "refs/hyperhive/pins/").splitlines()) == 6

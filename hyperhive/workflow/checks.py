@@ -45,7 +45,7 @@ from hyperhive.runtime.base import BuildError, Runtime
 from hyperhive.wire import notify
 from hyperhive.workflow.approvals import Approval, Approvals
 from hyperhive.workflow.deploy import BuildLog
-from hyperhive.workflow.lock import locked, transition_lock
+from hyperhive.workflow.lock import check_lock, locked, transition_lock
 from hyperhive.workflow.states import State
 
 log = logging.getLogger("hyperhive.checks")
@@ -272,6 +272,25 @@ def run(
         except Exception as e:  # the result is recorded; the message is a courtesy
             log.error("%s: the manager was not told of the check: %s", approval.target, e)
     return check
+
+
+def run_once(
+    home: Home,
+    name: str,
+    approval_id: int,
+    runtime: Runtime,
+    timeout: float,
+    tell: Tell | None = None,
+    started: Callable[[stream.Limit, Path], None] | None = None,
+) -> Check | None:
+    """`run`, unless a check of the approval is recorded by the time this process holds
+    the agent's check lock: then that check. Ten `hyperhive approve` of one proposal
+    racing with no daemon check it once (the others wait for that check, as for the
+    daemon's), not ten times."""
+    with locked(check_lock(home.applied_dir(name))):
+        if (found := latest(home, name, approval_id)) is not None:
+            return found
+        return run(home, name, approval_id, runtime, timeout, tell, started)
 
 
 def _reserve_log(home: Home, name: str, approval_id: int) -> tuple[int, Path]:

@@ -36,3 +36,9 @@ def transition_lock(repo_dir: Path) -> Path:
 def build_lock(repo_dir: Path) -> Path:
     """Held for a whole build: builds of one agent run one at a time."""
     return repo_dir / "hyperhive-build.lock"
+
+
+def check_lock(repo_dir: Path) -> Path:
+    """Held by a process that checks the agent's proposals itself (no daemon runs them):
+    such checks of one agent run one at a time, each proposal's once."""
+    return repo_dir / "hyperhive-check.lock"

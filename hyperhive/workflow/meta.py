@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ PINS_FILE = "hyperhive.json"
 # ref"), and the revision being built is not on main yet (nor is there a main on a first
 # deploy); a ref pointing at the revision itself works with every Nix.
 PIN_REF = "refs/hyperhive/pins/"
+PIN_PREFIX = PIN_REF.encode()
 LOCK_TIMEOUT = 300  # seconds: locking fetches each new revision from its applied repo
 ACTOR = ENGINE
 
@@ -70,22 +71,40 @@ def pin_ref(rev: str) -> str:
     return PIN_REF + rev
 
 
+def applied_url(home: Home, name: str) -> str:
+    """The git remote nix fetches agent `name`'s inputs from (its input's `url` without
+    `git+` and the query, as the lock's `original` records it and `git fetch` is given it)."""
+    return f"file://{home.applied_dir(name)}"
+
+
 def agent_input_url(home: Home, name: str, rev: str) -> str:
     """The meta flake's input of agent `name` at `rev` (see PIN_REF)."""
-    return f"git+file://{home.applied_dir(name)}?ref={pin_ref(rev)}&rev={rev}"
+    return f"git+{applied_url(home, name)}?ref={pin_ref(rev)}&rev={rev}"
 
 
 def write_pin_refs(home: Home, pins: dict[str, dict]) -> None:
     """Create the applied repos' pin refs that the flake of `pins` fetches (a pin ref is
     never moved: it names its commit). Refs are kept after the pin changes, so the
-    inputs of every earlier meta commit stay fetchable."""
+    inputs of every earlier meta commit stay fetchable.
+
+    Past PACK_LOOSE_TAGS loose pins they are packed, as tags are (one pin per deploy,
+    and every `git fetch` of one, nix's, reads each loose one). That rewrite of
+    packed-refs happens under the applied repo's transition lock, which every other
+    rewrite of it (tag packing, retention) holds: none of them finds its lock file
+    taken. Callers hold meta's lock or the agent's build lock, never that one."""
     for name, pin in sorted(pins.items()):
         rev = pin["rev"]
         ref = pin_ref(rev).encode()
-        with open_repo(home.applied_dir(name)) as repo:
-            if refs.read(repo, ref) is None:
-                repo[rev.encode()]  # KeyError: the revision is not in the applied repo
-                refs.create(repo, ref, rev.encode())
+        directory = home.applied_dir(name)
+        with open_repo(directory) as repo:
+            if refs.read(repo, ref) is not None:
+                continue
+            repo[rev.encode()]  # KeyError: the revision is not in the applied repo
+            refs.create(repo, ref, rev.encode())
+            many = refs.PACK_LOOSE_TAGS
+            if refs.count_loose(repo, PIN_PREFIX, stop=many) > many:  # no lock taken below it
+                with locked(transition_lock(directory)):
+                    refs.pack_if_many(repo, PIN_PREFIX)
 
 
 def render_flake(home: Home, pins: dict[str, dict], nixos: NixosInputs | None = None) -> str:
@@ -129,9 +148,35 @@ def render_flake(home: Home, pins: dict[str, dict], nixos: NixosInputs | None = 
     )
 
 
-def lock_flake(flake: bytes, previous_lock: bytes | None) -> bytes | None:
+def no_tags_env(urls: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a nix process that fetches the git remotes `urls`, where every
+    git nix starts fetches them without following tags (`remote.<url>.tagOpt=--no-tags`,
+    appended to any `GIT_CONFIG_COUNT` entries already set).
+
+    Nix fetches a bare repo's `ref` into a cache clone (~/.cache/nix/gitv3) with a plain
+    `git fetch -- <url> <ref>:<ref>`, which also fetches every tag pointing into what it
+    got: each applied repo's workflow tags, four per approval, one loose ref each in the
+    clone. Past a thousand approvals each fetch advertised and checked every tag and
+    walked them all for its connectivity check: `nix flake lock` grew from 0.2 to 0.9 s.
+    The tags are the engine's records, not inputs: the fetch needs the pin ref alone."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        count = int(env.get("GIT_CONFIG_COUNT") or 0)
+    except ValueError:
+        count = 0
+    for url in sorted(set(urls)):
+        env[f"GIT_CONFIG_KEY_{count}"] = f"remote.{url}.tagOpt"
+        env[f"GIT_CONFIG_VALUE_{count}"] = "--no-tags"
+        count += 1
+    if count:
+        env["GIT_CONFIG_COUNT"] = str(count)
+    return env
+
+
+def lock_flake(flake: bytes, previous_lock: bytes | None, urls: Iterable[str] = ()) -> bytes | None:
     """flake.lock for `flake`, starting from the previous lock so inputs already locked
-    are kept (`nix flake lock` only adds, relocks changed and drops removed inputs)."""
+    are kept (`nix flake lock` only adds, relocks changed and drops removed inputs). The
+    git remotes `urls` are fetched without their tags (`no_tags_env`)."""
     nix = shutil.which("nix")
     if nix is None:
         raise LockError("nix is not on PATH")
@@ -151,6 +196,7 @@ def lock_flake(flake: bytes, previous_lock: bytes | None) -> bytes | None:
             capture_output=True,
             text=True,
             timeout=LOCK_TIMEOUT,
+            env=no_tags_env(urls),
         )
         if proc.returncode != 0:
             last = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
@@ -172,7 +218,7 @@ def flake_inputs(home: Home, pins: dict[str, dict], nixos: NixosInputs | None) -
         inputs["hyperhive"] = {"path": nixos.source, "type": "path"}
     for name, pin in pins.items():
         rev = pin["rev"]
-        url = f"file://{home.applied_dir(name)}"
+        url = applied_url(home, name)
         inputs[f"agent-{name}"] = {"ref": pin_ref(rev), "rev": rev, "type": "git", "url": url}
     return inputs
 
@@ -212,7 +258,8 @@ def tree_files(home: Home, pins: dict[str, dict], previous_lock: bytes | None) -
         files["flake.lock"] = previous_lock
         return files
     try:
-        if (lock := lock_flake(flake, previous_lock)) is not None:
+        urls = [applied_url(home, name) for name in pins]
+        if (lock := lock_flake(flake, previous_lock, urls)) is not None:
             files["flake.lock"] = lock
     except (LockError, OSError, subprocess.SubprocessError) as e:
         log.error("meta flake.lock not updated: %s", e)
