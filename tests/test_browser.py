@@ -81,6 +81,11 @@ def test_propose_appears_live_then_review_approve_and_deploy(web, daemon, shots)
     for page in (watch, main):
         page.wait_for_selector(row)
         assert still_marked(page), "the dashboard reloaded instead of updating live"
+    # The row follows the daemon's check and policy diff live; a click while the section is
+    # swapped can land on the replaced row and be lost, so it is followed once they settle.
+    main.wait_for_selector(f"{row} .check-passed", timeout=60_000)
+    main.wait_for_selector(f"{row} td.policy span:not([title=evaluating])")
+    assert still_marked(main)
 
     follow(main, f"{row} a.review-link")
     assert main.url == daemon.url + review_path(target)
@@ -91,8 +96,7 @@ def test_propose_appears_live_then_review_approve_and_deploy(web, daemon, shots)
     assert py.locator("tr.add span.k").first.inner_text() == "def"
     assert py.locator("tr.add span.sd").count() > 0
     assert main.locator("#approve").is_enabled()
-    # the daemon checks the proposal: the panel follows it live to its result
-    main.wait_for_selector("#check #check-state.check-passed", timeout=60_000)
+    main.wait_for_selector("#check #check-state.check-passed")
     assert "check passed" in main.locator("#check").inner_text()
     main.screenshot(path=str(shots / "review.png"), full_page=True)
 
