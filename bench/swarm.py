@@ -142,7 +142,7 @@ def grow(home: Home, names: list[str], claude: Path, lock_meta: bool) -> float:
     agents take minutes, and deploys are not what this bench measures (transitions.py)."""
     t0 = time.perf_counter()
     if not lock_meta:
-        meta.lock_flake = lambda flake, previous, urls=(): previous
+        meta.lock_flake = lambda flake, previous, *_: previous
     with ThreadPoolExecutor(4) as pool:
         for f in [pool.submit(deploy_one, home, n, claude) for n in names]:
             f.result()

@@ -313,7 +313,7 @@ def cycles_in_process(
     for size in sizes:
         keep_lock = meta.lock_flake
         if not nix_fill:
-            meta.lock_flake = lambda flake, previous, urls=(): previous
+            meta.lock_flake = lambda flake, previous, *_: previous
         try:
             while done < size - window:
                 one_cycle(home, name, FillRuntime(), done)

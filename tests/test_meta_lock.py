@@ -122,7 +122,7 @@ def test_a_lock_that_nix_could_not_update_is_not_taken_for_current(home: Home, m
     stale = lock_of(meta.flake_inputs(home, {"manager": {"rev": rev}}, None))
     tried = []
 
-    def failing(flake: bytes, previous: bytes | None, urls=()) -> bytes | None:
+    def failing(flake: bytes, previous: bytes | None, *_) -> bytes | None:
         tried.append(previous)
         raise meta.LockError("nix flake lock: no network")
 
@@ -195,3 +195,22 @@ def test_pins_are_packed_past_the_threshold_and_git_reads_them_all(home: Home, m
     with open_repo(applied) as repo:
         refs.pack(repo)
     assert len(git(applied, "for-each-ref", "refs/hyperhive/pins/").splitlines()) == 6
+
+
+@pytest.mark.skipif(NIX is None, reason="nix is not installed")
+def test_the_lock_works_in_the_meta_repo_and_sweeps_what_a_killed_lock_left(tmp_path: Path):
+    """A deploy killed during `nix flake lock` leaves its temporary flake behind: in the
+    hive's meta repo (not the system's temp dir), removed by a later lock once it is older
+    than any lock can run; a younger one may be a lock running now and is kept."""
+    work = tmp_path / "meta.git"
+    work.mkdir()
+    left, running = work / f"{meta.LOCK_TEMP_PREFIX}left", work / f"{meta.LOCK_TEMP_PREFIX}now"
+    for d in (left, running):
+        d.mkdir()
+        (d / "flake.nix").write_text("{}")
+    old = os.stat(left).st_mtime - 2 * meta.LOCK_TIMEOUT - 1
+    os.utime(left, (old, old))
+    flake = b'{ inputs.x.url = "path:/nonexistent-input"; outputs = { self, x }: { }; }\n'
+    with pytest.raises(meta.LockError):  # nix ran on the flake written in `work`
+        meta.lock_flake(flake, None, (), work)
+    assert sorted(p.name for p in work.iterdir()) == [running.name]

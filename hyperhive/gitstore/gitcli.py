@@ -125,10 +125,12 @@ def store_is_ancestor(
     return proc.returncode == 0
 
 
-def sweep(objects_dir: Path, min_age: float = STALE_SECONDS) -> list[Path]:
-    """Remove the temporary directories of copies that a crash cut short."""
+def sweep(
+    objects_dir: Path, min_age: float = STALE_SECONDS, prefix: str = TEMP_PREFIX
+) -> list[Path]:
+    """Remove the temporary directories (named `prefix`…) of work a crash cut short."""
     now, removed = time.time(), []
-    for path in objects_dir.glob(f"{TEMP_PREFIX}*"):
+    for path in objects_dir.glob(f"{prefix}*"):
         try:
             if now - path.lstat().st_mtime >= min_age:
                 shutil.rmtree(path)

@@ -18,7 +18,7 @@ from dulwich.object_store import iter_tree_contents, tree_lookup_path
 from dulwich.repo import Repo
 from dulwich.trailers import Trailer, format_trailers, parse_trailers
 
-from hyperhive.gitstore import refs
+from hyperhive.gitstore import gitcli, refs
 from hyperhive.gitstore.history import log as commit_log
 from hyperhive.gitstore.history import write_commit
 from hyperhive.gitstore.refs import MAIN
@@ -43,6 +43,7 @@ PINS_FILE = "hyperhive.json"
 PIN_REF = "refs/hyperhive/pins/"
 PIN_PREFIX = PIN_REF.encode()
 LOCK_TIMEOUT = 300  # seconds: locking fetches each new revision from its applied repo
+LOCK_TEMP_PREFIX = "hyperhive-lock-"
 ACTOR = ENGINE
 
 
@@ -173,14 +174,23 @@ def no_tags_env(urls: Iterable[str], environ: Mapping[str, str] | None = None) -
     return env
 
 
-def lock_flake(flake: bytes, previous_lock: bytes | None, urls: Iterable[str] = ()) -> bytes | None:
+def lock_flake(
+    flake: bytes,
+    previous_lock: bytes | None,
+    urls: Iterable[str] = (),
+    work_dir: Path | None = None,
+) -> bytes | None:
     """flake.lock for `flake`, starting from the previous lock so inputs already locked
     are kept (`nix flake lock` only adds, relocks changed and drops removed inputs). The
-    git remotes `urls` are fetched without their tags (`no_tags_env`)."""
+    git remotes `urls` are fetched without their tags (`no_tags_env`). The flake is
+    written to a temporary directory in `work_dir` (the hive's meta repo), where one
+    that a killed deploy left is swept by a later lock."""
     nix = shutil.which("nix")
     if nix is None:
         raise LockError("nix is not on PATH")
-    with tempfile.TemporaryDirectory(prefix="hyperhive-meta-") as tmp:
+    if work_dir is not None:
+        gitcli.sweep(work_dir, min_age=2 * LOCK_TIMEOUT, prefix=LOCK_TEMP_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=LOCK_TEMP_PREFIX, dir=work_dir) as tmp:
         (Path(tmp) / "flake.nix").write_bytes(flake)
         if previous_lock:
             (Path(tmp) / "flake.lock").write_bytes(previous_lock)
@@ -259,7 +269,7 @@ def tree_files(home: Home, pins: dict[str, dict], previous_lock: bytes | None) -
         return files
     try:
         urls = [applied_url(home, name) for name in pins]
-        if (lock := lock_flake(flake, previous_lock, urls)) is not None:
+        if (lock := lock_flake(flake, previous_lock, urls, home.meta_dir)) is not None:
             files["flake.lock"] = lock
     except (LockError, OSError, subprocess.SubprocessError) as e:
         log.error("meta flake.lock not updated: %s", e)
