@@ -42,10 +42,11 @@ def queued_behind_a_held_lock(group: GroupCommit, rows: list[tuple]) -> tuple[li
     ids, errors = [None] * len(rows), [None] * len(rows)
 
     def insert(i: int) -> None:
-        try:
-            ids[i] = group.insert(rows[i])
-        except Exception as e:
-            errors[i] = e
+        (result,) = group.insert_many([rows[i]])
+        if isinstance(result, BaseException):
+            errors[i] = result
+        else:
+            ids[i] = result
 
     threads = [threading.Thread(target=insert, args=(i,)) for i in range(len(rows))]
     with group.pool._writing:
@@ -93,7 +94,7 @@ def test_a_failed_group_stores_none_of_its_rows_and_tells_each_sender(scratch):
     assert errors[0] is None and ids[0] is not None  # the leader's own group: x
     assert all(isinstance(e, sqlite3.IntegrityError) for e in errors[1:])  # y and x again
     assert stored(hive, "SELECT name FROM names") == [("x",)]  # y went with its group
-    assert group.insert(("y",)) == ids[0] + 1  # the pool and the group still work
+    assert group.insert_many([("y",)]) == [ids[0] + 1]  # the pool and the group still work
     pool.close()
 
 

@@ -29,9 +29,9 @@ class _Row:
 
 
 class GroupCommit:
-    """`insert(values)` runs `sql` (an INSERT with one `?` per value) and returns the new
-    row's id, in a transaction shared with whatever other threads insert at that moment;
-    `insert_many` queues several rows at once (one connection's pipelined sends)."""
+    """`insert_many(rows)` runs `sql` (an INSERT with one `?` per value) for each row, in
+    transactions shared with whatever other threads insert at that moment, and gives each
+    row's new id (several rows at once: one connection's pipelined sends)."""
 
     def __init__(self, pool: Pool, sql: str, limit: int = MAX_GROUP):
         if limit < 1:
@@ -41,12 +41,6 @@ class GroupCommit:
         self._queue: list[_Row] = []
         self._busy = False  # a thread is writing a group
         self.groups = 0  # transactions written (for tests and the bench)
-
-    def insert(self, values: Sequence[object]) -> int:
-        (result,) = self.insert_many([values])
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     def insert_many(self, rows: Sequence[Sequence[object]]) -> list[int | BaseException]:
         """Insert `rows` in order, in as few transactions as the limit allows (shared with

@@ -188,10 +188,10 @@ class Broker:
             )
 
     def send(self, sender: str, to: str, body: str) -> int:
-        self.check_send(sender, to, body)
-        message_id = self._sends.insert((sender, to, body, time.time()))
-        self.wake([to])
-        return message_id
+        (result,) = self.send_many(sender, [(to, body)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def send_many(self, sender: str, messages: list[tuple[object, object]]) -> list:
         """`messages` (to, body) sent in order by `sender` (a connection's pipelined sends):
