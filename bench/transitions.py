@@ -135,6 +135,19 @@ def record(section: str, who: str, label: str, samples: list[float]) -> None:
     ROWS.append(Row(section, who, label, samples))
 
 
+def record_window(
+    who: str, label: str, size: int, phases: dict[str, list[float]], minus_nix: list[float]
+) -> None:
+    """Section (a)'s rows for one window of cycles (each cycle's total, each phase, deploy
+    minus its nix processes), kept in GROWTH for the growth table."""
+    totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
+    record("a", who, label, totals)
+    for phase, samples in phases.items():
+        record("a", "", f"  {phase}", samples)
+    record("a", "", "    deploy minus its nix processes", minus_nix)
+    GROWTH[(who, size)] = {**phases, "cycle": totals, "deploy - nix": minus_nix}
+
+
 def print_rows(titles: dict[str, str]) -> None:
     """The recorded rows as one table: n, median, min and mean, section by section."""
     width = max(len(r.label) for r in ROWS) + 7
@@ -334,12 +347,7 @@ def cycles_in_process(
             engine.append(phases["deploy"][-1] - (NIX_CLOCK.total - nix))
             done += 1
             yield
-        totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
-        record("a", "ours", f"in-process cycle at {done} approvals", totals)
-        for phase, samples in phases.items():
-            record("a", "", f"  {phase}", samples)
-        record("a", "", "    deploy minus its nix processes", engine)
-        GROWTH[("ours", size)] = {**phases, "cycle": totals, "deploy - nix": engine}
+        record_window("ours", f"in-process cycle at {done} approvals", size, phases, engine)
     tags = len(git(home.applied_dir(name), "for-each-ref", "refs/tags/").splitlines())
     loose = sum(len(files) for _, _, files in os.walk(home.applied_dir(name) / "refs" / "tags"))
     say(f"  after {done} approvals the applied repo holds {tags} tags ({loose} loose)")
@@ -584,12 +592,7 @@ def git_reference_cycles(root: Path, sizes: list[int], window: int) -> Iterator[
                 phases[phase].append(t)
             rest.append(phases["deploy"][-1] - (NIX_CLOCK.total - nix))
             yield  # to ours (see cycles_in_process)
-        totals = [sum(ts) for ts in zip(*phases.values(), strict=True)]
-        record("a", "ref", f"git CLI + nix cycle at {done} approvals", totals)
-        for phase, samples in phases.items():
-            record("a", "", f"  {phase}", samples)
-        record("a", "", "    deploy minus its nix processes", rest)
-        GROWTH[("ref", size)] = {**phases, "cycle": totals, "deploy - nix": rest}
+        record_window("ref", f"git CLI + nix cycle at {done} approvals", size, phases, rest)
     tags = len(git(applied, "for-each-ref", "refs/tags/").splitlines())
     say(f"  the reference's applied repo holds {tags} tags")
 
