@@ -54,21 +54,14 @@ def hung_up(conn: socket.socket) -> bool:
     return bool(select.select([conn], [], [], 0)[0]) and not conn.recv(1, socket.MSG_PEEK)
 
 
-class StandIn:
-    """The daemon's side of one agent's socket: answers whoami and release, hands a
-    message to a recv when `turn()` asks (noting the time its reply is written), and
-    counts turn reports."""
+class SocketStandIn:
+    """A unix socket served as the daemon serves an agent's: a thread per connection,
+    each running `answer(conn)` (bench/startup.py has one too)."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.bind(str(path))
         self.sock.listen(16)
-        self.pending: queue.Queue[None] = queue.Queue()
-        self.sent: list[int] = []  # time.time_ns() just before each message's reply
-        self.reports = queue.Queue()
-        self.next_id = 1
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self) -> None:
@@ -78,6 +71,27 @@ class StandIn:
             except OSError:
                 return
             threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class StandIn(SocketStandIn):
+    """The daemon's side of one agent's socket: answers whoami and release, hands a
+    message to a recv when `turn()` asks (noting the time its reply is written), and
+    counts turn reports."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        self.pending: queue.Queue[None] = queue.Queue()
+        self.sent: list[int] = []  # time.time_ns() just before each message's reply
+        self.reports = queue.Queue()
+        self.next_id = 1
+        super().__init__(path)
 
     def answer(self, conn: socket.socket) -> None:
         with conn:
@@ -127,9 +141,6 @@ class StandIn:
 
     def turn(self) -> None:
         self.pending.put(None)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def execs(state: Path) -> list[int]:

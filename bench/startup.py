@@ -40,6 +40,7 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
+from sandbox import SocketStandIn
 from transitions import note, print_rows, record, say
 
 BIN = Path(sys.executable).parent
@@ -107,7 +108,7 @@ def run_to_exit(argv: list[str], **kw) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
-class StandIn:
+class StandIn(SocketStandIn):
     """The daemon's side of an agent socket: whoami, release, and a recv it holds until
     the client hangs up; each op's arrival is put on `seen`."""
 
@@ -115,18 +116,7 @@ class StandIn:
         self.tools = tools
         self.seen: list[tuple[str, float]] = []
         self.arrived = threading.Condition()
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(str(path))
-        self.sock.listen(16)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+        super().__init__(path)
 
     def answer(self, conn: socket.socket) -> None:
         with conn:
@@ -156,9 +146,6 @@ class StandIn:
             if not ok:
                 raise SystemExit(f"no {op} reached the stand-in within {timeout} s")
             return next(t for o, t in self.seen[after:] if o == op)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def mcp_start(sock: Path) -> tuple[float, float]:
