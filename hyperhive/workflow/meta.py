@@ -177,8 +177,8 @@ def no_tags_env(urls: Iterable[str], environ: Mapping[str, str] | None = None) -
 def lock_flake(
     flake: bytes,
     previous_lock: bytes | None,
-    urls: Iterable[str] = (),
-    work_dir: Path | None = None,
+    urls: Iterable[str],
+    work_dir: Path,
 ) -> bytes | None:
     """flake.lock for `flake`, starting from the previous lock so inputs already locked
     are kept (`nix flake lock` only adds, relocks changed and drops removed inputs). The
@@ -188,8 +188,7 @@ def lock_flake(
     nix = shutil.which("nix")
     if nix is None:
         raise LockError("nix is not on PATH")
-    if work_dir is not None:
-        gitcli.sweep(work_dir, min_age=2 * LOCK_TIMEOUT, prefix=LOCK_TEMP_PREFIX)
+    gitcli.sweep(work_dir, min_age=2 * LOCK_TIMEOUT, prefix=LOCK_TEMP_PREFIX)
     with tempfile.TemporaryDirectory(prefix=LOCK_TEMP_PREFIX, dir=work_dir) as tmp:
         (Path(tmp) / "flake.nix").write_bytes(flake)
         if previous_lock:
