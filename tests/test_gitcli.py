@@ -170,5 +170,5 @@ def test_is_ancestor_agrees_with_git_merge_base_walked_or_asked(tmp_path: Path):
             ancestors = set(git(path, "rev-list", new).split())  # `new` and what it reaches
             for old in shas:
                 for walk in (1, 100):
-                    got = gitcli.is_ancestor(repo, old.encode(), new.encode(), walk)
+                    got = gitcli.is_ancestor(repo.object_store, old.encode(), new.encode(), walk)
                     assert got is (old in ancestors), (old, new, walk)

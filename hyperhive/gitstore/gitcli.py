@@ -25,7 +25,7 @@ not the bookkeeping); hard-linking the source's packs would bring every object o
 config repo, reachable or not, and nothing that checks them. git's walk is `git fetch`'s
 own, so the applied repo ends with exactly what a fetch would have brought.
 
-**Ancestry** (`is_ancestor`, `store_is_ancestor` over a push's quarantine): a walk back
+**Ancestry** (`is_ancestor`, over a repo's objects or a push's quarantine): a walk back
 of at most ANCESTRY_WALK commits in Python, then `git merge-base --is-ancestor`.
 
 git runs with no system or user config and none of the caller's `GIT_*` variables (a
@@ -43,7 +43,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dulwich.object_store import DiskObjectStore
-from dulwich.repo import Repo
 
 from hyperhive.errors import GitFailed, HistoryTooLarge
 
@@ -79,12 +78,6 @@ def _git() -> str:
     return git
 
 
-def is_ancestor(repo: Repo, old: bytes, new: bytes, walk: int = ANCESTRY_WALK) -> bool:
-    """Whether commit `old` is `new` or one of its ancestors (a fast-forward from `old` to
-    `new`): the usual answers, a few commits back, found in Python; a longer walk is git's."""
-    return store_is_ancestor(repo.object_store, old, new, walk)
-
-
 def objects_env(objects: DiskObjectStore) -> dict[str, str]:
     """git_env that shows git the objects of `objects`: its directory, its alternates, and
     the repo whose `objects` it or an alternate is (a push's quarantine inside it)."""
@@ -100,10 +93,12 @@ def objects_env(objects: DiskObjectStore) -> dict[str, str]:
     )
 
 
-def store_is_ancestor(
+def is_ancestor(
     objects: DiskObjectStore, old: bytes, new: bytes, walk: int = ANCESTRY_WALK
 ) -> bool:
-    """is_ancestor over an object store (a push's quarantine, before any ref names it)."""
+    """Whether commit `old` is `new` or one of its ancestors (a fast-forward from `old` to
+    `new`) in `objects` (a repo's, or a push's quarantine before any ref names it): the
+    usual answers, a few commits back, found in Python; a longer walk is git's."""
     todo, seen = [new], set()
     while todo and len(seen) < walk:
         sha = todo.pop()

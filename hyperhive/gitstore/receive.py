@@ -100,12 +100,6 @@ class Rules(Protocol):
         failure is returned by ref (the others are reported as git's atomic failure)."""
 
 
-def is_ancestor(objects: DiskObjectStore, old: bytes, new: bytes) -> bool:
-    """Whether commit `old` is `new` or one of its ancestors: a fast-forward. A few
-    commits back in Python, a longer walk git's (a quarantine's objects included)."""
-    return gitcli.store_is_ancestor(objects, old, new)
-
-
 @dataclass(frozen=True)
 class Limits:
     """What one push may hold (the [git] settings)."""
@@ -126,7 +120,7 @@ def _reached(git_dir: Path, tips: dict[str, str]) -> bool:
         for ref, tip in tips.items():
             now = refs.read(repo, ref.encode())
             known = now is not None and tip.encode() in repo.object_store
-            if known and is_ancestor(repo.object_store, tip.encode(), now):
+            if known and gitcli.is_ancestor(repo.object_store, tip.encode(), now):
                 return True
         return False
     finally:

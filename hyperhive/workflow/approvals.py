@@ -475,8 +475,8 @@ class Approvals:
         # deployed commit, where the other would walk the whole history.
         back = (
             deployed is not None
-            and not is_ancestor(repo, deployed, sha)
-            and is_ancestor(repo, sha, deployed)
+            and not is_ancestor(repo.object_store, deployed, sha)
+            and is_ancestor(repo.object_store, sha, deployed)
         )
         if back and not rollback:
             raise RollbackNotSaid(

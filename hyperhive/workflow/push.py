@@ -30,7 +30,8 @@ from dulwich.repo import Repo
 
 from hyperhive.errors import ConcurrentUpdate, HiveError, disk_full
 from hyperhive.gitstore import refs, worktree
-from hyperhive.gitstore.receive import Command, Refused, is_ancestor
+from hyperhive.gitstore.gitcli import is_ancestor
+from hyperhive.gitstore.receive import Command, Refused
 from hyperhive.gitstore.repos import open_repo
 from hyperhive.gitstore.treecheck import unsafe_tree
 from hyperhive.home import Home
