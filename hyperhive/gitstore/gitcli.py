@@ -71,7 +71,7 @@ def git_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _git() -> str:
+def git_program() -> str:
     git = shutil.which("git")
     if git is None:
         raise GitFailed("walking a long history needs the git CLI, and `git` is not on PATH")
@@ -109,7 +109,7 @@ def is_ancestor(
             todo.extend(objects[sha].parents)
     if not todo:
         return False
-    argv = [_git(), "merge-base", "--is-ancestor", old.decode(), new.decode()]
+    argv = [git_program(), "merge-base", "--is-ancestor", old.decode(), new.decode()]
     env = objects_env(objects)
     try:
         proc = subprocess.run(argv, env=env, capture_output=True, timeout=ANCESTRY_SECONDS)
@@ -149,7 +149,7 @@ def copy_pack(
     `dst_git_dir`, as one pack. Returns the pack's size in bytes. A pack larger than
     `max_bytes` is refused (`HistoryTooLarge`) and nothing is kept; so is a copy that
     takes over `timeout` seconds (`GitFailed`)."""
-    git = _git()
+    git = git_program()
     objects = dst_git_dir / "objects"
     sweep(objects)
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=objects))
@@ -195,7 +195,9 @@ def copy_pack(
                 (indexer, index_err, "index-pack"),
             ):
                 if proc.wait() != 0:
-                    raise GitFailed(f"git {name} failed copying {want.decode()[:12]}: {_tail(err)}")
+                    raise GitFailed(
+                        f"git {name} failed copying {want.decode()[:12]}: {stderr_tail(err)}"
+                    )
             kind, _, name = out.decode().strip().partition("\t")
             if kind != "pack" or len(name) != 40:
                 raise GitFailed(f"git index-pack said {out!r}, not the name of its pack")
@@ -252,7 +254,7 @@ def _kill(procs: Iterable[subprocess.Popen]) -> None:
                     pipe.close()
 
 
-def _tail(err) -> str:
+def stderr_tail(err) -> str:
     """The last lines git wrote to stderr."""
     err.seek(0)
     lines = err.read().decode(errors="replace").strip().splitlines()

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from hyperhive.gitstore.gitcli import _git, _tail, git_env
+from hyperhive.gitstore.gitcli import git_env, git_program, stderr_tail
 
 INDEX_SECONDS = 600  # what is left to git once the last byte is in: deltas, fsck, index
 PIPE_BYTES = 64 * 1024
@@ -58,7 +58,7 @@ class PackIndexer:
             GIT_OBJECT_DIRECTORY=str(objects),
             GIT_ALTERNATE_OBJECT_DIRECTORIES=":".join(str(p) for p in alternates),
         )
-        argv = [_git(), "index-pack", "--stdin", "--fix-thin", STRICT]
+        argv = [git_program(), "index-pack", "--stdin", "--fix-thin", STRICT]
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __exit__
         try:
             self.proc = subprocess.Popen(
@@ -119,4 +119,4 @@ class PackIndexer:
             )
         if bad := FSCK_RE.search(text):
             return IndexFailed("malformed object", f"object {bad[1]} is malformed: {bad[3]}")
-        return IndexFailed("unreadable pack", f"unreadable pack: {_tail(self.err)}")
+        return IndexFailed("unreadable pack", f"unreadable pack: {stderr_tail(self.err)}")
