@@ -56,7 +56,7 @@ def hung_up(conn: socket.socket) -> bool:
 
 class SocketStandIn:
     """A unix socket served as the daemon serves an agent's: a thread per connection,
-    each running `answer(conn)` (bench/startup.py has one too)."""
+    whose request line `respond(conn, request)` answers (bench/startup.py has one too)."""
 
     def __init__(self, path: Path):
         self.sock = socket.socket(socket.AF_UNIX)
@@ -73,6 +73,12 @@ class SocketStandIn:
             threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
 
     def answer(self, conn: socket.socket) -> None:
+        with conn:
+            line = conn.makefile("rb").readline()
+            if line:
+                self.respond(conn, json.loads(line))
+
+    def respond(self, conn: socket.socket, request: dict) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -93,35 +99,30 @@ class StandIn(SocketStandIn):
         self.next_id = 1
         super().__init__(path)
 
-    def answer(self, conn: socket.socket) -> None:
-        with conn:
-            line = conn.makefile("rb").readline()
-            if not line:
-                return
-            request = json.loads(line)
-            op = request.get("op")
-            reply: dict = {"ok": True}
-            if op == "whoami":
-                reply.update(name=NAME, role="manager", tools=[])
-            elif op == "release":
-                reply["released"] = 0
-            elif op == "recv":
-                reply["messages"] = []
-                if self.wait_turn(conn, request.get("wait_seconds", 60)):
-                    message = {"id": self.next_id, "from": "operator", "body": "go"}
-                    message["at"] = "2026-01-01T00:00:00Z"
-                    self.next_id += 1
-                    reply["messages"] = [message]
-            elif op == "turn_report":
-                self.reports.put(request.get("report"))
+    def respond(self, conn: socket.socket, request: dict) -> None:
+        op = request.get("op")
+        reply: dict = {"ok": True}
+        if op == "whoami":
+            reply.update(name=NAME, role="manager", tools=[])
+        elif op == "release":
+            reply["released"] = 0
+        elif op == "recv":
+            reply["messages"] = []
+            if self.wait_turn(conn, request.get("wait_seconds", 60)):
+                message = {"id": self.next_id, "from": "operator", "body": "go"}
+                message["at"] = "2026-01-01T00:00:00Z"
+                self.next_id += 1
+                reply["messages"] = [message]
+        elif op == "turn_report":
+            self.reports.put(request.get("report"))
+        if reply.get("messages"):
+            self.sent.append(time.time_ns())
+        try:
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:  # its harness was stopped: the turn goes to the next one
             if reply.get("messages"):
-                self.sent.append(time.time_ns())
-            try:
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:  # its harness was stopped: the turn goes to the next one
-                if reply.get("messages"):
-                    self.sent.pop()
-                    self.pending.put(None)
+                self.sent.pop()
+                self.pending.put(None)
 
     def wait_turn(self, conn: socket.socket, seconds: float) -> bool:
         """A turn was asked for while the harness still waits on `conn`."""

@@ -118,24 +118,20 @@ class StandIn(SocketStandIn):
         self.arrived = threading.Condition()
         super().__init__(path)
 
-    def answer(self, conn: socket.socket) -> None:
-        with conn:
-            line = conn.makefile("rb").readline()
-            if not line:
-                return
-            op = json.loads(line).get("op")
-            with self.arrived:
-                self.seen.append((op, time.perf_counter()))
-                self.arrived.notify_all()
-            reply: dict = {"ok": True}
-            if op == "whoami":
-                reply.update(name="manager", role="manager", tools=self.tools)
-            elif op == "release":
-                reply["released"] = 0
-            elif op == "recv":
-                conn.recv(1)  # held until the harness goes away
-                return
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+    def respond(self, conn: socket.socket, request: dict) -> None:
+        op = request.get("op")
+        with self.arrived:
+            self.seen.append((op, time.perf_counter()))
+            self.arrived.notify_all()
+        reply: dict = {"ok": True}
+        if op == "whoami":
+            reply.update(name="manager", role="manager", tools=self.tools)
+        elif op == "release":
+            reply["released"] = 0
+        elif op == "recv":
+            conn.recv(1)  # held until the harness goes away
+            return
+        conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def wait_for(self, op: str, after: int, timeout: float = 60) -> float:
         """The time the first `op` after the `after`-th arrival came."""
