@@ -2,6 +2,7 @@
 real processes: what an agent sees from inside, from its harness's claude and from its
 terminal; a deploy rebuilds it from the new policy; no bwrap, no agents."""
 
+import contextlib
 import json
 import os
 import shlex
@@ -314,3 +315,40 @@ def test_a_start_without_bwrap_starts_nothing(home, runtime, monkeypatch, tmp_pa
     (home.root / "hyperhive.toml").write_text("[local]\nsandbox = false\n")
     assert not runtime.sandboxed
     runtime.shell("manager").close()
+
+
+def test_leftovers_are_the_orphaned_sandboxes_only(tmp_path):
+    """kill_leftovers ends a sandbox's pid 1 whose bwrap died before it armed
+    --die-with-parent (here: never armed), and spares a live sandbox with the very same
+    command line, its bwrap and its pid 1: a harness started anew by another daemon."""
+    import signal
+    import subprocess
+
+    bwrap = shutil.which("bwrap")
+    argv = [bwrap, "--unshare-user", "--unshare-pid", "--new-session", "--dev-bind", "/", "/"]
+    argv += ["sleep", "60"]
+    cmdline = b"".join(os.fsencode(a) + b"\0" for a in argv)
+    old, new = (subprocess.Popen(argv, start_new_session=True) for _ in range(2))
+    firsts = []
+    try:
+        firsts += [sandbox.stop_group(p.pid) for p in (old, new)]  # each one's pid 1
+        assert all(f not in (old.pid, new.pid) for f in firsts)
+        orphan, live = firsts
+        old.kill()
+        old.wait()
+        wait_for(lambda: sandbox._parent(orphan) != old.pid, what="the orphan's new parent")
+        sandbox.kill_leftovers(cmdline)
+        wait_for(lambda: not Path(f"/proc/{orphan}").exists() or _zombie(orphan), what="kill")
+        assert new.poll() is None and Path(f"/proc/{live}").exists() and not _zombie(live)
+    finally:
+        for pid in (*firsts, old.pid, new.pid):  # a namespace ends with its pid 1
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        old.wait(), new.wait()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

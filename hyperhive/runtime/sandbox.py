@@ -243,15 +243,28 @@ def stop_group(pid: int) -> int:
 def kill_leftovers(cmdline: bytes) -> None:
     """SIGKILL what is left of a sandbox whose bwrap died (killed right after its start)
     before its pid 1 had armed --die-with-parent: that pid 1 runs bwrap's very command line
-    (`cmdline`, as /proc has it), and the namespace ends with it."""
+    (`cmdline`, as /proc has it), and the namespace ends with it.
+
+    Only an orphan is left over: a process in another pid namespace than ours (a bwrap
+    is in ours) whose parent does not run that command line (a live sandbox's pid 1 is
+    its bwrap's child). A harness started anew with the same command line, by this daemon
+    or another, is spared whenever this runs."""
     if os.path.basename(cmdline.split(b"\0", 1)[0]) != b"bwrap":
         return
+    ours = os.readlink("/proc/self/ns/pid")
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if (proc / "cmdline").read_bytes() == cmdline:
-                os.kill(int(proc.name), signal.SIGKILL)
+            if (proc / "cmdline").read_bytes() != cmdline or os.readlink(proc / "ns/pid") == ours:
+                continue
+            if Path(f"/proc/{_parent(int(proc.name))}/cmdline").read_bytes() == cmdline:
+                continue
+            os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _leads_its_group(pid: int) -> bool:
