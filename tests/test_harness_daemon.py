@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -181,8 +182,12 @@ def test_local_runtime_start_stop_and_crash_without_a_daemon(home, runtime):
     deploy(home, "manager", 1, runtime)
     exits = []
     runtime.watch(lambda name, status: exits.append((name, status)))
+    # the first harness's reaper is held until another runtime has started a new one
+    gate, reap = threading.Event(), runtime.harnesses._reap
+    runtime.harnesses._reap = lambda name, proc: (gate.wait(30), reap(name, proc))
     try:
         runtime.start("manager")
+        runtime.harnesses._reap = reap
         first = pid_of(home, "manager")
         runtime.start("manager")  # runs the deployed revision already: nothing to do
         assert pid_of(home, "manager") == first and _alive(first)
@@ -195,7 +200,10 @@ def test_local_runtime_start_stop_and_crash_without_a_daemon(home, runtime):
         other.start("manager")
         second = pid_of(home, "manager")
         assert second != first and not _alive(first)
-        assert LocalRuntime(home).status("manager")["state"] == "running"
+        # the first runtime's reaper of its harness, through: it spares the new one
+        gate.set()
+        wait_for(lambda: "manager" not in runtime.harnesses.running, what="the reaper")
+        assert _alive(second) and LocalRuntime(home).status("manager")["state"] == "running"
 
         # stopped through the pid file (as a CLI destroy does): no crash for its parent
         other.watch(lambda name, status: exits.append((name, status)))
