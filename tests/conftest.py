@@ -1,14 +1,21 @@
 """Fixtures for every test module (a real hive home on disk, its local runtime) and the
 run-wide check that no process the tests started is left. Helpers live in tests/support/."""
 
+import sys
 from pathlib import Path
 
 import pytest
+from support.template import copy_hive, make_template
 from support.tmpfs import short_basetemp, use_tmpfs
 
-from hyperhive.agents import init_hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
+
+# pytest keeps its assertion rewrite of each test module in __pycache__ only when bytecode
+# may be written: with PYTHONDONTWRITEBYTECODE set (CI, this machine) every xdist worker
+# rewrote all ~80 modules at every run, 8-10 s of CPU each before its first test. The
+# rewrite's cache is checked against the source's mtime and size, as a .pyc is.
+sys.dont_write_bytecode = False
 
 # The check that no process the tests started outlives the run, `--cpu-top=N` (the tests
 # that cost the most CPU); pytester for its own test.
@@ -25,12 +32,16 @@ def pytest_configure(config: pytest.Config) -> None:
         short_basetemp(config)
 
 
+@pytest.fixture(scope="session")
+def hive_template(tmp_path_factory: pytest.TempPathFactory) -> Home:
+    """One `init_hive` per test process, which `home` copies (support/template.py)."""
+    return make_template(tmp_path_factory.mktemp("template") / "hive")
+
+
 @pytest.fixture
-def home(tmp_path: Path) -> Home:
+def home(tmp_path: Path, hive_template: Home) -> Home:
     """An initialized hive: meta repo and the manager agent with proposal manager#1."""
-    h = Home(tmp_path / "hive")
-    init_hive(h, LocalRuntime(h), "operator")
-    return h
+    return copy_hive(hive_template, tmp_path / "hive")
 
 
 @pytest.fixture
