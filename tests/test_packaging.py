@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from support.once import once_per_run
 
 from hyperhive.daemon.hostsock import HostSocket
 from hyperhive.errors import HiveError
@@ -21,22 +22,26 @@ from hyperhive.errors import HiveError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The wheel of the tracked files (what nix/package.nix builds), without the venv's."""
-    tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"
+def build_wheel(out: Path) -> None:
+    """The wheel of the tracked files (what nix/package.nix builds), without the venv's,
+    into `out`."""
+    src = out / "src"
     for rel in filter(None, TRACKED):
         if (ROOT / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             (src / rel).write_bytes((ROOT / rel).read_bytes())
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp), str(src)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
         check=True,
         capture_output=True,
-        cwd=tmp,
+        cwd=out,
     )
-    (built,) = tmp.glob("hyperhive-*.whl")
+
+
+@pytest.fixture(scope="session")
+def wheel(request) -> Path:
+    """The wheel, built once for the whole run (~5 s of CPU in pip's isolated build)."""
+    (built,) = once_per_run(request.config, "wheel", build_wheel).glob("hyperhive-*.whl")
     return built
 
 
