@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.template import copy_hive, make_template
+from support.template import Templates, copy_hive
 from support.tmpfs import short_basetemp, use_tmpfs
 
 from hyperhive.home import Home
@@ -33,9 +33,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def hive_template(tmp_path_factory: pytest.TempPathFactory) -> Home:
-    """One `init_hive` per test process, which `home` copies (support/template.py)."""
-    return make_template(tmp_path_factory.mktemp("template") / "hive")
+def hive_templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
+    return Templates(lambda: tmp_path_factory.mktemp("template") / "hive")
+
+
+@pytest.fixture
+def hive_template(hive_templates: Templates) -> Home:
+    """The hive `init_hive` made once per test process (and umask), which `home` copies
+    (support/template.py)."""
+    return hive_templates.current()
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 there (support/template.py)."""
 
 import os
+import re
 import subprocess
+import time
+from collections import Counter
 
 import pytest
 from support.hive import git
@@ -14,23 +17,32 @@ from hyperhive.runtime.local import LocalRuntime
 from hyperhive.workflow.approvals import Approvals
 
 
-def listing(root) -> dict[str, tuple[str, int]]:
-    """Every path under `root`: its kind and permission bits."""
-    found = {}
+def listing(root) -> Counter:
+    """Every path under `root` with its kind (a link: its target) and permission bits;
+    loose objects by count, not name (a commit's name has its time in it)."""
+    found = Counter()
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
             path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            kind = "link" if os.path.islink(path) else "dir" if name in dirs else "file"
-            found[os.path.relpath(path, root)] = (kind, st.st_mode & 0o7777)
+            kind = f"-> {os.readlink(path)}" if os.path.islink(path) else name in dirs
+            rel = re.sub(r"/objects/[0-9a-f]{2}(/[0-9a-f]{38})?$", "/objects/<loose>", path)
+            found[os.path.relpath(rel, root), kind, os.lstat(path).st_mode & 0o7777] += 1
     return found
+
+
+def modified_before(root, ns: int) -> list[str]:
+    """The paths under `root` (itself included) last modified before `ns`."""
+    paths = [root, *root.rglob("*")]
+    return [str(p) for p in paths if os.lstat(p).st_mtime_ns < ns]
 
 
 def test_a_copied_hive_is_the_one_init_hive_makes(tmp_path, hive_template):
     fresh = Home(tmp_path / "fresh")
     init_hive(fresh, LocalRuntime(fresh), "operator")
+    started = time.time_ns() - 10_000_000  # a coarse file system clock's step
     copied = copy_hive(hive_template, tmp_path / "copied")
     assert listing(copied.root) == listing(fresh.root)
+    assert modified_before(copied.root, started) == []  # new, as init_hive's files are
     assert own_path_in(copied.root) == [] and own_path_in(fresh.root) == []
     # the same trees, and the git CLI finds the copy whole
     for repo in ("meta.git", "applied/manager.git", "agents/manager/config"):
@@ -43,6 +55,22 @@ def test_a_copied_hive_is_the_one_init_hive_makes(tmp_path, hive_template):
     # a copy is a hive of its own: what a test does to it leaves the template alone
     subprocess.run(["git", "-C", str(copied.config_dir("manager")), "rm", "-q", "-r", "."])
     assert (hive_template.config_dir("manager") / "agent.nix").is_file()
+
+
+def test_a_template_is_made_per_umask(tmp_path, hive_templates):
+    """The CLI's main() restricts the process's umask: a hive made after that has other
+    permissions, and so does its copy."""
+    before = hive_templates.current()
+    old = os.umask(0o027)
+    try:
+        fresh = Home(tmp_path / "fresh")
+        init_hive(fresh, LocalRuntime(fresh), "operator")
+        restricted = hive_templates.current()
+        copied = copy_hive(restricted, tmp_path / "copied")
+    finally:
+        os.umask(old)
+    assert restricted is not before and hive_templates.current() is before
+    assert listing(copied.root) == listing(fresh.root) != listing(before.root)
 
 
 def test_a_template_that_names_its_own_path_is_refused(tmp_path, monkeypatch):
