@@ -13,8 +13,10 @@ from hyperhive.runtime.local import LocalRuntime
 
 # pytest keeps its assertion rewrite of each test module in __pycache__ only when bytecode
 # may be written: with PYTHONDONTWRITEBYTECODE set (CI, this machine) every xdist worker
-# rewrote all ~80 modules at every run, 8-10 s of CPU each before its first test. The
-# rewrite's cache is checked against the source's mtime and size, as a .pyc is.
+# rewrote all ~80 modules at every run, 8-10 s of CPU each before its first test. `make
+# test` writes the cache beforehand (the Makefile's $(REWRITTEN)); this keeps it written
+# by a run started by hand and for a module changed since. Checked against the source's
+# mtime and size, as a .pyc is.
 sys.dont_write_bytecode = False
 
 # The check that no process the tests started outlives the run, `--cpu-top=N` (the tests
