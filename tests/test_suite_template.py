@@ -9,7 +9,13 @@ from collections import Counter
 
 import pytest
 from support.hive import git
-from support.template import TemplateNamesItsPath, copy_hive, make_template, own_path_in
+from support.template import (
+    TemplateNamesItsPath,
+    copy_hive,
+    current_umask,
+    make_template,
+    own_path_in,
+)
 
 from hyperhive.agents import init_hive
 from hyperhive.home import Home
@@ -58,18 +64,20 @@ def test_a_copied_hive_is_the_one_init_hive_makes(tmp_path, hive_template):
 
 
 def test_a_template_is_made_per_umask(tmp_path, hive_templates):
-    """The CLI's main() restricts the process's umask: a hive made after that has other
-    permissions, and so does its copy."""
+    """The CLI's main() restricts the process's umask (a worker's, after a test called it
+    in-process): a hive made under another umask has other permissions, and so does the
+    copy of its template."""
     before = hive_templates.current()
-    old = os.umask(0o027)
+    other = 0o022 if current_umask() == 0o027 else 0o027
+    old = os.umask(other)
     try:
         fresh = Home(tmp_path / "fresh")
         init_hive(fresh, LocalRuntime(fresh), "operator")
-        restricted = hive_templates.current()
-        copied = copy_hive(restricted, tmp_path / "copied")
+        template = hive_templates.current()
+        copied = copy_hive(template, tmp_path / "copied")
     finally:
         os.umask(old)
-    assert restricted is not before and hive_templates.current() is before
+    assert template is not before and hive_templates.current() is before
     assert listing(copied.root) == listing(fresh.root) != listing(before.root)
 
 
