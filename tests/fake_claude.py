@@ -56,8 +56,6 @@ import uuid
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
-import anyio
-
 STARTED = time.time()  # before any work: a turn's start, as the harness sees it (bench/swarm.py)
 
 VARIADIC = {
@@ -274,6 +272,7 @@ async def start_servers(stack: AsyncExitStack, servers: dict) -> tuple[dict, lis
     sessions, statuses = {}, []
     if not servers:
         return sessions, statuses
+    import anyio
     from mcp import ClientSession, StdioServerParameters, stdio_client  # a second to import
 
     for key, spec in servers.items():
@@ -302,6 +301,8 @@ async def start_servers(stack: AsyncExitStack, servers: dict) -> tuple[dict, lis
 
 
 async def turn(opts: dict, prompt: str) -> int:
+    import anyio
+
     started = time.monotonic()
     sid, data = load_session(opts.get("--resume"))
     RUN["session"] = sid
@@ -450,9 +451,11 @@ VERSION = "2.1.328"
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--version"]:
+    if sys.argv[1:] == ["--version"]:  # before anyio's import: a harness asks at each start
         print(f"{os.environ.get('FAKE_CLAUDE_VERSION', VERSION)} (Claude Code)")
         return 0
+    import anyio
+
     opts, positional = parse(sys.argv[1:])
     prompt = " ".join(positional) if positional else sys.stdin.read()
     hive_env = {
