@@ -151,7 +151,7 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
     (report,) = crash_reports(root)
     lines = report["body"].splitlines()
     assert lines[0] == "container_crash: alice"
-    assert "exited unexpectedly (killed by SIGKILL)" in lines[1]
+    assert "exited unexpectedly (killed by SIGKILL); it is restarted in 0.2 s" in lines[1]
     assert any("ready on" in line for line in lines[2:])
     wait_for(lambda: pid_of(home, "alice") not in (None, second), what="the restart", timeout=30)
 
