@@ -1,4 +1,5 @@
-"""The forge through Flask's test client: auth, CSRF, every page and the JSON API."""
+"""The forge through Flask's test client: auth, CSRF, every page and the JSON API. The
+tests that only read and are refused share one hive and app (`seen`, `anon_seen`)."""
 
 import json
 import re
@@ -10,8 +11,11 @@ from support.hive import PASSWORD, commit_config, csrf, git, log_in
 
 from forge_ui import create_app, state
 from hyperhive import operator
+from hyperhive.agents import init_hive
 from hyperhive.errors import BadInput
 from hyperhive.hive import Hive
+from hyperhive.home import Home
+from hyperhive.runtime.local import LocalRuntime
 from hyperhive.workflow.approvals import Approvals
 
 
@@ -33,6 +37,27 @@ def client(app, home):
     return c
 
 
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory):
+    """One hive and forge for the module's tests that change nothing in it."""
+    home = Home(tmp_path_factory.mktemp("seen") / "hive")
+    init_hive(home, LocalRuntime(home), "operator")
+    operator.set_password(home, PASSWORD)
+    return create_app(Hive(home, LocalRuntime(home))), home
+
+
+@pytest.fixture(scope="module")
+def anon_seen(shared_app):
+    """Never logs in: a fresh client's view of the shared forge."""
+    return shared_app[0].test_client()
+
+
+@pytest.fixture(scope="module")
+def seen(shared_app):
+    app, home = shared_app
+    return log_in(app.test_client(), home, "alice")
+
+
 def tags(home, name="manager") -> list[str]:
     return git(home.applied_dir(name), "for-each-ref", "--format=%(refname)").split()
 
@@ -48,17 +73,17 @@ def no_hook(home, name="manager"):
     "path",
     ["/", "/agents/manager", "/review/manager/1", "/builds/manager/1", "/builds/manager/1/raw"],
 )
-def test_pages_need_a_session(anon, path):
-    r = anon.get(path)
+def test_pages_need_a_session(anon_seen, path):
+    r = anon_seen.get(path)
     assert r.status_code == 302
     assert r.headers["Location"].startswith("/login?next=")
 
 
 @pytest.mark.parametrize("path", ["/api/state", "/api/agents/manager/history"])
-def test_api_needs_a_session_or_token(anon, path):
-    r = anon.get(path)
+def test_api_needs_a_session_or_token(anon_seen, path):
+    r = anon_seen.get(path)
     assert r.status_code == 401 and "error" in r.get_json()
-    r = anon.get(path, headers={"Authorization": "Bearer wrong"})
+    r = anon_seen.get(path, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.get_json()["error"] == "invalid bearer token"
 
 
@@ -276,8 +301,8 @@ def test_build_log_page_and_raw(client, home):
         "/api/agents/ghost/history",
     ],
 )
-def test_unknown_agents_and_ids_are_404(client, path):
-    assert client.get(path).status_code == 404
+def test_unknown_agents_and_ids_are_404(seen, path):
+    assert seen.get(path).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -294,8 +319,8 @@ def test_unknown_agents_and_ids_are_404(client, path):
         "/api/agents/Manager/history",
     ],
 )
-def test_traversal_in_any_segment_is_refused(client, path):
-    r = client.get(path)
+def test_traversal_in_any_segment_is_refused(seen, path):
+    r = seen.get(path)
     assert r.status_code in (400, 404), (path, r.status_code)
     assert b"root:" not in r.data
 
@@ -379,8 +404,8 @@ def test_questions_are_answered_from_the_dashboard(client, home):
 
 
 @pytest.mark.parametrize("path", ["/", "/review/manager/1", "/builds/manager/1", "/agents/manager"])
-def test_pages_forbid_framing_and_run_only_their_own_scripts(client, path):
-    r = client.get(path)
+def test_pages_forbid_framing_and_run_only_their_own_scripts(seen, path):
+    r = seen.get(path)
     assert r.status_code == 200
     assert r.headers["X-Frame-Options"] == "DENY"
     assert r.headers["Referrer-Policy"] == "same-origin"
@@ -390,11 +415,11 @@ def test_pages_forbid_framing_and_run_only_their_own_scripts(client, path):
     nonce = re.search(r"script-src 'self' 'nonce-([^']+)'", csp).group(1)
     inline = re.findall(r"<script(?![^>]*\bsrc=)([^>]*)>", r.get_data(as_text=True))
     assert inline and all(f'nonce="{nonce}"' in attrs for attrs in inline)
-    assert client.get(path).headers["Content-Security-Policy"] != csp  # a nonce per answer
+    assert seen.get(path).headers["Content-Security-Policy"] != csp  # a nonce per answer
 
 
-def test_the_login_page_and_the_api_carry_the_headers_too(anon):
-    for r in (anon.get("/login"), anon.get("/api/state")):
+def test_the_login_page_and_the_api_carry_the_headers_too(anon_seen):
+    for r in (anon_seen.get("/login"), anon_seen.get("/api/state")):
         assert r.headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
 
