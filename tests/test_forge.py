@@ -21,12 +21,14 @@ from hyperhive.workflow.approvals import Approvals
 
 @pytest.fixture
 def app(home, runtime):
-    operator.set_password(home, PASSWORD)
     return create_app(Hive(home, runtime))
 
 
 @pytest.fixture
-def anon(app):
+def anon(app, home):
+    """Not logged in; the operator has PASSWORD (a scrypt hash: 0.16 s of CPU, so only
+    the tests that log in with a password pay it)."""
+    operator.set_password(home, PASSWORD)
     return app.test_client()
 
 
