@@ -4,6 +4,7 @@
 over random histories."""
 
 import json
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -569,15 +570,24 @@ def histories(draw):
     return failed_days, draw(st.lists(st.tuples(FINALS, ages), max_size=8))
 
 
+@pytest.fixture(scope="module")
+def new_hive(tmp_path_factory) -> Path:
+    """A new hive without post-receive, to copy: what init_hive and quiet make each time,
+    at a copy's cost (nothing in it names its own path)."""
+    home = Home(tmp_path_factory.mktemp("new") / "hive")
+    init_hive(home, LocalRuntime(home), "operator")
+    quiet(home, "manager")
+    return home.root
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories())
-def test_property_final_states_survive_and_ids_stay_unique(case):
+def test_property_final_states_survive_and_ids_stay_unique(new_hive, case):
     failed_days, approvals_spec = case
     now = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         home = Home(Path(tmp) / "hive")
-        init_hive(home, LocalRuntime(home), "operator")
-        quiet(home, "manager")
+        shutil.copytree(new_hive, home.root, symlinks=True)
         made = {1: P} | {
             craft(home, "manager", final, now - age): final for final, age in approvals_spec
         }
