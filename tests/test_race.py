@@ -1,6 +1,7 @@
 """Real processes racing on one applied repo: the transition lock picks exactly one winner."""
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -12,44 +13,58 @@ from hyperhive.home import Home
 
 NAME = "manager"
 
-# Each racer imports the CLI, says it is ready, then waits for the starting shot so that
-# every process enters `main` at (nearly) the same moment.
+# Each racer imports the CLI, says it is ready (a byte on the ready pipe), then blocks on
+# the starting pipe: its end of file, when the test closes the only write end, is the shot
+# that sends every process into `main` at (nearly) the same moment, with no CPU spent
+# polling for it while the others start.
 RACER = r"""
-import os, sys, time
+import os, sys
 from hyperhive.cli import main
-ready, go = sys.argv[1], sys.argv[2]
-open(ready, "w").close()
-while not os.path.exists(go):
-    time.sleep(0.001)
+ready, go = int(sys.argv[1]), int(sys.argv[2])
+os.write(ready, b".")
+os.close(ready)
+assert os.read(go, 1) == b""
 sys.exit(main(sys.argv[3:]))
 """
 
 
-def race(home: Home, tmp: Path, runs: list[tuple[list[str], dict]]) -> list[tuple]:
+def race(home: Home, runs: list[tuple[list[str], dict]]) -> list[tuple]:
     """Start one process per (argv, env) and fire them together; (code, out, err) each."""
-    gate = tmp / "gate"
-    gate.mkdir()
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     procs = []
-    for i, (argv, env) in enumerate(runs):
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", RACER, str(gate / f"ready-{i}"), str(gate / "go"), *argv],
-                env={**os.environ, "HYPERHIVE_HOME": str(home.root), **env},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
     try:
+        for argv, env in runs:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", RACER, str(ready_w), str(go_r), *argv],
+                    env={**os.environ, "HYPERHIVE_HOME": str(home.root), **env},
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    pass_fds=(ready_w, go_r),
+                )
+            )
+        os.close(ready_w)
+        ready_w = -1
         deadline = time.monotonic() + 60
-        while len(list(gate.glob("ready-*"))) < len(runs):
-            assert time.monotonic() < deadline, "racers did not get ready"
+        seen = 0
+        while seen < len(runs):
+            left = deadline - time.monotonic()
+            assert left > 0, "racers did not get ready"
+            if select.select([ready_r], [], [], min(left, 1.0))[0]:
+                got = os.read(ready_r, len(runs))
+                assert got, "a racer died before the start"  # every write end is closed
+                seen += len(got)
             assert all(p.poll() is None for p in procs), "a racer died before the start"
-            time.sleep(0.01)
-        (gate / "go").touch()
+        os.close(go_w)  # the starting shot
+        go_w = -1
         outputs = [p.communicate(timeout=60) for p in procs]
         return [(p.returncode, *out) for p, out in zip(procs, outputs, strict=True)]
     finally:
+        for fd in (ready_r, ready_w, go_r, go_w):
+            if fd >= 0:
+                os.close(fd)
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -75,7 +90,7 @@ def test_twenty_processes_racing_approve_and_deny_get_one_winner(home: Home, tmp
         runs.append(
             (["deny", f"{NAME}#1", "--reason", f"no from {i}"], {"HYPERHIVE_ACTOR": f"denier-{i}"})
         )
-    results = race(home, tmp_path, runs)
+    results = race(home, runs)
 
     winners = [i for i, (code, _, _) in enumerate(results) if code == 0]
     assert len(winners) == 1, results
@@ -126,7 +141,7 @@ def test_racing_proposals_get_distinct_consecutive_ids(home: Home, tmp_path: Pat
     # the shared ones are copied concurrently.
     commits = [fresh_commit(home, NAME) for _ in range(n)]
     runs = [(["propose", NAME, commits[i]], {"HYPERHIVE_ACTOR": f"proposer-{i}"}) for i in range(n)]
-    results = race(home, tmp_path, runs)
+    results = race(home, runs)
     assert [code for code, _, _ in results] == [0] * n, [err for *_, err in results]
 
     ids = {}
@@ -184,7 +199,7 @@ def test_builds_of_one_agent_are_serialized(home: Home, tmp_path: Path):
         """,
     )
     env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
-    results = race(home, tmp_path, [(["deploy", f"{NAME}#{i}"], env) for i in (2, 3)])
+    results = race(home, [(["deploy", f"{NAME}#{i}"], env) for i in (2, 3)])
     assert [code for code, _, _ in results] == [0, 0], results
 
     lines = builds.read_text().splitlines()
