@@ -1,5 +1,6 @@
 """Operator accounts, forge sessions and login throttling: the forge through Flask's test
-client, the CLI as a real subprocess changing what the running forge accepts."""
+client, the CLI as a real subprocess changing what the running forge accepts (what only
+reads runs the CLI's main in this process)."""
 
 import io
 import json
@@ -11,6 +12,7 @@ import time
 
 import pytest
 from support.hive import csrf, fresh_commit, git, run_cli
+from support.inprocess import run_main
 from werkzeug.security import generate_password_hash
 
 from forge_ui import create_app
@@ -230,7 +232,7 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
     no_hook(home)
     out = run_cli(home.root, "operator", "add", "alice", "--password-stdin", input=ALICE + "\n")
     assert out.returncode == 0, out.stderr
-    listing = json.loads(run_cli(home.root, "operator", "list", "--json", check=True).stdout)
+    listing = json.loads(run_main(home.root, "operator", "list", "--json", check=True).stdout)
     assert [(a["name"], a["password"]) for a in listing] == [("alice", True), ("operator", True)]
 
     # the account is what the tags record, not a name typed into the form
@@ -245,7 +247,7 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
     assert tag_actor(home, "approved/1") == "alice"
 
     # alice's bearer token speaks for alice, in the API and on the git remote
-    alice_token = run_cli(
+    alice_token = run_main(
         home.root, "operator", "token", "--account", "alice", check=True
     ).stdout.strip()
     assert tokens.caller(home, alice_token) == tokens.Caller("operator", "alice")
@@ -309,7 +311,7 @@ def test_an_old_operator_json_becomes_the_operator_account(home, runtime):
     assert logged_in(app).get("/").status_code == 200
     bearer = {"Authorization": f"Bearer {old['token']}"}
     assert app.test_client().get("/api/state", headers=bearer).status_code == 200
-    out = run_cli(home.root, "operator", "token", check=True)
+    out = run_main(home.root, "operator", "token", check=True)
     assert out.stdout.strip() == old["token"]
 
 
