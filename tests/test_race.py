@@ -1,7 +1,9 @@
 """Real processes racing on one applied repo: the transition lock picks exactly one winner."""
 
+import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -13,38 +15,65 @@ from hyperhive.home import Home
 
 NAME = "manager"
 
-# Each racer imports the CLI, says it is ready (a byte on the ready pipe), then blocks on
-# the starting pipe: its end of file, when the test closes the only write end, is the shot
-# that sends every process into `main` at (nearly) the same moment, with no CPU spent
-# polling for it while the others start.
-RACER = r"""
-import os, sys
+# One process imports the CLI and what the racing commands use, then forks a racer per
+# run: each a process of its own (its own pid, locks, environment and file descriptors)
+# that says it is ready (a byte on the ready pipe) and blocks on the starting pipe, whose
+# end of file, when the test closes the only write end, sends every racer into `main` at
+# (nearly) the same moment. No racer pays an interpreter's start and imports of its own,
+# and none spends CPU polling for the start while the others get ready.
+ZYGOTE = r"""
+import json, os, sys, traceback
 from hyperhive.cli import main
-ready, go = int(sys.argv[1]), int(sys.argv[2])
-os.write(ready, b".")
+import hyperhive.broker.messages, hyperhive.settings, hyperhive.wire.notify
+import hyperhive.wire.protocol, hyperhive.workflow.approvals, hyperhive.workflow.checks
+import hyperhive.workflow.deploy, hyperhive.workflow.hooks, hyperhive.workflow.states
+ready, go, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+pids = []
+for i, (argv, env) in enumerate(json.loads(sys.argv[4])):
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.environ.update(env)
+            for fd, name in ((1, "out"), (2, "err")):
+                f = os.open(f"{out}/{i}.{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.dup2(f, fd)
+                os.close(f)
+            os.write(ready, b".")
+            os.close(ready)
+            assert os.read(go, 1) == b""
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code if isinstance(code, int) else 1)
+    pids.append(pid)
 os.close(ready)
-assert os.read(go, 1) == b""
-sys.exit(main(sys.argv[3:]))
+print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]))
 """
 
 
-def race(home: Home, runs: list[tuple[list[str], dict]]) -> list[tuple]:
+def race(home: Home, tmp: Path, runs: list[tuple[list[str], dict]]) -> list[tuple]:
     """Start one process per (argv, env) and fire them together; (code, out, err) each."""
+    out = tmp / "racers"
+    out.mkdir()
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
-    procs = []
+    zygote = None
     try:
-        for argv, env in runs:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", RACER, str(ready_w), str(go_r), *argv],
-                    env={**os.environ, "HYPERHIVE_HOME": str(home.root), **env},
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    pass_fds=(ready_w, go_r),
-                )
-            )
+        zygote = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE, str(ready_w), str(go_r), str(out), json.dumps(runs)],
+            env={**os.environ, "HYPERHIVE_HOME": str(home.root)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=(ready_w, go_r),
+            start_new_session=True,  # the racers with it, for a kill if it comes to that
+        )
         os.close(ready_w)
         ready_w = -1
         deadline = time.monotonic() + 60
@@ -54,21 +83,23 @@ def race(home: Home, runs: list[tuple[list[str], dict]]) -> list[tuple]:
             assert left > 0, "racers did not get ready"
             if select.select([ready_r], [], [], min(left, 1.0))[0]:
                 got = os.read(ready_r, len(runs))
-                assert got, "a racer died before the start"  # every write end is closed
+                assert got, f"a racer died before the start: {zygote.communicate()[1]}"
                 seen += len(got)
-            assert all(p.poll() is None for p in procs), "a racer died before the start"
         os.close(go_w)  # the starting shot
         go_w = -1
-        outputs = [p.communicate(timeout=60) for p in procs]
-        return [(p.returncode, *out) for p, out in zip(procs, outputs, strict=True)]
+        codes, err = zygote.communicate(timeout=60)
+        assert zygote.returncode == 0, err
+        return [
+            (code, (out / f"{i}.out").read_text(), (out / f"{i}.err").read_text())
+            for i, code in enumerate(json.loads(codes))
+        ]
     finally:
         for fd in (ready_r, ready_w, go_r, go_w):
             if fd >= 0:
                 os.close(fd)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        if zygote is not None and zygote.poll() is None:
+            os.killpg(zygote.pid, signal.SIGKILL)
+            zygote.wait()
 
 
 def install_recorder(home: Home, record: Path) -> None:
@@ -90,7 +121,7 @@ def test_twenty_processes_racing_approve_and_deny_get_one_winner(home: Home, tmp
         runs.append(
             (["deny", f"{NAME}#1", "--reason", f"no from {i}"], {"HYPERHIVE_ACTOR": f"denier-{i}"})
         )
-    results = race(home, runs)
+    results = race(home, tmp_path, runs)
 
     winners = [i for i, (code, _, _) in enumerate(results) if code == 0]
     assert len(winners) == 1, results
@@ -141,7 +172,7 @@ def test_racing_proposals_get_distinct_consecutive_ids(home: Home, tmp_path: Pat
     # the shared ones are copied concurrently.
     commits = [fresh_commit(home, NAME) for _ in range(n)]
     runs = [(["propose", NAME, commits[i]], {"HYPERHIVE_ACTOR": f"proposer-{i}"}) for i in range(n)]
-    results = race(home, runs)
+    results = race(home, tmp_path, runs)
     assert [code for code, _, _ in results] == [0] * n, [err for *_, err in results]
 
     ids = {}
@@ -199,7 +230,7 @@ def test_builds_of_one_agent_are_serialized(home: Home, tmp_path: Path):
         """,
     )
     env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
-    results = race(home, [(["deploy", f"{NAME}#{i}"], env) for i in (2, 3)])
+    results = race(home, tmp_path, [(["deploy", f"{NAME}#{i}"], env) for i in (2, 3)])
     assert [code for code, _, _ in results] == [0, 0], results
 
     lines = builds.read_text().splitlines()
