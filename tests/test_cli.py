@@ -209,13 +209,17 @@ def test_unknown_runtime_is_refused(untouched):
 def test_a_hive_is_closed_to_other_users_whatever_the_callers_umask(tmp_path):
     """hive.db, logs, state and tokens are nobody else's business (UMASK, as NixOS's unit)."""
     root = tmp_path / "hive"
-    for args in (
-        ["init"],
-        ["send", "operator", "manager", "hello"],
-        ["approve", "manager#1"],  # deploys here: a build log, the deployed checkout
-        ["token", "issue", "manager", "--state"],
-    ):
-        run_cli(root, *args, check=True, preexec_fn=lambda: os.umask(0o002))
+    run_cli(root, "init", check=True, preexec_fn=lambda: os.umask(0o002))
+    umask = os.umask(0o002)  # main in this process, as called with that umask
+    try:
+        for args in (
+            ["send", "operator", "manager", "hello"],
+            ["approve", "manager#1"],  # deploys here: a build log, the deployed checkout
+            ["token", "issue", "manager", "--state"],
+        ):
+            run_main(root, *args, check=True)
+    finally:
+        os.umask(umask)
     assert (root / "hive.db").exists() and list((root / "logs").rglob("*.log"))
     open_to_others = [
         str(p.relative_to(root))

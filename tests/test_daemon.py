@@ -217,7 +217,7 @@ def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
 
 
 def test_build_socket_streams_the_log_and_ends(daemon):
-    run_cli(daemon.root, "approve", "manager#1", check=True)
+    run_main(daemon.root, "approve", "manager#1", check=True)
     client = ws(daemon, "/ws/build/manager/1", Authorization=bearer(daemon))
     text, last = "", None
     try:
