@@ -17,6 +17,7 @@ from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.deploy import deploy
 
 
 @pytest.fixture
@@ -66,6 +67,14 @@ def tags(home, name="manager") -> list[str]:
 
 def no_hook(home, name="manager"):
     (home.applied_dir(name) / "hooks" / "post-receive").unlink()
+
+
+def approve_and_deploy(home, runtime):
+    """manager#1 approved and deployed here, not by the shipped hook's `hyperhive deploy`
+    process (test_dashboard_lists_agents_approvals_and_recent runs that one)."""
+    no_hook(home)
+    Approvals(home, "manager").approve(1, "alice")
+    deploy(home, "manager", 1, runtime)
 
 
 # -- auth ------------------------------------------------------------------------------
@@ -243,8 +252,8 @@ def test_dashboard_lists_agents_approvals_and_recent(client, home):
     assert 'badge state-deployed">deployed' in page
 
 
-def test_review_page_shows_the_diff_history_and_actions(client, home):
-    Approvals(home, "manager").approve(1, "alice")
+def test_review_page_shows_the_diff_history_and_actions(client, home, runtime):
+    approve_and_deploy(home, runtime)
     commit_config(home, "manager", {"agent.nix": "{ ... }:\n{\n  networking = 1;\n}\n"}, "net")
     Approvals(home, "manager").propose("HEAD", "manager", reason="needs a network")
     page = client.get("/review/manager/2").get_data(as_text=True)
@@ -283,8 +292,8 @@ def test_agents_running_unsandboxed_are_a_red_warning(client, home):
         assert warning and "sandbox = false" in warning.group(1)
 
 
-def test_build_log_page_and_raw(client, home):
-    Approvals(home, "manager").approve(1, "alice")
+def test_build_log_page_and_raw(client, home, runtime):
+    approve_and_deploy(home, runtime)
     page = client.get("/builds/manager/1").get_data(as_text=True)
     assert "nix-instantiate --parse agent.nix" in page
     r = client.get("/builds/manager/1/raw")
