@@ -12,7 +12,7 @@ import pytest
 import simple_websocket
 from support.daemon import Daemon, bearer, ws
 from support.hive import HYPERHIVE, fresh_commit, git, run_cli
-from support.inprocess import run_main
+from support.inprocess import never_serve, run_main
 from support.wait import wait_for
 
 from hyperhive.daemon import hostsock
@@ -111,12 +111,7 @@ def test_second_daemon_on_the_same_home_is_refused(untouched):
 def test_bad_settings_stop_up_before_it_touches_the_home(tmp_path, toml, env, message, monkeypatch):
     """The NixOS way: the home and its settings exist before the first start. (`up`'s
     main in this process: a real `up` refused is test_second_daemon_on_the_same_home.)"""
-    from hyperhive.daemon import up
-
-    def past_the_settings() -> int:
-        raise AssertionError("up went on past its settings")
-
-    monkeypatch.setattr(up, "raise_fd_limit", past_the_settings)  # never serve in here
+    never_serve(monkeypatch)
     root = tmp_path / "hive"
     root.mkdir()
     (root / "hyperhive.toml").write_text(toml)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.daemon import Daemon
 from support.hive import SHORT_STATES, commit_config, fresh_commit, git, log_in, run_cli
-from support.inprocess import run_main
+from support.inprocess import never_serve, run_main
 from support.nix import host, nix_eval
 from support.wait import wait_for
 
@@ -686,12 +686,7 @@ def test_the_daemon_schedules_the_daily_prune(tmp_path: Path, monkeypatch):
     finally:
         assert daemon.stop() == 0
     monkeypatch.setenv("HYPERHIVE_RETENTION_PRUNE_AT", "4:15")
-    from hyperhive.daemon import up
-
-    def past_the_settings() -> int:
-        raise AssertionError("up went on past its settings")
-
-    monkeypatch.setattr(up, "raise_fd_limit", past_the_settings)  # never serve in here
+    never_serve(monkeypatch)
     proc = run_main(tmp_path / "hive", "up", "--port", "0")
     assert proc.returncode == 1
     assert "retention.prune_at must be HH:MM (24 h), not '4:15'" in proc.stderr

@@ -64,3 +64,14 @@ def run_main(
     if check and code != 0:
         raise AssertionError(f"hyperhive {args} exited {code}: {proc.stderr}")
     return proc
+
+
+def never_serve(monkeypatch) -> None:
+    """For `up`'s main in this process, whose test expects a refusal: a start that went on
+    past its settings fails the test here rather than serving in the test's process."""
+    from hyperhive.daemon import up
+
+    def past_the_settings() -> int:
+        raise AssertionError("up went on past its settings")
+
+    monkeypatch.setattr(up, "raise_fd_limit", past_the_settings)
