@@ -2,7 +2,6 @@
 client, the CLI as a real subprocess changing what the running forge accepts (what only
 reads runs the CLI's main in this process)."""
 
-import io
 import json
 import re
 import sqlite3
@@ -18,7 +17,6 @@ from werkzeug.security import generate_password_hash
 from forge_ui import create_app
 from forge_ui.throttle import FORGET, LoginThrottle
 from hyperhive import operator, sessions, tokens
-from hyperhive.cli import main
 from hyperhive.errors import BadInput
 from hyperhive.hive import Hive
 from hyperhive.settings import Forge
@@ -282,14 +280,11 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
         (["add", "bob", "--password-stdin"], "at least 8 characters"),
     ],
 )
-def test_account_commands_refuse_clearly(home, args, message, capsys, monkeypatch):
-    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    try:  # the CLI's own main, in this process: these refusals come before any work
-        code = main(["--home", str(home.root), "operator", *args])
-    except SystemExit as e:  # argparse's usage error
-        code = e.code
-    err = capsys.readouterr().err
-    assert code in (1, 2) and message in err, err
+def test_account_commands_refuse_clearly(home, args, message):
+    # the CLI's own main, in this process (its umask and logging put back after): these
+    # refusals come before any work
+    proc = run_main(home.root, "operator", *args, input="short\n")
+    assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr
 
 
 def test_an_old_operator_json_becomes_the_operator_account(home, runtime):
