@@ -95,7 +95,10 @@ def guard():
     return None
 
 
-RECHECK = 2.0  # seconds between re-checks of a lasting request's credentials
+# Seconds between re-checks of a lasting request's credentials: as often as the sockets'
+# loops look (their TICK), so a logout or a rotated token ends its pages within about a
+# second (a check is one read of a small file or one sqlite row).
+RECHECK = 1.0
 
 
 def still_allowed() -> Callable[[], bool]:

@@ -6,6 +6,7 @@ section or key, or a value of the wrong type, is an error that names it (a typo 
 silently keep the default)."""
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -100,9 +101,18 @@ class Local:
     # The local runtime runs each agent in a bubblewrap sandbox (runtime/sandbox.py);
     # false runs them open, as the daemon's user with its view of the host.
     sandbox: bool = True
+    # The daemon keeps each deployed agent's harness running (daemon/supervisor.py): one
+    # that crashed is restarted after this, doubling with each crash in a row up to 5 min.
+    restart_seconds: float = 5.0
+    # ... and this often it checks that every deployed agent runs its deployed revision
+    # and that its `claude` can be found (a deploy or a destroy acts at once besides).
+    sync_seconds: float = 5.0
 
     def check(self) -> None:
-        pass
+        # a harness restarted faster than this is a busy loop; slower than the backoff's cap
+        # would make the cap meaningless
+        _within("local.restart_seconds", self.restart_seconds, 0.1, 300)
+        _within("local.sync_seconds", self.sync_seconds, 0.1, 3600)
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,11 @@ def _at_least(key: str, value: int, low: int) -> None:
         raise BadSettings(f"{key} must be at least {low}, not {value}")
 
 
+def _within(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise BadSettings(f"{key} must be from {low:g} to {high:g}, not {value:g}")
+
+
 BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -147,6 +162,18 @@ def _coerce(key: str, raw: object, kind: type, from_env: bool = False) -> object
             return int(raw)
         except ValueError:
             raise BadSettings(f"{key} must be an integer, not {raw!r}") from None
+    if kind is float:  # seconds: 2 or 0.5, never a NaN or an infinity
+        value = raw
+        if from_env:
+            try:
+                value = float(str(raw))
+            except ValueError:
+                raise BadSettings(f"{key} must be a number, not {raw!r}") from None
+        elif type(raw) not in (int, float):
+            raise BadSettings(f"{key} must be a number, not {raw!r}")
+        if not math.isfinite(value):
+            raise BadSettings(f"{key} must be a finite number, not {raw!r}")
+        return float(value)
     if type(raw) is not kind:
         raise BadSettings(f"{key} must be {kind.__name__}, not {raw!r}")
     return raw

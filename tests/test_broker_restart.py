@@ -217,7 +217,11 @@ def test_messages_survive_a_restart_exactly_once_in_order(root):
         stopping[0] = time.time()
         assert daemon.stop(signal.SIGTERM) == 0
         stopping[1] = time.time()
-        time.sleep(0.3)  # senders and the reader meet a missing daemon
+        # senders and the reader meet a missing daemon (not a guessed pause: until they have)
+        wait_for(
+            lambda: (retries["not sent"] + retries["no reply"] and reader_retries[0]) or errors,
+            what="the clients to meet the stopped daemon",
+        )
         daemon.start()
         wait_answering(root, READER)
         phase[0] = 2

@@ -1,4 +1,5 @@
-"""The repo browser through Flask's test client, checked against the git CLI."""
+"""The repo browser through Flask's test client, checked against the git CLI. The tests
+that only read and are refused share one hive with the files (`seen`)."""
 
 import html
 import os
@@ -12,11 +13,13 @@ from support.gitcli import fast_import
 from support.hive import commit_config, git, log_in
 
 from forge_ui import blobview, create_app
+from hyperhive.agents import init_hive
 from hyperhive.gitstore import browse
 from hyperhive.hive import Hive
 from hyperhive.home import Home
 from hyperhive.runtime.local import LocalRuntime
 from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.deploy import deploy
 
 SCRIPT = "<script>alert(1)</script>\n"
 
@@ -51,6 +54,20 @@ def commit_links(response, repo: str) -> list[str]:
 
 @pytest.fixture
 def files(home: Home) -> str:
+    return add_files(home)
+
+
+@pytest.fixture(scope="module")
+def seen(tmp_path_factory):
+    """(home, client) of a hive with add_files, for the module's tests that change
+    nothing in it: the repo and its views are what a fresh one would show them."""
+    home = Home(tmp_path_factory.mktemp("seen") / "hive")
+    init_hive(home, LocalRuntime(home), "operator")
+    add_files(home)
+    return home, make_client(home)
+
+
+def add_files(home: Home) -> str:
     """The manager's config repo with a few kinds of files; returns the new commit."""
     commit_config(
         home,
@@ -234,7 +251,8 @@ def test_log_cursors_page_a_merged_history_as_git_log_does(home: Home, tmp_path:
     repo.close()
 
 
-def test_empty_repo_log(client):
+def test_empty_repo_log(seen):
+    _, client = seen
     r = client.get("/repos/manager/applied/log")
     assert r.status_code == 200
     assert "has no commits yet" in text(r)
@@ -244,7 +262,8 @@ def test_empty_repo_log(client):
 # ---------------------------------------------------------------------------- commit
 
 
-def test_commit_page_shows_message_trailers_parents_and_diff(client, home: Home, files: str):
+def test_commit_page_shows_message_trailers_parents_and_diff(seen):
+    home, client = seen
     add = git(home.config_dir("manager"), "rev-parse", "HEAD~1").strip()
     parent = git(home.config_dir("manager"), "rev-parse", "HEAD~2").strip()
     r = client.get(f"/repos/manager/config/commit/{add[:9]}")
@@ -288,7 +307,8 @@ def test_root_commit_diff_against_nothing(client, home: Home):
 # ---------------------------------------------------------------------------- tree, blob, raw
 
 
-def test_tree_lists_directories_first_like_git_ls_tree(client, home: Home, files: str):
+def test_tree_lists_directories_first_like_git_ls_tree(seen):
+    home, client = seen
     config = home.config_dir("manager")
     r = client.get("/repos/manager/config/tree")
     assert r.status_code == 200 and title(r) == "manager/config: tree / · hyperhive"
@@ -315,7 +335,8 @@ def test_tree_lists_directories_first_like_git_ls_tree(client, home: Home, files
     assert r.status_code == 302 and r.headers["Location"].endswith("/blob/lib/tool.py")
 
 
-def test_tree_at_an_older_revision(client, home: Home, files: str):
+def test_tree_at_an_older_revision(seen):
+    home, client = seen
     first = git(home.config_dir("manager"), "rev-list", "--max-parents=0", "HEAD").strip()
     r = client.get("/repos/manager/config/tree", query_string={"rev": first})
     assert r.status_code == 200
@@ -324,7 +345,8 @@ def test_tree_at_an_older_revision(client, home: Home, files: str):
     assert r.status_code == 404 and "no &#39;lib&#39;" in text(r)
 
 
-def test_blob_is_highlighted_with_line_numbers(client, files: str):
+def test_blob_is_highlighted_with_line_numbers(seen):
+    _, client = seen
     r = client.get("/repos/manager/config/blob/lib/tool.py")
     assert r.status_code == 200 and title(r) == "manager/config: lib/tool.py · hyperhive"
     body = text(r)
@@ -382,7 +404,8 @@ def test_a_highlighted_blob_is_kept_by_its_id(client, files: str, monkeypatch):
 @pytest.mark.parametrize(
     "name, reason", [("image.bin", "Binary file"), ("big.txt", "larger than 1 MiB")]
 )
-def test_binary_and_big_blobs_are_not_inlined(client, files: str, name: str, reason: str):
+def test_binary_and_big_blobs_are_not_inlined(seen, name: str, reason: str):
+    _, client = seen
     r = client.get(f"/repos/manager/config/blob/{name}")
     assert r.status_code == 200
     assert reason in text(r) and '<div class="hl">' not in text(r)
@@ -391,9 +414,8 @@ def test_binary_and_big_blobs_are_not_inlined(client, files: str, name: str, rea
 
 
 @pytest.mark.parametrize("name", ["page.html", "image.bin", "big.txt", "lib/tool.py"])
-def test_raw_is_byte_identical_plain_text_that_never_runs(
-    client, home: Home, files: str, name: str
-):
+def test_raw_is_byte_identical_plain_text_that_never_runs(seen, name: str):
+    home, client = seen
     r = client.get(f"/repos/manager/config/raw/{name}")
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
@@ -433,7 +455,11 @@ def test_a_symlink_shows_its_target(client, home: Home):
 
 
 def deploy_manager(home: Home) -> None:
-    Approvals(home, "manager").approve(1, "operator")  # the shipped hook deploys it
+    """Approve manager#1 and deploy it here, as the shipped hook's `hyperhive deploy`
+    process would (tests/test_hooks.py runs that one)."""
+    (home.applied_dir("manager") / "hooks" / "post-receive").unlink()
+    Approvals(home, "manager").approve(1, "operator")
+    deploy(home, "manager", 1, LocalRuntime(home))
 
 
 def test_tags_are_grouped_by_state_newest_first(client, home: Home):
@@ -473,7 +499,8 @@ def test_tags_are_grouped_by_state_newest_first(client, home: Home):
     assert f'href="/repos/manager/applied/commit/{deployed_target}"' in body
 
 
-def test_tags_page_of_a_repo_without_tags(client):
+def test_tags_page_of_a_repo_without_tags(seen):
+    _, client = seen
     r = client.get("/repos/meta/tags")
     assert r.status_code == 200 and "meta has no tags" in text(r)
 
@@ -568,14 +595,15 @@ def test_since_of_a_pin_older_than_the_search_is_the_time_recorded_with_the_pin(
         ("/repos/manager/applied/tree", "no commits yet"),
     ],
 )
-def test_unknown_things_are_404_with_a_clear_message(client, url: str, message: str):
+def test_unknown_things_are_404_with_a_clear_message(seen, url: str, message: str):
+    _, client = seen
     r = client.get(url)
     assert r.status_code == 404, url
     assert message in text(r), text(r)
 
 
-def test_a_directory_is_not_a_blob(client):
-    # lib is a directory only after `files`; the root itself is never a file
+def test_a_directory_is_not_a_blob(seen):
+    _, client = seen  # lib is a directory there (add_files); the root itself is never a file
     r = client.get("/repos/manager/config/raw/")
     assert r.status_code == 404
 
@@ -621,7 +649,8 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("url", TRAVERSALS)
-def test_traversal_is_refused_in_every_segment(client, files: str, url: str):
+def test_traversal_is_refused_in_every_segment(seen, url: str):
+    _, client = seen
     r = client.get(url)
     assert r.status_code in (400, 404), (url, r.status_code)
     assert b"[core]" not in r.data and b"root:" not in r.data

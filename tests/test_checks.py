@@ -10,6 +10,7 @@ import time
 import pytest
 from support.daemon import Daemon, bearer, ws
 from support.hive import commit_config, csrf_in, git, log_in, run_cli
+from support.inprocess import run_main
 from support.wait import wait_for
 
 from hyperhive.home import Home
@@ -89,9 +90,9 @@ def test_unfinished_check_needs_force(home):
 def test_a_hanging_evaluation_is_stopped_at_the_timeout(home):
     approval_id = propose(home, HANGS)
     began = time.monotonic()
-    check = checks.run(home, NAME, approval_id, LocalRuntime(home), 1.0)
+    check = checks.run(home, NAME, approval_id, LocalRuntime(home), 0.5)
     assert time.monotonic() - began < 30
-    assert check.result == "failed" and check.reason == "timed out after 1s: stopped"
+    assert check.result == "failed" and check.reason == "timed out after 0.5s: stopped"
     assert "timed out" in home.check_log(NAME, approval_id).read_text()
 
 
@@ -204,21 +205,21 @@ def test_retention_removes_checks_with_their_proposal(home):
 
 def test_cli_approve_checks_here_without_a_daemon_and_force(home):
     bad = propose(home, BROKEN)
-    proc = run_cli(home.root, "approve", f"{NAME}#{bad}")
+    proc = run_main(home.root, "approve", f"{NAME}#{bad}")
     assert proc.returncode == 1 and "approve anyway with --force" in proc.stderr
     assert tags(home) == [f"checked/{bad}"]  # checked here: no daemon runs
-    proc = run_cli(home.root, "approvals", "--json")
+    proc = run_main(home.root, "approvals", "--json")
     listed = {a["id"]: a for a in json.loads(proc.stdout)}
     assert listed[bad]["check"]["state"] == "failed"
-    assert "failed" in run_cli(home.root, "approvals").stdout
-    proc = run_cli(home.root, "approve", f"{NAME}#{bad}", "--force")
+    assert "failed" in run_main(home.root, "approvals").stdout
+    proc = run_main(home.root, "approve", f"{NAME}#{bad}", "--force")
     assert proc.returncode == 0, proc.stderr
     assert "Check: failed, overridden" in git(
         home.applied_dir(NAME), "cat-file", "-p", f"approved/{bad}"
     )
-    history = run_cli(home.root, "history", NAME).stdout
+    history = run_main(home.root, "history", NAME).stdout
     assert "check     " in history and "failed" in history
-    proc = run_cli(home.root, "check", f"{NAME}#{bad}")
+    proc = run_cli(home.root, "check", f"{NAME}#{bad}")  # a real process
     assert proc.returncode == 1 and "failed" in proc.stdout + proc.stderr
     assert tags(home) == [f"checked/{bad}", f"checked/{bad}.2"]
 
@@ -242,14 +243,14 @@ def test_the_daemon_checks_proposals_tells_the_manager_and_reruns(tmp_path):
         assert [a["check"]["state"] for a in listed] == ["passed"]
         # a proposal through the CLI: the daemon checks it off its event
         commit_config(home, NAME, {"agent.nix": BROKEN}, "broken")
-        assert run_cli(home.root, "propose", NAME).stdout.strip() == f"{NAME}#2"
+        assert run_main(home.root, "propose", NAME).stdout.strip() == f"{NAME}#2"
         wait_for(lambda: "checked/2" in tags(home), what="the check of manager#2")
         assert daemon.get("/api/approvals/manager/2")["check"]["state"] == "failed"
-        proc = run_cli(home.root, "approve", f"{NAME}#2")
+        proc = run_main(home.root, "approve", f"{NAME}#2")
         assert proc.returncode == 1 and "approve anyway" in proc.stderr
         # the manager was told the failure, from system (the operator's passed
         # proposal would only have cost it a turn)
-        inbox = json.loads(run_cli(home.root, "inbox", NAME, "--json").stdout)
+        inbox = json.loads(run_main(home.root, "inbox", NAME, "--json").stdout)
         bodies = [m["body"] for m in inbox if m["from"] == "system"]
         assert [b.split("\n")[0] for b in bodies] == ["check_failed: manager#2"]
         assert "builtins.nonexistent" in bodies[0] or "nonexistent" in bodies[0]
@@ -263,7 +264,7 @@ def test_the_daemon_checks_proposals_tells_the_manager_and_reruns(tmp_path):
         assert first["reset"] and "nix-instantiate" in first["text"]
         assert first["offset"] == len(first["text"].encode())
         # a rerun on the daemon is a new tag
-        proc = run_cli(home.root, "check", f"{NAME}#2")
+        proc = run_main(home.root, "check", f"{NAME}#2")
         assert proc.returncode == 0 and "on the daemon" in proc.stdout, proc.stderr
         wait_for(lambda: "checked/2.2" in tags(home), what="the rerun of manager#2")
         assert daemon.get("/api/approvals/manager/2")["check"]["runs"] == 2

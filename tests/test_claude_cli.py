@@ -24,6 +24,7 @@ from support.daemon import Daemon
 from support.hive import commit_config, run_cli
 from support.wait import wait_for
 
+from hyperhive.agents import create_agent
 from hyperhive.harness.claude_config import (
     CLAUDE_TOOLS,
     SUBAGENT_TOOLS,
@@ -32,6 +33,7 @@ from hyperhive.harness.claude_config import (
 )
 from hyperhive.harness.events import Run
 from hyperhive.home import Home
+from hyperhive.runtime.local import LocalRuntime
 
 pytestmark = pytest.mark.claude_cli
 
@@ -219,18 +221,16 @@ AGENT_NIX = """\
 
 
 @pytest.fixture
-def hive(tmp_path, monkeypatch, claude, standin):
+def hive(home, tmp_path, monkeypatch, claude, standin):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "claude").symlink_to(claude)  # the policy's default: `claude` on PATH
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     for key, value in api_env(standin, tmp_path / "daemon-home").items():
         monkeypatch.setenv(key, value)
-    root = tmp_path / "hive"
-    run_cli(root, "init", check=True)
+    root = home.root  # initialized in this process: the CLI's init is not what is tested
     for name in ("alice", "bob"):
-        run_cli(root, "agent", "create", name, check=True)
-    home = Home(root)
+        create_agent(home, name, LocalRuntime(home), "operator")
     agent_nix = AGENT_NIX % ((sys.executable, ECHO_MCP) * 2)
     commit_config(home, "alice", {"agent.nix": agent_nix}, "two extra servers")
     run_cli(root, "propose", "alice", check=True)

@@ -1,21 +1,34 @@
-"""The whole CLI path end to end, each command a real process in a temp home."""
+"""The whole CLI path end to end in a temp home: the full cycle, the exit codes and what
+reads the environment at import as real processes; the other refusals and usage errors
+through the CLI's own main in this process (support/inprocess.py)."""
 
 import json
 import os
 
 import pytest
 from support.hive import commit_config, git, run_cli
+from support.inprocess import run_main
 
 from hyperhive.home import Home
 
 
-@pytest.fixture
-def hive(tmp_path):
-    root = tmp_path / "hive"
-    proc = run_cli(root, "init")
+def init(root):
+    proc = run_main(root, "init")
     assert proc.returncode == 0, proc.stderr
     assert "manager#1" in proc.stdout
     return root
+
+
+@pytest.fixture
+def hive(tmp_path):
+    return init(tmp_path / "hive")
+
+
+@pytest.fixture(scope="module")
+def untouched(tmp_path_factory):
+    """One hive for the module's refusals and usage errors: each checks that it wrote
+    nothing, so none sees another's."""
+    return init(tmp_path_factory.mktemp("untouched") / "hive")
 
 
 def test_init_twice_is_harmless(hive):
@@ -26,7 +39,12 @@ def test_init_twice_is_harmless(hive):
     assert git(hive / "applied" / "manager.git", "for-each-ref") == before
 
 
-def test_full_cycle(hive):
+def test_full_cycle(tmp_path):
+    # each command a real process, from the first
+    hive = tmp_path / "hive"
+    proc = run_cli(hive, "init")
+    assert proc.returncode == 0, proc.stderr
+    assert "manager#1" in proc.stdout
     # manager#1 was proposed by init; approving it deploys it through the shipped hook.
     proc = run_cli(hive, "approve", "manager#1")
     assert proc.returncode == 0, proc.stderr
@@ -105,25 +123,26 @@ def test_full_cycle(hive):
 
 
 def test_approvals_all_lists_every_state(hive):
-    run_cli(hive, "deny", "manager#1", "--reason", "not yet", check=True)
-    assert run_cli(hive, "approvals", check=True).stdout == ""
-    lines = run_cli(hive, "approvals", "--all", check=True).stdout.splitlines()
+    run_main(hive, "deny", "manager#1", "--reason", "not yet", check=True)
+    assert run_main(hive, "approvals", check=True).stdout == ""
+    lines = run_main(hive, "approvals", "--all", check=True).stdout.splitlines()
     assert len(lines) == 1 and lines[0].split()[:2] == ["manager#1", "denied"]
 
 
 @pytest.mark.parametrize("bad", ["../x", "A", "", "a" * 40, "a/b", "x y", "-x", "1abc"])
-def test_bad_agent_names_are_usage_errors(hive, bad):
+def test_bad_agent_names_are_usage_errors(untouched, bad):
+    hive = untouched
     before = sorted(p.name for p in (hive / "agents").iterdir())
-    proc = run_cli(hive, "agent", "create", "--", bad)
+    proc = run_main(hive, "agent", "create", "--", bad)
     assert proc.returncode == 2
     assert "invalid agent name" in proc.stderr
     assert sorted(p.name for p in (hive / "agents").iterdir()) == before
-    assert run_cli(hive, "history", "--", bad).returncode == 2
+    assert run_main(hive, "history", "--", bad).returncode == 2
 
 
 @pytest.mark.parametrize("bad", ["manager", "manager#", "manager#x", "manager#0", "#1", "A#1"])
-def test_bad_targets_are_usage_errors(hive, bad):
-    proc = run_cli(hive, "approve", bad)
+def test_bad_targets_are_usage_errors(untouched, bad):
+    proc = run_main(untouched, "approve", bad)
     assert proc.returncode == 2
     assert "NAME#ID" in proc.stderr or "invalid agent name" in proc.stderr
 
@@ -140,10 +159,10 @@ def test_bad_targets_are_usage_errors(hive, bad):
         (["agent", "create", "manager"], "already exists"),
     ],
 )
-def test_refusals_exit_1_with_one_line_and_write_nothing(hive, args, message):
-    applied = hive / "applied" / "manager.git"
+def test_refusals_exit_1_with_one_line_and_write_nothing(untouched, args, message):
+    applied = untouched / "applied" / "manager.git"
     before = git(applied, "for-each-ref")
-    proc = run_cli(hive, *args)
+    proc = run_main(untouched, *args)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert message in proc.stderr
@@ -151,33 +170,36 @@ def test_refusals_exit_1_with_one_line_and_write_nothing(hive, args, message):
 
 
 def test_second_decision_names_who_decided(hive):
-    run_cli(hive, "deny", "manager#1", "--reason", "no", env={"HYPERHIVE_ACTOR": "alice"})
+    run_main(hive, "deny", "manager#1", "--reason", "no", env={"HYPERHIVE_ACTOR": "alice"})
     for args in (["approve", "manager#1"], ["deny", "manager#1", "--reason", "again"]):
-        proc = run_cli(hive, *args, env={"HYPERHIVE_ACTOR": "bob"})
+        proc = run_main(hive, *args, env={"HYPERHIVE_ACTOR": "bob"})
         assert proc.returncode == 1
         assert "already denied by alice" in proc.stderr
 
 
 def test_not_initialized_is_a_refusal(tmp_path):
-    proc = run_cli(tmp_path / "nothing", "approvals")
+    proc = run_cli(tmp_path / "nothing", "approvals")  # a real process's exit 1
     assert proc.returncode == 1
     assert "no hive at" in proc.stderr
     assert not (tmp_path / "nothing").exists()
 
 
 @pytest.mark.parametrize("bad", ["70000", "-1", "http"])
-def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(hive, bad):
-    proc = run_cli(hive, "up", "--port", bad)
+def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(untouched, bad):
+    proc = run_main(untouched, "up", "--port", bad)
     assert proc.returncode == 2
     assert f"expected a port number (0 to 65535), not '{bad}'" in proc.stderr
-    assert not (hive / "run" / "host.sock").exists()
+    assert not (untouched / "run" / "host.sock").exists()
 
 
-def test_missing_reason_is_a_usage_error(hive):
-    assert run_cli(hive, "deny", "manager#1").returncode == 2
+def test_missing_reason_is_a_usage_error(untouched):
+    proc = run_cli(untouched, "deny", "manager#1")  # a real process's exit 2
+    assert proc.returncode == 2
+    assert "--reason" in proc.stderr
 
 
-def test_unknown_runtime_is_refused(hive):
+def test_unknown_runtime_is_refused(untouched):
+    hive = untouched  # real processes: the runtime is read at import
     proc = run_cli(hive, "approvals", env={"HYPERHIVE_RUNTIME": "docker"})
     assert proc.returncode == 0  # the runtime matters only where something runs
     proc = run_cli(hive, "agent", "list", env={"HYPERHIVE_RUNTIME": "docker"})
@@ -187,13 +209,17 @@ def test_unknown_runtime_is_refused(hive):
 def test_a_hive_is_closed_to_other_users_whatever_the_callers_umask(tmp_path):
     """hive.db, logs, state and tokens are nobody else's business (UMASK, as NixOS's unit)."""
     root = tmp_path / "hive"
-    for args in (
-        ["init"],
-        ["send", "operator", "manager", "hello"],
-        ["approve", "manager#1"],  # deploys here: a build log, the deployed checkout
-        ["token", "issue", "manager", "--state"],
-    ):
-        run_cli(root, *args, check=True, preexec_fn=lambda: os.umask(0o002))
+    run_cli(root, "init", check=True, preexec_fn=lambda: os.umask(0o002))
+    umask = os.umask(0o002)  # main in this process, as called with that umask
+    try:
+        for args in (
+            ["send", "operator", "manager", "hello"],
+            ["approve", "manager#1"],  # deploys here: a build log, the deployed checkout
+            ["token", "issue", "manager", "--state"],
+        ):
+            run_main(root, *args, check=True)
+    finally:
+        os.umask(umask)
     assert (root / "hive.db").exists() and list((root / "logs").rglob("*.log"))
     open_to_others = [
         str(p.relative_to(root))

@@ -1,5 +1,5 @@
 """`hyperhive up` as a real process: the host socket, the build worker, /api/state,
-recovery at start and a clean stop."""
+recovery at start and a clean stop. Tests that change nothing share one daemon."""
 
 import contextlib
 import json
@@ -12,6 +12,7 @@ import pytest
 import simple_websocket
 from support.daemon import Daemon, bearer, ws
 from support.hive import HYPERHIVE, fresh_commit, git, run_cli
+from support.inprocess import never_serve, run_main
 from support.wait import wait_for
 
 from hyperhive.daemon import hostsock
@@ -28,7 +29,16 @@ def daemon(tmp_path):
     d.kill()
 
 
-def test_up_initializes_a_new_home_and_serves_state(daemon):
+@pytest.fixture(scope="module")
+def untouched(tmp_path_factory):
+    """A daemon for the tests that only read and are refused: none changes the hive."""
+    d = Daemon(tmp_path_factory.mktemp("untouched") / "hive").start()
+    yield d
+    d.kill()
+
+
+def test_up_initializes_a_new_home_and_serves_state(untouched):
+    daemon = untouched
     state = daemon.get("/api/state")
     assert [a["name"] for a in state["agents"]] == ["manager"]
     assert [a["target"] for a in state["approvals"]] == ["manager#1"]
@@ -57,8 +67,8 @@ def test_approve_hands_the_build_to_the_daemon(daemon):
     assert "manager#1: build manager#1" in daemon.log.read_text()
 
 
-def test_host_socket_refuses_bad_requests_and_keeps_serving(daemon):
-    path = daemon.root / "run" / "host.sock"
+def test_host_socket_refuses_bad_requests_and_keeps_serving(untouched):
+    path = untouched.root / "run" / "host.sock"
     with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
         s.connect(str(path))
         for line in (b"{not json\n", b"[1, 2]\n", b'{"op": "launch"}\n'):
@@ -77,7 +87,8 @@ def test_host_socket_refuses_bad_requests_and_keeps_serving(daemon):
     assert hostsock.call(path, {"op": "ping"}) == {"ok": True}
 
 
-def test_second_daemon_on_the_same_home_is_refused(daemon):
+def test_second_daemon_on_the_same_home_is_refused(untouched):
+    daemon = untouched
     second = subprocess.run(
         [HYPERHIVE, "up", "--home", str(daemon.root), "--port", "0"],
         capture_output=True,
@@ -97,12 +108,14 @@ def test_second_daemon_on_the_same_home_is_refused(daemon):
         ("", {"HYPERHIVE_TELEMETRY_STUCK_MINUTES": "0"}, "HYPERHIVE_TELEMETRY_STUCK_MINUTES: "),
     ],
 )
-def test_bad_settings_stop_up_before_it_touches_the_home(tmp_path, toml, env, message):
-    """The NixOS way: the home and its settings exist before the first start."""
+def test_bad_settings_stop_up_before_it_touches_the_home(tmp_path, toml, env, message, monkeypatch):
+    """The NixOS way: the home and its settings exist before the first start. (`up`'s
+    main in this process: a real `up` refused is test_second_daemon_on_the_same_home.)"""
+    never_serve(monkeypatch)
     root = tmp_path / "hive"
     root.mkdir()
     (root / "hyperhive.toml").write_text(toml)
-    proc = run_cli(root, "up", "--port", "0", env=env)
+    proc = run_main(root, "up", "--port", "0", env=env)
     assert proc.returncode == 1
     assert proc.stderr.startswith("hyperhive: ") and message in proc.stderr
     assert [p.name for p in root.iterdir()] == ["hyperhive.toml"]  # no hive was made
@@ -120,7 +133,7 @@ def test_sigint_stops_cleanly(daemon):
 
 def test_start_recovers_interrupted_builds_and_resumes_queued_ones(tmp_path):
     root = tmp_path / "hive"
-    run_cli(root, "init", check=True)
+    run_main(root, "init", check=True)
     home = Home(root)
     approvals = Approvals(home, "manager")
     (home.applied_dir("manager") / "hooks" / "post-receive").unlink()
@@ -154,18 +167,19 @@ def test_start_recovers_interrupted_builds_and_resumes_queued_ones(tmp_path):
 
 def test_deploy_without_daemon_builds_in_process(tmp_path):
     root = tmp_path / "hive"
-    run_cli(root, "init", check=True)
+    run_main(root, "init", check=True)
     (Home(root).applied_dir("manager") / "hooks" / "post-receive").unlink()
-    run_cli(root, "approve", "manager#1", check=True)
+    run_main(root, "approve", "manager#1", check=True)
     # A socket file nobody listens on (a daemon killed earlier) is not a daemon.
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(root / "run" / "host.sock"))
-    proc = run_cli(root, "deploy", "manager#1")
+    proc = run_cli(root, "deploy", "manager#1")  # a real process builds
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("deployed manager#1 ")
 
 
-def test_websockets_need_auth_and_the_same_origin(daemon):
+def test_websockets_need_auth_and_the_same_origin(untouched):
+    daemon = untouched
     with pytest.raises(simple_websocket.ConnectionError) as refused:
         ws(daemon, "/ws/dashboard")
     assert refused.value.status_code == 401
@@ -198,7 +212,7 @@ def test_dashboard_socket_pushes_a_proposal_made_by_another_process(daemon):
 
 
 def test_build_socket_streams_the_log_and_ends(daemon):
-    run_cli(daemon.root, "approve", "manager#1", check=True)
+    run_main(daemon.root, "approve", "manager#1", check=True)
     client = ws(daemon, "/ws/build/manager/1", Authorization=bearer(daemon))
     text, last = "", None
     try:

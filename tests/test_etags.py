@@ -6,13 +6,14 @@ import re
 import time
 
 import pytest
-from support.hive import PASSWORD, commit_config, csrf_in, git, log_in
+from support.hive import commit_config, csrf_in, git, log_in
 
 from forge_ui import create_app, diffcache, filters, policy_view
-from hyperhive import operator, viewed
+from hyperhive import viewed
 from hyperhive.hive import Hive
 from hyperhive.workflow import comments
 from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.deploy import deploy
 
 
 @pytest.fixture
@@ -20,7 +21,6 @@ def app(home, runtime, monkeypatch):
     """The forge, its pages held still: ages as at one moment, and the policy diff (nix, in
     the background) never evaluated, so two renders say the same unless a test changes
     something."""
-    operator.set_password(home, PASSWORD)
     monkeypatch.setattr(policy_view, "cached_or_queued", lambda hive, approval: None)
     monkeypatch.setattr(diffcache, "HIGHLIGHT_SECONDS", None)  # highlighted at once
     app = create_app(Hive(home, runtime))
@@ -35,9 +35,12 @@ def client(app, home):
 
 
 @pytest.fixture
-def review(home):
-    """manager#2: a change of agent.nix, reviewed against manager#1."""
+def review(home, runtime):
+    """manager#2: a change of agent.nix, reviewed against manager#1 (deployed here, not by
+    the shipped hook's `hyperhive deploy` process)."""
+    (home.applied_dir("manager") / "hooks" / "post-receive").unlink()
     Approvals(home, "manager").approve(1, "alice")
+    deploy(home, "manager", 1, runtime)
     commit_config(home, "manager", {"agent.nix": "{ ... }:\n{\n  networking = 1;\n}\n"}, "net")
     return Approvals(home, "manager").propose("HEAD", "manager", reason="a network")
 

@@ -1,4 +1,5 @@
-"""The forge through Flask's test client: auth, CSRF, every page and the JSON API."""
+"""The forge through Flask's test client: auth, CSRF, every page and the JSON API. The
+tests that only read and are refused share one hive and app (`seen`, `anon_seen`)."""
 
 import json
 import re
@@ -10,19 +11,25 @@ from support.hive import PASSWORD, commit_config, csrf, git, log_in
 
 from forge_ui import create_app, state
 from hyperhive import operator
+from hyperhive.agents import init_hive
 from hyperhive.errors import BadInput
 from hyperhive.hive import Hive
+from hyperhive.home import Home
+from hyperhive.runtime.local import LocalRuntime
 from hyperhive.workflow.approvals import Approvals
+from hyperhive.workflow.deploy import deploy
 
 
 @pytest.fixture
 def app(home, runtime):
-    operator.set_password(home, PASSWORD)
     return create_app(Hive(home, runtime))
 
 
 @pytest.fixture
-def anon(app):
+def anon(app, home):
+    """Not logged in; the operator has PASSWORD (a scrypt hash: 0.16 s of CPU, so only
+    the tests that log in with a password pay it)."""
+    operator.set_password(home, PASSWORD)
     return app.test_client()
 
 
@@ -33,12 +40,41 @@ def client(app, home):
     return c
 
 
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory):
+    """One hive and forge for the module's tests that change nothing in it."""
+    home = Home(tmp_path_factory.mktemp("seen") / "hive")
+    init_hive(home, LocalRuntime(home), "operator")
+    operator.set_password(home, PASSWORD)
+    return create_app(Hive(home, LocalRuntime(home))), home
+
+
+@pytest.fixture(scope="module")
+def anon_seen(shared_app):
+    """Never logs in: a fresh client's view of the shared forge."""
+    return shared_app[0].test_client()
+
+
+@pytest.fixture(scope="module")
+def seen(shared_app):
+    app, home = shared_app
+    return log_in(app.test_client(), home, "alice")
+
+
 def tags(home, name="manager") -> list[str]:
     return git(home.applied_dir(name), "for-each-ref", "--format=%(refname)").split()
 
 
 def no_hook(home, name="manager"):
     (home.applied_dir(name) / "hooks" / "post-receive").unlink()
+
+
+def approve_and_deploy(home, runtime):
+    """manager#1 approved and deployed here, not by the shipped hook's `hyperhive deploy`
+    process (test_dashboard_lists_agents_approvals_and_recent runs that one)."""
+    no_hook(home)
+    Approvals(home, "manager").approve(1, "alice")
+    deploy(home, "manager", 1, runtime)
 
 
 # -- auth ------------------------------------------------------------------------------
@@ -48,17 +84,17 @@ def no_hook(home, name="manager"):
     "path",
     ["/", "/agents/manager", "/review/manager/1", "/builds/manager/1", "/builds/manager/1/raw"],
 )
-def test_pages_need_a_session(anon, path):
-    r = anon.get(path)
+def test_pages_need_a_session(anon_seen, path):
+    r = anon_seen.get(path)
     assert r.status_code == 302
     assert r.headers["Location"].startswith("/login?next=")
 
 
 @pytest.mark.parametrize("path", ["/api/state", "/api/agents/manager/history"])
-def test_api_needs_a_session_or_token(anon, path):
-    r = anon.get(path)
+def test_api_needs_a_session_or_token(anon_seen, path):
+    r = anon_seen.get(path)
     assert r.status_code == 401 and "error" in r.get_json()
-    r = anon.get(path, headers={"Authorization": "Bearer wrong"})
+    r = anon_seen.get(path, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.get_json()["error"] == "invalid bearer token"
 
 
@@ -216,8 +252,8 @@ def test_dashboard_lists_agents_approvals_and_recent(client, home):
     assert 'badge state-deployed">deployed' in page
 
 
-def test_review_page_shows_the_diff_history_and_actions(client, home):
-    Approvals(home, "manager").approve(1, "alice")
+def test_review_page_shows_the_diff_history_and_actions(client, home, runtime):
+    approve_and_deploy(home, runtime)
     commit_config(home, "manager", {"agent.nix": "{ ... }:\n{\n  networking = 1;\n}\n"}, "net")
     Approvals(home, "manager").propose("HEAD", "manager", reason="needs a network")
     page = client.get("/review/manager/2").get_data(as_text=True)
@@ -256,8 +292,8 @@ def test_agents_running_unsandboxed_are_a_red_warning(client, home):
         assert warning and "sandbox = false" in warning.group(1)
 
 
-def test_build_log_page_and_raw(client, home):
-    Approvals(home, "manager").approve(1, "alice")
+def test_build_log_page_and_raw(client, home, runtime):
+    approve_and_deploy(home, runtime)
     page = client.get("/builds/manager/1").get_data(as_text=True)
     assert "nix-instantiate --parse agent.nix" in page
     r = client.get("/builds/manager/1/raw")
@@ -276,8 +312,8 @@ def test_build_log_page_and_raw(client, home):
         "/api/agents/ghost/history",
     ],
 )
-def test_unknown_agents_and_ids_are_404(client, path):
-    assert client.get(path).status_code == 404
+def test_unknown_agents_and_ids_are_404(seen, path):
+    assert seen.get(path).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -294,8 +330,8 @@ def test_unknown_agents_and_ids_are_404(client, path):
         "/api/agents/Manager/history",
     ],
 )
-def test_traversal_in_any_segment_is_refused(client, path):
-    r = client.get(path)
+def test_traversal_in_any_segment_is_refused(seen, path):
+    r = seen.get(path)
     assert r.status_code in (400, 404), (path, r.status_code)
     assert b"root:" not in r.data
 
@@ -379,8 +415,8 @@ def test_questions_are_answered_from_the_dashboard(client, home):
 
 
 @pytest.mark.parametrize("path", ["/", "/review/manager/1", "/builds/manager/1", "/agents/manager"])
-def test_pages_forbid_framing_and_run_only_their_own_scripts(client, path):
-    r = client.get(path)
+def test_pages_forbid_framing_and_run_only_their_own_scripts(seen, path):
+    r = seen.get(path)
     assert r.status_code == 200
     assert r.headers["X-Frame-Options"] == "DENY"
     assert r.headers["Referrer-Policy"] == "same-origin"
@@ -390,11 +426,11 @@ def test_pages_forbid_framing_and_run_only_their_own_scripts(client, path):
     nonce = re.search(r"script-src 'self' 'nonce-([^']+)'", csp).group(1)
     inline = re.findall(r"<script(?![^>]*\bsrc=)([^>]*)>", r.get_data(as_text=True))
     assert inline and all(f'nonce="{nonce}"' in attrs for attrs in inline)
-    assert client.get(path).headers["Content-Security-Policy"] != csp  # a nonce per answer
+    assert seen.get(path).headers["Content-Security-Policy"] != csp  # a nonce per answer
 
 
-def test_the_login_page_and_the_api_carry_the_headers_too(anon):
-    for r in (anon.get("/login"), anon.get("/api/state")):
+def test_the_login_page_and_the_api_carry_the_headers_too(anon_seen):
+    for r in (anon_seen.get("/login"), anon_seen.get("/api/state")):
         assert r.headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
 

@@ -435,14 +435,12 @@ def harness_env(home: Home, other_than: int | None = None) -> tuple[int, dict[st
     return pid, {k: env.get(k) for k in ("HYPERHIVE_GIT_URL", "HYPERHIVE_TOKEN_FILE")}
 
 
-def test_the_local_harness_and_its_claude_get_the_git_remote(tmp_path, monkeypatch):
+def test_the_local_harness_and_its_claude_get_the_git_remote(home, tmp_path, monkeypatch):
     # its MCP servers are not what is tested (in the script: the sandbox drops FAKE_*)
     claude = claude_script(tmp_path / "bin", env={"FAKE_CLAUDE_MCP": "lazy"})
     monkeypatch.setenv("PATH", f"{claude.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_CLAUDE_HOME", str(tmp_path / "fake-claude"))
-    root = tmp_path / "hive"
-    home = Home(root)
-    run_cli(root, "init", check=True)
+    root = home.root  # initialized in this process (the `home` fixture)
     daemons = [Daemon(root).start()]
     try:
         run_cli(root, "approve", "manager#1", check=True)

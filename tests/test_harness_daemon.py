@@ -17,6 +17,7 @@ from support.daemon import Daemon, bearer, ws
 from support.hive import commit_config, git, run_cli
 from support.wait import wait_for
 
+from hyperhive.agents import create_agent
 from hyperhive.daemon import hostsock
 from hyperhive.errors import HiveError, RuntimeCommandError
 from hyperhive.home import Home
@@ -57,13 +58,12 @@ def deployed(root, name, approval_id) -> bool:
 
 
 @pytest.fixture
-def hive(tmp_path, monkeypatch):
+def hive(home, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{claude_script(tmp_path / 'bin').parent}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_CLAUDE_HOME", str(tmp_path / "fake-claude"))
-    root = tmp_path / "hive"
-    run_cli(root, "init", check=True)
-    run_cli(root, "agent", "create", "alice", check=True)
-    run_cli(root, "agent", "create", "bob", check=True)  # never deployed: its inbox stays
+    root = home.root  # initialized in this process: the CLI's init is not what is tested
+    create_agent(home, "alice", LocalRuntime(home), "operator")
+    create_agent(home, "bob", LocalRuntime(home), "operator")  # never deployed: its inbox stays
     daemons = []
 
     def start() -> Daemon:
@@ -151,7 +151,7 @@ def test_a_message_runs_a_turn_that_reaches_bob_and_is_recorded(hive):
     (report,) = crash_reports(root)
     lines = report["body"].splitlines()
     assert lines[0] == "container_crash: alice"
-    assert "exited unexpectedly (killed by SIGKILL)" in lines[1]
+    assert "exited unexpectedly (killed by SIGKILL); it is restarted in 0.2 s" in lines[1]
     assert any("ready on" in line for line in lines[2:])
     wait_for(lambda: pid_of(home, "alice") not in (None, second), what="the restart", timeout=30)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.hive import commit_config, git, run_cli
+from support.inprocess import run_main
 
 from hyperhive.errors import AlreadyDecided, ShuttingDown
 from hyperhive.home import Home
@@ -154,7 +155,7 @@ def test_a_failing_hook_shows_in_the_history(home: Home):
     commit_config(home, NAME, {"x.md": "x\n"}, "x")
     Approvals(home, NAME).propose("HEAD", "manager")  # its hook run fails too
 
-    proc = run_cli(home.root, "history", NAME, "--json")
+    proc = run_main(home.root, "history", NAME, "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     first, second = data["approvals"]
@@ -166,7 +167,7 @@ def test_a_failing_hook_shows_in_the_history(home: Home):
     assert first["hooks"][1]["tail"] == ["checking things", "it went wrong"]
     assert [(h["exit"], h["refs"]) for h in second["hooks"]] == [(3, ["refs/tags/proposal/2"])]
 
-    text = run_cli(home.root, "history", NAME, check=True).stdout
+    text = run_main(home.root, "history", NAME, check=True).stdout
     block = text.split(f"{NAME}#2")[0]  # the lines of manager#1
     assert "post-receive exited 3: it went wrong" in block
     assert text.count("post-receive exited 3") == 2
@@ -174,7 +175,7 @@ def test_a_failing_hook_shows_in_the_history(home: Home):
 
 def test_the_cli_warns_when_the_hook_fails(home: Home):
     install_hook(home, FAILING)
-    proc = run_cli(home.root, "approve", "manager#1")
+    proc = run_main(home.root, "approve", "manager#1")
     assert proc.returncode == 0  # the approval happened; the tag is not rolled back
     assert proc.stdout == "approved manager#1\n"
     assert "post-receive exited 3" in proc.stderr
@@ -245,7 +246,7 @@ def test_the_shipped_hook_turns_an_approval_into_a_deploy(home: Home):
 def test_the_shipped_hook_reports_a_failed_deploy(home: Home):
     commit_config(home, NAME, {"agent.nix": "{ this is not nix"}, "broken")
     Approvals(home, NAME).propose("HEAD", "manager")
-    proc = run_cli(home.root, "approve", "manager#2", "--force")  # its check would fail too
+    proc = run_main(home.root, "approve", "manager#2", "--force")  # its check would fail too
     assert proc.returncode == 0
     assert "post-receive exited 1" in proc.stderr
     applied = home.applied_dir(NAME)
@@ -253,7 +254,7 @@ def test_the_shipped_hook_reports_a_failed_deploy(home: Home):
         "refs/tags/failed/2"
     ]
     assert "refs/heads/main" not in git(applied, "for-each-ref", "--format=%(refname)")
-    history = json.loads(run_cli(home.root, "history", NAME, "--json", check=True).stdout)
+    history = json.loads(run_main(home.root, "history", NAME, "--json", check=True).stdout)
     hook_runs = history["approvals"][1]["hooks"]
     assert {(h["exit"], h["refs"][0]) for h in hook_runs} == {
         (0, "refs/tags/proposal/2"),

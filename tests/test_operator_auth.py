@@ -1,7 +1,7 @@
 """Operator accounts, forge sessions and login throttling: the forge through Flask's test
-client, the CLI as a real subprocess changing what the running forge accepts."""
+client, the CLI as a real subprocess changing what the running forge accepts (what only
+reads runs the CLI's main in this process)."""
 
-import io
 import json
 import re
 import sqlite3
@@ -11,12 +11,12 @@ import time
 
 import pytest
 from support.hive import csrf, fresh_commit, git, run_cli
+from support.inprocess import run_main
 from werkzeug.security import generate_password_hash
 
 from forge_ui import create_app
 from forge_ui.throttle import FORGET, LoginThrottle
 from hyperhive import operator, sessions, tokens
-from hyperhive.cli import main
 from hyperhive.errors import BadInput
 from hyperhive.hive import Hive
 from hyperhive.settings import Forge
@@ -230,7 +230,7 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
     no_hook(home)
     out = run_cli(home.root, "operator", "add", "alice", "--password-stdin", input=ALICE + "\n")
     assert out.returncode == 0, out.stderr
-    listing = json.loads(run_cli(home.root, "operator", "list", "--json", check=True).stdout)
+    listing = json.loads(run_main(home.root, "operator", "list", "--json", check=True).stdout)
     assert [(a["name"], a["password"]) for a in listing] == [("alice", True), ("operator", True)]
 
     # the account is what the tags record, not a name typed into the form
@@ -245,7 +245,7 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
     assert tag_actor(home, "approved/1") == "alice"
 
     # alice's bearer token speaks for alice, in the API and on the git remote
-    alice_token = run_cli(
+    alice_token = run_main(
         home.root, "operator", "token", "--account", "alice", check=True
     ).stdout.strip()
     assert tokens.caller(home, alice_token) == tokens.Caller("operator", "alice")
@@ -280,14 +280,11 @@ def test_accounts_from_the_cli_decide_under_their_own_name(app, home):
         (["add", "bob", "--password-stdin"], "at least 8 characters"),
     ],
 )
-def test_account_commands_refuse_clearly(home, args, message, capsys, monkeypatch):
-    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    try:  # the CLI's own main, in this process: these refusals come before any work
-        code = main(["--home", str(home.root), "operator", *args])
-    except SystemExit as e:  # argparse's usage error
-        code = e.code
-    err = capsys.readouterr().err
-    assert code in (1, 2) and message in err, err
+def test_account_commands_refuse_clearly(home, args, message):
+    # the CLI's own main, in this process (its umask and logging put back after): these
+    # refusals come before any work
+    proc = run_main(home.root, "operator", *args, input="short\n")
+    assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr
 
 
 def test_an_old_operator_json_becomes_the_operator_account(home, runtime):
@@ -309,7 +306,7 @@ def test_an_old_operator_json_becomes_the_operator_account(home, runtime):
     assert logged_in(app).get("/").status_code == 200
     bearer = {"Authorization": f"Bearer {old['token']}"}
     assert app.test_client().get("/api/state", headers=bearer).status_code == 200
-    out = run_cli(home.root, "operator", "token", check=True)
+    out = run_main(home.root, "operator", "token", check=True)
     assert out.stdout.strip() == old["token"]
 
 

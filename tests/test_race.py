@@ -1,6 +1,9 @@
 """Real processes racing on one applied repo: the transition lock picks exactly one winner."""
 
+import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -12,48 +15,91 @@ from hyperhive.home import Home
 
 NAME = "manager"
 
-# Each racer imports the CLI, says it is ready, then waits for the starting shot so that
-# every process enters `main` at (nearly) the same moment.
-RACER = r"""
-import os, sys, time
+# One process imports the CLI and what the racing commands use, then forks a racer per
+# run: each a process of its own (its own pid, locks, environment and file descriptors)
+# that says it is ready (a byte on the ready pipe) and blocks on the starting pipe, whose
+# end of file, when the test closes the only write end, sends every racer into `main` at
+# (nearly) the same moment. No racer pays an interpreter's start and imports of its own,
+# and none spends CPU polling for the start while the others get ready.
+ZYGOTE = r"""
+import json, os, sys, traceback
 from hyperhive.cli import main
-ready, go = sys.argv[1], sys.argv[2]
-open(ready, "w").close()
-while not os.path.exists(go):
-    time.sleep(0.001)
-sys.exit(main(sys.argv[3:]))
+import hyperhive.broker.messages, hyperhive.settings, hyperhive.wire.notify
+import hyperhive.wire.protocol, hyperhive.workflow.approvals, hyperhive.workflow.checks
+import hyperhive.workflow.deploy, hyperhive.workflow.hooks, hyperhive.workflow.states
+ready, go, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+pids = []
+for i, (argv, env) in enumerate(json.loads(sys.argv[4])):
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.environ.update(env)
+            for fd, name in ((1, "out"), (2, "err")):
+                f = os.open(f"{out}/{i}.{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.dup2(f, fd)
+                os.close(f)
+            os.write(ready, b".")
+            os.close(ready)
+            assert os.read(go, 1) == b""
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code if isinstance(code, int) else 1)
+    pids.append(pid)
+os.close(ready)
+print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]))
 """
 
 
 def race(home: Home, tmp: Path, runs: list[tuple[list[str], dict]]) -> list[tuple]:
     """Start one process per (argv, env) and fire them together; (code, out, err) each."""
-    gate = tmp / "gate"
-    gate.mkdir()
-    procs = []
-    for i, (argv, env) in enumerate(runs):
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", RACER, str(gate / f"ready-{i}"), str(gate / "go"), *argv],
-                env={**os.environ, "HYPERHIVE_HOME": str(home.root), **env},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    out = tmp / "racers"
+    out.mkdir()
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    zygote = None
     try:
+        zygote = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE, str(ready_w), str(go_r), str(out), json.dumps(runs)],
+            env={**os.environ, "HYPERHIVE_HOME": str(home.root)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=(ready_w, go_r),
+            start_new_session=True,  # the racers with it, for a kill if it comes to that
+        )
+        os.close(ready_w)
+        ready_w = -1
         deadline = time.monotonic() + 60
-        while len(list(gate.glob("ready-*"))) < len(runs):
-            assert time.monotonic() < deadline, "racers did not get ready"
-            assert all(p.poll() is None for p in procs), "a racer died before the start"
-            time.sleep(0.01)
-        (gate / "go").touch()
-        outputs = [p.communicate(timeout=60) for p in procs]
-        return [(p.returncode, *out) for p, out in zip(procs, outputs, strict=True)]
+        seen = 0
+        while seen < len(runs):
+            left = deadline - time.monotonic()
+            assert left > 0, "racers did not get ready"
+            if select.select([ready_r], [], [], min(left, 1.0))[0]:
+                got = os.read(ready_r, len(runs))
+                assert got, f"a racer died before the start: {zygote.communicate()[1]}"
+                seen += len(got)
+        os.close(go_w)  # the starting shot
+        go_w = -1
+        codes, err = zygote.communicate(timeout=60)
+        assert zygote.returncode == 0, err
+        return [
+            (code, (out / f"{i}.out").read_text(), (out / f"{i}.err").read_text())
+            for i, code in enumerate(json.loads(codes))
+        ]
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        for fd in (ready_r, ready_w, go_r, go_w):
+            if fd >= 0:
+                os.close(fd)
+        if zygote is not None and zygote.poll() is None:
+            os.killpg(zygote.pid, signal.SIGKILL)
+            zygote.wait()
 
 
 def install_recorder(home: Home, record: Path) -> None:

@@ -4,6 +4,7 @@
 over random histories."""
 
 import json
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -15,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.daemon import Daemon
 from support.hive import SHORT_STATES, commit_config, fresh_commit, git, log_in, run_cli
+from support.inprocess import never_serve, run_main
 from support.nix import host, nix_eval
 from support.wait import wait_for
 
 from forge_ui import create_app
 from forge_ui.filters import utc
-from hyperhive import operator
 from hyperhive.agents import create_agent, init_hive
 from hyperhive.errors import IllegalTransition, UnknownApproval
 from hyperhive.gitstore.tags import write_tag
@@ -277,7 +278,7 @@ def test_pruned_approvals_keep_their_final_state_in_every_history(hive: Home):
     assert by_id[denied]["state"] == "denied"
     assert by_id[1]["pruned"] == [] and by_id[1]["state"] == "proposal"
 
-    out = run_cli(hive.root, "history", "manager", check=True).stdout
+    out = run_main(hive.root, "history", "manager", check=True).stdout
     assert f"manager#{failed}  pruned on {when(pruned_on)}, final state failed" in out
     assert f"manager#{denied}  pruned on {when(pruned_on)}, final state denied" in out
     assert f"manager#{deployed}  deployed" in out
@@ -287,7 +288,7 @@ def test_pruned_approvals_keep_their_final_state_in_every_history(hive: Home):
         approvals.approve(failed, "zoe")
     with pytest.raises(IllegalTransition, match="it is deployed"):
         approvals.transition(deployed, State.BUILDING, "zoe")
-    proc = run_cli(hive.root, "deploy", f"manager#{denied}", "--here")
+    proc = run_main(hive.root, "deploy", f"manager#{denied}", "--here")
     assert proc.returncode == 1 and "unknown approval" in proc.stderr
 
 
@@ -299,7 +300,7 @@ def test_approvals_all_lists_pruned_approvals_as_history_does(hive: Home):
     failed = craft(hive, "manager", F, now - 40 * DAY)
     pruned_on = record_time(hive, prune(hive, N, now=now).record)
 
-    listed = json.loads(run_cli(hive.root, "approvals", "--all", "--json", check=True).stdout)
+    listed = json.loads(run_main(hive.root, "approvals", "--all", "--json", check=True).stdout)
     by_id = {a["id"]: a for a in listed}
     history = {a["id"]: a for a in history_json(hive, "manager")["approvals"]}
     assert sorted(by_id) == sorted(history) == [1, deployed, failed]
@@ -313,9 +314,9 @@ def test_approvals_all_lists_pruned_approvals_as_history_does(hive: Home):
         "building",
     ]
 
-    out = run_cli(hive.root, "approvals", "--all", check=True).stdout
+    out = run_main(hive.root, "approvals", "--all", check=True).stdout
     assert f"manager#{failed}" in out and f"pruned on {when(pruned_on)}" in out
-    assert run_cli(hive.root, "approvals", "--json", check=True).stdout.count('"id"') == 1
+    assert run_main(hive.root, "approvals", "--json", check=True).stdout.count('"id"') == 1
 
 
 def without_pruned_on(data):
@@ -337,11 +338,11 @@ def test_the_audit_survives_retention_whole(hive: Home, runtime):
     denied = approvals.propose("HEAD", "manager", reason="try notes: it | helps\n\ttwice").id
     approvals.deny(denied, "bob", "not | now:  Actor: mallory")
     failed = craft(hive, "manager", F, time.time() - 40 * DAY)
-    before = json.loads(run_cli(hive.root, "history", "manager", "--json", check=True).stdout)
-    text_before = run_cli(hive.root, "history", "manager", check=True).stdout
+    before = json.loads(run_main(hive.root, "history", "manager", "--json", check=True).stdout)
+    text_before = run_main(hive.root, "history", "manager", check=True).stdout
 
     report = prune(hive, N, now=time.time() + 40 * DAY)  # the denial is old by then
-    after = json.loads(run_cli(hive.root, "history", "manager", "--json", check=True).stdout)
+    after = json.loads(run_main(hive.root, "history", "manager", "--json", check=True).stdout)
     assert len(report.removed) == 9  # #1: 3, the denied: 2, the failed: 4
     assert without_pruned_on(after) == without_pruned_on(before)
     pruned_on = record_time(hive, report.record)
@@ -351,7 +352,7 @@ def test_the_audit_survives_retention_whole(hive: Home, runtime):
     assert [s["pruned_on"] for s in by_id[1]["states"]] == [pruned_on] * 3 + [None]
     assert by_id[1]["states"][1]["actor"] == "alice"
     assert by_id[denied]["states"][1]["trailers"]["Reason"] == "not | now: Actor: mallory"
-    text_after = run_cli(hive.root, "history", "manager", check=True).stdout
+    text_after = run_main(hive.root, "history", "manager", check=True).stdout
     assert "Reason: not | now: Actor: mallory" in text_after and "alice" in text_after
     rows = [line for line in text_before.splitlines() if line.startswith("  ")]
     assert len(rows) == 10 and all(  # each state's row, only said to be pruned now
@@ -403,7 +404,7 @@ def test_ids_are_never_reused_after_the_newest_approval_is_pruned(hive: Home):
     assert not [r for r in refs_of(hive) if r.endswith(f"/{newest}")]
     assert refs_of(hive)["refs/hyperhive/last-id"] == last_id  # prune never touches it
     commit_config(hive, "manager", {"notes.md": "new\n"}, "something new to propose")
-    proc = run_cli(hive.root, "propose", "manager", check=True)
+    proc = run_main(hive.root, "propose", "manager", check=True)
     assert proc.stdout.strip() == f"manager#{newest + 1}"
 
 
@@ -420,7 +421,7 @@ def test_a_counter_behind_the_tags_stops_the_repo_and_nothing_is_lost(hive: Home
     ).stdout.strip()
     git(applied, "update-ref", "refs/hyperhive/last-id", blob)
     before = refs_of(hive)
-    proc = run_cli(hive.root, "prune")
+    proc = run_cli(hive.root, "prune")  # a real process's refusal
     assert proc.returncode == 1
     assert "manager not pruned: refs/hyperhive/last-id of manager (1) is below approval 2" in (
         proc.stderr
@@ -436,7 +437,7 @@ def test_a_stale_packed_refs_lock_skips_that_agent_only(hive: Home, runtime):
     lock = hive.applied_dir("manager") / "packed-refs.lock"
     lock.write_text("")
     before = refs_of(hive)
-    proc = run_cli(hive.root, "prune", "--json")
+    proc = run_main(hive.root, "prune", "--json")
     assert proc.returncode == 1
     report = json.loads(proc.stdout)
     assert [e["agent"] for e in report["errors"]] == ["manager"]
@@ -445,7 +446,7 @@ def test_a_stale_packed_refs_lock_skips_that_agent_only(hive: Home, runtime):
     assert refs_of(hive) == before  # nothing of manager's went
     assert "refs/tags/failed/2" not in refs_of(hive, "bob")
     lock.unlink()
-    assert run_cli(hive.root, "prune").returncode == 0
+    assert run_main(hive.root, "prune").returncode == 0
     assert "refs/tags/failed/2" not in refs_of(hive)
 
 
@@ -467,7 +468,7 @@ def test_cli_prune_and_meta_log(hive: Home, runtime):
     deploy(hive, "manager", 1, runtime)
     craft(hive, "manager", F, time.time() - 40 * DAY)
 
-    proc = run_cli(hive.root, "prune", "--dry-run", "--json", check=True)
+    proc = run_main(hive.root, "prune", "--dry-run", "--json", check=True)
     dry = json.loads(proc.stdout)
     assert dry["dry_run"] is True and dry["record"] is None and dry["failed_days"] == 30
     assert [t["tag"] for t in dry["removed"]] == [
@@ -479,24 +480,24 @@ def test_cli_prune_and_meta_log(hive: Home, runtime):
         "building/2",
         "failed/2",
     ]
-    proc = run_cli(hive.root, "prune", "--failed-days", "0", check=True)
+    proc = run_main(hive.root, "prune", "--failed-days", "0", check=True)
     assert "removed manager proposal/1  " in proc.stdout
     assert "failed/2" not in proc.stdout  # 0: failed tags are kept forever
     assert "recorded in meta.git " in proc.stdout
-    assert run_cli(hive.root, "prune", "--failed-days", "0").stdout == "nothing to prune\n"
+    assert run_main(hive.root, "prune", "--failed-days", "0").stdout == "nothing to prune\n"
     (hive.root / "hyperhive.toml").write_text("[retention]\nfailed_days = 45\n")
-    assert "nothing to prune" in run_cli(hive.root, "prune", check=True).stdout  # 40 < 45 days
-    proc = run_cli(hive.root, "prune", "--failed-days", "31", check=True)
+    assert "nothing to prune" in run_main(hive.root, "prune", check=True).stdout  # 40 < 45 days
+    proc = run_main(hive.root, "prune", "--failed-days", "31", check=True)
     assert "removed manager failed/2  " in proc.stdout
 
     for bad in ("-1", "1.5"):
-        proc = run_cli(hive.root, "prune", "--failed-days", bad)
+        proc = run_main(hive.root, "prune", "--failed-days", bad)
         assert proc.returncode == 2 and "number of days" in proc.stderr
     (hive.root / "hyperhive.toml").write_text("[retention]\nfailed_days = -2\n")
-    proc = run_cli(hive.root, "prune")
+    proc = run_main(hive.root, "prune")
     assert proc.returncode == 1 and "retention.failed_days must be at least 0" in proc.stderr
 
-    entries = json.loads(run_cli(hive.root, "meta", "log", "--json", check=True).stdout)
+    entries = json.loads(run_main(hive.root, "meta", "log", "--json", check=True).stdout)
     assert [e["kind"] for e in entries] == ["prune", "prune", "deploy", "init"]
     deploy_entry = entries[2]
     assert deploy_entry["agent"] == "manager" and deploy_entry["approval"] == 1
@@ -504,7 +505,7 @@ def test_cli_prune_and_meta_log(hive: Home, runtime):
     assert deploy_entry["time"] == record_time(hive, deploy_entry["commit"])
     assert [t["tag"] for t in entries[0]["removed"]] == ["failed/2"]
     assert entries[0]["removed"][0]["commit"] == config_head(hive, "manager")
-    text = run_cli(hive.root, "meta", "log", check=True).stdout.splitlines()
+    text = run_cli(hive.root, "meta", "log", check=True).stdout.splitlines()  # a real one
     assert "  prune    1 tags" in text[0] and text[1].startswith("    manager failed/2  ")
     assert any(f"deploy   manager#1  {config_head(hive, 'manager')[:12]}" in t for t in text)
 
@@ -569,15 +570,24 @@ def histories(draw):
     return failed_days, draw(st.lists(st.tuples(FINALS, ages), max_size=8))
 
 
+@pytest.fixture(scope="module")
+def new_hive(tmp_path_factory) -> Path:
+    """A new hive without post-receive, to copy: what init_hive and quiet make each time,
+    at a copy's cost (nothing in it names its own path)."""
+    home = Home(tmp_path_factory.mktemp("new") / "hive")
+    init_hive(home, LocalRuntime(home), "operator")
+    quiet(home, "manager")
+    return home.root
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories())
-def test_property_final_states_survive_and_ids_stay_unique(case):
+def test_property_final_states_survive_and_ids_stay_unique(new_hive, case):
     failed_days, approvals_spec = case
     now = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         home = Home(Path(tmp) / "hive")
-        init_hive(home, LocalRuntime(home), "operator")
-        quiet(home, "manager")
+        shutil.copytree(new_hive, home.root, symlinks=True)
         made = {1: P} | {
             craft(home, "manager", final, now - age): final for final, age in approvals_spec
         }
@@ -615,7 +625,6 @@ def test_property_final_states_survive_and_ids_stay_unique(case):
 
 @pytest.fixture
 def client(hive: Home, runtime: LocalRuntime):
-    operator.set_password(hive, "correct horse battery")
     c = create_app(Hive(hive, runtime)).test_client()
     log_in(c, hive, "alice")
     return c
@@ -677,7 +686,8 @@ def test_the_daemon_schedules_the_daily_prune(tmp_path: Path, monkeypatch):
     finally:
         assert daemon.stop() == 0
     monkeypatch.setenv("HYPERHIVE_RETENTION_PRUNE_AT", "4:15")
-    proc = run_cli(tmp_path / "hive", "up", "--port", "0")
+    never_serve(monkeypatch)
+    proc = run_main(tmp_path / "hive", "up", "--port", "0")
     assert proc.returncode == 1
     assert "retention.prune_at must be HH:MM (24 h), not '4:15'" in proc.stderr
 

@@ -16,6 +16,7 @@ def test_defaults_without_a_file(tmp_path):
     assert (s.http.header_seconds, s.http.body_seconds, s.http.io_seconds) == (10, 30, 60)
     assert (s.http.max_connections, s.http.websockets) == (4096, 32)
     assert s.local.sandbox is True  # agents are sandboxed unless the operator says not
+    assert (s.local.restart_seconds, s.local.sync_seconds) == (5.0, 5.0)
 
 
 def test_file_then_environment(tmp_path):
@@ -33,6 +34,16 @@ def test_the_sandbox_switch_from_the_file_and_the_environment(tmp_path):
     for value, expected in (("true", True), ("1", True), ("False", False), ("0", False)):
         env = {"HYPERHIVE_LOCAL_SANDBOX": value}
         assert load_settings(Home(tmp_path), env).local.sandbox is expected
+
+
+def test_seconds_of_the_local_runtime_take_integers_and_fractions(tmp_path):
+    (tmp_path / "hyperhive.toml").write_text("[local]\nrestart_seconds = 2\nsync_seconds = 0.5\n")
+    s = load_settings(Home(tmp_path), {})
+    assert (s.local.restart_seconds, s.local.sync_seconds) == (2.0, 0.5)
+    assert type(s.local.restart_seconds) is float
+    env = {"HYPERHIVE_LOCAL_RESTART_SECONDS": "0.2", "HYPERHIVE_LOCAL_SYNC_SECONDS": "60"}
+    s = load_settings(Home(tmp_path), env)
+    assert (s.local.restart_seconds, s.local.sync_seconds) == (0.2, 60.0)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +64,17 @@ def test_the_sandbox_switch_from_the_file_and_the_environment(tmp_path):
         ("", {"HYPERHIVE_FORGE_PROXY_HOPS": "-1"}, "forge.proxy_hops must be at least 0"),
         ('[local]\nsandbox = "no"\n', {}, "local.sandbox must be bool"),
         ("", {"HYPERHIVE_LOCAL_SANDBOX": "off"}, "HYPERHIVE_LOCAL_SANDBOX must be true or false"),
+        ("[local]\nrestart_seconds = 0\n", {}, "restart_seconds must be from 0.1 to 300, not 0"),
+        ("[local]\nrestart_seconds = 301\n", {}, "must be from 0.1 to 300, not 301"),
+        ("[local]\nsync_seconds = 0.05\n", {}, "sync_seconds must be from 0.1 to 3600"),
+        ("[local]\nsync_seconds = 3601\n", {}, "sync_seconds must be from 0.1 to 3600"),
+        ("[local]\nsync_seconds = nan\n", {}, "must be a finite number, not nan"),
+        ("[local]\nrestart_seconds = inf\n", {}, "must be a finite number, not inf"),
+        ('[local]\nrestart_seconds = "5"\n', {}, "local.restart_seconds must be a number"),
+        ("[local]\nrestart_seconds = true\n", {}, "local.restart_seconds must be a number"),
+        ("", {"HYPERHIVE_LOCAL_RESTART_SECONDS": "soon"}, "must be a number, not 'soon'"),
+        ("", {"HYPERHIVE_LOCAL_SYNC_SECONDS": "-1"}, "HYPERHIVE_LOCAL_SYNC_SECONDS: local.sync"),
+        ("", {"HYPERHIVE_LOCAL_SYNC_SECONDS": "inf"}, "must be a finite number, not 'inf'"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, toml, env, message):

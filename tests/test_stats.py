@@ -28,6 +28,7 @@ from hyperhive.daemon.sampler import Sampler, stuck_agents
 from hyperhive.errors import BadInput
 from hyperhive.hive import Hive
 from hyperhive.home import Home
+from hyperhive.runtime.local import LocalRuntime
 from hyperhive.settings import Telemetry, load_settings
 from hyperhive.wire.events import EventBus
 
@@ -665,17 +666,16 @@ def test_telemetry_settings_are_checked(tmp_path, toml, message):
 # -- end to end ----------------------------------------------------------------------------
 
 
-def test_a_fake_claude_turn_and_the_sampler_show_in_api_stats(tmp_path, monkeypatch):
+def test_a_fake_claude_turn_and_the_sampler_show_in_api_stats(home, tmp_path, monkeypatch):
     """A real daemon (sampling every second), alice deployed on the local runtime; a
     message runs one turn of the fake claude, which sends to bob: its report and the
     sampler's rows come back from GET /api/stats."""
     monkeypatch.setenv("PATH", f"{claude_script(tmp_path / 'bin').parent}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_CLAUDE_HOME", str(tmp_path / "fake-claude"))
     monkeypatch.setenv("HYPERHIVE_TELEMETRY_SAMPLE_SECONDS", "1")
-    root = tmp_path / "hive"
-    run_cli(root, "init", check=True)
-    run_cli(root, "agent", "create", "alice", check=True)
-    run_cli(root, "agent", "create", "bob", check=True)
+    root = home.root
+    for name in ("alice", "bob"):
+        create_agent(home, name, LocalRuntime(home), "operator")
     daemon = Daemon(root).start()
     try:
         run_cli(root, "approve", "alice#1", check=True)

@@ -15,6 +15,7 @@ from hyperhive.daemon.supervisor import Supervisor, crash_body
 from hyperhive.errors import InvalidName
 from hyperhive.hive import Hive
 from hyperhive.runtime import record
+from hyperhive.settings import Local
 
 
 @pytest.fixture
@@ -70,6 +71,36 @@ def test_a_crash_is_told_with_the_log_tail_and_restarted_after_a_backoff(home, w
     now = supervisor.time.time()
     monkeypatch.setattr(supervisor.time, "time", lambda: now + 6)  # the backoff is over
     rt.calls.clear()
+    sup.sync()
+    assert rt.calls == [("start", "worker")]
+
+
+def test_the_backoff_doubles_from_the_setting_up_to_five_minutes():
+    assert [supervisor.backoff(5.0, n) for n in range(1, 9)] == [
+        5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0,
+    ]  # fmt: skip
+    assert supervisor.backoff(0.2, 3) == 0.8
+    assert supervisor.backoff(5.0, 5000) == 300.0  # days of a crash loop: no overflow
+
+
+def test_restart_seconds_sets_the_first_wait_and_the_sync_period(home, worker, monkeypatch):
+    """`[local] restart_seconds` and `sync_seconds` (the test daemons run with short ones):
+    the crash report names the wait, the sync honours it, the scheduler gets the period."""
+    rt, broker = StandIn(True), Broker(home)
+    sup = Supervisor(Hive(home, rt), broker, Local(restart_seconds=0.5, sync_seconds=2.0))
+    assert [job[:2] for job in sup.jobs()] == [("agents", 2.0)]
+    sup.start()
+    rt.calls.clear()
+    now = supervisor.time.time()
+    monkeypatch.setattr(supervisor.time, "time", lambda: now)
+    for _ in range(3):
+        rt.on_exit("worker", 1)
+    told = [m["body"] for m in system_messages(broker, "manager")]
+    assert "it is restarted in 0.5 s." in told[0] and "it is restarted in 2 s." in told[1]
+    monkeypatch.setattr(supervisor.time, "time", lambda: now + 1.9)
+    sup.sync()
+    assert rt.calls == []  # the third crash in a row waits 2 s
+    monkeypatch.setattr(supervisor.time, "time", lambda: now + 2.1)
     sup.sync()
     assert rt.calls == [("start", "worker")]
 

@@ -4,7 +4,7 @@ an agent's harness log.
 Every socket follows the source of truth (refs, the log file) and uses the event bus
 only to wake up early: an event lost to a full queue, or a build running in another
 process, is caught up at the next wake-up at the latest. Every socket ends with the
-session or token that opened it (`auth.lasting`: looked at every few seconds).
+session or token that opened it (`auth.lasting`: looked at every second).
 """
 
 import json

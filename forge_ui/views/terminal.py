@@ -18,7 +18,7 @@ nor the browser ever holds more than WINDOW bytes of it, and the page stays resp
 
 Closing the socket (the tab) or the daemon stopping hangs up the shell: SIGHUP to its
 process group, SIGKILL if it lingers (`Shell.close`). So does the end of the session (or
-token) that opened it, checked every few seconds (auth.still_allowed): a logout, a
+token) that opened it, checked every second (auth.still_allowed): a logout, a
 password change or `hyperhive operator logout-all` also ends its open terminals.
 """
 

@@ -3,16 +3,17 @@
 Supervised runtimes (local: each agent is a harness subprocess of the daemon):
 
 - `start` runs every deployed agent; `sync` (on every `state` event and every
-  `SYNC_SECONDS`) starts the deployed agents that do not run and restarts those that run
-  an older revision than the deployed one (so every deploy, from the build worker or a
-  CLI `deploy --here`, restarts its agent), and stops those no longer active; `stop`
-  stops them all with the daemon.
+  `[local] sync_seconds`, default 5) starts the deployed agents that do not run and
+  restarts those that run an older revision than the deployed one (so every deploy, from
+  the build worker or a CLI `deploy --here`, restarts its agent), and stops those no
+  longer active; `stop` stops them all with the daemon.
 - A harness that exits unasked is a crash: a `container_crash` message from `system` with
   the log tail goes to the manager (to the operator when the manager is the one that
-  crashed), and the harness is restarted after a backoff: 5 s, doubling with each crash
-  up to 5 min, back to 5 s after 10 min without one or at once after a new deploy. Of
-  one episode of crashes (ended by 10 min up or a new deploy) only the first and the
-  third are told; the rest are logged, so a crash loop does not flood the manager.
+  crashed), and the first sync after a backoff restarts the harness: `[local]
+  restart_seconds` (default 5 s), doubling with each crash up to 5 min, back to the start
+  after 10 min without one or at once after a new deploy. Of one episode of crashes
+  (ended by 10 min up or a new deploy) only the first and the third are told; the rest
+  are logged, so a crash loop does not flood the manager.
 
 What it learns goes to the agents' health (broker/health.py), so the Agents table, `GET
 /api/state` and `hyperhive agent list` say `failing` or `crash-looping` with the cause: a
@@ -41,14 +42,13 @@ from hyperhive.errors import HiveError
 from hyperhive.hive import Hive
 from hyperhive.policy import claude_problem, deployed_policy
 from hyperhive.runtime import record
+from hyperhive.settings import Local
 from hyperhive.wire import notify
 
 log = logging.getLogger("hyperhive.daemon")
 
-SYNC_SECONDS = 5.0
 POLL_SECONDS = 30.0
-RESTART_SECONDS = 5.0
-MAX_RESTART_SECONDS = 300.0
+MAX_RESTART_SECONDS = 300.0  # the backoff's cap ([local] restart_seconds is its start)
 CALM_SECONDS = 600.0  # a crash this long after the last one starts the backoff afresh
 TELL_AGAIN_AT = 3  # an episode's crashes told: the first, and this one ("keeps crashing")
 TAIL_LINES = 40
@@ -78,9 +78,16 @@ def crash_body(name: str, what: str, tail: list[str]) -> str:
     return body
 
 
+def backoff(first: float, count: int) -> float:
+    """`first`, doubled with each crash in a row after the first, at most 5 min (the
+    exponent capped too: a crash loop of days counts past what a float can hold)."""
+    return min(first * 2 ** min(count - 1, 32), MAX_RESTART_SECONDS)
+
+
 class Supervisor:
-    def __init__(self, hive: Hive, broker: Broker):
+    def __init__(self, hive: Hive, broker: Broker, settings: Local | None = None):
         self.hive, self.broker = hive, broker
+        self.settings = settings or Local()  # the backoff and the sync's period
         self.runtime = hive.runtime
         self.supervised = bool(getattr(self.runtime, "supervised", False))
         self.lock = threading.Lock()
@@ -120,7 +127,8 @@ class Supervisor:
 
     def jobs(self) -> list[tuple[str, float, Callable[[], object]]]:
         """(name, period in seconds, function) for the daemon's scheduler."""
-        return [("agents", SYNC_SECONDS if self.supervised else POLL_SECONDS, self.tick)]
+        period = self.settings.sync_seconds if self.supervised else POLL_SECONDS
+        return [("agents", period, self.tick)]
 
     def stop(self) -> None:
         """Stop every agent this daemon started: all at once where the runtime can (one
@@ -258,9 +266,9 @@ class Supervisor:
             return False
         return time.time() < at + self._delay(count)
 
-    @staticmethod
-    def _delay(count: int) -> float:
-        return min(RESTART_SECONDS * 2 ** (count - 1), MAX_RESTART_SECONDS)
+    def _delay(self, count: int) -> float:
+        """The wait before the restart after the `count`th crash in a row."""
+        return backoff(self.settings.restart_seconds, count)
 
     def exited(self, name: str, status: int) -> None:
         """The runtime's report of a harness that exited unasked."""
@@ -273,7 +281,7 @@ class Supervisor:
             self.crashes[name] = (count, now, revision)
             stopping = self.stopping.is_set()
         what = f"The harness of agent {name} exited unexpectedly ({exit_text(status)})"
-        then = "" if stopping else f"; it is restarted in {self._delay(count):.0f} s"
+        then = "" if stopping else f"; it is restarted in {self._delay(count):g} s"
         if not stopping:
             self._changed(
                 name,

@@ -121,7 +121,7 @@ class Services:
         self.watcher = threading.Thread(target=self._follow, name="agent-sockets", daemon=True)
         self.scheduler = Scheduler()
         self.sampler = Sampler(self.hive, self.hive.broker, self.settings.telemetry)
-        self.supervisor = Supervisor(self.hive, self.hive.broker)
+        self.supervisor = Supervisor(self.hive, self.hive.broker, self.settings.local)
 
     def _follow(self) -> None:
         """Agents come and go through the workflow: keep their sockets in step, and run

@@ -17,6 +17,10 @@ from hyperhive.home import Home
 from .hive import HYPERHIVE
 from .wait import wait_for
 
+# A crashed harness's restart and the supervisor's sync, short: tests wait on both (the
+# defaults, 5 s each, are an operator's; the backoff's doubling is test_supervisor's).
+QUICK = {"HYPERHIVE_LOCAL_RESTART_SECONDS": "0.2", "HYPERHIVE_LOCAL_SYNC_SECONDS": "0.5"}
+
 
 class Daemon:
     def __init__(self, root: Path):
@@ -33,7 +37,7 @@ class Daemon:
             [HYPERHIVE, "up", "--home", str(self.root), "--port", "0"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "HYPERHIVE_HOME": str(self.root)},
+            env={**os.environ, **QUICK, "HYPERHIVE_HOME": str(self.root)},
             start_new_session=True,
         )
         try:

@@ -19,17 +19,15 @@ SEP = "\x1f"
 
 # A stand-in for nixos-container (nixpkgs' nixos-container.pl): containers are conf files
 # in $FAKE_NC/conf, a running one has $FAKE_NC/running/<c>; `create` and `update` "build"
-# (a line, a pause or a wait for $FAKE_NC/release when $FAKE_NC/gate exists, a line) and
+# (a line, a wait for $FAKE_NC/release when $FAKE_NC/gate exists, a line) and
 # fail like nix does when $FAKE_NC/broken exists.
 FAKE_NIXOS_CONTAINER = r"""
 for a in "$@"; do printf '%s\037' "$a"; done >> "$FAKE_NC/argv"; echo >> "$FAKE_NC/argv"
 action=$1; c=$2; conf="$FAKE_NC/conf/$c.conf"
 build() {
     echo "building the system configuration of $c..."
-    if [ -e "$FAKE_NC/gate" ]; then
+    if [ -e "$FAKE_NC/gate" ]; then  # a test that looks at the build while it runs
         while [ ! -e "$FAKE_NC/release" ]; do sleep 0.02; done
-    else
-        sleep 0.2
     fi
     if [ -e "$FAKE_NC/broken" ]; then
         echo "error: attribute 'nonexistent' missing" >&2
