@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from .cputime import apart
+
 
 class Chromium:
     """The process's Playwright driver and headless Chromium, started on first use."""
@@ -61,17 +63,19 @@ class Chromium:
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[Chromium]:
+def chromium(pytestconfig) -> Iterator[Chromium]:
     c = Chromium()
     asyncio._set_running_loop(None)  # until a module uses it (support/browser.py's `browser`)
     try:
         yield c
     finally:
-        c.close()
+        # what Chromium took over the session, reaped here, is no one test's (--cpu-top)
+        with apart(pytestconfig, "Chromium and its Playwright driver"):
+            c.close()
 
 
 @pytest.fixture(scope="session")
-def shared_forge(tmp_path_factory):
+def shared_forge(tmp_path_factory, pytestconfig):
     """One `hyperhive up` with the operator and alice, for every module that shares it."""
     from .browser import start_forge
 
@@ -79,7 +83,8 @@ def shared_forge(tmp_path_factory):
     try:
         yield d
     finally:
-        d.kill()
+        with apart(pytestconfig, "the shared forge (SHARE_FORGE)"):
+            d.kill()
 
 
 @pytest.fixture(scope="session")
