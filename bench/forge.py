@@ -57,9 +57,15 @@ PER_PAGE = 50  # forge_ui.views.browse.PER_PAGE, checked in main()
 LOG_FORMAT = "%H%x00%P%x00%an%x00%ae%x00%ct%x00%s%x00%b%x00%(trailers:only,unfold)%x00%D"
 
 
+# The untimed first call of each row; --smoke leaves it out (its one timed call is all a
+# check of the row needs, and the warm-ups were a third of its work).
+WARM_UP = True
+
+
 def repeat(fn, repeats: int) -> tuple[list[float], object]:
-    """One untimed warm-up call, then `repeats` timed ones; the last result."""
-    result = fn()
+    """One untimed warm-up call (unless WARM_UP is off), then `repeats` timed ones; the
+    last result."""
+    result = fn() if WARM_UP else None
     samples = []
     for _ in range(repeats):
         t, result = timed(fn)
@@ -534,8 +540,12 @@ def table(facts: dict[str, str]) -> None:
             note(f"({section}) {text}.")
     note(
         "ours: Flask test client in-process (routing, session, git reads with dulwich, "
-        "unidiff + pygments, Jinja); ref: one git CLI process, its start-up included. The "
-        "first call of each row is a warm-up and not counted."
+        "unidiff + pygments, Jinja); ref: one git CLI process, its start-up included. "
+        + (
+            "The first call of each row is a warm-up and not counted."
+            if WARM_UP
+            else "--smoke: no warm-up call, each row's one call is timed."
+        )
     )
 
 
@@ -565,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         args.changed, args.blob_kib = 10, 1
     if args.smoke:  # (b) still has 2, 3 and 3 pages at 1x, 10x, 50x
         args.diff_lines, args.commits, args.files, args.changed = 4, 50, 1, 2
+        global WARM_UP
+        WARM_UP = False
     if GIT is None:
         parser.error("the git CLI is needed for the references")
     from forge_ui.views import browse as browse_view

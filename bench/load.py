@@ -23,7 +23,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import http.client
-import json
 import os
 import re
 import resource
@@ -39,9 +38,11 @@ import urllib.parse
 from pathlib import Path
 
 from broker import Daemon
-from transitions import HYPERHIVE, note, print_rows, record, say
+from transitions import engine_pending, note, print_rows, record, say
 
+from hyperhive import operator
 from hyperhive.daemon import hostsock
+from hyperhive.home import Home
 
 PASSWORD = "bench load password"
 HALF_HEAD = b"GET /login HTTP/1.1\r\nHost: x\r\n"
@@ -270,13 +271,9 @@ def pushes(daemon: Daemon, port: int, pid: int, count: int, token: str, tmp: Pat
 
 
 def approvals(daemon: Daemon) -> list:
-    out = subprocess.run(
-        [HYPERHIVE, "--home", str(daemon.root), "approvals", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
+    """The pending approvals, as `hyperhive approvals` lists them (read in this process:
+    the tags the pushes wrote, without a CLI start's imports each time)."""
+    return engine_pending(Home(daemon.root))
 
 
 def long_polls(daemon: Daemon, pid: int, count: int, samples: int) -> None:
@@ -370,26 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", daemon.log.read_text()).group(1))
             pid = worker_pid(daemon.proc.pid)
-            subprocess.run(
-                [
-                    HYPERHIVE,
-                    "--home",
-                    str(daemon.root),
-                    "operator",
-                    "set-password",
-                    "--password-stdin",
-                ],
-                input=PASSWORD,
-                text=True,
-                check=True,
-                capture_output=True,
-            )
-            token = subprocess.run(
-                [HYPERHIVE, "--home", str(daemon.root), "operator", "token"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
+            # what `hyperhive operator set-password` and `operator token` do, in this
+            # process (the daemon reads them from the home as it would theirs)
+            operator.set_password(Home(daemon.root), PASSWORD)
+            token = operator.token(Home(daemon.root))
             bearer = {"Authorization": f"Bearer {token}"}
             say(f"  up in {time.perf_counter() - started:.1f} s, worker pid {pid}")
             say(f"(a) {slow} slow clients …")

@@ -6,8 +6,8 @@ It reads the real CLI's flags (`-p`, `--output-format stream-json` which needs
 `--verbose`, `--mcp-config` (a file or inline JSON), `--strict-mcp-config`,
 `--allowedTools`, `--disallowedTools`, `--permission-mode`, `--setting-sources`,
 `--append-system-prompt`, `--model`, `--resume`), takes the prompt from the argument or
-stdin, starts every MCP server of the config for real (mcp 2.x stdio client: initialize,
-list_tools), and writes stream-json line by line, flushed: `system` init, `assistant`
+stdin, starts every MCP server of the config for real (MCP over stdio, by hand: initialize,
+tools/list), and writes stream-json line by line, flushed: `system` init, `assistant`
 text and `tool_use`, `user` tool_result, `system`/`permission_denied` for a refused call,
 the compaction events (`system`/`status` with `compact_result`, `compact_boundary`), and
 `result` with usage, the cumulative `total_cost_usd` of the session and the run's own
@@ -269,34 +269,97 @@ def too_long(sid: str, started: float) -> dict:
                   terminal="prompt_too_long", status=400, cost=0.0)  # fmt: skip
 
 
-async def start_servers(stack: AsyncExitStack, servers: dict) -> tuple[dict, list[dict]]:
-    """Start each server for real; (key → (session, tool names)), init statuses."""
-    sessions, statuses = {}, []
-    if not servers:
-        return sessions, statuses
-    from mcp import ClientSession, StdioServerParameters, stdio_client  # a second to import
+class StdioServer:
+    """One MCP server over stdio, spoken to as the CLI speaks to it: JSON-RPC 2.0, a
+    message a line (initialize, notifications/initialized, tools/list, tools/call). By
+    hand, as tests/echo_mcp.py serves: importing the `mcp` package's client cost 1.8 s of
+    CPU per run, and a run starts its servers each time. The package's own client checks
+    `hyperhive mcp` in tests/support/mcp.py; the real CLI, in tests/test_claude_cli.py."""
 
-    for key, spec in servers.items():
-        params = StdioServerParameters(
-            command=spec["command"],
-            args=spec.get("args", []),
-            env={**os.environ, **spec.get("env", {})},
+    MAX_LINE = 16 << 20
+
+    def __init__(self, process: "anyio.abc.Process"):
+        from anyio.streams.buffered import BufferedByteReceiveStream
+
+        self.process = process
+        self.out = BufferedByteReceiveStream(process.stdout)
+        self.last_id = 0
+
+    async def send(self, message: dict) -> None:
+        await self.process.stdin.send(json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n")
+
+    async def request(self, method: str, params: dict) -> dict:
+        """The result of a request; a JSON-RPC error raises. Whatever else the server
+        writes meanwhile (notifications, its own requests) is passed over."""
+        self.last_id += 1
+        await self.send({"id": self.last_id, "method": method, "params": params})
+        while True:
+            line = await self.out.receive_until(b"\n", self.MAX_LINE)
+            message = json.loads(line)
+            if message.get("id") != self.last_id or "method" in message:
+                continue
+            if "error" in message:
+                raise RuntimeError(f"{method}: {message['error']}")
+            return message["result"]
+
+    async def initialize(self) -> list[str]:
+        """The handshake, then the names of the server's tools (every page)."""
+        await self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "claude-code", "version": VERSION},
+            },
         )
-        inner = AsyncExitStack()
+        await self.send({"method": "notifications/initialized"})
+        tools, cursor = [], None
+        while True:
+            listed = await self.request("tools/list", {"cursor": cursor} if cursor else {})
+            tools += [t["name"] for t in listed.get("tools", [])]
+            if not (cursor := listed.get("nextCursor")):
+                return tools
+
+    async def call_tool(self, name: str, arguments: dict) -> tuple[str, bool]:
+        """A tool's text blocks, joined, and whether it said it failed."""
+        called = await self.request("tools/call", {"name": name, "arguments": arguments})
+        text = "".join(b.get("text", "") for b in called.get("content", []))
+        return text, bool(called.get("isError"))
+
+    async def aclose(self) -> None:
+        """Its stdin closed, as the CLI ends a server: a moment to exit, then killed."""
+        with suppress(Exception):
+            await self.process.stdin.aclose()
+        with anyio.move_on_after(2):
+            await self.process.wait()
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def start_servers(stack: AsyncExitStack, servers: dict) -> tuple[dict, list[dict]]:
+    """Start each server for real; (key → (server, tool names)), init statuses."""
+    sessions, statuses = {}, []
+    for key, spec in servers.items():
+        server = None
         try:
-            read, write = await inner.enter_async_context(stdio_client(params))
-            session = await inner.enter_async_context(ClientSession(read, write))
+            process = await anyio.open_process(
+                [spec["command"], *spec.get("args", [])],
+                env={**os.environ, **spec.get("env", {})},
+                stderr=None,  # the server's log goes where the CLI's does
+            )
+            server = StdioServer(process)
             with anyio.fail_after(30):
-                await session.initialize()
-                tools = [t.name for t in (await session.list_tools()).tools]
+                tools = await server.initialize()
         except Exception as e:  # the real CLI goes on without a failed server
             sys.stderr.write(f"MCP server {key} failed to start: {e!r}\n")
             statuses.append({"name": key, "status": "failed"})
-            with suppress(Exception):
-                await inner.aclose()
+            if server is not None:
+                with suppress(Exception):
+                    await server.aclose()
             continue
-        stack.push_async_exit(inner)
-        sessions[key] = (session, tools)
+        stack.push_async_callback(server.aclose)
+        sessions[key] = (server, tools)
         statuses.append({"name": key, "status": "connected"})
     return sessions, statuses
 
@@ -429,9 +492,7 @@ async def turn(opts: dict, prompt: str) -> int:
                 elif server not in sessions:
                     text, is_error = f"No such tool available: {name}", True
                 else:
-                    called = await sessions[server][0].call_tool(tool, arguments)
-                    text = "".join(getattr(b, "text", "") for b in called.content)
-                    is_error = bool(called.is_error)
+                    text, is_error = await sessions[server][0].call_tool(tool, arguments)
                 block = {
                     "tool_use_id": use_id,
                     "type": "tool_result",

@@ -24,10 +24,13 @@ def call(path: Path | str, request: dict, timeout: float = 10.0) -> dict:
     except (FileNotFoundError, ConnectionRefusedError) as e:
         sock.close()
         raise DaemonUnavailable(str(e)) from e
-    with sock, sock.makefile("rwb") as f:
-        f.write(json.dumps(request).encode() + b"\n")
-        f.flush()
-        line = f.readline(MAX_LINE)
+    # The request goes out with sendall, not through a buffered writer: closing one flushes
+    # it again, and an exception raised by a signal handler while the reply was awaited
+    # (the harness's SIGTERM) came out as that flush's BrokenPipeError, the stop lost.
+    with sock:
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        with sock.makefile("rb") as f:
+            line = f.readline(MAX_LINE)
     if not line:
         raise DaemonUnavailable("the daemon closed the connection without a reply")
     reply = json.loads(line)
