@@ -20,8 +20,9 @@ from hyperhive.runtime.local import LocalRuntime
 sys.dont_write_bytecode = False
 
 # The check that no process the tests started outlives the run, `--cpu-top=N` (the tests
-# that cost the most CPU); pytester for its own test.
-pytest_plugins = ["support.leftovers", "support.cputime", "pytester"]
+# that cost the most CPU), the Chromium and forge a process's browser tests share;
+# pytester for its own test.
+pytest_plugins = ["support.leftovers", "support.cputime", "support.browser_worker", "pytester"]
 
 # Before anything asks for a temporary directory: the hives the tests build on tmpfs,
 # where an fsync costs nothing (support/tmpfs.py).

@@ -247,7 +247,8 @@ def test_raw_view_of_a_script_shows_it_and_runs_nothing(web, daemon):
     assert response.headers["content-type"] == "text/plain; charset=utf-8"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert page.inner_text("body").strip() == SCRIPT.strip()  # shown as text
-    page.wait_for_timeout(300)  # an onerror handler would fire after the failed load
+    # An image's error (and its onerror) comes before the load event, which it delays.
+    page.wait_for_load_state("load")
     assert page.evaluate("document.querySelectorAll('script, img').length") == 0
     assert dialogs == ["control"]
 
@@ -266,21 +267,28 @@ def test_pages_fit_the_window_with_the_longest_agent_name(browser, daemon, sessi
     )
     context.set_default_timeout(TIMEOUT_MS)
     try:
-        page = context.new_page()
+        agent = f"/agents/{LONG_NAME}"
         split = f"/review/{LONG_NAME}/1?view=split"
-        paths = ["/", f"/agents/{LONG_NAME}", split, "/repos/meta/log", "/repos", "/nope"]
-        for path in paths:
-            page.goto(daemon.url + path)
+        view = "unified" if width < 800 else "split"  # below 800 px split falls back
+        paths = ["/", agent, split, "/repos/meta/log", "/repos", "/nope"]
+        # The pages load side by side, each in its own tab (their quiet half-seconds of
+        # "networkidle" overlap), and each is measured once settled: loaded, its scripts
+        # run (a narrow split view has replaced itself), nothing more on the wire.
+        pages = {path: context.new_page() for path in paths}
+        for path, page in pages.items():
+            page.goto(daemon.url + path, wait_until="commit")
+        for path, page in pages.items():
+            if path == split:
+                page.wait_for_url(f"**?view={view}")
+            page.wait_for_load_state("load")
             page.wait_for_load_state("networkidle")
             wide = page.evaluate("document.documentElement.scrollWidth")
             assert wide <= width, f"{path} is {wide}px wide in a {width}px window"
-            if path == split:  # below 800 px side by side falls back to unified
-                view = "unified" if width < 800 else "split"
+            if path == split:
                 assert page.url.endswith(f"view={view}")
                 assert page.locator(f".diff.{view}").count() == 1
         # A table wider than the window scrolls in its own box, which says so.
-        page.goto(f"{daemon.url}/agents/{LONG_NAME}")
-        page.wait_for_load_state("networkidle")
+        page = pages[agent]
         hints = page.eval_on_selector_all(
             ".table-scroll.overflowing",
             "els => els.map(e => getComputedStyle(e, '::before').content)",

@@ -1,7 +1,7 @@
 """The agent page's telemetry charts in a real browser: headless Chromium (Playwright)
-against `hyperhive up` as a real process (test_browser's fixtures: their own daemon and
-browser for this module). Turns reach the daemon as the harness sends them: a
-`turn_report` on the agent's socket."""
+against `hyperhive up` as a real process (support.browser's fixtures, on the forge the
+sharing modules use: only this module reports the manager's turns). Turns reach the
+daemon as the harness sends them: a `turn_report` on the agent's socket."""
 
 import time
 
@@ -13,6 +13,7 @@ from hyperhive.broker.stats import Stats
 from hyperhive.daemon import hostsock
 from hyperhive.home import Home
 
+SHARE_FORGE = True  # the other sharing modules neither run turns nor deploy the manager
 TIMEOUT = 30.0
 REPORT = {
     "duration": 12.5,

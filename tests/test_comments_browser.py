@@ -1,11 +1,10 @@
 """Review comments and follow-ups in a real browser (headless Chromium, Playwright) against
-`hyperhive up` as a real process (support.browser's fixtures: their own daemon and browser
-for this module, where no manager is deployed, so no harness takes the manager's
-messages): write on a line in both views, on a file and on the change, reply, send; the
-manager reads them with its MCP `recv` (a `hyperhive mcp` subprocess), answers with
-`review_reply` and proposes a follow-up (`request_apply_commit` with `follows`); then the
-follow-up's page and its interdiff. One test: one daemon and browser, wherever xdist
-puts it."""
+`hyperhive up` as a real process (support.browser's fixtures, on the forge the sharing
+modules use, where no manager is deployed, so no harness takes the manager's messages,
+and none of them sends it one): write on a line in both views, on a file and on the
+change, reply, send; the manager reads them with its MCP `recv` (a `hyperhive mcp`
+subprocess), answers with `review_reply` and proposes a follow-up
+(`request_apply_commit` with `follows`); then the follow-up's page and its interdiff."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,8 @@ from support.hive import commit_config
 from support.mcp import over_stdio, text
 
 from hyperhive.home import Home
+
+SHARE_FORGE = True  # its approvals are its own ("cmt"); its messages are the manager's only
 
 
 def write(page, selector: str, words: str) -> None:

@@ -35,3 +35,37 @@ def test_the_tests_that_cost_the_most_cpu_are_listed_first(pytester, monkeypatch
 
     plain = pytester.runpytest_inprocess("-p", "support.cputime", "-q")
     assert not any("cost the most CPU" in x for x in plain.outlines)
+
+
+SESSION = """
+import subprocess, sys
+import pytest
+from support.cputime import apart
+
+@pytest.fixture(scope="session")
+def busy(pytestconfig):
+    proc = subprocess.Popen([sys.executable, "-c", "sum(i * i for i in range(2_000_000))"])
+    yield
+    with apart(pytestconfig, "the busy fixture"):
+        proc.wait()  # reaped here: its CPU lands in the last test's teardown
+
+def test_first(busy):
+    pass
+
+def test_last():
+    pass
+"""
+
+
+def test_a_session_fixtures_processes_are_listed_apart_from_the_last_test(pytester, monkeypatch):
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile(test_session=SESSION)
+    out = pytester.runpytest_inprocess("-p", "support.cputime", "--cpu-top=3", "-q")
+    out.assert_outcomes(passed=2)
+    lines = out.outlines
+    top = lines.index(next(x for x in lines if "the 3 tests that cost the most CPU" in x))
+    first = lines[top + 1].split()
+    assert " ".join(first[4:]) == "(session) the busy fixture" and float(first[0][:-1]) > 0.1
+    last = next(x for x in lines[top + 1 : top + 4] if x.endswith("::test_last")).split()
+    assert float(last[0][:-1]) < float(first[0][:-1]) / 2
+    assert any(x.endswith("s of CPU in 2 tests") for x in lines)

@@ -1,6 +1,6 @@
 """The agent page's terminal in a real browser: headless Chromium (Playwright) against
-`hyperhive up` as a real process, the session from the login page (test_browser's
-fixtures: their own daemon and browser for this module)."""
+`hyperhive up` as a real process, the session from the login page (support.browser's
+fixtures, on the forge the sharing modules use: the manager stays undeployed there)."""
 
 import re
 from pathlib import Path
@@ -9,6 +9,7 @@ from support.browser import browser, daemon, session_state, shots, web  # noqa: 
 from support.procs import alive, host_pid
 from support.wait import wait_for
 
+SHARE_FORGE = True  # each test opens and ends its own shells; the hive keeps no trace
 TIMEOUT_MS = 30_000
 
 

@@ -1,7 +1,9 @@
 """The forge in a real browser: headless Chromium (Debian's) driven by Playwright against
 a real daemon. The fixtures (`daemon`, `browser`, `session_state`, `web`, `shots`) are
-imported by the browser test modules (one daemon and one browser per module), and so are
-the actions they share (propose a change, a review's path, wait for the live socket)."""
+imported by the browser test modules (a daemon per module, or one shared by the modules
+that say so; one Chromium per process, support/browser_worker.py; a browser context per
+test), and so are the actions they share (propose a change, a review's path, wait for
+the live socket)."""
 
 import os
 from pathlib import Path
@@ -15,7 +17,7 @@ if not Path(CHROMIUM).exists():
         allow_module_level=True,
     )
 
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Page  # noqa: E402
 
 from hyperhive import operator  # noqa: E402
 from hyperhive.home import Home  # noqa: E402
@@ -30,27 +32,41 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 # -- fixtures ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("browser") / "hive").start()
+def start_forge(root: Path) -> Daemon:
+    """`hyperhive up` on a new hive at `root`, with the operator's password and alice."""
+    d = Daemon(root).start()
     try:
-        # in-process, not two CLI runs per module (test_operator_auth.py runs those)
+        # in-process, not two CLI runs per forge (test_operator_auth.py runs those)
         operator.set_password(Home(d.root), PASSWORD)
         operator.add(Home(d.root), "alice", PASSWORD)
-        d.url = f"http://127.0.0.1:{d.port}"
+    except BaseException:
+        d.kill()
+        raise
+    d.url = f"http://127.0.0.1:{d.port}"
+    return d
+
+
+@pytest.fixture(scope="module")
+def daemon(request, tmp_path_factory):
+    """The module's forge: a hive of its own, or, in a module that says
+    `SHARE_FORGE = True`, the one this process's sharing modules use
+    (support/browser_worker.py): only for tests that neither deploy nor answer the
+    manager, nor count anything another sharing module adds."""
+    if getattr(request.module, "SHARE_FORGE", False):
+        yield request.getfixturevalue("shared_forge")
+        return
+    d = start_forge(tmp_path_factory.mktemp("browser") / "hive")
+    try:
         yield d
     finally:
         d.kill()
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser(chromium):
+    """This process's Chromium (support/browser_worker.py), driven by this module."""
+    with chromium.in_use() as b:
+        yield b
 
 
 def log_in(page: Page, password: str = PASSWORD, account: str = "alice") -> None:
@@ -59,9 +75,8 @@ def log_in(page: Page, password: str = PASSWORD, account: str = "alice") -> None
     follow(page, "button:has-text('Log in')")
 
 
-@pytest.fixture(scope="module")
-def session_state(browser, daemon):
-    """Log in once through the login page; later contexts start with that session."""
+def logged_in_state(browser, daemon) -> dict:
+    """Log in once through the login page: the storage state later contexts start with."""
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -72,6 +87,13 @@ def session_state(browser, daemon):
         return context.storage_state()
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def session_state(request, browser, daemon):
+    if getattr(request.module, "SHARE_FORGE", False):
+        return request.getfixturevalue("shared_session_state")
+    return logged_in_state(browser, daemon)
 
 
 class Browsing:
