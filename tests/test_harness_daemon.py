@@ -339,16 +339,20 @@ def test_an_agent_whose_claude_cannot_start_is_failing_and_loses_no_message(hive
 
     hidden.rename(claude)  # installed: the supervisor's next sync sees it
     wait_for(lambda: not daemon.get("/api/state")["alerts"]["claude"], what="the banner to go")
-    agreed(("failing", "cannot run claude: [Errno 2] No such file or directory: 'claude'"))
-    run_cli(root, "requeue", "alice", str(dead["id"]), check=True)
-    agreed(("running", None), timeout=60)  # a whole turn that works, on a loaded machine too
+    # alice's sandbox is made anew with that claude in it, and the batch still pending
+    # (hello 1 and 2, not yet given up) runs at once: a whole turn that works makes alice
+    # running (on a loaded machine too); the dead letter waits for the operator
+    agreed(("running", None), timeout=60)
     # sandboxed, the fake keeps its records in its HOME, the agent's state
     records = root / "agents" / "alice" / "state" / ".fake-claude"
 
-    def ran_dead_letter() -> bool:  # its turn may follow the one that made alice running
-        return any("hello 0" in r["prompt"] for r in fake_runs(records))
+    def ran(body: str) -> bool:
+        return any(body in r["prompt"] for r in fake_runs(records))
 
-    wait_for(ran_dead_letter, 60, what="the dead letter's turn")
+    assert ran("hello 1") and ran("hello 2") and not ran("hello 0")
+    run_cli(root, "requeue", "alice", str(dead["id"]), check=True)
+    wait_for(lambda: ran("hello 0"), 60, what="the dead letter's turn")
+    agreed(("running", None))
     assert json.loads(run_cli(root, "inbox", "alice", "--dead", "--json").stdout) == {
         "messages": [],
         "next": None,
