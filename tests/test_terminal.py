@@ -215,7 +215,9 @@ class Term:
         if isinstance(m, bytes):
             self.out += m
             if self.ack:
-                with contextlib.suppress(simple_websocket.ConnectionClosed):  # closing now
+                # closing now: the client's reader thread closes the socket on the server's
+                # close frame, between send's check of `connected` and its write (EBADF)
+                with contextlib.suppress(simple_websocket.ConnectionClosed, OSError):
                     self.ws.send(json.dumps({"ack": len(m)}))
         elif m is not None:
             self.control.append(json.loads(m))
