@@ -62,28 +62,28 @@ def runtime(home: Home) -> LocalRuntime:
 # collected last would run alone on one worker while the other has nothing left to do.
 # (Measured with `pytest --durations`; a prefix is a module or a test.)
 LONGEST_FIRST = (
-    "tests/test_harness_daemon.py::test_an_agent_whose_claude_cannot_start",
+    # 6-17 s each in an idle full run (`--durations`)
+    "tests/test_bench.py",  # its tests longest first
     "tests/test_harness_daemon.py::test_a_message_runs_a_turn",
-    "tests/test_bench.py",
     "tests/test_claude_cli.py",
-    "tests/test_sandbox.py::test_an_agent_sees_its_state",
-    "tests/test_gitsock.py::test_the_local_harness",
-    "tests/test_cli.py::test_full_cycle",
+    "tests/test_harness_daemon.py::test_an_agent_whose_claude_cannot_start",
+    "tests/test_comments_browser.py",
+    "tests/test_browser.py::test_propose_appears_live",
+    # 3-5 s
+    "tests/test_terminal.py::test_local_shell_is_a_login_shell",
     "tests/test_terminal.py::test_stopping_the_daemon",
-    "tests/test_checks.py::test_cli_approve_checks_here",
-    "tests/test_checks.py::test_the_daemon_checks_proposals",
+    "tests/test_cli.py::test_full_cycle",
+    "tests/test_daemon.py::test_start_recovers",
+    "tests/test_gitsock.py::test_the_local_harness",
+    "tests/test_sandbox.py::test_an_agent_sees_its_state",
     "tests/test_stats.py::test_a_fake_claude_turn",
+    "tests/test_checks.py::test_the_daemon_checks_proposals",
     "tests/test_retention.py::test_property",
     "tests/test_harness.py::test_a_turn_sends_through",
     "tests/test_operator_auth.py::test_the_cli_ends_sessions",
-    "tests/test_daemon.py::test_start_recovers",
-    # 20-32 s each in a loaded full run (`--durations`, `--cpu-top`)
-    "tests/test_race.py",
-    "tests/test_retention.py::test_cli_prune_and_meta_log",
-    "tests/test_health.py::test_the_cli_lists_pages",
+    # builds the wheel the installed-wheel test then finds built (support/once.py)
     "tests/test_packaging.py::test_the_wheel",
     "tests/test_sandbox.py::test_no_bwrap",
-    "tests/test_terminal_browser.py",
 )
 
 
