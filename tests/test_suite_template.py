@@ -25,14 +25,15 @@ from hyperhive.workflow.approvals import Approvals
 
 def listing(root) -> Counter:
     """Every path under `root` with its kind (a link: its target) and permission bits;
-    loose objects by count, not name (a commit's name has its time in it)."""
+    loose objects and their fan-out directories by kind and mode, not name or count (a
+    commit's name has its time in it, and so the names two objects share a directory by)."""
     found = Counter()
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
             path = os.path.join(dirpath, name)
             kind = f"-> {os.readlink(path)}" if os.path.islink(path) else name in dirs
             rel = re.sub(r"/objects/[0-9a-f]{2}(/[0-9a-f]{38})?$", "/objects/<loose>", path)
-            found[os.path.relpath(rel, root), kind, os.lstat(path).st_mode & 0o7777] += 1
+            found[os.path.relpath(rel, root), kind, os.lstat(path).st_mode & 0o7777] = 1
     return found
 
 
