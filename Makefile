@@ -22,7 +22,7 @@ run: $(STAMP) bytecode
 	$(BIN)/hyperhive up
 
 test: prepare
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 --dist worksteal -q
 
 # What the tests need, side by side: the Debian packages, then the pinned CLI (npm may
 # come with them), beside the virtualenv, its bytecode and the test modules' rewritten
