@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import fake_claude
@@ -38,15 +39,26 @@ def test_versions_are_read_as_the_cli_prints_them():
         ("sleep 30", "cannot run"),
     ],
 )
-def test_require_supported(tmp_path: Path, script: str, result: str):
+def test_require_supported(tmp_path: Path, monkeypatch, script: str, result: str):
     claude = fake_program(tmp_path / "bin", "claude", script + "\n")
     if result[0].isdigit():
         assert require_supported(str(claude)) == result
         return
+    mark = f"HYPERHIVE_TEST_MARK={uuid.uuid4().hex}"  # in the environment of all it starts
+    monkeypatch.setenv(*mark.split("="))
     with pytest.raises(UnsupportedClaude) as e:
         require_supported(str(claude), timeout=0.5)
     assert result in str(e.value)
     assert str(claude) in str(e.value)
+    # a timed-out run leaves nothing behind: the shell's `sleep` ends with it
+    assert not [p.name for p in Path("/proc").glob("[0-9]*") if _has(p, mark.encode())]
+
+
+def _has(proc: Path, mark: bytes) -> bool:
+    try:
+        return mark in (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def test_a_missing_claude_is_refused(tmp_path: Path):

@@ -7,7 +7,9 @@ its policies (`Bash(<pattern>)`, `mcp__<server>__<tool>`). An older CLI (nixpkgs
 permissions than the policy says, so it is refused up front, naming what was found.
 """
 
+import os
 import re
+import signal
 import subprocess
 
 from hyperhive.errors import ClaudeNotRunnable, UnsupportedClaude
@@ -52,19 +54,27 @@ def require_supported(claude: str, timeout: float = TIMEOUT) -> str:
     """Run `claude --version` and return the version if the harness supports it; raise
     UnsupportedClaude (naming the version found, or why there is none) otherwise."""
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [claude, "--version"],
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            timeout=timeout,
+            start_new_session=True,  # a group of its own: what it started ends with it
         )
     except OSError as e:
         raise ClaudeNotRunnable(f"cannot run `{claude} --version`: {e}") from None
-    except subprocess.TimeoutExpired as e:
-        raise UnsupportedClaude(f"cannot run `{claude} --version`: {e}") from None
+    with proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            # subprocess.run kills the process only: a wrapper script's children (a shell
+            # running node, say) lived on, holding the pipes
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise UnsupportedClaude(f"cannot run `{claude} --version`: {e}") from None
     if proc.returncode != 0:
-        said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or [""]
+        said = (err.strip() or out.strip()).splitlines()[-1:] or [""]
         raise UnsupportedClaude(f"`{claude} --version` exited {proc.returncode}: {said[0][:200]}")
-    return check(parse_version(proc.stdout), claude, proc.stdout)
+    return check(parse_version(out), claude, out)
