@@ -263,16 +263,21 @@ def kill_leftovers(cmdline: bytes) -> None:
             continue
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (which may hold spaces and ")"):
+    [0] the state, [1] the parent's pid, [2] the process group."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return int(_stat(pid)[1])
 
 
 def _leads_its_group(pid: int) -> bool:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(_stat(pid)[2]) == pid
     except (OSError, IndexError):
         return False
-    return int(fields[2]) == pid
 
 
 def _children(pid: int) -> list[int]:
@@ -281,11 +286,10 @@ def _children(pid: int) -> list[int]:
     except OSError:
         pass
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if _parent(int(proc.name)) == pid:
+                out.append(int(proc.name))
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
     return out
