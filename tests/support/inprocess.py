@@ -11,6 +11,7 @@ import subprocess
 import sys
 from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 from .hive import HYPERHIVE
 
@@ -24,42 +25,32 @@ def run_main(
     from hyperhive import cli
 
     out, err = io.StringIO(), io.StringIO()
-    env = {"HYPERHIVE_HOME": str(home), **(env or {})}
-    saved_env = {k: os.environ.get(k) for k in env}
-    umask = os.umask(0o022)
-    os.umask(umask)
-    runtime = cli.DEFAULT_RUNTIME
     # main's logging.basicConfig(stream=sys.stderr) is a no-op under pytest's handlers:
     # the same handler, on this call's stderr, for the call
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    ours = logging.getLogger("hyperhive")
-    level = ours.level
-    os.environ.update(env)
-    cli.DEFAULT_RUNTIME = os.environ.get("HYPERHIVE_RUNTIME") or "local"  # as at import
-    logging.getLogger().addHandler(handler)
-    try:
-        with ExitStack() as stack:
-            stack.enter_context(redirect_stdout(out))
-            stack.enter_context(redirect_stderr(err))
-            saved_stdin, sys.stdin = sys.stdin, io.StringIO(input)
-            stack.callback(setattr, sys, "stdin", saved_stdin)
-            try:
-                code = cli.main(list(args))
-            except SystemExit as e:  # argparse's usage error and --help
-                if isinstance(e.code, str):  # the interpreter prints it and exits 1
-                    print(e.code, file=sys.stderr)
-                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-    finally:
-        logging.getLogger().removeHandler(handler)
-        ours.setLevel(level)
-        cli.DEFAULT_RUNTIME = runtime
+    root, ours = logging.getLogger(), logging.getLogger("hyperhive")
+    with ExitStack() as stack:
+        stack.enter_context(
+            mock.patch.dict(os.environ, {"HYPERHIVE_HOME": str(home), **(env or {})})
+        )
+        runtime = os.environ.get("HYPERHIVE_RUNTIME") or "local"  # as read at import
+        stack.enter_context(mock.patch.object(cli, "DEFAULT_RUNTIME", runtime))
+        umask = os.umask(0o022)  # (read by setting it: put it back at once, and after)
         os.umask(umask)
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        stack.callback(os.umask, umask)
+        stack.callback(ours.setLevel, ours.level)
+        root.addHandler(handler)
+        stack.callback(root.removeHandler, handler)
+        stack.enter_context(redirect_stdout(out))
+        stack.enter_context(redirect_stderr(err))
+        stack.enter_context(mock.patch.object(sys, "stdin", io.StringIO(input)))
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # argparse's usage error and --help
+            if isinstance(e.code, str):  # the interpreter prints it and exits 1
+                print(e.code, file=sys.stderr)
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
     proc = subprocess.CompletedProcess([HYPERHIVE, *args], code, out.getvalue(), err.getvalue())
     if check and code != 0:
         raise AssertionError(f"hyperhive {args} exited {code}: {proc.stderr}")
